@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Daemon configuration: KEY=value files (also usable as systemd EnvironmentFile=), the environment,
+ * and command-line flags, in increasing order of precedence. Each option has one canonical key
+ * ("DB_DSN"), which is also its flag ("--db-dsn"), plus optional aliases (the seed's names, such as
+ * "MC_DB_DSN"), accepted in the file and the environment. Unknown keys and flags are errors that name
+ * the key and where it was found, so a typo never passes silently. */
+
+#include <stdint.h>
+
+#include "macro.h"
+
+typedef enum ConfigType {
+        CONFIG_STRING,  /* char * */
+        CONFIG_INT,     /* int64_t, within [min, max] */
+        CONFIG_BOOL,    /* bool: 1/0, yes/no, true/false, on/off */
+        CONFIG_STRV,    /* char **, comma- or space-separated, flags may repeat */
+} ConfigType;
+
+typedef struct ConfigOption {
+        const char *key;
+        const char *aliases;    /* space-separated alternative names, or NULL */
+        ConfigType type;
+        size_t offset;          /* where in the target struct the value lives */
+        int64_t min, max;       /* CONFIG_INT only */
+        const char *default_value;
+        const char *help;
+} ConfigOption;
+
+typedef struct ConfigSpec {
+        const char *program;            /* for --help */
+        const char *summary;            /* one line for --help */
+        const char *usage;              /* e.g. "[OPTIONS...] COMMAND", or NULL */
+        const char *default_path;       /* e.g. "/etc/mc/control.conf"; a missing default file is fine */
+        const ConfigOption *options;
+        size_t n_options;
+} ConfigSpec;
+
+/* Fills target from defaults, file, environment and argv. Returns 0 when the program should run,
+ * 1 when --help or --version was printed, negative errno (already logged) on bad configuration.
+ * Positional arguments are returned in ret_args (may be NULL if the program takes none, in which case
+ * any positional argument is an error). */
+int config_load(const ConfigSpec *spec, void *target, int argc, char *argv[], char ***ret_args);
+void config_free(const ConfigSpec *spec, void *target);
+
+int parse_boolean(const char *v);
+int parse_int64(const char *v, int64_t *ret);
+/* Splits on commas and whitespace, dropping empty words. */
+char **strv_split(const char *s);
+size_t strv_length(char *const *l);
+int strv_extend(char ***l, const char *value);

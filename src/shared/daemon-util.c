@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "daemon-util.h"
+#include "log.h"
+
+int daemon_event_new(sd_event **ret) {
+        _cleanup_event_unref_ sd_event *e = NULL;
+        sigset_t mask;
+        int r;
+
+        r = sd_event_default(&e);
+        if (r < 0)
+                return log_error_errno(r, "Failed to allocate event loop: %m");
+
+        /* sd_event_add_signal() needs the signals blocked first. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return log_error_errno(errno, "Failed to block signals: %m");
+        /* A peer closing a socket under us must be an error return, never a dead daemon. */
+        signal(SIGPIPE, SIG_IGN);
+
+        r = sd_event_add_signal(e, NULL, SIGTERM, NULL, NULL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch SIGTERM: %m");
+        r = sd_event_add_signal(e, NULL, SIGINT, NULL, NULL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch SIGINT: %m");
+
+        r = sd_event_set_watchdog(e, true);
+        if (r < 0)
+                return log_error_errno(r, "Failed to enable watchdog: %m");
+
+        *ret = TAKE_PTR(e);
+        return 0;
+}
+
+void daemon_notify_ready(const char *status) {
+        sd_notifyf(false, "READY=1\nSTATUS=%s", status ?: "Running.");
+}
+
+void daemon_notify_status(const char *fmt, ...) {
+        _cleanup_free_ char *s = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return;
+        sd_notifyf(false, "STATUS=%s", s);
+}
+
+void daemon_notify_stopping(void) {
+        sd_notify(false, "STOPPING=1\nSTATUS=Shutting down.");
+}
+
+int daemon_listen_fds(void) {
+        int n = sd_listen_fds(true);
+        if (n < 0)
+                return log_error_errno(n, "Failed to read passed sockets: %m");
+        return n;
+}
+
+int daemon_listen_tcp(const char *address, uint16_t port) {
+        _cleanup_close_ int fd = -1;
+        union {
+                struct sockaddr sa;
+                struct sockaddr_in in;
+                struct sockaddr_in6 in6;
+        } sa = {};
+        socklen_t salen;
+        int one = 1;
+
+        if (isempty(address) || streq(address, "::")) {
+                sa.in6.sin6_family = AF_INET6;
+                sa.in6.sin6_port = htons(port);
+                sa.in6.sin6_addr = in6addr_any;
+                salen = sizeof(sa.in6);
+                fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                if (fd < 0 && (errno == EAFNOSUPPORT || errno == EPROTONOSUPPORT)) {
+                        /* No IPv6 on this host: all IPv4 addresses then. */
+                        sa.in.sin_family = AF_INET;
+                        sa.in.sin_port = htons(port);
+                        sa.in.sin_addr.s_addr = htonl(INADDR_ANY);
+                        salen = sizeof(sa.in);
+                }
+        } else if (inet_pton(AF_INET, address, &sa.in.sin_addr) == 1) {
+                sa.in.sin_family = AF_INET;
+                sa.in.sin_port = htons(port);
+                salen = sizeof(sa.in);
+        } else if (inet_pton(AF_INET6, address, &sa.in6.sin6_addr) == 1) {
+                sa.in6.sin6_family = AF_INET6;
+                sa.in6.sin6_port = htons(port);
+                salen = sizeof(sa.in6);
+        } else
+                return log_error_errno(EINVAL, "Invalid listen address \"%s\".", address);
+
+        if (fd < 0)
+                fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to create socket: %m");
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (sa.sa.sa_family == AF_INET6) {
+                int zero = 0;
+                (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+        }
+        if (bind(fd, &sa.sa, salen) < 0)
+                return log_error_errno(errno, "Failed to bind to %s port %u: %m", isempty(address) ? "*" : address, port);
+        if (listen(fd, SOMAXCONN) < 0)
+                return log_error_errno(errno, "Failed to listen: %m");
+        return TAKE_FD(fd);
+}
+
+static const char *first_directory(const char *env, const char *fallback) {
+        static char buf[2][4096];
+        const char *v = getenv(env);
+        size_t n;
+        int slot = streq(env, "STATE_DIRECTORY") ? 0 : 1;
+
+        if (isempty(v))
+                return fallback;
+        /* systemd gives a colon-separated list when several directories are configured. */
+        n = strcspn(v, ":");
+        if (n >= sizeof(buf[slot]))
+                return fallback;
+        memcpy(buf[slot], v, n);
+        buf[slot][n] = 0;
+        return buf[slot];
+}
+
+const char *daemon_state_directory(const char *fallback) {
+        return first_directory("STATE_DIRECTORY", fallback);
+}
+
+const char *daemon_runtime_directory(const char *fallback) {
+        return first_directory("RUNTIME_DIRECTORY", fallback);
+}
+
+uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+uint64_t realtime_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* What every mc daemon does around its event loop: SIGTERM/SIGINT end the loop cleanly, the watchdog
+ * is pinged from the loop (so a stuck loop is noticed by systemd), and readiness and status are told
+ * with sd_notify. */
+
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+
+#define _cleanup_event_unref_ _cleanup_(sd_event_unrefp)
+#define _cleanup_event_source_unref_ _cleanup_(sd_event_source_disable_unrefp)
+
+/* Creates the default event loop with SIGTERM/SIGINT handling and the watchdog enabled. */
+int daemon_event_new(sd_event **ret);
+
+/* READY=1 plus a status line. */
+void daemon_notify_ready(const char *status);
+void daemon_notify_status(const char *fmt, ...) _printf_(1, 2);
+void daemon_notify_stopping(void);
+
+/* Returns the number of sockets systemd passed (starting at SD_LISTEN_FDS_START), 0 if none. */
+int daemon_listen_fds(void);
+
+/* Opens a TCP listening socket on address:port (address NULL or "" means all addresses, IPv6 with
+ * IPv4 mapped when the host has IPv6). Returns the fd or negative errno. */
+int daemon_listen_tcp(const char *address, uint16_t port);
+
+/* The directory systemd gave us (STATE_DIRECTORY / RUNTIME_DIRECTORY, first entry), or the default. */
+const char *daemon_state_directory(const char *fallback);
+const char *daemon_runtime_directory(const char *fallback);
+
+/* Monotonic clock in microseconds. */
+uint64_t now_usec(void);
+/* Wall clock in microseconds since the epoch. */
+uint64_t realtime_usec(void);

@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "json-util.h"
+
+#define JSON_MAX_DEPTH 32
+
+int json_parse_strict(const char *text, size_t size, json_object **ret, const char **ret_error) {
+        json_tokener *tok;
+        json_object *o;
+        enum json_tokener_error err;
+        size_t consumed;
+
+        if (size > INT32_MAX)
+                return -E2BIG;
+        if (memchr(text, 0, size)) {
+                if (ret_error)
+                        *ret_error = "NUL byte in JSON text";
+                return -EINVAL;
+        }
+        tok = json_tokener_new_ex(JSON_MAX_DEPTH);
+        if (!tok)
+                return -ENOMEM;
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        o = json_tokener_parse_ex(tok, text, (int) size);
+        err = json_tokener_get_error(tok);
+        consumed = json_tokener_get_parse_end(tok);
+        if (err == json_tokener_continue) {
+                /* The document ended before the value did. */
+                json_tokener_free(tok);
+                if (ret_error)
+                        *ret_error = "unexpected end of JSON text";
+                return -EINVAL;
+        }
+        json_tokener_free(tok);
+        if (err != json_tokener_success) {
+                if (ret_error)
+                        *ret_error = json_tokener_error_desc(err);
+                return -EINVAL;
+        }
+        for (size_t i = consumed; i < size; i++)
+                if (!strchr(" \t\r\n", text[i])) {
+                        json_object_put(o);
+                        if (ret_error)
+                                *ret_error = "trailing characters after the JSON value";
+                        return -EINVAL;
+                }
+        *ret = o;
+        return 0;
+}
+
+int json_get_string(json_object *o, const char *key, const char **ret) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v) || !v)
+                return -ENOENT;
+        if (!json_object_is_type(v, json_type_string))
+                return -EINVAL;
+        *ret = json_object_get_string(v);
+        return 0;
+}
+
+int json_get_int64(json_object *o, const char *key, int64_t *ret) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v) || !v)
+                return -ENOENT;
+        if (!json_object_is_type(v, json_type_int))
+                return -EINVAL;
+        /* json-c keeps numbers above INT64_MAX as unsigned and clamps them when read as signed;
+         * numbers below INT64_MIN are clamped at parse time with errno set. Either way: out of range. */
+        errno = 0;
+        int64_t i = json_object_get_int64(v);
+        if (errno == ERANGE || (i == INT64_MAX && json_object_get_uint64(v) > (uint64_t) INT64_MAX) ||
+            i == INT64_MIN)
+                return -ERANGE;
+        *ret = i;
+        return 0;
+}
+
+int json_get_bool(json_object *o, const char *key, bool *ret) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v) || !v)
+                return -ENOENT;
+        if (!json_object_is_type(v, json_type_boolean))
+                return -EINVAL;
+        *ret = json_object_get_boolean(v);
+        return 0;
+}
+
+int json_add(json_object *o, const char *key, json_object *value) {
+        if (!value)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, value) < 0) {
+                json_object_put(value);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int json_add_string(json_object *o, const char *key, const char *value) {
+        if (!value) /* json-c represents null as a NULL object */
+                return json_object_object_add(o, key, NULL) < 0 ? -ENOMEM : 0;
+        return json_add(o, key, json_object_new_string(value));
+}
+
+int json_add_int64(json_object *o, const char *key, int64_t value) {
+        return json_add(o, key, json_object_new_int64(value));
+}
+
+const char *json_to_string(json_object *o) {
+        return json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+}
