@@ -91,6 +91,9 @@ class TcpServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256   # the default of 5 turns a burst of connections into SYN retries
 
+    def handle_error(self, request, client_address):
+        pass
+
 
 def main():
     tcp = TcpServer(("127.0.0.1", 0), Handler)
