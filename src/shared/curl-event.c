@@ -422,6 +422,14 @@ CurlEvent *curl_event_free(CurlEvent *c) {
         return NULL;
 }
 
+long curl_request_response_code(CurlRequest *r) {
+        long code = 0;
+
+        if (!r || !r->easy || curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK)
+                return 0;
+        return code;
+}
+
 size_t curl_event_n_running(CurlEvent *c) {
         return c ? c->n_requests : 0;
 }

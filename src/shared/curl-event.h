@@ -65,4 +65,7 @@ int curl_event_request(CurlEvent *c, const CurlRequestOptions *o, CurlCompletion
 /* Ends a request early; its completion is never called. Safe from any callback. */
 void curl_request_cancel(CurlRequest *r);
 
+/* The HTTP status once the headers have arrived (in a data handler), 0 before. */
+long curl_request_response_code(CurlRequest *r);
+
 size_t curl_event_n_running(CurlEvent *c);
