@@ -3,16 +3,33 @@
 private journald + systemd user manager. Standard library only (Debian's /usr/bin/python3).
 
 A test script defines test_* functions and ends with `mctest.main()`. Everything a test starts
-(daemons, databases, buses) is stopped and checked when that test ends, even when it fails; what is
-started outside a test is stopped when the script exits. A part that cannot be had is a failure,
-never a skip.
+(daemons, databases, buses, the systemd namespace) is stopped and checked when that test ends, even
+when it fails; what is started outside a test is stopped when the script exits. A part that cannot be
+had is a failure, never a skip. Poll with wait_until(), never sleep a fixed time.
+
+    import mctest
+    from mctest import Daemon, Postgres, check, free_port, http
+
+    def test_push():
+        pg = Postgres().start()
+        port = free_port()
+        d = Daemon("mc-control", [f"--listen-port={port}"], env={"DB_DSN": pg.dsn}).start()
+        d.wait_ready()
+        r = http("POST", f"http://127.0.0.1:{port}/api/tasks", {"image": "x", "cmd": ["true"]}, token="t")
+        check(r.status == 201, f"push: {r.status} {r.text}")
+
+    mctest.main()
+
+Run one script by hand from the build directory:
+    MC_BUILD_DIR=$PWD PYTHONPATH=../test/lib /usr/bin/python3 ../test/control/test-x.py [test_name...]
+MC_KEEP_TMP=1 keeps the temporary directories (logs, data) for a look afterwards.
 """
 
 import atexit
 import contextlib
 import ctypes
 import glob
-import http.client
+import http.client as httpclient
 import json
 import os
 import shutil
@@ -29,7 +46,7 @@ import urllib.parse
 __all__ = [
     "build_dir", "source_dir", "binary", "free_port", "tmpdir", "defer", "check", "wait_until",
     "run", "http", "Response", "Postgres", "Daemon", "PrivateBus", "Dockerd", "docker_api",
-    "docker_events", "main",
+    "docker_events", "SystemdNamespace", "enter_private_mount_namespace", "main",
 ]
 
 DEFAULT_TIMEOUT = 30.0
@@ -228,7 +245,7 @@ class Response:
     def __init__(self, status, reason, headers, body):
         self.status = status
         self.reason = reason
-        self.headers = headers  # http.client.HTTPMessage: case-insensitive .get()
+        self.headers = headers  # httpclient.HTTPMessage: case-insensitive .get()
         self.body = body
 
     @property
@@ -245,7 +262,7 @@ class Response:
         return f"<Response {self.status} {self.text[:200]!r}>"
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(httpclient.HTTPConnection):
     """http.client over a unix stream socket (the Docker Engine API)."""
 
     def __init__(self, path, timeout=DEFAULT_TIMEOUT):
@@ -281,9 +298,9 @@ def http(method, url, body=None, token=None, headers=None, timeout=DEFAULT_TIMEO
     if unix_socket:
         conn = UnixHTTPConnection(unix_socket, timeout=timeout)
     elif u.scheme == "https":
-        conn = http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=timeout)
+        conn = httpclient.HTTPSConnection(u.hostname, u.port or 443, timeout=timeout)
     else:
-        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout)
+        conn = httpclient.HTTPConnection(u.hostname, u.port or 80, timeout=timeout)
     path = u.path or "/"
     if u.query:
         path += "?" + u.query
@@ -809,6 +826,237 @@ def docker_events(filters=None, since=None, until=None):
     if r.status != 200:
         raise AssertionError(f"docker events failed: {r.status} {r.text}")
     return [json.loads(line) for line in r.text.splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------------
+# journald and a systemd user manager, in a private mount namespace
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNS = 0x00020000
+_in_private_ns = False
+
+
+def enter_private_mount_namespace():
+    """Moves this process (and what it starts from now on) into its own mount namespace, with
+    mount propagation to the host switched off, so that it can mount over /run/systemd and /run/log
+    without anyone else noticing. Idempotent; there is no way back for the process."""
+    global _in_private_ns
+    if _in_private_ns:
+        return
+    if _libc.unshare(_CLONE_NEWNS) != 0:
+        e = ctypes.get_errno()
+        raise AssertionError(f"unshare(CLONE_NEWNS): {os.strerror(e)} (tests must run as root)")
+    # What `unshare -m --propagation private` does: our mounts must not propagate to the host.
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    _in_private_ns = True
+
+
+def _cgroup_hierarchies():
+    """The cgroup trees a systemd manager keeps its units in: the v2 tree (unified or pure v2) and
+    the v1 name=systemd tree in hybrid mode."""
+    roots = []
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        roots.append("/sys/fs/cgroup")
+    for d in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"):
+        if os.path.exists(os.path.join(d, "cgroup.procs")):
+            roots.append(d)
+    return roots
+
+
+def _remove_cgroup_tree(path):
+    for dirpath, dirnames, _ in sorted(os.walk(path), key=lambda w: -w[0].count("/")):
+        try:
+            with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                for pid in f.read().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            wait_until(lambda: _rmdir(dirpath), 10, msg=f"rmdir {dirpath}")
+
+
+def _rmdir(path):
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    return True
+
+
+class SystemdNamespace:
+    """A private systemd-journald and a real `systemd --user` manager, for testing units (socket
+    activation, Type=notify, watchdog, journal fields). Calling it moves the whole test process into
+    a private mount namespace (enter_private_mount_namespace()), where tmpfs'es are mounted over
+    /run/systemd and /run/log. The manager reads units from unit_dir (given, or self.unit_dir, an
+    empty directory to write units into) before the default search path; write units, then
+    daemon_reload(). Its units run in their own cgroup subtree (/mc-test-PID-N), so that managers of
+    tests running in parallel do not meet. Stopped when the test ends; one at a time per process.
+
+        ns = SystemdNamespace()
+        ns.add_unit("x.service", "[Service]\\nExecStart=/bin/sleep 100\\n")
+        ns.systemctl("start", "x.service")
+        ns.wait_journal(_SYSTEMD_UNIT="x.service")
+    """
+
+    _active = None
+    _counter = 0
+
+    def __init__(self, unit_dir=None, timeout=DEFAULT_TIMEOUT):
+        if SystemdNamespace._active is not None:
+            raise AssertionError("a SystemdNamespace is already running in this process")
+        enter_private_mount_namespace()
+        SystemdNamespace._counter += 1
+        self.dir = tmpdir("systemd")
+        self.unit_dir = unit_dir or os.path.join(self.dir, "units")
+        os.makedirs(self.unit_dir, exist_ok=True)
+        self._mask_dir = os.path.join(self.dir, "mask")
+        os.makedirs(self._mask_dir)
+        # The session bus is ours (below); a dbus.socket from dbus-user-session would fight for it.
+        for unit in ("dbus.socket", "dbus.service"):
+            os.symlink("/dev/null", os.path.join(self._mask_dir, unit))
+        self.runtime_dir = os.path.join(self.dir, "xdg")
+        os.makedirs(self.runtime_dir, mode=0o700)
+        self.journal_dir = "/run/log/journal"
+        # Named like a real user manager's cgroup (journald wants "user@<uid>.service" under slices to
+        # file a unit's messages under _SYSTEMD_USER_UNIT=<unit>), in a slice unique to this manager.
+        self.cgroup = f"mc-test-{os.getpid()}-{SystemdNamespace._counter}.slice/user@0.service"
+        self.bus_address = f"unix:path={self.runtime_dir}/bus"
+        self._procs = []
+        self._mounts = []
+        self.logfile = os.path.join(self.dir, "systemd.log")
+        SystemdNamespace._active = self
+        defer(self.stop)
+
+        for m in ("/run/systemd", "/run/log"):
+            os.makedirs(m, exist_ok=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", m], check=True)
+            self._mounts.append(m)
+        os.makedirs("/run/systemd/system")
+
+        log = open(self.logfile, "ab")
+        try:
+            self._journald = self._spawn(["/lib/systemd/systemd-journald"], log)
+            wait_until(lambda: os.path.exists("/run/systemd/journal/socket")
+                       and os.path.exists("/run/systemd/journal/stdout"), timeout, msg="journald's sockets")
+            self._dbus = self._spawn(["dbus-daemon", "--session", "--nofork", f"--address={self.bus_address}"], log)
+            wait_until(lambda: os.path.exists(os.path.join(self.runtime_dir, "bus")), timeout, msg="the session bus")
+
+            notify_path = os.path.join(self.dir, "notify")
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            notify.bind(notify_path)
+            env = dict(os.environ)
+            for k in ("LISTEN_FDS", "LISTEN_PID", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID", "JOURNAL_STREAM"):
+                env.pop(k, None)
+            env.update(self.env())
+            env.update({"SYSTEMD_UNIT_PATH": f"{self._mask_dir}:{self.unit_dir}:", "NOTIFY_SOCKET": notify_path,
+                        "CG": self.cgroup, "CG_ROOTS": " ".join(_cgroup_hierarchies())})
+            # Into its own cgroup first: the manager treats the cgroup it starts in as its root.
+            self._manager = self._spawn(
+                ["sh", "-c", 'for r in $CG_ROOTS; do mkdir -p "$r/$CG" && echo $$ >"$r/$CG/cgroup.procs" || exit 1; done; '
+                             'exec /lib/systemd/systemd --user'], log, env=env)
+            deadline = time.monotonic() + timeout
+            ready = False
+            with notify:
+                while not ready:
+                    notify.settimeout(max(0.01, min(0.2, deadline - time.monotonic())))
+                    try:
+                        ready = "READY=1" in notify.recv(4096).decode(errors="replace").split("\n")
+                    except socket.timeout:
+                        if self._manager.poll() is not None:
+                            raise AssertionError(f"systemd --user exited with {self._manager.returncode}:\n"
+                                                 f"{_tail(self.logfile)}")
+                        if time.monotonic() >= deadline:
+                            raise AssertionError(f"systemd --user not ready within {timeout}s:\n{_tail(self.logfile)}")
+        finally:
+            log.close()
+
+    def _spawn(self, argv, log, env=None):
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self._procs.append(p)
+        return p
+
+    def env(self):
+        """What a client of this manager and bus needs (systemctl --user, busctl --user)."""
+        return {"XDG_RUNTIME_DIR": self.runtime_dir, "DBUS_SESSION_BUS_ADDRESS": self.bus_address}
+
+    def systemctl(self, *args, check=True, timeout=60):
+        """Runs `systemctl --user ARGS...`; returns stdout (or the CompletedProcess when check=False)."""
+        env = dict(os.environ)
+        env.update(self.env())
+        p = subprocess.run(["systemctl", "--user", "--no-pager"] + [str(a) for a in args], env=env,
+                           capture_output=True, text=True, timeout=timeout)
+        if not check:
+            return p
+        if p.returncode != 0:
+            raise AssertionError(f"systemctl --user {' '.join(map(str, args))} failed ({p.returncode}): "
+                                 f"{p.stderr.strip()}{p.stdout.strip()}")
+        return p.stdout
+
+    def add_unit(self, name, text):
+        """Writes a unit file into unit_dir (call daemon_reload() after changing loaded units)."""
+        path = os.path.join(self.unit_dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def daemon_reload(self):
+        self.systemctl("daemon-reload")
+
+    def show(self, unit, prop):
+        """One property of a unit (`systemctl show -P`)."""
+        return self.systemctl("show", "-P", prop, unit).strip()
+
+    def wait_state(self, unit, state="active", timeout=DEFAULT_TIMEOUT):
+        """Waits until the unit's ActiveState is state ("active", "failed", "inactive", ...)."""
+        wait_until(lambda: self.show(unit, "ActiveState") == state, timeout,
+                   msg=f"{unit} to be {state} (is {self.show(unit, 'ActiveState')})")
+
+    def journal(self, *matches, unit=None, **fields):
+        """Journal entries (dicts of fields, oldest first) matching journalctl matches, given as
+        "FIELD=value" strings or FIELD=value keywords (e.g. MC_EVENT="task_queued"). unit= selects
+        what a unit of this manager logged (_SYSTEMD_USER_UNIT=unit: it is a user manager)."""
+        args = list(matches) + [f"{k}={v}" for k, v in fields.items()]
+        if unit:
+            args.append(f"_SYSTEMD_USER_UNIT={unit}")
+        p = subprocess.run(["journalctl", "-D", self.journal_dir, "-o", "json", "--no-pager", "-q"] + args,
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode != 0 and "No entries" not in p.stderr:
+            raise AssertionError(f"journalctl {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
+        return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+
+    def wait_journal(self, *matches, unit=None, timeout=DEFAULT_TIMEOUT, count=1, **fields):
+        """Waits until at least count entries match; returns them all."""
+        def enough():
+            entries = self.journal(*matches, unit=unit, **fields)
+            return entries if len(entries) >= count else None
+        return wait_until(enough, timeout, msg=f"{count} journal entries matching {matches} {fields} unit={unit}")
+
+    def stop(self):
+        if SystemdNamespace._active is not self:
+            return
+        try:
+            # SIGTERM makes a user manager stop its units and exit.
+            for p in reversed(self._procs):
+                if p.poll() is None:
+                    p.terminate()
+                    try:
+                        p.wait(30)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+            for root in _cgroup_hierarchies():
+                _remove_cgroup_tree(os.path.join(root, os.path.dirname(self.cgroup)))
+            for m in reversed(self._mounts):
+                subprocess.run(["umount", "-l", m], check=False)
+        finally:
+            SystemdNamespace._active = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -132,4 +132,53 @@ def test_http_never_raises_on_errors():
     check(r.status == 404, f"status {r.status}")
 
 
+def test_systemd_namespace():
+    ns = mctest.SystemdNamespace()
+    ns.add_unit("mc-fixture-sleep.service",
+                "[Service]\nType=simple\nExecStart=/bin/sh -c 'echo hello-from-unit; exec sleep infinity'\n")
+    # A socket-activated Type=notify service with a watchdog: what the mc units use.
+    port = mctest.free_port()
+    ns.add_unit("mc-fixture-notify.socket", f"[Socket]\nListenStream=127.0.0.1:{port}\n")
+    script = os.path.join(ns.dir, "notify-service")
+    with open(script, "w") as f:
+        f.write(NOTIFY_SERVICE)
+    os.chmod(script, 0o755)
+    ns.add_unit("mc-fixture-notify.service",
+                f"[Service]\nType=notify\nWatchdogSec=5\nExecStart={script}\n")
+    ns.daemon_reload()
+    ns.systemctl("start", "mc-fixture-sleep.service")
+    ns.wait_state("mc-fixture-sleep.service", "active")
+    entries = ns.wait_journal(unit="mc-fixture-sleep.service", MESSAGE="hello-from-unit")
+    check(entries[0]["_TRANSPORT"] == "stdout", f"entry: {entries[0]}")
+
+    ns.systemctl("start", "mc-fixture-notify.socket")
+    check(ns.show("mc-fixture-notify.service", "ActiveState") == "inactive", "service started before a connection")
+    r = http("GET", f"http://127.0.0.1:{port}/")
+    check(r.status == 200 and r.text == "activated", f"response: {r}")
+    ns.wait_state("mc-fixture-notify.service", "active")
+    check(ns.show("mc-fixture-notify.service", "StatusText") == "serving", "STATUS= reached the manager")
+    e = ns.wait_journal(unit="mc-fixture-notify.service", MC_EVENT="fixture_started")
+    check(e[0]["MESSAGE"] == "structured", f"entry: {e[0]}")
+    ns.systemctl("stop", "mc-fixture-notify.service", "mc-fixture-notify.socket", "mc-fixture-sleep.service")
+    ns.wait_state("mc-fixture-sleep.service", "inactive")
+
+
+# Socket-activated, Type=notify, sends a structured journal entry with the native protocol.
+NOTIFY_SERVICE = r'''#!/usr/bin/python3
+import os, signal, socket, sys
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+assert os.environ["LISTEN_FDS"] == "1" and int(os.environ["LISTEN_PID"]) == os.getpid()
+srv = socket.socket(fileno=3)
+j = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+j.sendto(b"MESSAGE=structured\nMC_EVENT=fixture_started\nPRIORITY=6\n", "/run/systemd/journal/socket")
+n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+n.sendto(b"READY=1\nSTATUS=serving", os.environ["NOTIFY_SOCKET"])
+while True:
+    c, _ = srv.accept()
+    c.recv(65536)
+    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nactivated")
+    c.close()
+'''
+
+
 mctest.main()
