@@ -19,6 +19,7 @@
 
 #include "cgroup.h"
 #include "config.h"
+#include "daemon-util.h"
 #include "driver.h"
 #include "log.h"
 
@@ -208,7 +209,7 @@ static int on_errpipe(sd_event_source *s, int fd, uint32_t revents, void *userda
                 /* EOF: close-on-exec closed it, the command runs. */
                 j->exec_confirmed = true;
                 if (j->job.cb.started)
-                        j->job.cb.started(&j->job, j->handle, j->job.userdata);
+                        j->job.cb.started(&j->job, j->handle, realtime_usec(), j->job.userdata);
         }
         maybe_report(j);
         return 0;
@@ -426,7 +427,7 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                 close(errpipe[0]);
                 j->exec_confirmed = true;       /* cannot know better */
                 if (cb->started)
-                        cb->started(&j->job, j->handle, userdata);
+                        cb->started(&j->job, j->handle, realtime_usec(), userdata);
         } else
                 (void) sd_event_source_set_io_fd_own(j->errpipe_source, true);
         {
