@@ -474,6 +474,7 @@ static void on_removed(const DockerResult *res, void *userdata) {
 }
 
 static int remove_by_name(DockerDriver *dd, const char *name, DriverDoneCallback done, void *userdata) {
+        DockerCall *call;
         RemoveCall *rc;
         int r;
 
@@ -482,10 +483,13 @@ static int remove_by_name(DockerDriver *dd, const char *name, DriverDoneCallback
                 return -ENOMEM;
         *rc = (RemoveCall) { done, userdata };
         /* Not tied to the job: the job may be freed before the engine answers. */
-        r = docker_container_remove(dd->client, name, true, on_removed, rc, NULL);
-        if (r < 0)
+        r = docker_container_remove(dd->client, name, true, on_removed, rc, &call);
+        if (r < 0) {
                 free(rc);
-        return r;
+                return r;
+        }
+        docker_call_set_destroy(call, free);
+        return 0;
 }
 
 static int docker_job_remove(DriverJob *job, DriverDoneCallback done, void *userdata) {
@@ -564,6 +568,7 @@ static void on_list(const DockerResult *res, void *userdata) {
 static int docker_list_leftovers(Driver *d, DriverListCallback cb, void *userdata) {
         DockerDriver *dd = docker_driver(d);
         _cleanup_free_ char *label = NULL;
+        DockerCall *call;
         ListCall *lc;
         int r;
 
@@ -573,10 +578,13 @@ static int docker_list_leftovers(Driver *d, DriverListCallback cb, void *userdat
         if (!lc)
                 return -ENOMEM;
         *lc = (ListCall) { cb, userdata };
-        r = docker_container_list(dd->client, (const char *[]) { label, NULL }, on_list, lc, NULL);
-        if (r < 0)
+        r = docker_container_list(dd->client, (const char *[]) { label, NULL }, on_list, lc, &call);
+        if (r < 0) {
                 free(lc);
-        return r;
+                return r;
+        }
+        docker_call_set_destroy(call, free);
+        return 0;
 }
 
 static void on_adopt_inspect(const DockerResult *res, void *userdata) {
