@@ -47,10 +47,11 @@ import urllib.parse
 __all__ = [
     "build_dir", "source_dir", "binary", "free_port", "listen_socket", "tmpdir", "background", "defer", "check", "wait_until",
     "run", "http", "Response", "Postgres", "Daemon", "PrivateBus", "Dockerd", "docker_api",
-    "docker_events", "SystemdNamespace", "enter_private_mount_namespace", "main",
+    "docker_events", "Network", "Host", "SystemdNamespace", "enter_private_mount_namespace", "main",
 ]
 
 DEFAULT_TIMEOUT = 30.0
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -607,9 +608,10 @@ class Daemon:
     """
 
     def __init__(self, program, args=(), env=None, watchdog_usec=None, notify=True, cwd=None,
-                 name=None, inherit_env=True):
+                 name=None, inherit_env=True, host=None):
         self.path = program if os.sep in program else binary(program)
-        self.name = name or os.path.basename(self.path)
+        self.host = host  # a Network Host to run in, or None for this machine's network
+        self.name = name or (os.path.basename(self.path) + (f"@{host.name}" if host else ""))
         self.args = [str(a) for a in args]
         self.dir = tmpdir(self.name)
         self.state_dir = os.path.join(self.dir, "state")
@@ -709,6 +711,8 @@ class Daemon:
         with self._cond:
             self._start_index = len(self._messages)
         argv = [self.path] + self.args + [str(a) for a in extra_args]
+        if self.host is not None:
+            argv = self.host.wrap(argv)
         env = dict(self.env)
         high = []
         if listen:
@@ -919,9 +923,147 @@ def docker_events(filters=None, since=None, until=None):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Several hosts on one machine: network namespaces on a private bridge
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _in_netns(netns, fn, *args, **kwargs):
+    """fn(*args, **kwargs) run in a thread that has entered network namespace netns (setns() changes only the
+    calling thread's namespace); sockets it creates stay in that namespace wherever they are used."""
+    if netns is None:
+        return fn(*args, **kwargs)
+    result = []
+
+    def run():
+        fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                result.append(OSError(ctypes.get_errno(), f"setns({netns})"))
+                return
+        finally:
+            os.close(fd)
+        try:
+            result.append((fn(*args, **kwargs),))
+        except BaseException as e:  # noqa: B902 - handed to the caller
+            result.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0][0]
+
+
+class Host:
+    """One "machine" of a Network: a network namespace with eth0 on the network's bridge."""
+
+    def __init__(self, network, index, name):
+        self.network = network
+        self.index = index
+        self.name = name            # for humans and Daemon(name=...)
+        self.netns = f"{network.prefix}-{index}"
+        self.address = f"{network.subnet_prefix}.{index}"
+        self.port = f"h{index}"     # its end on the bridge
+
+    def wrap(self, argv):
+        """argv run inside this host (`ip netns exec`); the pid stays the same, so Daemon's notify
+        socket and LISTEN_PID work as usual."""
+        return ["ip", "netns", "exec", self.netns] + list(argv)
+
+    def run(self, argv, **kwargs):
+        return run(self.wrap(argv), **kwargs)
+
+    def new_socket(self, family=socket.AF_INET, kind=socket.SOCK_STREAM):
+        """A socket in this host's namespace (for a test client; listen_socket() for a daemon)."""
+        return _in_netns(self.netns, socket.socket, family, kind)
+
+    def listen_socket(self, port=0, kind=socket.SOCK_STREAM):
+        return _in_netns(self.netns, listen_socket, port, self.address, kind)
+
+    def http(self, method, url, **kwargs):
+        """http() from inside this host (e.g. to another host's address)."""
+        return _in_netns(self.netns, http, method, url, **kwargs)  # connect() happens in the thread
+
+    def shape(self, rate, burst="32kbit", latency="400ms"):
+        """Limits what this host sends to rate (tc tbf, e.g. "10mbit"). netem (delay, loss) is not
+        in this machine's kernel."""
+        subprocess.run(["ip", "netns", "exec", self.netns, "tc", "qdisc", "replace", "dev", "eth0", "root",
+                        "tbf", "rate", rate, "burst", burst, "latency", latency], check=True)
+
+    def set_link(self, up):
+        """Cuts (up=False) or restores this host's cable: a partition, as far as the others can tell."""
+        subprocess.run(["ip", "-n", self.network.bridge_netns, "link", "set", self.port, "up" if up else "down"],
+                       check=True)
+
+
+class Network:
+    """Hosts on a private layer-2 network: each Host is a network namespace with eth0 (address
+    10.<k>.<n>.<i>/24) on a bridge that lives in a namespace of its own, so nothing touches the
+    machine's own network and parallel tests cannot meet. The test process stays in the machine's
+    namespace: reach hosts with host.http(), host.new_socket(), Daemon(..., host=host).
+
+        net = Network()
+        a, b = net.add_host("a"), net.add_host("b")
+        d = Daemon("mc-control", [f"--listen-address={a.address}"], host=a).start()
+        r = b.http("GET", f"http://{a.address}:8080/api/health")
+    """
+
+    _counter = 0
+
+    def __init__(self):
+        Network._counter += 1
+        self.prefix = f"mc{os.getpid()}n{Network._counter}"
+        self.bridge_netns = f"{self.prefix}-br"
+        # Private to this network's bridge, so any subnet would do; vary it anyway for readable logs.
+        self.subnet_prefix = f"10.{100 + Network._counter % 100}.{os.getpid() % 250}"
+        self.hosts = []
+        self._netns = []
+        defer(self.stop)
+        self._add_netns(self.bridge_netns)
+        self._ip("-n", self.bridge_netns, "link", "add", "br0", "type", "bridge")
+        self._ip("-n", self.bridge_netns, "link", "set", "br0", "up")
+
+    def _ip(self, *args):
+        p = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+        if p.returncode != 0:
+            raise AssertionError(f"ip {' '.join(args)} failed: {p.stderr.strip()}")
+
+    def _add_netns(self, name):
+        self._ip("netns", "add", name)
+        self._netns.append(name)
+        self._ip("-n", name, "link", "set", "lo", "up")
+
+    def add_host(self, name=None):
+        index = len(self.hosts) + 1
+        if index > 250:
+            raise AssertionError("at most 250 hosts per Network")
+        h = Host(self, index, name or f"host{index}")
+        self._add_netns(h.netns)
+        self._ip("-n", self.bridge_netns, "link", "add", h.port, "type", "veth", "peer", "name", "eth0",
+                 "netns", h.netns)
+        self._ip("-n", self.bridge_netns, "link", "set", h.port, "master", "br0", "up")
+        self._ip("-n", h.netns, "addr", "add", f"{h.address}/24", "dev", "eth0")
+        self._ip("-n", h.netns, "link", "set", "eth0", "up")
+        self.hosts.append(h)
+        return h
+
+    def stop(self):
+        for name in reversed(self._netns):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        self._netns = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------------
 # journald and a systemd user manager, in a private mount namespace
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNS = 0x00020000
 _in_private_ns = False
 

@@ -120,6 +120,32 @@ def test_real_sanitizer_reports_are_caught():
                 os.unlink(os.path.join(d.dir, f))
 
 
+def test_network_of_hosts():
+    net = mctest.Network()
+    a, b = net.add_host("a"), net.add_host("b")
+    sock = a.listen_socket(8080)
+    d = Daemon(fake_daemon(), host=a).start(listen=[sock], fdnames=["onhost"])
+    d.wait_ready()
+    r = b.http("GET", f"http://{a.address}:8080/")
+    check(r.status == 200 and r.text == "onhost", f"b -> a: {r}")
+    # Cut a's cable: b cannot reach it; put it back: it can.
+    a.set_link(False)
+    try:
+        b.http("GET", f"http://{a.address}:8080/", timeout=1)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("reached a with its link down")
+    a.set_link(True)
+    r = wait_until(lambda: b.http("GET", f"http://{a.address}:8080/", timeout=2), msg="a reachable again")
+    check(r.status == 200, f"after the link is back: {r}")
+    a.shape("10mbit")
+    check(b.http("GET", f"http://{a.address}:8080/").status == 200, "shaped link")
+    # The hosts are not on this machine's network.
+    out = a.run(["ip", "-o", "addr"]).stdout
+    check(a.address in out and "eth0" in out, f"a's addresses: {out}")
+
+
 def test_daemon_bad_exit_is_reported():
     d = Daemon(fake_daemon(), env={"EXIT_CODE": "3"}).start()
     d.wait_ready()
