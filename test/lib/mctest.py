@@ -45,9 +45,10 @@ import traceback
 import urllib.parse
 
 __all__ = [
-    "build_dir", "source_dir", "binary", "free_port", "listen_socket", "tmpdir", "background", "defer", "check", "wait_until",
-    "run", "http", "Response", "Postgres", "Daemon", "PrivateBus", "Dockerd", "docker_api",
-    "docker_events", "Network", "Host", "SystemdNamespace", "enter_private_mount_namespace", "main",
+    "build_dir", "source_dir", "binary", "free_port", "listen_socket", "tmpdir", "background", "defer",
+    "check", "wait_until", "run", "http", "Response", "Postgres", "Daemon", "PrivateBus", "Dockerd",
+    "docker_api", "docker_events", "Network", "Host", "SystemdNamespace", "enter_private_mount_namespace",
+    "main",
 ]
 
 DEFAULT_TIMEOUT = 30.0
@@ -126,6 +127,9 @@ def _atexit():
     errors = _close_all_scopes()
     for e in errors:
         print(f"FAIL cleanup: {e}", file=sys.stderr, flush=True)
+    # Only now, with every daemon stopped and checked, may their directories go.
+    if _tmp_root is not None and os.environ.get("MC_KEEP_TMP") != "1":
+        shutil.rmtree(_tmp_root, ignore_errors=True)
     if errors:
         sys.stdout.flush()
         os._exit(1)
@@ -233,8 +237,6 @@ def _tmp_base():
         os.chmod(_tmp_root, 0o755)  # the postgres user must reach its directory
         if os.environ.get("MC_KEEP_TMP") == "1":
             print(f"# keeping temporary files in {_tmp_root}", file=sys.stderr)
-        else:
-            atexit.register(shutil.rmtree, _tmp_root, True)
     return _tmp_root
 
 
@@ -517,7 +519,7 @@ class Postgres:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError("postgres did not stop within {timeout}s")
+            raise AssertionError(f"postgres did not stop within {timeout}s:\n{_tail(self.logfile)}")
 
     def kill(self):
         """SIGKILL the postmaster and every backend: a crash, as far as the database can tell."""
