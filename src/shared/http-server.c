@@ -17,6 +17,7 @@ typedef struct HttpListener {
         struct MHD_Daemon *daemon;
         sd_event_source *io_source;
         sd_event_source *timer_source;
+        sd_event_source *resume_source;    /* runs MHD after a connection was resumed */
 } HttpListener;
 
 struct HttpServer {
@@ -82,6 +83,11 @@ static int on_listener_io(sd_event_source *s, int fd, uint32_t revents, void *us
 }
 
 static int on_listener_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        listener_run(userdata);
+        return 0;
+}
+
+static int on_listener_resume(sd_event_source *s, void *userdata) {
         listener_run(userdata);
         return 0;
 }
@@ -311,12 +317,19 @@ static int listener_init(HttpServer *s, HttpListener *l, int fd) {
                 return log_error_errno(r, "Failed to watch the HTTP server: %m");
         (void) sd_event_source_set_description(l->io_source, "http-io");
 
-        r = sd_event_add_time_relative(s->event, &l->timer_source, CLOCK_MONOTONIC, UINT64_MAX, 0,
-                                       on_listener_timer, l);
+        /* Armed from MHD_get_timeout() after every run; off until then. */
+        r = sd_event_add_time(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 0, on_listener_timer, l);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP timer: %m");
         (void) sd_event_source_set_description(l->timer_source, "http-timer");
         (void) sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+
+        /* In external-poll mode MHD does not wake itself when a connection is resumed from outside
+         * MHD_run(); we run it once more ourselves. */
+        r = sd_event_add_defer(s->event, &l->resume_source, on_listener_resume, l);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP resume source: %m");
+        (void) sd_event_source_set_enabled(l->resume_source, SD_EVENT_OFF);
         return 0;
 }
 
@@ -359,6 +372,11 @@ int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const Http
         return 0;
 }
 
+void http_server_set_stopping(HttpServer *s) {
+        if (s)
+                s->stopping = true;
+}
+
 size_t http_server_n_suspended(HttpServer *s) {
         return s ? s->n_suspended : 0;
 }
@@ -384,6 +402,7 @@ HttpServer *http_server_free(HttpServer *s) {
                 }
                 sd_event_source_disable_unref(l->io_source);
                 sd_event_source_disable_unref(l->timer_source);
+                sd_event_source_disable_unref(l->resume_source);
         }
         free(s->listeners);
         sd_event_unref(s->event);
@@ -421,6 +440,27 @@ size_t http_request_query_all(HttpRequest *r, const char *key, const char **valu
         QueryCollect c = { .key = key, .values = values, .max = max };
         MHD_get_connection_values(r->connection, MHD_GET_ARGUMENT_KIND, collect_query, &c);
         return c.n;
+}
+
+typedef struct QueryUnknown {
+        const char *const *allowed;
+        const char *found;
+} QueryUnknown;
+
+static enum MHD_Result find_unknown_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        QueryUnknown *u = cls;
+
+        for (const char *const *a = u->allowed; *a; a++)
+                if (key && streq(key, *a))
+                        return MHD_YES;
+        u->found = key ?: "";
+        return MHD_NO;
+}
+
+const char *http_request_query_unknown(HttpRequest *r, const char *const *allowed) {
+        QueryUnknown u = { .allowed = allowed };
+        MHD_get_connection_values(r->connection, MHD_GET_ARGUMENT_KIND, find_unknown_query, &u);
+        return u.found;
 }
 
 const char *http_request_header(HttpRequest *r, const char *name) {
@@ -491,7 +531,7 @@ int http_request_reply(HttpRequest *r, unsigned code, const char *content_type, 
         if (r->suspended) {
                 suspended_remove(r);
                 MHD_resume_connection(r->connection);
-                /* MHD notices the resumption through its ITC, which wakes our io source. */
+                (void) sd_event_source_set_enabled(r->listener->resume_source, SD_EVENT_ONESHOT);
         }
         return 0;
 }
