@@ -17,7 +17,6 @@ typedef struct HttpListener {
         struct MHD_Daemon *daemon;
         sd_event_source *io_source;
         sd_event_source *timer_source;
-        sd_event_source *resume_source;    /* runs MHD after a connection was resumed */
 } HttpListener;
 
 struct HttpServer {
@@ -77,17 +76,26 @@ static void listener_run(HttpListener *l) {
         listener_arm_timer(l);
 }
 
+/* Makes the loop call MHD_run() soon. libmicrohttpd 0.9.75 creates no inter-thread channel when it
+ * runs without threads of its own (MHD_USE_ITC is ignored then), so nothing wakes its epoll fd after
+ * MHD_resume_connection(): the resumed request would wait for unrelated traffic. MHD_run() must not
+ * be called from here directly, since a reply may be given from inside another request's callback. */
+static void listener_wake(HttpListener *l) {
+        int r;
+
+        r = sd_event_source_set_time_relative(l->timer_source, 0);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to schedule the HTTP server: %m");
+}
+
 static int on_listener_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         listener_run(userdata);
         return 0;
 }
 
 static int on_listener_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        listener_run(userdata);
-        return 0;
-}
-
-static int on_listener_resume(sd_event_source *s, void *userdata) {
         listener_run(userdata);
         return 0;
 }
@@ -295,13 +303,14 @@ static int listener_init(HttpServer *s, HttpListener *l, int fd) {
                 MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
                 0, NULL, NULL,
                 on_access, l,
+                /* First, so that MHD logs nothing of its own before it knows where to. */
+                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                 MHD_OPTION_LISTEN_SOCKET, fd,
                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
                 MHD_OPTION_CONNECTION_TIMEOUT, s->config.connection_timeout_sec,
                 MHD_OPTION_CONNECTION_LIMIT, s->config.connection_limit,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
                 MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
-                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                 MHD_OPTION_END);
         if (!l->daemon) {
                 close(fd);
@@ -317,19 +326,16 @@ static int listener_init(HttpServer *s, HttpListener *l, int fd) {
                 return log_error_errno(r, "Failed to watch the HTTP server: %m");
         (void) sd_event_source_set_description(l->io_source, "http-io");
 
-        /* Armed from MHD_get_timeout() after every run; off until then. */
-        r = sd_event_add_time(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 0, on_listener_timer, l);
+        /* Created disarmed; listener_arm_timer() sets it from MHD's timeout. (A relative time of
+         * UINT64_MAX would be refused with EOVERFLOW.) Accuracy 1 µs: the default (0) lets sd-event
+         * coalesce it by up to 250 ms, which listener_wake() would add to every suspended answer. */
+        r = sd_event_add_time(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 1, on_listener_timer, l);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP timer: %m");
         (void) sd_event_source_set_description(l->timer_source, "http-timer");
-        (void) sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
-
-        /* In external-poll mode MHD does not wake itself when a connection is resumed from outside
-         * MHD_run(); we run it once more ourselves. */
-        r = sd_event_add_defer(s->event, &l->resume_source, on_listener_resume, l);
+        r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
         if (r < 0)
-                return log_error_errno(r, "Failed to add the HTTP resume source: %m");
-        (void) sd_event_source_set_enabled(l->resume_source, SD_EVENT_OFF);
+                return log_error_errno(r, "Failed to disarm the HTTP timer: %m");
         return 0;
 }
 
@@ -402,7 +408,6 @@ HttpServer *http_server_free(HttpServer *s) {
                 }
                 sd_event_source_disable_unref(l->io_source);
                 sd_event_source_disable_unref(l->timer_source);
-                sd_event_source_disable_unref(l->resume_source);
         }
         free(s->listeners);
         sd_event_unref(s->event);
@@ -531,7 +536,7 @@ int http_request_reply(HttpRequest *r, unsigned code, const char *content_type, 
         if (r->suspended) {
                 suspended_remove(r);
                 MHD_resume_connection(r->connection);
-                (void) sd_event_source_set_enabled(r->listener->resume_source, SD_EVENT_ONESHOT);
+                listener_wake(r->listener);
         }
         return 0;
 }
