@@ -378,6 +378,11 @@ int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const Http
         return 0;
 }
 
+void http_server_set_stopping(HttpServer *s) {
+        if (s)
+                s->stopping = true;
+}
+
 size_t http_server_n_suspended(HttpServer *s) {
         return s ? s->n_suspended : 0;
 }
@@ -440,6 +445,27 @@ size_t http_request_query_all(HttpRequest *r, const char *key, const char **valu
         QueryCollect c = { .key = key, .values = values, .max = max };
         MHD_get_connection_values(r->connection, MHD_GET_ARGUMENT_KIND, collect_query, &c);
         return c.n;
+}
+
+typedef struct QueryUnknown {
+        const char *const *allowed;
+        const char *found;
+} QueryUnknown;
+
+static enum MHD_Result find_unknown_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        QueryUnknown *u = cls;
+
+        for (const char *const *a = u->allowed; *a; a++)
+                if (key && streq(key, *a))
+                        return MHD_YES;
+        u->found = key ?: "";
+        return MHD_NO;
+}
+
+const char *http_request_query_unknown(HttpRequest *r, const char *const *allowed) {
+        QueryUnknown u = { .allowed = allowed };
+        MHD_get_connection_values(r->connection, MHD_GET_ARGUMENT_KIND, find_unknown_query, &u);
+        return u.found;
 }
 
 const char *http_request_header(HttpRequest *r, const char *name) {
