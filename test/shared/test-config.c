@@ -26,7 +26,7 @@ static const ConfigOption options[] = {
 };
 
 static char dir[] = "/tmp/mc-test-config-XXXXXX";
-static char path[sizeof(dir) + 16];
+static char path[sizeof(dir) + 16], other[sizeof(dir) + 16];
 
 static void reset_environment(void) {
         static const char *const names[] = {
@@ -246,12 +246,10 @@ static void test_positional(void) {
 }
 
 static void test_config_path(void) {
-        char other[sizeof(dir) + 16];
         Conf c;
 
         reset_environment();
         write_config("NODE_NAME=default-file\n");
-        snprintf(other, sizeof(other), "%s/other.conf", dir);
         FILE *f = fopen(other, "we");
         ASSERT_TRUE(f);
         fputs("NODE_NAME=other-file\n", f);
@@ -326,6 +324,7 @@ int main(void) {
         if (!mkdtemp(dir))
                 return 2;
         snprintf(path, sizeof(path), "%s/mc.conf", dir);
+        snprintf(other, sizeof(other), "%s/other.conf", dir);
         log_set_target(LOG_TARGET_CONSOLE);
 
         RUN_TEST(test_defaults);
@@ -340,6 +339,7 @@ int main(void) {
         RUN_TEST(test_parsers);
 
         unlink(path);
+        unlink(other);
         rmdir(dir);
         return TESTS_DONE();
 }
