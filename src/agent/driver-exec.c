@@ -401,7 +401,7 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
         for (int i = 0; i < 2; i++)
                 if (procs[i] >= 0)
                         close(procs[i]);
-        if (asprintf(&j->handle, "pid %d", (int) pid) < 0)
+        if (asprintf(&j->handle, "pid-%d", (int) pid) < 0)
                 j->handle = NULL;
 
         (void) fcntl(out[0], F_SETFL, O_NONBLOCK);

@@ -37,7 +37,7 @@ typedef struct DriverExit {
 } DriverExit;
 
 typedef struct DriverJobCallbacks {
-        /* The process runs; handle names it (a container id, "pid 1234"); started_realtime_usec is
+        /* The process runs; handle names it (a container id, "pid-1234"); started_realtime_usec is
          * when it started (wall clock: an adopted container started before we saw it). */
         void (*started)(DriverJob *job, const char *handle, uint64_t started_realtime_usec, void *userdata);
         /* It ended, or never ran. Called once; the job stays valid until driver_job_free(). */

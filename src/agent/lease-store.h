@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The agent's own lease deadlines, kept in <state>/leases.json so that an agent restarted while no
+ * control answers still knows how long each container it finds may run. Deadlines are CLOCK_MONOTONIC,
+ * which is shared by every process of one boot; the boot id tells a stale file from a current one.
+ * Written (renamed into place, not fsynced: a machine crash takes the containers with it) after each
+ * renewal. */
+
+#include "macro.h"
+
+typedef struct LeaseRecord {
+        char *task_id;
+        int64_t lease_token;
+        uint64_t deadline_usec;
+} LeaseRecord;
+
+int lease_store_save(const char *path, const LeaseRecord *l, size_t n);
+/* Records of this boot only; none (and 0) when the file is missing or from another boot. */
+int lease_store_load(const char *path, LeaseRecord **ret, size_t *ret_n);
+void lease_records_free(LeaseRecord *l, size_t n);
