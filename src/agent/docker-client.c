@@ -90,6 +90,10 @@ void docker_call_cancel(DockerCall *call) {
         call_free(call);
 }
 
+void docker_call_set_destroy(DockerCall *call, void (*destroy)(void *userdata)) {
+        call->destroy = destroy;
+}
+
 char *docker_url_escape(const char *s) {
         static const char hex[] = "0123456789ABCDEF";
         char *out, *p;

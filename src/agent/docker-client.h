@@ -50,6 +50,8 @@ CurlEvent *docker_client_curl(DockerClient *c);
 
 /* Never calls the callback afterwards. NULL is fine. */
 void docker_call_cancel(DockerCall *call);
+/* destroy(userdata) runs when the call is gone, after its callback or when cancelled. */
+void docker_call_set_destroy(DockerCall *call, void (*destroy)(void *userdata));
 
 /* Low level, for the typed calls: path is below /v1.41 (e.g. "/containers/json?all=1"); body is
  * serialised when non-NULL. The result's json is the parsed answer (when it is JSON). */
