@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -287,6 +288,25 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
         request_free(r);
 }
 
+/* Percent-decoding as MHD does it, except that an encoded NUL becomes DEL (0x7f): a NUL would cut the
+ * path or value short where we can no longer see it ("/api/tasks/a%00b" would read as "/api/tasks/a"),
+ * while DEL fails every syntax check, so such a request is refused instead of misread. */
+static size_t unescape_without_nul(void *cls, struct MHD_Connection *c, char *s) {
+        char *w = s;
+
+        for (const char *r = s; *r; ) {
+                if (r[0] == '%' && isxdigit((unsigned char) r[1]) && isxdigit((unsigned char) r[2])) {
+                        char hex[3] = { r[1], r[2], 0 };
+                        char v = (char) strtoul(hex, NULL, 16);
+                        *w++ = v == 0 ? 0x7f : v;
+                        r += 3;
+                } else
+                        *w++ = *r++;
+        }
+        *w = 0;
+        return (size_t) (w - s);
+}
+
 static void on_mhd_log(void *arg, const char *fmt, va_list ap) {
         char buf[512];
         vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -307,6 +327,7 @@ static int listener_init(HttpServer *s, HttpListener *l, int fd) {
                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                 MHD_OPTION_LISTEN_SOCKET, fd,
                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+                MHD_OPTION_UNESCAPE_CALLBACK, unescape_without_nul, NULL,
                 MHD_OPTION_CONNECTION_TIMEOUT, s->config.connection_timeout_sec,
                 MHD_OPTION_CONNECTION_LIMIT, s->config.connection_limit,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,

@@ -156,12 +156,18 @@ def check(cond, msg="check failed"):
         raise AssertionError(msg)
 
 
-def wait_until(predicate, timeout=DEFAULT_TIMEOUT, interval=0.05, msg=None):
+def wait_until(predicate, timeout=DEFAULT_TIMEOUT, interval=0.05, msg=None, abort=None):
     """Polls predicate() until it returns something truthy, which is returned. Exceptions raised by
-    predicate count as "not yet"; the last one is reported on timeout."""
+    predicate count as "not yet"; the last one is reported on timeout. abort(), if given, is asked
+    first on every round: a truthy answer (a message) fails at once, e.g. when the daemon that
+    should answer has exited: abort=lambda: not d.running and f"exited with {d.proc.returncode}"."""
     deadline = time.monotonic() + timeout
     last_exc = None
     while True:
+        if abort is not None:
+            why = abort()
+            if why:
+                raise AssertionError(f"gave up waiting for {msg or getattr(predicate, '__name__', 'condition')}: {why}")
         try:
             v = predicate()
             if v:
@@ -496,8 +502,6 @@ class Postgres:
             defer(self._cleanup)
 
         def ready():
-            if self.proc.poll() is not None:
-                raise _Fatal(f"postgres exited with {self.proc.returncode}:\n{self.log_text()}")
             try:
                 with open(os.path.join(self.datadir, "postmaster.pid")) as f:
                     lines = f.read().split("\n")
@@ -507,7 +511,9 @@ class Postgres:
             # status: "ready" once it accepts connections.
             return len(lines) > 7 and lines[0].strip() == str(self.proc.pid) and lines[7].strip() == "ready"
 
-        _wait_fatal(ready, timeout, "postgres to accept connections")
+        wait_until(ready, timeout, interval=0.02, msg="postgres to accept connections",
+                   abort=lambda: self.proc.poll() is not None
+                   and f"postgres exited with {self.proc.returncode}:\n{_tail(self.logfile)}")
         return self
 
     def stop(self, timeout=60):
@@ -571,23 +577,6 @@ class Postgres:
 
     def __exit__(self, *exc):
         self.stop()
-
-
-class _Fatal(Exception):
-    """Raised from a wait predicate to stop waiting at once (the thing waited for cannot happen)."""
-
-
-def _wait_fatal(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except _Fatal as e:
-            raise AssertionError(str(e)) from None
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -254,12 +254,11 @@ BEGIN
                coalesce((SELECT jsonb_agg(jsonb_build_object(
                         'task_id', l.id, 'lease_token', l.token,
                         'reason', CASE
-                                WHEN t.id IS NULL THEN 'unknown'
-                                WHEN t.lease_token <> l.token OR t.lease_node IS DISTINCT FROM p_node THEN
-                                        CASE WHEN t.status = 'cancelled' AND t.lease_token < l.token THEN 'unknown'
-                                             ELSE 'superseded' END
+                                WHEN t.id IS NULL OR t.lease_token < l.token THEN 'unknown'
+                                WHEN t.lease_token > l.token THEN 'superseded'
                                 WHEN t.status = 'cancelled' THEN 'cancelled'
                                 WHEN t.status IN ('succeeded', 'failed', 'timed_out') THEN 'finished'
+                                WHEN t.status <> 'queued' AND t.lease_node IS DISTINCT FROM p_node THEN 'superseded'
                                 ELSE 'expired' END))
                         FROM l LEFT JOIN tasks t ON t.id = l.id
                         WHERE l.id NOT IN (SELECT r.id FROM r)), '[]'::jsonb)
