@@ -618,6 +618,12 @@ static void handle_revoked(Agent *a, json_object *e) {
                 update_fence_timer(a);
                 return;
         }
+        if (t->state == TASK_REPORTING && streq(reason, "expired")) {
+                /* The process is gone, so nothing runs twice; a finish needs no live lease, only a
+                 * current token, and the control says 409 once it has handed the task out again. */
+                log_task(LOG_DEBUG, t, NULL, "lease expired while its result waits; still sending it.");
+                return;
+        }
         if (streq(reason, "finished") && t->state == TASK_REPORTING) {
                 /* Our result got there; its answer did not. */
                 log_task(LOG_INFO, t, "task_finished", "the control already has its result.");
