@@ -11,7 +11,7 @@ static int boot_id(char **ret) {
         return read_one_line_file("/proc/sys/kernel/random/boot_id", ret);
 }
 
-int lease_store_save(const char *path, const LeaseRecord *l, size_t n) {
+int lease_store_save(const char *path, uint64_t ttl_usec, const LeaseRecord *l, size_t n) {
         _cleanup_json_ json_object *o = json_object_new_object(), *a = json_object_new_array();
         _cleanup_free_ char *boot = NULL, *tmp = NULL;
         _cleanup_fclose_ FILE *f = NULL;
@@ -31,7 +31,8 @@ int lease_store_save(const char *path, const LeaseRecord *l, size_t n) {
                     json_add_int64(e, "deadline_usec", (int64_t) l[i].deadline_usec) < 0)
                         return -ENOMEM;
         }
-        if (json_add_string(o, "boot_id", boot) < 0 || json_add(o, "leases", TAKE_PTR(a)) < 0)
+        if (json_add_string(o, "boot_id", boot) < 0 || json_add_int64(o, "ttl_usec", (int64_t) ttl_usec) < 0 ||
+            json_add(o, "leases", TAKE_PTR(a)) < 0)
                 return -ENOMEM;
         if (asprintf(&tmp, "%s.tmp", path) < 0)
                 return -ENOMEM;
@@ -57,7 +58,7 @@ void lease_records_free(LeaseRecord *l, size_t n) {
         free(l);
 }
 
-int lease_store_load(const char *path, LeaseRecord **ret, size_t *ret_n) {
+int lease_store_load(const char *path, uint64_t *ret_ttl_usec, LeaseRecord **ret, size_t *ret_n) {
         _cleanup_free_ char *boot = NULL, *text = NULL;
         _cleanup_json_ json_object *o = NULL;
         _cleanup_fclose_ FILE *f = NULL;
@@ -65,9 +66,11 @@ int lease_store_load(const char *path, LeaseRecord **ret, size_t *ret_n) {
         json_object *a;
         const char *b;
         size_t n = 0, m, size = 0;
+        int64_t ttl;
 
         *ret = NULL;
         *ret_n = 0;
+        *ret_ttl_usec = 0;
         f = fopen(path, "re");
         if (!f)
                 return errno == ENOENT ? 0 : -errno;
@@ -78,6 +81,8 @@ int lease_store_load(const char *path, LeaseRecord **ret, size_t *ret_n) {
                 return 0;
         if (boot_id(&boot) < 0 || !streq(boot, b))
                 return 0;
+        if (json_get_int64(o, "ttl_usec", &ttl) >= 0 && ttl > 0)
+                *ret_ttl_usec = (uint64_t) ttl;
         m = json_object_array_length(a);
         l = calloc(m + 1, sizeof(LeaseRecord));
         if (!l)

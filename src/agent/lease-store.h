@@ -15,7 +15,8 @@ typedef struct LeaseRecord {
         uint64_t deadline_usec;
 } LeaseRecord;
 
-int lease_store_save(const char *path, const LeaseRecord *l, size_t n);
+/* ttl_usec: the lease TTL in force, which a restarted agent needs before the control tells it. */
+int lease_store_save(const char *path, uint64_t ttl_usec, const LeaseRecord *l, size_t n);
 /* Records of this boot only; none (and 0) when the file is missing or from another boot. */
-int lease_store_load(const char *path, LeaseRecord **ret, size_t *ret_n);
+int lease_store_load(const char *path, uint64_t *ret_ttl_usec, LeaseRecord **ret, size_t *ret_n);
 void lease_records_free(LeaseRecord *l, size_t n);
