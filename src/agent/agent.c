@@ -7,6 +7,7 @@
 #include "capacity.h"
 #include "config.h"
 #include "daemon-util.h"
+#include "fence-keeper.h"
 #include "json-util.h"
 #include "lease-store.h"
 #include "log.h"
@@ -165,12 +166,21 @@ static void save_leases(Agent *a) {
                 return;
         for (Task *t = a->tasks; t; t = t->next)
                 if (t->deadline_usec > 0 && task_renewable(t))
-                        l[n++] = (LeaseRecord) { .task_id = t->id, .lease_token = t->lease_token,
-                                                 .deadline_usec = t->deadline_usec };
-        r = lease_store_save(a->lease_file, a->ttl_usec, l, n);
+                        l[n++] = (LeaseRecord) {
+                                .task_id = t->id,
+                                .lease_token = t->lease_token,
+                                .deadline_usec = t->deadline_usec,
+                                .fence_usec = t->deadline_usec > fence_margin(a) ? t->deadline_usec - fence_margin(a) : 0,
+                                .pid = t->job ? t->job->pid : 0,
+                                .cgroup_marker = t->job ? t->job->cgroup_marker : NULL,
+                        };
+        r = lease_store_save(a->lease_file, a->ttl_usec, getpid(), l, n);
         if (r < 0)
                 log_warning_errno(r, "Cannot save the lease deadlines to %s: %m", a->lease_file);
         free(l);
+        /* A keeper that left (no agent, nothing to fence) just before we came back is started again. */
+        if (n > 0 && a->keeper_pid_file)
+                (void) fence_keeper_ensure(a->lease_file, a->keeper_pid_file);
 }
 
 /* Kills the task's process (if any) and makes sure no result of it is ever sent. */
@@ -291,6 +301,7 @@ static void on_job_started(DriverJob *job, const char *handle, uint64_t started_
         log_task(LOG_INFO, t, "container_started", "running as %s.", handle);
         task_arm_timeout(t);
         task_report_started(t);
+        save_leases(a);
         agent_bus_task_started(a, t->id);
         agent_bus_running_changed(a);
         maybe_finish_stop(a);
@@ -402,9 +413,16 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                 on_job_removed(r, t);
 }
 
+static void on_job_pid_known(DriverJob *job, void *userdata) {
+        Task *t = userdata;
+        /* The fence keeper needs it now, not at the next renewal. */
+        save_leases(t->agent);
+}
+
 static const DriverJobCallbacks job_callbacks = {
         .started = on_job_started,
         .exited = on_job_exited,
+        .pid_known = on_job_pid_known,
 };
 
 static char **json_strv(json_object *a) {
@@ -1134,7 +1152,7 @@ static void on_leftovers(int error, DriverLeftover *l, size_t n, void *userdata)
                 schedule_claim(a, 0);
                 return;
         }
-        (void) lease_store_load(a->lease_file, &ttl, &records, &n_records);
+        (void) lease_store_load(a->lease_file, &ttl, NULL, &records, &n_records);
         /* Until the control tells us, the TTL the previous run knew decides the fence margin. */
         if (ttl > 0 && !a->registered && a->config.lease_ttl_ms <= 0)
                 a->ttl_usec = ttl;
@@ -1231,6 +1249,12 @@ static int load_outbox(Agent *a) {
 
 int agent_start(Agent *a) {
         int r;
+
+        if (asprintf(&a->keeper_pid_file, "%s/fence-keeper.pid", a->state_dir) < 0)
+                return log_oom();
+        r = fence_keeper_ensure(a->lease_file, a->keeper_pid_file);
+        if (r < 0)
+                log_warning("Running without a fence keeper: containers are fenced only while the agent runs.");
 
         r = load_outbox(a);
         if (r < 0)
@@ -1467,6 +1491,7 @@ Agent *agent_free(Agent *a) {
         free(a->state_dir);
         free(a->outbox_dir);
         free(a->lease_file);
+        free(a->keeper_pid_file);
         free(a);
         return NULL;
 }

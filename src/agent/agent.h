@@ -95,7 +95,7 @@ struct Agent {
         Driver *driver;
         sd_bus *bus;
         sd_bus_slot *bus_slot;
-        char *state_dir, *outbox_dir, *lease_file;
+        char *state_dir, *outbox_dir, *lease_file, *keeper_pid_file;
 
         int64_t capacity_nano_cpus, capacity_memory_bytes;
         uint64_t ttl_usec;

@@ -129,6 +129,7 @@ static void take_pid(DockerJob *j, json_object *inspect) {
                 return;
         }
         j->pidfd = fd;
+        driver_job_set_pid(&j->job, (pid_t) pid, j->container_id);
         /* A kill asked for while we looked: now it can land directly. */
         if (j->stop_requested && j->stop_grace == 0)
 #ifdef SYS_pidfd_send_signal

@@ -440,6 +440,10 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                 }
         }
         log_debug("Task %s runs as pid %d in cgroup %s.", spec->task_id, (int) pid, cgpath);
+        /* The job's own cgroup name: set once the child wrote itself into it, which is before exec;
+         * a check that comes earlier just finds nothing to kill. */
+        j->job.pid = pid;
+        j->job.cgroup_marker = strdup(j->name);
         *ret = &j->job;
         return 0;
 

@@ -11,7 +11,7 @@ static int boot_id(char **ret) {
         return read_one_line_file("/proc/sys/kernel/random/boot_id", ret);
 }
 
-int lease_store_save(const char *path, uint64_t ttl_usec, const LeaseRecord *l, size_t n) {
+int lease_store_save(const char *path, uint64_t ttl_usec, pid_t agent_pid, const LeaseRecord *l, size_t n) {
         _cleanup_json_ json_object *o = json_object_new_object(), *a = json_object_new_array();
         _cleanup_free_ char *boot = NULL, *tmp = NULL;
         _cleanup_fclose_ FILE *f = NULL;
@@ -28,10 +28,14 @@ int lease_store_save(const char *path, uint64_t ttl_usec, const LeaseRecord *l, 
                         return -ENOMEM;
                 if (json_add_string(e, "task_id", l[i].task_id) < 0 ||
                     json_add_int64(e, "lease_token", l[i].lease_token) < 0 ||
-                    json_add_int64(e, "deadline_usec", (int64_t) l[i].deadline_usec) < 0)
+                    json_add_int64(e, "deadline_usec", (int64_t) l[i].deadline_usec) < 0 ||
+                    json_add_int64(e, "fence_usec", (int64_t) l[i].fence_usec) < 0 ||
+                    json_add_int64(e, "pid", l[i].pid) < 0 ||
+                    (l[i].cgroup_marker && json_add_string(e, "cgroup_marker", l[i].cgroup_marker) < 0))
                         return -ENOMEM;
         }
         if (json_add_string(o, "boot_id", boot) < 0 || json_add_int64(o, "ttl_usec", (int64_t) ttl_usec) < 0 ||
+            json_add_int64(o, "agent_pid", agent_pid) < 0 ||
             json_add(o, "leases", TAKE_PTR(a)) < 0)
                 return -ENOMEM;
         if (asprintf(&tmp, "%s.tmp", path) < 0)
@@ -53,12 +57,14 @@ int lease_store_save(const char *path, uint64_t ttl_usec, const LeaseRecord *l, 
 }
 
 void lease_records_free(LeaseRecord *l, size_t n) {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
                 free(l[i].task_id);
+                free(l[i].cgroup_marker);
+        }
         free(l);
 }
 
-int lease_store_load(const char *path, uint64_t *ret_ttl_usec, LeaseRecord **ret, size_t *ret_n) {
+int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_pid, LeaseRecord **ret, size_t *ret_n) {
         _cleanup_free_ char *boot = NULL, *text = NULL;
         _cleanup_json_ json_object *o = NULL;
         _cleanup_fclose_ FILE *f = NULL;
@@ -71,6 +77,8 @@ int lease_store_load(const char *path, uint64_t *ret_ttl_usec, LeaseRecord **ret
         *ret = NULL;
         *ret_n = 0;
         *ret_ttl_usec = 0;
+        if (ret_agent_pid)
+                *ret_agent_pid = 0;
         f = fopen(path, "re");
         if (!f)
                 return errno == ENOENT ? 0 : -errno;
@@ -83,24 +91,32 @@ int lease_store_load(const char *path, uint64_t *ret_ttl_usec, LeaseRecord **ret
                 return 0;
         if (json_get_int64(o, "ttl_usec", &ttl) >= 0 && ttl > 0)
                 *ret_ttl_usec = (uint64_t) ttl;
+        if (ret_agent_pid && json_get_int64(o, "agent_pid", &ttl) >= 0 && ttl > 0)
+                *ret_agent_pid = (pid_t) ttl;
         m = json_object_array_length(a);
         l = calloc(m + 1, sizeof(LeaseRecord));
         if (!l)
                 return -ENOMEM;
         for (size_t i = 0; i < m; i++) {
                 json_object *e = json_object_array_get_idx(a, i);
-                const char *id;
-                int64_t token, deadline;
+                const char *id, *marker = NULL;
+                int64_t token, deadline, fence = 0, pid = 0;
                 if (json_get_string(e, "task_id", &id) < 0 || json_get_int64(e, "lease_token", &token) < 0 ||
                     json_get_int64(e, "deadline_usec", &deadline) < 0 || deadline < 0)
                         continue;
+                (void) json_get_int64(e, "fence_usec", &fence);
+                (void) json_get_int64(e, "pid", &pid);
+                (void) json_get_string(e, "cgroup_marker", &marker);
                 l[n].task_id = strdup(id);
-                if (!l[n].task_id) {
-                        lease_records_free(l, n);
+                l[n].cgroup_marker = marker ? strdup(marker) : NULL;
+                if (!l[n].task_id || (marker && !l[n].cgroup_marker)) {
+                        lease_records_free(l, n + 1);
                         return -ENOMEM;
                 }
                 l[n].lease_token = token;
                 l[n].deadline_usec = (uint64_t) deadline;
+                l[n].fence_usec = fence > 0 ? (uint64_t) fence : (uint64_t) deadline;
+                l[n].pid = pid;
                 n++;
         }
         *ret = l;

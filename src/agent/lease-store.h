@@ -13,10 +13,14 @@ typedef struct LeaseRecord {
         char *task_id;
         int64_t lease_token;
         uint64_t deadline_usec;
+        uint64_t fence_usec;            /* when the fence keeper kills it (deadline minus the margin) */
+        int64_t pid;                    /* its process, 0 if none (yet) */
+        char *cgroup_marker;            /* what /proc/PID/cgroup must contain */
 } LeaseRecord;
 
-/* ttl_usec: the lease TTL in force, which a restarted agent needs before the control tells it. */
-int lease_store_save(const char *path, uint64_t ttl_usec, const LeaseRecord *l, size_t n);
+/* ttl_usec: the lease TTL in force, which a restarted agent needs before the control tells it;
+ * agent_pid: who writes the file (the fence keeper leaves when it is gone and nothing is left). */
+int lease_store_save(const char *path, uint64_t ttl_usec, pid_t agent_pid, const LeaseRecord *l, size_t n);
 /* Records of this boot only; none (and 0) when the file is missing or from another boot. */
-int lease_store_load(const char *path, uint64_t *ret_ttl_usec, LeaseRecord **ret, size_t *ret_n);
+int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_pid, LeaseRecord **ret, size_t *ret_n);
 void lease_records_free(LeaseRecord *l, size_t n);

@@ -39,7 +39,9 @@ def starts(tid, since):
 def test_kill9_restart_adopts():
     node = at.node_name("node-a")
     mctest.defer(at.cleanup_node_containers, node)
-    pg, (c,) = at.cluster([node])
+    # The agent is away about two seconds: the lease must outlive that (a TTL of 10 s renews every
+    # 3.3 s and fences 3.3 s before the deadline).
+    pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
     a = at.Agent([c], node).start()
     since = time.time()
     tid = at.push(c, body("echo begin; sleep 5; echo end"))
@@ -48,6 +50,8 @@ def test_kill9_restart_adopts():
     a.kill()
     time.sleep(1)
     a.start()
+    t = c.task(tid)
+    check(t["status"] == "running" and t["attempt"] == 1, f"still running on its first lease: {t}")
     t = at.wait_final(c, tid)
     check(t["status"] == "succeeded", t)
     check(t["attempt"] == 1 and len(t["attempts"]) == 1, f"one attempt: {t['attempts']}")
@@ -156,11 +160,34 @@ def test_controls_unreachable_result_in_outbox():
     wait_until(lambda: a.outbox() == [], 10, msg="the outbox emptied")
 
 
+def test_agent_gone_keeper_fences():
+    """The agent is killed and does not come back: the fence keeper stops its container before the
+    lease deadline, and the task runs again elsewhere, never twice at once."""
+    nx, ny = at.node_name("node-x"), at.node_name("node-y")
+    for n in (nx, ny):
+        mctest.defer(at.cleanup_node_containers, n)
+    pg, (c,) = at.cluster([nx, ny], lease_ttl_ms=3000, grace_ms=500)
+    x = at.Agent([c], nx).start()
+    since = time.time()
+    tid = at.push(c, body("sleep 6; echo ok"))
+    at.wait_status(c, tid, "running")
+    time.sleep(0.5)
+    x.kill()                    # the node lives on; its agent does not
+    y = at.Agent([c], ny).start()
+    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 15, msg="the keeper to stop the container")
+    die_ns = [e[0] for e in at.task_events(tid, since) if e[1] == "die"][0]
+    t = at.wait_final(c, tid, 90)
+    check(t["status"] == "succeeded" and t["attempt"] == 2 and t["attempts"][1]["node_id"] == ny, t)
+    check(ts_ns(t["attempts"][1]["leased_at"]) > die_ns, t["attempts"])
+    at.check_no_overlap(tid, since)
+    check("Fence keeper: killed" in x.log(), "the keeper did it")
+
+
 def test_stop_and_restart_keeps_tasks():
     """systemctl restart (SIGTERM, start): running tasks go on, nothing runs twice."""
     node = at.node_name("node-a")
     mctest.defer(at.cleanup_node_containers, node)
-    pg, (c,) = at.cluster([node])
+    pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
     a = at.Agent([c], node).start()
     since = time.time()
     tids = [at.push(c, body(f"sleep 3; echo t{i}")) for i in range(3)]

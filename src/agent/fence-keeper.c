@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "cgroup.h"
+#include "config.h"
+#include "daemon-util.h"
+#include "fence-keeper.h"
+#include "lease-store.h"
+#include "log.h"
+
+#define POLL_USEC (50 * USEC_PER_MSEC)
+#define KEEPER_ARG "--fence-keeper"
+
+/* Whether pid's cgroup path names the job. */
+static bool pid_is_job(int64_t pid, const char *marker) {
+        _cleanup_free_ char *path = NULL, *line = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        size_t n = 0;
+
+        if (pid <= 1 || isempty(marker) || asprintf(&path, "/proc/%" PRIi64 "/cgroup", pid) < 0)
+                return false;
+        f = fopen(path, "re");
+        while (f && getline(&line, &n, f) > 0)
+                if (strstr(line, marker))
+                        return true;
+        return false;
+}
+
+static bool process_alive(pid_t pid) {
+        return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+typedef struct Fenced {
+        char *task_id;
+        int64_t lease_token;
+} Fenced;
+
+_noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
+        struct timespec last_mtime = {};
+        LeaseRecord *l = NULL;
+        size_t n = 0;
+        pid_t agent = 0;
+        Fenced *fenced = NULL;
+        size_t n_fenced = 0;
+
+        log_setup("mc-agent-fence");
+        (void) prctl(PR_SET_NAME, "mc-fence-keeper");
+        {
+                _cleanup_fclose_ FILE *f = fopen(pid_file, "we");
+                if (f)
+                        fprintf(f, "%d\n", (int) getpid());
+        }
+        log_info("Fence keeper %d watching %s.", (int) getpid(), lease_file);
+
+        for (;;) {
+                struct stat st;
+                uint64_t now = now_usec(), ttl;
+                bool pending = false;
+
+                if (stat(lease_file, &st) >= 0 &&
+                    (st.st_mtim.tv_sec != last_mtime.tv_sec || st.st_mtim.tv_nsec != last_mtime.tv_nsec)) {
+                        LeaseRecord *nl = NULL;
+                        size_t nn = 0;
+                        pid_t na = 0;
+
+                        if (lease_store_load(lease_file, &ttl, &na, &nl, &nn) >= 0) {
+                                lease_records_free(l, n);
+                                l = nl;
+                                n = nn;
+                                agent = na;
+                                last_mtime = st.st_mtim;
+                        }
+                }
+
+                for (size_t i = 0; i < n; i++) {
+                        bool done = false;
+
+                        if (l[i].pid <= 0 || !l[i].cgroup_marker)
+                                continue;
+                        for (size_t j = 0; j < n_fenced && !done; j++)
+                                done = fenced[j].lease_token == l[i].lease_token && streq(fenced[j].task_id, l[i].task_id);
+                        if (done || !pid_is_job(l[i].pid, l[i].cgroup_marker))
+                                continue;
+                        if (l[i].fence_usec > now) {
+                                pending = true;
+                                continue;
+                        }
+                        /* The group first (an exec job leads its own), then the process itself. */
+                        (void) kill(-(pid_t) l[i].pid, SIGKILL);
+                        (void) kill((pid_t) l[i].pid, SIGKILL);
+                        log_event(LOG_WARNING, "lease_expired",
+                                  LOG_FIELDS("TASK_ID", l[i].task_id, "MC_FENCED_BY", "keeper"),
+                                  "Fence keeper: killed pid %" PRIi64 " of task %s (lease %" PRIi64
+                                  "): its lease ran out with no agent renewing it.",
+                                  l[i].pid, l[i].task_id, l[i].lease_token);
+                        Fenced *nf = realloc(fenced, sizeof(Fenced) * (n_fenced + 1));
+                        if (nf) {
+                                fenced = nf;
+                                fenced[n_fenced].task_id = strdup(l[i].task_id);
+                                fenced[n_fenced].lease_token = l[i].lease_token;
+                                if (fenced[n_fenced].task_id)
+                                        n_fenced++;
+                        }
+                }
+
+                if (!pending && !process_alive(agent)) {
+                        log_info("Fence keeper: the agent is gone and nothing is left to fence; leaving.");
+                        (void) unlink(pid_file);
+                        _exit(EXIT_SUCCESS);
+                }
+                (void) usleep(POLL_USEC);
+        }
+}
+
+static pid_t running_keeper(const char *pid_file) {
+        _cleanup_free_ char *s = NULL, *comm = NULL, *path = NULL;
+        int64_t pid;
+
+        if (read_one_line_file(pid_file, &s) < 0 || parse_int64(s, &pid) < 0 || pid <= 1)
+                return 0;
+        if (asprintf(&path, "/proc/%" PRIi64 "/comm", pid) < 0 || read_one_line_file(path, &comm) < 0)
+                return 0;
+        return streq(comm, "mc-fence-keeper") ? (pid_t) pid : 0;
+}
+
+int fence_keeper_ensure(const char *lease_file, const char *pid_file) {
+        char exe[4096];
+        ssize_t l;
+        pid_t pid, keeper;
+        int status;
+
+        keeper = running_keeper(pid_file);
+        if (keeper > 0) {
+                log_debug("Fence keeper %d is running.", (int) keeper);
+                return 0;
+        }
+        l = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (l < 0)
+                return log_error_errno(errno, "Cannot find our own binary: %m");
+        exe[l] = 0;
+
+        /* Twice forked, so that it belongs to nobody: it must outlive us. Only async-signal-safe
+         * calls in between (there may be threads). */
+        pid = fork();
+        if (pid < 0)
+                return log_error_errno(errno, "Cannot start the fence keeper: %m");
+        if (pid == 0) {
+                char *argv[] = { exe, (char *) KEEPER_ARG, (char *) lease_file, (char *) pid_file, NULL };
+                sigset_t ss;
+
+                (void) setsid();
+                if (fork() != 0)
+                        _exit(0);
+                sigemptyset(&ss);
+                (void) sigprocmask(SIG_SETMASK, &ss, NULL);
+#ifdef SYS_close_range
+                (void) syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
+#endif
+                execv(exe, argv);
+                _exit(127);
+        }
+        (void) waitpid(pid, &status, 0);
+        log_info("Started the fence keeper.");
+        return 0;
+}
