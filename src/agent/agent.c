@@ -475,7 +475,10 @@ static void task_start(Task *t) {
                 log_task(LOG_ERR, t, NULL, "cannot start it: %s", strerror(-r));
                 t->state = TASK_CLAIMED;
                 task_abandon(t, STOP_REVOKED, "the driver could not start it");
+                return;
         }
+        /* A driver that knew its job's mark at once (exec) told us before t->job was set. */
+        save_leases(a);
 }
 
 /* The lease has just been confirmed: act on what waited for that. */

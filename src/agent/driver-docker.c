@@ -434,6 +434,9 @@ static void on_create(const DockerResult *res, void *userdata) {
                 fail(j, -ENOMEM, "out of memory");
                 return;
         }
+        /* Recorded before the start is asked for: if we die in between, the fence keeper can still
+         * find the container by its id. */
+        driver_job_set_pid(&j->job, 0, j->container_id);
         start_container(j);
 }
 
@@ -729,6 +732,7 @@ static int docker_job_adopt(Driver *d, const DriverLeftover *l, const DriverJobC
                 docker_job_free(&j->job);
                 return -ENOMEM;
         }
+        j->job.cgroup_marker = strdup(l->handle);
         j->state = JOB_STARTING;
         r = docker_container_inspect(dd->client, j->container_id, on_adopt_inspect, j, &j->call);
         if (r < 0) {

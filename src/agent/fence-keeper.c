@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -18,37 +19,56 @@
 #define POLL_USEC (50 * USEC_PER_MSEC)
 #define KEEPER_ARG "--fence-keeper"
 
-/* Whether pid's cgroup path names the job. */
-static bool pid_is_job(int64_t pid, const char *marker) {
-        _cleanup_free_ char *path = NULL, *line = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
-        size_t n = 0;
-
-        if (pid <= 1 || isempty(marker) || asprintf(&path, "/proc/%" PRIi64 "/cgroup", pid) < 0)
-                return false;
-        f = fopen(path, "re");
-        while (f && getline(&line, &n, f) > 0)
-                if (strstr(line, marker))
-                        return true;
-        return false;
-}
+/* After its fence time a lease is still watched for a while: a container whose start the engine was
+ * still carrying out when the agent died may come up late. */
+#define AFTER_FENCE_WATCH_USEC (30 * USEC_PER_SEC)
+#define SCAN_USEC (200 * USEC_PER_MSEC)
 
 static bool process_alive(pid_t pid) {
         return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
 }
 
-typedef struct Fenced {
-        char *task_id;
-        int64_t lease_token;
-} Fenced;
+/* Kills every process whose cgroup path contains one of markers[]; returns how many, per marker. */
+static void kill_marked(char *const *markers, size_t n, unsigned *killed) {
+        struct dirent *de;
+        DIR *d;
+
+        d = opendir("/proc");
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                _cleanup_free_ char *path = NULL, *line = NULL;
+                _cleanup_fclose_ FILE *f = NULL;
+                size_t ln = 0;
+                pid_t pid;
+
+                if (de->d_name[0] < '1' || de->d_name[0] > '9')
+                        continue;
+                pid = (pid_t) atoi(de->d_name);
+                if (pid == getpid() || asprintf(&path, "/proc/%s/cgroup", de->d_name) < 0)
+                        continue;
+                f = fopen(path, "re");
+                while (f && getline(&line, &ln, f) > 0) {
+                        size_t i;
+                        for (i = 0; i < n; i++)
+                                if (markers[i] && strstr(line, markers[i]))
+                                        break;
+                        if (i < n) {
+                                (void) kill(pid, SIGKILL);
+                                killed[i]++;
+                                break;
+                        }
+                }
+        }
+        closedir(d);
+}
 
 _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
         struct timespec last_mtime = {};
         LeaseRecord *l = NULL;
         size_t n = 0;
         pid_t agent = 0;
-        Fenced *fenced = NULL;
-        size_t n_fenced = 0;
+        uint64_t last_scan = 0;
 
         log_setup("mc-agent-fence");
         (void) prctl(PR_SET_NAME, "mc-fence-keeper");
@@ -62,7 +82,10 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
         for (;;) {
                 struct stat st;
                 uint64_t now = now_usec(), ttl;
-                bool pending = false;
+                bool watching = false;
+                _cleanup_free_ char **due = NULL;
+                _cleanup_free_ unsigned *killed = NULL;
+                size_t n_due = 0;
 
                 if (stat(lease_file, &st) >= 0 &&
                     (st.st_mtim.tv_sec != last_mtime.tv_sec || st.st_mtim.tv_nsec != last_mtime.tv_nsec)) {
@@ -79,38 +102,39 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
                         }
                 }
 
-                for (size_t i = 0; i < n; i++) {
-                        bool done = false;
-
-                        if (l[i].pid <= 0 || !l[i].cgroup_marker)
+                due = calloc(n + 1, sizeof(char *));
+                killed = calloc(n + 1, sizeof(unsigned));
+                for (size_t i = 0; due && killed && i < n; i++) {
+                        if (!l[i].cgroup_marker)
                                 continue;
-                        for (size_t j = 0; j < n_fenced && !done; j++)
-                                done = fenced[j].lease_token == l[i].lease_token && streq(fenced[j].task_id, l[i].task_id);
-                        if (done || !pid_is_job(l[i].pid, l[i].cgroup_marker))
-                                continue;
-                        if (l[i].fence_usec > now) {
-                                pending = true;
+                        if (now < l[i].fence_usec) {
+                                watching = true;
                                 continue;
                         }
-                        /* The group first (an exec job leads its own), then the process itself. */
-                        (void) kill(-(pid_t) l[i].pid, SIGKILL);
-                        (void) kill((pid_t) l[i].pid, SIGKILL);
-                        log_event(LOG_WARNING, "lease_expired",
-                                  LOG_FIELDS("TASK_ID", l[i].task_id, "MC_FENCED_BY", "keeper"),
-                                  "Fence keeper: killed pid %" PRIi64 " of task %s (lease %" PRIi64
-                                  "): its lease ran out with no agent renewing it.",
-                                  l[i].pid, l[i].task_id, l[i].lease_token);
-                        Fenced *nf = realloc(fenced, sizeof(Fenced) * (n_fenced + 1));
-                        if (nf) {
-                                fenced = nf;
-                                fenced[n_fenced].task_id = strdup(l[i].task_id);
-                                fenced[n_fenced].lease_token = l[i].lease_token;
-                                if (fenced[n_fenced].task_id)
-                                        n_fenced++;
+                        if (now < l[i].fence_usec + AFTER_FENCE_WATCH_USEC) {
+                                watching = true;
+                                due[n_due++] = l[i].cgroup_marker;
+                        }
+                }
+                /* The file changes whenever the agent renews: a lease past its fence time in it means
+                 * that nobody renewed it. Whatever carries its mark dies. */
+                if (n_due > 0 && now >= last_scan + SCAN_USEC) {
+                        last_scan = now;
+                        kill_marked(due, n_due, killed);
+                        for (size_t i = 0, k = 0; i < n && k < n_due; i++) {
+                                if (!l[i].cgroup_marker || l[i].cgroup_marker != due[k])
+                                        continue;
+                                if (killed[k] > 0)
+                                        log_event(LOG_WARNING, "lease_expired",
+                                                  LOG_FIELDS("TASK_ID", l[i].task_id, "MC_FENCED_BY", "keeper"),
+                                                  "Fence keeper: killed %u process(es) of task %s (lease %" PRIi64
+                                                  "): its lease ran out with no agent renewing it.",
+                                                  killed[k], l[i].task_id, l[i].lease_token);
+                                k++;
                         }
                 }
 
-                if (!pending && !process_alive(agent)) {
+                if (!watching && !process_alive(agent)) {
                         log_info("Fence keeper: the agent is gone and nothing is left to fence; leaving.");
                         (void) unlink(pid_file);
                         _exit(EXIT_SUCCESS);

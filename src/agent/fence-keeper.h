@@ -8,10 +8,11 @@
  * its task to another node.
  *
  * It polls the lease file (rewritten by the agent after every renewal) and, when a lease's fence time
- * has come, SIGKILLs its process: a container's init (which ends the container) or an exec job's
- * process group, after checking in /proc/PID/cgroup that the pid still is that job's. It leaves once
- * the agent is gone and nothing is left to fence; an agent that starts finds a running keeper by its
- * pid file and leaves it be. */
+ * has come, SIGKILLs every process whose cgroup path carries the job's mark (the container id, which
+ * the agent records before it asks the engine to start the container, or the exec job's cgroup name):
+ * that reaches a container even when the agent died between asking for its start and learning its
+ * pid. It leaves once the agent is gone and nothing is left to watch; an agent that starts finds a
+ * running keeper by its pid file and leaves it be. */
 
 #include "macro.h"
 
