@@ -73,9 +73,15 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
         log_setup("mc-agent-fence");
         (void) prctl(PR_SET_NAME, "mc-fence-keeper");
         {
-                _cleanup_fclose_ FILE *f = fopen(pid_file, "we");
-                if (f)
+                /* Renamed into place: an agent reading it never sees it half written. */
+                _cleanup_free_ char *tmp = NULL;
+                FILE *f;
+
+                if (asprintf(&tmp, "%s.tmp", pid_file) >= 0 && (f = fopen(tmp, "we"))) {
                         fprintf(f, "%d\n", (int) getpid());
+                        if (fclose(f) == 0)
+                                (void) rename(tmp, pid_file);
+                }
         }
         log_info("Fence keeper %d watching %s.", (int) getpid(), lease_file);
 
