@@ -150,17 +150,33 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
 }
 
 static pid_t running_keeper(const char *pid_file) {
-        _cleanup_free_ char *s = NULL, *comm = NULL, *path = NULL;
+        _cleanup_free_ char *s = NULL, *path = NULL;
+        _cleanup_close_ int fd = -1;
+        char cmdline[4096];
+        ssize_t n;
         int64_t pid;
 
-        if (read_one_line_file(pid_file, &s) < 0 || parse_int64(s, &pid) < 0 || pid <= 1)
+        if (read_one_line_file(pid_file, &s) < 0 || parse_int64(s, &pid) < 0 || pid <= 1 || pid == getpid())
                 return 0;
-        if (asprintf(&path, "/proc/%" PRIi64 "/comm", pid) < 0 || read_one_line_file(path, &comm) < 0)
+        if (asprintf(&path, "/proc/%" PRIi64 "/cmdline", pid) < 0)
                 return 0;
-        return streq(comm, "mc-fence-keeper") ? (pid_t) pid : 0;
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return 0;
+        n = read(fd, cmdline, sizeof(cmdline) - 1);
+        if (n <= 0)
+                return 0;
+        /* Arguments are NUL-separated: look at each. */
+        for (ssize_t i = 0; i < n; i += (ssize_t) strlen(cmdline + i) + 1) {
+                cmdline[n] = 0;
+                if (streq(cmdline + i, KEEPER_ARG))
+                        return (pid_t) pid;
+        }
+        return 0;
 }
 
 int fence_keeper_ensure(const char *lease_file, const char *pid_file) {
+        _cleanup_free_ char *tmp = NULL;
         char exe[4096];
         ssize_t l;
         pid_t pid, keeper;
@@ -178,16 +194,39 @@ int fence_keeper_ensure(const char *lease_file, const char *pid_file) {
 
         /* Twice forked, so that it belongs to nobody: it must outlive us. Only async-signal-safe
          * calls in between (there may be threads). */
+        if (asprintf(&tmp, "%s.new", pid_file) < 0)
+                return log_oom();
         pid = fork();
         if (pid < 0)
                 return log_error_errno(errno, "Cannot start the fence keeper: %m");
         if (pid == 0) {
                 char *argv[] = { exe, (char *) KEEPER_ARG, (char *) lease_file, (char *) pid_file, NULL };
                 sigset_t ss;
+                pid_t k;
 
                 (void) setsid();
-                if (fork() != 0)
+                k = fork();
+                if (k != 0) {
+                        /* The keeper's pid, in place before the agent looks again (the keeper writes
+                         * it too, once it runs). Formatted by hand: only async-signal-safe calls here. */
+                        char buf[24];
+                        int i = (int) sizeof(buf), fd;
+
+                        buf[--i] = '\n';
+                        for (unsigned long v = (unsigned long) (k > 0 ? k : 0); i > 0;) {
+                                buf[--i] = (char) ('0' + v % 10);
+                                v /= 10;
+                                if (v == 0)
+                                        break;
+                        }
+                        fd = k > 0 ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+                        if (fd >= 0) {
+                                if (write(fd, buf + i, sizeof(buf) - (size_t) i) == (ssize_t) (sizeof(buf) - (size_t) i))
+                                        (void) rename(tmp, pid_file);
+                                close(fd);
+                        }
                         _exit(0);
+                }
                 sigemptyset(&ss);
                 (void) sigprocmask(SIG_SETMASK, &ss, NULL);
 #ifdef SYS_close_range
