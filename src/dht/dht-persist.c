@@ -33,7 +33,7 @@ int dht_state_load(Dht *d) {
                 return -errno;
         }
         while (getline(&line, &n, f) > 0) {
-                char hex[64], addr[DHT_ADDR_STR_MAX + 8];
+                char hex[64], addr[64];
                 uint8_t id[DHT_ID_SIZE];
                 DhtAddr a;
 
