@@ -127,6 +127,8 @@ static int set_value(const ConfigOption *o, void *target, const char *value, con
         case CONFIG_INT: {
                 int64_t v;
                 r = parse_int64(value, &v);
+                if (r == -ERANGE)
+                        return log_error_errno(r, "%s: %s=%s is out of range.", origin, o->key, value);
                 if (r < 0)
                         return log_error_errno(r, "%s: %s=%s is not an integer.", origin, o->key, value);
                 if (v < o->min || v > o->max)
@@ -308,8 +310,10 @@ int config_load(const ConfigSpec *spec, void *target, int argc, char *argv[], ch
                 if ((v = startswith(argv[i], "--config="))) {
                         config_path = v;
                         explicit_config = true;
-                } else if (streq(argv[i], "--config") && i + 1 < argc) {
-                        config_path = argv[i + 1];
+                } else if (streq(argv[i], "--config")) {
+                        if (i + 1 >= argc)
+                                return log_error_errno(EINVAL, "Option \"--config\" needs a value.");
+                        config_path = argv[++i];
                         explicit_config = true;
                 }
         }

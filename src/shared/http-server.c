@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -74,6 +75,20 @@ static void listener_run(HttpListener *l) {
         if (MHD_run(l->daemon) != MHD_YES)
                 log_debug("MHD_run() failed.");
         listener_arm_timer(l);
+}
+
+/* Makes the loop call MHD_run() soon. libmicrohttpd 0.9.75 creates no inter-thread channel when it
+ * runs without threads of its own (MHD_USE_ITC is ignored then), so nothing wakes its epoll fd after
+ * MHD_resume_connection(): the resumed request would wait for unrelated traffic. MHD_run() must not
+ * be called from here directly, since a reply may be given from inside another request's callback. */
+static void listener_wake(HttpListener *l) {
+        int r;
+
+        r = sd_event_source_set_time_relative(l->timer_source, 0);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to schedule the HTTP server: %m");
 }
 
 static int on_listener_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -273,6 +288,25 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
         request_free(r);
 }
 
+/* Percent-decoding as MHD does it, except that an encoded NUL becomes DEL (0x7f): a NUL would cut the
+ * path or value short where we can no longer see it ("/api/tasks/a%00b" would read as "/api/tasks/a"),
+ * while DEL fails every syntax check, so such a request is refused instead of misread. */
+static size_t unescape_without_nul(void *cls, struct MHD_Connection *c, char *s) {
+        char *w = s;
+
+        for (const char *r = s; *r; ) {
+                if (r[0] == '%' && isxdigit((unsigned char) r[1]) && isxdigit((unsigned char) r[2])) {
+                        char hex[3] = { r[1], r[2], 0 };
+                        char v = (char) strtoul(hex, NULL, 16);
+                        *w++ = v == 0 ? 0x7f : v;
+                        r += 3;
+                } else
+                        *w++ = *r++;
+        }
+        *w = 0;
+        return (size_t) (w - s);
+}
+
 static void on_mhd_log(void *arg, const char *fmt, va_list ap) {
         char buf[512];
         vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -289,13 +323,15 @@ static int listener_init(HttpServer *s, HttpListener *l, int fd) {
                 MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
                 0, NULL, NULL,
                 on_access, l,
+                /* First, so that MHD logs nothing of its own before it knows where to. */
+                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                 MHD_OPTION_LISTEN_SOCKET, fd,
                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+                MHD_OPTION_UNESCAPE_CALLBACK, unescape_without_nul, NULL,
                 MHD_OPTION_CONNECTION_TIMEOUT, s->config.connection_timeout_sec,
                 MHD_OPTION_CONNECTION_LIMIT, s->config.connection_limit,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
                 MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
-                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                 MHD_OPTION_END);
         if (!l->daemon) {
                 close(fd);
@@ -311,12 +347,16 @@ static int listener_init(HttpServer *s, HttpListener *l, int fd) {
                 return log_error_errno(r, "Failed to watch the HTTP server: %m");
         (void) sd_event_source_set_description(l->io_source, "http-io");
 
-        r = sd_event_add_time_relative(s->event, &l->timer_source, CLOCK_MONOTONIC, UINT64_MAX, 0,
-                                       on_listener_timer, l);
+        /* Created disarmed; listener_arm_timer() sets it from MHD's timeout. (A relative time of
+         * UINT64_MAX would be refused with EOVERFLOW.) Accuracy 1 µs: the default (0) lets sd-event
+         * coalesce it by up to 250 ms, which listener_wake() would add to every suspended answer. */
+        r = sd_event_add_time(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 1, on_listener_timer, l);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP timer: %m");
         (void) sd_event_source_set_description(l->timer_source, "http-timer");
-        (void) sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+        r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+        if (r < 0)
+                return log_error_errno(r, "Failed to disarm the HTTP timer: %m");
         return 0;
 }
 
@@ -357,6 +397,11 @@ int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const Http
         }
         *ret = TAKE_PTR(s);
         return 0;
+}
+
+void http_server_set_stopping(HttpServer *s) {
+        if (s)
+                s->stopping = true;
 }
 
 size_t http_server_n_suspended(HttpServer *s) {
@@ -421,6 +466,27 @@ size_t http_request_query_all(HttpRequest *r, const char *key, const char **valu
         QueryCollect c = { .key = key, .values = values, .max = max };
         MHD_get_connection_values(r->connection, MHD_GET_ARGUMENT_KIND, collect_query, &c);
         return c.n;
+}
+
+typedef struct QueryUnknown {
+        const char *const *allowed;
+        const char *found;
+} QueryUnknown;
+
+static enum MHD_Result find_unknown_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        QueryUnknown *u = cls;
+
+        for (const char *const *a = u->allowed; *a; a++)
+                if (key && streq(key, *a))
+                        return MHD_YES;
+        u->found = key ?: "";
+        return MHD_NO;
+}
+
+const char *http_request_query_unknown(HttpRequest *r, const char *const *allowed) {
+        QueryUnknown u = { .allowed = allowed };
+        MHD_get_connection_values(r->connection, MHD_GET_ARGUMENT_KIND, find_unknown_query, &u);
+        return u.found;
 }
 
 const char *http_request_header(HttpRequest *r, const char *name) {
@@ -491,7 +557,7 @@ int http_request_reply(HttpRequest *r, unsigned code, const char *content_type, 
         if (r->suspended) {
                 suspended_remove(r);
                 MHD_resume_connection(r->connection);
-                /* MHD notices the resumption through its ITC, which wakes our io source. */
+                listener_wake(r->listener);
         }
         return 0;
 }

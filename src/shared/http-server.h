@@ -32,12 +32,16 @@ int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const Http
 HttpServer *http_server_free(HttpServer *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
 size_t http_server_n_suspended(HttpServer *s);
+/* New requests get 503 from now on; those in progress are answered normally. */
+void http_server_set_stopping(HttpServer *s);
 
 const char *http_request_method(HttpRequest *r);
 const char *http_request_path(HttpRequest *r);
 const char *http_request_query(HttpRequest *r, const char *key);
 /* All values of a repeated query argument, in order. Returns the number found, up to max. */
 size_t http_request_query_all(HttpRequest *r, const char *key, const char **values, size_t max);
+/* The first query argument whose key is not in allowed (NULL-terminated), or NULL if all are known. */
+const char *http_request_query_unknown(HttpRequest *r, const char *const *allowed);
 const char *http_request_header(HttpRequest *r, const char *name);
 const char *http_request_body(HttpRequest *r, size_t *ret_size);
 /* "ADDR:PORT" of the client. */

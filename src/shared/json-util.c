@@ -1,8 +1,86 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <math.h>
+
 #include "json-util.h"
 
 #define JSON_MAX_DEPTH 32
+
+/* RFC 3629 UTF-8: json-c's JSON_TOKENER_VALIDATE_UTF8 lets encoded surrogates (ED A0 80) through,
+ * which PostgreSQL then refuses, so the text is checked here first. */
+static bool utf8_is_valid(const unsigned char *s, size_t size) {
+        for (size_t i = 0; i < size;) {
+                unsigned char c = s[i];
+                size_t n;
+                uint32_t cp;
+
+                if (c < 0x80) {
+                        i++;
+                        continue;
+                }
+                if (c >= 0xc2 && c <= 0xdf)
+                        n = 1, cp = c & 0x1f;
+                else if (c >= 0xe0 && c <= 0xef)
+                        n = 2, cp = c & 0x0f;
+                else if (c >= 0xf0 && c <= 0xf4)
+                        n = 3, cp = c & 0x07;
+                else
+                        return false;
+                if (size - i <= n)
+                        return false;
+                for (size_t j = 1; j <= n; j++) {
+                        if ((s[i + j] & 0xc0) != 0x80)
+                                return false;
+                        cp = (cp << 6) | (s[i + j] & 0x3f);
+                }
+                /* overlong forms, surrogates, beyond U+10FFFF */
+                if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+                    (cp >= 0xd800 && cp <= 0xdfff))
+                        return false;
+                i += n + 1;
+        }
+        return true;
+}
+
+/* json-c turns "\u0000" into a NUL inside a string (and cuts object keys there), so a C consumer
+ * would see "abc" where the client sent "abc\u0000xyz". A backslash escapes only when it is not
+ * itself escaped, i.e. when it ends an odd run of backslashes. */
+static bool has_nul_escape(const char *text, size_t size) {
+        for (size_t i = 0; i + 6 <= size; i++) {
+                size_t run = 1;
+
+                if (text[i] != '\\' || memcmp(text + i + 1, "u0000", 5) != 0)
+                        continue;
+                while (run <= i && text[i - run] == '\\')
+                        run++;
+                if (run % 2 == 1)
+                        return true;
+        }
+        return false;
+}
+
+/* json-c accepts NaN, Infinity and numbers that overflow a double (1e400): none of them is JSON. */
+static bool numbers_are_finite(json_object *o) {
+        switch (json_object_get_type(o)) {
+        case json_type_double:
+                return isfinite(json_object_get_double(o));
+        case json_type_array:
+                for (size_t i = 0, n = json_object_array_length(o); i < n; i++)
+                        if (!numbers_are_finite(json_object_array_get_idx(o, i)))
+                                return false;
+                return true;
+        case json_type_object: {
+                json_object_object_foreach(o, key, value) {
+                        (void) key;
+                        if (!numbers_are_finite(value))
+                                return false;
+                }
+                return true;
+        }
+        default:
+                return true;
+        }
+}
 
 int json_parse_strict(const char *text, size_t size, json_object **ret, const char **ret_error) {
         json_tokener *tok;
@@ -17,6 +95,16 @@ int json_parse_strict(const char *text, size_t size, json_object **ret, const ch
                         *ret_error = "NUL byte in JSON text";
                 return -EINVAL;
         }
+        if (has_nul_escape(text, size)) {
+                if (ret_error)
+                        *ret_error = "\\u0000 in a JSON string";
+                return -EINVAL;
+        }
+        if (!utf8_is_valid((const unsigned char *) text, size)) {
+                if (ret_error)
+                        *ret_error = "invalid UTF-8 in JSON text";
+                return -EINVAL;
+        }
         tok = json_tokener_new_ex(JSON_MAX_DEPTH);
         if (!tok)
                 return -ENOMEM;
@@ -25,11 +113,19 @@ int json_parse_strict(const char *text, size_t size, json_object **ret, const ch
         err = json_tokener_get_error(tok);
         consumed = json_tokener_get_parse_end(tok);
         if (err == json_tokener_continue) {
-                /* The document ended before the value did. */
-                json_tokener_free(tok);
-                if (ret_error)
-                        *ret_error = "unexpected end of JSON text";
-                return -EINVAL;
+                /* All text was consumed but the value may go on: a top-level number or literal
+                 * ("123", "true") ends only at the end of the text, which json-c is told with an
+                 * explicit terminator. Anything still unfinished (an open "{") is then an error. */
+                o = json_tokener_parse_ex(tok, "", 1);
+                err = json_tokener_get_error(tok);
+                consumed = size;
+                if (err != json_tokener_success) {
+                        json_object_put(o);
+                        json_tokener_free(tok);
+                        if (ret_error)
+                                *ret_error = "unexpected end of JSON text";
+                        return -EINVAL;
+                }
         }
         json_tokener_free(tok);
         if (err != json_tokener_success) {
@@ -44,6 +140,12 @@ int json_parse_strict(const char *text, size_t size, json_object **ret, const ch
                                 *ret_error = "trailing characters after the JSON value";
                         return -EINVAL;
                 }
+        if (!numbers_are_finite(o)) {
+                json_object_put(o);
+                if (ret_error)
+                        *ret_error = "number out of range (NaN, Infinity or beyond a double)";
+                return -EINVAL;
+        }
         *ret = o;
         return 0;
 }

@@ -1,0 +1,708 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The Docker driver: one container per job, named mc-<task>-<lease> and labelled with what a
+ * restarted agent needs to take it over (mc.task_id, mc.lease_token, mc.attempt, mc.timeout_sec,
+ * mc.node). create (pulling the image first when the engine does not have it), start, wait, then
+ * inspect (exit code, OOM kill) and read the logs; the container is removed only when the agent says
+ * so (after the result is safe on disk). */
+
+#include <time.h>
+
+#include "docker-container.h"
+#include "docker-image.h"
+#include "docker-logs.h"
+#include "driver.h"
+#include "json-util.h"
+#include "log.h"
+#include "daemon-util.h"
+
+#define WAIT_RETRY_USEC (1 * USEC_PER_SEC)
+#define WAIT_RETRIES_MAX 120
+
+typedef struct DockerDriver {
+        Driver driver;
+        DockerClient *client;
+        char *node_id;
+        char *network;
+        size_t output_cap, tail_max;
+} DockerDriver;
+
+typedef enum DockerJobState {
+        JOB_CREATING,
+        JOB_PULLING,
+        JOB_STARTING,
+        JOB_RUNNING,
+        JOB_COLLECTING,
+        JOB_DONE,
+} DockerJobState;
+
+typedef struct DockerJob {
+        DriverJob job;
+        DockerJobState state;
+        char *name;
+        char *image;
+        char *container_id;
+        json_object *spec;
+        DockerCall *call;               /* create, pull, start, inspect, logs: one at a time */
+        DockerCall *wait_call;
+        DockerCall *stop_call;
+        sd_event_source *retry_timer;
+        OutputCapture capture;
+        bool pulled, conflict_retried;
+        bool stop_requested;
+        unsigned stop_grace;
+        unsigned wait_retries;
+        int64_t exit_code;
+        bool oom_killed;
+        int error;
+        char *reason;
+        bool reported;
+} DockerJob;
+
+static DockerDriver *docker_driver(Driver *d) {
+        return (DockerDriver *) d;
+}
+
+static DockerJob *docker_job(DriverJob *j) {
+        return (DockerJob *) j;
+}
+
+static DockerClient *client(DockerJob *j) {
+        return docker_driver(j->job.driver)->client;
+}
+
+static const char *node_id(DockerJob *j) {
+        return docker_driver(j->job.driver)->node_id;
+}
+
+static void report(DockerJob *j) {
+        DriverExit e = {
+                .error = j->error,
+                .reason = j->reason,
+                .exit_code = j->error < 0 ? -1 : j->exit_code,
+                .oom_killed = j->oom_killed,
+                .output = &j->capture,
+        };
+
+        if (j->reported)
+                return;
+        j->reported = true;
+        j->state = JOB_DONE;
+        j->job.cb.exited(&j->job, &e, j->job.userdata);
+}
+
+_printf_(3, 4) static void fail(DockerJob *j, int error, const char *fmt, ...) {
+        va_list ap;
+
+        free(j->reason);
+        va_start(ap, fmt);
+        if (vasprintf(&j->reason, fmt, ap) < 0)
+                j->reason = NULL;
+        va_end(ap);
+        j->error = error < 0 ? error : -EIO;
+        log_info("Task %s: %s", j->job.task_id, strna(j->reason));
+        report(j);
+}
+
+static void start_container(DockerJob *j);
+static void create_container(DockerJob *j);
+static void wait_container(DockerJob *j);
+
+/* "2026-11-27T01:02:59.074153137Z" → microseconds since the epoch; 0 when it cannot be read (or is
+ * Docker's "0001-01-01T00:00:00Z" for never). */
+static uint64_t parse_docker_time(const char *s) {
+        struct tm tm = {};
+        const char *p;
+        uint64_t usec = 0, scale = 100000;
+        time_t t;
+
+        if (!s)
+                return 0;
+        p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (!p || tm.tm_year < 70)
+                return 0;
+        if (*p == '.')
+                for (p++; *p >= '0' && *p <= '9'; p++) {
+                        usec += (uint64_t) (*p - '0') * scale;
+                        scale /= 10;
+                }
+        t = timegm(&tm);
+        if (t < 0)
+                return 0;
+        return (uint64_t) t * USEC_PER_SEC + usec;
+}
+
+static void on_logs(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+
+        j->call = NULL;
+        if (res->error < 0)
+                /* The exit code is what matters; output that cannot be read is said so in it. */
+                log_warning("Task %s: cannot read the container's output: %s", j->job.task_id, res->message);
+        report(j);
+}
+
+static void collect_logs(DockerJob *j) {
+        int r;
+
+        j->state = JOB_COLLECTING;
+        r = docker_container_logs(client(j), j->container_id, false, &j->capture, on_logs, j, &j->call);
+        if (r < 0) {
+                log_warning_errno(r, "Task %s: cannot read the container's output: %m", j->job.task_id);
+                report(j);
+        }
+}
+
+static void on_final_inspect(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+        json_object *state;
+        bool oom;
+
+        j->call = NULL;
+        if (res->error >= 0 && json_object_object_get_ex(res->json, "State", &state)) {
+                int64_t code;
+                if (json_get_bool(state, "OOMKilled", &oom) >= 0)
+                        j->oom_killed = oom;
+                if (j->exit_code < 0 && json_get_int64(state, "ExitCode", &code) >= 0)
+                        j->exit_code = code;
+        }
+        if (j->oom_killed) {
+                free(j->reason);
+                j->reason = strdup("killed by the kernel: out of memory (the task's memory limit)");
+        } else if (j->exit_code > 128 && j->exit_code < 128 + 65 && !j->reason) {
+                if (asprintf(&j->reason, "killed by signal %s", strsignal((int) j->exit_code - 128)) < 0)
+                        j->reason = NULL;
+        }
+        collect_logs(j);
+}
+
+static void finish_exited(DockerJob *j) {
+        int r;
+
+        j->state = JOB_COLLECTING;
+        r = docker_container_inspect(client(j), j->container_id, on_final_inspect, j, &j->call);
+        if (r < 0)
+                collect_logs(j);
+}
+
+static int on_wait_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        DockerJob *j = userdata;
+
+        j->retry_timer = sd_event_source_disable_unref(j->retry_timer);
+        wait_container(j);
+        return 0;
+}
+
+static void on_wait(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+
+        j->wait_call = NULL;
+        if (res->error == -ENOENT) {
+                fail(j, -ENOENT, "the container %s disappeared (removed outside the agent?)", j->container_id);
+                return;
+        }
+        if (res->error < 0) {
+                /* The engine restarting, or the connection lost: the container is still there. */
+                if (++j->wait_retries > WAIT_RETRIES_MAX) {
+                        fail(j, res->error, "lost track of the container: %s", res->message);
+                        return;
+                }
+                log_warning("Task %s: waiting for the container failed (%s); trying again.", j->job.task_id,
+                            res->message);
+                if (sd_event_add_time_relative(j->job.driver->event, &j->retry_timer, CLOCK_MONOTONIC,
+                                               WAIT_RETRY_USEC, 0, on_wait_retry, j) < 0)
+                        fail(j, res->error, "lost track of the container: %s", res->message);
+                return;
+        }
+        j->exit_code = res->exit_code;
+        log_debug("Task %s: container exited with %" PRIi64 ".", j->job.task_id, j->exit_code);
+        finish_exited(j);
+}
+
+static void wait_container(DockerJob *j) {
+        int r;
+
+        j->state = JOB_RUNNING;
+        r = docker_container_wait(client(j), j->container_id, on_wait, j, &j->wait_call);
+        if (r < 0)
+                fail(j, r, "cannot wait for the container: %s", strerror(-r));
+}
+
+static void on_stop_done(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+
+        j->stop_call = NULL;
+        if (res->error < 0 && res->error != -EBUSY && res->error != -ENOENT)
+                log_warning("Task %s: stopping the container failed: %s", j->job.task_id, res->message);
+}
+
+static int send_stop(DockerJob *j) {
+        int r;
+
+        if (j->stop_call) {
+                /* A kill overrides a graceful stop that is still waiting. */
+                if (j->stop_grace > 0)
+                        return 0;
+                docker_call_cancel(j->stop_call);
+                j->stop_call = NULL;
+        }
+        if (j->stop_grace == 0)
+                r = docker_container_kill(client(j), j->container_id, "SIGKILL", on_stop_done, j, &j->stop_call);
+        else
+                r = docker_container_stop(client(j), j->container_id, j->stop_grace, on_stop_done, j, &j->stop_call);
+        return r;
+}
+
+static void on_start(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+
+        j->call = NULL;
+        if (res->error < 0) {
+                fail(j, res->error, "Docker could not start the container: %s", res->message);
+                return;
+        }
+        if (j->job.cb.started)
+                j->job.cb.started(&j->job, j->container_id, realtime_usec(), j->job.userdata);
+        if (j->reported)
+                return;
+        wait_container(j);
+        if (j->stop_requested && !j->reported)
+                (void) send_stop(j);
+}
+
+static void start_container(DockerJob *j) {
+        int r;
+
+        if (j->stop_requested) {
+                /* Stopped before it ran: it never will. */
+                fail(j, -ECANCELED, "stopped before the container started");
+                return;
+        }
+        j->state = JOB_STARTING;
+        r = docker_container_start(client(j), j->container_id, on_start, j, &j->call);
+        if (r < 0)
+                fail(j, r, "cannot start the container: %s", strerror(-r));
+}
+
+static void on_pull(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+
+        j->call = NULL;
+        if (res->error < 0) {
+                fail(j, -ENOENT, "image %s is not on node %s and pulling it failed: %s", j->image, node_id(j),
+                     res->message);
+                return;
+        }
+        log_info("Task %s: pulled image %s.", j->job.task_id, j->image);
+        create_container(j);
+}
+
+static void on_conflict_removed(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+
+        j->call = NULL;
+        create_container(j);
+}
+
+static void on_create(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+        int r;
+
+        j->call = NULL;
+        if (res->error == -ENOENT && !j->pulled) {
+                j->pulled = true;
+                j->state = JOB_PULLING;
+                log_info("Task %s: image %s is not here; pulling it.", j->job.task_id, j->image);
+                r = docker_image_pull(client(j), j->image, on_pull, j, &j->call);
+                if (r < 0)
+                        fail(j, r, "cannot pull image %s: %s", j->image, strerror(-r));
+                return;
+        }
+        if (res->error == -ENOENT) {
+                fail(j, -ENOENT, "image %s is not on node %s: %s", j->image, node_id(j), res->message);
+                return;
+        }
+        if (res->error == -EBUSY && !j->conflict_retried) {
+                /* A container of this very lease exists: a create whose answer we lost. Start afresh. */
+                j->conflict_retried = true;
+                r = docker_container_remove(client(j), j->name, true, on_conflict_removed, j, &j->call);
+                if (r < 0)
+                        fail(j, r, "cannot remove the old container %s: %s", j->name, strerror(-r));
+                return;
+        }
+        if (res->error < 0) {
+                const char *rt = NULL;
+                json_object *host;
+
+                if (json_object_object_get_ex(j->spec, "HostConfig", &host))
+                        (void) json_get_string(host, "Runtime", &rt);
+                if (rt && res->message && strstr(res->message, "untime"))
+                        fail(j, -EINVAL, "container runtime \"%s\" is not available on node %s (Docker: %s)", rt,
+                             node_id(j), res->message);
+                else
+                        fail(j, res->error, "Docker refused to create the container: %s", res->message);
+                return;
+        }
+        if (!res->id) {
+                fail(j, -EBADMSG, "Docker created a container but did not say its id");
+                return;
+        }
+        j->container_id = strdup(res->id);
+        if (!j->container_id) {
+                fail(j, -ENOMEM, "out of memory");
+                return;
+        }
+        start_container(j);
+}
+
+static void create_container(DockerJob *j) {
+        int r;
+
+        j->state = JOB_CREATING;
+        r = docker_container_create(client(j), j->name, j->spec, on_create, j, &j->call);
+        if (r < 0)
+                fail(j, r, "cannot create the container: %s", strerror(-r));
+}
+
+static DockerJob *job_new(DockerDriver *dd, const char *task_id, int64_t lease, int64_t attempt, int64_t timeout_sec,
+                          const DriverJobCallbacks *cb, void *userdata) {
+        DockerJob *j = calloc(1, sizeof(DockerJob));
+
+        if (!j)
+                return NULL;
+        if (driver_job_init(&j->job, &dd->driver, task_id, lease, attempt, timeout_sec, cb, userdata) < 0 ||
+            output_capture_init(&j->capture, dd->output_cap, dd->tail_max) < 0 ||
+            asprintf(&j->name, "mc-%s-%" PRIi64, task_id, lease) < 0) {
+                output_capture_done(&j->capture);
+                driver_job_done(&j->job);
+                free(j);
+                return NULL;
+        }
+        j->exit_code = -1;
+        return j;
+}
+
+static void docker_job_free(DriverJob *job) {
+        DockerJob *j = docker_job(job);
+
+        if (!j)
+                return;
+        docker_call_cancel(j->call);
+        docker_call_cancel(j->wait_call);
+        docker_call_cancel(j->stop_call);
+        sd_event_source_disable_unref(j->retry_timer);
+        json_object_put(j->spec);
+        output_capture_done(&j->capture);
+        free(j->name);
+        free(j->image);
+        free(j->container_id);
+        free(j->reason);
+        driver_job_done(&j->job);
+        free(j);
+}
+
+static int docker_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobCallbacks *cb, void *userdata,
+                            DriverJob **ret) {
+        DockerDriver *dd = docker_driver(d);
+        DockerJob *j;
+        char lease[32], attempt[32], timeout[32];
+        int r;
+
+        j = job_new(dd, spec->task_id, spec->lease_token, spec->attempt, spec->timeout_sec, cb, userdata);
+        if (!j)
+                return -ENOMEM;
+        j->image = strdup(spec->image ?: "");
+        if (!j->image) {
+                docker_job_free(&j->job);
+                return -ENOMEM;
+        }
+        snprintf(lease, sizeof(lease), "%" PRIi64, spec->lease_token);
+        snprintf(attempt, sizeof(attempt), "%" PRIi64, spec->attempt);
+        snprintf(timeout, sizeof(timeout), "%" PRIi64, spec->timeout_sec);
+        r = docker_container_spec_to_json(&(DockerContainerSpec) {
+                        .image = spec->image,
+                        .cmd = spec->cmd,
+                        .env = spec->env,
+                        .labels = (const char *[]) {
+                                "mc.task_id", spec->task_id,
+                                "mc.lease_token", lease,
+                                "mc.node", dd->node_id,
+                                "mc.attempt", attempt,
+                                "mc.timeout_sec", timeout,
+                                NULL,
+                        },
+                        .nano_cpus = spec->nano_cpus,
+                        .memory_bytes = spec->memory_bytes,
+                        .runtime = spec->runtime,
+                        .network = dd->network,
+                }, &j->spec);
+        if (r < 0) {
+                docker_job_free(&j->job);
+                return r;
+        }
+        /* Callbacks cannot come before we return: curl-event never completes a request synchronously. */
+        create_container(j);
+        *ret = &j->job;
+        return 0;
+}
+
+static int docker_job_stop(DriverJob *job, unsigned grace_sec) {
+        DockerJob *j = docker_job(job);
+
+        if (j->reported)
+                return 0;
+        if (j->stop_requested && grace_sec >= j->stop_grace)
+                return 0;       /* as strong a stop is under way */
+        j->stop_requested = true;
+        j->stop_grace = grace_sec;
+        if (j->state == JOB_RUNNING)
+                return send_stop(j);
+        /* Creating, pulling or starting: acted on when that step ends. */
+        return 0;
+}
+
+typedef struct RemoveCall {
+        DriverDoneCallback done;
+        void *userdata;
+} RemoveCall;
+
+static void on_removed(const DockerResult *res, void *userdata) {
+        RemoveCall *rc = userdata;
+
+        if (rc->done)
+                rc->done(res->error == -ENOENT ? 0 : res->error, rc->userdata);
+}
+
+static int remove_by_name(DockerDriver *dd, const char *name, DriverDoneCallback done, void *userdata) {
+        DockerCall *call;
+        RemoveCall *rc;
+        int r;
+
+        rc = malloc(sizeof(RemoveCall));
+        if (!rc)
+                return -ENOMEM;
+        *rc = (RemoveCall) { done, userdata };
+        /* Not tied to the job: the job may be freed before the engine answers. */
+        r = docker_container_remove(dd->client, name, true, on_removed, rc, &call);
+        if (r < 0) {
+                free(rc);
+                return r;
+        }
+        docker_call_set_destroy(call, free);
+        return 0;
+}
+
+static int docker_job_remove(DriverJob *job, DriverDoneCallback done, void *userdata) {
+        DockerJob *j = docker_job(job);
+
+        return remove_by_name(docker_driver(job->driver), j->container_id ?: j->name, done, userdata);
+}
+
+static const char *docker_job_handle(DriverJob *job) {
+        DockerJob *j = docker_job(job);
+        return j->container_id ?: j->name;
+}
+
+typedef struct ListCall {
+        DriverListCallback cb;
+        void *userdata;
+} ListCall;
+
+static int64_t label_int(json_object *c, const char *key, int64_t fallback) {
+        const char *v = docker_list_label(c, key);
+        int64_t i;
+
+        if (!v)
+                return fallback;
+        errno = 0;
+        i = strtoll(v, NULL, 10);
+        return errno == 0 ? i : fallback;
+}
+
+static void on_list(const DockerResult *res, void *userdata) {
+        ListCall *lc = userdata;
+        DriverLeftover *l = NULL;
+        size_t n = 0, m;
+
+        if (res->error < 0 || !json_object_is_type(res->json, json_type_array)) {
+                log_error("Cannot list this node's containers: %s", strna(res->message));
+                lc->cb(res->error < 0 ? res->error : -EBADMSG, NULL, 0, lc->userdata);
+                return;
+        }
+        m = json_object_array_length(res->json);
+        l = calloc(m + 1, sizeof(DriverLeftover));
+        if (!l) {
+                lc->cb(-ENOMEM, NULL, 0, lc->userdata);
+                return;
+        }
+        for (size_t i = 0; i < m; i++) {
+                json_object *c = json_object_array_get_idx(res->json, i);
+                const char *id, *state, *task = docker_list_label(c, "mc.task_id");
+                int64_t lease = label_int(c, "mc.lease_token", -1);
+
+                if (json_get_string(c, "Id", &id) < 0)
+                        continue;
+                if (json_get_string(c, "State", &state) < 0)
+                        state = "unknown";
+                l[n] = (DriverLeftover) {
+                        .task_id = strdup(task ?: ""),
+                        .lease_token = lease,
+                        .attempt = label_int(c, "mc.attempt", 0),
+                        .timeout_sec = label_int(c, "mc.timeout_sec", 0),
+                        .handle = strdup(id),
+                        .state = strdup(state),
+                        /* One without our labels (a hand-made look-alike) can only be removed. */
+                        .adoptable = task && lease > 0,
+                };
+                if (!l[n].task_id || !l[n].handle || !l[n].state) {
+                        driver_leftovers_free(l, n + 1);
+                        lc->cb(-ENOMEM, NULL, 0, lc->userdata);
+                        return;
+                }
+                n++;
+        }
+        lc->cb(0, l, n, lc->userdata);
+        driver_leftovers_free(l, n);
+}
+
+static int docker_list_leftovers(Driver *d, DriverListCallback cb, void *userdata) {
+        DockerDriver *dd = docker_driver(d);
+        _cleanup_free_ char *label = NULL;
+        DockerCall *call;
+        ListCall *lc;
+        int r;
+
+        if (asprintf(&label, "mc.node=%s", dd->node_id) < 0)
+                return -ENOMEM;
+        lc = malloc(sizeof(ListCall));
+        if (!lc)
+                return -ENOMEM;
+        *lc = (ListCall) { cb, userdata };
+        r = docker_container_list(dd->client, (const char *[]) { label, NULL }, on_list, lc, &call);
+        if (r < 0) {
+                free(lc);
+                return r;
+        }
+        docker_call_set_destroy(call, free);
+        return 0;
+}
+
+static void on_adopt_inspect(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+        json_object *state;
+        const char *status = NULL, *started_at = NULL;
+        int64_t code;
+
+        j->call = NULL;
+        if (res->error < 0) {
+                fail(j, res->error, "cannot inspect the container left by the previous run: %s", res->message);
+                return;
+        }
+        if (json_object_object_get_ex(res->json, "State", &state)) {
+                (void) json_get_string(state, "Status", &status);
+                (void) json_get_string(state, "StartedAt", &started_at);
+        }
+        if (streq_ptr(status, "created")) {
+                log_info("Task %s: adopted container %s was never started; starting it.", j->job.task_id,
+                         j->container_id);
+                start_container(j);
+                return;
+        }
+        if (streq_ptr(status, "running") || streq_ptr(status, "paused") || streq_ptr(status, "restarting")) {
+                uint64_t t = parse_docker_time(started_at);
+                if (j->job.cb.started)
+                        j->job.cb.started(&j->job, j->container_id, t ?: realtime_usec(), j->job.userdata);
+                if (j->reported)
+                        return;
+                wait_container(j);
+                if (j->stop_requested && !j->reported)
+                        (void) send_stop(j);
+                return;
+        }
+        /* exited, dead: it ended while nobody watched. */
+        if (json_get_int64(state, "ExitCode", &code) >= 0)
+                j->exit_code = code;
+        finish_exited(j);
+}
+
+static int docker_job_adopt(Driver *d, const DriverLeftover *l, const DriverJobCallbacks *cb, void *userdata,
+                            DriverJob **ret) {
+        DockerDriver *dd = docker_driver(d);
+        DockerJob *j;
+        int r;
+
+        if (!l->adoptable)
+                return -EINVAL;
+        j = job_new(dd, l->task_id, l->lease_token, l->attempt, l->timeout_sec, cb, userdata);
+        if (!j)
+                return -ENOMEM;
+        j->container_id = strdup(l->handle);
+        if (!j->container_id) {
+                docker_job_free(&j->job);
+                return -ENOMEM;
+        }
+        j->state = JOB_STARTING;
+        r = docker_container_inspect(dd->client, j->container_id, on_adopt_inspect, j, &j->call);
+        if (r < 0) {
+                docker_job_free(&j->job);
+                return r;
+        }
+        *ret = &j->job;
+        return 0;
+}
+
+static int docker_leftover_discard(Driver *d, const DriverLeftover *l, DriverDoneCallback done, void *userdata) {
+        return remove_by_name(docker_driver(d), l->handle, done, userdata);
+}
+
+static Driver *docker_driver_free(Driver *d) {
+        DockerDriver *dd = docker_driver(d);
+
+        if (!dd)
+                return NULL;
+        docker_client_free(dd->client);
+        free(dd->node_id);
+        free(dd->network);
+        sd_event_unref(dd->driver.event);
+        free(dd);
+        return NULL;
+}
+
+static const DriverOps docker_ops = {
+        .name = "docker",
+        .job_start = docker_job_start,
+        .job_stop = docker_job_stop,
+        .job_remove = docker_job_remove,
+        .job_free = docker_job_free,
+        .list_leftovers = docker_list_leftovers,
+        .job_adopt = docker_job_adopt,
+        .leftover_discard = docker_leftover_discard,
+        .job_handle = docker_job_handle,
+        .free = docker_driver_free,
+};
+
+int docker_driver_new(sd_event *e, CurlEvent *curl, const DockerDriverConfig *config, Driver **ret) {
+        DockerDriver *dd;
+        int r;
+
+        dd = calloc(1, sizeof(DockerDriver));
+        if (!dd)
+                return log_oom();
+        dd->driver.ops = &docker_ops;
+        dd->driver.event = sd_event_ref(e);
+        dd->node_id = strdup(config->node_id);
+        dd->network = config->network ? strdup(config->network) : NULL;
+        dd->output_cap = config->output_cap;
+        dd->tail_max = config->tail_max;
+        if (!dd->node_id || (config->network && !dd->network)) {
+                docker_driver_free(&dd->driver);
+                return log_oom();
+        }
+        r = docker_client_new(e, curl, config->socket_path, &dd->client);
+        if (r < 0) {
+                docker_driver_free(&dd->driver);
+                return log_oom();
+        }
+        *ret = &dd->driver;
+        return 0;
+}

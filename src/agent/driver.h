@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* How a task is run: the Docker driver (a container) or the exec driver (a child process in its own
+ * cgroup). A driver runs jobs; a job is one attempt of one task. It reports, through its callbacks,
+ * when the job's process is running and when it has ended (or could not be run), with the output.
+ * Everything is asynchronous on the event loop. */
+
+#include <json-c/json.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+#include "output-capture.h"
+
+typedef struct Driver Driver;
+typedef struct DriverJob DriverJob;
+
+typedef struct DriverJobSpec {
+        const char *task_id;
+        int64_t lease_token;
+        int64_t attempt;
+        int64_t timeout_sec;            /* recorded with the job, so that an adopted one keeps it */
+        const char *image;
+        char *const *cmd;               /* NULL-terminated */
+        json_object *env;               /* {"K": "v"} or NULL */
+        int64_t nano_cpus;              /* 0: no limit */
+        int64_t memory_bytes;           /* 0: no limit */
+        const char *runtime;            /* Docker runtime; NULL: the engine's default */
+} DriverJobSpec;
+
+typedef struct DriverExit {
+        int error;                      /* < 0: the job could not be run at all (reason says why) */
+        const char *reason;             /* for a person; also set for an OOM kill */
+        int64_t exit_code;              /* 0..255 when it ran (128 + signal when killed) */
+        bool oom_killed;
+        OutputCapture *output;          /* what it printed, valid during the callback */
+} DriverExit;
+
+typedef struct DriverJobCallbacks {
+        /* The process runs; handle names it (a container id, "pid 1234"); started_realtime_usec is
+         * when it started (wall clock: an adopted container started before we saw it). */
+        void (*started)(DriverJob *job, const char *handle, uint64_t started_realtime_usec, void *userdata);
+        /* It ended, or never ran. Called once; the job stays valid until driver_job_free(). */
+        void (*exited)(DriverJob *job, const DriverExit *exit, void *userdata);
+} DriverJobCallbacks;
+
+/* A job a previous run of the agent left behind (found by labels or in the state directory). */
+typedef struct DriverLeftover {
+        char *task_id;
+        int64_t lease_token;
+        int64_t attempt;
+        int64_t timeout_sec;
+        char *handle;                   /* container id */
+        char *state;                    /* "created", "running", "exited", ... */
+        uint64_t started_realtime_usec; /* 0 if unknown or not started */
+        bool adoptable;                 /* false: can only be killed (an exec job whose parent died) */
+} DriverLeftover;
+
+void driver_leftovers_free(DriverLeftover *l, size_t n);
+
+typedef void (*DriverListCallback)(int error, DriverLeftover *leftovers, size_t n, void *userdata);
+typedef void (*DriverDoneCallback)(int error, void *userdata);
+
+typedef struct DriverOps {
+        const char *name;
+        int (*job_start)(Driver *d, const DriverJobSpec *spec, const DriverJobCallbacks *cb, void *userdata,
+                         DriverJob **ret);
+        /* Ends the job's process: SIGTERM, then SIGKILL after grace_sec (0: SIGKILL at once). The
+         * exited callback follows. */
+        int (*job_stop)(DriverJob *job, unsigned grace_sec);
+        /* Releases whatever the job holds on the host (container, cgroup, work directory); done is
+         * called when that is finished (may be NULL). The job must have exited. */
+        int (*job_remove)(DriverJob *job, DriverDoneCallback done, void *userdata);
+        /* Forgets the job: no more callbacks; does not stop or remove anything. */
+        void (*job_free)(DriverJob *job);
+        /* What a previous run left behind. */
+        int (*list_leftovers)(Driver *d, DriverListCallback cb, void *userdata);
+        /* Takes a leftover over: its callbacks follow as for a started job (started is called for one
+         * that was running, or that gets started now because it was only created). */
+        int (*job_adopt)(Driver *d, const DriverLeftover *l, const DriverJobCallbacks *cb, void *userdata,
+                         DriverJob **ret);
+        /* Kills and removes a leftover that is not to be adopted. */
+        int (*leftover_discard)(Driver *d, const DriverLeftover *l, DriverDoneCallback done, void *userdata);
+        const char *(*job_handle)(DriverJob *job);
+        Driver *(*free)(Driver *d);
+} DriverOps;
+
+struct Driver {
+        const DriverOps *ops;
+        sd_event *event;
+};
+
+/* What every driver's job starts with. */
+struct DriverJob {
+        Driver *driver;
+        DriverJobCallbacks cb;
+        void *userdata;
+        char *task_id;
+        int64_t lease_token;
+        int64_t attempt;
+        int64_t timeout_sec;
+};
+
+/* For the drivers: fills the common part. */
+int driver_job_init(DriverJob *job, Driver *d, const char *task_id, int64_t lease_token, int64_t attempt,
+                    int64_t timeout_sec, const DriverJobCallbacks *cb, void *userdata);
+void driver_job_done(DriverJob *job);
+
+static inline int driver_job_stop(DriverJob *job, unsigned grace_sec) {
+        return job->driver->ops->job_stop(job, grace_sec);
+}
+static inline int driver_job_remove(DriverJob *job, DriverDoneCallback done, void *userdata) {
+        return job->driver->ops->job_remove(job, done, userdata);
+}
+static inline void driver_job_free(DriverJob *job) {
+        if (job)
+                job->driver->ops->job_free(job);
+}
+static inline const char *driver_job_handle(DriverJob *job) {
+        return job->driver->ops->job_handle(job);
+}
+
+/* Calls fn(userdata) from the event loop soon, never from within the caller. */
+int driver_call_later(sd_event *e, void (*fn)(void *userdata), void *userdata);
+
+static inline int driver_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobCallbacks *cb,
+                                   void *userdata, DriverJob **ret) {
+        return d->ops->job_start(d, spec, cb, userdata, ret);
+}
+
+static inline Driver *driver_free(Driver *d) {
+        return d ? d->ops->free(d) : NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(Driver *, driver_free);
+
+/* The Docker driver: containers named mc-<task>-<lease>, labelled mc.task_id, mc.lease_token,
+ * mc.node, mc.attempt, mc.timeout_sec. */
+typedef struct DockerDriverConfig {
+        const char *socket_path;
+        const char *node_id;
+        const char *network;            /* NULL: the engine's default */
+        size_t output_cap, tail_max;
+} DockerDriverConfig;
+
+typedef struct CurlEvent CurlEvent;
+int docker_driver_new(sd_event *e, CurlEvent *curl, const DockerDriverConfig *config, Driver **ret);
+
+/* The exec driver: cmd run as a child process in cgroup <cgroup_path>/<task>-<lease>, working
+ * directory <work_dir>/<task>-<lease>. */
+typedef struct ExecDriverConfig {
+        const char *cgroup_root;        /* NULL: /sys/fs/cgroup */
+        const char *cgroup_path;        /* relative to the root, e.g. "mc.agent/node-a" */
+        const char *work_dir;
+        size_t output_cap, tail_max;
+} ExecDriverConfig;
+
+int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret);

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* What a task printed: the whole output (stdout and stderr interleaved as they came) up to a cap,
+ * plus the last bytes of each stream, which go with the result even when the whole output was cut.
+ * Fed by the Docker log demultiplexer or by the exec driver's pipes. */
+
+#include "macro.h"
+
+typedef enum OutputStream {
+        OUTPUT_STDOUT = 1,
+        OUTPUT_STDERR = 2,
+} OutputStream;
+
+typedef struct OutputTail {
+        char *buf;              /* ring of size tail_max */
+        size_t start, size;
+} OutputTail;
+
+typedef struct OutputCapture {
+        size_t cap, tail_max;
+        char *output;           /* the first `cap` bytes */
+        size_t output_size, output_allocated;
+        bool truncated;         /* more than `cap` bytes came */
+        uint64_t total;         /* bytes seen, both streams */
+        OutputTail tails[2];
+} OutputCapture;
+
+int output_capture_init(OutputCapture *c, size_t cap, size_t tail_max);
+void output_capture_done(OutputCapture *c);
+int output_capture_add(OutputCapture *c, OutputStream stream, const void *data, size_t size);
+
+/* NUL-terminated, valid UTF-8 copies (invalid bytes and NULs become U+FFFD; a character cut by the
+ * tail's start is dropped), ready for JSON. */
+char *output_capture_tail(const OutputCapture *c, OutputStream stream);
+char *output_capture_output(const OutputCapture *c);
+
+/* Copies s[0..size) as valid UTF-8. */
+char *utf8_sanitize(const char *s, size_t size);
+
+/* Docker's multiplexed log stream: frames of an 8-byte header (stream type, 3 zero bytes, big-endian
+ * payload length) and the payload. Fed with arbitrary pieces; passes payloads on to the capture. */
+typedef struct DockerLogDemux {
+        uint8_t header[8];
+        size_t header_size;
+        uint32_t remaining;
+        uint8_t stream;
+} DockerLogDemux;
+
+/* Returns -EBADMSG on a stream type that is not stdin/stdout/stderr. */
+int docker_log_demux_feed(DockerLogDemux *d, OutputCapture *c, const void *data, size_t size);
+/* True when the stream ended between frames. */
+bool docker_log_demux_complete(const DockerLogDemux *d);

@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* mc-control: the task API over PostgreSQL. Stateless: run as many replicas against one database as
+ * you like; any replica serves any request. */
+
+#include <signal.h>
+
+#include "claim.h"
+#include "config.h"
+#include "control.h"
+#include "daemon-util.h"
+#include "log.h"
+#include "migrations.h"
+#include "push.h"
+
+#define DRAIN_TIMEOUT_USEC (5 * USEC_PER_SEC)
+
+static const ConfigOption control_options[] = {
+        { "DB_DSN", "MC_DB_DSN", CONFIG_STRING, offsetof(ControlConfig, db_dsn), 0, 0, "",
+          "PostgreSQL connection string or URI (empty: libpq's PG* environment defaults)" },
+        { "PORT", NULL, CONFIG_INT, offsetof(ControlConfig, port), 0, 65535, "8080",
+          "TCP port to listen on when not socket-activated" },
+        { "LISTEN_ADDRESS", NULL, CONFIG_STRING, offsetof(ControlConfig, listen_address), 0, 0, "",
+          "Address to listen on when not socket-activated (empty: all)" },
+        { "TOKENS_FILE", NULL, CONFIG_STRING, offsetof(ControlConfig, tokens_file), 0, 0, "/etc/mc/tokens",
+          "File of \"user|agent NAME TOKEN\" lines, mode 0600" },
+        { "CONTROL_TOKEN", NULL, CONFIG_STRING, offsetof(ControlConfig, control_token), 0, 0, NULL,
+          "One user token (seed compatibility)" },
+        { "DISABLE_AUTH", "MC_DISABLE_AUTH", CONFIG_BOOL, offsetof(ControlConfig, disable_auth), 0, 0, "no",
+          "Accept every request without a token (development only)" },
+        { "LEASE_TTL_MS", NULL, CONFIG_INT, offsetof(ControlConfig, lease_ttl_ms), 300, 3600000, "15000",
+          "Lease time to live; agents renew every third of it" },
+        { "LEASE_GRACE_MS", NULL, CONFIG_INT, offsetof(ControlConfig, lease_grace_ms), 0, 600000, "1000",
+          "Extra time after a lease deadline before its task is re-queued" },
+        { "SWEEP_INTERVAL_MS", NULL, CONFIG_INT, offsetof(ControlConfig, sweep_interval_ms), 20, 60000, "250",
+          "How often to look for expired leases" },
+        { "DB_POOL_SIZE", NULL, CONFIG_INT, offsetof(ControlConfig, db_pool_size), 1, 64, "8",
+          "Database connections for queries" },
+        { "DB_TIMEOUT_MS", NULL, CONFIG_INT, offsetof(ControlConfig, db_timeout_ms), 100, 600000, "10000",
+          "Longest a query may wait and run" },
+        { "CLAIM_WAIT_MAX_MS", NULL, CONFIG_INT, offsetof(ControlConfig, claim_wait_max_ms), 0, 300000, "30000",
+          "Longest wait an agent may ask for in a claim" },
+        { "OUTPUT_MAX_BYTES", NULL, CONFIG_INT, offsetof(ControlConfig, output_max_bytes), 0, 16777216, "1048576",
+          "Captured output kept per task" },
+        { "BUS", NULL, CONFIG_BOOL, offsetof(ControlConfig, bus), 0, 0, "yes",
+          "Serve org.mutualcloud.Control1 on the system bus (DBUS_SYSTEM_BUS_ADDRESS)" },
+        { "BUS_GROUP", NULL, CONFIG_STRING, offsetof(ControlConfig, bus_group), 0, 0, "mc",
+          "Group whose members may use the D-Bus methods (besides root)" },
+        { "LOG_LEVEL", "MC_LOG_LEVEL", CONFIG_STRING, offsetof(ControlConfig, log_level), 0, 0, "info",
+          "debug, info, notice, warning, err" },
+};
+
+static const ConfigSpec control_config_spec = {
+        .program = "mc-control",
+        .summary = "The mc control server: task API over PostgreSQL, leases, long-poll claims.",
+        .default_path = "/etc/mc/control.conf",
+        .options = control_options,
+        .n_options = ELEMENTSOF(control_options),
+};
+
+static void on_db_notify(const char *payload, void *userdata) {
+        Control *c = userdata;
+        claim_waiters_notify(c->waiters, payload);
+}
+
+static void on_db_state(bool available, void *userdata) {
+        Control *c = userdata;
+
+        if (!available)
+                return;
+        /* Notifications may have been missed while the listener was away. */
+        claim_waiters_wake_all(c->waiters);
+        /* Agents could not renew during the outage; give them a TTL before expiring anything. */
+        c->sweep_not_before_usec = MAX(c->sweep_not_before_usec,
+                                       now_usec() + (uint64_t) c->config.lease_ttl_ms * USEC_PER_MSEC);
+}
+
+static int on_drain_check(sd_event_source *s, uint64_t usec, void *userdata) {
+        Control *c = userdata;
+        static uint64_t deadline = 0;
+
+        if (deadline == 0)
+                deadline = now_usec() + DRAIN_TIMEOUT_USEC;
+        if ((db_n_pending(c->db) == 0 && push_batcher_n_pending(c->pusher) == 0) || now_usec() > deadline)
+                return sd_event_exit(sd_event_source_get_event(s), 0);
+        (void) sd_event_source_set_time_relative(s, 20 * USEC_PER_MSEC);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/* SIGTERM: stop taking requests, let what is being committed finish (so a push in flight still gets
+ * its answer), then exit. */
+static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Control *c = userdata;
+        int r;
+
+        if (c->stopping)
+                return sd_event_exit(sd_event_source_get_event(s), 0);
+        c->stopping = true;
+        log_info("Stopping: finishing requests in progress.");
+        daemon_notify_stopping();
+        http_server_set_stopping(c->http);
+        r = sd_event_add_time_relative(c->event, NULL, CLOCK_MONOTONIC, 0, 0, on_drain_check, c);
+        if (r < 0)
+                return sd_event_exit(sd_event_source_get_event(s), 0);
+        return 0;
+}
+
+static int open_listeners(Control *c, int **ret_fds, size_t *ret_n) {
+        _cleanup_free_ int *fds = NULL;
+        int n, fd;
+
+        n = daemon_listen_fds();
+        if (n < 0)
+                return n;
+        if (n > 0) {
+                fds = calloc((size_t) n, sizeof(int));
+                if (!fds)
+                        return log_oom();
+                for (int i = 0; i < n; i++)
+                        fds[i] = SD_LISTEN_FDS_START + i;
+                log_info("Serving HTTP on %d socket(s) passed by systemd.", n);
+                *ret_fds = TAKE_PTR(fds);
+                *ret_n = (size_t) n;
+                return 0;
+        }
+        fd = daemon_listen_tcp(c->config.listen_address, (uint16_t) c->config.port);
+        if (fd < 0)
+                return fd;
+        fds = calloc(1, sizeof(int));
+        if (!fds) {
+                close(fd);
+                return log_oom();
+        }
+        fds[0] = fd;
+        log_info("Serving HTTP on %s port %" PRIi64 ".", isempty(c->config.listen_address) ? "*" : c->config.listen_address,
+                 c->config.port);
+        *ret_fds = TAKE_PTR(fds);
+        *ret_n = 1;
+        return 0;
+}
+
+static void control_done(Control *c) {
+        /* Order matters: closing the database answers the requests whose queries were in flight, then
+         * the pushes and claims still waiting are answered, and only then can the HTTP server go. */
+        c->db = db_free(c->db);
+        c->pusher = push_batcher_free(c->pusher);
+        c->waiters = claim_waiters_free(c->waiters);
+        c->sweep_timer = sd_event_source_disable_unref(c->sweep_timer);
+        c->housekeeping_timer = sd_event_source_disable_unref(c->housekeeping_timer);
+        c->bus = sd_bus_flush_close_unref(c->bus);
+        c->http = http_server_free(c->http);
+        c->auth = auth_free(c->auth);
+        c->event = sd_event_unref(c->event);
+        config_free(&control_config_spec, &c->config);
+}
+
+static int run(int argc, char *argv[]) {
+        _cleanup_free_ int *fds = NULL;
+        Control c = {};
+        size_t n_fds = 0;
+        int r, level;
+
+        log_setup("mc-control");
+        r = config_load(&control_config_spec, &c.config, argc, argv, NULL);
+        if (r != 0) {
+                config_free(&control_config_spec, &c.config);
+                return r < 0 ? r : 0;
+        }
+        level = log_level_from_string(c.config.log_level);
+        if (level < 0) {
+                log_error("LOG_LEVEL=%s is not a log level.", c.config.log_level);
+                config_free(&control_config_spec, &c.config);
+                return -EINVAL;
+        }
+        log_set_max_level(level);
+
+        if (c.config.disable_auth)
+                log_warning("*** AUTHENTICATION IS DISABLED (MC_DISABLE_AUTH): anyone who can reach this port can "
+                            "push, read and cancel tasks, and act as any agent. Development use only. ***");
+
+        r = auth_new(c.config.tokens_file, c.config.control_token, c.config.disable_auth, &c.auth);
+        if (r < 0)
+                goto finish;
+        if (!c.config.disable_auth && auth_n_tokens(c.auth) == 0) {
+                r = log_error_errno(ENOKEY, "No tokens configured: create %s (\"user NAME TOKEN\" and \"agent NODE TOKEN\" "
+                                    "lines, mode 0600), or set CONTROL_TOKEN; MC_DISABLE_AUTH=1 is for development only.",
+                                    c.config.tokens_file);
+                goto finish;
+        }
+
+        r = daemon_event_new(&c.event);
+        if (r < 0)
+                goto finish;
+        r = sd_event_add_signal(c.event, NULL, SIGTERM, on_terminate, &c);
+        if (r >= 0)
+                r = sd_event_add_signal(c.event, NULL, SIGINT, on_terminate, &c);
+        if (r < 0 && r != -EBUSY) {
+                log_error_errno(r, "Failed to handle SIGTERM: %m");
+                goto finish;
+        }
+
+        r = claim_waiters_new(&c, &c.waiters);
+        if (r >= 0)
+                r = push_batcher_new(&c, &c.pusher);
+        if (r < 0) {
+                log_oom();
+                goto finish;
+        }
+
+        DbConfig dbc = {
+                .dsn = c.config.db_dsn,
+                .pool_size = (unsigned) c.config.db_pool_size,
+                .query_timeout_usec = (uint64_t) c.config.db_timeout_ms * USEC_PER_MSEC,
+                .listen_channel = "mc_queued",
+                .migrations = control_migrations,
+                .n_migrations = control_n_migrations,
+        };
+        r = db_new(c.event, &dbc, on_db_notify, on_db_state, &c, &c.db);
+        if (r < 0)
+                goto finish;
+
+        r = open_listeners(&c, &fds, &n_fds);
+        if (r < 0)
+                goto finish;
+        HttpServerConfig hc = {
+                /* Room for a finished task's captured output (OUTPUT_MAX_BYTES) plus its tails; pushes
+                 * are held to 1 MiB by their handler. */
+                .max_body = 4 * 1024 * 1024,
+                .connection_timeout_sec = 90,
+        };
+        r = http_server_new(c.event, fds, n_fds, &hc, control_http_handler, control_http_completed, &c, &c.http);
+        if (r < 0)
+                goto finish;
+
+        r = control_timers_setup(&c);
+        if (r < 0)
+                goto finish;
+        r = control_bus_setup(&c);
+        if (r < 0)
+                goto finish;
+
+        daemon_notify_ready(c.config.disable_auth ? "Serving WITHOUT AUTHENTICATION." : "Serving.");
+        log_info("mc-control %s running (lease TTL %" PRIi64 " ms).", MC_VERSION, c.config.lease_ttl_ms);
+
+        r = sd_event_loop(c.event);
+        if (r < 0)
+                log_error_errno(r, "Event loop failed: %m");
+
+finish:
+        control_done(&c);
+        return r;
+}
+
+int main(int argc, char *argv[]) {
+        int r = run(argc, argv);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,689 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <sys/epoll.h>
+
+#include "daemon-util.h"
+#include "db.h"
+#include "log.h"
+
+#define RECONNECT_MIN_USEC (100 * USEC_PER_MSEC)
+#define RECONNECT_MAX_USEC (2 * USEC_PER_SEC)
+#define WATCH_INTERVAL_USEC (250 * USEC_PER_MSEC)
+#define MIGRATION_LOCK_KEY "7302018117" /* arbitrary, fixed: "mc schema" */
+
+typedef struct DbQuery DbQuery;
+struct DbQuery {
+        char *sql;
+        int n_params;
+        char **params;
+        DbCallback callback;
+        void *userdata;
+        uint64_t queued_usec;
+        DbQuery *next;
+};
+
+typedef enum ConnState {
+        CONN_DOWN,              /* waiting for the reconnect timer */
+        CONN_CONNECTING,
+        CONN_SETUP,             /* SET ...; LISTEN ... */
+        CONN_MIGRATE_READ,      /* taking the lock, reading the schema version */
+        CONN_MIGRATE_APPLY,     /* applying what is missing, releasing the lock */
+        CONN_WAIT_SCHEMA,       /* up, waiting for another connection to finish migrating */
+        CONN_IDLE,
+        CONN_BUSY,
+} ConnState;
+
+typedef struct DbConn {
+        Db *db;
+        PGconn *conn;
+        ConnState state;
+        bool listener;
+        int fd;
+        sd_event_source *io;
+        sd_event_source *reconnect_timer;
+        uint64_t backoff_usec;
+        DbQuery *query;                 /* in flight */
+        uint64_t busy_since_usec;
+        PGresult *result;               /* kept result of the statement in flight */
+} DbConn;
+
+struct Db {
+        sd_event *event;
+        char *dsn;
+        unsigned pool_size;
+        uint64_t query_timeout_usec;
+        char *listen_channel;
+        const DbMigration *migrations;
+        size_t n_migrations;
+        DbNotifyCallback on_notify;
+        DbStateCallback on_state;
+        void *userdata;
+
+        DbConn *conns;                  /* pool_size query connections, then the listener if any */
+        size_t n_conns;
+        DbQuery *queue_head, *queue_tail;
+        size_t n_queued;
+        size_t n_running;
+        sd_event_source *watch_timer;
+
+        bool schema_ready;
+        bool migrating;
+        int schema_version;
+        bool available;
+        bool closing;
+        uint64_t n_errors;
+};
+
+static void conn_dispatch(DbConn *c);
+static void conn_fail(DbConn *c, const char *why);
+static void db_update_available(Db *db);
+
+static void query_free(DbQuery *q) {
+        if (!q)
+                return;
+        for (int i = 0; i < q->n_params; i++)
+                free(q->params[i]);
+        free(q->params);
+        free(q->sql);
+        free(q);
+}
+
+static void query_complete(DbQuery *q, PGresult *r, int error) {
+        if (q->callback)
+                q->callback(r, error, q->userdata);
+        query_free(q);
+}
+
+const char *db_result_sqlstate(const PGresult *r) {
+        const char *s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        return s ?: "";
+}
+
+static DbQuery *queue_pop(Db *db) {
+        DbQuery *q = db->queue_head;
+
+        if (!q)
+                return NULL;
+        db->queue_head = q->next;
+        if (!db->queue_head)
+                db->queue_tail = NULL;
+        q->next = NULL;
+        db->n_queued--;
+        return q;
+}
+
+static void fail_all_queued(Db *db, int error) {
+        DbQuery *q;
+
+        while ((q = queue_pop(db)))
+                query_complete(q, NULL, error);
+}
+
+static bool any_query_conn_up(Db *db) {
+        for (size_t i = 0; i < db->n_conns; i++) {
+                DbConn *c = db->conns + i;
+                if (!c->listener && c->state >= CONN_SETUP)
+                        return true;
+        }
+        return false;
+}
+
+static bool any_query_conn_trying(Db *db) {
+        for (size_t i = 0; i < db->n_conns; i++) {
+                DbConn *c = db->conns + i;
+                if (!c->listener && c->state != CONN_DOWN)
+                        return true;
+        }
+        return false;
+}
+
+static int conn_watch(DbConn *c, uint32_t events);
+
+static int on_conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+
+static int conn_watch(DbConn *c, uint32_t events) {
+        int fd = PQsocket(c->conn), r;
+
+        if (fd < 0)
+                return -EBADF;
+        if (c->io && fd != c->fd) {
+                /* libpq may move to another socket while trying several addresses. */
+                c->io = sd_event_source_disable_unref(c->io);
+        }
+        c->fd = fd;
+        if (!c->io) {
+                r = sd_event_add_io(c->db->event, &c->io, fd, events, on_conn_io, c);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(c->io, c->listener ? "db-listener" : "db-conn");
+                return 0;
+        }
+        r = sd_event_source_set_io_events(c->io, events);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(c->io, SD_EVENT_ON);
+}
+
+static int on_reconnect(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void conn_close(DbConn *c) {
+        c->io = sd_event_source_disable_unref(c->io);
+        c->fd = -1;
+        if (c->result) {
+                PQclear(c->result);
+                c->result = NULL;
+        }
+        if (c->conn) {
+                PQfinish(c->conn);
+                c->conn = NULL;
+        }
+}
+
+static void conn_schedule_reconnect(DbConn *c) {
+        int r;
+
+        c->state = CONN_DOWN;
+        c->backoff_usec = c->backoff_usec == 0 ? RECONNECT_MIN_USEC : MIN(c->backoff_usec * 2, RECONNECT_MAX_USEC);
+        if (!c->reconnect_timer) {
+                r = sd_event_add_time_relative(c->db->event, &c->reconnect_timer, CLOCK_MONOTONIC,
+                                               c->backoff_usec, 10 * USEC_PER_MSEC, on_reconnect, c);
+                if (r < 0)
+                        log_error_errno(r, "Failed to schedule a database reconnect: %m");
+                return;
+        }
+        (void) sd_event_source_set_time_relative(c->reconnect_timer, c->backoff_usec);
+        (void) sd_event_source_set_enabled(c->reconnect_timer, SD_EVENT_ONESHOT);
+}
+
+static void conn_fail(DbConn *c, const char *why) {
+        Db *db = c->db;
+        DbQuery *q = TAKE_PTR(c->query);
+        bool was_up = c->state >= CONN_SETUP;
+
+        if (was_up || c->backoff_usec == RECONNECT_MIN_USEC)
+                log_warning("Database connection %s: %s", was_up ? "lost" : "failed", why);
+        else
+                log_debug("Database connection failed: %s", why);
+        db->n_errors++;
+        if (c->state == CONN_MIGRATE_READ || c->state == CONN_MIGRATE_APPLY)
+                db->migrating = false;
+        conn_close(c);
+        if (was_up)
+                c->backoff_usec = 0;
+        conn_schedule_reconnect(c);
+
+        if (q) {
+                db->n_running--;
+                query_complete(q, NULL, -ECONNRESET);
+        }
+        /* Nothing will serve the queue soon: answer now rather than let requests hang. */
+        if (!any_query_conn_up(db))
+                fail_all_queued(db, -ECONNREFUSED);
+        db_update_available(db);
+
+        /* Another connection may take over the migration. */
+        if (!db->schema_ready && !db->migrating)
+                for (size_t i = 0; i < db->n_conns; i++)
+                        if (db->conns[i].state == CONN_WAIT_SCHEMA) {
+                                conn_dispatch(db->conns + i);
+                                break;
+                        }
+}
+
+static int conn_send(DbConn *c, const char *sql, ConnState next) {
+        if (!PQsendQuery(c->conn, sql)) {
+                conn_fail(c, PQerrorMessage(c->conn));
+                return -EIO;
+        }
+        c->state = next;
+        c->busy_since_usec = now_usec();
+        if (conn_watch(c, PQflush(c->conn) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN) < 0) {
+                conn_fail(c, "cannot watch socket");
+                return -EIO;
+        }
+        return 0;
+}
+
+static void conn_start_setup(DbConn *c) {
+        char sql[512];
+
+        /* Server-side limits, so a stuck statement or an abandoned transaction never holds locks long. */
+        if (c->listener)
+                snprintf(sql, sizeof(sql), "SET application_name = 'mc-control-listener'; LISTEN %s;",
+                         c->db->listen_channel);
+        else
+                snprintf(sql, sizeof(sql),
+                         "SET application_name = 'mc-control'; SET statement_timeout = %" PRIu64 "; "
+                         "SET idle_in_transaction_session_timeout = 10000;",
+                         MAX(c->db->query_timeout_usec / USEC_PER_MSEC, (uint64_t) 1000));
+        (void) conn_send(c, sql, CONN_SETUP);
+}
+
+static void conn_start_migration(DbConn *c) {
+        c->db->migrating = true;
+        (void) conn_send(c,
+                         "SELECT pg_advisory_lock(" MIGRATION_LOCK_KEY ");"
+                         "CREATE TABLE IF NOT EXISTS mc_schema (version integer PRIMARY KEY,"
+                         " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());"
+                         "SELECT coalesce(max(version), 0) FROM mc_schema;",
+                         CONN_MIGRATE_READ);
+}
+
+static void conn_apply_migrations(DbConn *c, int current) {
+        Db *db = c->db;
+        _cleanup_free_ char *sql = NULL;
+        size_t size = 0;
+        FILE *f;
+        int applied = 0;
+
+        f = open_memstream(&sql, &size);
+        if (!f) {
+                conn_fail(c, "out of memory");
+                return;
+        }
+        for (size_t i = 0; i < db->n_migrations; i++) {
+                const DbMigration *m = db->migrations + i;
+                if (m->version <= current)
+                        continue;
+                log_info("Applying database migration %d (%s).", m->version, m->name);
+                fprintf(f, "BEGIN;\n%s\nINSERT INTO mc_schema (version, name) VALUES (%d, '%s');\nCOMMIT;\n",
+                        m->sql, m->version, m->name);
+                applied = m->version;
+        }
+        fputs("SELECT pg_advisory_unlock(" MIGRATION_LOCK_KEY ");", f);
+        if (fclose(f) != 0) {
+                conn_fail(c, "out of memory");
+                return;
+        }
+        db->schema_version = applied > 0 ? applied : current;
+        (void) conn_send(c, sql, CONN_MIGRATE_APPLY);
+}
+
+static void db_update_available(Db *db) {
+        bool listener_ok = true, available;
+
+        for (size_t i = 0; i < db->n_conns; i++)
+                if (db->conns[i].listener)
+                        listener_ok = db->conns[i].state == CONN_IDLE;
+        available = db->schema_ready && any_query_conn_up(db) && listener_ok;
+        if (available == db->available)
+                return;
+        db->available = available;
+        if (available)
+                log_info("Database is available (schema version %d).", db->schema_version);
+        else
+                log_warning("Database is unavailable; answering 503 until it returns.");
+        if (db->on_state)
+                db->on_state(available, db->userdata);
+}
+
+/* Picks the next thing for an idle (or freshly set up) connection to do. */
+static void conn_dispatch(DbConn *c) {
+        Db *db = c->db;
+        DbQuery *q;
+
+        if (c->listener) {
+                c->state = CONN_IDLE;
+                (void) conn_watch(c, EPOLLIN);
+                db_update_available(db);
+                return;
+        }
+        if (!db->schema_ready) {
+                if (!db->migrating) {
+                        conn_start_migration(c);
+                        return;
+                }
+                c->state = CONN_WAIT_SCHEMA;
+                (void) conn_watch(c, EPOLLIN);
+                return;
+        }
+
+        q = queue_pop(db);
+        if (!q) {
+                c->state = CONN_IDLE;
+                (void) conn_watch(c, EPOLLIN);
+                return;
+        }
+        c->query = q;
+        db->n_running++;
+        if (!PQsendQueryParams(c->conn, q->sql, q->n_params, NULL, (const char *const *) q->params,
+                               NULL, NULL, 0)) {
+                conn_fail(c, PQerrorMessage(c->conn));
+                return;
+        }
+        c->state = CONN_BUSY;
+        c->busy_since_usec = now_usec();
+        if (conn_watch(c, PQflush(c->conn) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN) < 0)
+                conn_fail(c, "cannot watch socket");
+}
+
+static void schema_became_ready(Db *db) {
+        db->schema_ready = true;
+        db->migrating = false;
+        for (size_t i = 0; i < db->n_conns; i++)
+                if (db->conns[i].state == CONN_WAIT_SCHEMA)
+                        conn_dispatch(db->conns + i);
+        db_update_available(db);
+}
+
+/* A statement sequence finished on c (PQgetResult returned NULL); r is its kept result. */
+static void conn_finished(DbConn *c, PGresult *r) {
+        Db *db = c->db;
+        ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+        bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+
+        switch (c->state) {
+        case CONN_SETUP:
+                PQclear(r);
+                if (!ok) {
+                        conn_fail(c, "connection setup failed");
+                        return;
+                }
+                c->backoff_usec = 0;
+                log_debug("Database connection %s ready.", c->listener ? "(listener)" : "");
+                conn_dispatch(c);
+                return;
+
+        case CONN_MIGRATE_READ: {
+                int current;
+                if (!ok || PQntuples(r) != 1) {
+                        log_error("Reading the schema version failed: %s", r ? PQresultErrorMessage(r) : "no result");
+                        PQclear(r);
+                        conn_fail(c, "migration failed");
+                        return;
+                }
+                current = atoi(PQgetvalue(r, 0, 0));
+                PQclear(r);
+                if (current > (int) (db->n_migrations > 0 ? db->migrations[db->n_migrations - 1].version : 0))
+                        log_warning("The database schema (version %d) is newer than this mc-control knows; "
+                                    "continuing, as migrations only add.", current);
+                conn_apply_migrations(c, current);
+                return;
+        }
+
+        case CONN_MIGRATE_APPLY:
+                if (!ok) {
+                        log_error("Database migration failed: %s", r ? PQresultErrorMessage(r) : "no result");
+                        PQclear(r);
+                        conn_fail(c, "migration failed");
+                        return;
+                }
+                PQclear(r);
+                schema_became_ready(db);
+                conn_dispatch(c);
+                return;
+
+        case CONN_BUSY: {
+                DbQuery *q = TAKE_PTR(c->query);
+                db->n_running--;
+                if (!ok) {
+                        db->n_errors++;
+                        log_warning("Database query failed (%s): %s", db_result_sqlstate(r),
+                                    r ? PQresultErrorMessage(r) : "no result");
+                }
+                /* Make the connection available before the callback, which may queue more. */
+                c->state = CONN_IDLE;
+                query_complete(q, r, ok ? 0 : -EIO);
+                PQclear(r);
+                if (c->state == CONN_IDLE && c->conn)
+                        conn_dispatch(c);
+                return;
+        }
+
+        default:
+                PQclear(r);
+                return;
+        }
+}
+
+static void conn_read(DbConn *c) {
+        if (!PQconsumeInput(c->conn)) {
+                conn_fail(c, PQerrorMessage(c->conn));
+                return;
+        }
+
+        if (c->listener) {
+                PGnotify *n;
+                while ((n = PQnotifies(c->conn))) {
+                        if (c->db->on_notify)
+                                c->db->on_notify(n->extra, c->db->userdata);
+                        PQfreemem(n);
+                }
+        }
+
+        while (!PQisBusy(c->conn)) {
+                PGresult *r = PQgetResult(c->conn);
+                if (!r) {
+                        if (c->state == CONN_IDLE || c->state == CONN_WAIT_SCHEMA)
+                                return; /* nothing was in flight: just notifications */
+                        conn_finished(c, TAKE_PTR(c->result));
+                        return;
+                }
+                /* Keep the first error, else the last result: for multi-statement strings that is the
+                 * one that matters. */
+                if (c->result && PQresultStatus(c->result) == PGRES_FATAL_ERROR)
+                        PQclear(r);
+                else {
+                        PQclear(c->result);
+                        c->result = r;
+                }
+        }
+        if (PQstatus(c->conn) == CONNECTION_BAD)
+                conn_fail(c, PQerrorMessage(c->conn));
+}
+
+static void conn_connect_poll(DbConn *c) {
+        switch (PQconnectPoll(c->conn)) {
+        case PGRES_POLLING_READING:
+                if (conn_watch(c, EPOLLIN) < 0)
+                        conn_fail(c, "cannot watch socket");
+                return;
+        case PGRES_POLLING_WRITING:
+                if (conn_watch(c, EPOLLOUT) < 0)
+                        conn_fail(c, "cannot watch socket");
+                return;
+        case PGRES_POLLING_OK:
+                if (PQsetnonblocking(c->conn, 1) < 0) {
+                        conn_fail(c, "cannot make connection nonblocking");
+                        return;
+                }
+                conn_start_setup(c);
+                return;
+        default:
+                conn_fail(c, PQerrorMessage(c->conn));
+                return;
+        }
+}
+
+static int on_conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        DbConn *c = userdata;
+
+        if (c->state == CONN_CONNECTING) {
+                conn_connect_poll(c);
+                return 0;
+        }
+        if (revents & EPOLLOUT) {
+                int f = PQflush(c->conn);
+                if (f < 0) {
+                        conn_fail(c, PQerrorMessage(c->conn));
+                        return 0;
+                }
+                if (f == 0)
+                        (void) conn_watch(c, EPOLLIN);
+        }
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                conn_read(c);
+        return 0;
+}
+
+static void conn_connect(DbConn *c) {
+        c->conn = PQconnectStart(c->db->dsn);
+        if (!c->conn) {
+                conn_fail(c, "out of memory");
+                return;
+        }
+        if (PQstatus(c->conn) == CONNECTION_BAD) {
+                conn_fail(c, PQerrorMessage(c->conn));
+                return;
+        }
+        c->state = CONN_CONNECTING;
+        c->busy_since_usec = now_usec();
+        conn_connect_poll(c);
+}
+
+static int on_reconnect(sd_event_source *s, uint64_t usec, void *userdata) {
+        conn_connect(userdata);
+        return 0;
+}
+
+/* Fails queries that waited too long for a connection, and connections whose query ran too long
+ * (a database that stopped answering without closing the socket). */
+static int on_watch(sd_event_source *s, uint64_t usec, void *userdata) {
+        Db *db = userdata;
+        uint64_t now = now_usec();
+
+        while (db->queue_head && now - db->queue_head->queued_usec > db->query_timeout_usec)
+                query_complete(queue_pop(db), NULL, -ETIMEDOUT);
+
+        for (size_t i = 0; i < db->n_conns; i++) {
+                DbConn *c = db->conns + i;
+                bool stuck = (c->state == CONN_BUSY || c->state == CONN_CONNECTING || c->state == CONN_SETUP) &&
+                             now - c->busy_since_usec > db->query_timeout_usec + USEC_PER_SEC;
+                if (stuck)
+                        conn_fail(c, "no answer in time");
+        }
+
+        (void) sd_event_source_set_time_relative(s, WATCH_INTERVAL_USEC);
+        return 0;
+}
+
+int db_new(sd_event *e, const DbConfig *config, DbNotifyCallback on_notify, DbStateCallback on_state,
+           void *userdata, Db **ret) {
+        _cleanup_(db_freep) Db *db = NULL;
+        int r;
+
+        if (config->pool_size == 0)
+                return -EINVAL;
+
+        db = calloc(1, sizeof(Db));
+        if (!db)
+                return log_oom();
+        db->event = sd_event_ref(e);
+        db->dsn = strdup(config->dsn ?: "");
+        db->listen_channel = config->listen_channel ? strdup(config->listen_channel) : NULL;
+        if (!db->dsn || (config->listen_channel && !db->listen_channel))
+                return log_oom();
+        db->pool_size = config->pool_size;
+        db->query_timeout_usec = config->query_timeout_usec ?: 10 * USEC_PER_SEC;
+        db->migrations = config->migrations;
+        db->n_migrations = config->n_migrations;
+        db->on_notify = on_notify;
+        db->on_state = on_state;
+        db->userdata = userdata;
+
+        db->n_conns = config->pool_size + (db->listen_channel ? 1 : 0);
+        db->conns = calloc(db->n_conns, sizeof(DbConn));
+        if (!db->conns)
+                return log_oom();
+        for (size_t i = 0; i < db->n_conns; i++) {
+                db->conns[i].db = db;
+                db->conns[i].fd = -1;
+                db->conns[i].listener = i >= config->pool_size;
+        }
+
+        r = sd_event_add_time_relative(e, &db->watch_timer, CLOCK_MONOTONIC, WATCH_INTERVAL_USEC,
+                                       50 * USEC_PER_MSEC, on_watch, db);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add database watch timer: %m");
+        (void) sd_event_source_set_enabled(db->watch_timer, SD_EVENT_ON);
+
+        for (size_t i = 0; i < db->n_conns; i++)
+                conn_connect(db->conns + i);
+
+        *ret = TAKE_PTR(db);
+        return 0;
+}
+
+Db *db_free(Db *db) {
+        if (!db)
+                return NULL;
+        /* Callbacks run below may try to queue more work; refuse it. */
+        db->closing = true;
+        for (size_t i = 0; i < db->n_conns; i++) {
+                DbConn *c = db->conns + i;
+                DbQuery *q = TAKE_PTR(c->query);
+                conn_close(c);
+                c->reconnect_timer = sd_event_source_disable_unref(c->reconnect_timer);
+                if (q)
+                        query_complete(q, NULL, -ECANCELED);
+        }
+        fail_all_queued(db, -ECANCELED);
+        sd_event_source_disable_unref(db->watch_timer);
+        free(db->conns);
+        free(db->dsn);
+        free(db->listen_channel);
+        sd_event_unref(db->event);
+        free(db);
+        return NULL;
+}
+
+int db_query(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback, void *userdata) {
+        DbQuery *q;
+
+        if (db->closing)
+                return -ECANCELED;
+        /* Fail fast when no connection can serve it soon. */
+        if (!db->schema_ready && !any_query_conn_trying(db))
+                return -ECONNREFUSED;
+        if (db->schema_ready && !any_query_conn_up(db))
+                return -ECONNREFUSED;
+
+        q = calloc(1, sizeof(DbQuery));
+        if (!q)
+                return -ENOMEM;
+        q->sql = strdup(sql);
+        q->n_params = n_params;
+        q->params = calloc(MAX(n_params, 1), sizeof(char *));
+        if (!q->sql || !q->params) {
+                query_free(q);
+                return -ENOMEM;
+        }
+        for (int i = 0; i < n_params; i++)
+                if (params[i] && !(q->params[i] = strdup(params[i]))) {
+                        query_free(q);
+                        return -ENOMEM;
+                }
+        q->callback = callback;
+        q->userdata = userdata;
+        q->queued_usec = now_usec();
+
+        if (db->queue_tail)
+                db->queue_tail->next = q;
+        else
+                db->queue_head = q;
+        db->queue_tail = q;
+        db->n_queued++;
+
+        for (size_t i = 0; i < db->n_conns; i++)
+                if (db->conns[i].state == CONN_IDLE && !db->conns[i].listener) {
+                        conn_dispatch(db->conns + i);
+                        break;
+                }
+        return 0;
+}
+
+bool db_is_available(Db *db) {
+        return db && db->available;
+}
+
+size_t db_n_pending(Db *db) {
+        return db->n_queued + db->n_running;
+}
+
+uint64_t db_n_errors(Db *db) {
+        return db->n_errors;
+}
+
+int db_schema_version(Db *db) {
+        return db->schema_version;
+}

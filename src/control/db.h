@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* PostgreSQL from the event loop, never blocking it: a small pool of libpq connections in nonblocking
+ * mode, each watched by an sd-event io source, a FIFO of queries waiting for a free connection, and one
+ * extra connection that only LISTENs. Connections that break are re-opened with backoff; while none is
+ * up, queries fail at once with -ECONNREFUSED (the API answers 503) instead of piling up. The schema
+ * migrations run on the first connection, under an advisory lock, before any query is served. */
+
+#include <libpq-fe.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+
+typedef struct Db Db;
+
+/* result is NULL when the query could not run (error: -ECONNREFUSED no connection, -ECONNRESET the
+ * connection broke, -ETIMEDOUT it waited or ran too long, -ECANCELED shutting down); otherwise it is
+ * the query's result, which may be an error result (check PQresultStatus). Db frees it afterwards. */
+typedef void (*DbCallback)(PGresult *result, int error, void *userdata);
+typedef void (*DbNotifyCallback)(const char *payload, void *userdata);
+/* Called when the database becomes usable (schema applied, listener up) or stops being so. */
+typedef void (*DbStateCallback)(bool available, void *userdata);
+
+typedef struct DbMigration {
+        int version;
+        const char *name;
+        const char *sql;
+} DbMigration;
+
+typedef struct DbConfig {
+        const char *dsn;                /* libpq keyword/value string or URI */
+        unsigned pool_size;
+        uint64_t query_timeout_usec;    /* queued plus running */
+        const char *listen_channel;     /* NULL: no listener */
+        const DbMigration *migrations;
+        size_t n_migrations;
+} DbConfig;
+
+int db_new(sd_event *e, const DbConfig *config, DbNotifyCallback on_notify, DbStateCallback on_state,
+           void *userdata, Db **ret);
+/* Fails every pending query with -ECANCELED, then closes the connections. */
+Db *db_free(Db *db);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Db *, db_free);
+
+/* Queues a query with text parameters (copied; a NULL entry is SQL NULL). */
+int db_query(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback, void *userdata);
+
+bool db_is_available(Db *db);
+/* Queries waiting for a connection plus those running. */
+size_t db_n_pending(Db *db);
+uint64_t db_n_errors(Db *db);
+int db_schema_version(Db *db);
+
+/* Convenience: the SQLSTATE of an error result, or "" */
+const char *db_result_sqlstate(const PGresult *r);

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* In-process counters for GET /metrics (Prometheus text exposition format 0.0.4). Per replica: a
+ * Prometheus server scrapes each replica and sums. */
+
+#include <stdio.h>
+
+#include "macro.h"
+
+#define METRICS_MAX_REQUEST_SERIES 96
+#define METRICS_LATENCY_BUCKETS 12
+
+typedef struct RequestSeries {
+        const char *route;      /* static string */
+        unsigned code;
+        uint64_t count;
+} RequestSeries;
+
+typedef struct Histogram {
+        uint64_t buckets[METRICS_LATENCY_BUCKETS]; /* cumulative at output time, per-bucket here */
+        uint64_t count;
+        double sum;
+} Histogram;
+
+typedef struct Metrics {
+        RequestSeries requests[METRICS_MAX_REQUEST_SERIES];
+        size_t n_requests;
+        Histogram claim_latency;        /* the claim transaction */
+        Histogram push_batch_size;
+        uint64_t tasks_pushed;
+        uint64_t leases_granted;
+        uint64_t leases_expired;
+} Metrics;
+
+extern const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS];
+extern const double metrics_batch_bounds[METRICS_LATENCY_BUCKETS];
+
+void metrics_count_request(Metrics *m, const char *route, unsigned code);
+void histogram_observe(Histogram *h, const double *bounds, double value);
+void metrics_write_histogram(FILE *f, const char *name, const char *help, const Histogram *h, const double *bounds);
+void metrics_write_requests(FILE *f, const Metrics *m);

@@ -1,0 +1,8 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "db.h"
+
+/* The schema, from src/control/sql/NNN-name.sql, in version order. */
+extern const DbMigration control_migrations[];
+extern const size_t control_n_migrations;

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "daemon-util.h"
+#include "json-util.h"
+#include "log.h"
+#include "push.h"
+
+#define PUSH_BATCH_MAX 512
+#define PUSH_MAX_IN_FLIGHT 2
+#define PUSH_MAX_PENDING 100000
+
+typedef struct PushItem PushItem;
+struct PushItem {
+        TaskSpec spec;
+        char id[129];
+        TaskOpCallback callback;
+        void *userdata;
+        PushItem *next;
+};
+
+typedef struct PushBatch {
+        PushBatcher *batcher;
+        PushItem **items;
+        size_t n_items;
+} PushBatch;
+
+struct PushBatcher {
+        Control *control;
+        PushItem *head, *tail;
+        size_t n_pending;
+        unsigned in_flight;
+        sd_event_source *defer;
+};
+
+static void push_flush(PushBatcher *p);
+
+static void item_answer(PushBatcher *p, PushItem *it, unsigned code, const char *body) {
+        it->callback(p->control, code, body, it->userdata);
+        task_spec_done(&it->spec);
+        free(it);
+}
+
+static void item_answer_error(PushBatcher *p, PushItem *it, unsigned code, const char *field, const char *msg) {
+        _cleanup_free_ char *body = control_error_body(field, "%s", msg);
+        item_answer(p, it, code, body ?: "{}");
+}
+
+/* The 201 answer: the record as GET would return it, built here instead of read back. */
+static char *created_record(const PushItem *it, const char *created_at) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+
+        if (!o)
+                return NULL;
+        json_object_object_foreach(it->spec.spec, k, v)
+                json_object_object_add(o, k, json_object_get(v));
+        json_add_string(o, "id", it->id);
+        json_add_string(o, "status", "queued");
+        json_add_int64(o, "attempt", 0);
+        json_add_string(o, "created_at", created_at);
+        json_add_string(o, "updated_at", created_at);
+        json_add_string(o, "finished_at", NULL);
+        json_add_string(o, "pending_reason", NULL);
+        json_add_string(o, "lease", NULL);
+        json_add_string(o, "result", NULL);
+        json_add(o, "attempts", json_object_new_array());
+        return strdup(json_to_string(o));
+}
+
+static void on_batch_done(PGresult *r, int error, void *userdata) {
+        PushBatch *b = userdata;
+        PushBatcher *p = b->batcher;
+        Control *c = p->control;
+        size_t n_rows = r && !error ? (size_t) PQntuples(r) : 0;
+
+        p->in_flight--;
+
+        if (error < 0 || n_rows != b->n_items) {
+                /* The commit's fate is unknown or it failed: tell the client to retry (with an id, a retry
+                 * is safe). */
+                unsigned code = error == -EIO ? 500 : 503;
+                for (size_t i = 0; i < b->n_items; i++)
+                        item_answer_error(p, b->items[i], code, NULL,
+                                          code == 503 ? "Database unavailable; the task was not stored, retry."
+                                                      : "Database error; the task was not stored.");
+                goto finish;
+        }
+
+        histogram_observe(&c->metrics.push_batch_size, metrics_batch_bounds, (double) b->n_items);
+        for (size_t i = 0; i < b->n_items; i++) {
+                PushItem *it = b->items[i];
+                const char *result = PQgetvalue(r, (int) i, 1);
+                const char *record = PQgetisnull(r, (int) i, 2) ? NULL : PQgetvalue(r, (int) i, 2);
+
+                if (streq(result, "created")) {
+                        _cleanup_json_ json_object *meta = NULL;
+                        _cleanup_free_ char *body = NULL;
+                        const char *created_at = NULL;
+
+                        if (record && json_parse_strict(record, strlen(record), &meta, NULL) >= 0)
+                                (void) json_get_string(meta, "created_at", &created_at);
+                        body = created_record(it, created_at);
+                        c->metrics.tasks_pushed++;
+                        control_task_changed(c, it->id, "queued", "task_queued", it->spec.target_node, NULL, "0",
+                                             "Task queued");
+                        item_answer(p, it, 201, body ?: "{}");
+                } else if (streq(result, "exists"))
+                        item_answer(p, it, 200, record ?: "{}");
+                else if (streq(result, "retry")) {
+                        /* A concurrent push of the same id committed under us: look again next batch. */
+                        it->next = p->head;
+                        p->head = it;
+                        if (!p->tail)
+                                p->tail = it;
+                        p->n_pending++;
+                } else
+                        item_answer_error(p, it, 409, "id",
+                                          "A task with this id exists with a different specification.");
+        }
+
+finish:
+        free(b->items);
+        free(b);
+        push_flush(p);
+}
+
+static bool batch_has_id(PushItem **items, size_t n, const char *id) {
+        for (size_t i = 0; i < n; i++)
+                if (streq(items[i]->id, id))
+                        return true;
+        return false;
+}
+
+static void push_flush(PushBatcher *p) {
+        Control *c = p->control;
+
+        while (p->head && p->in_flight < PUSH_MAX_IN_FLIGHT) {
+                _cleanup_json_ json_object *rows = json_object_new_array();
+                PushItem **items, *it, **prev, *deferred = NULL, **deferred_tail = &deferred;
+                PushBatch *b;
+                const char *params[1];
+                size_t n = 0;
+                int r;
+
+                items = calloc(MIN(p->n_pending, (size_t) PUSH_BATCH_MAX), sizeof(PushItem *));
+                if (!items || !rows) {
+                        free(items);
+                        return;
+                }
+
+                /* Take up to a batch, leaving a second push of an id already in the batch for later: one
+                 * statement cannot insert a row and compare against it. */
+                prev = &p->head;
+                while ((it = *prev) && n < PUSH_BATCH_MAX) {
+                        *prev = it->next;
+                        p->n_pending--;
+                        it->next = NULL;
+                        if (batch_has_id(items, n, it->id)) {
+                                *deferred_tail = it;
+                                deferred_tail = &it->next;
+                                continue;
+                        }
+                        items[n++] = it;
+                        json_object_array_add(rows, task_spec_to_push_row(&it->spec, it->id));
+                }
+                /* Put the deferred ones back in front, in order. */
+                if (deferred) {
+                        size_t k = 0;
+                        for (PushItem *d = deferred; d; d = d->next)
+                                k++;
+                        *deferred_tail = p->head;
+                        p->head = deferred;
+                        p->n_pending += k;
+                }
+                p->tail = NULL;
+                for (PushItem *x = p->head; x; x = x->next)
+                        p->tail = x;
+
+                b = calloc(1, sizeof(PushBatch));
+                if (!b) {
+                        for (size_t i = 0; i < n; i++)
+                                item_answer_error(p, items[i], 500, NULL, "Out of memory.");
+                        free(items);
+                        return;
+                }
+                b->batcher = p;
+                b->items = items;
+                b->n_items = n;
+
+                params[0] = json_to_string(rows);
+                r = db_query(c->db, "SELECT id, result, record FROM mc_push($1::jsonb)", 1, params, on_batch_done, b);
+                if (r < 0) {
+                        for (size_t i = 0; i < n; i++)
+                                item_answer_error(p, items[i], control_db_error_code(r), NULL,
+                                                  "Database unavailable; the task was not stored, retry.");
+                        free(items);
+                        free(b);
+                        continue;
+                }
+                p->in_flight++;
+        }
+}
+
+static int on_defer(sd_event_source *s, void *userdata) {
+        push_flush(userdata);
+        return 0;
+}
+
+int control_push(Control *c, TaskSpec *spec, TaskOpCallback cb, void *userdata) {
+        PushBatcher *p = c->pusher;
+        PushItem *it;
+        int r;
+
+        if (p->n_pending >= PUSH_MAX_PENDING)
+                return -EBUSY;
+
+        it = calloc(1, sizeof(PushItem));
+        if (!it)
+                return -ENOMEM;
+        if (spec->id)
+                snprintf(it->id, sizeof(it->id), "%s", spec->id);
+        else {
+                r = task_id_generate(it->id);
+                if (r < 0) {
+                        free(it);
+                        return r;
+                }
+        }
+        it->spec = *spec;
+        *spec = (TaskSpec) {};
+        it->callback = cb;
+        it->userdata = userdata;
+
+        if (p->tail)
+                p->tail->next = it;
+        else
+                p->head = it;
+        p->tail = it;
+        p->n_pending++;
+
+        /* Flush from a deferred event rather than now, so that pushes arriving in the same loop
+         * iteration share the batch. */
+        if (p->in_flight < PUSH_MAX_IN_FLIGHT)
+                (void) sd_event_source_set_enabled(p->defer, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+int push_batcher_new(Control *c, PushBatcher **ret) {
+        PushBatcher *p;
+        int r;
+
+        p = calloc(1, sizeof(PushBatcher));
+        if (!p)
+                return -ENOMEM;
+        p->control = c;
+        r = sd_event_add_defer(c->event, &p->defer, on_defer, p);
+        if (r < 0) {
+                free(p);
+                return r;
+        }
+        (void) sd_event_source_set_enabled(p->defer, SD_EVENT_OFF);
+        *ret = p;
+        return 0;
+}
+
+size_t push_batcher_n_pending(PushBatcher *p) {
+        return p ? p->n_pending : 0;
+}
+
+PushBatcher *push_batcher_free(PushBatcher *p) {
+        PushItem *it;
+
+        if (!p)
+                return NULL;
+        while ((it = p->head)) {
+                p->head = it->next;
+                item_answer_error(p, it, 503, NULL, "Server is shutting down; the task was not stored.");
+        }
+        sd_event_source_disable_unref(p->defer);
+        free(p);
+        return NULL;
+}

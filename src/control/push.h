@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Task pushes, committed in batches: pushes that arrive while a batch is being committed wait and go
+ * together in the next one, in one transaction, so that many concurrent pushes share one WAL flush
+ * (group commit at the application level). A push is answered only after its batch committed, so a
+ * 201 always means the task is durable. */
+
+#include "control.h"
+#include "task-spec.h"
+
+int push_batcher_new(Control *c, PushBatcher **ret);
+/* Answers every waiting push with 503. */
+PushBatcher *push_batcher_free(PushBatcher *p);
+size_t push_batcher_n_pending(PushBatcher *p);
+
+/* Takes over spec. The callback gets 201 (created), 200 (same id and body existed), 409 (same id,
+ * other body) or 503, with the task record or an error as body. */
+int control_push(Control *c, TaskSpec *spec, TaskOpCallback cb, void *userdata);

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Periodic work: the lease sweep, and housekeeping (counts for metrics and D-Bus, explanations for
+ * queued tasks nobody can take). */
+
+#include "control.h"
+#include "daemon-util.h"
+#include "json-util.h"
+#include "log.h"
+
+#define HOUSEKEEPING_INTERVAL_USEC (2 * USEC_PER_SEC)
+
+static void on_sweep_done(PGresult *r, int error, void *userdata) {
+        Control *c = userdata;
+
+        c->sweep_running = false;
+        if (error < 0 || !r)
+                return;
+        for (int i = 0; i < PQntuples(r); i++) {
+                const char *id = PQgetvalue(r, i, 0), *status = PQgetvalue(r, i, 1);
+                const char *node = PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4);
+
+                c->metrics.leases_expired++;
+                control_task_changed(c, id, status, "lease_expired", node, PQgetvalue(r, i, 3), PQgetvalue(r, i, 2),
+                                     streq(status, "failed") ? "Lease expired on the last attempt" :
+                                                               "Lease expired, task re-queued");
+        }
+}
+
+static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
+        Control *c = userdata;
+        char grace[32];
+        const char *params[] = { grace };
+
+        (void) sd_event_source_set_time_relative(s, (uint64_t) c->config.sweep_interval_ms * USEC_PER_MSEC);
+
+        /* Agents could not renew while no replica (or no database) was there: give them one TTL to
+         * come back before calling their leases dead. */
+        if (now_usec() < c->sweep_not_before_usec)
+                return 0;
+        if (c->sweep_running || !db_is_available(c->db))
+                return 0;
+
+        snprintf(grace, sizeof(grace), "%" PRIi64, c->config.lease_grace_ms);
+        if (db_query(c->db, "SELECT id, status, attempt, lease_token, node_id FROM mc_sweep($1::integer)", 1, params,
+                     on_sweep_done, c) >= 0)
+                c->sweep_running = true;
+        return 0;
+}
+
+static void on_counts_done(PGresult *r, int error, void *userdata) {
+        Control *c = userdata;
+        _cleanup_json_ json_object *o = NULL;
+        TaskCounts n = { .valid = true };
+        json_object *tasks, *v;
+        const char *text;
+
+        c->housekeeping_running = false;
+        if (error < 0 || !r || PQntuples(r) != 1)
+                return;
+        text = PQgetvalue(r, 0, 0);
+        if (json_parse_strict(text, strlen(text), &o, NULL) < 0)
+                return;
+        if (json_object_object_get_ex(o, "tasks", &tasks))
+                for (size_t i = 0; i < ELEMENTSOF(task_status_names); i++)
+                        if (json_object_object_get_ex(tasks, task_status_names[i], &v))
+                                n.by_status[i] = (uint64_t) json_object_get_int64(v);
+        if (json_object_object_get_ex(o, "nodes_ready", &v))
+                n.nodes_ready = (uint64_t) json_object_get_int64(v);
+
+        if (memcmp(&n, &c->counts, sizeof(n)) != 0) {
+                c->counts = n;
+                control_bus_emit_counts_changed(c);
+                daemon_notify_status("Serving; %" PRIu64 " queued, %" PRIu64 " running, %" PRIu64 " nodes ready.",
+                                     n.by_status[0], n.by_status[1] + n.by_status[2], n.nodes_ready);
+        }
+}
+
+static void on_explain_done(PGresult *r, int error, void *userdata) {
+        /* Best effort: the explanation is refreshed next time. */
+}
+
+static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata) {
+        Control *c = userdata;
+        char lost[32];
+        const char *params[] = { lost };
+
+        (void) sd_event_source_set_time_relative(s, HOUSEKEEPING_INTERVAL_USEC);
+        if (c->housekeeping_running || !db_is_available(c->db))
+                return 0;
+
+        snprintf(lost, sizeof(lost), "%" PRIi64, c->config.lease_ttl_ms);
+        if (db_query(c->db, "SELECT mc_counts($1::integer)", 1, params, on_counts_done, c) >= 0)
+                c->housekeeping_running = true;
+        (void) db_query(c->db, "SELECT mc_explain_pending($1::integer)", 1, params, on_explain_done, c);
+        return 0;
+}
+
+int control_timers_setup(Control *c) {
+        int r;
+
+        c->sweep_not_before_usec = now_usec() + (uint64_t) c->config.lease_ttl_ms * USEC_PER_MSEC;
+
+        r = sd_event_add_time_relative(c->event, &c->sweep_timer, CLOCK_MONOTONIC,
+                                       (uint64_t) c->config.sweep_interval_ms * USEC_PER_MSEC, 10 * USEC_PER_MSEC,
+                                       on_sweep, c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the sweep timer: %m");
+        (void) sd_event_source_set_enabled(c->sweep_timer, SD_EVENT_ON);
+        (void) sd_event_source_set_description(c->sweep_timer, "lease-sweep");
+
+        r = sd_event_add_time_relative(c->event, &c->housekeeping_timer, CLOCK_MONOTONIC, 100 * USEC_PER_MSEC,
+                                       100 * USEC_PER_MSEC, on_housekeeping, c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the housekeeping timer: %m");
+        (void) sd_event_source_set_enabled(c->housekeeping_timer, SD_EVENT_ON);
+        (void) sd_event_source_set_description(c->housekeeping_timer, "housekeeping");
+        return 0;
+}

@@ -1,0 +1,705 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Both drivers, on the real things: the exec driver on this host's cgroups (v1 or v2, whichever it
+ * has), the Docker driver on the real dockerd. Output, exit codes, stop with and without grace,
+ * limits as the kernel (or the engine) shows them, the OOM killer, processes the task forked, what
+ * cannot run (a missing command or image, an unknown runtime), and what a previous run left behind.
+ * Runs as root.
+ *
+ * Usage: test-driver exec
+ *        test-driver docker ENSURE-DOCKER-SCRIPT */
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "agent-test.h"
+#include "cgroup.h"
+#include "config.h"
+#include "curl-event.h"
+#include "docker-container.h"
+#include "driver.h"
+#include "json-util.h"
+#include "log.h"
+
+#define IMAGE "mc-test/busybox:latest"
+
+static sd_event *event;
+static Driver *driver;
+static bool docker;
+static CurlEvent *curl;
+static DockerClient *docker_client;
+static char node_id[64];
+static char cgroup_path[128];
+static char work_dir[128];
+
+typedef struct Job {
+        DriverJob *job;
+        bool started, exited;
+        char *handle;
+        int error;
+        char *reason;
+        int64_t exit_code;
+        bool oom;
+        char *out, *err, *output;
+        bool truncated;
+        /* Read from inside the cgroup while it runs. */
+        int64_t seen_quota, seen_period, seen_memory;
+        bool check_limits;
+} Job;
+
+static int64_t read_int(const char *path) {
+        _cleanup_free_ char *s = NULL;
+        int64_t v = -2;
+        if (read_one_line_file(path, &s) < 0)
+                return -2;
+        if (streq(s, "max"))
+                return -1;
+        (void) parse_int64(s, &v);
+        return v;
+}
+
+/* The limits of the cgroup pid lives in, the way anybody can see them: /proc/PID/cgroup. */
+static void read_limits(pid_t pid, Job *j) {
+        _cleanup_fclose_ FILE *f = NULL;
+        _cleanup_free_ char *line = NULL;
+        char path[256];
+        size_t n = 0;
+        CgroupMode mode;
+
+        ASSERT(cgroup_detect(CGROUP_ROOT_DEFAULT, &mode) >= 0);
+        snprintf(path, sizeof(path), "/proc/%d/cgroup", (int) pid);
+        f = fopen(path, "re");
+        ASSERT(f);
+        while (getline(&line, &n, f) > 0) {
+                char *ctrl, *p;
+                line[strcspn(line, "\n")] = 0;
+                ctrl = strchr(line, ':');
+                ASSERT(ctrl);
+                p = strchr(ctrl + 1, ':');
+                ASSERT(p);
+                *p++ = 0;
+                ctrl++;
+                if (mode == CGROUP_V2 && streq(ctrl, "")) {
+                        char f2[512];
+                        _cleanup_free_ char *s = NULL;
+                        snprintf(f2, sizeof(f2), "/sys/fs/cgroup%s/cpu.max", p);
+                        ASSERT(read_one_line_file(f2, &s) >= 0);
+                        long long q, per;
+                        ASSERT(sscanf(s, "%lld %lld", &q, &per) == 2);
+                        j->seen_quota = q;
+                        j->seen_period = per;
+                        snprintf(f2, sizeof(f2), "/sys/fs/cgroup%s/memory.max", p);
+                        j->seen_memory = read_int(f2);
+                } else if (mode == CGROUP_V1 && strstr(ctrl, "memory")) {
+                        char f1[512];
+                        snprintf(f1, sizeof(f1), "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", p);
+                        j->seen_memory = read_int(f1);
+                } else if (mode == CGROUP_V1 && (streq(ctrl, "cpu,cpuacct") || streq(ctrl, "cpu") ||
+                                                  streq(ctrl, "cpuacct,cpu"))) {
+                        char f1[512];
+                        snprintf(f1, sizeof(f1), "/sys/fs/cgroup/cpu%s/cpu.cfs_quota_us", p);
+                        j->seen_quota = read_int(f1);
+                        snprintf(f1, sizeof(f1), "/sys/fs/cgroup/cpu%s/cpu.cfs_period_us", p);
+                        j->seen_period = read_int(f1);
+                }
+        }
+}
+
+static void on_started(DriverJob *job, const char *handle, uint64_t started_realtime_usec, void *userdata) {
+        Job *j = userdata;
+        int pid;
+
+        ASSERT(!j->started && !j->exited);
+        j->started = true;
+        j->handle = strdup(handle);
+        ASSERT(started_realtime_usec > 0 && started_realtime_usec <= realtime_usec());
+        if (docker) {
+                ASSERT(strlen(handle) == 64);
+                return;
+        }
+        ASSERT(sscanf(handle, "pid %d", &pid) == 1);
+        if (j->check_limits)
+                read_limits(pid, j);
+}
+
+static void on_exited(DriverJob *job, const DriverExit *e, void *userdata) {
+        Job *j = userdata;
+
+        ASSERT(!j->exited);
+        j->exited = true;
+        j->error = e->error;
+        j->reason = e->reason ? strdup(e->reason) : NULL;
+        j->exit_code = e->exit_code;
+        j->oom = e->oom_killed;
+        j->out = output_capture_tail(e->output, OUTPUT_STDOUT);
+        j->err = output_capture_tail(e->output, OUTPUT_STDERR);
+        j->output = output_capture_output(e->output);
+        j->truncated = e->output->truncated;
+}
+
+static const DriverJobCallbacks callbacks = { .started = on_started, .exited = on_exited };
+
+static void job_clear(Job *j) {
+        if (j->job)
+                driver_job_free(j->job);
+        free(j->handle);
+        free(j->reason);
+        free(j->out);
+        free(j->err);
+        free(j->output);
+        *j = (Job) {};
+}
+
+static void run_until(bool *flag, unsigned seconds) {
+        uint64_t deadline = now_usec() + seconds * USEC_PER_SEC;
+        while (!*flag) {
+                ASSERT(now_usec() < deadline);
+                ASSERT(sd_event_run(event, 100 * USEC_PER_MSEC) >= 0);
+        }
+}
+
+/* Runs the loop for a while (a sleep outside it would leave its idea of "now" behind). */
+static void run_for(unsigned msec) {
+        uint64_t end = now_usec() + msec * USEC_PER_MSEC;
+        while (now_usec() < end)
+                ASSERT(sd_event_run(event, end - now_usec()) >= 0);
+}
+
+static unsigned lease_counter;
+
+static void start_full(Job *j, char *const *cmd, json_object *env, int64_t nano_cpus, int64_t memory,
+                       const char *image, const char *runtime) {
+        char task_id[64];
+
+        snprintf(task_id, sizeof(task_id), "task-%u", ++lease_counter);
+        ASSERT(driver_job_start(driver, &(DriverJobSpec) {
+                        .task_id = task_id,
+                        .lease_token = 100 + lease_counter,
+                        .attempt = 1,
+                        .timeout_sec = 60,
+                        .image = image,
+                        .cmd = cmd,
+                        .env = env,
+                        .nano_cpus = nano_cpus,
+                        .memory_bytes = memory,
+                        .runtime = runtime,
+                }, &callbacks, j, &j->job) >= 0);
+}
+
+static void start(Job *j, char *const *cmd, json_object *env, int64_t nano_cpus, int64_t memory) {
+        start_full(j, cmd, env, nano_cpus, memory, IMAGE, NULL);
+}
+
+typedef struct Inspect {
+        bool done;
+        int error;
+        json_object *json;
+} Inspect;
+
+static void on_inspect(const DockerResult *res, void *userdata) {
+        Inspect *i = userdata;
+        i->done = true;
+        i->error = res->error;
+        i->json = res->json ? json_object_get(res->json) : NULL;
+}
+
+static void run_until(bool *flag, unsigned seconds);
+
+/* The engine's view of a container (or -ENOENT). */
+static int inspect(const char *id, json_object **ret) {
+        Inspect i = {};
+        ASSERT(docker_container_inspect(docker_client, id, on_inspect, &i, NULL) >= 0);
+        run_until(&i.done, 30);
+        if (ret)
+                *ret = i.json;
+        else
+                json_object_put(i.json);
+        return i.error;
+}
+
+static void removed_cb(int error, void *userdata) {
+        *(bool *) userdata = true;
+}
+
+static void remove_job(Job *j) {
+        bool done = false;
+        ASSERT(driver_job_remove(j->job, removed_cb, &done) >= 0);
+        run_until(&done, 10);
+}
+
+static void test_success(void) {
+        _cleanup_json_ json_object *env = json_object_new_object();
+        Job j = {};
+        char wd[256];
+        struct stat st;
+
+        json_object_object_add(env, "FOO", json_object_new_string("bar baz"));
+        start(&j, (char *[]) { "sh", "-c", "echo hello $FOO; echo oops >&2; pwd", NULL }, env, 0, 0);
+        run_until(&j.exited, 60);
+        ASSERT(j.started && j.error == 0 && j.exit_code == 0 && !j.oom);
+        ASSERT(strncmp(j.out, "hello bar baz\n", 14) == 0);
+        ASSERT(streq(j.err, "oops\n"));
+        ASSERT(!j.truncated);
+        if (docker) {
+                json_object *config, *labels;
+                const char *v;
+                _cleanup_json_ json_object *o = NULL;
+
+                ASSERT(inspect(j.handle, &o) == 0);
+                ASSERT(streq(docker_inspect_state(o), "exited"));
+                ASSERT(json_object_object_get_ex(o, "Config", &config) && json_object_object_get_ex(config, "Labels", &labels));
+                ASSERT(json_get_string(labels, "mc.task_id", &v) >= 0 && strncmp(v, "task-", 5) == 0);
+                ASSERT(json_get_string(labels, "mc.node", &v) >= 0 && streq(v, node_id));
+                ASSERT(json_get_string(labels, "mc.timeout_sec", &v) >= 0 && streq(v, "60"));
+                remove_job(&j);
+                ASSERT(inspect(j.handle, NULL) == -ENOENT);
+        } else {
+                snprintf(wd, sizeof(wd), "%s/task-%u-%u", work_dir, lease_counter, 100 + lease_counter);
+                ASSERT(strstr(j.out, wd));
+                ASSERT(stat(wd, &st) == 0);
+                remove_job(&j);
+                ASSERT(stat(wd, &st) < 0 && errno == ENOENT);
+        }
+        job_clear(&j);
+}
+
+static void test_failure(void) {
+        Job j = {};
+
+        start(&j, (char *[]) { "sh", "-c", "echo failing; exit 7", NULL }, NULL, 0, 0);
+        run_until(&j.exited, 60);
+        ASSERT(j.started && j.error == 0 && j.exit_code == 7);
+        ASSERT(streq(j.out, "failing\n"));
+        remove_job(&j);
+        job_clear(&j);
+
+        if (!docker) {
+                start(&j, (char *[]) { "no-such-command-mc", NULL }, NULL, 0, 0);
+                run_until(&j.exited, 30);
+                ASSERT(!j.started && j.error < 0 && j.reason && strstr(j.reason, "command not found"));
+                remove_job(&j);
+                job_clear(&j);
+
+                /* Exists, is not executable. */
+                start(&j, (char *[]) { "/etc/hostname", NULL }, NULL, 0, 0);
+                run_until(&j.exited, 30);
+                ASSERT(j.error < 0 && j.reason);
+                remove_job(&j);
+                job_clear(&j);
+                return;
+        }
+
+        /* No such image, and no registry to pull it from. */
+        start_full(&j, (char *[]) { "true", NULL }, NULL, 0, 0, "mc-test/no-such-image:1", NULL);
+        run_until(&j.exited, 60);
+        ASSERT(!j.started && j.error < 0 && j.reason);
+        ASSERT(strstr(j.reason, "mc-test/no-such-image:1") && strstr(j.reason, "pulling it failed"));
+        fprintf(stderr, "  reason: %s\n", j.reason);
+        remove_job(&j);
+        job_clear(&j);
+
+        /* An unknown runtime. */
+        start_full(&j, (char *[]) { "true", NULL }, NULL, 0, 0, IMAGE, "kata-runtime");
+        run_until(&j.exited, 60);
+        ASSERT(!j.started && j.error < 0 && j.reason);
+        ASSERT(strstr(j.reason, "kata-runtime") && strstr(j.reason, "not available"));
+        fprintf(stderr, "  reason: %s\n", j.reason);
+        remove_job(&j);
+        job_clear(&j);
+
+        /* A command the image does not have: the engine refuses to start it. */
+        start(&j, (char *[]) { "no-such-command-mc", NULL }, NULL, 0, 0);
+        run_until(&j.exited, 60);
+        ASSERT(!j.started && j.error < 0 && j.reason && strstr(j.reason, "no-such-command-mc"));
+        fprintf(stderr, "  reason: %s\n", j.reason);
+        remove_job(&j);
+        job_clear(&j);
+}
+
+static void test_stop(void) {
+        Job j = {};
+        uint64_t t;
+
+        /* SIGTERM first: a task that handles it ends on its own terms. (A shell with a trap: a
+         * container's PID 1 ignores signals it has no handler for.) */
+        start(&j, (char *[]) { "sh", "-c", "trap 'echo got-term; exit 143' TERM; sleep 100 & wait", NULL }, NULL, 0, 0);
+        run_until(&j.started, 60);
+        run_for(300);   /* let sh install its trap */
+        ASSERT(driver_job_stop(j.job, 20) >= 0);
+        run_until(&j.exited, 15);
+        ASSERT(j.exit_code == 128 + SIGTERM);
+        ASSERT(streq(j.out, "got-term\n"));
+        remove_job(&j);
+        job_clear(&j);
+
+        /* A task that ignores SIGTERM is killed after the grace. */
+        start(&j, (char *[]) { "sh", "-c", "trap '' TERM; sleep 100; echo not-reached", NULL }, NULL, 0, 0);
+        run_until(&j.started, 60);
+        run_for(300);   /* let sh install its trap */
+        t = now_usec();
+        ASSERT(driver_job_stop(j.job, 1) >= 0);
+        run_until(&j.exited, 15);
+        ASSERT(now_usec() - t >= 900 * USEC_PER_MSEC);
+        ASSERT(j.exit_code == 128 + SIGKILL);
+        ASSERT(j.reason && strstr(j.reason, "signal"));
+        remove_job(&j);
+        job_clear(&j);
+
+        /* No grace: SIGKILL at once, even over a graceful stop under way. */
+        start(&j, (char *[]) { "sh", "-c", "trap '' TERM; sleep 100", NULL }, NULL, 0, 0);
+        run_until(&j.started, 60);
+        run_for(300);
+        ASSERT(driver_job_stop(j.job, 30) >= 0);
+        t = now_usec();
+        ASSERT(driver_job_stop(j.job, 0) >= 0);
+        run_until(&j.exited, 10);
+        ASSERT(now_usec() - t < 10 * USEC_PER_SEC);
+        ASSERT(j.exit_code == 128 + SIGKILL);
+        remove_job(&j);
+        job_clear(&j);
+
+        /* Stopped before it even started: it never runs. */
+        start(&j, (char *[]) { "sleep", "100", NULL }, NULL, 0, 0);
+        ASSERT(driver_job_stop(j.job, 0) >= 0);
+        run_until(&j.exited, 30);
+        ASSERT(docker ? (!j.started && j.error < 0) : (j.exit_code == 128 + SIGKILL || j.error < 0));
+        remove_job(&j);
+        job_clear(&j);
+}
+
+static void test_limits(void) {
+        Job j = { .check_limits = true };
+
+        if (docker) {
+                _cleanup_json_ json_object *o = NULL;
+                json_object *host;
+                const char *rt;
+                int64_t v;
+
+                start_full(&j, (char *[]) { "sleep", "0.5", NULL }, NULL, 250000000, 64 * 1024 * 1024, IMAGE, "mc-runc2");
+                run_until(&j.started, 60);
+                ASSERT(inspect(j.handle, &o) == 0);
+                ASSERT(docker_inspect_host_config_int(o, "NanoCpus", &v) >= 0 && v == 250000000);
+                ASSERT(docker_inspect_host_config_int(o, "Memory", &v) >= 0 && v == 64 * 1024 * 1024);
+                ASSERT(json_object_object_get_ex(o, "HostConfig", &host));
+                ASSERT(json_get_string(host, "Runtime", &rt) >= 0 && streq(rt, "mc-runc2"));
+                run_until(&j.exited, 60);
+                ASSERT(j.exit_code == 0);
+                remove_job(&j);
+                job_clear(&j);
+                return;
+        }
+
+        start(&j, (char *[]) { "sleep", "0.5", NULL }, NULL, 250000000, 64 * 1024 * 1024);
+        run_until(&j.exited, 30);
+        ASSERT(j.exit_code == 0);
+        ASSERT(j.seen_period == CGROUP_CPU_PERIOD_USEC);
+        ASSERT(j.seen_quota == CGROUP_CPU_PERIOD_USEC / 4);
+        ASSERT(j.seen_memory == 64 * 1024 * 1024);
+        remove_job(&j);
+        job_clear(&j);
+
+        /* No limits asked: none set. */
+        j = (Job) { .check_limits = true };
+        start(&j, (char *[]) { "sleep", "0.2", NULL }, NULL, 0, 0);
+        run_until(&j.exited, 30);
+        ASSERT(j.seen_quota == -1);
+        ASSERT(j.seen_memory == -1 || j.seen_memory >= INT64_MAX / 2);
+        remove_job(&j);
+        job_clear(&j);
+}
+
+static void test_oom(void) {
+        Job j = {};
+
+        /* Far more memory than the 32 MiB limit: python's bytearray on the host, busybox tail's
+         * buffer in the image. */
+        if (docker)
+                start(&j, (char *[]) { "sh", "-c", "yes | head -c 300000000 | tail -c 200000000 >/dev/null && echo survived", NULL },
+                      NULL, 0, 32 * 1024 * 1024);
+        else
+                start(&j, (char *[]) { "/usr/bin/python3", "-c", "b = bytearray(200 << 20); print('survived')", NULL },
+                      NULL, 0, 32 * 1024 * 1024);
+        run_until(&j.exited, 120);
+        ASSERT(j.oom);
+        ASSERT(j.reason && strstr(j.reason, "out of memory"));
+        ASSERT(!strstr(j.output, "survived"));
+        remove_job(&j);
+        job_clear(&j);
+}
+
+static void test_forked(void) {
+        Job j = {};
+        uint64_t t = now_usec();
+
+        /* The main process ends at once; what it left running goes with it. */
+        start(&j, (char *[]) { "sh", "-c", "sleep 100 & echo parent-done", NULL }, NULL, 0, 0);
+        run_until(&j.exited, 20);
+        ASSERT(now_usec() - t < 20 * USEC_PER_SEC);
+        ASSERT(j.exit_code == 0 && streq(j.out, "parent-done\n"));
+        remove_job(&j);
+        job_clear(&j);
+}
+
+static void test_big_output(void) {
+        Job j = {};
+
+        start(&j, (char *[]) { "sh", "-c", "yes x | head -c 300000; echo; echo the-end", NULL }, NULL, 0, 0);
+        run_until(&j.exited, 60);
+        ASSERT(j.exit_code == 0 && j.truncated);
+        ASSERT(strlen(j.output) == 65536);
+        ASSERT(strncmp(j.output, "x\nx\nx\n", 6) == 0);
+        ASSERT(strstr(j.out, "the-end\n"));
+        remove_job(&j);
+        job_clear(&j);
+}
+
+static DriverLeftover *leftovers;
+static size_t n_leftovers;
+static bool listed;
+
+static void on_list(int error, DriverLeftover *l, size_t n, void *userdata) {
+        ASSERT(error == 0);
+        leftovers = calloc(n + 1, sizeof(DriverLeftover));
+        for (size_t i = 0; i < n; i++) {
+                leftovers[i] = l[i];
+                leftovers[i].task_id = strdup(l[i].task_id);
+                leftovers[i].handle = strdup(l[i].handle);
+                leftovers[i].state = strdup(l[i].state);
+        }
+        n_leftovers = n;
+        listed = true;
+}
+
+static void list(void) {
+        listed = false;
+        ASSERT(driver->ops->list_leftovers(driver, on_list, NULL) >= 0);
+        run_until(&listed, 30);
+}
+
+static DriverLeftover *find_leftover(const char *task_id) {
+        for (size_t i = 0; i < n_leftovers; i++)
+                if (streq(leftovers[i].task_id, task_id))
+                        return leftovers + i;
+        return NULL;
+}
+
+static void test_leftovers_exec(void) {
+        Job j = {};
+        char path[512];
+        pid_t pid;
+        bool done = false;
+
+        start(&j, (char *[]) { "sleep", "100", NULL }, NULL, 0, 0);
+        run_until(&j.started, 30);
+        ASSERT(sscanf(j.handle, "pid %d", &pid) == 1);
+        /* The agent "dies": it forgets the job without stopping it. */
+        driver_job_free(j.job);
+        j.job = NULL;
+
+        list();
+        ASSERT(n_leftovers == 1);
+        ASSERT(strncmp(leftovers[0].task_id, "task-", 5) == 0);
+        ASSERT(leftovers[0].lease_token == 100 + lease_counter);
+        ASSERT(!leftovers[0].adoptable);
+        ASSERT(driver->ops->job_adopt(driver, leftovers, &callbacks, &j, NULL) == -EOPNOTSUPP);
+
+        ASSERT(driver->ops->leftover_discard(driver, leftovers, removed_cb, &done) >= 0);
+        run_until(&done, 10);
+        /* The process is gone (it was our child: reap it), and so is its cgroup. */
+        ASSERT(waitpid(pid, NULL, 0) == pid);
+        snprintf(path, sizeof(path), "%s/%s", work_dir, leftovers[0].handle);
+        ASSERT(access(path, F_OK) < 0);
+        driver_leftovers_free(leftovers, n_leftovers);
+
+        list();
+        ASSERT(n_leftovers == 0);
+        driver_leftovers_free(leftovers, n_leftovers);
+        job_clear(&j);
+}
+
+/* A restarted agent takes over a running container, an exited one and one that was only created. */
+static void test_leftovers_docker(void) {
+        Job running = {}, exited = {}, created = {}, doomed = {};
+        Job a = {}, b = {}, c = {};
+        char running_id[64], exited_id[64], created_id[64], doomed_id[64];
+        DriverLeftover *l;
+        bool done = false;
+        _cleanup_json_ json_object *o = NULL;
+
+        start(&running, (char *[]) { "sh", "-c", "echo adopted-run; sleep 2; echo end; exit 3", NULL }, NULL, 0, 0);
+        snprintf(running_id, sizeof(running_id), "task-%u", lease_counter);
+        start(&exited, (char *[]) { "sh", "-c", "echo was-done; exit 4", NULL }, NULL, 0, 0);
+        snprintf(exited_id, sizeof(exited_id), "task-%u", lease_counter);
+        start(&doomed, (char *[]) { "sleep", "100", NULL }, NULL, 0, 0);
+        snprintf(doomed_id, sizeof(doomed_id), "task-%u", lease_counter);
+        run_until(&running.started, 60);
+        run_until(&exited.exited, 60);
+        run_until(&doomed.started, 60);
+        /* "created": a job stopped... no, a job forgotten right after create. */
+        start(&created, (char *[]) { "sh", "-c", "echo late-start", NULL }, NULL, 0, 0);
+        snprintf(created_id, sizeof(created_id), "task-%u", lease_counter);
+        for (unsigned i = 0; i < 600 && !created.started; i++) {
+                /* Forget it once the engine has it, before it starts: poll the list. */
+                list();
+                l = find_leftover(created_id);
+                bool have = l != NULL;
+                driver_leftovers_free(leftovers, n_leftovers);
+                if (have)
+                        break;
+        }
+        driver_job_free(created.job);
+        created.job = NULL;
+        driver_job_free(running.job);
+        running.job = NULL;
+        driver_job_free(exited.job);
+        exited.job = NULL;
+        driver_job_free(doomed.job);
+        doomed.job = NULL;
+
+        list();
+        ASSERT(n_leftovers >= 4);
+        l = find_leftover(running_id);
+        ASSERT(l && l->adoptable && streq(l->state, "running") && l->timeout_sec == 60 && l->attempt == 1);
+        ASSERT(driver->ops->job_adopt(driver, l, &callbacks, &a, &a.job) >= 0);
+        l = find_leftover(exited_id);
+        ASSERT(l && streq(l->state, "exited"));
+        ASSERT(driver->ops->job_adopt(driver, l, &callbacks, &b, &b.job) >= 0);
+        l = find_leftover(created_id);
+        ASSERT(l);
+        ASSERT(driver->ops->job_adopt(driver, l, &callbacks, &c, &c.job) >= 0);
+        l = find_leftover(doomed_id);
+        ASSERT(l && streq(l->state, "running"));
+        snprintf(doomed_id, sizeof(doomed_id), "%s", l->handle);
+        ASSERT(driver->ops->leftover_discard(driver, l, removed_cb, &done) >= 0);
+        driver_leftovers_free(leftovers, n_leftovers);
+
+        run_until(&a.exited, 60);
+        ASSERT(a.started && a.exit_code == 3);
+        ASSERT(streq(a.out, "adopted-run\nend\n"));
+        run_until(&b.exited, 60);
+        ASSERT(!b.started && b.exit_code == 4 && streq(b.out, "was-done\n"));
+        run_until(&c.exited, 60);
+        ASSERT(c.exit_code == 0 && streq(c.out, "late-start\n"));
+        run_until(&done, 30);
+        ASSERT(inspect(doomed_id, NULL) == -ENOENT);
+        (void) o;
+
+        remove_job(&a);
+        remove_job(&b);
+        remove_job(&c);
+        job_clear(&a);
+        job_clear(&b);
+        job_clear(&c);
+        job_clear(&running);
+        job_clear(&exited);
+        job_clear(&created);
+        job_clear(&doomed);
+
+        list();
+        ASSERT(n_leftovers == 0);
+        driver_leftovers_free(leftovers, n_leftovers);
+}
+
+static void test_leftovers(void) {
+        if (docker)
+                test_leftovers_docker();
+        else
+                test_leftovers_exec();
+}
+
+/* Several at once, all from the loop. */
+static void test_concurrent(void) {
+        Job j[6] = {};
+
+        for (size_t i = 0; i < ELEMENTSOF(j); i++) {
+                char cmd[64];
+                snprintf(cmd, sizeof(cmd), "sleep 0.5; exit %zu", i);
+                start(j + i, (char *[]) { "sh", "-c", cmd, NULL }, NULL, 100000000, 32 * 1024 * 1024);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(j); i++) {
+                run_until(&j[i].exited, 60);
+                ASSERT(j[i].exit_code == (int64_t) i);
+                remove_job(j + i);
+                job_clear(j + i);
+        }
+}
+
+int main(int argc, char *argv[]) {
+        sigset_t ss;
+        CgroupMode mode;
+        char base[256];
+
+        log_setup("test-driver");
+        if (argc < 2 || (!streq(argv[1], "exec") && !(streq(argv[1], "docker") && argc == 3))) {
+                fprintf(stderr, "Usage: %s exec | docker ENSURE-DOCKER-SCRIPT\n", argv[0]);
+                return 2;
+        }
+        docker = streq(argv[1], "docker");
+        if (geteuid() != 0) {
+                fprintf(stderr, "test-driver needs root\n");
+                return 1;
+        }
+        if (docker && system(argv[2]) != 0) {
+                fprintf(stderr, "%s failed: no Docker engine to test against\n", argv[2]);
+                return 1;
+        }
+        ASSERT(cgroup_detect(CGROUP_ROOT_DEFAULT, &mode) >= 0);
+        fprintf(stderr, "cgroup layout: %s\n", cgroup_mode_to_string(mode));
+
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGCHLD);
+        ASSERT(sigprocmask(SIG_BLOCK, &ss, NULL) == 0);
+
+        snprintf(cgroup_path, sizeof(cgroup_path), "mc.test/driver-exec-%d", (int) getpid());
+        snprintf(work_dir, sizeof(work_dir), "/tmp/mc-test-driver-exec-%d", (int) getpid());
+        snprintf(node_id, sizeof(node_id), "test-driver-%d-%" PRIu64, (int) getpid(), now_usec());
+        ASSERT(sd_event_new(&event) >= 0);
+        if (docker) {
+                ASSERT(curl_event_new(event, &curl) >= 0);
+                ASSERT(docker_client_new(event, curl, NULL, &docker_client) >= 0);
+                ASSERT(docker_driver_new(event, curl, &(DockerDriverConfig) {
+                                .node_id = node_id,
+                                .output_cap = 65536,
+                                .tail_max = 4096,
+                        }, &driver) >= 0);
+        } else
+                ASSERT(exec_driver_new(event, &(ExecDriverConfig) {
+                                .cgroup_path = cgroup_path,
+                                .work_dir = work_dir,
+                                .output_cap = 65536,
+                                .tail_max = 4096,
+                        }, &driver) >= 0);
+
+        RUN_TEST(test_success);
+        RUN_TEST(test_failure);
+        RUN_TEST(test_stop);
+        RUN_TEST(test_limits);
+        RUN_TEST(test_oom);
+        RUN_TEST(test_forked);
+        RUN_TEST(test_big_output);
+        RUN_TEST(test_leftovers);
+        RUN_TEST(test_concurrent);
+
+        driver = driver_free(driver);
+        docker_client = docker_client_free(docker_client);
+        curl = curl_event_free(curl);
+        sd_event_unref(event);
+
+        if (docker)
+                return 0;
+        /* Nothing left behind. */
+        rmdir(work_dir);
+        ASSERT(access(work_dir, F_OK) < 0);
+        if (mode == CGROUP_V1) {
+                snprintf(base, sizeof(base), "/sys/fs/cgroup/memory/%s", cgroup_path);
+                ASSERT(rmdir(base) == 0);
+                snprintf(base, sizeof(base), "/sys/fs/cgroup/cpu/%s", cgroup_path);
+                ASSERT(rmdir(base) == 0);
+        } else {
+                snprintf(base, sizeof(base), "/sys/fs/cgroup/%s", cgroup_path);
+                ASSERT(rmdir(base) == 0);
+        }
+        return 0;
+}

@@ -1,0 +1,152 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Helpers for the mc-control tests: a control (or several) on a private PostgreSQL with a tokens
+file, and a scripted agent that speaks the agent side of the API over HTTP."""
+
+import os
+
+import mctest
+from mctest import Daemon, Postgres, check, free_port, http, tmpdir
+
+USER_TOKEN = "user-token-0123456789abcdef"
+OTHER_USER_TOKEN = "user-token-bob-0123456789"
+
+
+def agent_token(node):
+    return f"agent-token-{node}-0123456789"
+
+
+def write_tokens(nodes):
+    d = tmpdir("tokens")
+    path = os.path.join(d, "tokens")
+    with open(path, "w") as f:
+        f.write("# kind name token\n")
+        f.write(f"user alice {USER_TOKEN}\n")
+        f.write(f"user bob {OTHER_USER_TOKEN}\n")
+        for n in nodes:
+            f.write(f"agent {n} {agent_token(n)}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+class Control:
+    """mc-control on pg, listening on its own port."""
+
+    def __init__(self, pg, nodes=("node-a", "node-b"), args=(), env=None, tokens=None, name=None, bus=None):
+        self.pg = pg
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tokens = tokens or write_tokens(nodes)
+        e = {"DB_DSN": pg.dsn}
+        if bus is not None:
+            e.update(bus.env())
+        e.update(env or {})
+        bus_args = [] if bus is not None else ["--no-bus"]
+        self.daemon = Daemon("mc-control", ["--port", self.port, "--tokens-file", self.tokens,
+                                            "--listen-address", "127.0.0.1"] + bus_args + list(args),
+                             env=e, name=name)
+
+    def start(self):
+        self.daemon.start()
+        self.daemon.wait_ready()
+        mctest.wait_until(lambda: http("GET", self.url + "/api/health").status == 200, msg="control healthy")
+        return self
+
+    def stop(self):
+        return self.daemon.stop()
+
+    def kill(self):
+        self.daemon.kill()
+
+    def restart(self):
+        self.daemon.kill()
+        self.daemon.start()
+        self.daemon.wait_ready()
+        return self
+
+    # user side
+    def push(self, body, token=USER_TOKEN, **kw):
+        return http("POST", self.url + "/api/tasks/push", body, token=token, **kw)
+
+    def get(self, task_id, token=USER_TOKEN):
+        return http("GET", f"{self.url}/api/tasks/{task_id}", token=token)
+
+    def task(self, task_id):
+        r = self.get(task_id)
+        check(r.status == 200, f"GET task {task_id}: {r.status} {r.text}")
+        return r.json()
+
+    def list(self, query="", token=USER_TOKEN):
+        return http("GET", f"{self.url}/api/tasks{query}", token=token)
+
+    def cancel(self, task_id, token=USER_TOKEN):
+        return http("POST", f"{self.url}/api/tasks/{task_id}/cancel", token=token)
+
+    def agent(self, node, **kw):
+        return ScriptedAgent(self, node, **kw)
+
+
+class ScriptedAgent:
+    """Acts as an agent over HTTP, one call at a time, as the test tells it."""
+
+    def __init__(self, control, node, nano_cpus=4_000_000_000, memory_bytes=8 << 30, token=None):
+        self.control = control
+        self.node = node
+        self.token = token or agent_token(node)
+        self.nano_cpus = nano_cpus
+        self.memory_bytes = memory_bytes
+
+    def call(self, path, body, timeout=60):
+        return http("POST", self.control.url + path, body, token=self.token, timeout=timeout)
+
+    def register(self):
+        r = self.call("/api/agents/register", {"node_id": self.node, "capacity": {
+            "nano_cpus": self.nano_cpus, "memory_bytes": self.memory_bytes}, "runtime": "runc", "driver": "docker"})
+        check(r.status == 200, f"register {self.node}: {r.status} {r.text}")
+        return r.json()
+
+    def claim(self, wait_ms=0, timeout=60):
+        return self.call("/api/agents/claim", {"node_id": self.node, "wait_ms": wait_ms}, timeout=timeout)
+
+    def claim_task(self, wait_ms=0):
+        """Claims; returns (task record, lease token) or None when nothing was there."""
+        r = self.claim(wait_ms)
+        check(r.status in (200, 204), f"claim {self.node}: {r.status} {r.text}")
+        if r.status == 204:
+            return None
+        j = r.json()
+        return j["task"], j["lease_token"]
+
+    def heartbeat(self, leases, draining=False):
+        r = self.call("/api/agents/heartbeat", {"node_id": self.node, "draining": draining,
+                                                "leases": [{"task_id": t, "lease_token": k} for t, k in leases]})
+        check(r.status == 200, f"heartbeat {self.node}: {r.status} {r.text}")
+        return r.json()
+
+    def started(self, task_id, token):
+        return self.call(f"/api/tasks/{task_id}/started", {"node_id": self.node, "lease_token": token})
+
+    def finish(self, task_id, token, status="succeeded", exit_code=0, **extra):
+        body = {"node_id": self.node, "lease_token": token, "status": status, "exit_code": exit_code}
+        body.update(extra)
+        return self.call(f"/api/tasks/{task_id}/finish", body)
+
+
+SAMPLE_TASK = {
+    "image": "alpine:3.20",
+    "cmd": ["sh", "-c", "echo hi-from-A && sleep 2 && uname -a"],
+    "timeout_sec": 60,
+    "labels": {"job": "demo", "target_node": "node-b"},
+    "resources": {"nano_cpus": 500000000, "memory_bytes": 268435456},
+}
+
+
+def start_cluster(nodes=("node-a", "node-b"), args=(), env=None, replicas=1, bus=None):
+    pg = Postgres().start()
+    tokens = write_tokens(nodes)
+    controls = [Control(pg, nodes, args=args, env=env, tokens=tokens, name=f"mc-control-{i}", bus=bus).start()
+                for i in range(replicas)]
+    return pg, controls
+
+
+def task_count(pg, where="true"):
+    return int(pg.psql(f"SELECT count(*) FROM tasks WHERE {where}")[0][0])

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The user side of the HTTP API against a real mc-control on a real PostgreSQL: push, get, list with
+filters and cursor paging, idempotent pushes, logs, nodes, health and metrics."""
+
+import concurrent.futures
+import copy
+
+import mctest
+from mctest import check, http
+from controltest import SAMPLE_TASK, USER_TOKEN, start_cluster
+
+
+def test_sample_task_round_trip():
+    pg, (c,) = start_cluster()
+    r = c.push(SAMPLE_TASK)
+    check(r.status == 201, f"push: {r.status} {r.text}")
+    created = r.json()
+    check(created["status"] == "queued" and created["attempt"] == 0, f"created record: {created}")
+    tid = created["id"]
+    check(len(tid) == 32, f"generated id: {tid}")
+
+    t = c.task(tid)
+    for key, value in SAMPLE_TASK.items():
+        check(t[key] == value, f"field {key}: sent {value!r}, got {t.get(key)!r}")
+    check(t["status"] == "queued", t)
+    check(t["lease"] is None and t["result"] is None and t["attempts"] == [], t)
+    check(t["created_at"] == created["created_at"], f"{t['created_at']} != {created['created_at']}")
+    # Defaults are filled in and shown.
+    check(t["max_attempts"] == 3 and t["env"] == {} and t["inputs"] == [], t)
+    # The 201 answer is the same record GET returns.
+    for key in created:
+        check(created[key] == t[key], f"201 and GET differ in {key}: {created[key]!r} vs {t[key]!r}")
+    # "POST /api/tasks" is the same as /push.
+    r = http("POST", c.url + "/api/tasks", SAMPLE_TASK, token=USER_TOKEN)
+    check(r.status == 201, f"POST /api/tasks: {r.status} {r.text}")
+
+
+def test_every_optional_field_round_trips():
+    pg, (c,) = start_cluster()
+    body = {
+        "id": "job-42.retry_1",
+        "image": "registry.local:5000/team/app@sha256:" + "ab" * 32,
+        "command": ["/bin/app", "--flag=1", "ünïcødé ✓", ""],
+        "env": {"A": "1", "_B": "x=y", "EMPTY": ""},
+        "timeout_sec": 604800,
+        "labels": {"job": "nightly", "team.example/owner": "ops", "target_node": "node-a"},
+        "resources": {"nano_cpus": 1000000, "memory_bytes": 6 * 1024 * 1024},
+        "inputs": [{"content": "0" * 64, "path": "data/in.txt"}, {"content": "f" * 64, "path": "b"}],
+        "max_attempts": 100,
+        "runtime": "kata-runtime",
+    }
+    r = c.push(body)
+    check(r.status == 201, f"push: {r.status} {r.text}")
+    t = c.task("job-42.retry_1")
+    expect = dict(body)
+    expect["cmd"] = expect.pop("command")
+    for key, value in expect.items():
+        check(t[key] == value, f"field {key}: sent {value!r}, got {t.get(key)!r}")
+
+
+def test_idempotent_push():
+    pg, (c,) = start_cluster()
+    body = dict(SAMPLE_TASK, id="once")
+    r1 = c.push(body)
+    check(r1.status == 201, f"first: {r1.status} {r1.text}")
+    r2 = c.push(body)
+    check(r2.status == 200, f"same body again: {r2.status} {r2.text}")
+    check(r2.json()["id"] == "once" and r2.json()["created_at"] == r1.json()["created_at"], r2.text)
+    # Key order does not matter; content does.
+    r3 = c.push(dict(reversed(list(body.items()))))
+    check(r3.status == 200, f"same body, other key order: {r3.status} {r3.text}")
+    other = copy.deepcopy(body)
+    other["cmd"] = ["true"]
+    r4 = c.push(other)
+    check(r4.status == 409 and r4.json()["field"] == "id", f"different body: {r4.status} {r4.text}")
+    check(c.task("once")["cmd"] == SAMPLE_TASK["cmd"], "the stored task changed")
+
+    # Many clients pushing one id at once: exactly one 201, the rest 200, one row.
+    body = dict(SAMPLE_TASK, id="raced")
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        codes = list(ex.map(lambda _: c.push(body).status, range(32)))
+    check(codes.count(201) == 1 and codes.count(200) == 31, f"codes: {codes}")
+    check(pg.psql("SELECT count(*) FROM tasks WHERE id = 'raced'")[0][0] == "1", "rows for raced")
+
+
+def test_list_filters_and_paging_over_1000_tasks():
+    pg, (c,) = start_cluster()
+
+    def push(i):
+        r = c.push({"image": "img", "cmd": ["true"], "labels": {"job": "a" if i % 2 else "b", "n": str(i)}})
+        check(r.status == 201, f"push {i}: {r.status} {r.text}")
+        return r.json()["id"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        ids = list(ex.map(push, range(1000)))
+    check(len(set(ids)) == 1000, "ids are unique")
+    cancelled = set(ids[:100:3])
+    for tid in cancelled:
+        check(c.cancel(tid).status == 200, f"cancel {tid}")
+
+    def collect(query, limit):
+        seen, after, pages = [], None, 0
+        while True:
+            q = f"?limit={limit}{query}" + (f"&after={after}" if after else "")
+            r = c.list(q)
+            check(r.status == 200, f"list {q}: {r.status} {r.text}")
+            j = r.json()
+            check(len(j["tasks"]) <= limit, f"page larger than limit: {len(j['tasks'])}")
+            seen += [t["id"] for t in j["tasks"]]
+            pages += 1
+            after = j["next"]
+            if not after:
+                return seen, pages
+            check(pages < 2000, "paging does not end")
+
+    everything, pages = collect("", 37)
+    check(len(everything) == 1000 and set(everything) == set(ids), f"all: {len(everything)}, {len(set(everything))} unique")
+    check(pages == 28, f"pages of 37 over 1000: {pages}")
+    check(everything == list(reversed(ids)) or len(set(everything)) == 1000, "newest first")
+
+    job_a, _ = collect("&label=job=a", 100)
+    expect_a = {t for i, t in enumerate(ids) if i % 2}
+    check(set(job_a) == expect_a and len(job_a) == len(expect_a), f"label filter: {len(job_a)} vs {len(expect_a)}")
+
+    queued_a, _ = collect("&status=queued&label=job=a", 1000)
+    check(set(queued_a) == expect_a - cancelled, f"status+label: {len(queued_a)}")
+
+    got_cancelled, _ = collect("&status=cancelled", 7)
+    check(set(got_cancelled) == cancelled, f"status=cancelled: {len(got_cancelled)} vs {len(cancelled)}")
+
+    one, _ = collect("&label=job=a&label=n=7", 10)
+    check(one == [ids[7]], f"two label filters: {one}")
+
+    # An exact page boundary: the last page says there is no next.
+    r = c.list("?limit=1000")
+    check(r.json()["next"] is None and len(r.json()["tasks"]) == 1000, "limit=1000 has everything, no next")
+
+
+def test_logs_nodes_health_and_metrics():
+    pg, (c,) = start_cluster()
+    a = c.agent("node-a", nano_cpus=2_000_000_000, memory_bytes=1 << 30)
+    a.register()
+    r = c.push({"image": "img", "cmd": ["echo", "hi"], "resources": {"nano_cpus": 500000000, "memory_bytes": 1 << 28}})
+    tid = r.json()["id"]
+    check(http("GET", f"{c.url}/api/tasks/{tid}/logs", token=USER_TOKEN).text == "", "no logs before the task ran")
+
+    task, token = a.claim_task()
+    nodes = http("GET", c.url + "/api/nodes", token=USER_TOKEN).json()["nodes"]
+    check(len(nodes) == 1 and nodes[0]["node_id"] == "node-a" and nodes[0]["state"] == "ready", nodes)
+    check(nodes[0]["capacity"] == {"nano_cpus": 2_000_000_000, "memory_bytes": 1 << 30}, nodes)
+    check(nodes[0]["reserved"] == {"nano_cpus": 500000000, "memory_bytes": 1 << 28}, nodes)
+
+    output = "line one\nline two ✓\n" * 100
+    r = a.finish(tid, token, stdout_tail="line two ✓\n", stderr_tail="", output=output)
+    check(r.status == 200, f"finish: {r.status} {r.text}")
+    logs = http("GET", f"{c.url}/api/tasks/{tid}/logs", token=USER_TOKEN)
+    check(logs.status == 200 and logs.text == output, f"logs: {logs.status} {logs.text[:80]!r}")
+    check(logs.headers.get("Content-Type", "").startswith("text/plain"), logs.headers)
+    t = c.task(tid)
+    check(t["result"]["stdout_tail"] == "line two ✓\n" and t["result"]["exit_code"] == 0, t["result"])
+
+    h = http("GET", c.url + "/api/health")
+    check(h.status == 200 and h.json()["database"] == "ok" and h.json()["schema_version"] >= 1, h.text)
+
+    def metrics():
+        return http("GET", c.url + "/metrics").text
+
+    mctest.wait_until(lambda: 'mc_tasks{status="succeeded"} 1' in metrics(), msg="task counts in /metrics")
+    m = metrics()
+    for needle in ['mc_http_requests_total{endpoint="push",code="201"} 1',
+                   'mc_http_requests_total{endpoint="claim",code="200"} 1',
+                   "mc_claim_duration_seconds_count 1",
+                   "mc_db_errors_total 0",
+                   "mc_db_available 1",
+                   "mc_nodes_ready 1",
+                   "process_resident_memory_bytes "]:
+        check(needle in m, f"{needle!r} not in /metrics:\n{m}")
+
+
+mctest.main()

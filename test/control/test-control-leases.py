@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The lease rules (DESIGN.md §4), driven over HTTP by the test acting as agents. Times are compared
+on the database's clock, never the test's: the test asserts order, not speed."""
+
+import time
+
+import mctest
+from mctest import check, wait_until
+from controltest import start_cluster
+
+TTL_MS, GRACE_MS = 1500, 1000
+FAST = ["--lease-ttl-ms", TTL_MS, "--lease-grace-ms", GRACE_MS, "--sweep-interval-ms", 100]
+
+
+def db_time(pg, expr):
+    return float(pg.psql(f"SELECT extract(epoch FROM {expr})")[0][0])
+
+
+def test_claim_respects_target_node_and_capacity():
+    pg, (c,) = start_cluster()
+    a = c.agent("node-a", nano_cpus=1_000_000_000, memory_bytes=1 << 30)
+    b = c.agent("node-b", nano_cpus=4_000_000_000, memory_bytes=8 << 30)
+    a.register()
+    b.register()
+
+    t1 = c.push({"image": "i", "cmd": ["x"], "labels": {"target_node": "node-b"},
+                 "resources": {"nano_cpus": 500_000_000}}).json()["id"]
+    check(a.claim_task() is None, "node-a must not get a task targeted at node-b")
+    got = b.claim_task()
+    check(got and got[0]["id"] == t1, f"node-b claims its task: {got}")
+
+    t2 = c.push({"image": "i", "cmd": ["x"], "resources": {"nano_cpus": 2_000_000_000}}).json()["id"]
+    check(a.claim_task() is None, "node-a (1 CPU) must not get a 2-CPU task")
+    got = b.claim_task()
+    check(got and got[0]["id"] == t2, f"node-b takes the 2-CPU task: {got}")
+    t2_token = got[1]
+
+    t3 = c.push({"image": "i", "cmd": ["x"], "resources": {"nano_cpus": 2_000_000_000}}).json()["id"]
+    check(b.claim_task() is None, "node-b has 1.5 CPUs free: the next 2-CPU task must wait")
+    check(b.finish(t2, t2_token).status == 200, "finish t2")
+    got = b.claim_task()
+    check(got and got[0]["id"] == t3, f"after t2 finished, node-b takes t3: {got}")
+
+    # Memory counts as well as CPU.
+    t4 = c.push({"image": "i", "cmd": ["x"], "resources": {"memory_bytes": 2 << 30}}).json()["id"]
+    check(a.claim_task() is None, "node-a (1 GiB) must not get a 2 GiB task")
+    check(b.claim_task()[0]["id"] == t4, "node-b takes the 2 GiB task")
+
+    big = c.push({"image": "i", "cmd": ["x"], "resources": {"nano_cpus": 16_000_000_000}}).json()["id"]
+    check(a.claim_task() is None and b.claim_task() is None, "nobody can take a 16-CPU task")
+    wait_until(lambda: c.task(big)["pending_reason"], msg="pending_reason for the oversized task")
+    reason = c.task(big)["pending_reason"]
+    check("no node is large enough" in reason and "16000000000" in reason, reason)
+    check(c.task(big)["status"] == "queued", "it stays queued")
+
+
+def test_heartbeat_extends_and_expiry_requeues_only_after_the_grace():
+    pg, (c,) = start_cluster(args=FAST)
+    a = c.agent("node-a")
+    a.register()
+    tid = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    task, token = a.claim_task()
+    check(task["status"] == "leased" and task["attempt"] == 1 and token >= 1, task)
+    first = db_time(pg, f"(SELECT lease_expires_at FROM tasks WHERE id = '{tid}')")
+
+    # Renewing for longer than several TTLs keeps the lease.
+    deadline = time.monotonic() + 3 * TTL_MS / 1000
+    while time.monotonic() < deadline:
+        hb = a.heartbeat([(tid, token)])
+        check(hb["renewed"] == [tid] and hb["revoked"] == [], f"heartbeat: {hb}")
+        check(hb["lease_ttl_ms"] == TTL_MS, hb)
+        time.sleep(TTL_MS / 3000)
+    check(c.task(tid)["status"] == "leased", "still leased while renewed")
+    last = db_time(pg, f"(SELECT lease_expires_at FROM tasks WHERE id = '{tid}')")
+    check(last > first + TTL_MS / 1000, f"the deadline moved forward: {first} -> {last}")
+
+    # Stop renewing: the task goes back to the queue, but not before deadline + grace.
+    wait_until(lambda: c.task(tid)["status"] == "queued", timeout=30, msg="re-queued after expiry")
+    requeued = db_time(pg, f"(SELECT updated_at FROM tasks WHERE id = '{tid}')")
+    last = db_time(pg, f"(SELECT ended_at FROM attempts WHERE task_id = '{tid}' AND attempt = 1)")
+    expires = db_time(pg, f"(SELECT leased_at FROM attempts WHERE task_id = '{tid}' AND attempt = 1)")
+    check(requeued >= last, "attempt ended when re-queued")
+    t = c.task(tid)
+    check(t["attempt"] == 1 and t["attempts"][0]["status"] == "expired", t)
+    check(pg.psql(f"SELECT lease_expires_at FROM tasks WHERE id = '{tid}'")[0][0] is None, "lease cleared")
+    check(expires < requeued, "leased before re-queued")
+
+    # A late heartbeat for the expired lease is told so.
+    hb = a.heartbeat([(tid, token)])
+    check(hb["renewed"] == [] and hb["revoked"] == [{"task_id": tid, "lease_token": token, "reason": "expired"}], hb)
+
+    task2, token2 = a.claim_task()
+    check(task2["id"] == tid and task2["attempt"] == 2 and token2 > token, f"second lease: {task2} {token2}")
+
+
+def test_requeue_waits_for_deadline_plus_grace():
+    """The sweep's condition, checked on the database's own clock: no task is re-queued before its
+    deadline plus the grace."""
+    pg, (c,) = start_cluster(args=["--lease-ttl-ms", 1000, "--lease-grace-ms", 2000, "--sweep-interval-ms", 50])
+    a = c.agent("node-a")
+    a.register()
+    ids = [c.push({"image": "i", "cmd": ["x"]}).json()["id"] for _ in range(5)]
+    deadlines = {}
+    for _ in ids:
+        task, token = a.claim_task()
+        deadlines[task["id"]] = db_time(pg, f"(SELECT lease_expires_at FROM tasks WHERE id = '{task['id']}')")
+    wait_until(lambda: all(c.task(t)["status"] == "queued" for t in ids), timeout=30, msg="all re-queued")
+    for t in ids:
+        requeued = db_time(pg, f"(SELECT ended_at FROM attempts WHERE task_id = '{t}' AND attempt = 1)")
+        check(requeued >= deadlines[t] + 2.0, f"{t} re-queued {requeued - deadlines[t]:.3f}s after its deadline")
+
+
+def test_stale_tokens_get_409_and_change_nothing():
+    pg, (c,) = start_cluster(args=FAST)
+    a, b = c.agent("node-a"), c.agent("node-b")
+    a.register()
+    b.register()
+    tid = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    _, old = a.claim_task()
+    wait_until(lambda: c.task(tid)["status"] == "queued", timeout=30, msg="re-queued")
+    task, new = b.claim_task()
+    check(task["id"] == tid and new > old, "node-b holds the new lease")
+
+    before = pg.psql(f"SELECT t::text FROM tasks t WHERE id = '{tid}'")
+    r = a.started(tid, old)
+    check(r.status == 409 and r.json()["field"] == "lease_token", f"stale started: {r.status} {r.text}")
+    r = a.finish(tid, old, status="succeeded", exit_code=0, output="from a zombie")
+    check(r.status == 409, f"stale finish: {r.status} {r.text}")
+    hb = a.heartbeat([(tid, old)])
+    check(hb["revoked"] == [{"task_id": tid, "lease_token": old, "reason": "superseded"}], hb)
+    # node-b presenting node-a's old token is just as stale.
+    check(b.started(tid, old).status == 409, "old token from the new node")
+    check(pg.psql(f"SELECT t::text FROM tasks t WHERE id = '{tid}'") == before, "the stale calls changed the task")
+
+    check(b.started(tid, new).status == 200, "current started")
+    check(c.task(tid)["status"] == "running", "running")
+    r = b.finish(tid, new, status="failed", exit_code=3, reason="exit status 3")
+    check(r.status == 200 and r.json()["status"] == "failed", f"finish: {r.status} {r.text}")
+    check(b.finish(tid, new).status == 409, "a second finish is refused")
+    check(b.started(tid, new).status == 409, "started after finish is refused")
+    t = c.task(tid)
+    check(t["status"] == "failed" and t["result"]["exit_code"] == 3, t)
+    check([x["status"] for x in t["attempts"]] == ["expired", "failed"], t["attempts"])
+    check(pg.psql(f"SELECT count(*) FROM task_output WHERE task_id = '{tid}'")[0][0] == "0", "zombie output stored")
+
+
+def test_max_attempts_then_failed_lost():
+    pg, (c,) = start_cluster(args=FAST)
+    a = c.agent("node-a")
+    a.register()
+    tid = c.push({"image": "i", "cmd": ["x"], "max_attempts": 2}).json()["id"]
+    for attempt in (1, 2):
+        got = a.claim_task(wait_ms=10000)
+        check(got and got[0]["id"] == tid and got[0]["attempt"] == attempt, f"attempt {attempt}: {got}")
+        wait_until(lambda: c.task(tid)["status"] != "leased", timeout=30, msg=f"lease {attempt} expires")
+    t = c.task(tid)
+    check(t["status"] == "failed" and t["result"]["reason"] == "lost", t)
+    check([x["status"] for x in t["attempts"]] == ["expired", "expired"], t["attempts"])
+    check(t["finished_at"] is not None, t)
+    check(a.claim_task() is None, "a lost task is not claimed again")
+
+
+def test_cancel():
+    pg, (c,) = start_cluster()
+    a = c.agent("node-a")
+    a.register()
+    queued = c.push({"image": "i", "cmd": ["x"], "labels": {"target_node": "node-z"}}).json()["id"]
+    r = c.cancel(queued)
+    check(r.status == 200 and r.json()["status"] == "cancelled", f"cancel queued: {r.status} {r.text}")
+    check(c.cancel(queued).status == 409, "cancelling twice")
+
+    tid = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    _, token = a.claim_task()
+    check(a.started(tid, token).status == 200, "started")
+    r = c.cancel(tid)
+    check(r.status == 200 and r.json()["status"] == "cancelled", f"cancel running: {r.status} {r.text}")
+    hb = a.heartbeat([(tid, token)])
+    check(hb["renewed"] == [] and hb["revoked"] == [{"task_id": tid, "lease_token": token, "reason": "cancelled"}], hb)
+    # The agent stops the container and reports; the result is kept, the status stays cancelled.
+    r = a.finish(tid, token, status="cancelled", exit_code=137, reason="stopped: cancelled", output="partial\n")
+    check(r.status == 200 and r.json()["status"] == "cancelled", f"finish after cancel: {r.status} {r.text}")
+    t = c.task(tid)
+    check(t["status"] == "cancelled" and t["result"]["exit_code"] == 137, t)
+    check(a.finish(tid, token, status="cancelled").status == 409, "only one report")
+    check(a.claim_task() is None, "a cancelled task is not claimed")
+
+
+def test_replica_start_waits_one_ttl_before_requeuing():
+    """Leases that expired while no control was up: the result an agent kept in its outbox is still
+    accepted after the control comes back, and re-queuing waits a TTL after the start."""
+    pg, (c,) = start_cluster(args=["--lease-ttl-ms", 3000, "--lease-grace-ms", 0, "--sweep-interval-ms", 50])
+    a = c.agent("node-a")
+    a.register()
+    done = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    lost = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    _, done_token = a.claim_task()
+    a.claim_task()
+    c.kill()
+    wait_until(lambda: pg.psql("SELECT bool_and(lease_expires_at < now()) FROM tasks")[0][0] == "t", timeout=30,
+               msg="both leases expire while no control runs")
+    started = db_time(pg, "now()")
+    c.daemon.start()
+    c.daemon.wait_ready()
+    r = a.finish(done, done_token, output="kept in the outbox\n")
+    check(r.status == 200 and r.json()["status"] == "succeeded", f"late result: {r.status} {r.text}")
+    check(c.task(done)["attempt"] == 1, "one attempt")
+    wait_until(lambda: c.task(lost)["status"] == "queued", timeout=30, msg="the other task is re-queued")
+    requeued = db_time(pg, f"(SELECT ended_at FROM attempts WHERE task_id = '{lost}')")
+    check(requeued >= started + 3.0, f"re-queued {requeued - started:.3f}s after the control started")
+
+
+mctest.main()
