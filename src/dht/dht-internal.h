@@ -39,7 +39,9 @@ typedef struct DhtSocket {
 } DhtSocket;
 
 /* Called with reply set (a response, or an error reply with error = -EREMOTEIO), or reply NULL and
- * error = -ETIMEDOUT when every try went unanswered. */
+ * error = -ETIMEDOUT when every try went unanswered. With QUERY_STALL, the first timeout is reported
+ * as -ETIME while the transaction stays open: a late answer (or the final -ETIMEDOUT, a few timeouts
+ * later) follows. Lookups use this to move on from slow nodes without giving up on them. */
 typedef void (*PendingCallback)(Dht *d, Pending *p, const KrpcMsg *reply, int error, void *userdata);
 
 struct Pending {
@@ -53,6 +55,9 @@ struct Pending {
         uint64_t sent_at;
         uint64_t timeout;
         unsigned tries_left;
+        bool retried;
+        bool stall;                     /* QUERY_STALL */
+        bool expired;                   /* timed out; lingering to learn from a late reply */
         sd_event_source *timer;
         PendingCallback cb;
         void *userdata;
@@ -63,6 +68,7 @@ struct Pending {
 typedef enum CandidateState {
         CAND_NEW,
         CAND_IN_FLIGHT,
+        CAND_STALLED,                   /* no answer within the timeout, still hoping */
         CAND_RESPONDED,
         CAND_FAILED,
 } CandidateState;
@@ -171,8 +177,10 @@ struct Dht {
 /* dht.c */
 uint64_t dht_now(Dht *d);
 DhtSocket *dht_socket_for(Dht *d, int family);
+#define QUERY_STALL 0x100U
+/* flags: the number of tries (1..), optionally | QUERY_STALL. */
 int dht_send_query(Dht *d, DhtSocket *s, const DhtAddr *to, const uint8_t *expected_id, KrpcMsg *q,
-                   unsigned tries, PendingCallback cb, void *userdata, Pending **ret);
+                   unsigned flags, PendingCallback cb, void *userdata, Pending **ret);
 /* Detaches the callback: the transaction still completes and updates the routing table. */
 void pending_forget(Pending *p);
 int dht_send_reply(Dht *d, DhtSocket *s, const DhtAddr *to, const KrpcMsg *m);

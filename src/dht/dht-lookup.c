@@ -173,7 +173,8 @@ static void lookup_add(Lookup *l, const uint8_t id[DHT_ID_SIZE], const DhtAddr *
                         return;
                 if (last->p) {
                         pending_forget(last->p);
-                        l->in_flight--;
+                        if (last->state == CAND_IN_FLIGHT)
+                                l->in_flight--;
                 }
                 l->n--;
         }
@@ -362,22 +363,31 @@ static void on_lookup_reply(Dht *d, Pending *p, const KrpcMsg *reply, int error,
         Lookup *l = userdata;
         Op *op = l->op;
         Candidate *c = lookup_find_pending(l, p);
-        uint8_t depth = c ? c->depth : 1;
+        uint8_t depth;
         bool stop = false;
 
-        l->in_flight--;
-        if (c) {
-                c->p = NULL;
-                c->state = CAND_FAILED;
+        if (!c)
+                return; /* cannot happen: dropped candidates forget their transaction */
+        if (c->state == CAND_IN_FLIGHT)
+                l->in_flight--;
+        if (error == -ETIME) {
+                /* Slow or gone: free the slot for the next candidate, but take a late answer. */
+                c->state = CAND_STALLED;
+                lookup_step(l);
+                return;
         }
+        c->p = NULL;
+        c->state = CAND_FAILED;
+        depth = c->depth;
         if (reply && reply->kind == KRPC_RESPONSE) {
                 op->responses++;
-                if (c && dht_id_eq(c->id, reply->id)) {
+                if (dht_id_eq(c->id, reply->id)) {
                         c->state = CAND_RESPONDED;
                         c->token_len = (uint8_t) MIN(reply->token.n, sizeof(c->token));
                         if (reply->token.p)
                                 memcpy(c->token, reply->token.p, c->token_len);
                 }
+                /* c may move in the array from here on */
                 lookup_merge_nodes(l, reply, depth);
                 if (op->type == OP_GET_PEERS)
                         for (size_t i = 0; i < reply->n_values; i++) {
@@ -401,7 +411,7 @@ static int lookup_query(Lookup *l, Candidate *c) {
         int r;
 
         memcpy(q.target, op->target, DHT_ID_SIZE);
-        r = dht_send_query(op->dht, l->sock, &c->addr, c->id, &q, 1, on_lookup_reply, l, &c->p);
+        r = dht_send_query(op->dht, l->sock, &c->addr, c->id, &q, 1 | QUERY_STALL, on_lookup_reply, l, &c->p);
         if (r < 0)
                 return r;
         c->state = CAND_IN_FLIGHT;
@@ -412,16 +422,25 @@ static int lookup_query(Lookup *l, Candidate *c) {
 
 static void lookup_step(Lookup *l) {
         Dht *d = l->op->dht;
-        unsigned considered = 0;
+        unsigned considered = 0, responded = 0;
         bool all_responded = true;
 
         if (l->done || l->writing)
                 return;
+        for (size_t i = 0; i < l->n; i++)
+                responded += l->c[i].state == CAND_RESPONDED;
         for (size_t i = 0; i < l->n && considered < DHT_K; i++) {
                 Candidate *c = &l->c[i];
 
                 if (c->state == CAND_FAILED)
                         continue;
+                if (c->state == CAND_STALLED) {
+                        /* Once others answer, a stalled node no longer holds the lookup up; while
+                         * nobody has, it may still be the slow answer we need. */
+                        if (responded == 0)
+                                all_responded = false;
+                        continue;
+                }
                 if (c->state == CAND_NEW && l->in_flight < d->t.alpha && lookup_query(l, c) < 0) {
                         c->state = CAND_FAILED;
                         continue;
@@ -430,8 +449,8 @@ static void lookup_step(Lookup *l) {
                 if (c->state != CAND_RESPONDED)
                         all_responded = false;
         }
-        /* Done when the K closest that did not fail have all answered; queries still out to farther
-         * nodes cannot change that answer. */
+        /* Done when the K closest that did not fail (or stall) have all answered; queries still out
+         * to farther nodes cannot change that answer. */
         if (all_responded)
                 lookup_converged(l);
 }

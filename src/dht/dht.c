@@ -18,7 +18,7 @@
 static const DhtTuning tuning_default = {
         .query_rate = 50,
         .query_burst = 200,
-        .min_timeout_usec = 20 * USEC_PER_MSEC,
+        .min_timeout_usec = 50 * USEC_PER_MSEC,
         .max_timeout_usec = 2 * USEC_PER_SEC,
         .max_items = 4096,
         .max_infohashes = 4096,
@@ -95,22 +95,44 @@ static int send_packet(Dht *d, DhtSocket *s, const DhtAddr *to, const void *buf,
         return 0;
 }
 
-static void pending_complete(Dht *d, Pending *p, const KrpcMsg *reply, int error) {
+static void pending_callback(Dht *d, Pending *p, const KrpcMsg *reply, int error) {
         PendingCallback cb = p->cb;
         void *ud = p->userdata;
 
-        hashmap_remove(d->pending, p->tid);
+        if (error != -ETIME)
+                pending_forget(p);
         if (cb)
                 cb(d, p, reply, error, ud);
+}
+
+static void pending_complete(Dht *d, Pending *p, const KrpcMsg *reply, int error) {
+        hashmap_remove(d->pending, p->tid);
+        pending_callback(d, p, reply, error);
         pending_free(p);
 }
+
+static void socket_drain(DhtSocket *s);
 
 static int on_pending_timeout(sd_event_source *es, uint64_t usec, void *userdata) {
         Pending *p = userdata;
         Dht *d = p->dht;
 
+        if (!p->expired && !d->killed) {
+                /* A process that was not scheduled for a while finds its timers and the answers
+                 * waiting together: read the answers first, so that "timed out" means unanswered. */
+                uint8_t tid[DHT_TID_SIZE];
+                memcpy(tid, p->tid, sizeof(tid));
+                socket_drain(p->sock);
+                if (hashmap_get(d->pending, tid) != p)
+                        return 0; /* answered (and freed) meanwhile */
+        }
+        if (p->expired) {
+                pending_complete(d, p, NULL, -ETIMEDOUT); /* nothing came late either */
+                return 0;
+        }
         if (p->tries_left > 0 && !d->killed) {
                 p->tries_left--;
+                p->retried = true;
                 p->timeout = MIN(p->timeout * 2, d->t.max_timeout_usec * 2);
                 (void) send_packet(d, p->sock, &p->to, p->buf, p->len);
                 d->stats.queries_sent++;
@@ -120,14 +142,25 @@ static int on_pending_timeout(sd_event_source *es, uint64_t usec, void *userdata
         }
 
         d->stats.timeouts++;
+        if (log_get_max_level() >= LOG_DEBUG) {
+                char a[DHT_ADDR_STR_MAX];
+                log_debug("DHT: %s to %s timed out.", krpc_method_to_string(p->method), dht_addr_to_string(&p->to, a));
+        }
         if (p->has_id)
                 rt_failed(&p->sock->rt, p->id, &p->to);
-        pending_complete(d, p, NULL, -ETIMEDOUT);
+        /* The caller moves on now, but the transaction lingers a while: a late answer still teaches
+         * the timeout estimator (the host or path is slower than it thought) and clears the node's
+         * failure in the routing table, so a busy moment does not evict live nodes. */
+        p->expired = true;
+        (void) sd_event_source_set_time_relative(es, MAX(4 * p->timeout, USEC_PER_SEC));
+        (void) sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
+        pending_callback(d, p, NULL, p->stall ? -ETIME : -ETIMEDOUT);
         return 0;
 }
 
 int dht_send_query(Dht *d, DhtSocket *s, const DhtAddr *to, const uint8_t *expected_id, KrpcMsg *q,
-                   unsigned tries, PendingCallback cb, void *userdata, Pending **ret) {
+                   unsigned flags, PendingCallback cb, void *userdata, Pending **ret) {
+        unsigned tries = flags & 0xffU;
         uint8_t buf[KRPC_PACKET_MAX];
         Pending *p;
         int len, r;
@@ -173,6 +206,7 @@ int dht_send_query(Dht *d, DhtSocket *s, const DhtAddr *to, const uint8_t *expec
                 memcpy(p->id, expected_id, DHT_ID_SIZE);
         }
         p->tries_left = tries > 0 ? tries - 1 : 0;
+        p->stall = flags & QUERY_STALL;
         p->timeout = current_timeout(d);
         p->cb = cb;
         p->userdata = userdata;
@@ -201,9 +235,14 @@ int dht_send_reply(Dht *d, DhtSocket *s, const DhtAddr *to, const KrpcMsg *m) {
         int len;
 
         len = krpc_encode(m, buf, sizeof(buf));
-        if (len < 0)
+        if (len < 0) {
+                log_debug_errno(len, "DHT: cannot encode a reply: %m");
                 return len;
-        return send_packet(d, s, to, buf, (size_t) len);
+        }
+        len = send_packet(d, s, to, buf, (size_t) len);
+        if (len < 0)
+                log_debug_errno(len, "DHT: cannot send a reply: %m");
+        return len;
 }
 
 static void on_table_ping(Dht *d, Pending *p, const KrpcMsg *reply, int error, void *userdata) {
@@ -236,12 +275,23 @@ static void handle_reply(Dht *d, DhtSocket *s, const KrpcMsg *m, const DhtAddr *
                 p = hashmap_get(d->pending, m->tid.p);
         if (!p || p->sock != s || !dht_addr_eq(&p->to, from)) {
                 d->stats.dropped_unexpected++;
+                if (log_get_max_level() >= LOG_DEBUG) {
+                        char a[DHT_ADDR_STR_MAX];
+                        log_debug("DHT: unexpected reply from %s.", dht_addr_to_string(from, a));
+                }
                 return;
         }
+        if (m->kind == KRPC_ERROR && log_get_max_level() >= LOG_DEBUG) {
+                char a[DHT_ADDR_STR_MAX];
+                log_debug("DHT: %s to %s: error %" PRIi64 " %.*s", krpc_method_to_string(p->method),
+                          dht_addr_to_string(from, a), m->error_code, (int) MIN(m->error_msg.n, 100), m->error_msg.p);
+        }
         d->stats.responses_received++;
+        if (p->expired)
+                d->stats.late_replies++;
         rtt = now_usec() - p->sent_at;
-        if (p->tries_left == 0 || p->timeout == current_timeout(d))
-                rtt_sample(d, rtt); /* Karn: only when unambiguous... close enough for one retry */
+        if (!p->retried)
+                rtt_sample(d, rtt); /* Karn: a retried query's answer could be to either try */
 
         if (m->kind == KRPC_RESPONSE) {
                 if (!m->read_only) {
@@ -273,6 +323,10 @@ static void handle_packet(Dht *d, DhtSocket *s, const uint8_t *buf, size_t len, 
         }
         if (r < 0) {
                 d->stats.dropped_malformed++;
+                if (log_get_max_level() >= LOG_DEBUG) {
+                        char a[DHT_ADDR_STR_MAX];
+                        log_debug("DHT: malformed packet (%zu bytes) from %s dropped: %s", len, dht_addr_to_string(from, a), strerror(-r));
+                }
                 return;
         }
 
@@ -284,8 +338,16 @@ static void handle_packet(Dht *d, DhtSocket *s, const uint8_t *buf, size_t len, 
         d->stats.queries_received++;
         if (d->read_only)
                 return;
+        if (log_get_max_level() >= LOG_DEBUG) {
+                char a[DHT_ADDR_STR_MAX];
+                log_debug("DHT: %s from %s", krpc_method_to_string(m.method), dht_addr_to_string(from, a));
+        }
         if (!ratelimit_allow(d->rl, from, dht_now(d))) {
                 d->stats.dropped_ratelimited++;
+                if (log_get_max_level() >= LOG_DEBUG) {
+                        char a[DHT_ADDR_STR_MAX];
+                        log_debug("DHT: %s from %s dropped: rate limit.", krpc_method_to_string(m.method), dht_addr_to_string(from, a));
+                }
                 return;
         }
         if (!m.read_only && rt_heard_query(&s->rt, m.id, from, dht_now(d)))
@@ -293,12 +355,13 @@ static void handle_packet(Dht *d, DhtSocket *s, const uint8_t *buf, size_t len, 
         dht_handle_query(d, s, &m, from);
 }
 
-static int on_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
-        DhtSocket *s = userdata;
+static void socket_read(DhtSocket *s, unsigned max) {
         Dht *d = s->dht;
+        int fd = s->fd;
 
-        /* Bounded per wakeup so that one busy socket cannot starve the rest of the loop. */
-        for (unsigned i = 0; i < 64 && !d->killed; i++) {
+        if (fd < 0)
+                return;
+        for (unsigned i = 0; i < max && !d->killed; i++) {
                 uint8_t buf[KRPC_PACKET_MAX];
                 struct sockaddr_storage ss;
                 socklen_t sl = sizeof(ss);
@@ -324,6 +387,15 @@ static int on_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) 
                 }
                 handle_packet(d, s, buf, (size_t) n, &from);
         }
+}
+
+static void socket_drain(DhtSocket *s) {
+        socket_read(s, 256);
+}
+
+static int on_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
+        /* Bounded per wakeup so that one busy socket cannot starve the rest of the loop. */
+        socket_read(userdata, 64);
         return 0;
 }
 
@@ -377,6 +449,8 @@ static int socket_open(Dht *d, DhtSocket *s, int family, const char *address, ui
                 s->fd = -1;
                 return r;
         }
+        /* Answers before timeouts when both are pending in one loop iteration. */
+        (void) sd_event_source_set_priority(s->io, SD_EVENT_PRIORITY_IMPORTANT);
         r = rt_init(&s->rt, d->id, dht_now(d));
         if (r < 0)
                 return r;

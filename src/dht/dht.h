@@ -29,7 +29,7 @@ typedef struct Dht Dht;
 /* Knobs for tests and simulations; zero fields take the defaults in dht.c. */
 typedef struct DhtTuning {
         uint32_t query_rate, query_burst;       /* per source address (default 50/s, burst 100) */
-        uint64_t min_timeout_usec, max_timeout_usec; /* adaptive query timeout bounds (20 ms, 2 s) */
+        uint64_t min_timeout_usec, max_timeout_usec; /* adaptive query timeout bounds (50 ms, 2 s) */
         size_t max_items, max_infohashes;       /* storage bounds (4096 each) */
         unsigned alpha;                         /* lookup parallelism (3) */
         bool no_initial_refresh;                /* skip filling far buckets after bootstrap */
@@ -104,7 +104,7 @@ typedef struct DhtStats {
         uint64_t rx_packets, tx_packets, rx_bytes, tx_bytes;
         uint64_t queries_received, queries_answered, queries_sent, responses_received;
         uint64_t dropped_malformed, dropped_ratelimited, dropped_oversize, dropped_unexpected;
-        uint64_t timeouts, send_errors;
+        uint64_t timeouts, late_replies, send_errors;
         size_t nodes, good_nodes, peers_stored, items_stored, pending;
 } DhtStats;
 

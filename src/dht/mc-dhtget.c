@@ -419,7 +419,7 @@ static void on_task(int error, const TaskRecordData *rec, unsigned rejected, voi
                 json_add_string(o, "status", rec->status);
                 json_add_int64(o, "attempt", rec->attempt);
                 json_add_int64(o, "lease_token", rec->lease_token);
-                json_add(o, "node", rec->node[0] ? json_object_new_string(rec->node) : NULL);
+                json_object_object_add(o, "node", rec->node[0] ? json_object_new_string(rec->node) : NULL);
                 json_add_int64(o, "updated_at_usec", rec->updated_at_usec);
                 json_add_int64(o, "seq", rec->seq);
                 json_add(o, "verified", json_object_new_boolean(true));
@@ -441,6 +441,7 @@ static void on_serve_ready(Dht *d, const DhtResult *r, void *userdata) {
 
         printf("port %u id %s\n", dht_port(d), dht_hex(dht_id(d), DHT_ID_SIZE, hex));
         fflush(stdout);
+        sd_notifyf(false, "READY=1\nSTATUS=DHT node on UDP port %u, id %s", dht_port(d), hex);
 }
 
 static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -550,6 +551,7 @@ static int run(Ctx *c) {
                 return r;
         }
         if (streq(cmd, "serve")) {
+                /* A plain DHT node (a bootstrap node for a cluster, or a test peer). */
                 if ((r = need_args(c, 0)) < 0)
                         return r;
                 return dht_when_ready(c->dht, on_serve_ready, c);
