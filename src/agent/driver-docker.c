@@ -361,6 +361,8 @@ static void start_container(DockerJob *j) {
                 return;
         }
         j->state = JOB_STARTING;
+        /* With the wall clock, for the dispatch benchmark (bench/agent). */
+        log_debug("Task %s: start requested at %.6f.", j->job.task_id, (double) realtime_usec() / 1e6);
         r = docker_container_start(client(j), j->container_id, on_start, j, &j->call);
         if (r < 0)
                 fail(j, r, "cannot start the container: %s", strerror(-r));
@@ -444,6 +446,7 @@ static void create_container(DockerJob *j) {
         int r;
 
         j->state = JOB_CREATING;
+        log_debug("Task %s: create requested at %.6f.", j->job.task_id, (double) realtime_usec() / 1e6);
         r = docker_container_create(client(j), j->name, j->spec, on_create, j, &j->call);
         if (r < 0)
                 fail(j, r, "cannot create the container: %s", strerror(-r));
