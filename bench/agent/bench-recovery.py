@@ -16,8 +16,9 @@ import mctest  # noqa: E402
 from mctest import check, docker_api, wait_until  # noqa: E402
 import agenttest as at  # noqa: E402
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-GRACE_MS = int(sys.argv[2]) if len(sys.argv) > 2 else 500
+_args = [int(sys.argv.pop(1)) for _ in range(len(sys.argv) - 1) if sys.argv[1].isdigit()]
+N = _args[0] if len(_args) > 0 else 20
+GRACE_MS = _args[1] if len(_args) > 1 else 500
 
 
 def pct(values, p):
@@ -30,6 +31,7 @@ def trials(ttl_ms):
     for n in nodes:
         mctest.defer(at.cleanup_node_containers, n)
     pg, (c,) = at.cluster(nodes, lease_ttl_ms=ttl_ms, grace_ms=GRACE_MS)
+    at.record_events()
     agents = {n: at.Agent([c], n, env={"MC_LOG_LEVEL": "info"}).start() for n in nodes}
     out = []
     for i in range(N):
