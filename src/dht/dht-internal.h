@@ -39,9 +39,9 @@ typedef struct DhtSocket {
 } DhtSocket;
 
 /* Called with reply set (a response, or an error reply with error = -EREMOTEIO), or reply NULL and
- * error = -ETIMEDOUT when every try went unanswered. With QUERY_STALL, the first timeout is reported
- * as -ETIME while the transaction stays open: a late answer (or the final -ETIMEDOUT, a few timeouts
- * later) follows. Lookups use this to move on from slow nodes without giving up on them. */
+ * error = -ETIMEDOUT when every try went unanswered and then nothing came for a while longer (at
+ * least a second). With QUERY_STALL, the first timeout is also reported, as -ETIME, and the
+ * transaction stays open: lookups use this to move on from slow nodes without giving up on them. */
 typedef void (*PendingCallback)(Dht *d, Pending *p, const KrpcMsg *reply, int error, void *userdata);
 
 struct Pending {

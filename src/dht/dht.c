@@ -18,7 +18,7 @@
 static const DhtTuning tuning_default = {
         .query_rate = 50,
         .query_burst = 200,
-        .min_timeout_usec = 50 * USEC_PER_MSEC,
+        .min_timeout_usec = 5 * USEC_PER_MSEC,
         .max_timeout_usec = 2 * USEC_PER_SEC,
         .max_items = 4096,
         .max_infohashes = 4096,
@@ -148,13 +148,16 @@ static int on_pending_timeout(sd_event_source *es, uint64_t usec, void *userdata
         }
         if (p->has_id)
                 rt_failed(&p->sock->rt, p->id, &p->to);
-        /* The caller moves on now, but the transaction lingers a while: a late answer still teaches
-         * the timeout estimator (the host or path is slower than it thought) and clears the node's
-         * failure in the routing table, so a busy moment does not evict live nodes. */
+        /* The transaction stays open a while longer (at least a second): on a loaded host or a slow
+         * path, answers come late rather than never. A late answer completes it as usual, teaches the
+         * timeout estimator, and clears the node's failure in the routing table, so a busy moment
+         * does not evict live nodes. Only lookups hear about the first timeout (QUERY_STALL), to ask
+         * someone else meanwhile; for the rest, the verdict comes at the end. */
         p->expired = true;
         (void) sd_event_source_set_time_relative(es, MAX(4 * p->timeout, USEC_PER_SEC));
         (void) sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
-        pending_callback(d, p, NULL, p->stall ? -ETIME : -ETIMEDOUT);
+        if (p->stall)
+                pending_callback(d, p, NULL, -ETIME);
         return 0;
 }
 
