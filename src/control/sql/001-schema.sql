@@ -129,14 +129,17 @@ BEGIN
         SELECT i.id,
                CASE WHEN ins.id IS NOT NULL THEN 'created'
                     -- inserted by a transaction that committed after this statement's snapshot
-                    WHEN old.id IS NULL THEN 'retry'
-                    WHEN old.spec = i.spec THEN 'exists'
+                    WHEN old.t IS NULL THEN 'retry'
+                    WHEN (old.t).spec = i.spec THEN 'exists'
                     ELSE 'conflict' END,
                CASE WHEN ins.id IS NOT NULL THEN jsonb_build_object('created_at', mc_ts(ins.created_at))
-                    WHEN old.spec = i.spec THEN mc_task_json(old, true) END
+                    WHEN (old.t).spec = i.spec THEN mc_task_json(old.t, true) END
         FROM input i
         LEFT JOIN inserted ins ON ins.id = i.id
-        LEFT JOIN tasks old ON old.id = i.id AND ins.id IS NULL
+        -- Only a push that inserted nothing looks for the stored task: one index probe. OFFSET 0 keeps
+        -- this a per-row probe; as a plain join the planner, which guesses 100 input rows, hashes the
+        -- whole table on every push for as long as it is small (below some 30 000 rows).
+        LEFT JOIN LATERAL (SELECT o AS t FROM tasks o WHERE ins.id IS NULL AND o.id = i.id OFFSET 0) old ON true
         ORDER BY i.ord;
 
         SELECT count(*) FILTER (WHERE x->>'target_node' IS NULL),
