@@ -217,7 +217,9 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 goto finish;
         HttpServerConfig hc = {
-                .max_body = 1024 * 1024,
+                /* Room for a finished task's captured output (OUTPUT_MAX_BYTES) plus its tails; pushes
+                 * are held to 1 MiB by their handler. */
+                .max_body = 4 * 1024 * 1024,
                 .connection_timeout_sec = 90,
         };
         r = http_server_new(c.event, fds, n_fds, &hc, control_http_handler, control_http_completed, &c, &c.http);

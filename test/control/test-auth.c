@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Tokens: the file format, refusal of a file others can read, and who a header identifies. */
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "auth.h"
+#include "tests.h"
+
+static char *write_file(const char *text, mode_t mode) {
+        static char path[] = "/tmp/mc-test-auth-XXXXXX";
+        int fd;
+
+        strcpy(path, "/tmp/mc-test-auth-XXXXXX");
+        fd = mkstemp(path);
+        if (fd < 0)
+                return NULL;
+        if (write(fd, text, strlen(text)) != (ssize_t) strlen(text) || fchmod(fd, mode) < 0) {
+                close(fd);
+                return NULL;
+        }
+        close(fd);
+        return path;
+}
+
+static void test_parse_line(void) {
+        AuthKind kind;
+        char *name = NULL, *token = NULL;
+
+        ASSERT_INT_EQ(auth_parse_line("   # comment\n", &kind, &name, &token), 0);
+        ASSERT_INT_EQ(auth_parse_line("\n", &kind, &name, &token), 0);
+        ASSERT_INT_EQ(auth_parse_line("user alice s3cret-token\n", &kind, &name, &token), 1);
+        ASSERT_INT_EQ(kind, AUTH_USER);
+        ASSERT_STREQ(name, "alice");
+        ASSERT_STREQ(token, "s3cret-token");
+        free(name);
+        free(token);
+        ASSERT_INT_EQ(auth_parse_line("agent node-b tok\n", &kind, &name, &token), 1);
+        ASSERT_INT_EQ(kind, AUTH_AGENT);
+        free(name);
+        free(token);
+        ASSERT_INT_EQ(auth_parse_line("admin root tok\n", &kind, &name, &token), -EINVAL);
+        ASSERT_INT_EQ(auth_parse_line("user alice\n", &kind, &name, &token), -EINVAL);
+        ASSERT_INT_EQ(auth_parse_line("user alice tok extra\n", &kind, &name, &token), -EINVAL);
+        ASSERT_INT_EQ(auth_parse_line("agent ../node tok\n", &kind, &name, &token), -EINVAL);
+}
+
+static void test_file_and_headers(void) {
+        _cleanup_(auth_freep) Auth *a = NULL;
+        char *path = write_file("# tokens\nuser alice alice-token-0123456789\nagent node-a node-a-token-0123456789\n", 0600);
+        AuthIdentity id;
+
+        ASSERT_TRUE(path);
+        ASSERT_INT_EQ(auth_new(path, "seed-token-0123456789", false, &a), 0);
+        unlink(path);
+        ASSERT_UINT_EQ(auth_n_tokens(a), 3);
+
+        id = auth_check_header(a, "Bearer alice-token-0123456789");
+        ASSERT_INT_EQ(id.kind, AUTH_USER);
+        ASSERT_STREQ(id.name, "alice");
+        id = auth_check_header(a, "bearer node-a-token-0123456789");
+        ASSERT_INT_EQ(id.kind, AUTH_AGENT);
+        ASSERT_STREQ(id.name, "node-a");
+        id = auth_check_header(a, "Bearer seed-token-0123456789");
+        ASSERT_INT_EQ(id.kind, AUTH_USER);
+        ASSERT_STREQ(id.name, "default");
+
+        /* Prefixes, extensions, other schemes and empty tokens identify nobody. */
+        ASSERT_INT_EQ(auth_check_header(a, "Bearer alice-token-012345678").kind, AUTH_NONE);
+        ASSERT_INT_EQ(auth_check_header(a, "Bearer alice-token-01234567890").kind, AUTH_NONE);
+        ASSERT_INT_EQ(auth_check_header(a, "Basic alice-token-0123456789").kind, AUTH_NONE);
+        ASSERT_INT_EQ(auth_check_header(a, "Bearer ").kind, AUTH_NONE);
+        ASSERT_INT_EQ(auth_check_header(a, NULL).kind, AUTH_NONE);
+}
+
+static void test_file_readable_by_others_is_refused(void) {
+        Auth *a = NULL;
+        char *path = write_file("user alice alice-token-0123456789\n", 0644);
+
+        ASSERT_TRUE(path);
+        ASSERT_INT_EQ(auth_new(path, NULL, false, &a), -EPERM);
+        unlink(path);
+        ASSERT_NULL(a);
+}
+
+static void test_malformed_file_is_refused(void) {
+        Auth *a = NULL;
+        char *path = write_file("user alice\n", 0600);
+
+        ASSERT_TRUE(path);
+        ASSERT_INT_EQ(auth_new(path, NULL, false, &a), -EINVAL);
+        unlink(path);
+        ASSERT_NULL(a);
+}
+
+static void test_disabled(void) {
+        _cleanup_(auth_freep) Auth *a = NULL;
+
+        ASSERT_INT_EQ(auth_new(NULL, NULL, true, &a), 0);
+        ASSERT_INT_EQ(auth_check_header(a, NULL).kind, AUTH_DISABLED);
+}
+
+int main(void) {
+        RUN_TEST(test_parse_line);
+        RUN_TEST(test_file_and_headers);
+        RUN_TEST(test_file_readable_by_others_is_refused);
+        RUN_TEST(test_malformed_file_is_refused);
+        RUN_TEST(test_disabled);
+        return TESTS_DONE();
+}

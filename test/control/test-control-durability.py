@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""What survives: every push answered 201 is in the database after mc-control is killed with SIGKILL
+in the middle of a burst; with PostgreSQL gone the control answers 503 at once and recovers by itself;
+a control started before its database waits for it."""
+
+import concurrent.futures
+import threading
+import time
+
+import mctest
+from mctest import Postgres, background, check, http, wait_until
+from controltest import Control, start_cluster, task_count
+
+
+def test_kill9_during_push_burst_loses_no_acknowledged_push():
+    pg, (c,) = start_cluster()
+    acknowledged, lock, stop = [], threading.Lock(), threading.Event()
+
+    def pusher(n):
+        i = 0
+        while not stop.is_set():
+            try:
+                r = c.push({"image": "i", "cmd": ["x"], "labels": {"pusher": str(n), "i": str(i)}}, timeout=10)
+            except OSError:
+                time.sleep(0.01)  # the control is down
+                continue
+            if r.status == 201:
+                with lock:
+                    acknowledged.append(r.json()["id"])
+            i += 1
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        futures = [ex.submit(pusher, n) for n in range(8)]
+        wait_until(lambda: len(acknowledged) >= 300, timeout=60, msg="pushes flowing")
+        c.kill()
+        before_restart = len(acknowledged)
+        time.sleep(0.3)  # pushes fail while nothing listens
+        c.daemon.start()
+        c.daemon.wait_ready()
+        wait_until(lambda: len(acknowledged) >= before_restart + 100, timeout=60, msg="pushes flow again")
+        stop.set()
+        for f in futures:
+            f.result(timeout=60)
+
+    stored = {row[0] for row in pg.psql("SELECT id FROM tasks")}
+    missing = [t for t in acknowledged if t not in stored]
+    check(not missing, f"{len(missing)} of {len(acknowledged)} acknowledged pushes are missing: {missing[:5]}")
+    print(f"  {len(acknowledged)} acknowledged, {len(stored)} stored (the rest were committed but unanswered)")
+
+
+def test_database_stopped_gives_503_then_recovers():
+    pg, (c,) = start_cluster()
+    a = c.agent("node-a")
+    a.register()
+    check(c.push({"image": "i", "cmd": ["x"]}).status == 201, "push before")
+    waiting = background(a.claim, 20000, 60)  # takes the task at once
+    check(waiting.get().status == 200, "claim before")
+
+    pg.stop()
+    r = c.push({"image": "i", "cmd": ["x"]}, timeout=15)
+    check(r.status == 503 and "error" in r.json(), f"push with the database down: {r.status} {r.text}")
+    check(http("GET", c.url + "/api/health").status == 503, "health says so")
+    check(c.list().status == 503, "reads too")
+    check(a.claim(0).status == 503, "claims too")
+    check(a.call("/api/agents/heartbeat", {"node_id": "node-a", "leases": []}).status == 503, "heartbeats too")
+    metrics = http("GET", c.url + "/metrics").text
+    check("mc_db_available 0" in metrics, "metrics show it")
+
+    pg.start()
+    wait_until(lambda: c.push({"image": "i", "cmd": ["x"], "labels": {"after": "yes"}}).status == 201, timeout=60,
+               msg="pushes work again without a restart")
+    check(http("GET", c.url + "/api/health").status == 200, "healthy again")
+    # The listener came back too: a waiting claim is woken by a push.
+    claim = background(a.claim, 20000, 60)
+    r = claim.get()
+    check(r.status == 200, f"claim after recovery: {r.status} {r.text}")
+    check(task_count(pg) >= 2, "data intact")
+
+
+def test_control_started_before_its_database():
+    pg = Postgres()  # not started
+    c = Control(pg)
+    c.daemon.start()
+    c.daemon.wait_ready()
+    r = http("POST", c.url + "/api/tasks/push", {"image": "i", "cmd": ["x"]}, token="user-token-0123456789abcdef")
+    check(r.status == 503, f"push before the database exists: {r.status} {r.text}")
+    pg.start()
+    wait_until(lambda: c.push({"image": "i", "cmd": ["x"]}).status == 201, timeout=60,
+               msg="schema applied and pushes accepted once the database is up")
+    check(pg.psql("SELECT max(version) FROM mc_schema")[0][0] == "1", "schema version recorded")
+
+
+def test_two_replicas_start_together_on_an_empty_database():
+    pg = Postgres().start()
+    cs = [Control(pg, name=f"mc-control-{i}") for i in range(4)]
+    for c in cs:
+        c.daemon.start()
+    for c in cs:
+        c.daemon.wait_ready()
+        wait_until(lambda: http("GET", c.url + "/api/health").status == 200, msg="healthy")
+    check(pg.psql("SELECT count(*) FROM mc_schema")[0][0] == "1", "the migration ran once")
+    for c in cs:
+        check(c.push({"image": "i", "cmd": ["x"]}).status == 201, "every replica serves")
+
+
+mctest.main()
