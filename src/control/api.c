@@ -11,6 +11,7 @@
 #include "push.h"
 #include "task-spec.h"
 
+#define PUSH_MAX_BODY (1024 * 1024)
 #define LIST_LIMIT_DEFAULT 100
 #define LIST_LIMIT_MAX 1000
 #define LIST_MAX_LABEL_FILTERS 16
@@ -51,6 +52,11 @@ static void handle_push(Control *c, HttpRequest *req) {
         int r;
 
         body = http_request_body(req, &size);
+        if (size > PUSH_MAX_BODY) {
+                /* The server takes larger bodies for agents' results; a task is at most 1 MiB. */
+                http_request_reply_error(req, 413, NULL, "A task is at most %d bytes of JSON.", PUSH_MAX_BODY);
+                return;
+        }
         r = task_spec_parse(body, size, &spec, &e);
         if (r == -ENOMEM) {
                 http_request_reply_error(req, 500, NULL, "Out of memory.");

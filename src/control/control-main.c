@@ -189,16 +189,9 @@ static int run(int argc, char *argv[]) {
                 goto finish;
         }
 
-        r = daemon_event_new(&c.event);
+        r = daemon_event_new_with_terminate(on_terminate, &c, &c.event);
         if (r < 0)
                 goto finish;
-        r = sd_event_add_signal(c.event, NULL, SIGTERM, on_terminate, &c);
-        if (r >= 0)
-                r = sd_event_add_signal(c.event, NULL, SIGINT, on_terminate, &c);
-        if (r < 0 && r != -EBUSY) {
-                log_error_errno(r, "Failed to handle SIGTERM: %m");
-                goto finish;
-        }
 
         r = claim_waiters_new(&c, &c.waiters);
         if (r >= 0)
@@ -224,7 +217,9 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 goto finish;
         HttpServerConfig hc = {
-                .max_body = 1024 * 1024,
+                /* Room for a finished task's captured output (OUTPUT_MAX_BYTES) plus its tails; pushes
+                 * are held to 1 MiB by their handler. */
+                .max_body = 4 * 1024 * 1024,
                 .connection_timeout_sec = 90,
         };
         r = http_server_new(c.event, fds, n_fds, &hc, control_http_handler, control_http_completed, &c, &c.http);

@@ -123,6 +123,7 @@ CASES = [
     ("id too long", "POST", PUSH, with_(id="a" * 129), "user", 400, "id"),
     ("id empty", "POST", PUSH, with_(id=""), "user", 400, "id"),
     ("2 MiB body", "POST", PUSH, with_(env={"BIG": "x" * (2 << 20)}), "user", 413, None),
+    ("5 MiB agent report", "POST", "/api/tasks/LEASED/finish", {"node_id": "node-a", "lease_token": 1, "status": "failed", "output": "x" * (5 << 20)}, "agent-a", 413, None),
     ("missing token", "POST", PUSH, GOOD, None, 401, None),
     ("unknown token", "POST", PUSH, GOOD, "not-a-token", 401, None),
     ("basic auth", "POST", PUSH, GOOD, "basic", 401, None),

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <fcntl.h>
+#include <openssl/pem.h>
+#include <sys/stat.h>
+
+#include "cluster-key.h"
+#include "dht-id.h"
+#include "log.h"
+
+int cluster_key_load_file(const char *path, EVP_PKEY **ret) {
+        _cleanup_fclose_ FILE *f = NULL;
+        EVP_PKEY *k;
+        struct stat st;
+
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        if (fstat(fileno(f), &st) >= 0 && (st.st_mode & 0077))
+                log_warning("%s is readable by others than its owner (mode %04o); it should be 0600.",
+                            path, (unsigned) (st.st_mode & 07777));
+        k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        if (!k)
+                return -EINVAL;
+        if (EVP_PKEY_get_base_id(k) != EVP_PKEY_ED25519) {
+                EVP_PKEY_free(k);
+                return -EINVAL;
+        }
+        *ret = k;
+        return 0;
+}
+
+static int write_atomic(const char *path, bool replace, int (*writer)(FILE *f, void *userdata), void *userdata) {
+        _cleanup_free_ char *tmp = NULL;
+        FILE *f;
+        int fd, r;
+
+        if (asprintf(&tmp, "%s.tmp.%d", path, (int) getpid()) < 0)
+                return -ENOMEM;
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        f = fdopen(fd, "w");
+        if (!f) {
+                r = -errno;
+                close(fd);
+                (void) unlink(tmp);
+                return r;
+        }
+        r = writer(f, userdata);
+        if (r >= 0 && (fflush(f) != 0 || fsync(fd) != 0))
+                r = -errno;
+        fclose(f);
+        if (r >= 0) {
+                if (replace)
+                        r = rename(tmp, path) < 0 ? -errno : 0;
+                else
+                        r = link(tmp, path) < 0 ? -errno : 0; /* fails with EEXIST rather than replacing */
+        }
+        (void) unlink(tmp);
+        return r;
+}
+
+static int write_pem(FILE *f, void *userdata) {
+        return PEM_write_PrivateKey(f, userdata, NULL, NULL, 0, NULL, NULL) == 1 ? 0 : -EIO;
+}
+
+static int write_pub(FILE *f, void *userdata) {
+        return fprintf(f, "%s\n", (const char *) userdata) < 0 ? -EIO : 0;
+}
+
+int cluster_key_write_file(const char *path, EVP_PKEY *key, bool replace) {
+        return write_atomic(path, replace, write_pem, key);
+}
+
+int cluster_key_public_hex(EVP_PKEY *key, char ret[CLUSTER_KEY_HEX_MAX]) {
+        uint8_t pub[BEP44_KEY_SIZE];
+        int r = bep44_key_public(key, pub);
+        if (r < 0)
+                return r;
+        dht_hex(pub, sizeof(pub), ret);
+        return 0;
+}
+
+int cluster_key_load_or_generate(const char *state_dir, EVP_PKEY **ret) {
+        _cleanup_free_ char *path = NULL, *pub_path = NULL;
+        _cleanup_pkey_ EVP_PKEY *k = NULL;
+        char hex[CLUSTER_KEY_HEX_MAX];
+        int r;
+
+        if (asprintf(&path, "%s/" CLUSTER_KEY_FILE, state_dir) < 0 ||
+            asprintf(&pub_path, "%s/" CLUSTER_PUB_FILE, state_dir) < 0)
+                return log_oom();
+
+        r = cluster_key_load_file(path, &k);
+        if (r == -ENOENT) {
+                _cleanup_pkey_ EVP_PKEY *fresh = NULL;
+
+                r = bep44_key_generate(&fresh);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot generate the cluster key: %m");
+                r = cluster_key_write_file(path, fresh, false);
+                if (r == -EEXIST)
+                        r = cluster_key_load_file(path, &k); /* another replica was quicker: use its key */
+                else if (r >= 0) {
+                        k = TAKE_PTR(fresh);
+                        (void) cluster_key_public_hex(k, hex);
+                        log_notice("Generated the cluster key %s; its public half is %s.", path, hex);
+                }
+        }
+        if (r < 0)
+                return log_error_errno(r, "Cannot load the cluster key %s: %m", path);
+
+        r = cluster_key_public_hex(k, hex);
+        if (r < 0)
+                return r;
+        (void) write_atomic(pub_path, true, write_pub, hex);
+        *ret = TAKE_PTR(k);
+        return 0;
+}
+
+static int b64_value(char c) {
+        if (c >= 'A' && c <= 'Z')
+                return c - 'A';
+        if (c >= 'a' && c <= 'z')
+                return c - 'a' + 26;
+        if (c >= '0' && c <= '9')
+                return c - '0' + 52;
+        if (c == '+' || c == '-')
+                return 62;
+        if (c == '/' || c == '_')
+                return 63;
+        return -1;
+}
+
+int cluster_key_parse_public(const char *s, uint8_t ret[BEP44_KEY_SIZE]) {
+        uint8_t out[BEP44_KEY_SIZE + 3];
+        size_t l, n = 0;
+        uint32_t acc = 0;
+        unsigned bits = 0;
+
+        if (!s)
+                return -EINVAL;
+        l = strlen(s);
+        if (l == 2 * BEP44_KEY_SIZE)
+                return dht_unhex(s, ret, BEP44_KEY_SIZE);
+        if (l == 44 && s[43] == '=')
+                l = 43;
+        if (l != 43)
+                return -EINVAL;
+        for (size_t i = 0; i < l; i++) {
+                int v = b64_value(s[i]);
+                if (v < 0)
+                        return -EINVAL;
+                acc = acc << 6 | (uint32_t) v;
+                bits += 6;
+                if (bits >= 8) {
+                        bits -= 8;
+                        out[n++] = (uint8_t) (acc >> bits);
+                }
+        }
+        if (n != BEP44_KEY_SIZE || (acc & ((1U << bits) - 1)) != 0)
+                return -EINVAL; /* 43 characters carry 258 bits: the last 2 must be zero */
+        memcpy(ret, out, BEP44_KEY_SIZE);
+        return 0;
+}
+
+void cluster_info_hash(const char *cluster_name, uint8_t ret[DHT_ID_SIZE]) {
+        _cleanup_free_ char *s = NULL;
+
+        if (asprintf(&s, "mc-control:%s", cluster_name ?: "") < 0) {
+                memset(ret, 0, DHT_ID_SIZE);
+                return;
+        }
+        sha1(s, strlen(s), ret);
+}

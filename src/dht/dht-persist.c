@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The node's id and a snapshot of its routing table, in STATE_DIR/dht-state, so that a restarted
+ * daemon keeps its place in the id space (the nodes that store for it stay the same) and rejoins
+ * through the nodes it knew rather than only the configured bootstrap nodes. Text, one line each:
+ *
+ *     id <40 hex digits>
+ *     node <40 hex digits> <IP:PORT or [IPv6]:PORT>
+ *
+ * Written to a temporary file, flushed and renamed over the old one, so a crash leaves the old or the
+ * new file, never half of one. */
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "dht-internal.h"
+#include "log.h"
+
+#define STATE_FILE "dht-state"
+#define STATE_MAX_NODES 200
+
+int dht_state_load(Dht *d) {
+        _cleanup_free_ char *path = NULL, *line = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        size_t n = 0;
+
+        if (asprintf(&path, "%s/" STATE_FILE, d->state_dir) < 0)
+                return -ENOMEM;
+        f = fopen(path, "re");
+        if (!f) {
+                if (errno != ENOENT)
+                        log_warning_errno(errno, "DHT: cannot read %s: %m", path);
+                return -errno;
+        }
+        while (getline(&line, &n, f) > 0) {
+                char hex[64], addr[64];
+                uint8_t id[DHT_ID_SIZE];
+                DhtAddr a;
+
+                if (sscanf(line, "id %63s", hex) == 1 && dht_unhex(hex, id, DHT_ID_SIZE) >= 0)
+                        memcpy(d->id, id, DHT_ID_SIZE);
+                else if (sscanf(line, "node %63s %63s", hex, addr) == 2 && dht_addr_from_string(addr, &a) >= 0)
+                        dht_add_boot_addr(d, &a);
+        }
+        return 0;
+}
+
+int dht_state_save(Dht *d) {
+        _cleanup_free_ char *path = NULL, *tmp = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        char hex[DHT_ID_HEX_MAX], addr[DHT_ADDR_STR_MAX];
+        uint64_t now = dht_now(d);
+        size_t written = 0;
+        int fd, r;
+
+        if (asprintf(&path, "%s/" STATE_FILE, d->state_dir) < 0 ||
+            asprintf(&tmp, "%s/." STATE_FILE ".%d", d->state_dir, (int) getpid()) < 0)
+                return -ENOMEM;
+        (void) mkdir(d->state_dir, 0700);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return log_warning_errno(errno, "DHT: cannot write %s: %m", tmp);
+        f = fdopen(fd, "w");
+        if (!f) {
+                close(fd);
+                return -errno;
+        }
+        fprintf(f, "id %s\n", dht_hex(d->id, DHT_ID_SIZE, hex));
+        /* Good nodes first, as they are the likeliest to be there after a restart. */
+        for (int pass = 0; pass < 2; pass++)
+                for (unsigned i = 0; i < d->n_sock; i++) {
+                        RoutingTable *rt = &d->sock[i].rt;
+                        for (unsigned b = 0; b < rt->n_buckets; b++)
+                                for (unsigned j = 0; j < rt->buckets[b].n && written < STATE_MAX_NODES; j++) {
+                                        const RtNode *x = &rt->buckets[b].nodes[j];
+                                        RtNodeState st = rt_node_state(x, now);
+                                        if ((pass == 0) != (st == RT_GOOD) || st == RT_BAD)
+                                                continue;
+                                        fprintf(f, "node %s %s\n", dht_hex(x->id, DHT_ID_SIZE, hex),
+                                                dht_addr_to_string(&x->addr, addr));
+                                        written++;
+                                }
+                }
+        r = fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : -errno;
+        if (r >= 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0) {
+                (void) unlink(tmp);
+                return log_warning_errno(r, "DHT: cannot save state to %s: %m", path);
+        }
+        return 0;
+}

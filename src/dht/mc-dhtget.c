@@ -1,0 +1,645 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* mc-dhtget: look into the DHT. Joins through --bootstrap nodes as a read-only node (BEP 43), runs one
+ * command and prints the answer, as text or with --json as one JSON document. Exit status: 0 found,
+ * 1 usage or local error, 2 nothing found (or no node answered) in time. */
+
+#include <getopt.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <time.h>
+
+#include "bencode.h"
+#include "cluster-key.h"
+#include "config.h"
+#include "daemon-util.h"
+#include "dht.h"
+#include "json-util.h"
+#include "log.h"
+#include "task-record.h"
+
+#define EXIT_NOT_FOUND 2
+
+static char **arg_bootstrap = NULL;
+static bool arg_json = false;
+static uint64_t arg_timeout_usec = 15 * USEC_PER_SEC;
+static uint16_t arg_port = 0;
+static const char *arg_bind = NULL;
+static const char *arg_salt = NULL;
+static const char *arg_cluster_key = NULL;
+static const char *arg_key_file = NULL;
+static const char *arg_state_dir = NULL;
+static int64_t arg_seq = -1;
+static int arg_family = AF_UNSPEC;
+
+typedef struct Ctx {
+        sd_event *event;
+        Dht *dht;
+        int exit_status;
+        const char *command;
+        char **args;
+        uint8_t target[DHT_ID_SIZE];
+        uint8_t pub[BEP44_KEY_SIZE];
+        EVP_PKEY *key;
+} Ctx;
+
+static void help(void) {
+        printf("mc-dhtget [OPTIONS...] COMMAND [ARGS...]\n\n"
+               "Look up and store things in the mc DHT (BitTorrent Mainline DHT, BEP 5 and BEP 44).\n\n"
+               "Commands:\n"
+               "  ping HOST:PORT              Ping one node, print its id\n"
+               "  nodes                       Print the routing table after bootstrapping\n"
+               "  peers INFO-HASH             Print the peers announced under an info-hash (40 hex)\n"
+               "  announce INFO-HASH PORT     Announce PORT (0: the port we send from) under INFO-HASH\n"
+               "  get TARGET                  Print the immutable item stored under TARGET (40 hex)\n"
+               "  get-mutable PUBKEY          Print the mutable item of PUBKEY (and --salt)\n"
+               "  put VALUE                   Store VALUE (as a bencoded string), print its target\n"
+               "  put-mutable VALUE           Store VALUE signed with --key (and --salt, --seq)\n"
+               "  genkey FILE                 Write a new ed25519 key to FILE, print its public half\n"
+               "  task ID                     Print the verified state record of task ID (needs --cluster-key)\n"
+               "  serve                       Run a DHT node until stopped (prints its port)\n\n"
+               "Options:\n"
+               "  -b --bootstrap=HOST:PORT    Node to join through (repeatable)\n"
+               "  -j --json                   Print JSON\n"
+               "  -t --timeout=SEC            Give up after SEC seconds (default 15)\n"
+               "  -p --port=PORT              Local UDP port (default: any)\n"
+               "     --bind=ADDRESS           Local address\n"
+               "  -4 / -6                     IPv4 / IPv6 only\n"
+               "  -s --salt=SALT              Salt of a mutable item\n"
+               "  -k --cluster-key=PUBKEY     Public cluster key (hex or base64), for task\n"
+               "     --key=FILE               Private key (PEM) for put-mutable\n"
+               "     --seq=N                  Sequence number for put-mutable (default: time in usec)\n"
+               "     --state-dir=DIR          State directory for serve\n"
+               "  -h --help                   Show this help\n");
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_BIND = 0x100, ARG_KEY, ARG_SEQ, ARG_STATE_DIR, ARG_VERSION };
+        static const struct option options[] = {
+                { "bootstrap", required_argument, NULL, 'b' },
+                { "json", no_argument, NULL, 'j' },
+                { "timeout", required_argument, NULL, 't' },
+                { "port", required_argument, NULL, 'p' },
+                { "bind", required_argument, NULL, ARG_BIND },
+                { "salt", required_argument, NULL, 's' },
+                { "cluster-key", required_argument, NULL, 'k' },
+                { "key", required_argument, NULL, ARG_KEY },
+                { "seq", required_argument, NULL, ARG_SEQ },
+                { "state-dir", required_argument, NULL, ARG_STATE_DIR },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {}
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "b:jt:p:s:k:h46", options, NULL)) >= 0) {
+                char *end;
+                double t;
+                long l;
+
+                switch (c) {
+                case 'b':
+                        if (strv_extend(&arg_bootstrap, optarg) < 0)
+                                return log_oom();
+                        break;
+                case 'j':
+                        arg_json = true;
+                        break;
+                case 't':
+                        t = strtod(optarg, &end);
+                        if (*end || t <= 0 || t > 3600)
+                                return log_error_errno(EINVAL, "Invalid --timeout: %s", optarg);
+                        arg_timeout_usec = (uint64_t) (t * USEC_PER_SEC);
+                        break;
+                case 'p':
+                        l = strtol(optarg, &end, 10);
+                        if (*end || l < 0 || l > 65535)
+                                return log_error_errno(EINVAL, "Invalid --port: %s", optarg);
+                        arg_port = (uint16_t) l;
+                        break;
+                case ARG_BIND:
+                        arg_bind = optarg;
+                        break;
+                case '4':
+                        arg_family = AF_INET;
+                        break;
+                case '6':
+                        arg_family = AF_INET6;
+                        break;
+                case 's':
+                        arg_salt = optarg;
+                        break;
+                case 'k':
+                        arg_cluster_key = optarg;
+                        break;
+                case ARG_KEY:
+                        arg_key_file = optarg;
+                        break;
+                case ARG_SEQ:
+                        if (parse_int64(optarg, &arg_seq) < 0 || arg_seq < 0)
+                                return log_error_errno(EINVAL, "Invalid --seq: %s", optarg);
+                        break;
+                case ARG_STATE_DIR:
+                        arg_state_dir = optarg;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("mc-dhtget " MC_VERSION "\n");
+                        return 0;
+                default:
+                        return -EINVAL;
+                }
+        }
+        return 1;
+}
+
+static void finish(Ctx *c, int status) {
+        c->exit_status = status;
+        sd_event_exit(c->event, 0);
+}
+
+static int not_found(Ctx *c, int error, const char *what) {
+        const char *why;
+
+        if (error == -EHOSTUNREACH)
+                why = "no DHT node answered (check --bootstrap)";
+        else if (error == -ETIMEDOUT)
+                why = "no answer in time";
+        else if (error == -ENOENT)
+                why = "not found";
+        else
+                why = strerror(-error);
+        fprintf(stderr, "mc-dhtget: %s: %s.\n", what, why);
+        finish(c, EXIT_NOT_FOUND);
+        return 0;
+}
+
+static void print_json(json_object *o) {
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+static bool valid_utf8(const uint8_t *s, size_t n) {
+        for (size_t i = 0; i < n;) {
+                uint8_t c = s[i];
+                size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+                if (len == 0 || c == 0 || i + len > n)
+                        return false;
+                for (size_t j = 1; j < len; j++)
+                        if ((s[i + j] & 0xc0) != 0x80)
+                                return false;
+                i += len;
+        }
+        return true;
+}
+
+static json_object *hex_json(const void *p, size_t n) {
+        _cleanup_free_ char *h = malloc(2 * n + 1);
+        return h ? json_object_new_string(dht_hex(p, n, h)) : NULL;
+}
+
+/* Bencode to JSON: strings that are not UTF-8 become {"hex": "..."}. */
+static json_object *bencode_to_json(const BeNode *n) {
+        json_object *o;
+
+        switch (n->type) {
+        case BE_INT:
+                return json_object_new_int64(n->i);
+        case BE_STR:
+                if (valid_utf8(n->s, n->count))
+                        return json_object_new_string_len((const char *) n->s, (int) n->count);
+                o = json_object_new_object();
+                json_object_object_add(o, "hex", hex_json(n->s, n->count));
+                return o;
+        case BE_LIST: {
+                const BeNode *c = n + 1;
+                o = json_object_new_array();
+                for (uint32_t i = 0; i < n->count; i++, c = be_next(c))
+                        json_object_array_add(o, bencode_to_json(c));
+                return o;
+        }
+        case BE_DICT: {
+                const BeNode *k = n + 1;
+                o = json_object_new_object();
+                for (uint32_t i = 0; i < n->count; i++, k = be_next(k + 1)) {
+                        _cleanup_free_ char *key = strndup((const char *) k->s, k->count);
+                        if (key)
+                                json_object_object_add(o, key, bencode_to_json(k + 1));
+                }
+                return o;
+        }
+        }
+        return NULL;
+}
+
+static json_object *value_to_json(const void *v, size_t n) {
+        BeNode nodes[1024];
+        if (be_decode(v, n, NULL, nodes, ELEMENTSOF(nodes), NULL) < 0)
+                return NULL;
+        return bencode_to_json(&nodes[0]);
+}
+
+/* Text form of a value: a string prints as itself, anything else as its bencoding. */
+static void print_value(const void *v, size_t n) {
+        BeNode nodes[1024];
+
+        if (be_decode(v, n, NULL, nodes, ELEMENTSOF(nodes), NULL) >= 0 && nodes[0].type == BE_STR)
+                fwrite(nodes[0].s, 1, nodes[0].count, stdout);
+        else
+                fwrite(v, 1, n, stdout);
+        putchar('\n');
+}
+
+static const char *family_str(int f) {
+        return f == AF_INET ? "ipv4" : "ipv6";
+}
+
+static void on_ping(Dht *d, const DhtResult *r, void *userdata) {
+        Ctx *c = userdata;
+        char hex[DHT_ID_HEX_MAX];
+
+        if (r->error < 0) {
+                not_found(c, r->error, "ping");
+                return;
+        }
+        dht_hex(r->id, DHT_ID_SIZE, hex);
+        if (arg_json) {
+                _cleanup_json_ json_object *o = json_object_new_object();
+                json_add_string(o, "id", hex);
+                json_add_string(o, "address", c->args[0]);
+                print_json(o);
+        } else
+                printf("%s %s\n", c->args[0], hex);
+        finish(c, 0);
+}
+
+static void on_nodes(Dht *d, const DhtResult *r, void *userdata) {
+        _cleanup_free_ DhtNodeInfo *nodes = calloc(2 * 160 * 8, sizeof(DhtNodeInfo));
+        _cleanup_json_ json_object *arr = json_object_new_array();
+        Ctx *c = userdata;
+        size_t n;
+
+        if (!nodes) {
+                finish(c, 1);
+                return;
+        }
+        n = dht_nodes(d, nodes, 2 * 160 * 8);
+        if (n == 0) {
+                not_found(c, -EHOSTUNREACH, "nodes");
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                char hex[DHT_ID_HEX_MAX], addr[DHT_ADDR_STR_MAX];
+                dht_hex(nodes[i].id, DHT_ID_SIZE, hex);
+                dht_addr_to_string(&nodes[i].addr, addr);
+                if (arg_json) {
+                        json_object *o = json_object_new_object();
+                        json_add_string(o, "id", hex);
+                        json_add_string(o, "address", addr);
+                        json_add_string(o, "state", nodes[i].state);
+                        json_add_int64(o, "rtt_usec", nodes[i].rtt_usec);
+                        json_object_array_add(arr, o);
+                } else
+                        printf("%s %-24s %s\n", hex, addr, nodes[i].state);
+        }
+        if (arg_json) {
+                _cleanup_json_ json_object *o = json_object_new_object();
+                char hex[DHT_ID_HEX_MAX];
+                json_add_string(o, "id", dht_hex(dht_id(d), DHT_ID_SIZE, hex));
+                json_add(o, "nodes", json_object_get(arr));
+                print_json(o);
+        }
+        finish(c, 0);
+}
+
+static void on_peers(Dht *d, const DhtResult *r, void *userdata) {
+        _cleanup_json_ json_object *arr = json_object_new_array();
+        Ctx *c = userdata;
+
+        if (r->error < 0) {
+                not_found(c, r->error, "peers");
+                return;
+        }
+        for (size_t i = 0; i < r->n_peers; i++) {
+                char addr[DHT_ADDR_STR_MAX];
+                dht_addr_to_string(&r->peers[i], addr);
+                if (arg_json)
+                        json_object_array_add(arr, json_object_new_string(addr));
+                else
+                        printf("%s\n", addr);
+        }
+        if (arg_json) {
+                _cleanup_json_ json_object *o = json_object_new_object();
+                json_add_string(o, "info_hash", c->args[0]);
+                json_add(o, "peers", json_object_get(arr));
+                json_add_int64(o, "rounds", r->rounds);
+                json_add_int64(o, "queries", r->queries);
+                print_json(o);
+        }
+        finish(c, 0);
+}
+
+static void on_stored(Dht *d, const DhtResult *r, void *userdata) {
+        Ctx *c = userdata;
+        char hex[DHT_ID_HEX_MAX];
+
+        if (r->error < 0) {
+                if (r->error == -ESTALE) {
+                        fprintf(stderr, "mc-dhtget: %s: the nodes hold a newer sequence number; use a larger --seq.\n", c->command);
+                        finish(c, EXIT_NOT_FOUND);
+                } else
+                        not_found(c, r->error, c->command);
+                return;
+        }
+        dht_hex(c->target, DHT_ID_SIZE, hex);
+        if (arg_json) {
+                _cleanup_json_ json_object *o = json_object_new_object();
+                json_add_string(o, streq(c->command, "announce") ? "info_hash" : "target", hex);
+                json_add_int64(o, "stored", r->n_stored);
+                print_json(o);
+        } else if (streq(c->command, "announce"))
+                printf("%s announced to %u nodes\n", hex, r->n_stored);
+        else
+                printf("%s\n", hex);
+        finish(c, 0);
+}
+
+static void on_item(Dht *d, const DhtResult *r, void *userdata) {
+        Ctx *c = userdata;
+        const DhtItem *it = r->item;
+        char hex[DHT_ID_HEX_MAX];
+
+        if (r->error < 0 || !it) {
+                if (r->rejected > 0)
+                        fprintf(stderr, "mc-dhtget: %s: %u answers failed verification and were rejected.\n",
+                                c->command, r->rejected);
+                not_found(c, r->error < 0 ? r->error : -ENOENT, c->command);
+                return;
+        }
+        if (arg_json) {
+                _cleanup_json_ json_object *o = json_object_new_object();
+                json_add_string(o, "target", dht_hex(it->target, DHT_ID_SIZE, hex));
+                json_add(o, "value", value_to_json(it->v, it->v_len));
+                json_add(o, "value_bencoded_hex", hex_json(it->v, it->v_len));
+                if (it->is_mutable) {
+                        json_add(o, "key", hex_json(it->k, sizeof(it->k)));
+                        json_add(o, "signature", hex_json(it->sig, sizeof(it->sig)));
+                        json_add_int64(o, "seq", it->seq);
+                        json_add(o, "salt", json_object_new_string_len(it->salt, (int) it->salt_len));
+                }
+                print_json(o);
+        } else {
+                if (it->is_mutable)
+                        fprintf(stderr, "seq %" PRIi64 "\n", it->seq);
+                print_value(it->v, it->v_len);
+        }
+        finish(c, 0);
+}
+
+static void on_task(int error, const TaskRecordData *rec, unsigned rejected, void *userdata) {
+        Ctx *c = userdata;
+
+        if (error == -EBADMSG) {
+                fprintf(stderr, "mc-dhtget: task %s: a record was found but it is not signed by the cluster key "
+                        "(or is malformed); rejected.\n", c->args[0]);
+                finish(c, EXIT_NOT_FOUND);
+                return;
+        }
+        if (error < 0) {
+                _cleanup_free_ char *what = NULL;
+                if (asprintf(&what, "task %s", c->args[0]) < 0)
+                        what = NULL;
+                not_found(c, error, what ?: "task");
+                return;
+        }
+        if (arg_json) {
+                _cleanup_json_ json_object *o = json_object_new_object();
+                json_add_string(o, "id", rec->id);
+                json_add_string(o, "status", rec->status);
+                json_add_int64(o, "attempt", rec->attempt);
+                json_add_int64(o, "lease_token", rec->lease_token);
+                json_object_object_add(o, "node", rec->node[0] ? json_object_new_string(rec->node) : NULL);
+                json_add_int64(o, "updated_at_usec", rec->updated_at_usec);
+                json_add_int64(o, "seq", rec->seq);
+                json_add(o, "verified", json_object_new_boolean(true));
+                print_json(o);
+        } else {
+                time_t t = (time_t) (rec->updated_at_usec / (int64_t) USEC_PER_SEC);
+                struct tm tm;
+                char when[64] = "?";
+                if (gmtime_r(&t, &tm))
+                        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+                printf("task %s: %s (attempt %" PRIi64 ", lease token %" PRIi64 ", node %s, updated %s)\n",
+                       rec->id, rec->status, rec->attempt, rec->lease_token, rec->node[0] ? rec->node : "-", when);
+        }
+        finish(c, 0);
+}
+
+static void on_serve_ready(Dht *d, const DhtResult *r, void *userdata) {
+        char hex[DHT_ID_HEX_MAX];
+
+        printf("port %u id %s\n", dht_port(d), dht_hex(dht_id(d), DHT_ID_SIZE, hex));
+        fflush(stdout);
+        sd_notifyf(false, "READY=1\nSTATUS=DHT node on UDP port %u, id %s", dht_port(d), hex);
+}
+
+static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Ctx *c = userdata;
+        fprintf(stderr, "mc-dhtget: %s: nothing found within the timeout.\n", c->command);
+        finish(c, EXIT_NOT_FOUND);
+        return 0;
+}
+
+static int need_args(Ctx *c, size_t n) {
+        if (strv_length(c->args) != n)
+                return log_error_errno(EINVAL, "%s takes %zu argument%s; see --help.", c->command, n, n == 1 ? "" : "s");
+        return 0;
+}
+
+static int parse_id_arg(const char *s, uint8_t ret[DHT_ID_SIZE], const char *what) {
+        if (dht_unhex(s, ret, DHT_ID_SIZE) < 0)
+                return log_error_errno(EINVAL, "Invalid %s \"%s\": expected 40 hex digits.", what, s);
+        return 0;
+}
+
+static int encode_string_value(const char *s, uint8_t *buf, size_t size, size_t *ret_len) {
+        BeWriter w;
+        be_writer_init(&w, buf, size);
+        be_put_cstr(&w, s);
+        return be_writer_finish(&w, ret_len);
+}
+
+static int run(Ctx *c) {
+        const char *cmd = c->command;
+        uint8_t v[BEP44_VALUE_MAX];
+        size_t n;
+        int r;
+
+        if (streq(cmd, "ping")) {
+                DhtAddr a;
+                if ((r = need_args(c, 1)) < 0)
+                        return r;
+                if (dht_addr_from_string(c->args[0], &a) < 0)
+                        return log_error_errno(EINVAL, "Invalid address \"%s\": expected IP:PORT.", c->args[0]);
+                return dht_ping(c->dht, &a, on_ping, c);
+        }
+        if (streq(cmd, "nodes")) {
+                if ((r = need_args(c, 0)) < 0)
+                        return r;
+                return dht_when_ready(c->dht, on_nodes, c);
+        }
+        if (streq(cmd, "peers")) {
+                if ((r = need_args(c, 1)) < 0 || (r = parse_id_arg(c->args[0], c->target, "info-hash")) < 0)
+                        return r;
+                return dht_get_peers(c->dht, c->target, on_peers, c);
+        }
+        if (streq(cmd, "announce")) {
+                int64_t port;
+                if ((r = need_args(c, 2)) < 0 || (r = parse_id_arg(c->args[0], c->target, "info-hash")) < 0)
+                        return r;
+                if (parse_int64(c->args[1], &port) < 0 || port < 0 || port > 65535)
+                        return log_error_errno(EINVAL, "Invalid port \"%s\".", c->args[1]);
+                return dht_announce(c->dht, c->target, (uint16_t) port, 0, on_stored, c);
+        }
+        if (streq(cmd, "get")) {
+                if ((r = need_args(c, 1)) < 0 || (r = parse_id_arg(c->args[0], c->target, "target")) < 0)
+                        return r;
+                return dht_get(c->dht, c->target, on_item, c);
+        }
+        if (streq(cmd, "get-mutable")) {
+                if ((r = need_args(c, 1)) < 0)
+                        return r;
+                if (cluster_key_parse_public(c->args[0], c->pub) < 0)
+                        return log_error_errno(EINVAL, "Invalid public key \"%s\": expected 64 hex digits or base64.", c->args[0]);
+                return dht_get_mutable(c->dht, c->pub, arg_salt, arg_salt ? strlen(arg_salt) : 0, on_item, c);
+        }
+        if (streq(cmd, "put")) {
+                if ((r = need_args(c, 1)) < 0)
+                        return r;
+                if (encode_string_value(c->args[0], v, sizeof(v), &n) < 0)
+                        return log_error_errno(E2BIG, "The value is too long (at most %d bytes once bencoded).", BEP44_VALUE_MAX);
+                return dht_put(c->dht, v, n, 0, c->target, on_stored, c);
+        }
+        if (streq(cmd, "put-mutable")) {
+                int64_t seq = arg_seq >= 0 ? arg_seq : (int64_t) realtime_usec();
+                if ((r = need_args(c, 1)) < 0)
+                        return r;
+                if (!arg_key_file)
+                        return log_error_errno(EINVAL, "put-mutable needs --key=FILE (see genkey).");
+                r = cluster_key_load_file(arg_key_file, &c->key);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot load the ed25519 key %s: %m", arg_key_file);
+                if (encode_string_value(c->args[0], v, sizeof(v), &n) < 0)
+                        return log_error_errno(E2BIG, "The value is too long (at most %d bytes once bencoded).", BEP44_VALUE_MAX);
+                r = bep44_key_public(c->key, c->pub);
+                if (r < 0)
+                        return r;
+                bep44_mutable_target(c->pub, arg_salt, arg_salt ? strlen(arg_salt) : 0, c->target);
+                return dht_put_mutable(c->dht, c->key, arg_salt, arg_salt ? strlen(arg_salt) : 0, v, n, seq, NULL, 0, on_stored, c);
+        }
+        if (streq(cmd, "task")) {
+                if ((r = need_args(c, 1)) < 0)
+                        return r;
+                if (!arg_cluster_key)
+                        return log_error_errno(EINVAL, "task needs --cluster-key=PUBKEY (the control's %s).", CLUSTER_PUB_FILE);
+                if (cluster_key_parse_public(arg_cluster_key, c->pub) < 0)
+                        return log_error_errno(EINVAL, "Invalid --cluster-key \"%s\": expected 64 hex digits or base64.", arg_cluster_key);
+                r = task_record_fetch(c->dht, c->pub, c->args[0], on_task, c);
+                if (r == -EINVAL)
+                        return log_error_errno(r, "Invalid task id \"%s\".", c->args[0]);
+                return r;
+        }
+        if (streq(cmd, "serve")) {
+                /* A plain DHT node (a bootstrap node for a cluster, or a test peer). */
+                if ((r = need_args(c, 0)) < 0)
+                        return r;
+                return dht_when_ready(c->dht, on_serve_ready, c);
+        }
+        return log_error_errno(EINVAL, "Unknown command \"%s\"; see --help.", cmd);
+}
+
+int main(int argc, char *argv[]) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        _cleanup_(dht_freep) Dht *d = NULL;
+        _cleanup_(sd_event_source_unrefp) sd_event_source *timer = NULL;
+        Ctx c = { .exit_status = 1 };
+        bool serve;
+        sigset_t mask;
+        int r;
+
+        log_setup("mc-dhtget");
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? 1 : 0;
+        if (optind >= argc) {
+                help();
+                return 1;
+        }
+        c.command = argv[optind];
+        c.args = argv + optind + 1;
+        serve = streq(c.command, "serve");
+
+        if (streq(c.command, "genkey")) {
+                _cleanup_pkey_ EVP_PKEY *k = NULL;
+                char hex[CLUSTER_KEY_HEX_MAX];
+
+                if (need_args(&c, 1) < 0)
+                        return 1;
+                if (bep44_key_generate(&k) < 0 || cluster_key_public_hex(k, hex) < 0)
+                        return 1;
+                r = cluster_key_write_file(c.args[0], k, false);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot write %s: %m", c.args[0]);
+                        return 1;
+                }
+                printf("%s\n", hex);
+                return 0;
+        }
+
+        r = sd_event_new(&e);
+        if (r < 0)
+                return 1;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        (void) sd_event_add_signal(e, NULL, SIGTERM, NULL, NULL);
+        (void) sd_event_add_signal(e, NULL, SIGINT, NULL, NULL);
+        c.event = e;
+
+        r = dht_new(e, &(DhtConfig) {
+                        .port = arg_port,
+                        .bind_address = arg_bind,
+                        .family = arg_family,
+                        .bootstrap = arg_bootstrap,
+                        .read_only = !serve,
+                        .state_dir = arg_state_dir,
+                }, &d);
+        if (r < 0) {
+                log_error_errno(r, "Cannot start a DHT node: %m");
+                return 1;
+        }
+        c.dht = d;
+
+        r = run(&c);
+        if (r < 0) {
+                EVP_PKEY_free(c.key);
+                return 1;
+        }
+        if (!serve) {
+                r = sd_event_add_time_relative(e, &timer, CLOCK_MONOTONIC, arg_timeout_usec, USEC_PER_MSEC, on_timeout, &c);
+                if (r < 0)
+                        return 1;
+                (void) family_str;
+        } else
+                c.exit_status = 0;
+
+        r = sd_event_loop(e);
+        d = dht_free(d); /* before the loop goes, while callbacks can still run */
+        EVP_PKEY_free(c.key);
+        strv_free(arg_bootstrap);
+        if (r < 0)
+                return 1;
+        return c.exit_status;
+}

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "hashmap.h"
+#include "ratelimit.h"
+
+void ratelimit_init(RateLimit *rl, uint32_t rate, uint32_t burst) {
+        memset(rl, 0, sizeof(*rl));
+        random_bytes(rl->key, sizeof(rl->key));
+        rl->rate = MAX(rate, 1U);
+        rl->burst = MAX(burst, 1U);
+}
+
+bool ratelimit_allow(RateLimit *rl, const DhtAddr *from, uint64_t now) {
+        uint8_t k[17];
+        size_t i;
+        uint64_t tokens;
+
+        k[0] = from->family;
+        memcpy(k + 1, from->ip, 16);
+        i = (size_t) siphash24(k, 1 + dht_addr_ip_len(from), rl->key) % RATELIMIT_SLOTS;
+
+        if (rl->slot[i].last == 0)
+                tokens = (uint64_t) rl->burst * 1000;
+        else {
+                uint64_t elapsed = now > rl->slot[i].last ? now - rl->slot[i].last : 0;
+                /* rate tokens per second = rate/1000 milli-tokens per usec */
+                tokens = rl->slot[i].tokens_milli + elapsed * rl->rate / 1000;
+                tokens = MIN(tokens, (uint64_t) rl->burst * 1000);
+        }
+        rl->slot[i].last = now;
+        if (tokens < 1000) {
+                rl->slot[i].tokens_milli = (uint32_t) tokens;
+                return false;
+        }
+        rl->slot[i].tokens_milli = (uint32_t) (tokens - 1000);
+        return true;
+}
