@@ -20,8 +20,10 @@ int read_one_line_file(const char *path, char **ret) {
                 return -errno;
         l = getline(&line, &n, f);
         if (l < 0) {
+                /* An empty file; getline() may have allocated a buffer all the same. */
                 if (ferror(f))
                         return -EIO;
+                free(line);
                 line = strdup("");
                 if (!line)
                         return -ENOMEM;

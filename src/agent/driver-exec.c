@@ -379,6 +379,14 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                 goto fail_task;
         }
 
+        /* Recorded before the fork, for the fence keeper: "/<task>-<lease>" ending the line of
+         * /proc/PID/cgroup, so that task "a-1" is never taken for "a-12" or "xa-1". */
+        {
+                _cleanup_free_ char *marker = NULL;
+                if (asprintf(&marker, "/%s\n", j->name) >= 0)
+                        driver_job_set_pid(&j->job, 0, marker);
+        }
+
         devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (devnull < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(errpipe, O_CLOEXEC) < 0) {
                 r = -errno;
@@ -401,7 +409,7 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
         for (int i = 0; i < 2; i++)
                 if (procs[i] >= 0)
                         close(procs[i]);
-        if (asprintf(&j->handle, "pid %d", (int) pid) < 0)
+        if (asprintf(&j->handle, "pid-%d", (int) pid) < 0)
                 j->handle = NULL;
 
         (void) fcntl(out[0], F_SETFL, O_NONBLOCK);
@@ -440,6 +448,7 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                 }
         }
         log_debug("Task %s runs as pid %d in cgroup %s.", spec->task_id, (int) pid, cgpath);
+        j->job.pid = pid;
         *ret = &j->job;
         return 0;
 

@@ -28,6 +28,20 @@ int driver_job_init(DriverJob *job, Driver *d, const char *task_id, int64_t leas
 void driver_job_done(DriverJob *job) {
         free(job->task_id);
         job->task_id = NULL;
+        free(job->cgroup_marker);
+        job->cgroup_marker = NULL;
+}
+
+void driver_job_set_pid(DriverJob *job, pid_t pid, const char *marker) {
+        char *m = strdup(marker);
+
+        if (!m)
+                return;
+        free(job->cgroup_marker);
+        job->cgroup_marker = m;
+        job->pid = pid;
+        if (job->cb.pid_known)
+                job->cb.pid_known(job, job->userdata);
 }
 
 typedef struct Later {

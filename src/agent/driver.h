@@ -37,11 +37,13 @@ typedef struct DriverExit {
 } DriverExit;
 
 typedef struct DriverJobCallbacks {
-        /* The process runs; handle names it (a container id, "pid 1234"); started_realtime_usec is
+        /* The process runs; handle names it (a container id, "pid-1234"); started_realtime_usec is
          * when it started (wall clock: an adopted container started before we saw it). */
         void (*started)(DriverJob *job, const char *handle, uint64_t started_realtime_usec, void *userdata);
         /* It ended, or never ran. Called once; the job stays valid until driver_job_free(). */
         void (*exited)(DriverJob *job, const DriverExit *exit, void *userdata);
+        /* job->pid and job->cgroup_marker are now known (optional). */
+        void (*pid_known)(DriverJob *job, void *userdata);
 } DriverJobCallbacks;
 
 /* A job a previous run of the agent left behind (found by labels or in the state directory). */
@@ -99,12 +101,18 @@ struct DriverJob {
         int64_t lease_token;
         int64_t attempt;
         int64_t timeout_sec;
+        /* The process to kill to end the job without the driver (0: not known yet), and a string its
+         * /proc/PID/cgroup contains, which tells it from a process that took the pid over later. */
+        pid_t pid;
+        char *cgroup_marker;
 };
 
 /* For the drivers: fills the common part. */
 int driver_job_init(DriverJob *job, Driver *d, const char *task_id, int64_t lease_token, int64_t attempt,
                     int64_t timeout_sec, const DriverJobCallbacks *cb, void *userdata);
 void driver_job_done(DriverJob *job);
+/* Records the job's process for whoever fences without the driver, and says so. */
+void driver_job_set_pid(DriverJob *job, pid_t pid, const char *marker);
 
 static inline int driver_job_stop(DriverJob *job, unsigned grace_sec) {
         return job->driver->ops->job_stop(job, grace_sec);

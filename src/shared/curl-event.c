@@ -255,6 +255,9 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
 
         if (timeout_ms < 0)
                 return sd_event_source_set_enabled(c->timer, SD_EVENT_OFF) < 0 ? -1 : 0;
+        /* Requests cancelled while the loop is being torn down: nothing to time any more. */
+        if (sd_event_get_state(c->event) == SD_EVENT_FINISHED)
+                return 0;
 
         /* libcurl must not be called from this callback: even a zero timeout goes through the loop. */
         r = sd_event_source_set_time_relative(c->timer, (uint64_t) timeout_ms * USEC_PER_MSEC);

@@ -118,7 +118,7 @@ static void on_started(DriverJob *job, const char *handle, uint64_t started_real
                 ASSERT(strlen(handle) == 64);
                 return;
         }
-        ASSERT(sscanf(handle, "pid %d", &pid) == 1);
+        ASSERT(sscanf(handle, "pid-%d", &pid) == 1);
         if (j->check_limits)
                 read_limits(pid, j);
 }
@@ -493,7 +493,7 @@ static void test_leftovers_exec(void) {
 
         start(&j, (char *[]) { "sleep", "100", NULL }, NULL, 0, 0);
         run_until(&j.started, 30);
-        ASSERT(sscanf(j.handle, "pid %d", &pid) == 1);
+        ASSERT(sscanf(j.handle, "pid-%d", &pid) == 1);
         /* The agent "dies": it forgets the job without stopping it. */
         driver_job_free(j.job);
         j.job = NULL;

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The agent's resident memory: idle (registered, long-polling, heartbeating), and with 10 running
+tasks; and its fence keeper's.
+
+    MC_BUILD_DIR=$PWD/build-release MC_SOURCE_DIR=$PWD PYTHONPATH=$PWD/test/lib \\
+        /usr/bin/python3 bench/agent/bench-rss.py"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "test", "agent"))
+import mctest  # noqa: E402
+from mctest import check, wait_until  # noqa: E402
+import agenttest as at  # noqa: E402
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def keeper_pid(agent):
+    try:
+        with open(os.path.join(agent.state_dir, "fence-keeper.pid")) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def test_rss():
+    node = at.node_name("rss")
+    mctest.defer(at.cleanup_node_containers, node)
+    pg, (c,) = at.cluster([node], lease_ttl_ms=3000)
+    for driver in ("docker", "exec"):
+        a = at.Agent([c], node, driver=driver, env={"MC_LOG_LEVEL": "info"}).start()
+        time.sleep(5)       # a few heartbeats and claims
+        idle = rss_kib(a.daemon.pid)
+        tids = [at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", "sleep 20"], "timeout_sec": 60})
+                for _ in range(10)]
+        for t in tids:
+            at.wait_status(c, t, "running", 60)
+        time.sleep(3)
+        busy = rss_kib(a.daemon.pid)
+        kp = keeper_pid(a)
+        keeper = rss_kib(kp) if kp else 0
+        for t in tids:
+            c.cancel(t)
+        for t in tids:
+            at.wait_final(c, t)
+        a.stop()
+        print(f"# {driver:6} driver: agent RSS idle {idle / 1024:.2f} MiB, with 10 running tasks {busy / 1024:.2f} MiB; "
+              f"fence keeper {keeper / 1024:.2f} MiB")
+
+
+mctest.main()

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* org.mutualcloud.Agent1 at /org/mutualcloud/Agent1: what the agent holds, and Drain()/Resume(). */
+
+#include "agent.h"
+#include "bus-util.h"
+#include "log.h"
+
+#define AGENT_BUS_NAME "org.mutualcloud.Agent1"
+#define AGENT_BUS_PATH "/org/mutualcloud/Agent1"
+#define AGENT_BUS_INTERFACE "org.mutualcloud.Agent1"
+
+static int property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
+                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Agent *a = userdata;
+
+        if (streq(property, "NodeId"))
+                return sd_bus_message_append(reply, "s", a->config.node_id);
+        if (streq(property, "Runtime"))
+                return sd_bus_message_append(reply, "s", a->config.docker_runtime);
+        if (streq(property, "Driver"))
+                return sd_bus_message_append(reply, "s", a->driver->ops->name);
+        if (streq(property, "CapacityNanoCpus"))
+                return sd_bus_message_append(reply, "t", (uint64_t) a->capacity_nano_cpus);
+        if (streq(property, "CapacityMemoryBytes"))
+                return sd_bus_message_append(reply, "t", (uint64_t) a->capacity_memory_bytes);
+        if (streq(property, "RunningTasks"))
+                return sd_bus_message_append(reply, "u", agent_n_running(a));
+        if (streq(property, "Draining"))
+                return sd_bus_message_append(reply, "b", a->draining);
+        return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s.", property);
+}
+
+static int method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *json = agent_list_tasks_json(userdata);
+
+        if (!json)
+                return -ENOMEM;
+        return sd_bus_reply_method_return(m, "s", json);
+}
+
+static int set_draining(sd_bus_message *m, Agent *a, bool draining, sd_bus_error *error) {
+        int r;
+
+        r = bus_check_privileged(m, a->config.bus_group, error);
+        if (r <= 0)
+                return r;
+        agent_set_draining(a, draining);
+        (void) sd_bus_emit_properties_changed(sd_bus_message_get_bus(m), AGENT_BUS_PATH, AGENT_BUS_INTERFACE,
+                                              "Draining", NULL);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_drain(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return set_draining(m, userdata, true, error);
+}
+
+static int method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return set_draining(m, userdata, false, error);
+}
+
+static const sd_bus_vtable agent_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("NodeId", "s", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Runtime", "s", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Driver", "s", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CapacityNanoCpus", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CapacityMemoryBytes", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("RunningTasks", "u", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Draining", "b", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS("ListTasks", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", json), method_list_tasks, 0),
+        SD_BUS_METHOD("Drain", NULL, NULL, method_drain, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Resume", NULL, NULL, method_resume, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("TaskStarted", SD_BUS_ARGS("s", id), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("TaskFinished", SD_BUS_ARGS("s", id, "s", status, "i", exit_code), 0),
+        SD_BUS_VTABLE_END,
+};
+
+int agent_bus_init(Agent *a) {
+        int r;
+
+        r = bus_open_and_request_name(a->event, AGENT_BUS_NAME, &a->bus);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_object_vtable(a->bus, &a->bus_slot, AGENT_BUS_PATH, AGENT_BUS_INTERFACE, agent_vtable, a);
+        if (r < 0)
+                return log_error_errno(r, "Cannot publish %s: %m", AGENT_BUS_PATH);
+        return 0;
+}
+
+void agent_bus_task_started(Agent *a, const char *id) {
+        if (a->bus)
+                (void) sd_bus_emit_signal(a->bus, AGENT_BUS_PATH, AGENT_BUS_INTERFACE, "TaskStarted", "s", id);
+}
+
+void agent_bus_task_finished(Agent *a, const char *id, const char *status, int exit_code) {
+        if (a->bus)
+                (void) sd_bus_emit_signal(a->bus, AGENT_BUS_PATH, AGENT_BUS_INTERFACE, "TaskFinished", "ssi", id,
+                                          status, exit_code);
+}
+
+void agent_bus_running_changed(Agent *a) {
+        if (a->bus)
+                (void) sd_bus_emit_properties_changed(a->bus, AGENT_BUS_PATH, AGENT_BUS_INTERFACE, "RunningTasks", NULL);
+}

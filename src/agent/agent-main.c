@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* mc-agent: one per worker node. See agent.h. */
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include "agent.h"
+#include "cgroup.h"
+#include "config.h"
+#include "daemon-util.h"
+#include "fence-keeper.h"
+#include "log.h"
+
+static const ConfigOption agent_options[] = {
+        { "CONTROL_URLS", "CONTROL_URL MC_CONTROL_URL", CONFIG_STRV, offsetof(AgentConfig, control_urls), 0, 0, NULL,
+          "Control replicas, comma-separated (failover in this order)" },
+        { "NODE_ID", NULL, CONFIG_STRING, offsetof(AgentConfig, node_id), 0, 0, NULL,
+          "This node's name [the hostname]" },
+        { "AGENT_TOKEN", "MC_AGENT_TOKEN CONTROL_TOKEN", CONFIG_STRING, offsetof(AgentConfig, token), 0, 0, NULL,
+          "Bearer token for the control (bound to this node)" },
+        { "AGENT_TOKEN_FILE", NULL, CONFIG_STRING, offsetof(AgentConfig, token_file), 0, 0, NULL,
+          "File holding the token [$CREDENTIALS_DIRECTORY/agent-token when that exists]" },
+        { "DRIVER", NULL, CONFIG_STRING, offsetof(AgentConfig, driver), 0, 0, "docker",
+          "docker (containers) or exec (child processes in cgroups)" },
+        { "DOCKER_RUNTIME", NULL, CONFIG_STRING, offsetof(AgentConfig, docker_runtime), 0, 0, "runc",
+          "Container runtime for tasks that name none" },
+        { "DOCKER_SOCKET", NULL, CONFIG_STRING, offsetof(AgentConfig, docker_socket), 0, 0, "/var/run/docker.sock",
+          "The Docker Engine API socket" },
+        { "DOCKER_NETWORK", NULL, CONFIG_STRING, offsetof(AgentConfig, docker_network), 0, 0, "",
+          "Network mode of task containers (empty: the engine's default)" },
+        { "CAPACITY_NANO_CPUS", NULL, CONFIG_INT, offsetof(AgentConfig, capacity_nano_cpus), 0, INT64_C(1) << 50, "0",
+          "CPU offered to tasks, in billionths of a CPU (0: detect)" },
+        { "CAPACITY_MEMORY_BYTES", NULL, CONFIG_INT, offsetof(AgentConfig, capacity_memory_bytes), 0, INT64_C(1) << 56, "0",
+          "Memory offered to tasks (0: detect)" },
+        { "LABELS", NULL, CONFIG_STRV, offsetof(AgentConfig, labels), 0, 0, NULL,
+          "Node labels, KEY=VALUE, comma-separated" },
+        { "LEASE_TTL_MS", NULL, CONFIG_INT, offsetof(AgentConfig, lease_ttl_ms), 0, 3600000, "0",
+          "Upper bound on the lease TTL the agent trusts (0: the control's)" },
+        { "MAX_TASKS", NULL, CONFIG_INT, offsetof(AgentConfig, max_tasks), 1, 100000, "32",
+          "Most tasks run at once" },
+        { "CLAIM_WAIT_MS", NULL, CONFIG_INT, offsetof(AgentConfig, claim_wait_ms), 0, 300000, "20000",
+          "Long-poll wait of a claim (at most a third of the lease TTL)" },
+        { "STOP_GRACE_SEC", NULL, CONFIG_INT, offsetof(AgentConfig, stop_grace_sec), 0, 3600, "10",
+          "Between SIGTERM and SIGKILL when a task times out or is cancelled" },
+        { "OUTPUT_CAP_BYTES", NULL, CONFIG_INT, offsetof(AgentConfig, output_cap_bytes), 0, INT64_C(1) << 30, "1048576",
+          "Output kept per task" },
+        { "TAIL_BYTES", NULL, CONFIG_INT, offsetof(AgentConfig, tail_bytes), 0, 65536, "4096",
+          "Bytes of stdout and of stderr sent as tails with the result" },
+        { "REQUEST_TIMEOUT_MS", NULL, CONFIG_INT, offsetof(AgentConfig, request_timeout_ms), 100, 600000, "5000",
+          "Longest a call to the control may take (long-poll waits come on top)" },
+        { "CGROUP_ROOT", NULL, CONFIG_STRING, offsetof(AgentConfig, cgroup_root), 0, 0, "/sys/fs/cgroup",
+          "Where cgroups are mounted" },
+        { "CGROUP_PATH", NULL, CONFIG_STRING, offsetof(AgentConfig, cgroup_path), 0, 0, "",
+          "exec driver: cgroup of the tasks, relative to the root [mc.agent/NODE_ID]" },
+        { "BUS", NULL, CONFIG_BOOL, offsetof(AgentConfig, bus), 0, 0, "yes",
+          "Serve org.mutualcloud.Agent1 on the system bus (DBUS_SYSTEM_BUS_ADDRESS)" },
+        { "BUS_GROUP", NULL, CONFIG_STRING, offsetof(AgentConfig, bus_group), 0, 0, "mc",
+          "Group whose members may call Drain() and Resume() (besides root)" },
+        { "LOG_LEVEL", "MC_LOG_LEVEL", CONFIG_STRING, offsetof(AgentConfig, log_level), 0, 0, "info",
+          "debug, info, notice, warning, err" },
+};
+
+static const ConfigSpec agent_config_spec = {
+        .program = "mc-agent",
+        .summary = "The mc agent: runs leased tasks in Docker (or as processes in cgroups), with self-fencing.",
+        .default_path = "/etc/mc/agent.conf",
+        .options = agent_options,
+        .n_options = ELEMENTSOF(agent_options),
+};
+
+static int read_token_file(const char *path, char **ret) {
+        _cleanup_free_ char *s = NULL;
+        int r;
+
+        r = read_one_line_file(path, &s);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the token file %s: %m", path);
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+static int finish_config(AgentConfig *c) {
+        int r;
+
+        if (strv_length(c->control_urls) == 0)
+                return log_error_errno(EINVAL, "No control to talk to: set CONTROL_URLS (or CONTROL_URL).");
+        for (char **u = c->control_urls; *u; u++)
+                if (!startswith(*u, "http://") && !startswith(*u, "https://"))
+                        return log_error_errno(EINVAL, "CONTROL_URLS: \"%s\" is not an http(s) URL.", *u);
+        if (isempty(c->node_id)) {
+                char host[256] = "";
+                if (gethostname(host, sizeof(host) - 1) < 0 || host[0] == 0)
+                        return log_error_errno(errno, "NODE_ID is not set and the hostname cannot be read: %m");
+                host[strcspn(host, ".")] = 0;
+                free(c->node_id);
+                c->node_id = strdup(host);
+                if (!c->node_id)
+                        return log_oom();
+        }
+        for (const char *p = c->node_id; *p; p++)
+                if (!(((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')) ||
+                      (p > c->node_id && strchr("._-", *p))))
+                        return log_error_errno(EINVAL, "NODE_ID \"%s\" must be [A-Za-z0-9][A-Za-z0-9._-]*.", c->node_id);
+        if (!streq(c->driver, "docker") && !streq(c->driver, "exec"))
+                return log_error_errno(EINVAL, "DRIVER must be docker or exec, not \"%s\".", c->driver);
+
+        if (isempty(c->token)) {
+                _cleanup_free_ char *cred = NULL;
+                const char *creds = getenv("CREDENTIALS_DIRECTORY"), *file = c->token_file;
+
+                if (isempty(file) && creds && asprintf(&cred, "%s/agent-token", creds) >= 0 && access(cred, R_OK) == 0)
+                        file = cred;
+                if (!isempty(file)) {
+                        free(c->token);
+                        c->token = NULL;
+                        r = read_token_file(file, &c->token);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        if (isempty(c->token))
+                log_warning("No agent token configured (AGENT_TOKEN): the control will refuse us unless its auth is off.");
+        if (!isempty(c->log_level)) {
+                int l = log_level_from_string(c->log_level);
+                if (l < 0)
+                        return log_error_errno(EINVAL, "LOG_LEVEL=%s is not a log level.", c->log_level);
+                log_set_max_level(l);
+        }
+        return 0;
+}
+
+int main(int argc, char *argv[]) {
+        AgentConfig config = {};
+        _cleanup_(agent_freep) Agent *a = NULL;
+        sigset_t mask;
+        int r;
+
+        log_setup("mc-agent");
+        umask(0022);
+
+        if (argc == 4 && streq(argv[1], "--fence-keeper"))
+                fence_keeper_run(argv[2], argv[3]);
+
+        r = config_load(&agent_config_spec, &config, argc, argv, NULL);
+        if (r != 0)
+                goto finish;
+        r = finish_config(&config);
+        if (r < 0)
+                goto finish;
+
+        /* The exec driver's children are reaped through sd-event, which needs SIGCHLD blocked before
+         * any thread (libcurl's resolver) exists. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0) {
+                r = log_error_errno(errno, "Cannot block SIGCHLD: %m");
+                goto finish;
+        }
+
+        r = agent_new(&config, &a);
+        if (r < 0)
+                goto finish;
+        if (config.bus) {
+                r = agent_bus_init(a);
+                if (r < 0)
+                        log_warning("Continuing without D-Bus.");
+        }
+        r = agent_start(a);
+        if (r < 0)
+                goto finish;
+
+        daemon_notify_ready("Starting.");
+        r = sd_event_loop(a->event);
+        if (r < 0)
+                log_error_errno(r, "Event loop failed: %m");
+        daemon_notify_stopping();
+
+finish:
+        a = agent_free(a);
+        config_free(&agent_config_spec, &config);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* mc-agent: registers with the control, long-polls claims while it has room, runs each leased task
+ * through a driver (Docker or exec), renews every lease with one heartbeat per TTL/3, and stops a
+ * task's process itself when its lease cannot be renewed before the deadline the agent computes
+ * (the time it sent the last successful renewal plus the TTL). Results go to an outbox on disk before
+ * they are sent. A restarted agent adopts the containers whose leases are still valid. */
+
+#include <json-c/json.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "control-client.h"
+#include "curl-event.h"
+#include "driver.h"
+#include "macro.h"
+
+typedef struct AgentConfig {
+        char **control_urls;
+        char *node_id;
+        char *token;
+        char *token_file;
+        char *driver;
+        char *docker_runtime;
+        char *docker_socket;
+        char *docker_network;
+        int64_t capacity_nano_cpus;
+        int64_t capacity_memory_bytes;
+        char **labels;
+        int64_t lease_ttl_ms;
+        int64_t max_tasks;
+        int64_t claim_wait_ms;
+        int64_t stop_grace_sec;
+        int64_t output_cap_bytes;
+        int64_t tail_bytes;
+        int64_t request_timeout_ms;
+        char *cgroup_root;
+        char *cgroup_path;
+        bool bus;
+        char *bus_group;
+        char *log_level;
+} AgentConfig;
+
+typedef enum TaskState {
+        TASK_ADOPTING,          /* found at start; waiting to know whether its lease is valid */
+        TASK_CLAIMED,           /* leased; not started yet */
+        TASK_STARTING,          /* the driver is creating/starting it */
+        TASK_RUNNING,
+        TASK_EXITED,            /* ended; result being made safe, its process being removed */
+        TASK_REPORTING,         /* result in the outbox; being sent */
+        _TASK_STATE_MAX,
+} TaskState;
+
+typedef enum StopReason {
+        STOP_NONE,
+        STOP_TIMEOUT,           /* timeout_sec ran out: timed_out */
+        STOP_CANCEL,            /* the control revoked the lease as cancelled: cancelled */
+        STOP_FENCE,             /* no renewal before the deadline: killed, no result */
+        STOP_REVOKED,           /* the lease is gone (expired, superseded, finished): killed, no result */
+} StopReason;
+
+typedef struct Agent Agent;
+
+typedef struct Task {
+        Agent *agent;
+        char *id;
+        int64_t lease_token;
+        int64_t attempt;
+        TaskState state;
+        json_object *record;            /* the task as the claim returned it (NULL when adopted) */
+        int64_t nano_cpus, memory_bytes, timeout_sec;
+        uint64_t deadline_usec;         /* our lease deadline (CLOCK_MONOTONIC); 0 when unknown */
+        DriverJob *job;
+        char *handle;
+        uint64_t started_realtime_usec;
+        StopReason stop_reason;
+        bool drop_result;
+        bool started_reported, started_in_flight;
+        sd_event_source *timeout_timer;
+        ControlCall *started_call, *finish_call;
+        json_object *finish;            /* the finish body, once known */
+        char *status;                   /* its status, once known */
+        int64_t exit_code;
+        sd_event_source *finish_retry;
+        uint64_t finish_backoff_usec;
+        struct Task *prev, *next;
+} Task;
+
+struct Agent {
+        AgentConfig config;
+        sd_event *event;
+        CurlEvent *curl;
+        ControlClient *control;
+        Driver *driver;
+        sd_bus *bus;
+        sd_bus_slot *bus_slot;
+        char *state_dir, *outbox_dir, *lease_file, *keeper_pid_file;
+
+        int64_t capacity_nano_cpus, capacity_memory_bytes;
+        uint64_t ttl_usec;
+
+        Task *tasks;
+        unsigned n_tasks;
+
+        bool registered, draining, stopping, adopted, leftovers_listed;
+        DriverLeftover *pending;        /* found at start, waiting for the first renewal */
+        size_t n_pending;
+        void *heartbeat_sent;           /* what the heartbeat in flight renews */
+        ControlCall *register_call, *claim_call, *heartbeat_call;
+        sd_event_source *register_timer, *claim_timer, *heartbeat_timer, *fence_timer, *adopt_timer;
+        sd_event_source *stop_timer;
+        uint64_t register_backoff_usec, claim_backoff_usec;
+        uint64_t last_heartbeat_ok_usec;
+        bool heartbeat_again;           /* a heartbeat was wanted while one was in flight */
+        unsigned heartbeat_failures;
+        bool register_again;
+};
+
+int agent_new(const AgentConfig *config, Agent **ret);
+Agent *agent_free(Agent *a);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Agent *, agent_free);
+/* Loads the outbox and what a previous run left, then registers, heartbeats and claims. */
+int agent_start(Agent *a);
+/* SIGTERM: stops claiming, lets a task being started reach its container, then exits the loop. The
+ * containers keep running: the next agent adopts them. */
+void agent_stop(Agent *a);
+
+void agent_set_draining(Agent *a, bool draining);
+unsigned agent_n_running(Agent *a);
+/* JSON array describing every task the agent holds. */
+char *agent_list_tasks_json(Agent *a);
+const char *task_state_to_string(TaskState s);
+
+/* D-Bus (agent-bus.c). */
+int agent_bus_init(Agent *a);
+void agent_bus_task_started(Agent *a, const char *id);
+void agent_bus_task_finished(Agent *a, const char *id, const char *status, int exit_code);
+void agent_bus_running_changed(Agent *a);

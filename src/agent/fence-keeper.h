@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The fence keeper: a small process beside the agent that enforces the lease deadlines in the lease
+ * file even when the agent is not there to do it (killed, crashed, stopped and not restarted).
+ * Containers outlive the agent on purpose (a restarted agent adopts them); without the keeper, a
+ * container whose agent stayed away longer than a lease would keep running while the control hands
+ * its task to another node.
+ *
+ * It polls the lease file (rewritten by the agent after every renewal) and, when a lease's fence time
+ * has come, SIGKILLs every process whose cgroup path carries the job's mark (the container id, which
+ * the agent records before it asks the engine to start the container, or the exec job's cgroup name):
+ * that reaches a container even when the agent died between asking for its start and learning its
+ * pid. It leaves once the agent is gone and nothing is left to watch; an agent that starts finds a
+ * running keeper by its pid file and leaves it be. */
+
+#include "macro.h"
+
+/* The keeper's main loop (mc-agent --fence-keeper LEASE_FILE PID_FILE). Never returns. */
+_noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file);
+
+/* Starts a keeper (detached, re-executing this binary) unless one runs already. */
+int fence_keeper_ensure(const char *lease_file, const char *pid_file);

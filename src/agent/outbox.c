@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "json-util.h"
+#include "log.h"
+#include "outbox.h"
+
+#define ENTRY_MAX_BYTES (64U * 1024U * 1024U)
+
+int outbox_init(const char *dir) {
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Cannot create the outbox %s: %m", dir);
+        return 0;
+}
+
+static char *entry_path(const char *dir, const char *task_id, int64_t lease_token) {
+        char *p;
+
+        /* Task ids are [A-Za-z0-9][A-Za-z0-9._-]*: safe as a file name, and never starting with '.',
+         * which our temporary files do. */
+        if (asprintf(&p, "%s/%s.%" PRIi64 ".json", dir, task_id, lease_token) < 0)
+                return NULL;
+        return p;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+        while (n > 0) {
+                ssize_t w = write(fd, p, n);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += w;
+                n -= (size_t) w;
+        }
+        return 0;
+}
+
+int outbox_write(const char *dir, const char *task_id, int64_t lease_token, json_object *finish) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+        _cleanup_free_ char *path = entry_path(dir, task_id, lease_token), *tmp = NULL;
+        _cleanup_close_ int fd = -1, dfd = -1;
+        const char *text;
+        int r;
+
+        if (!o || !path)
+                return -ENOMEM;
+        if (json_add_string(o, "task_id", task_id) < 0 || json_add_int64(o, "lease_token", lease_token) < 0 ||
+            json_add(o, "finish", json_object_get(finish)) < 0)
+                return -ENOMEM;
+        text = json_to_string(o);
+
+        if (asprintf(&tmp, "%s/.tmp-%s-XXXXXX", dir, task_id) < 0)
+                return -ENOMEM;
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return log_error_errno(errno, "Cannot create a file in the outbox %s: %m", dir);
+        r = write_all(fd, text, strlen(text));
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0) {
+                (void) unlink(tmp);
+                return log_error_errno(r, "Cannot write %s: %m", path);
+        }
+        /* The rename is durable only once the directory is. */
+        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) < 0)
+                return log_error_errno(errno, "Cannot sync the outbox %s: %m", dir);
+        return 0;
+}
+
+int outbox_remove(const char *dir, const char *task_id, int64_t lease_token) {
+        _cleanup_free_ char *path = entry_path(dir, task_id, lease_token);
+
+        if (!path)
+                return -ENOMEM;
+        if (unlink(path) < 0 && errno != ENOENT)
+                return log_warning_errno(errno, "Cannot remove %s: %m", path);
+        /* Not fsynced: an entry that comes back after a crash is sent again and gets 409. */
+        return 0;
+}
+
+void outbox_entries_free(OutboxEntry *e, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(e[i].task_id);
+                json_object_put(e[i].finish);
+        }
+        free(e);
+}
+
+static int load_one(const char *path, OutboxEntry *ret) {
+        _cleanup_free_ char *buf = NULL;
+        _cleanup_json_ json_object *o = NULL;
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        const char *id;
+        int64_t token;
+        json_object *finish;
+        size_t got = 0;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return -errno;
+        if (st.st_size <= 0 || (uint64_t) st.st_size > ENTRY_MAX_BYTES)
+                return -EBADMSG;
+        buf = malloc((size_t) st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        while (got < (size_t) st.st_size) {
+                ssize_t n = read(fd, buf + got, (size_t) st.st_size - got);
+                if (n < 0)
+                        return -errno;
+                if (n == 0)
+                        break;
+                got += (size_t) n;
+        }
+        if (json_parse_strict(buf, got, &o, NULL) < 0 || json_get_string(o, "task_id", &id) < 0 ||
+            json_get_int64(o, "lease_token", &token) < 0 || !json_object_object_get_ex(o, "finish", &finish) ||
+            !json_object_is_type(finish, json_type_object))
+                return -EBADMSG;
+        ret->task_id = strdup(id);
+        if (!ret->task_id)
+                return -ENOMEM;
+        ret->lease_token = token;
+        ret->finish = json_object_get(finish);
+        return 0;
+}
+
+int outbox_load(const char *dir, OutboxEntry **ret, size_t *ret_n) {
+        OutboxEntry *e = NULL;
+        size_t n = 0;
+        struct dirent *de;
+        DIR *d;
+
+        d = opendir(dir);
+        if (!d) {
+                if (errno != ENOENT)
+                        return log_error_errno(errno, "Cannot open the outbox %s: %m", dir);
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        while ((de = readdir(d))) {
+                _cleanup_free_ char *path = NULL;
+                OutboxEntry *ne;
+                int r;
+
+                if (de->d_name[0] == '.' && (streq(de->d_name, ".") || streq(de->d_name, "..")))
+                        continue;
+                if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
+                        goto oom;
+                if (startswith(de->d_name, ".tmp-")) {
+                        /* A write a crash interrupted: its result was never acknowledged anywhere. */
+                        (void) unlink(path);
+                        continue;
+                }
+                ne = realloc(e, sizeof(OutboxEntry) * (n + 1));
+                if (!ne)
+                        goto oom;
+                e = ne;
+                e[n] = (OutboxEntry) {};
+                r = load_one(path, e + n);
+                if (r == -ENOMEM)
+                        goto oom;
+                if (r < 0) {
+                        log_warning_errno(r, "Ignoring unreadable outbox entry %s: %m", path);
+                        continue;
+                }
+                n++;
+        }
+        closedir(d);
+        *ret = e;
+        *ret_n = n;
+        return 0;
+oom:
+        closedir(d);
+        outbox_entries_free(e, n);
+        return log_oom();
+}

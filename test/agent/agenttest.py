@@ -1,0 +1,158 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Helpers for the mc-agent tests: a control cluster (test/control/controltest.py) plus real agents,
+the real dockerd, and what Docker's own event stream says about the containers of each task."""
+
+import json
+import os
+import sys
+import time
+import urllib.parse
+
+import mctest
+from mctest import Daemon, Dockerd, check, docker_api, http, wait_until
+
+sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "control"))
+import controltest  # noqa: E402
+from controltest import USER_TOKEN, agent_token, start_cluster  # noqa: E402,F401
+
+IMAGE = mctest.TEST_IMAGE
+FINAL = ("succeeded", "failed", "timed_out", "cancelled")
+
+SAMPLE_TASK = dict(controltest.SAMPLE_TASK, image=IMAGE)
+
+# A node id unique to this run: containers of other runs (or other tests) never look like ours.
+RUN = f"{os.getpid()}-{int(time.time())}"
+
+
+class Agent:
+    """mc-agent with its own state directory. node is the node id (the tokens file must know it)."""
+
+    def __init__(self, controls, node, driver="docker", env=None, args=(), bus=None, lease_ttl_ms=None,
+                 name=None):
+        urls = ",".join(c.url for c in controls)
+        self.node = node
+        self.driver = driver
+        e = {
+            "CONTROL_URLS": urls,
+            "NODE_ID": node,
+            "AGENT_TOKEN": agent_token(node),
+            "DRIVER": driver,
+            "CAPACITY_NANO_CPUS": str(4_000_000_000),
+            "CAPACITY_MEMORY_BYTES": str(4 << 30),
+            "STOP_GRACE_SEC": "2",
+            "MC_LOG_LEVEL": "debug",
+        }
+        if driver == "exec":
+            e["CGROUP_PATH"] = f"mc.test/agent-{node}-{RUN}"
+        if lease_ttl_ms:
+            e["LEASE_TTL_MS"] = str(lease_ttl_ms)
+        if bus is not None:
+            e.update(bus.env())
+        else:
+            e["BUS"] = "no"
+        e.update(env or {})
+        self.daemon = Daemon("mc-agent", list(args), env=e, name=name or f"mc-agent-{node}",
+                             watchdog_usec=None)
+
+    def start(self):
+        self.daemon.start()
+        self.daemon.wait_ready()
+        return self
+
+    def stop(self, **kw):
+        return self.daemon.stop(**kw)
+
+    def kill(self):
+        self.daemon.kill()
+
+    @property
+    def state_dir(self):
+        return self.daemon.state_dir
+
+    def outbox(self):
+        d = os.path.join(self.state_dir, "outbox")
+        return sorted(f for f in os.listdir(d) if not f.startswith(".")) if os.path.isdir(d) else []
+
+    def log(self):
+        return self.daemon.log_text()
+
+
+def node_name(base):
+    """Node ids must be in the control's tokens file: tests use fixed names, made unique per run."""
+    return f"{base}-{RUN}"
+
+
+def cluster(nodes, replicas=1, control_env=None, lease_ttl_ms=3000, grace_ms=500, bus=None):
+    """PostgreSQL and control replicas that know the agent tokens of `nodes`."""
+    Dockerd.ensure()
+    env = {"LEASE_TTL_MS": str(lease_ttl_ms), "LEASE_GRACE_MS": str(grace_ms), "SWEEP_INTERVAL_MS": "100"}
+    env.update(control_env or {})
+    return start_cluster(nodes=tuple(nodes), env=env, replicas=replicas, bus=bus)
+
+
+def push(control, body, **kw):
+    r = control.push(body, **kw)
+    check(r.status in (200, 201), f"push: {r.status} {r.text}")
+    return r.json()["id"]
+
+
+def task_of(control, tid):
+    return control.task(tid)
+
+
+def wait_final(control, tid, timeout=120):
+    return wait_until(lambda: (lambda t: t if t["status"] in FINAL else None)(control.task(tid)), timeout,
+                      msg=f"task {tid} to finish")
+
+
+def wait_status(control, tid, statuses, timeout=60):
+    if isinstance(statuses, str):
+        statuses = (statuses,)
+    return wait_until(lambda: (lambda t: t if t["status"] in statuses else None)(control.task(tid)), timeout,
+                      msg=f"task {tid} to be {'/'.join(statuses)}")
+
+
+def containers_of(tid):
+    """Every container (running or not) labelled with this task."""
+    q = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": [f"mc.task_id={tid}"]})})
+    r = docker_api("GET", "/containers/json?" + q)
+    check(r.status == 200, f"docker list: {r.status} {r.text}")
+    return r.json()
+
+
+def inspect(cid):
+    r = docker_api("GET", f"/containers/{cid}/json")
+    return r.json() if r.status == 200 else None
+
+
+def task_events(tid, since, until=None):
+    """Docker's container events for a task: [(time_ns, action, container_id)], oldest first."""
+    ev = mctest.docker_events({"type": ["container"], "label": [f"mc.task_id={tid}"]}, since=since, until=until)
+    return [(e["timeNano"], e["Action"], e["id"]) for e in ev]
+
+
+def run_intervals(events):
+    """From start/die events: {container: [start_ns, end_ns or None]}."""
+    iv = {}
+    for t, action, cid in events:
+        if action == "start":
+            iv.setdefault(cid, [t, None])
+        elif action == "die" and cid in iv:
+            iv[cid][1] = t
+    return iv
+
+
+def check_no_overlap(tid, since, until=None):
+    """No two containers of the task ran at the same time, by Docker's own clock."""
+    iv = sorted(run_intervals(task_events(tid, since, until)).values())
+    for (s1, e1), (s2, e2) in zip(iv, iv[1:]):
+        check(e1 is not None and e1 <= s2, f"task {tid}: containers overlap: {iv}")
+    return iv
+
+
+def cleanup_node_containers(node):
+    """Removes containers a (killed) test agent left behind."""
+    q = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": [f"mc.node={node}"]})})
+    r = docker_api("GET", "/containers/json?" + q)
+    for c in r.json() if r.status == 200 else []:
+        docker_api("DELETE", f"/containers/{c['Id']}?force=1")

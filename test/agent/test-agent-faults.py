@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""mc-agent under faults, against the real control, PostgreSQL and dockerd. What happened is read from
+the control's records and from Docker's own event stream (container start/die per mc.task_id label):
+
+- kill -9 of the agent mid-task, then restart: the task finishes once, with one attempt;
+- node death (agent and its containers killed): the task runs again on the other agent, attempt 2;
+- every control unreachable for longer than the lease: the agent stops the container itself before
+  the lease deadline, and the control re-queues the task only after that;
+- every control unreachable while a task finishes: the result waits in the outbox (across an agent
+  restart) and is delivered when a control is back; the task succeeds with one attempt."""
+
+import datetime
+import os
+import signal
+import time
+
+import mctest
+from mctest import check, wait_until
+import agenttest as at
+
+
+def body(cmd, **kw):
+    b = {"image": at.IMAGE, "cmd": ["sh", "-c", cmd], "timeout_sec": 120}
+    b.update(kw)
+    return b
+
+
+def ts_ns(iso):
+    """The control's timestamps ("2026-11-27T10:00:00.123456Z") in ns since the epoch."""
+    d = datetime.datetime.strptime(iso.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z")
+    return int(d.timestamp() * 1e6) * 1000
+
+
+def starts(tid, since):
+    return [e for e in at.task_events(tid, since) if e[1] == "start"]
+
+
+def test_kill9_restart_adopts():
+    node = at.node_name("node-a")
+    mctest.defer(at.cleanup_node_containers, node)
+    # The agent is away about two seconds: the lease must outlive that (a TTL of 10 s renews every
+    # 3.3 s and fences 3.3 s before the deadline).
+    pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
+    a = at.Agent([c], node).start()
+    since = time.time()
+    tid = at.push(c, body("echo begin; sleep 5; echo end"))
+    at.wait_status(c, tid, "running")
+    time.sleep(1)
+    a.kill()
+    time.sleep(1)
+    a.start()
+    t = c.task(tid)
+    check(t["status"] == "running" and t["attempt"] == 1, f"still running on its first lease: {t}")
+    t = at.wait_final(c, tid)
+    check(t["status"] == "succeeded", t)
+    check(t["attempt"] == 1 and len(t["attempts"]) == 1, f"one attempt: {t['attempts']}")
+    check("begin" in t["result"]["stdout_tail"] and "end" in t["result"]["stdout_tail"], t["result"])
+    check(len(starts(tid, since)) == 1, f"one container start: {at.task_events(tid, since)}")
+    check("adopting" in a.log(), "the restarted agent adopted the container")
+    wait_until(lambda: at.containers_of(tid) == [], 20, msg="container removed")
+
+
+def test_restart_while_exited_adopts_result():
+    """The container ends while the agent is down: the restarted agent reports its result."""
+    node = at.node_name("node-a")
+    mctest.defer(at.cleanup_node_containers, node)
+    pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
+    a = at.Agent([c], node).start()
+    since = time.time()
+    tid = at.push(c, body("echo quick; exit 5"))
+    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)) or c.task(tid)["status"] in at.FINAL,
+               30, msg="container started")
+    # Kill the agent as soon as it has started the container, before it could collect the result.
+    at.wait_status(c, tid, ("leased", "running") + at.FINAL)
+    a.kill()
+    t = c.task(tid)
+    if t["status"] in at.FINAL:
+        print("# the agent was faster than the kill; nothing to adopt")
+        return
+    a.start()
+    t = at.wait_final(c, tid)
+    check(t["status"] == "failed" and t["result"]["exit_code"] == 5 and t["attempt"] == 1, t)
+    check(len(starts(tid, since)) == 1, at.task_events(tid, since))
+
+
+def test_node_death_reruns_elsewhere():
+    nx, ny = at.node_name("node-x"), at.node_name("node-y")
+    for n in (nx, ny):
+        mctest.defer(at.cleanup_node_containers, n)
+    pg, (c,) = at.cluster([nx, ny], lease_ttl_ms=3000, grace_ms=500)
+    x = at.Agent([c], nx).start()
+    since = time.time()
+    tid = at.push(c, body("echo run; sleep 4; echo ok"))
+    t = at.wait_status(c, tid, "running")
+    check(t["lease"]["node_id"] == nx, t)
+    y = at.Agent([c], ny).start()
+    # The node dies: its agent, and its containers with it.
+    x.kill()
+    for ct in at.containers_of(tid):
+        mctest.docker_api("POST", f"/containers/{ct['Id']}/kill")
+    t = at.wait_final(c, tid, 90)
+    check(t["status"] == "succeeded", t)
+    check(t["attempt"] == 2 and [a["node_id"] for a in t["attempts"]] == [nx, ny], t["attempts"])
+    check(t["attempts"][0]["status"] != "succeeded", t["attempts"])
+    iv = at.check_no_overlap(tid, since)
+    check(len(iv) == 2, f"two containers: {iv}")
+    at.cleanup_node_containers(nx)
+
+
+def test_controls_unreachable_self_fence():
+    node = at.node_name("node-a")
+    mctest.defer(at.cleanup_node_containers, node)
+    pg, (c,) = at.cluster([node], lease_ttl_ms=3000, grace_ms=500)
+    a = at.Agent([c], node).start()
+    since = time.time()
+    tid = at.push(c, body("sleep 8; echo done", max_attempts=3))
+    at.wait_status(c, tid, "running")
+    time.sleep(1.5)
+    c.kill()
+    t_kill = time.time()
+    # The agent stops the container itself: Docker says when.
+    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 15, msg="the container to die")
+    die_ns = [e[0] for e in at.task_events(tid, since) if e[1] == "die"][0]
+    (expires,) = pg.psql(f"SELECT (extract(epoch FROM lease_expires_at) * 1e9)::bigint FROM tasks WHERE id = '{tid}'")[0]
+    expires_ns = int(expires)
+    check(die_ns < expires_ns, f"container died {(die_ns - expires_ns) / 1e6:.0f} ms after the lease deadline")
+    print(f"# container died {(expires_ns - die_ns) / 1e6:.0f} ms before the control's deadline, "
+          f"{(die_ns / 1e9 - t_kill):.2f} s after the control went away")
+    check("lease_expired" in a.log(), "the agent logged its self-fencing")
+
+    c.restart()
+    t = at.wait_final(c, tid, 90)
+    check(t["status"] == "succeeded" and t["attempt"] == 2, t)
+    check(ts_ns(t["attempts"][1]["leased_at"]) > die_ns, f"re-queued only after the container was gone: {t['attempts']}")
+    at.check_no_overlap(tid, since)
+
+
+def test_controls_unreachable_result_in_outbox():
+    node = at.node_name("node-a")
+    mctest.defer(at.cleanup_node_containers, node)
+    pg, (c,) = at.cluster([node], lease_ttl_ms=10000, grace_ms=500)
+    a = at.Agent([c], node).start()
+    tid = at.push(c, body("sleep 2; echo finished-offline"))
+    at.wait_status(c, tid, "running")
+    c.kill()
+    wait_until(lambda: a.outbox(), 30, msg="the result in the outbox")
+    entry = a.outbox()
+    check(len(entry) == 1 and entry[0].startswith(tid), entry)
+    # The result survives an agent restart (a crash, even).
+    a.kill()
+    a.start()
+    time.sleep(2)
+    check(a.outbox() == entry, f"outbox after restart: {a.outbox()}")
+    c.daemon.start()
+    c.daemon.wait_ready()
+    t = at.wait_final(c, tid, 60)
+    check(t["status"] == "succeeded" and t["attempt"] == 1, t)
+    check("finished-offline" in t["result"]["stdout_tail"], t["result"])
+    wait_until(lambda: a.outbox() == [], 10, msg="the outbox emptied")
+
+
+def test_agent_gone_keeper_fences():
+    """The agent is killed and does not come back: the fence keeper stops its container before the
+    lease deadline, and the task runs again elsewhere, never twice at once."""
+    nx, ny = at.node_name("node-x"), at.node_name("node-y")
+    for n in (nx, ny):
+        mctest.defer(at.cleanup_node_containers, n)
+    pg, (c,) = at.cluster([nx, ny], lease_ttl_ms=3000, grace_ms=500)
+    x = at.Agent([c], nx).start()
+    since = time.time()
+    tid = at.push(c, body("sleep 6; echo ok"))
+    at.wait_status(c, tid, "running")
+    time.sleep(0.5)
+    x.kill()                    # the node lives on; its agent does not
+    y = at.Agent([c], ny).start()
+    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 15, msg="the keeper to stop the container")
+    die_ns = [e[0] for e in at.task_events(tid, since) if e[1] == "die"][0]
+    t = at.wait_final(c, tid, 90)
+    check(t["status"] == "succeeded" and t["attempt"] == 2 and t["attempts"][1]["node_id"] == ny, t)
+    check(ts_ns(t["attempts"][1]["leased_at"]) > die_ns, t["attempts"])
+    at.check_no_overlap(tid, since)
+    check("Fence keeper: killed" in x.log(), "the keeper did it")
+
+
+def test_stop_and_restart_keeps_tasks():
+    """systemctl restart (SIGTERM, start): running tasks go on, nothing runs twice."""
+    node = at.node_name("node-a")
+    mctest.defer(at.cleanup_node_containers, node)
+    pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
+    a = at.Agent([c], node).start()
+    since = time.time()
+    tids = [at.push(c, body(f"sleep 3; echo t{i}")) for i in range(3)]
+    for tid in tids:
+        at.wait_status(c, tid, "running")
+    a.stop()
+    a.start()
+    for i, tid in enumerate(tids):
+        t = at.wait_final(c, tid)
+        check(t["status"] == "succeeded" and t["attempt"] == 1 and f"t{i}" in t["result"]["stdout_tail"], t)
+        check(len(starts(tid, since)) == 1, at.task_events(tid, since))
+
+
+mctest.main()

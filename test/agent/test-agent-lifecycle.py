@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""mc-agent end to end, against the real mc-control on a real PostgreSQL and the real dockerd: the
+seed's sample task on node-b, limits and runtime as the engine records them, failure, timeout, cancel,
+an unknown image and an unknown runtime, a task too large for any node, control failover; and the same
+life cycle with the exec driver (limits read back from the task's own cgroup).
+
+Usage: test-agent-lifecycle.py [docker|exec] [test names...]"""
+
+import sys
+import time
+
+import mctest
+from mctest import check, http, wait_until
+import agenttest as at
+
+DRIVER = "docker"
+if len(sys.argv) > 1 and sys.argv[1] in ("docker", "exec"):
+    DRIVER = sys.argv.pop(1)
+
+
+def setup(n_agents=1, replicas=1, names=None, **agent_kw):
+    nodes = names or [at.node_name(f"node-{chr(ord('a') + i)}") for i in range(n_agents)]
+    pg, controls = at.cluster(nodes, replicas=replicas)
+    agents = [at.Agent(controls, n, driver=DRIVER, **agent_kw).start() for n in nodes]
+    for n in nodes:
+        mctest.defer(at.cleanup_node_containers, n)
+    return pg, controls, agents
+
+
+def logs(c, tid):
+    r = http("GET", f"{c.url}/api/tasks/{tid}/logs", token=at.USER_TOKEN)
+    check(r.status == 200, f"logs: {r.status} {r.text}")
+    return r.text
+
+
+def task_body(cmd, **kw):
+    body = {"image": at.IMAGE, "cmd": ["sh", "-c", cmd], "timeout_sec": 60}
+    body.update(kw)
+    return body
+
+
+def test_sample_task_on_node_b():
+    """The seed's sample task, targeted at node-b, runs on node-b with its limits and runtime."""
+    pg, (c,), (a, b) = setup(names=["node-a", "node-b"])
+    body = dict(at.SAMPLE_TASK)
+    if DRIVER == "docker":
+        body["runtime"] = mctest.SECOND_RUNTIME
+    tid = at.push(c, body)
+    t = at.wait_status(c, tid, ("running",) + at.FINAL, 60)
+    check(t["status"] == "running", f"task ended before it was seen running: {t}")
+    check(t["lease"]["node_id"] == "node-b", t)
+    if DRIVER == "docker":
+        (ct,) = at.containers_of(tid)
+        info = at.inspect(ct["Id"])
+        hc = info["HostConfig"]
+        check(hc["NanoCpus"] == 500000000 and hc["Memory"] == 268435456 and hc["Runtime"] == mctest.SECOND_RUNTIME,
+              f"HostConfig: NanoCpus={hc['NanoCpus']} Memory={hc['Memory']} Runtime={hc['Runtime']}")
+        labels = info["Config"]["Labels"]
+        check(labels["mc.task_id"] == tid and labels["mc.node"] == "node-b" and labels["mc.lease_token"] == "1", labels)
+    t = at.wait_final(c, tid)
+    check(t["status"] == "succeeded", t)
+    check(t["attempt"] == 1 and len(t["attempts"]) == 1 and t["attempts"][0]["node_id"] == "node-b", t)
+    check("hi-from-A" in t["result"]["stdout_tail"], t["result"])
+    check(t["result"]["exit_code"] == 0, t["result"])
+    check("hi-from-A" in logs(c, tid), "logs")
+    check("node-b" not in a.log() or tid not in a.log(), "node-a touched the task")
+    if DRIVER == "docker":
+        wait_until(lambda: at.containers_of(tid) == [], 30, msg="container removed")
+
+
+def test_exit_code():
+    pg, (c,), (a,) = setup()
+    tid = at.push(c, task_body("echo out; echo err >&2; exit 3"))
+    t = at.wait_final(c, tid)
+    check(t["status"] == "failed" and t["result"]["exit_code"] == 3, t)
+    check(t["result"]["stdout_tail"] == "out\n" and t["result"]["stderr_tail"] == "err\n", t["result"])
+    check("3" in (t["result"]["reason"] or ""), t["result"])
+
+
+def test_timeout():
+    pg, (c,), (a,) = setup()
+    tid = at.push(c, task_body("echo started; sleep 60", timeout_sec=2))
+    t0 = time.monotonic()
+    t = at.wait_final(c, tid, 60)
+    check(t["status"] == "timed_out", t)
+    check(time.monotonic() - t0 < 30, "took too long to time out")
+    check("timed out" in (t["result"]["reason"] or ""), t["result"])
+    check("started" in t["result"]["stdout_tail"], t["result"])
+    if DRIVER == "docker":
+        check(at.containers_of(tid) == [], "the container is gone")
+    check(a.outbox() == [], f"outbox emptied: {a.outbox()}")
+
+
+def test_cancel():
+    pg, (c,), (a,) = setup()
+    tid = at.push(c, task_body("trap 'echo got-term; exit 143' TERM; echo started; sleep 60 & wait"))
+    at.wait_status(c, tid, "running")
+    wait_until(lambda: "started" in a.log() or True, 5)
+    time.sleep(0.5)
+    r = c.cancel(tid)
+    check(r.status == 200, f"cancel: {r.status} {r.text}")
+    # The record says cancelled at once; the agent stops the container and reports its result.
+    wait_until(lambda: (lambda t: t["result"] is not None and t["result"]["exit_code"] is not None)(c.task(tid)),
+               30, msg="the agent's result of the cancelled task")
+    t = c.task(tid)
+    check(t["status"] == "cancelled", t)
+    check(t["result"]["exit_code"] == 143 and "got-term" in t["result"]["stdout_tail"], t["result"])
+    if DRIVER == "docker":
+        wait_until(lambda: at.containers_of(tid) == [], 30, msg="container removed")
+    wait_until(lambda: a.outbox() == [], 10, msg="outbox empty")
+
+
+def test_cancel_queued_and_claimed():
+    """Cancelling a task before the agent started it: it never runs."""
+    pg, (c,), (a,) = setup()
+    tid = at.push(c, task_body("echo should-not-run", labels={"target_node": "nobody"}))
+    r = c.cancel(tid)
+    check(r.status == 200, r.text)
+    t = c.task(tid)
+    check(t["status"] == "cancelled" and t["attempt"] == 0, t)
+
+
+def test_unknown_image():
+    if DRIVER != "docker":
+        return
+    pg, (c,), (a,) = setup()
+    tid = at.push(c, task_body("true", image="mc-test/does-not-exist:1.0"))
+    t = at.wait_final(c, tid)
+    check(t["status"] == "failed", t)
+    reason = t["result"]["reason"] or ""
+    check("mc-test/does-not-exist:1.0" in reason and "pull" in reason, f"reason: {reason!r}")
+    check(t["attempt"] == 1, t)
+
+
+def test_unknown_runtime():
+    if DRIVER != "docker":
+        return
+    pg, (c,), (a,) = setup()
+    tid = at.push(c, task_body("true", runtime="kata-runtime"))
+    t = at.wait_final(c, tid)
+    check(t["status"] == "failed", t)
+    reason = t["result"]["reason"] or ""
+    check("kata-runtime" in reason and "not available" in reason, f"reason: {reason!r}")
+
+
+def test_command_not_found():
+    pg, (c,), (a,) = setup()
+    tid = at.push(c, {"image": at.IMAGE, "cmd": ["no-such-command-mc"], "timeout_sec": 30})
+    t = at.wait_final(c, tid)
+    check(t["status"] == "failed" and "no-such-command-mc" in (t["result"]["reason"] or ""), t)
+
+
+def test_too_large_stays_queued():
+    pg, (c,), (a,) = setup()
+    tid = at.push(c, task_body("true", resources={"nano_cpus": 64_000_000_000, "memory_bytes": 1 << 30}))
+    small = at.push(c, task_body("echo small"))
+    check(at.wait_final(c, small)["status"] == "succeeded", "a task that fits still runs")
+    time.sleep(2)
+    t = c.task(tid)
+    check(t["status"] == "queued" and t["attempt"] == 0, t)
+    check(t["pending_reason"], f"a queued task too large for every node says why: {t}")
+    print(f"# pending_reason: {t['pending_reason']}")
+
+
+def test_limits_visible():
+    """The requested limits, as the kernel (exec) or the engine (docker) applies them."""
+    pg, (c,), (a,) = setup()
+    res = {"nano_cpus": 250_000_000, "memory_bytes": 64 << 20}
+    if DRIVER == "docker":
+        tid = at.push(c, task_body("sleep 3", resources=res))
+        at.wait_status(c, tid, "running")
+        (ct,) = at.containers_of(tid)
+        hc = at.inspect(ct["Id"])["HostConfig"]
+        check(hc["NanoCpus"] == 250_000_000 and hc["Memory"] == 64 << 20 and hc["Runtime"] == "runc", hc)
+        check(at.wait_final(c, tid)["status"] == "succeeded", "task")
+        return
+    # The task reads its own cgroup, v1 or v2.
+    script = r"""
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+  p=$(grep '^0::' /proc/self/cgroup | cut -d: -f3)
+  echo "cpu $(cat /sys/fs/cgroup$p/cpu.max)"; echo "mem $(cat /sys/fs/cgroup$p/memory.max)"
+else
+  m=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3); c=$(grep -E ':(cpu,cpuacct|cpuacct,cpu|cpu):' /proc/self/cgroup | cut -d: -f3)
+  echo "cpu $(cat /sys/fs/cgroup/cpu$c/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu$c/cpu.cfs_period_us)"
+  echo "mem $(cat /sys/fs/cgroup/memory$m/memory.limit_in_bytes)"
+fi
+"""
+    tid = at.push(c, task_body(script, resources=res))
+    t = at.wait_final(c, tid)
+    check(t["status"] == "succeeded", t)
+    out = t["result"]["stdout_tail"]
+    check("cpu 25000 100000" in out and f"mem {64 << 20}" in out, f"cgroup limits seen by the task: {out!r}")
+
+
+def test_failover_between_controls():
+    """The first control URL is dead: the agent uses the second, for everything."""
+    pg, (c1, c2) = at.cluster([at.node_name("node-a")], replicas=2)
+    node = at.node_name("node-a")
+    mctest.defer(at.cleanup_node_containers, node)
+    c1.kill()
+    a = at.Agent([c1, c2], node, driver=DRIVER).start()
+    tid = at.push(c2, task_body("echo via-second"))
+    t = at.wait_final(c2, tid)
+    check(t["status"] == "succeeded" and "via-second" in t["result"]["stdout_tail"], t)
+
+
+def test_several_at_once():
+    """Several tasks run at the same time, up to the node's capacity."""
+    pg, (c,), (a,) = setup()
+    tids = [at.push(c, task_body("sleep 2; echo done", resources={"nano_cpus": 500_000_000, "memory_bytes": 64 << 20}))
+            for _ in range(6)]
+    t0 = time.monotonic()
+    for tid in tids:
+        check(at.wait_final(c, tid)["status"] == "succeeded", tid)
+    elapsed = time.monotonic() - t0
+    starts = sorted(c.task(t)["attempts"][0]["started_at"] for t in tids)
+    ends = sorted(c.task(t)["attempts"][0]["ended_at"] for t in tids)
+    # Overlap, by the control's own records: the last one started before the first one ended.
+    check(starts[-1] < ends[0], f"tasks did not run at the same time: starts {starts} ends {ends} ({elapsed:.1f}s)")
+
+
+mctest.main()
