@@ -196,6 +196,12 @@ void dht_bootstrap_resolved(Dht *d, const DhtAddr *a);
 void dht_handle_query(Dht *d, DhtSocket *s, const KrpcMsg *m, const DhtAddr *from);
 void dht_reply_error(Dht *d, DhtSocket *s, const DhtAddr *to, KrpcBytes tid, int code, const char *msg);
 
+static inline uint64_t republish_interval(Dht *d, bool is_announce) {
+        if (d->t.republish_usec > 0)
+                return d->t.republish_usec;
+        return is_announce ? ANNOUNCE_INTERVAL_USEC : PUT_INTERVAL_USEC;
+}
+
 /* dht-lookup.c */
 Op *op_new(Dht *d, OpType type, DhtCallback cb, void *userdata);
 void op_start(Op *op);

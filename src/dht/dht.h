@@ -33,6 +33,8 @@ typedef struct DhtTuning {
         size_t max_items, max_infohashes;       /* storage bounds (4096 each) */
         unsigned alpha;                         /* lookup parallelism (3) */
         bool no_initial_refresh;                /* skip filling far buckets after bootstrap */
+        uint64_t maintenance_usec;              /* period of the housekeeping timer (5 s, +-1 s) */
+        uint64_t republish_usec;                /* re-announce / re-put period (15 min / 1 h) */
 } DhtTuning;
 
 typedef struct DhtConfig {

@@ -190,12 +190,64 @@ static void test_ipv6(void) {
                 dht_free(net[i]);
 }
 
+/* A node that put and announced with DHT_REPUBLISH before anyone could store it (it was alone)
+ * publishes again by itself later, once nodes have joined. */
+static void test_republish(void) {
+        DhtTuning fast = { .maintenance_usec = 200 * USEC_PER_MSEC, .republish_usec = USEC_PER_SEC };
+        char boot[64], ip[32], *bootv[] = { boot, NULL };
+        Dht *a, *net[3];
+        DhtResult r = {};
+        uint8_t target[DHT_ID_SIZE], ih[DHT_ID_SIZE];
+
+        ASSERT(dht_new(event, &(DhtConfig) { .bind_address = "127.3.1.1", .tuning = &fast }, &a) >= 0);
+        waiting++;
+        ASSERT(dht_put(a, "9:republish", 11, DHT_REPUBLISH, target, on_done, &r) >= 0);
+        run_until_done();
+        ASSERT_EQ(r.error, -EHOSTUNREACH); /* nobody to store it */
+        memset(ih, 0x42, sizeof(ih));
+        waiting++;
+        ASSERT(dht_announce(a, ih, 5555, DHT_REPUBLISH, on_done, &r) >= 0);
+        run_until_done();
+        ASSERT_EQ(r.error, -EHOSTUNREACH);
+
+        for (unsigned i = 0; i < 3; i++) {
+                snprintf(ip, sizeof(ip), "127.3.1.%u", i + 2);
+                snprintf(boot, sizeof(boot), "127.3.1.1:%u", dht_port(a));
+                ASSERT(dht_new(event, &(DhtConfig) { .bind_address = ip, .bootstrap = bootv }, &net[i]) >= 0);
+                waiting++;
+                ASSERT(dht_when_ready(net[i], on_done, NULL) >= 0);
+                run_until_done();
+        }
+        /* Within a few republish periods, the others hold both. */
+        uint64_t deadline = now_usec() + 30 * USEC_PER_SEC;
+        for (;;) {
+                DhtResult g = {}, p = {};
+                waiting += 2;
+                ASSERT(dht_get(net[2], target, on_done, &g) >= 0);
+                ASSERT(dht_get_peers(net[1], ih, on_done, &p) >= 0);
+                run_until_done();
+                if (g.error == 0 && p.error == 0 && p.n_peers == 1)
+                        break;
+                ASSERT(now_usec() < deadline);
+                uint64_t until = now_usec() + 300 * USEC_PER_MSEC;
+                while (now_usec() < until)
+                        ASSERT(sd_event_run(event, 50 * USEC_PER_MSEC) >= 0);
+        }
+        /* dht_unpublish() stops it. */
+        ASSERT_EQ(dht_unpublish(a, target), 0);
+        ASSERT_EQ(dht_unpublish(a, target), -ENOENT);
+        dht_free(a);
+        for (unsigned i = 0; i < 3; i++)
+                dht_free(net[i]);
+}
+
 int main(void) {
         log_setup("test-dht-daemon");
         ASSERT(sd_event_new(&event) >= 0);
         test_config();
         test_controls_and_restart();
         test_ipv6();
+        test_republish();
         sd_event_unref(event);
         return 0;
 }
