@@ -189,16 +189,9 @@ static int run(int argc, char *argv[]) {
                 goto finish;
         }
 
-        r = daemon_event_new(&c.event);
+        r = daemon_event_new_with_terminate(on_terminate, &c, &c.event);
         if (r < 0)
                 goto finish;
-        r = sd_event_add_signal(c.event, NULL, SIGTERM, on_terminate, &c);
-        if (r >= 0)
-                r = sd_event_add_signal(c.event, NULL, SIGINT, on_terminate, &c);
-        if (r < 0 && r != -EBUSY) {
-                log_error_errno(r, "Failed to handle SIGTERM: %m");
-                goto finish;
-        }
 
         r = claim_waiters_new(&c, &c.waiters);
         if (r >= 0)

@@ -11,6 +11,10 @@
 #include "log.h"
 
 int daemon_event_new(sd_event **ret) {
+        return daemon_event_new_with_terminate(NULL, NULL, ret);
+}
+
+int daemon_event_new_with_terminate(sd_event_signal_handler_t on_terminate, void *userdata, sd_event **ret) {
         _cleanup_event_unref_ sd_event *e = NULL;
         sigset_t mask;
         int r;
@@ -28,10 +32,11 @@ int daemon_event_new(sd_event **ret) {
         /* A peer closing a socket under us must be an error return, never a dead daemon. */
         signal(SIGPIPE, SIG_IGN);
 
-        r = sd_event_add_signal(e, NULL, SIGTERM, NULL, NULL);
+        /* A NULL handler makes sd-event end the loop. */
+        r = sd_event_add_signal(e, NULL, SIGTERM, on_terminate, userdata);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch SIGTERM: %m");
-        r = sd_event_add_signal(e, NULL, SIGINT, NULL, NULL);
+        r = sd_event_add_signal(e, NULL, SIGINT, on_terminate, userdata);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch SIGINT: %m");
 

@@ -15,6 +15,10 @@
 
 /* Creates the default event loop with SIGTERM/SIGINT handling and the watchdog enabled. */
 int daemon_event_new(sd_event **ret);
+/* The same, with SIGTERM/SIGINT going to on_terminate (which then decides when the loop ends) instead of
+ * ending the loop at once. sd-event allows one source per signal, so a daemon that wants its own handler
+ * cannot add it after daemon_event_new(). */
+int daemon_event_new_with_terminate(sd_event_signal_handler_t on_terminate, void *userdata, sd_event **ret);
 
 /* READY=1 plus a status line. */
 void daemon_notify_ready(const char *status);

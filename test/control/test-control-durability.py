@@ -70,7 +70,8 @@ def test_database_stopped_gives_503_then_recovers():
     pg.start()
     wait_until(lambda: c.push({"image": "i", "cmd": ["x"], "labels": {"after": "yes"}}).status == 201, timeout=60,
                msg="pushes work again without a restart")
-    check(http("GET", c.url + "/api/health").status == 200, "healthy again")
+    # Pushes need one pooled connection; health also waits for the LISTEN connection.
+    wait_until(lambda: http("GET", c.url + "/api/health").status == 200, timeout=60, msg="healthy again")
     # The listener came back too: a waiting claim is woken by a push.
     claim = background(a.claim, 20000, 60)
     r = claim.get()

@@ -70,13 +70,18 @@ CREATE TABLE task_output (
         truncated boolean NOT NULL DEFAULT false
 );
 
-CREATE FUNCTION mc_ts(t timestamptz) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+-- STABLE like to_char, so that it is inlined into its callers: a SQL function that is not inlined is
+-- parsed and planned again on every statement that calls it.
+CREATE FUNCTION mc_ts(t timestamptz) RETURNS text LANGUAGE sql STABLE AS $$
         SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
--- The task record served by the API. with_detail adds attempts and the output tails.
-CREATE FUNCTION mc_task_json(t tasks, with_detail boolean) RETURNS jsonb LANGUAGE sql STABLE AS $$
-        SELECT t.spec || jsonb_build_object(
+-- The task record served by the API. with_detail adds attempts and the output tails. PL/pgSQL rather
+-- than SQL, which cannot be inlined here (sub-select) and so would be parsed and planned on every call
+-- (every claim): PL/pgSQL keeps its plan for the session.
+CREATE FUNCTION mc_task_json(t tasks, with_detail boolean) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+        RETURN t.spec || jsonb_build_object(
                 'id', t.id,
                 'status', t.status,
                 'attempt', t.attempt,
@@ -100,7 +105,8 @@ CREATE FUNCTION mc_task_json(t tasks, with_detail boolean) RETURNS jsonb LANGUAG
                         'ended_at', mc_ts(a.ended_at), 'status', a.status, 'exit_code', a.exit_code,
                         'reason', a.reason) ORDER BY a.attempt)
                 FROM attempts a WHERE a.task_id = t.id), '[]'::jsonb))
-           ELSE '{}'::jsonb END
+           ELSE '{}'::jsonb END;
+END
 $$;
 
 -- Push a batch of validated tasks in one transaction (one commit for many pushes). Each element of
@@ -129,14 +135,17 @@ BEGIN
         SELECT i.id,
                CASE WHEN ins.id IS NOT NULL THEN 'created'
                     -- inserted by a transaction that committed after this statement's snapshot
-                    WHEN old.id IS NULL THEN 'retry'
-                    WHEN old.spec = i.spec THEN 'exists'
+                    WHEN old.t IS NULL THEN 'retry'
+                    WHEN (old.t).spec = i.spec THEN 'exists'
                     ELSE 'conflict' END,
                CASE WHEN ins.id IS NOT NULL THEN jsonb_build_object('created_at', mc_ts(ins.created_at))
-                    WHEN old.spec = i.spec THEN mc_task_json(old, true) END
+                    WHEN (old.t).spec = i.spec THEN mc_task_json(old.t, true) END
         FROM input i
         LEFT JOIN inserted ins ON ins.id = i.id
-        LEFT JOIN tasks old ON old.id = i.id AND ins.id IS NULL
+        -- Only a push that inserted nothing looks for the stored task: one index probe. OFFSET 0 keeps
+        -- this a per-row probe; as a plain join the planner, which guesses 100 input rows, hashes the
+        -- whole table on every push for as long as it is small (below some 30 000 rows).
+        LEFT JOIN LATERAL (SELECT o AS t FROM tasks o WHERE ins.id IS NULL AND o.id = i.id OFFSET 0) old ON true
         ORDER BY i.ord;
 
         SELECT count(*) FILTER (WHERE x->>'target_node' IS NULL),
@@ -373,7 +382,9 @@ BEGIN
         WITH expired AS (
                 SELECT x.id, x.lease_node FROM tasks x
                  WHERE x.status IN ('leased', 'running')
-                   AND x.lease_expires_at + p_grace_ms * interval '1 millisecond' < clock_timestamp()
+                   -- now(), not clock_timestamp(): only a stable bound can limit the scan of the deadline
+                   -- index to what has expired, instead of reading every lease on every sweep.
+                   AND x.lease_expires_at < now() - p_grace_ms * interval '1 millisecond'
                  FOR UPDATE SKIP LOCKED
         ), changed AS (
                 UPDATE tasks t SET
