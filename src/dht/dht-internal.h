@@ -39,9 +39,9 @@ typedef struct DhtSocket {
 } DhtSocket;
 
 /* Called with reply set (a response, or an error reply with error = -EREMOTEIO), or reply NULL and
- * error = -ETIMEDOUT when every try went unanswered. With QUERY_STALL, the first timeout is reported
- * as -ETIME while the transaction stays open: a late answer (or the final -ETIMEDOUT, a few timeouts
- * later) follows. Lookups use this to move on from slow nodes without giving up on them. */
+ * error = -ETIMEDOUT when every try went unanswered and then nothing came for a while longer (at
+ * least a second). With QUERY_STALL, the first timeout is also reported, as -ETIME, and the
+ * transaction stays open: lookups use this to move on from slow nodes without giving up on them. */
 typedef void (*PendingCallback)(Dht *d, Pending *p, const KrpcMsg *reply, int error, void *userdata);
 
 struct Pending {
@@ -195,6 +195,12 @@ void dht_bootstrap_resolved(Dht *d, const DhtAddr *a);
 /* dht-server.c */
 void dht_handle_query(Dht *d, DhtSocket *s, const KrpcMsg *m, const DhtAddr *from);
 void dht_reply_error(Dht *d, DhtSocket *s, const DhtAddr *to, KrpcBytes tid, int code, const char *msg);
+
+static inline uint64_t republish_interval(Dht *d, bool is_announce) {
+        if (d->t.republish_usec > 0)
+                return d->t.republish_usec;
+        return is_announce ? ANNOUNCE_INTERVAL_USEC : PUT_INTERVAL_USEC;
+}
 
 /* dht-lookup.c */
 Op *op_new(Dht *d, OpType type, DhtCallback cb, void *userdata);

@@ -520,7 +520,7 @@ void op_start(Op *op) {
                         op_finish(op);
                         return;
                 }
-                r = dht_send_query(d, s, &op->ping_addr, NULL, &q, 3, on_ping_reply, op, NULL);
+                r = dht_send_query(d, s, &op->ping_addr, NULL, &q, 2, on_ping_reply, op, NULL);
                 if (r < 0) {
                         op->error = r;
                         op_finish(op);
@@ -697,7 +697,7 @@ int dht_put_mutable(Dht *d, EVP_PKEY *key, const void *salt, size_t salt_len, co
 /* Republishing. */
 
 int dht_remember_published(Dht *d, const uint8_t target[DHT_ID_SIZE], bool is_announce, uint16_t port, const StoredItem *item) {
-        uint64_t interval = is_announce ? ANNOUNCE_INTERVAL_USEC : PUT_INTERVAL_USEC;
+        uint64_t interval = republish_interval(d, is_announce);
         Published *p;
         size_t n = 0;
 
@@ -756,7 +756,7 @@ void dht_republish_due(Dht *d, uint64_t now) {
         for (Published *p = d->published; p; p = p->next) {
                 if (p->due > now)
                         continue;
-                p->due = now + (p->is_announce ? ANNOUNCE_INTERVAL_USEC : PUT_INTERVAL_USEC);
+                p->due = now + republish_interval(d, p->is_announce);
                 if (p->is_announce) {
                         Op *op = op_new(d, OP_ANNOUNCE, NULL, NULL);
                         if (op) {

@@ -15,18 +15,20 @@
 #include "dht-internal.h"
 #include "log.h"
 
+#define MAINTENANCE_USEC (5 * USEC_PER_SEC)
+
 static const DhtTuning tuning_default = {
         .query_rate = 50,
         .query_burst = 200,
-        .min_timeout_usec = 50 * USEC_PER_MSEC,
+        .min_timeout_usec = 5 * USEC_PER_MSEC,
         .max_timeout_usec = 2 * USEC_PER_SEC,
         .max_items = 4096,
         .max_infohashes = 4096,
         .alpha = 3,
+        .maintenance_usec = MAINTENANCE_USEC,
 };
 
 #define INITIAL_TIMEOUT_USEC (1 * USEC_PER_SEC)
-#define MAINTENANCE_USEC (5 * USEC_PER_SEC)
 #define REBOOTSTRAP_USEC (60 * USEC_PER_SEC)
 #define CHECK_INTERVAL_USEC (60 * USEC_PER_SEC)
 
@@ -148,13 +150,16 @@ static int on_pending_timeout(sd_event_source *es, uint64_t usec, void *userdata
         }
         if (p->has_id)
                 rt_failed(&p->sock->rt, p->id, &p->to);
-        /* The caller moves on now, but the transaction lingers a while: a late answer still teaches
-         * the timeout estimator (the host or path is slower than it thought) and clears the node's
-         * failure in the routing table, so a busy moment does not evict live nodes. */
+        /* The transaction stays open a while longer (at least a second): on a loaded host or a slow
+         * path, answers come late rather than never. A late answer completes it as usual, teaches the
+         * timeout estimator, and clears the node's failure in the routing table, so a busy moment
+         * does not evict live nodes. Only lookups hear about the first timeout (QUERY_STALL), to ask
+         * someone else meanwhile; for the rest, the verdict comes at the end. */
         p->expired = true;
-        (void) sd_event_source_set_time_relative(es, MAX(4 * p->timeout, USEC_PER_SEC));
+        (void) sd_event_source_set_time_relative(es, MAX(p->timeout, USEC_PER_SEC));
         (void) sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
-        pending_callback(d, p, NULL, p->stall ? -ETIME : -ETIMEDOUT);
+        if (p->stall)
+                pending_callback(d, p, NULL, -ETIME);
         return 0;
 }
 
@@ -518,7 +523,7 @@ static int on_maintenance(sd_event_source *es, uint64_t usec, void *userdata) {
         }
 
         /* A little jitter keeps thousands of nodes in one process from waking up together. */
-        (void) sd_event_source_set_time_relative(es, MAINTENANCE_USEC - USEC_PER_SEC + (uint64_t) random() % (2 * USEC_PER_SEC));
+        (void) sd_event_source_set_time_relative(es, d->t.maintenance_usec * 4 / 5 + (uint64_t) random() % (d->t.maintenance_usec * 2 / 5 + 1));
         (void) sd_event_source_set_enabled(es, SD_EVENT_ONESHOT);
         return 0;
 }
@@ -541,6 +546,7 @@ int dht_new(sd_event *e, const DhtConfig *c, Dht **ret) {
         DEF(max_items);
         DEF(max_infohashes);
         DEF(alpha);
+        DEF(maintenance_usec);
 #undef DEF
         d->t.alpha = MIN(d->t.alpha, 16U);
         d->read_only = c->read_only;
@@ -608,7 +614,7 @@ int dht_new(sd_event *e, const DhtConfig *c, Dht **ret) {
                         d->n_sock++;
         }
 
-        r = sd_event_add_time_relative(e, &d->maintenance, CLOCK_MONOTONIC, MAINTENANCE_USEC, USEC_PER_SEC / 4,
+        r = sd_event_add_time_relative(e, &d->maintenance, CLOCK_MONOTONIC, d->t.maintenance_usec, d->t.maintenance_usec / 20,
                                        on_maintenance, d);
         if (r < 0)
                 goto fail;

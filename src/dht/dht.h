@@ -29,10 +29,12 @@ typedef struct Dht Dht;
 /* Knobs for tests and simulations; zero fields take the defaults in dht.c. */
 typedef struct DhtTuning {
         uint32_t query_rate, query_burst;       /* per source address (default 50/s, burst 100) */
-        uint64_t min_timeout_usec, max_timeout_usec; /* adaptive query timeout bounds (50 ms, 2 s) */
+        uint64_t min_timeout_usec, max_timeout_usec; /* adaptive query timeout bounds (5 ms, 2 s) */
         size_t max_items, max_infohashes;       /* storage bounds (4096 each) */
         unsigned alpha;                         /* lookup parallelism (3) */
         bool no_initial_refresh;                /* skip filling far buckets after bootstrap */
+        uint64_t maintenance_usec;              /* period of the housekeeping timer (5 s, +-1 s) */
+        uint64_t republish_usec;                /* re-announce / re-put period (15 min / 1 h) */
 } DhtTuning;
 
 typedef struct DhtConfig {

@@ -8,14 +8,15 @@
 
 #include "dht-addr.h"
 
-#define RATELIMIT_SLOTS 4096
+#define RATELIMIT_SLOTS 2048
 
 typedef struct RateLimit {
         uint8_t key[16];
         uint32_t rate;          /* queries per second */
         uint32_t burst;
+        uint64_t epoch;         /* usec; slot times are milliseconds since then (8 bytes a slot: 16 KiB) */
         struct {
-                uint64_t last;          /* usec */
+                uint32_t last_ms;       /* 0: unused */
                 uint32_t tokens_milli;  /* tokens * 1000 */
         } slot[RATELIMIT_SLOTS];
 } RateLimit;

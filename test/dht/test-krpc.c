@@ -19,7 +19,7 @@ static const char *const bep5_examples[] = {
         "d1:ad2:id20:abcdefghij01234567896:target20:mnopqrstuvwxyz123456e1:q3:get1:t2:aa1:y1:qe",
         "d1:ad2:id20:abcdefghij01234567895:token8:aoeusnth1:v12:Hello World!e1:q3:put1:t2:aa1:y1:qe",
         /* BEP 43 read-only flag and a client version */
-        "d1:ad2:id20:abcdefghij0123456789e1:q4:ping2:roi1e1:t2:aa1:v4:LT\x01\x02" "1:y1:qe",
+        "d1:ad2:id20:abcdefghij0123456789e1:q4:ping2:roi1e1:t2:aa1:v4:LT\001\0021:y1:qe",
 };
 
 static void test_examples(void) {

@@ -121,7 +121,7 @@ static void test_ratelimit(void) {
         for (unsigned i = 0; i < 100; i++)
                 allowed += ratelimit_allow(rl, &a, now);
         ASSERT_EQ(allowed, 20U); /* the burst */
-        /* another address has its own budget (barring a slot collision, 1 in 4096) */
+        /* another address has its own budget (barring a slot collision, 1 in 2048) */
         ASSERT(ratelimit_allow(rl, &b, now));
         /* 10 per second refill */
         allowed = 0;
