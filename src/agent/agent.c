@@ -331,29 +331,67 @@ static const char *final_status(Task *t, const DriverExit *e, char **ret_reason)
         return "failed";
 }
 
-static json_object *finish_body(Task *t, const char *status, const char *reason, const DriverExit *e) {
-        _cleanup_json_ json_object *o = json_object_new_object();
-        _cleanup_free_ char *out = NULL, *err = NULL, *output = NULL;
+/* The control's limits (docs/api.md, src/control/api-agents.c): a reason of at most 1 KiB, tails of
+ * at most 64 KiB, a request of at most 4 MiB. Cuts are made on UTF-8 character boundaries. */
+#define REASON_MAX 1000U
+#define TAIL_MAX (64U * 1024U)
+#define FINISH_BODY_MAX (3U * 1024U * 1024U)
 
-        if (!o)
-                return NULL;
+/* Keeps at most max bytes of s: its start (head) or its end. */
+static void utf8_cut(char *s, size_t max, bool head) {
+        size_t l = strlen(s), cut;
+
+        if (l <= max)
+                return;
+        if (head) {
+                cut = max;
+                while (cut > 0 && ((unsigned char) s[cut] & 0xC0) == 0x80)
+                        cut--;
+                s[cut] = 0;
+                return;
+        }
+        cut = l - max;
+        while (cut < l && ((unsigned char) s[cut] & 0xC0) == 0x80)
+                cut++;
+        memmove(s, s + cut, l - cut + 1);
+}
+
+static json_object *finish_body(Task *t, const char *status, const char *reason, const DriverExit *e) {
+        _cleanup_free_ char *out = NULL, *err = NULL, *output = NULL, *why = NULL;
+        bool truncated = e->output->truncated;
+
         out = output_capture_tail(e->output, OUTPUT_STDOUT);
         err = output_capture_tail(e->output, OUTPUT_STDERR);
         output = output_capture_output(e->output);
-        if (!out || !err || !output)
+        why = reason ? utf8_sanitize(reason, strlen(reason)) : NULL;
+        if (!out || !err || !output || (reason && !why))
                 return NULL;
-        if (json_add_string(o, "node_id", t->agent->config.node_id) < 0 ||
-            json_add_int64(o, "lease_token", t->lease_token) < 0 ||
-            json_add_string(o, "status", status) < 0 ||
-            (e->error >= 0 && e->exit_code >= 0 && e->exit_code <= 255 &&
-             json_add_int64(o, "exit_code", e->exit_code) < 0) ||
-            (reason && json_add_string(o, "reason", reason) < 0) ||
-            json_add_string(o, "stdout_tail", out) < 0 ||
-            json_add_string(o, "stderr_tail", err) < 0 ||
-            json_add(o, "truncated", json_object_new_boolean(e->output->truncated)) < 0 ||
-            json_add_string(o, "output", output) < 0)
-                return NULL;
-        return TAKE_PTR(o);
+        utf8_cut(out, TAIL_MAX, false);
+        utf8_cut(err, TAIL_MAX, false);
+        if (why)
+                utf8_cut(why, REASON_MAX, true);
+
+        for (;;) {
+                _cleanup_json_ json_object *o = json_object_new_object();
+
+                if (!o || json_add_string(o, "node_id", t->agent->config.node_id) < 0 ||
+                    json_add_int64(o, "lease_token", t->lease_token) < 0 ||
+                    json_add_string(o, "status", status) < 0 ||
+                    (e->error >= 0 && e->exit_code >= 0 && e->exit_code <= 255 &&
+                     json_add_int64(o, "exit_code", e->exit_code) < 0) ||
+                    (why && json_add_string(o, "reason", why) < 0) ||
+                    json_add_string(o, "stdout_tail", out) < 0 ||
+                    json_add_string(o, "stderr_tail", err) < 0 ||
+                    json_add(o, "truncated", json_object_new_boolean(truncated)) < 0 ||
+                    json_add_string(o, "output", output) < 0)
+                        return NULL;
+                /* Escaping can make output that fit the cap too large for one request (control
+                 * characters take six bytes each): keep less of it. */
+                if (strlen(json_to_string(o)) <= FINISH_BODY_MAX || output[0] == 0)
+                        return TAKE_PTR(o);
+                utf8_cut(output, strlen(output) / 2, true);
+                truncated = true;
+        }
 }
 
 static void on_job_removed(int error, void *userdata) {
@@ -516,6 +554,15 @@ static void on_finish_reply(const ControlReply *reply, void *userdata) {
                 task_free(t);
                 schedule_claim(a, 0);
                 maybe_finish_stop(a);
+                return;
+        }
+        if (reply->error >= 0 && reply->code == 413 && json_object_object_get_ex(t->finish, "output", NULL)) {
+                /* Still too large for this control: the tails and the exit code matter most. */
+                log_task(LOG_WARNING, t, NULL, "result too large for the control; sending it without the full output.");
+                json_object_object_del(t->finish, "output");
+                json_object_object_add(t->finish, "truncated", json_object_new_boolean(true));
+                (void) outbox_write(a->outbox_dir, t->id, t->lease_token, t->finish);
+                task_send_finish(t);
                 return;
         }
         if (reply->error >= 0 && reply->code == 400)
@@ -888,6 +935,8 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
                 return;
         }
         (void) json_get_int64(reply->json, "attempt", &attempt);
+        /* With the wall clock, for the dispatch benchmark (bench/agent). */
+        log_debug("Task %s: claim answered at %.6f.", id, (double) realtime_usec() / 1e6);
         if (json_get_int64(reply->json, "lease_ttl_ms", &ttl_ms) >= 0 && ttl_ms > 0) {
                 uint64_t ttl = (uint64_t) ttl_ms * USEC_PER_MSEC;
                 if (a->config.lease_ttl_ms > 0)
