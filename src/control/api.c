@@ -9,6 +9,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "push.h"
+#include "task-publisher.h"
 #include "task-spec.h"
 
 #define PUSH_MAX_BODY (1024 * 1024)
@@ -201,6 +202,19 @@ static void handle_metrics(Control *c, HttpRequest *req) {
                    "mc_leases_granted_total %" PRIu64 "\n", c->metrics.leases_granted);
         fprintf(f, "# HELP mc_leases_expired_total Leases this replica found expired.\n# TYPE mc_leases_expired_total counter\n"
                    "mc_leases_expired_total %" PRIu64 "\n", c->metrics.leases_expired);
+        if (c->publisher) {
+                TaskPublisherStats ps;
+                task_publisher_stats(c->publisher, &ps);
+                fprintf(f, "# HELP mc_dht_records_total Task records put in the DHT, by outcome.\n"
+                           "# TYPE mc_dht_records_total counter\n"
+                           "mc_dht_records_total{outcome=\"published\"} %" PRIu64 "\n"
+                           "mc_dht_records_total{outcome=\"failed\"} %" PRIu64 "\n"
+                           "mc_dht_records_total{outcome=\"dropped\"} %" PRIu64 "\n"
+                           "# HELP mc_dht_records_pending Task records waiting to be put.\n# TYPE mc_dht_records_pending gauge\n"
+                           "mc_dht_records_pending %zu\n"
+                           "# HELP mc_dht_nodes Nodes in the DHT routing table.\n# TYPE mc_dht_nodes gauge\n"
+                           "mc_dht_nodes %zu\n", ps.published, ps.failed, ps.dropped, ps.pending, ps.dht_nodes);
+        }
         fprintf(f, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\n"
                    "process_resident_memory_bytes %" PRIu64 "\n", resident_memory_bytes());
         if (fclose(f) != 0) {

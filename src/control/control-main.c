@@ -3,6 +3,8 @@
 /* mc-control: the task API over PostgreSQL. Stateless: run as many replicas against one database as
  * you like; any replica serves any request. */
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 
 #include "claim.h"
@@ -12,6 +14,7 @@
 #include "log.h"
 #include "migrations.h"
 #include "push.h"
+#include "task-publisher.h"
 
 #define DRAIN_TIMEOUT_USEC (5 * USEC_PER_SEC)
 
@@ -48,6 +51,7 @@ static const ConfigOption control_options[] = {
           "Group whose members may use the D-Bus methods (besides root)" },
         { "LOG_LEVEL", "MC_LOG_LEVEL", CONFIG_STRING, offsetof(ControlConfig, log_level), 0, 0, "info",
           "debug, info, notice, warning, err" },
+        DHT_CONFIG_OPTIONS(ControlConfig, dht),
 };
 
 static const ConfigSpec control_config_spec = {
@@ -140,12 +144,27 @@ static int open_listeners(Control *c, int **ret_fds, size_t *ret_n) {
         return 0;
 }
 
+/* The port agents reach us on, for the DHT announcement: the socket's own, whoever opened it. */
+static uint16_t local_port(int fd) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+
+        if (getsockname(fd, (struct sockaddr *) &sa, &len) < 0)
+                return 0;
+        if (sa.ss_family == AF_INET)
+                return ntohs(((struct sockaddr_in *) &sa)->sin_port);
+        if (sa.ss_family == AF_INET6)
+                return ntohs(((struct sockaddr_in6 *) &sa)->sin6_port);
+        return 0;
+}
+
 static void control_done(Control *c) {
         /* Order matters: closing the database answers the requests whose queries were in flight, then
          * the pushes and claims still waiting are answered, and only then can the HTTP server go. */
         c->db = db_free(c->db);
         c->pusher = push_batcher_free(c->pusher);
         c->waiters = claim_waiters_free(c->waiters);
+        c->publisher = task_publisher_free(c->publisher);
         c->sweep_timer = sd_event_source_disable_unref(c->sweep_timer);
         c->housekeeping_timer = sd_event_source_disable_unref(c->housekeeping_timer);
         c->bus = sd_bus_flush_close_unref(c->bus);
@@ -223,6 +242,10 @@ static int run(int argc, char *argv[]) {
                 .connection_timeout_sec = 90,
         };
         r = http_server_new(c.event, fds, n_fds, &hc, control_http_handler, control_http_completed, &c, &c.http);
+        if (r < 0)
+                goto finish;
+
+        r = task_publisher_new(&c, local_port(fds[0]), &c.publisher);
         if (r < 0)
                 goto finish;
 

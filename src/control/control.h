@@ -11,6 +11,7 @@
 
 #include "auth.h"
 #include "db.h"
+#include "dht-daemon.h"
 #include "http-server.h"
 #include "metrics.h"
 
@@ -31,9 +32,11 @@ typedef struct ControlConfig {
         bool bus;
         char *bus_group;
         char *log_level;
+        DhtSettings dht;
 } ControlConfig;
 
 typedef struct PushBatcher PushBatcher;
+typedef struct TaskPublisher TaskPublisher;
 typedef struct ClaimWaiters ClaimWaiters;
 
 typedef struct TaskCounts {
@@ -52,6 +55,7 @@ typedef struct Control {
         Metrics metrics;
         PushBatcher *pusher;
         ClaimWaiters *waiters;
+        TaskPublisher *publisher;
         sd_event_source *sweep_timer;
         sd_event_source *housekeeping_timer;
         uint64_t sweep_not_before_usec;

@@ -8,6 +8,7 @@
 #include "control.h"
 #include "json-util.h"
 #include "log.h"
+#include "task-publisher.h"
 
 const char *const task_status_names[7] = {
         "queued", "leased", "running", "succeeded", "failed", "timed_out", "cancelled",
@@ -72,6 +73,7 @@ void control_task_changed(Control *c, const char *id, const char *status, const 
         log_event(LOG_INFO, event, fields, "%s: task %s is %s%s%s.", message, id, status,
                   node ? " on node " : "", node ?: "");
         control_bus_emit_task_changed(c, id, status);
+        task_publisher_changed(c->publisher, id, status, node, lease_token, attempt);
 }
 
 typedef struct Op {
