@@ -315,6 +315,8 @@ static void on_job_removed(int error, void *userdata) {
                 log_task(LOG_WARNING, t, NULL, "cannot remove its container: %s", strerror(-error));
         if (t->drop_result) {
                 Agent *a = t->agent;
+                /* Revoked after its result was put away: nobody wants it now. */
+                (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
                 task_free(t);
                 schedule_claim(a, 0);
                 maybe_finish_stop(a);
