@@ -149,32 +149,6 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
-/* Like daemon_event_new(), but SIGTERM and SIGINT go to agent_stop() (which lets tasks being started
- * reach their containers) rather than ending the loop at once. */
-static int agent_event_new(Agent *a) {
-        sigset_t mask;
-        int r;
-
-        r = sd_event_default(&a->event);
-        if (r < 0)
-                return log_error_errno(r, "Failed to allocate event loop: %m");
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-                return log_error_errno(errno, "Failed to block signals: %m");
-        signal(SIGPIPE, SIG_IGN);
-        r = sd_event_add_signal(a->event, NULL, SIGTERM, on_signal, a);
-        if (r >= 0)
-                r = sd_event_add_signal(a->event, NULL, SIGINT, on_signal, a);
-        if (r < 0)
-                return log_error_errno(r, "Failed to watch SIGTERM/SIGINT: %m");
-        r = sd_event_set_watchdog(a->event, true);
-        if (r < 0)
-                return log_error_errno(r, "Failed to enable the watchdog: %m");
-        return 0;
-}
-
 static int add_timer(Agent *a, sd_event_source **ret, sd_event_time_handler_t cb, const char *name) {
         int r = sd_event_add_time(a->event, ret, CLOCK_MONOTONIC, UINT64_MAX, USEC_PER_MSEC, cb, a);
         if (r < 0)
@@ -195,7 +169,8 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         a->config = *config;    /* the caller's strings stay the caller's */
         a->ttl_usec = (uint64_t) (config->lease_ttl_ms > 0 ? config->lease_ttl_ms : 15000) * USEC_PER_MSEC;
 
-        r = agent_event_new(a);
+        /* SIGTERM and SIGINT go to agent_stop(), which lets tasks being started reach their container. */
+        r = daemon_event_new_with_terminate(on_signal, a, &a->event);
         if (r < 0)
                 return r;
 
