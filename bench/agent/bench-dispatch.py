@@ -23,7 +23,7 @@ import mctest  # noqa: E402
 from mctest import check, docker_api, wait_until  # noqa: E402
 import agenttest as at  # noqa: E402
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+N = int(sys.argv.pop(1)) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 200
 
 
 def pct(values, p):
@@ -42,6 +42,7 @@ def start_events(since, until, label):
 
 def docker_run_baseline(n=20):
     """`docker run --rm` of the same image: invocation to the container's start event, and in all."""
+    rec = at.EventRecorder({"type": ["container"], "event": ["start"], "label": ["mc.bench"]})
     to_start, total = [], []
     docker = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
     for i in range(n):
@@ -50,10 +51,10 @@ def docker_run_baseline(n=20):
         subprocess.run([docker, "run", "--rm", "--name", name, "--label", f"mc.bench={name}", at.IMAGE, "true"],
                        check=True, capture_output=True)
         t1 = time.time()
-        ev = start_events(t0 - 1, t1 + 0.1, f"mc.bench={name}")
         total.append((t1 - t0) * 1000)
-        if ev:
-            to_start.append((ev[0]["timeNano"] / 1e9 - t0) * 1000)
+        wait_until(lambda: any(e["Actor"]["Attributes"].get("mc.bench") == name for e in rec.events), 10)
+        ev = [e for e in rec.events if e["Actor"]["Attributes"].get("mc.bench") == name]
+        to_start.append((ev[0]["timeNano"] / 1e9 - t0) * 1000)
     return to_start, total
 
 
@@ -62,6 +63,7 @@ def test_dispatch_latency():
     for n in nodes:
         mctest.defer(at.cleanup_node_containers, n)
     pg, (c,) = at.cluster(nodes, lease_ttl_ms=15000, grace_ms=1000)
+    rec = at.record_events()
     agents = [at.Agent([c], n, env={"MC_LOG_LEVEL": "debug"}).start() for n in nodes]
     # Both agents long-poll; give them a moment to have their claims waiting.
     time.sleep(1)
@@ -83,18 +85,20 @@ def test_dispatch_latency():
         time.sleep(0.05)    # idle agents: their next claim is waiting again
     until = time.time() + 0.5
 
-    create, start = {}, {}
-    pat = re.compile(r"Task (\w+): (create|start) requested at ([0-9.]+)\.")
+    create, start, claimed = {}, {}, {}
+    pat = re.compile(r"Task (\w+): (create requested|start requested|claim answered) at ([0-9.]+)\.")
     for a in agents:
         for m in pat.finditer(a.log()):
-            (create if m.group(2) == "create" else start)[m.group(1)] = float(m.group(3))
+            d = {"create requested": create, "start requested": start, "claim answered": claimed}[m.group(2)]
+            d[m.group(1)] = float(m.group(3))
     running = {}
-    for e in mctest.docker_events({"type": ["container"], "event": ["start"], "label": ["mc.task_id"]},
-                                  since=since - 1, until=until):
-        tid = e["Actor"]["Attributes"].get("mc.task_id")
-        if tid in pushes:
-            running[tid] = e["timeNano"] / 1e9
+    for tid in pushes:
+        for t_ns, action, cid in rec.of_task(tid):
+            if action == "start":
+                running[tid] = t_ns / 1e9
 
+    to_claimed = [(claimed[t] - pushes[t]) * 1000 for t in pushes if t in claimed]
+    claim_to_create = [(create[t] - claimed[t]) * 1000 for t in pushes if t in create and t in claimed]
     to_create = [(create[t] - pushes[t]) * 1000 for t in pushes if t in create]
     to_start = [(start[t] - pushes[t]) * 1000 for t in pushes if t in start]
     to_running = [(running[t] - pushes[t]) * 1000 for t in pushes if t in running]
@@ -102,6 +106,8 @@ def test_dispatch_latency():
           f"measured {len(to_create)}/{len(to_start)}/{len(to_running)} of {N}")
     base_start, base_total = docker_run_baseline()
     print("# dispatch latency, idle agents (2 agents, one control, tasks pushed one at a time)")
+    print("# " + summary("push -> claim answered (control)", to_claimed))
+    print("# " + summary("claim answered -> create (agent)", claim_to_create))
     print("# " + summary("push -> docker create request", to_create))
     print("# " + summary("push -> docker start request", to_start))
     print("# " + summary("push -> container running", to_running))

@@ -275,7 +275,7 @@ int main(int argc, char *argv[]) {
                "latency p50 %.2f ms p99 %.2f ms max %.2f ms, queries per lookup p50 %" PRIu64 " p99 %" PRIu64 " (mean %.1f)\n",
                churn, n_dead, n_lookups, 100.0 * ok / n_lookups, pct(rounds, n_lookups, 0.5), pct(rounds, n_lookups, 0.99),
                mean_r / n_lookups, (double) pct(lat, n_lookups, 0.5) / 1e3, (double) pct(lat, n_lookups, 0.99) / 1e3,
-               (double) lat[n_lookups - 1] / 1e3, pct(queries, n_lookups, 0.5), pct(queries, n_lookups, 0.99),
+               (double) pct(lat, n_lookups, 1.0) / 1e3, pct(queries, n_lookups, 0.5), pct(queries, n_lookups, 0.99),
                mean_q / n_lookups);
         fflush(stdout);
         /* Exit without tearing down thousands of nodes one by one. */

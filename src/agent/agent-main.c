@@ -9,7 +9,6 @@
 #include "cgroup.h"
 #include "config.h"
 #include "daemon-util.h"
-#include "fence-keeper.h"
 #include "log.h"
 
 static const ConfigOption agent_options[] = {
@@ -138,9 +137,6 @@ int main(int argc, char *argv[]) {
 
         log_setup("mc-agent");
         umask(0022);
-
-        if (argc == 4 && streq(argv[1], "--fence-keeper"))
-                fence_keeper_run(argv[2], argv[3]);
 
         r = config_load(&agent_config_spec, &config, argc, argv, NULL);
         if (r != 0)

@@ -18,6 +18,9 @@
 
 #define POLL_USEC (50 * USEC_PER_MSEC)
 #define KEEPER_ARG "--fence-keeper"
+#ifndef MC_FENCE_KEEPER_PATH
+#define MC_FENCE_KEEPER_PATH "/usr/libexec/mc-fence-keeper"
+#endif
 
 /* After its fence time a lease is still watched for a while: a container whose start the engine was
  * still carrying out when the agent died may come up late. */
@@ -175,22 +178,41 @@ static pid_t running_keeper(const char *pid_file) {
         return 0;
 }
 
+/* mc-fence-keeper next to our own binary (the build tree), else where it is installed. It is a
+ * program of its own, not a mode of mc-agent, so that it does not carry libcurl's libraries (8 MiB of
+ * resident memory for a process that reads one file). */
+static int keeper_path(char *buf, size_t size) {
+        char self[4096], *slash;
+        ssize_t l;
+
+        l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (l > 0) {
+                self[l] = 0;
+                slash = strrchr(self, '/');
+                if (slash) {
+                        *slash = 0;
+                        if (snprintf(buf, size, "%s/mc-fence-keeper", self) < (int) size && access(buf, X_OK) == 0)
+                                return 0;
+                }
+        }
+        snprintf(buf, size, "%s", MC_FENCE_KEEPER_PATH);
+        return access(buf, X_OK) == 0 ? 0 : -errno;
+}
+
 int fence_keeper_ensure(const char *lease_file, const char *pid_file) {
         _cleanup_free_ char *tmp = NULL;
         char exe[4096];
-        ssize_t l;
         pid_t pid, keeper;
-        int status;
+        int status, r;
 
         keeper = running_keeper(pid_file);
         if (keeper > 0) {
                 log_debug("Fence keeper %d is running.", (int) keeper);
                 return 0;
         }
-        l = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        if (l < 0)
-                return log_error_errno(errno, "Cannot find our own binary: %m");
-        exe[l] = 0;
+        r = keeper_path(exe, sizeof(exe));
+        if (r < 0)
+                return log_error_errno(r, "Cannot find mc-fence-keeper (%s): %m", exe);
 
         /* Twice forked, so that it belongs to nobody: it must outlive us. Only async-signal-safe
          * calls in between (there may be threads). */

@@ -16,8 +16,8 @@
 
 #include "macro.h"
 
-/* The keeper's main loop (mc-agent --fence-keeper LEASE_FILE PID_FILE). Never returns. */
+/* The keeper's main loop (mc-fence-keeper --fence-keeper LEASE_FILE PID_FILE). Never returns. */
 _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file);
 
-/* Starts a keeper (detached, re-executing this binary) unless one runs already. */
+/* Starts a keeper (detached: mc-fence-keeper) unless one runs already. */
 int fence_keeper_ensure(const char *lease_file, const char *pid_file);

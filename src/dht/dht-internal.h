@@ -187,6 +187,8 @@ int dht_send_reply(Dht *d, DhtSocket *s, const DhtAddr *to, const KrpcMsg *m);
 void dht_ping_node(Dht *d, DhtSocket *s, const uint8_t *id, const DhtAddr *addr);
 void dht_add_boot_addr(Dht *d, const DhtAddr *a);
 void dht_op_became_ready(Dht *d);
+/* Handles buf as if it had arrived from `from` (the packet fuzz target). */
+void dht_inject_packet(Dht *d, const void *buf, size_t len, const DhtAddr *from);
 
 /* dht-bootstrap.c */
 void dht_bootstrap_start(Dht *d);

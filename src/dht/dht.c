@@ -398,6 +398,12 @@ static void socket_drain(DhtSocket *s) {
         socket_read(s, 256);
 }
 
+void dht_inject_packet(Dht *d, const void *buf, size_t len, const DhtAddr *from) {
+        DhtSocket *s = dht_socket_for(d, from->family);
+        if (s && len <= KRPC_PACKET_MAX)
+                handle_packet(d, s, buf, len, from);
+}
+
 static int on_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
         /* Bounded per wakeup so that one busy socket cannot starve the rest of the loop. */
         socket_read(userdata, 64);

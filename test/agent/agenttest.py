@@ -5,6 +5,7 @@ the real dockerd, and what Docker's own event stream says about the containers o
 import json
 import os
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -125,8 +126,70 @@ def inspect(cid):
     return r.json() if r.status == 200 else None
 
 
+class EventRecorder:
+    """Docker's container events, followed live from now on. (The engine answers a query for past
+    events from a ring of its last 256, which a busy test overflows.)"""
+
+    def __init__(self, filters=None):
+        q = urllib.parse.urlencode({"filters": json.dumps(filters or {"type": ["container"]})})
+        self.events = []
+        self._lock = threading.Lock()
+        self._conn = mctest.UnixHTTPConnection(mctest.DOCKER_SOCKET, timeout=None)
+        self._conn.request("GET", "/events?" + q)
+        self._resp = self._conn.getresponse()      # the subscription is in place from here on
+        check(self._resp.status == 200, f"docker events: {self._resp.status}")
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        mctest.defer(self.stop)
+
+    def _read(self):
+        try:
+            for line in self._resp:
+                if line.strip():
+                    e = json.loads(line)
+                    with self._lock:
+                        self.events.append(e)
+        except Exception:  # noqa: BLE001 - the connection closed under us by stop()
+            pass
+
+    def stop(self):
+        try:
+            self._conn.sock.shutdown(2)
+        except OSError:
+            pass
+        self._conn.close()
+
+    def of_task(self, tid):
+        """[(time_ns, action, container_id)] of the task's containers, oldest first."""
+        with self._lock:
+            ev = list(self.events)
+        return [(e["timeNano"], e["Action"], e["id"]) for e in ev
+                if e.get("Actor", {}).get("Attributes", {}).get("mc.task_id") == tid]
+
+
+_recorder = None
+
+
+def record_events():
+    """Starts following Docker's events for the current test (task_events() then reads from it)."""
+    global _recorder
+    _recorder = EventRecorder({"type": ["container"], "label": ["mc.task_id"]})
+
+    def forget():
+        global _recorder
+        _recorder = None
+    mctest.defer(forget)
+    return _recorder
+
+
 def task_events(tid, since, until=None):
-    """Docker's container events for a task: [(time_ns, action, container_id)], oldest first."""
+    """Docker's container events for a task: [(time_ns, action, container_id)], oldest first. From
+    the live recorder when the test started one (record_events()), else from the engine's memory."""
+    if _recorder is not None:
+        ev = _recorder.of_task(tid)
+        lo = since * 1e9
+        hi = until * 1e9 if until is not None else float("inf")
+        return [e for e in ev if lo <= e[0] <= hi]
     ev = mctest.docker_events({"type": ["container"], "label": [f"mc.task_id={tid}"]}, since=since, until=until)
     return [(e["timeNano"], e["Action"], e["id"]) for e in ev]
 

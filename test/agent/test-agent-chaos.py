@@ -27,6 +27,7 @@ def test_no_duplicates_under_faults():
     for n in nodes:
         mctest.defer(at.cleanup_node_containers, n)
     pg, (c,) = at.cluster(nodes, lease_ttl_ms=3000, grace_ms=500)
+    rec = at.record_events()
     agents = [at.Agent([c], n, env={"MAX_TASKS": "6"}).start() for n in nodes]
     since = time.time()
     tids = []
@@ -73,6 +74,10 @@ def test_no_duplicates_under_faults():
         for (s1, e1), (s2, e2) in zip(iv, iv[1:]):
             if e1 is None or e1 > s2:
                 overlaps.append((tid, iv))
+    n_events = len(rec.events)
+    n_starts = sum(1 for e in rec.events if e["Action"] == "start")
+    check(n_starts >= N_TASKS, f"every task's containers seen: {n_starts} starts in {n_events} events")
+    print(f"# {n_starts} container starts in {n_events} Docker events")
     print(f"# statuses {statuses}; attempts: max {max(attempts)}, mean {sum(attempts) / len(attempts):.2f}; "
           f"tasks run more than once: {sum(1 for a in attempts if a > 1)}")
     check(not overlaps, f"overlapping containers: {overlaps[:3]}")

@@ -42,6 +42,7 @@ def test_kill9_restart_adopts():
     # The agent is away about two seconds: the lease must outlive that (a TTL of 10 s renews every
     # 3.3 s and fences 3.3 s before the deadline).
     pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
+    at.record_events()
     a = at.Agent([c], node).start()
     since = time.time()
     tid = at.push(c, body("echo begin; sleep 5; echo end"))
@@ -66,6 +67,7 @@ def test_restart_while_exited_adopts_result():
     node = at.node_name("node-a")
     mctest.defer(at.cleanup_node_containers, node)
     pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
+    at.record_events()
     a = at.Agent([c], node).start()
     since = time.time()
     tid = at.push(c, body("echo quick; exit 5"))
@@ -89,6 +91,7 @@ def test_node_death_reruns_elsewhere():
     for n in (nx, ny):
         mctest.defer(at.cleanup_node_containers, n)
     pg, (c,) = at.cluster([nx, ny], lease_ttl_ms=3000, grace_ms=500)
+    at.record_events()
     x = at.Agent([c], nx).start()
     since = time.time()
     tid = at.push(c, body("echo run; sleep 4; echo ok"))
@@ -112,6 +115,7 @@ def test_controls_unreachable_self_fence():
     node = at.node_name("node-a")
     mctest.defer(at.cleanup_node_containers, node)
     pg, (c,) = at.cluster([node], lease_ttl_ms=3000, grace_ms=500)
+    at.record_events()
     a = at.Agent([c], node).start()
     since = time.time()
     tid = at.push(c, body("sleep 8; echo done", max_attempts=3))
@@ -167,6 +171,7 @@ def test_agent_gone_keeper_fences():
     for n in (nx, ny):
         mctest.defer(at.cleanup_node_containers, n)
     pg, (c,) = at.cluster([nx, ny], lease_ttl_ms=3000, grace_ms=500)
+    at.record_events()
     x = at.Agent([c], nx).start()
     since = time.time()
     tid = at.push(c, body("sleep 6; echo ok"))
@@ -188,6 +193,7 @@ def test_stop_and_restart_keeps_tasks():
     node = at.node_name("node-a")
     mctest.defer(at.cleanup_node_containers, node)
     pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
+    at.record_events()
     a = at.Agent([c], node).start()
     since = time.time()
     tids = [at.push(c, body(f"sleep 3; echo t{i}")) for i in range(3)]

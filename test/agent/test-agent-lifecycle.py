@@ -193,6 +193,21 @@ fi
     check("cpu 25000 100000" in out and f"mem {64 << 20}" in out, f"cgroup limits seen by the task: {out!r}")
 
 
+def test_binary_output():
+    """Megabytes of binary output: the result still gets through (valid UTF-8, within the control's
+    limits), marked truncated, with the end of stdout in its tail."""
+    pg, (c,), (a,) = setup()
+    tid = at.push(c, task_body("head -c 3000000 /dev/urandom; echo; echo the-end; echo err-end >&2"))
+    t = at.wait_final(c, tid, 120)
+    check(t["status"] == "succeeded", t)
+    res = t["result"]
+    check(res["truncated"] is True, res)
+    check(res["stdout_tail"].endswith("the-end\n") and res["stderr_tail"] == "err-end\n", res)
+    check(len(res["stdout_tail"].encode()) <= 64 * 1024, "tail within the control's limit")
+    check(len(logs(c, tid)) > 0, "the output is kept")
+    wait_until(lambda: a.outbox() == [], 10, msg="outbox empty")
+
+
 def test_failover_between_controls():
     """The first control URL is dead: the agent uses the second, for everything."""
     pg, (c1, c2) = at.cluster([at.node_name("node-a")], replicas=2)

@@ -10,6 +10,7 @@ import hashlib, os, socket, sys, time
 out = sys.argv[1]
 os.makedirs(f"{out}/bencode", exist_ok=True)
 os.makedirs(f"{out}/krpc", exist_ok=True)
+os.makedirs(f"{out}/dht-packet", exist_ok=True)
 
 def save(kind, name, data):
     with open(f"{out}/{kind}/seed-{name}", "wb") as f:
@@ -74,6 +75,42 @@ hostile = {
 for name, b in hostile.items():
     save("krpc", "hostile-" + name, b)
     save("bencode", "hostile-" + name, b)
+
+# Whole-node target (fuzz-dht-packet): a first byte choosing the source address, then a packet.
+# Writes carry an 8-byte token that the harness replaces with the valid one.
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+priv = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+pk = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+def put(seq, v, salt=b"", cas=None, badsig=False):
+    sig = priv.sign((b"4:salt%d:%s" % (len(salt), salt) if salt else b"") + b"3:seqi%de1:v%s" % (seq, benc(v)))
+    a = {"id": ID, "k": pk, "seq": seq, "sig": bytes(64) if badsig else sig, "token": b"T" * 8, "v": v}
+    if salt:
+        a["salt"] = salt
+    if cas is not None:
+        a["cas"] = cas
+    return benc({"t": "aa", "y": "q", "q": "put", "a": a})
+
+ihx = hashlib.sha1(b"x").digest()
+packets = {
+    "announce": benc({"t": "aa", "y": "q", "q": "announce_peer", "a": {"id": ID, "info_hash": ihx, "port": 6881, "token": b"T" * 8}}),
+    "announce-implied": benc({"t": "aa", "y": "q", "q": "announce_peer", "a": {"id": ID, "implied_port": 1, "info_hash": ihx, "port": 1, "token": b"T" * 8}}),
+    "get_peers-x": benc({"t": "aa", "y": "q", "q": "get_peers", "a": {"id": ID, "info_hash": ihx, "want": ["n4", "n6"]}}),
+    "put-imm": benc({"t": "aa", "y": "q", "q": "put", "a": {"id": ID, "token": b"T" * 8, "v": {"a": [1, "b"]}}}),
+    "put-mut-1": put(1, "one", b"task/a"),
+    "put-mut-2": put(2, "two", b"task/a", cas=1),
+    "put-mut-0": put(0, "zero", b"task/a"),
+    "put-mut-badsig": put(3, "x", b"task/a", badsig=True),
+    "put-mut-nosalt": put(5, ["list", 1]),
+    "get-mut": benc({"t": "aa", "y": "q", "q": "get", "a": {"id": ID, "target": hashlib.sha1(pk + b"task/a").digest()}}),
+    "get-mut-seq": benc({"t": "aa", "y": "q", "q": "get", "a": {"id": ID, "seq": 1, "target": hashlib.sha1(pk + b"task/a").digest()}}),
+}
+for name, b in packets.items():
+    for src in (0, 1):
+        save("dht-packet", f"{name}-{src}", bytes([src]) + b)
+for name, m in msgs.items():
+    save("dht-packet", name + "-0", b"\0" + benc(m))
 
 # Real packets: what libtorrent sends to a node it bootstraps from, and what it answers.
 try:

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Registration, and long-poll claims while there is room. */
+
+#include "agent-internal.h"
+#include "config.h"
+#include "daemon-util.h"
+#include "json-util.h"
+#include "lease-store.h"
+#include "log.h"
+#include "outbox.h"
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Claims */
+
+static int64_t resource(json_object *record, const char *key) {
+        json_object *res;
+        int64_t v;
+
+        if (!json_object_object_get_ex(record, "resources", &res) || !res || json_get_int64(res, key, &v) < 0)
+                return 0;
+        return MAX(v, (int64_t) 0);
+}
+
+static void on_claim_reply(const ControlReply *reply, void *userdata) {
+        Agent *a = userdata;
+        json_object *record;
+        const char *id;
+        int64_t token, attempt = 1, ttl_ms;
+        Task *t;
+
+        a->claim_call = NULL;
+        if (reply->error < 0 || (reply->code != 200 && reply->code != 204)) {
+                a->claim_backoff_usec = MIN(MAX(a->claim_backoff_usec * 2, BACKOFF_MIN_USEC), BACKOFF_MAX_USEC);
+                log_full(a->claim_backoff_usec <= 2 * BACKOFF_MIN_USEC ? LOG_WARNING : LOG_DEBUG,
+                         "Claim failed (%s%s); again in %" PRIu64 " ms.",
+                         reply->error < 0 ? "" : "HTTP error: ", strna(reply->message),
+                         a->claim_backoff_usec / USEC_PER_MSEC);
+                if (reply->error >= 0 && reply->code == 404 && a->registered) {
+                        a->registered = false;
+                        sd_event_source_set_time_relative(a->register_timer, 0);
+                        sd_event_source_set_enabled(a->register_timer, SD_EVENT_ONESHOT);
+                        return;
+                }
+                schedule_claim(a, a->claim_backoff_usec);
+                return;
+        }
+        a->claim_backoff_usec = 0;
+        if (reply->code == 204) {
+                schedule_claim(a, 0);
+                return;
+        }
+
+        if (!reply->json || !json_object_object_get_ex(reply->json, "task", &record) ||
+            json_get_string(record, "id", &id) < 0 || json_get_int64(reply->json, "lease_token", &token) < 0) {
+                log_error("The control's claim answer is not what docs/api.md says; ignoring it.");
+                schedule_claim(a, USEC_PER_SEC);
+                return;
+        }
+        (void) json_get_int64(reply->json, "attempt", &attempt);
+        /* With the wall clock, for the dispatch benchmark (bench/agent). */
+        log_debug("Task %s: claim answered at %.6f.", id, (double) realtime_usec() / 1e6);
+        if (json_get_int64(reply->json, "lease_ttl_ms", &ttl_ms) >= 0 && ttl_ms > 0) {
+                uint64_t ttl = (uint64_t) ttl_ms * USEC_PER_MSEC;
+                if (a->config.lease_ttl_ms > 0)
+                        ttl = MIN(ttl, (uint64_t) a->config.lease_ttl_ms * USEC_PER_MSEC);
+                a->ttl_usec = ttl;
+        }
+
+        t = task_find(a, id);
+        if (t) {
+                /* A new lease on a task we still hold (an old attempt's result being delivered): the
+                 * old one is superseded. */
+                log_task(LOG_NOTICE, t, NULL, "superseded by lease %" PRIi64 ".", token);
+                task_abandon(t, STOP_REVOKED, "superseded by a new lease");
+        }
+        t = task_new(a, id, token, attempt);
+        if (!t) {
+                log_oom();
+                schedule_claim(a, USEC_PER_SEC);
+                return;
+        }
+        t->record = json_object_get(record);
+        t->nano_cpus = resource(record, "nano_cpus");
+        t->memory_bytes = resource(record, "memory_bytes");
+        if (json_get_int64(record, "timeout_sec", &t->timeout_sec) < 0)
+                t->timeout_sec = 3600;
+        /* The control's deadline is later than this: it started the lease after we sent the claim. */
+        t->deadline_usec = reply->sent_usec + a->ttl_usec;
+        t->state = TASK_CLAIMED;
+        log_task(LOG_INFO, t, "lease_acquired", "leased (attempt %" PRIi64 ").", attempt);
+        save_leases(a);
+        update_fence_timer(a);
+
+        if (t->deadline_usec > now_usec() + fence_margin(a) + a->ttl_usec / 3)
+                task_start(t);
+        else {
+                /* The claim took long to answer: renew the lease first. */
+                log_task(LOG_INFO, t, NULL, "claim answered late; renewing before starting it.");
+                heartbeat_now(a);
+        }
+        schedule_claim(a, 0);
+}
+
+static void send_claim(Agent *a) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+        uint64_t wait_ms;
+        int r;
+
+        if (!o)
+                return (void) log_oom();
+        /* A claim answered at the end of its wait leaves TTL minus the wait before our deadline. */
+        wait_ms = MIN((uint64_t) a->config.claim_wait_ms, a->ttl_usec / 3 / USEC_PER_MSEC);
+        if (json_add_string(o, "node_id", a->config.node_id) < 0 || json_add_int64(o, "wait_ms", (int64_t) wait_ms) < 0)
+                return (void) log_oom();
+        r = control_post(a->control, "/api/agents/claim", o, wait_ms * USEC_PER_MSEC + request_timeout(a),
+                         on_claim_reply, a, &a->claim_call);
+        if (r < 0) {
+                log_error_errno(r, "Cannot send a claim: %m");
+                schedule_claim(a, USEC_PER_SEC);
+        }
+}
+
+int on_claim_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Agent *a = userdata;
+
+        if (a->claim_call || !a->registered || a->draining || a->stopping || !a->adopted || !has_room(a))
+                return 0;
+        send_claim(a);
+        return 0;
+}
+
+void schedule_claim(Agent *a, uint64_t delay_usec) {
+        if (!a->claim_timer || a->claim_call)
+                return;
+        (void) sd_event_source_set_time_relative(a->claim_timer, delay_usec);
+        (void) sd_event_source_set_enabled(a->claim_timer, SD_EVENT_ONESHOT);
+}
+
+void agent_set_draining(Agent *a, bool draining) {
+        if (a->draining == draining)
+                return;
+        a->draining = draining;
+        log_event(LOG_INFO, draining ? "node_draining" : "node_resumed", LOG_FIELDS("NODE_ID", a->config.node_id),
+                  draining ? "Draining: no new claims; running tasks finish." : "Resumed: claiming again.");
+        if (draining)
+                control_call_cancel(TAKE_PTR(a->claim_call));
+        else
+                schedule_claim(a, 0);
+        heartbeat_now(a);
+        daemon_notify_status("%s node %s.", draining ? "Draining" : "Serving", a->config.node_id);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Registration */
+
+static void on_register_reply(const ControlReply *reply, void *userdata) {
+        Agent *a = userdata;
+        int64_t ttl_ms;
+
+        a->register_call = NULL;
+        if (reply->error < 0 || reply->code != 200) {
+                a->register_backoff_usec = MIN(MAX(a->register_backoff_usec * 2, BACKOFF_MIN_USEC), BACKOFF_MAX_USEC);
+                log_full(a->register_backoff_usec <= 2 * BACKOFF_MIN_USEC ? LOG_WARNING : LOG_DEBUG,
+                         "Cannot register with the control (%s%s); again in %" PRIu64 " ms.",
+                         reply->error < 0 ? "" : "HTTP error: ", strna(reply->message),
+                         a->register_backoff_usec / USEC_PER_MSEC);
+                daemon_notify_status("Registering with the control: %s", strna(reply->message));
+                (void) sd_event_source_set_time_relative(a->register_timer, a->register_backoff_usec);
+                (void) sd_event_source_set_enabled(a->register_timer, SD_EVENT_ONESHOT);
+                return;
+        }
+        a->register_backoff_usec = 0;
+        if (reply->json && json_get_int64(reply->json, "lease_ttl_ms", &ttl_ms) >= 0 && ttl_ms > 0) {
+                a->ttl_usec = (uint64_t) ttl_ms * USEC_PER_MSEC;
+                if (a->config.lease_ttl_ms > 0)
+                        a->ttl_usec = MIN(a->ttl_usec, (uint64_t) a->config.lease_ttl_ms * USEC_PER_MSEC);
+        }
+        a->registered = true;
+        log_event(LOG_INFO, "node_registered", LOG_FIELDS("NODE_ID", a->config.node_id),
+                  "Registered node %s with %s (lease TTL %" PRIu64 " ms).", a->config.node_id, reply->url,
+                  a->ttl_usec / USEC_PER_MSEC);
+        daemon_notify_status("Serving node %s via %s.", a->config.node_id, reply->url);
+        heartbeat_now(a);
+        schedule_claim(a, 0);
+}
+
+static void send_register(Agent *a) {
+        _cleanup_json_ json_object *o = json_object_new_object(), *cap = json_object_new_object(),
+                                   *labels = json_object_new_object();
+        int r;
+
+        if (!o || !cap || !labels)
+                return (void) log_oom();
+        for (char **l = a->config.labels; l && *l; l++) {
+                const char *eq = strchr(*l, '=');
+                _cleanup_free_ char *k = eq ? strndup(*l, (size_t) (eq - *l)) : strdup(*l);
+                if (!k || json_add_string(labels, k, eq ? eq + 1 : "") < 0)
+                        return (void) log_oom();
+        }
+        if (json_add_int64(cap, "nano_cpus", a->capacity_nano_cpus) < 0 ||
+            json_add_int64(cap, "memory_bytes", a->capacity_memory_bytes) < 0 ||
+            json_add_string(o, "node_id", a->config.node_id) < 0 ||
+            json_add(o, "capacity", TAKE_PTR(cap)) < 0 ||
+            json_add(o, "labels", TAKE_PTR(labels)) < 0 ||
+            json_add_string(o, "runtime", a->config.docker_runtime) < 0 ||
+            json_add_string(o, "driver", a->driver->ops->name) < 0 ||
+            json_add_string(o, "version", MC_VERSION) < 0)
+                return (void) log_oom();
+        r = control_post(a->control, "/api/agents/register", o, request_timeout(a), on_register_reply, a,
+                         &a->register_call);
+        if (r < 0) {
+                log_error_errno(r, "Cannot send the registration: %m");
+                (void) sd_event_source_set_time_relative(a->register_timer, USEC_PER_SEC);
+                (void) sd_event_source_set_enabled(a->register_timer, SD_EVENT_ONESHOT);
+        }
+}
+
+int on_register_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Agent *a = userdata;
+
+        if (!a->register_call && !a->stopping)
+                send_register(a);
+        return 0;
+}

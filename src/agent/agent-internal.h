@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* What the parts of mc-agent (agent.c, agent-task.c, agent-lease.c, agent-claim.c, agent-adopt.c)
+ * share among themselves. */
+
+#include "agent.h"
+#include "log.h"
+
+#define BACKOFF_MIN_USEC (100 * USEC_PER_MSEC)
+#define BACKOFF_MAX_USEC (5 * USEC_PER_SEC)
+/* How long an adopted container whose lease deadline we do not know may wait for the first renewal. */
+#define ADOPT_WAIT_MAX_USEC (2 * USEC_PER_SEC)
+
+/* agent.c */
+uint64_t fence_margin(Agent *a);
+uint64_t request_timeout(Agent *a);
+void log_task(int level, Task *t, const char *event, const char *fmt, ...) _printf_(4, 5);
+void maybe_finish_stop(Agent *a);
+
+/* agent-task.c */
+Task *task_find(Agent *a, const char *id);
+Task *task_new(Agent *a, const char *id, int64_t lease_token, int64_t attempt);
+void task_free(Task *t);
+bool task_holds_capacity(Task *t);
+bool task_renewable(Task *t);
+bool has_room(Agent *a);
+void task_abandon(Task *t, StopReason why, const char *reason);
+void task_report_started(Task *t);
+void task_start(Task *t);
+void task_lease_confirmed(Task *t);
+void task_send_finish(Task *t);
+extern const DriverJobCallbacks job_callbacks;
+
+/* agent-lease.c */
+void save_leases(Agent *a);
+void update_fence_timer(Agent *a);
+void schedule_heartbeat(Agent *a, uint64_t delay_usec);
+void heartbeat_now(Agent *a);
+void handle_revoked(Agent *a, json_object *e);
+int on_fence(sd_event_source *s, uint64_t usec, void *userdata);
+int on_heartbeat_timer(sd_event_source *s, uint64_t usec, void *userdata);
+void heartbeat_sent_free(void *heartbeat);
+/* Whether the heartbeat whose answer is being handled carried t's lease. */
+bool heartbeat_included(void *heartbeat, Task *t);
+
+/* agent-claim.c */
+void schedule_claim(Agent *a, uint64_t delay_usec);
+int on_claim_timer(sd_event_source *s, uint64_t usec, void *userdata);
+int on_register_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* agent-adopt.c */
+int load_outbox(Agent *a);
+void on_leftovers(int error, DriverLeftover *l, size_t n, void *userdata);
+/* heartbeat: what the heartbeat that just answered carried (NULL when none did). */
+void adopt_pending(Agent *a, void *heartbeat, bool final);
+int on_adopt_timer(sd_event_source *s, uint64_t usec, void *userdata);

@@ -1,0 +1,338 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Leases: one heartbeat renews them all; what the control revokes is stopped; what cannot be renewed
+ * before our own deadline is stopped by us (and, should we be gone, by the fence keeper). */
+
+#include "agent-internal.h"
+#include "config.h"
+#include "daemon-util.h"
+#include "json-util.h"
+#include "lease-store.h"
+#include "log.h"
+#include "fence-keeper.h"
+#include "outbox.h"
+
+void save_leases(Agent *a) {
+        LeaseRecord *l;
+        size_t n = 0;
+        int r;
+
+        l = calloc(a->n_tasks + 1, sizeof(LeaseRecord));
+        if (!l)
+                return;
+        for (Task *t = a->tasks; t; t = t->next)
+                if (t->deadline_usec > 0 && task_renewable(t))
+                        l[n++] = (LeaseRecord) {
+                                .task_id = t->id,
+                                .lease_token = t->lease_token,
+                                .deadline_usec = t->deadline_usec,
+                                .fence_usec = t->deadline_usec > fence_margin(a) ? t->deadline_usec - fence_margin(a) : 0,
+                                .pid = t->job ? t->job->pid : 0,
+                                .cgroup_marker = t->job ? t->job->cgroup_marker : NULL,
+                        };
+        r = lease_store_save(a->lease_file, a->ttl_usec, getpid(), l, n);
+        if (r < 0)
+                log_warning_errno(r, "Cannot save the lease deadlines to %s: %m", a->lease_file);
+        free(l);
+        /* A keeper that left (no agent, nothing to fence) just before we came back is started again. */
+        if (n > 0 && a->keeper_pid_file)
+                (void) fence_keeper_ensure(a->lease_file, a->keeper_pid_file);
+}
+
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Fencing */
+
+int on_fence(sd_event_source *s, uint64_t usec, void *userdata) {
+        Agent *a = userdata;
+        uint64_t now = now_usec(), margin = fence_margin(a);
+        Task *t, *next;
+
+        for (t = a->tasks; t; t = next) {
+                next = t->next;
+                if (t->drop_result || t->deadline_usec == 0 || t->state == TASK_REPORTING)
+                        continue;
+                if (t->deadline_usec <= now + margin) {
+                        char why[160];
+                        /* Wall clock in the message, so that it can be set against Docker's events. */
+                        snprintf(why, sizeof(why), "its lease could not be renewed; deadline in %" PRIi64
+                                 " ms, at %.3f", ((int64_t) t->deadline_usec - (int64_t) now) / 1000,
+                                 (double) (realtime_usec() + t->deadline_usec - now) / 1e6);
+                        task_abandon(t, STOP_FENCE, why);
+                }
+        }
+        update_fence_timer(a);
+        return 0;
+}
+
+void update_fence_timer(Agent *a) {
+        uint64_t first = UINT64_MAX, margin = fence_margin(a);
+        int r;
+
+        for (Task *t = a->tasks; t; t = t->next)
+                if (!t->drop_result && t->deadline_usec > 0 && t->state != TASK_REPORTING)
+                        first = MIN(first, t->deadline_usec > margin ? t->deadline_usec - margin : 0);
+        if (first == UINT64_MAX) {
+                (void) sd_event_source_set_enabled(a->fence_timer, SD_EVENT_OFF);
+                return;
+        }
+        r = sd_event_source_set_time(a->fence_timer, first);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(a->fence_timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_error_errno(r, "Cannot arm the fence timer: %m");
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Heartbeat */
+
+void schedule_heartbeat(Agent *a, uint64_t delay_usec) {
+        int r;
+
+        r = sd_event_source_set_time_relative(a->heartbeat_timer, delay_usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(a->heartbeat_timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_error_errno(r, "Cannot arm the heartbeat timer: %m");
+}
+
+void handle_revoked(Agent *a, json_object *e) {
+        const char *id, *reason = "unknown";
+        int64_t token;
+        Task *t;
+
+        if (json_get_string(e, "task_id", &id) < 0 || json_get_int64(e, "lease_token", &token) < 0)
+                return;
+        (void) json_get_string(e, "reason", &reason);
+        t = task_find(a, id);
+        if (!t || t->lease_token != token)
+                return;
+
+        if (streq(reason, "cancelled")) {
+                if (t->stop_reason == STOP_CANCEL)
+                        return;
+                log_task(LOG_INFO, t, "lease_revoked", "cancelled by the control.");
+                t->stop_reason = STOP_CANCEL;
+                t->deadline_usec = 0;   /* nothing else runs it: no fencing needed */
+                switch (t->state) {
+                case TASK_ADOPTING:
+                case TASK_CLAIMED: {
+                        /* Never ran (here): say so, and be done. An adopted container is removed by
+                         * the adoption pass, which no longer finds the task waiting. */
+                        _cleanup_json_ json_object *o = json_object_new_object();
+
+                        if (!o || json_add_string(o, "node_id", a->config.node_id) < 0 ||
+                            json_add_int64(o, "lease_token", t->lease_token) < 0 ||
+                            json_add_string(o, "status", "cancelled") < 0 ||
+                            json_add_string(o, "reason", "cancelled before it started") < 0) {
+                                log_oom();
+                                break;
+                        }
+                        t->finish = TAKE_PTR(o);
+                        t->status = strdup("cancelled");
+                        t->state = TASK_REPORTING;
+                        task_send_finish(t);
+                        break;
+                }
+                case TASK_STARTING:
+                case TASK_RUNNING:
+                        (void) driver_job_stop(t->job, (unsigned) a->config.stop_grace_sec);
+                        break;
+                default:
+                        break;
+                }
+                update_fence_timer(a);
+                return;
+        }
+        if (t->state == TASK_REPORTING && streq(reason, "expired")) {
+                /* The process is gone, so nothing runs twice; a finish needs no live lease, only a
+                 * current token, and the control says 409 once it has handed the task out again. */
+                log_task(LOG_DEBUG, t, NULL, "lease expired while its result waits; still sending it.");
+                return;
+        }
+        if (streq(reason, "finished") && t->state == TASK_REPORTING) {
+                /* Our result got there; its answer did not. */
+                log_task(LOG_INFO, t, "task_finished", "the control already has its result.");
+                (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
+                task_free(t);
+                schedule_claim(a, 0);
+                return;
+        }
+        task_abandon(t, STOP_REVOKED, reason);
+}
+
+typedef struct HeartbeatSent {
+        Agent *agent;
+        size_t n;
+        struct { char *id; int64_t token; } leases[];
+} HeartbeatSent;
+
+void heartbeat_sent_free(void *p) {
+        HeartbeatSent *h = p;
+
+        for (size_t i = 0; i < h->n; i++)
+                free(h->leases[i].id);
+        free(h);
+}
+
+bool heartbeat_included(void *sent, Task *t) {
+        HeartbeatSent *h = sent;
+
+        for (size_t i = 0; i < h->n; i++)
+                if (streq(h->leases[i].id, t->id) && h->leases[i].token == t->lease_token)
+                        return true;
+        return false;
+}
+
+static void on_heartbeat_reply(const ControlReply *reply, void *userdata) {
+        HeartbeatSent *h = userdata;
+        Agent *a = h->agent;
+        json_object *renewed, *revoked;
+        int64_t ttl_ms;
+
+        a->heartbeat_call = NULL;
+        a->heartbeat_sent = NULL;
+        if (reply->error < 0 || reply->code != 200 || !reply->json) {
+                a->heartbeat_failures++;
+                if (reply->error >= 0 && reply->code == 404) {
+                        log_warning("The control does not know node %s (%s); registering again.", a->config.node_id,
+                                    strna(reply->message));
+                        a->registered = false;
+                        a->register_again = true;
+                } else
+                        log_full(a->heartbeat_failures == 1 ? LOG_WARNING : LOG_DEBUG,
+                                 "Heartbeat failed: %s%s", reply->error < 0 ? "" : "HTTP error: ",
+                                 strna(reply->message));
+                heartbeat_sent_free(h);
+                if (a->register_again) {
+                        a->register_again = false;
+                        sd_event_source_set_time_relative(a->register_timer, 0);
+                        sd_event_source_set_enabled(a->register_timer, SD_EVENT_ONESHOT);
+                }
+                /* Try again soon: every renewal counts towards the deadline. */
+                schedule_heartbeat(a, MIN(MAX(a->ttl_usec / 15, 100 * USEC_PER_MSEC), USEC_PER_SEC));
+                return;
+        }
+
+        if (a->heartbeat_failures > 0)
+                log_info("Heartbeat delivered again (via %s).", reply->url);
+        log_debug("Heartbeat sent %.3f answered in %" PRIu64 " ms.",
+                  (double) (realtime_usec() - (now_usec() - reply->sent_usec)) / 1e6,
+                  (now_usec() - reply->sent_usec) / USEC_PER_MSEC);
+        a->heartbeat_failures = 0;
+        a->last_heartbeat_ok_usec = reply->sent_usec;
+        if (json_get_int64(reply->json, "lease_ttl_ms", &ttl_ms) >= 0 && ttl_ms > 0) {
+                uint64_t ttl = (uint64_t) ttl_ms * USEC_PER_MSEC;
+                if (a->config.lease_ttl_ms > 0)
+                        ttl = MIN(ttl, (uint64_t) a->config.lease_ttl_ms * USEC_PER_MSEC);
+                a->ttl_usec = ttl;
+        }
+
+        if (json_object_object_get_ex(reply->json, "renewed", &renewed) && json_object_is_type(renewed, json_type_array))
+                for (size_t i = 0; i < json_object_array_length(renewed); i++) {
+                        const char *id = json_object_get_string(json_object_array_get_idx(renewed, i));
+                        Task *t;
+                        int64_t token = -1;
+
+                        if (!id)
+                                continue;
+                        for (size_t j = 0; j < h->n; j++)
+                                if (streq(h->leases[j].id, id))
+                                        token = h->leases[j].token;
+                        t = task_find(a, id);
+                        if (!t || t->lease_token != token || t->drop_result)
+                                continue;
+                        /* Counted from when the renewal was sent: the control's own deadline is later. */
+                        if (t->stop_reason != STOP_CANCEL)
+                                t->deadline_usec = reply->sent_usec + a->ttl_usec;
+                        if (t->state == TASK_ADOPTING)
+                                continue;       /* the adoption pass acts on it */
+                        task_lease_confirmed(t);
+                }
+
+        if (json_object_object_get_ex(reply->json, "revoked", &revoked) && json_object_is_type(revoked, json_type_array))
+                for (size_t i = 0; i < json_object_array_length(revoked); i++)
+                        handle_revoked(a, json_object_array_get_idx(revoked, i));
+
+        /* A renewal decides over the containers found at start whose lease it carried. */
+        adopt_pending(a, h, false);
+        heartbeat_sent_free(h);
+        save_leases(a);
+        update_fence_timer(a);
+        if (a->heartbeat_again) {
+                a->heartbeat_again = false;
+                schedule_heartbeat(a, 0);
+        } else
+                schedule_heartbeat(a, a->ttl_usec / 3);
+        /* Tasks that were waiting for the lease to be confirmed may now start. */
+        for (Task *t = a->tasks; t; t = t->next)
+                if (t->state == TASK_RUNNING && !t->started_reported)
+                        task_report_started(t);
+}
+
+static void send_heartbeat(Agent *a) {
+        _cleanup_json_ json_object *o = json_object_new_object(), *leases = json_object_new_array();
+        HeartbeatSent *h;
+        size_t n = 0;
+        int r;
+
+        if (!o || !leases)
+                return (void) log_oom();
+        h = calloc(1, sizeof(HeartbeatSent) + sizeof(h->leases[0]) * (a->n_tasks + 1));
+        if (!h)
+                return (void) log_oom();
+        h->agent = a;
+        for (Task *t = a->tasks; t; t = t->next) {
+                json_object *l;
+
+                if (!task_renewable(t))
+                        continue;
+                l = json_object_new_object();
+                if (!l || json_object_array_add(leases, l) < 0 || json_add_string(l, "task_id", t->id) < 0 ||
+                    json_add_int64(l, "lease_token", t->lease_token) < 0) {
+                        heartbeat_sent_free(h);
+                        return (void) log_oom();
+                }
+                h->leases[n].id = strdup(t->id);
+                h->leases[n].token = t->lease_token;
+                if (!h->leases[n].id) {
+                        heartbeat_sent_free(h);
+                        return (void) log_oom();
+                }
+                h->n = ++n;
+        }
+        if (json_add_string(o, "node_id", a->config.node_id) < 0 || json_add(o, "leases", TAKE_PTR(leases)) < 0 ||
+            json_add(o, "draining", json_object_new_boolean(a->draining)) < 0) {
+                heartbeat_sent_free(h);
+                return (void) log_oom();
+        }
+        r = control_post(a->control, "/api/agents/heartbeat", o, request_timeout(a), on_heartbeat_reply, h,
+                         &a->heartbeat_call);
+        if (r >= 0)
+                a->heartbeat_sent = h;
+        else {
+                heartbeat_sent_free(h);
+                log_error_errno(r, "Cannot send a heartbeat: %m");
+                schedule_heartbeat(a, USEC_PER_SEC);
+        }
+}
+
+int on_heartbeat_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Agent *a = userdata;
+
+        if (a->heartbeat_call) {
+                a->heartbeat_again = true;
+                return 0;
+        }
+        if (!a->registered)
+                return 0;       /* registration sends the first one */
+        send_heartbeat(a);
+        return 0;
+}
+
+void heartbeat_now(Agent *a) {
+        if (a->heartbeat_call)
+                a->heartbeat_again = true;
+        else if (a->registered)
+                schedule_heartbeat(a, 0);
+}

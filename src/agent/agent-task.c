@@ -1,0 +1,507 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* A task from its claim to its delivered result: start through the driver, timeout, start report,
+ * result (outbox, then the container goes, then the control gets it). */
+
+#include "agent-internal.h"
+#include "config.h"
+#include "daemon-util.h"
+#include "json-util.h"
+#include "lease-store.h"
+#include "log.h"
+#include "outbox.h"
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Tasks */
+
+Task *task_find(Agent *a, const char *id) {
+        for (Task *t = a->tasks; t; t = t->next)
+                if (streq(t->id, id))
+                        return t;
+        return NULL;
+}
+
+Task *task_new(Agent *a, const char *id, int64_t lease_token, int64_t attempt) {
+        Task *t = calloc(1, sizeof(Task));
+
+        if (!t)
+                return NULL;
+        t->id = strdup(id);
+        if (!t->id) {
+                free(t);
+                return NULL;
+        }
+        t->agent = a;
+        t->lease_token = lease_token;
+        t->attempt = attempt;
+        t->exit_code = -1;
+        t->next = a->tasks;
+        if (a->tasks)
+                a->tasks->prev = t;
+        a->tasks = t;
+        a->n_tasks++;
+        return t;
+}
+
+void task_free(Task *t) {
+        Agent *a = t->agent;
+
+        if (t->prev)
+                t->prev->next = t->next;
+        else
+                a->tasks = t->next;
+        if (t->next)
+                t->next->prev = t->prev;
+        a->n_tasks--;
+        driver_job_free(t->job);
+        control_call_cancel(t->started_call);
+        control_call_cancel(t->finish_call);
+        sd_event_source_disable_unref(t->timeout_timer);
+        sd_event_source_disable_unref(t->finish_retry);
+        json_object_put(t->record);
+        json_object_put(t->finish);
+        free(t->handle);
+        free(t->status);
+        free(t->id);
+        free(t);
+}
+
+/* A task holds capacity from its claim until its process is gone. */
+bool task_holds_capacity(Task *t) {
+        return t->state != TASK_REPORTING;
+}
+
+/* Leases we renew: every one whose result we still may deliver. */
+bool task_renewable(Task *t) {
+        return !t->drop_result;
+}
+
+unsigned agent_n_running(Agent *a) {
+        unsigned n = 0;
+        for (Task *t = a->tasks; t; t = t->next)
+                if (t->state == TASK_RUNNING)
+                        n++;
+        return n;
+}
+
+bool has_room(Agent *a) {
+        int64_t cpus = 0, mem = 0;
+        unsigned n = 0;
+
+        for (Task *t = a->tasks; t; t = t->next)
+                if (task_holds_capacity(t)) {
+                        n++;
+                        cpus += t->nano_cpus;
+                        mem += t->memory_bytes;
+                }
+        return n < (unsigned) a->config.max_tasks && cpus < a->capacity_nano_cpus && mem < a->capacity_memory_bytes;
+}
+
+/* Kills the task's process (if any) and makes sure no result of it is ever sent. */
+void task_abandon(Task *t, StopReason why, const char *reason) {
+        Agent *a = t->agent;
+
+        if (t->drop_result)
+                return;
+        t->drop_result = true;
+        if (t->stop_reason == STOP_NONE || why == STOP_FENCE || why == STOP_REVOKED)
+                t->stop_reason = why;
+
+        switch (t->state) {
+        case TASK_ADOPTING:
+        case TASK_CLAIMED:
+                log_task(LOG_NOTICE, t, why == STOP_FENCE ? "lease_expired" : "lease_revoked",
+                         "dropped before it ran: %s.", reason);
+                if (t->job)
+                        (void) driver_job_stop(t->job, 0);
+                else {
+                        task_free(t);
+                        schedule_claim(a, 0);
+                        return;
+                }
+                break;
+        case TASK_STARTING:
+        case TASK_RUNNING:
+                log_task(LOG_WARNING, t, why == STOP_FENCE ? "lease_expired" : "lease_revoked",
+                         "killing its process: %s.", reason);
+                (void) driver_job_stop(t->job, 0);
+                break;
+        case TASK_EXITED:
+                /* Its process is gone; the exit path drops the result. */
+                break;
+        case TASK_REPORTING:
+                log_task(LOG_NOTICE, t, "lease_revoked", "result no longer wanted: %s.", reason);
+                (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
+                task_free(t);
+                schedule_claim(a, 0);
+                return;
+        default:
+                break;
+        }
+        update_fence_timer(a);
+}
+
+static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Task *t = userdata;
+
+        t->timeout_timer = sd_event_source_disable_unref(t->timeout_timer);
+        if (t->state != TASK_RUNNING || t->stop_reason != STOP_NONE)
+                return 0;
+        log_task(LOG_INFO, t, "task_timeout", "ran out of its %" PRIi64 " s; stopping it.", t->timeout_sec);
+        t->stop_reason = STOP_TIMEOUT;
+        (void) driver_job_stop(t->job, (unsigned) t->agent->config.stop_grace_sec);
+        return 0;
+}
+
+static void task_arm_timeout(Task *t) {
+        uint64_t now = realtime_usec(), end;
+        int r;
+
+        if (t->timeout_sec <= 0)
+                return;
+        end = t->started_realtime_usec + (uint64_t) t->timeout_sec * USEC_PER_SEC;
+        r = sd_event_add_time_relative(t->agent->event, &t->timeout_timer, CLOCK_MONOTONIC,
+                                       end > now ? end - now : 0, 10 * USEC_PER_MSEC, on_timeout, t);
+        if (r < 0)
+                log_task(LOG_ERR, t, NULL, "cannot arm its timeout: %s", strerror(-r));
+}
+
+static void on_started_reply(const ControlReply *reply, void *userdata) {
+        Task *t = userdata;
+
+        t->started_call = NULL;
+        t->started_in_flight = false;
+        if (reply->error >= 0 && reply->code == 200) {
+                t->started_reported = true;
+                return;
+        }
+        if (reply->error >= 0 && (reply->code == 409 || reply->code == 404)) {
+                /* The heartbeat is the authority on the lease: ask it now. */
+                log_task(LOG_NOTICE, t, NULL, "the control refused its start report (%ld: %s); checking the lease.",
+                         reply->code, strna(reply->message));
+                t->started_reported = true;
+                heartbeat_now(t->agent);
+                return;
+        }
+        /* Sent again after the next successful heartbeat. */
+        log_task(LOG_DEBUG, t, NULL, "start report not delivered: %s", strna(reply->message));
+}
+
+void task_report_started(Task *t) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (t->started_reported || t->started_in_flight || !t->handle || t->drop_result)
+                return;
+        if (!o || json_add_string(o, "node_id", t->agent->config.node_id) < 0 ||
+            json_add_int64(o, "lease_token", t->lease_token) < 0 ||
+            json_add_string(o, "container_id", t->handle) < 0 ||
+            asprintf(&path, "/api/tasks/%s/started", t->id) < 0)
+                return;
+        r = control_post(t->agent->control, path, o, request_timeout(t->agent), on_started_reply, t, &t->started_call);
+        if (r >= 0)
+                t->started_in_flight = true;
+}
+
+static void on_job_started(DriverJob *job, const char *handle, uint64_t started_realtime_usec, void *userdata) {
+        Task *t = userdata;
+        Agent *a = t->agent;
+
+        free(t->handle);
+        t->handle = strdup(handle);
+        t->started_realtime_usec = started_realtime_usec;
+        t->state = TASK_RUNNING;
+        log_task(LOG_INFO, t, "container_started", "running as %s.", handle);
+        task_arm_timeout(t);
+        task_report_started(t);
+        save_leases(a);
+        agent_bus_task_started(a, t->id);
+        agent_bus_running_changed(a);
+        maybe_finish_stop(a);
+}
+
+static const char *final_status(Task *t, const DriverExit *e, char **ret_reason) {
+        *ret_reason = NULL;
+        switch (t->stop_reason) {
+        case STOP_CANCEL:
+                return "cancelled";
+        case STOP_TIMEOUT:
+                (void) asprintf(ret_reason, "timed out after %" PRIi64 " s", t->timeout_sec);
+                return "timed_out";
+        default:
+                break;
+        }
+        if (e->error < 0) {
+                *ret_reason = strdup(e->reason ?: "the task could not be run");
+                return "failed";
+        }
+        if (e->exit_code == 0)
+                return "succeeded";
+        if (e->reason)
+                *ret_reason = strdup(e->reason);
+        else
+                (void) asprintf(ret_reason, "exited with code %" PRIi64, e->exit_code);
+        return "failed";
+}
+
+/* The control's limits (docs/api.md, src/control/api-agents.c): a reason of at most 1 KiB, tails of
+ * at most 64 KiB, a request of at most 4 MiB. Cuts are made on UTF-8 character boundaries. */
+#define REASON_MAX 1000U
+#define TAIL_MAX (64U * 1024U)
+#define FINISH_BODY_MAX (3U * 1024U * 1024U)
+
+/* Keeps at most max bytes of s: its start (head) or its end. */
+static void utf8_cut(char *s, size_t max, bool head) {
+        size_t l = strlen(s), cut;
+
+        if (l <= max)
+                return;
+        if (head) {
+                cut = max;
+                while (cut > 0 && ((unsigned char) s[cut] & 0xC0) == 0x80)
+                        cut--;
+                s[cut] = 0;
+                return;
+        }
+        cut = l - max;
+        while (cut < l && ((unsigned char) s[cut] & 0xC0) == 0x80)
+                cut++;
+        memmove(s, s + cut, l - cut + 1);
+}
+
+static json_object *finish_body(Task *t, const char *status, const char *reason, const DriverExit *e) {
+        _cleanup_free_ char *out = NULL, *err = NULL, *output = NULL, *why = NULL;
+        bool truncated = e->output->truncated;
+
+        out = output_capture_tail(e->output, OUTPUT_STDOUT);
+        err = output_capture_tail(e->output, OUTPUT_STDERR);
+        output = output_capture_output(e->output);
+        why = reason ? utf8_sanitize(reason, strlen(reason)) : NULL;
+        if (!out || !err || !output || (reason && !why))
+                return NULL;
+        utf8_cut(out, TAIL_MAX, false);
+        utf8_cut(err, TAIL_MAX, false);
+        if (why)
+                utf8_cut(why, REASON_MAX, true);
+
+        for (;;) {
+                _cleanup_json_ json_object *o = json_object_new_object();
+
+                if (!o || json_add_string(o, "node_id", t->agent->config.node_id) < 0 ||
+                    json_add_int64(o, "lease_token", t->lease_token) < 0 ||
+                    json_add_string(o, "status", status) < 0 ||
+                    (e->error >= 0 && e->exit_code >= 0 && e->exit_code <= 255 &&
+                     json_add_int64(o, "exit_code", e->exit_code) < 0) ||
+                    (why && json_add_string(o, "reason", why) < 0) ||
+                    json_add_string(o, "stdout_tail", out) < 0 ||
+                    json_add_string(o, "stderr_tail", err) < 0 ||
+                    json_add(o, "truncated", json_object_new_boolean(truncated)) < 0 ||
+                    json_add_string(o, "output", output) < 0)
+                        return NULL;
+                /* Escaping can make output that fit the cap too large for one request (control
+                 * characters take six bytes each): keep less of it. */
+                if (strlen(json_to_string(o)) <= FINISH_BODY_MAX || output[0] == 0)
+                        return TAKE_PTR(o);
+                utf8_cut(output, strlen(output) / 2, true);
+                truncated = true;
+        }
+}
+
+static void on_job_removed(int error, void *userdata) {
+        Task *t = userdata;
+
+        if (error < 0)
+                log_task(LOG_WARNING, t, NULL, "cannot remove its container: %s", strerror(-error));
+        if (t->drop_result) {
+                Agent *a = t->agent;
+                task_free(t);
+                schedule_claim(a, 0);
+                maybe_finish_stop(a);
+                return;
+        }
+        t->state = TASK_REPORTING;
+        task_send_finish(t);
+        schedule_claim(t->agent, 0);
+}
+
+static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
+        Task *t = userdata;
+        Agent *a = t->agent;
+        _cleanup_free_ char *reason = NULL;
+        const char *status;
+        bool was_running = t->state == TASK_RUNNING;
+        int r;
+
+        t->timeout_timer = sd_event_source_disable_unref(t->timeout_timer);
+        t->state = TASK_EXITED;
+        if (was_running)
+                agent_bus_running_changed(a);
+
+        if (t->drop_result) {
+                log_task(LOG_NOTICE, t, "container_exited", "process gone (exit %" PRIi64 "); no result is sent.",
+                         e->exit_code);
+        } else {
+                status = final_status(t, e, &reason);
+                t->finish = finish_body(t, status, reason, e);
+                t->status = strdup(status);
+                t->exit_code = e->error < 0 ? -1 : e->exit_code;
+                if (!t->finish || !t->status) {
+                        log_oom();
+                        task_abandon(t, STOP_REVOKED, "out of memory");
+                } else {
+                        log_task(LOG_INFO, t, "container_exited", "%s (exit %" PRIi64 "%s%s).", status, t->exit_code,
+                                 reason ? ", " : "", reason ?: "");
+                        /* The result is safe before the container (and its logs) go. */
+                        r = outbox_write(a->outbox_dir, t->id, t->lease_token, t->finish);
+                        if (r < 0)
+                                log_task(LOG_ERR, t, NULL, "cannot put its result in the outbox; sending it anyway.");
+                        agent_bus_task_finished(a, t->id, status, (int) t->exit_code);
+                }
+        }
+
+        r = driver_job_remove(job, on_job_removed, t);
+        if (r < 0)
+                on_job_removed(r, t);
+}
+
+static void on_job_pid_known(DriverJob *job, void *userdata) {
+        Task *t = userdata;
+        /* The fence keeper needs it now, not at the next renewal. */
+        save_leases(t->agent);
+}
+
+const DriverJobCallbacks job_callbacks = {
+        .started = on_job_started,
+        .exited = on_job_exited,
+        .pid_known = on_job_pid_known,
+};
+
+static char **json_strv(json_object *a) {
+        _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
+
+        if (!l || !json_object_is_type(a, json_type_array))
+                return NULL;
+        for (size_t i = 0; i < json_object_array_length(a); i++) {
+                json_object *v = json_object_array_get_idx(a, i);
+                if (!json_object_is_type(v, json_type_string) || strv_extend(&l, json_object_get_string(v)) < 0)
+                        return NULL;
+        }
+        return TAKE_PTR(l);
+}
+
+void task_start(Task *t) {
+        Agent *a = t->agent;
+        _cleanup_strv_free_ char **cmd = NULL;
+        json_object *v, *env = NULL;
+        const char *image = NULL, *runtime = NULL;
+        int r;
+
+        if (t->state != TASK_CLAIMED)
+                return;
+        if (!json_object_object_get_ex(t->record, "cmd", &v) || !(cmd = json_strv(v)) || !cmd[0]) {
+                log_task(LOG_ERR, t, NULL, "the claimed task has no usable cmd.");
+                task_abandon(t, STOP_REVOKED, "bad task record");
+                return;
+        }
+        (void) json_get_string(t->record, "image", &image);
+        if (json_get_string(t->record, "runtime", &runtime) < 0 || isempty(runtime))
+                runtime = a->config.docker_runtime;
+        if (json_object_object_get_ex(t->record, "env", &v) && json_object_is_type(v, json_type_object))
+                env = v;
+
+        t->state = TASK_STARTING;
+        r = driver_job_start(a->driver, &(DriverJobSpec) {
+                        .task_id = t->id,
+                        .lease_token = t->lease_token,
+                        .attempt = t->attempt,
+                        .timeout_sec = t->timeout_sec,
+                        .image = image,
+                        .cmd = cmd,
+                        .env = env,
+                        .nano_cpus = t->nano_cpus,
+                        .memory_bytes = t->memory_bytes,
+                        .runtime = runtime,
+                }, &job_callbacks, t, &t->job);
+        if (r < 0) {
+                log_task(LOG_ERR, t, NULL, "cannot start it: %s", strerror(-r));
+                t->state = TASK_CLAIMED;
+                task_abandon(t, STOP_REVOKED, "the driver could not start it");
+                return;
+        }
+        /* A driver that knew its job's mark at once (exec) told us before t->job was set. */
+        save_leases(a);
+}
+
+/* The lease has just been confirmed: act on what waited for that. */
+void task_lease_confirmed(Task *t) {
+        if (t->state == TASK_CLAIMED)
+                task_start(t);
+        else if (t->state == TASK_RUNNING)
+                task_report_started(t);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Results */
+
+static int on_finish_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Task *t = userdata;
+
+        t->finish_retry = sd_event_source_disable_unref(t->finish_retry);
+        task_send_finish(t);
+        return 0;
+}
+
+static void on_finish_reply(const ControlReply *reply, void *userdata) {
+        Task *t = userdata;
+        Agent *a = t->agent;
+        int r;
+
+        t->finish_call = NULL;
+        if (reply->error >= 0 && (reply->code == 200 || reply->code == 409 || reply->code == 404)) {
+                if (reply->code == 200)
+                        log_task(LOG_INFO, t, "task_finished", "result delivered (%s).", t->status);
+                else
+                        log_task(LOG_NOTICE, t, "result_rejected", "the control rejected its result (%ld: %s).",
+                                 reply->code, strna(reply->message));
+                (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
+                task_free(t);
+                schedule_claim(a, 0);
+                maybe_finish_stop(a);
+                return;
+        }
+        if (reply->error >= 0 && reply->code == 413 && json_object_object_get_ex(t->finish, "output", NULL)) {
+                /* Still too large for this control: the tails and the exit code matter most. */
+                log_task(LOG_WARNING, t, NULL, "result too large for the control; sending it without the full output.");
+                json_object_object_del(t->finish, "output");
+                json_object_object_add(t->finish, "truncated", json_object_new_boolean(true));
+                (void) outbox_write(a->outbox_dir, t->id, t->lease_token, t->finish);
+                task_send_finish(t);
+                return;
+        }
+        if (reply->error >= 0 && reply->code == 400)
+                /* Our own bug, most likely: keep the result, and say so loudly. */
+                log_task(LOG_ERR, t, NULL, "the control refused the result as malformed: %s", strna(reply->message));
+        else
+                log_task(LOG_WARNING, t, "result_queued", "result not delivered (%s); it stays in the outbox.",
+                         reply->error < 0 ? strna(reply->message) : "control error");
+
+        t->finish_backoff_usec = MIN(MAX(t->finish_backoff_usec * 2, 250 * USEC_PER_MSEC), BACKOFF_MAX_USEC);
+        r = sd_event_add_time_relative(a->event, &t->finish_retry, CLOCK_MONOTONIC, t->finish_backoff_usec,
+                                       10 * USEC_PER_MSEC, on_finish_retry, t);
+        if (r < 0)
+                log_task(LOG_ERR, t, NULL, "cannot schedule sending its result again.");
+}
+
+void task_send_finish(Task *t) {
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (t->finish_call || t->finish_retry || !t->finish)
+                return;
+        if (asprintf(&path, "/api/tasks/%s/finish", t->id) < 0)
+                return;
+        r = control_post(t->agent->control, path, t->finish, request_timeout(t->agent), on_finish_reply, t, &t->finish_call);
+        if (r < 0)
+                log_task(LOG_ERR, t, NULL, "cannot send its result: %s", strerror(-r));
+}

@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* mc-fence-keeper: started by mc-agent, see fence-keeper.h. */
+
+#include "fence-keeper.h"
+
+int main(int argc, char *argv[]) {
+        if (argc != 4 || !streq(argv[1], "--fence-keeper")) {
+                fprintf(stderr, "mc-fence-keeper is started by mc-agent (--fence-keeper LEASE_FILE PID_FILE).\n");
+                return 2;
+        }
+        fence_keeper_run(argv[2], argv[3]);
+}
