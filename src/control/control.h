@@ -62,6 +62,7 @@ typedef struct Control {
         bool stopping;
         bool sweep_running;
         bool housekeeping_running;
+        unsigned housekeeping_round;
         TaskCounts counts;
 } Control;
 

@@ -9,6 +9,9 @@
 #include "log.h"
 
 #define HOUSEKEEPING_INTERVAL_USEC (2 * USEC_PER_SEC)
+/* Every so many rounds: counting finished tasks and explaining waiting ones cost a scan each. */
+#define FINAL_COUNTS_EVERY 5
+#define EXPLAIN_EVERY 5
 
 static void on_sweep_done(PGresult *r, int error, void *userdata) {
         Control *c = userdata;
@@ -51,7 +54,7 @@ static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
 static void on_counts_done(PGresult *r, int error, void *userdata) {
         Control *c = userdata;
         _cleanup_json_ json_object *o = NULL;
-        TaskCounts n = { .valid = true };
+        TaskCounts n = c->counts;
         json_object *tasks, *v;
         const char *text;
 
@@ -61,6 +64,8 @@ static void on_counts_done(PGresult *r, int error, void *userdata) {
         text = PQgetvalue(r, 0, 0);
         if (json_parse_strict(text, strlen(text), &o, NULL) < 0)
                 return;
+        /* Only the states the answer has are updated: the finished ones come now and then. */
+        n.valid = true;
         if (json_object_object_get_ex(o, "tasks", &tasks))
                 for (size_t i = 0; i < ELEMENTSOF(task_status_names); i++)
                         if (json_object_object_get_ex(tasks, task_status_names[i], &v))
@@ -83,16 +88,21 @@ static void on_explain_done(PGresult *r, int error, void *userdata) {
 static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata) {
         Control *c = userdata;
         char lost[32];
-        const char *params[] = { lost };
+        const char *params[] = { lost, NULL };
+        bool final;
 
         (void) sd_event_source_set_time_relative(s, HOUSEKEEPING_INTERVAL_USEC);
         if (c->housekeeping_running || !db_is_available(c->db))
                 return 0;
 
+        final = c->housekeeping_round % FINAL_COUNTS_EVERY == 0;
         snprintf(lost, sizeof(lost), "%" PRIi64, c->config.lease_ttl_ms);
-        if (db_query(c->db, "SELECT mc_counts($1::integer)", 1, params, on_counts_done, c) >= 0)
+        params[1] = final ? "true" : "false";
+        if (db_query(c->db, "SELECT mc_counts($1::integer, $2::boolean)", 2, params, on_counts_done, c) >= 0)
                 c->housekeeping_running = true;
-        (void) db_query(c->db, "SELECT mc_explain_pending($1::integer)", 1, params, on_explain_done, c);
+        if (c->housekeeping_round % EXPLAIN_EVERY == 0)
+                (void) db_query(c->db, "SELECT mc_explain_pending($1::integer)", 1, params, on_explain_done, c);
+        c->housekeeping_round++;
         return 0;
 }
 

@@ -181,9 +181,10 @@ RETURNS void LANGUAGE sql AS $$
                 version = EXCLUDED.version, draining = false, last_heartbeat = now();
 $$;
 
--- Leases one queued task that fits the node, or returns no row. The search takes no lock until it has a
--- candidate, so an empty claim writes nothing (no commit to flush). The node row is then locked so that
--- two claims of one node cannot both take its last free capacity.
+-- Leases one queued task that fits the node, or returns no row. Claims of one node are serialised by a
+-- transaction-scoped advisory lock, so that two of them cannot both take its last free capacity; unlike
+-- a row lock it assigns no transaction id, so a claim that finds nothing writes nothing (no commit to
+-- flush), and the node's free capacity is summed once.
 CREATE FUNCTION mc_claim(p_node text, p_ttl_ms integer)
 RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
 DECLARE
@@ -201,6 +202,7 @@ BEGIN
                 RETURN;
         END IF;
 
+        PERFORM pg_advisory_xact_lock(hashtext('mc-claim:' || p_node));
         SELECT n.nano_cpus - coalesce(sum(x.nano_cpus), 0), n.memory_bytes - coalesce(sum(x.memory_bytes), 0)
           INTO free_cpus, free_memory
           FROM tasks x WHERE x.lease_node = p_node AND x.status IN ('leased', 'running');
@@ -212,14 +214,6 @@ BEGIN
          ORDER BY x.seq LIMIT 1
          FOR UPDATE SKIP LOCKED;
         IF NOT FOUND THEN
-                RETURN;
-        END IF;
-
-        PERFORM 1 FROM nodes WHERE node_id = p_node FOR UPDATE;
-        SELECT n.nano_cpus - coalesce(sum(x.nano_cpus), 0), n.memory_bytes - coalesce(sum(x.memory_bytes), 0)
-          INTO free_cpus, free_memory
-          FROM tasks x WHERE x.lease_node = p_node AND x.status IN ('leased', 'running');
-        IF t.nano_cpus > free_cpus OR t.memory_bytes > free_memory THEN
                 RETURN;
         END IF;
 
@@ -473,12 +467,19 @@ CREATE FUNCTION mc_nodes(p_lost_after_ms integer) RETURNS jsonb LANGUAGE sql STA
                            FROM tasks t WHERE t.lease_node = n.node_id AND t.status IN ('leased', 'running')) r ON true
 $$;
 
--- Counts for metrics and D-Bus properties. Queued/leased/running come from partial indexes and are
--- cheap; the final states are counted too, which costs a scan of the status index.
-CREATE FUNCTION mc_counts(p_lost_after_ms integer) RETURNS jsonb LANGUAGE sql STABLE AS $$
+-- Counts for metrics and D-Bus properties. The states a task passes through (queued, leased, running)
+-- come from the partial indexes and stay cheap however many tasks have finished; the finished states
+-- cost a scan of the status index, so callers ask for them (p_final) only now and then.
+CREATE FUNCTION mc_counts(p_lost_after_ms integer, p_final boolean) RETURNS jsonb LANGUAGE sql STABLE AS $$
         SELECT jsonb_build_object(
-                'tasks', coalesce((SELECT jsonb_object_agg(s.status, s.n) FROM
-                        (SELECT status, count(*) AS n FROM tasks GROUP BY status) s), '{}'::jsonb),
+                'tasks', jsonb_build_object(
+                        'queued', (SELECT count(*) FROM tasks WHERE status = 'queued'),
+                        'leased', (SELECT count(*) FROM tasks WHERE status = 'leased'),
+                        'running', (SELECT count(*) FROM tasks WHERE status = 'running'))
+                  || CASE WHEN p_final THEN coalesce((SELECT jsonb_object_agg(s.status, s.n) FROM
+                        (SELECT status, count(*) AS n FROM tasks
+                          WHERE status IN ('succeeded', 'failed', 'timed_out', 'cancelled') GROUP BY status) s),
+                        '{}'::jsonb) ELSE '{}'::jsonb END,
                 'nodes_ready', (SELECT count(*) FROM nodes
                                 WHERE last_heartbeat > now() - p_lost_after_ms * interval '1 millisecond'
                                   AND NOT draining))
