@@ -24,6 +24,22 @@ def rss_kib(pid):
     return 0
 
 
+def mem(pid):
+    """(RSS, PSS, private) in KiB: RSS counts every resident page of the shared libraries, PSS a fair
+    share of them, private what no other process shares."""
+    v = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            k, _, rest = line.partition(":")
+            if rest.strip().endswith("kB"):
+                v[k] = int(rest.split()[0])
+    return v.get("Rss", 0), v.get("Pss", 0), v.get("Private_Clean", 0) + v.get("Private_Dirty", 0)
+
+
+def fmt(m):
+    return f"RSS {m[0] / 1024:.2f} MiB (PSS {m[1] / 1024:.2f}, private {m[2] / 1024:.2f})"
+
+
 def keeper_pid(agent):
     try:
         with open(os.path.join(agent.state_dir, "fence-keeper.pid")) as f:
@@ -39,22 +55,22 @@ def test_rss():
     for driver in ("docker", "exec"):
         a = at.Agent([c], node, driver=driver, env={"MC_LOG_LEVEL": "info"}).start()
         time.sleep(5)       # a few heartbeats and claims
-        idle = rss_kib(a.daemon.pid)
+        idle = mem(a.daemon.pid)
         tids = [at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", "sleep 20"], "timeout_sec": 60})
                 for _ in range(10)]
         for t in tids:
             at.wait_status(c, t, "running", 60)
         time.sleep(3)
-        busy = rss_kib(a.daemon.pid)
+        busy = mem(a.daemon.pid)
         kp = keeper_pid(a)
-        keeper = rss_kib(kp) if kp else 0
+        keeper = mem(kp) if kp else (0, 0, 0)
         for t in tids:
             c.cancel(t)
         for t in tids:
             at.wait_final(c, t)
         a.stop()
-        print(f"# {driver:6} driver: agent RSS idle {idle / 1024:.2f} MiB, with 10 running tasks {busy / 1024:.2f} MiB; "
-              f"fence keeper {keeper / 1024:.2f} MiB")
+        print(f"# {driver:6} driver: agent idle {fmt(idle)}; with 10 running tasks {fmt(busy)}; "
+              f"fence keeper {fmt(keeper)}")
 
 
 mctest.main()
