@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* org.mutualcloud.Agent1 at /org/mutualcloud/Agent1: what the agent holds, and Drain()/Resume(). */
+/* org.mutualcloud.Agent1 at /org/mutualcloud/Agent1: what the agent holds, the controls it talks to,
+ * and Drain()/Resume(). */
 
 #include "agent.h"
 #include "bus-util.h"
@@ -28,6 +29,10 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
                 return sd_bus_message_append(reply, "u", agent_n_running(a));
         if (streq(property, "Draining"))
                 return sd_bus_message_append(reply, "b", a->draining);
+        if (streq(property, "ControlUrls"))
+                return sd_bus_message_append_strv(reply, (char **) control_client_urls(a->control));
+        if (streq(property, "CurrentControlUrl"))
+                return sd_bus_message_append(reply, "s", control_client_current_url(a->control) ?: "");
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s.", property);
 }
 
@@ -68,6 +73,11 @@ static const sd_bus_vtable agent_vtable[] = {
         SD_BUS_PROPERTY("CapacityMemoryBytes", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("RunningTasks", "u", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Draining", "b", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        /* CONTROL_URLS, then the replicas found in the DHT: the order calls fail over in. */
+        SD_BUS_PROPERTY("ControlUrls", "as", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        /* The replica that answered last, which calls go to first ("" when none is known). It moves
+         * with every failover, so it is read, not signalled. */
+        SD_BUS_PROPERTY("CurrentControlUrl", "s", property_get, 0, 0),
         SD_BUS_METHOD_WITH_ARGS("ListTasks", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", json), method_list_tasks, 0),
         SD_BUS_METHOD("Drain", NULL, NULL, method_drain, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Resume", NULL, NULL, method_resume, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -102,4 +112,9 @@ void agent_bus_task_finished(Agent *a, const char *id, const char *status, int e
 void agent_bus_running_changed(Agent *a) {
         if (a->bus)
                 (void) sd_bus_emit_properties_changed(a->bus, AGENT_BUS_PATH, AGENT_BUS_INTERFACE, "RunningTasks", NULL);
+}
+
+void agent_bus_control_urls_changed(Agent *a) {
+        if (a->bus)
+                (void) sd_bus_emit_properties_changed(a->bus, AGENT_BUS_PATH, AGENT_BUS_INTERFACE, "ControlUrls", NULL);
 }

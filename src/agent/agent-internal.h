@@ -49,6 +49,13 @@ void schedule_claim(Agent *a, uint64_t delay_usec);
 int on_claim_timer(sd_event_source *s, uint64_t usec, void *userdata);
 int on_register_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
+/* agent-discovery.c */
+/* Joins the DHT when DHT_BOOTSTRAP (or DHT_PORT) is set; a no-op otherwise. */
+int discovery_init(Agent *a);
+/* The first lookup, at once. */
+void discovery_start(Agent *a);
+void discovery_done(Agent *a);
+
 /* agent-adopt.c */
 int load_outbox(Agent *a);
 void on_leftovers(int error, DriverLeftover *l, size_t n, void *userdata);

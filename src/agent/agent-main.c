@@ -13,7 +13,7 @@
 
 static const ConfigOption agent_options[] = {
         { "CONTROL_URLS", "CONTROL_URL MC_CONTROL_URL", CONFIG_STRV, offsetof(AgentConfig, control_urls), 0, 0, NULL,
-          "Control replicas, comma-separated (failover in this order)" },
+          "Control replicas, comma-separated (failover in this order, then those found in the DHT)" },
         { "NODE_ID", NULL, CONFIG_STRING, offsetof(AgentConfig, node_id), 0, 0, NULL,
           "This node's name [the hostname]" },
         { "AGENT_TOKEN", "MC_AGENT_TOKEN CONTROL_TOKEN", CONFIG_STRING, offsetof(AgentConfig, token), 0, 0, NULL,
@@ -58,11 +58,15 @@ static const ConfigOption agent_options[] = {
           "Group whose members may call Drain() and Resume() (besides root)" },
         { "LOG_LEVEL", "MC_LOG_LEVEL", CONFIG_STRING, offsetof(AgentConfig, log_level), 0, 0, "info",
           "debug, info, notice, warning, err" },
+        /* For the agent, DHT_PORT=0 with DHT_BOOTSTRAP set means any free port (see agent-discovery.c). */
+        DHT_CONFIG_OPTIONS(AgentConfig, dht),
 };
 
 static const ConfigSpec agent_config_spec = {
         .program = "mc-agent",
-        .summary = "The mc agent: runs leased tasks in Docker (or as processes in cgroups), with self-fencing.",
+        .summary = "The mc agent: runs leased tasks in Docker (or as processes in cgroups), with self-fencing. "
+                   "It talks to the controls in CONTROL_URLS and to those it finds in the DHT through "
+                   "DHT_BOOTSTRAP (on DHT_PORT, or any free port when that is 0).",
         .default_path = "/etc/mc/agent.conf",
         .options = agent_options,
         .n_options = ELEMENTSOF(agent_options),
@@ -82,11 +86,20 @@ static int read_token_file(const char *path, char **ret) {
 static int finish_config(AgentConfig *c) {
         int r;
 
-        if (strv_length(c->control_urls) == 0)
-                return log_error_errno(EINVAL, "No control to talk to: set CONTROL_URLS (or CONTROL_URL).");
-        for (char **u = c->control_urls; *u; u++)
+        if (strv_length(c->control_urls) == 0 && strv_length(c->dht.bootstrap) == 0)
+                return log_error_errno(EINVAL, "No control to talk to: set CONTROL_URLS (or CONTROL_URL), "
+                                       "or DHT_BOOTSTRAP (with CLUSTER_NAME) to find the controls in the DHT.");
+        for (char **u = c->control_urls; u && *u; u++)
                 if (!startswith(*u, "http://") && !startswith(*u, "https://"))
                         return log_error_errno(EINVAL, "CONTROL_URLS: \"%s\" is not an http(s) URL.", *u);
+        if (isempty(c->dht.cluster_name))
+                return log_error_errno(EINVAL, "CLUSTER_NAME must not be empty.");
+        if (!isempty(c->dht.cluster_key)) {
+                uint8_t k[BEP44_KEY_SIZE];
+                if (cluster_key_parse_public(c->dht.cluster_key, k) < 0)
+                        return log_error_errno(EINVAL, "CLUSTER_KEY=%s is not a public key (64 hex digits or base64).",
+                                               c->dht.cluster_key);
+        }
         if (isempty(c->node_id)) {
                 char host[256] = "";
                 if (gethostname(host, sizeof(host) - 1) < 0 || host[0] == 0)

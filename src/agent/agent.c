@@ -78,6 +78,13 @@ int agent_start(Agent *a) {
         if (r < 0)
                 return log_error_errno(r, "Cannot look for what a previous run left behind: %m");
 
+        discovery_start(a);
+        if (control_client_n_urls(a->control) == 0) {
+                /* agent-discovery.c starts the registration when the DHT names a replica. */
+                log_info("No control known yet: registering once the DHT names one.");
+                daemon_notify_status("Looking for the controls of cluster \"%s\" in the DHT.", a->config.dht.cluster_name);
+                return 0;
+        }
         (void) sd_event_source_set_time_relative(a->register_timer, 0);
         (void) sd_event_source_set_enabled(a->register_timer, SD_EVENT_ONESHOT);
         return 0;
@@ -203,9 +210,12 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         r = curl_event_new(a->event, &a->curl);
         if (r < 0)
                 return r;
-        r = control_client_new(a->curl, config->control_urls, config->token, &a->control);
+        r = control_client_new(a->event, a->curl, config->control_urls, config->token, &a->control);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up the control client: %m");
+        r = discovery_init(a);
+        if (r < 0)
+                return r;
 
         if (streq(config->driver, "docker"))
                 r = docker_driver_new(a->event, a->curl, &(DockerDriverConfig) {
@@ -243,10 +253,13 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         (void) sd_event_source_set_priority(a->fence_timer, SD_EVENT_PRIORITY_IMPORTANT);
         (void) sd_event_source_set_priority(a->heartbeat_timer, SD_EVENT_PRIORITY_IMPORTANT);
 
-        log_info("Node %s: driver %s, runtime %s, capacity %.2f CPUs and %" PRIi64 " MiB, controls: %s%s.",
+        log_info("Node %s: driver %s, runtime %s, capacity %.2f CPUs and %" PRIi64 " MiB, controls: %s%s%s.",
                  config->node_id, a->driver->ops->name, config->docker_runtime,
-                 (double) a->capacity_nano_cpus / 1e9, a->capacity_memory_bytes >> 20, config->control_urls[0],
-                 strv_length(config->control_urls) > 1 ? " and more" : "");
+                 (double) a->capacity_nano_cpus / 1e9, a->capacity_memory_bytes >> 20,
+                 strv_length(config->control_urls) > 0 ? config->control_urls[0] : "",
+                 strv_length(config->control_urls) > 1 ? " and more" : "",
+                 !a->dht ? "" : strv_length(config->control_urls) > 0 ? ", and those found in the DHT" :
+                 "those found in the DHT");
         *ret = TAKE_PTR(a);
         return 0;
 }
@@ -257,6 +270,7 @@ Agent *agent_free(Agent *a) {
         while (a->tasks)
                 task_free(a->tasks);
         driver_leftovers_free(a->pending, a->n_pending);
+        discovery_done(a);
         control_call_cancel(a->register_call);
         control_call_cancel(a->claim_call);
         if (a->heartbeat_call) {

@@ -13,6 +13,7 @@
 
 #include "control-client.h"
 #include "curl-event.h"
+#include "dht-daemon.h"
 #include "driver.h"
 #include "macro.h"
 
@@ -40,6 +41,7 @@ typedef struct AgentConfig {
         bool bus;
         char *bus_group;
         char *log_level;
+        DhtSettings dht;        /* with DHT_BOOTSTRAP (or DHT_PORT), controls are also found in the DHT */
 } AgentConfig;
 
 typedef enum TaskState {
@@ -115,6 +117,15 @@ struct Agent {
         bool heartbeat_again;           /* a heartbeat was wanted while one was in flight */
         unsigned heartbeat_failures;
         bool register_again;
+
+        /* Controls found in the DHT (agent-discovery.c). */
+        Dht *dht;                       /* NULL when the DHT is not used */
+        sd_event_source *lookup_timer;
+        bool lookup_running;
+        uint64_t lookup_started_usec;   /* CLOCK_MONOTONIC, of the last lookup */
+        uint64_t lookup_backoff_usec;   /* after lookups that found nothing */
+        int lookup_outcome;             /* of the last lookup: 1 found, 0 none yet, < 0 the error */
+        char **dht_urls;                /* what the last successful lookup returned, in a stable order */
 };
 
 int agent_new(const AgentConfig *config, Agent **ret);
@@ -137,3 +148,4 @@ int agent_bus_init(Agent *a);
 void agent_bus_task_started(Agent *a, const char *id);
 void agent_bus_task_finished(Agent *a, const char *id, const char *status, int exit_code);
 void agent_bus_running_changed(Agent *a);
+void agent_bus_control_urls_changed(Agent *a);

@@ -9,57 +9,76 @@
 #define CONNECT_TIMEOUT_USEC (2 * USEC_PER_SEC)
 
 struct ControlClient {
+        sd_event *event;
         CurlEvent *curl;
-        char **urls;
+        char **urls;            /* NULL-terminated, never NULL */
         size_t n_urls;
         size_t current;         /* the replica that answered last */
         char *token;
         ControlCall *calls;
+        ControlUnreachableCallback unreachable_cb;
+        void *unreachable_userdata;
 };
 
 struct ControlCall {
         ControlClient *client;
         CurlRequest *request;
+        sd_event_source *fail_source;   /* nothing to try: the failure is reported from the loop */
         char *path;
         char *body;
         uint64_t timeout_usec;
-        size_t first, tries;    /* which replica the call started with, how many were tried */
-        size_t url;             /* the one being tried */
+        /* By URL, not by position: the list may change while the call is in flight. */
+        char *url;              /* the replica being tried; NULL before the first */
+        char **tried;
         uint64_t sent_usec;
         ControlCallback cb;
         void *userdata;
         ControlCall *prev, *next;
 };
 
-int control_client_new(CurlEvent *curl, char *const *urls, const char *token, ControlClient **ret) {
-        ControlClient *c;
+char *control_url_normalize(const char *url) {
+        /* "http://host:port/" and "http://host:port" are the same base. */
+        char *s = strdup(url);
+        size_t l;
 
-        if (strv_length(urls) == 0)
-                return -EINVAL;
+        if (!s)
+                return NULL;
+        l = strlen(s);
+        while (l > 0 && s[l - 1] == '/')
+                s[--l] = 0;
+        return s;
+}
+
+static ssize_t url_index(char *const *urls, const char *url) {
+        if (!url)
+                return -1;
+        for (size_t i = 0; urls && urls[i]; i++)
+                if (streq(urls[i], url))
+                        return (ssize_t) i;
+        return -1;
+}
+
+int control_client_new(sd_event *e, CurlEvent *curl, char *const *urls, const char *token, ControlClient **ret) {
+        _cleanup_(control_client_freep) ControlClient *c = NULL;
+        int r;
+
         c = calloc(1, sizeof(ControlClient));
         if (!c)
                 return -ENOMEM;
+        c->event = sd_event_ref(e);
         c->curl = curl;
-        for (char *const *u = urls; *u; u++) {
-                /* "http://host:port/" and "http://host:port" are the same base. */
-                _cleanup_free_ char *s = strdup(*u);
-                if (!s || strv_extend(&c->urls, s) < 0) {
-                        control_client_free(c);
-                        return -ENOMEM;
-                }
-                size_t l = strlen(c->urls[c->n_urls]);
-                while (l > 0 && c->urls[c->n_urls][l - 1] == '/')
-                        c->urls[c->n_urls][--l] = 0;
-                c->n_urls++;
-        }
+        c->urls = calloc(1, sizeof(char *));
+        if (!c->urls)
+                return -ENOMEM;
+        r = control_client_set_urls(c, urls);
+        if (r < 0)
+                return r;
         if (token) {
                 c->token = strdup(token);
-                if (!c->token) {
-                        control_client_free(c);
+                if (!c->token)
                         return -ENOMEM;
-                }
         }
-        *ret = c;
+        *ret = TAKE_PTR(c);
         return 0;
 }
 
@@ -72,8 +91,11 @@ static void call_free(ControlCall *call) {
                 c->calls = call->next;
         if (call->next)
                 call->next->prev = call->prev;
+        sd_event_source_disable_unref(call->fail_source);
         free(call->path);
         free(call->body);
+        free(call->url);
+        strv_free(call->tried);
         free(call);
 }
 
@@ -87,12 +109,60 @@ ControlClient *control_client_free(ControlClient *c) {
                 explicit_bzero(c->token, strlen(c->token));
                 free(c->token);
         }
+        sd_event_unref(c->event);
         free(c);
         return NULL;
 }
 
+int control_client_set_urls(ControlClient *c, char *const *urls) {
+        _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
+        const char *current = c->n_urls > 0 ? c->urls[c->current] : NULL;
+        size_t n = 0;
+        ssize_t i;
+
+        if (!l)
+                return -ENOMEM;
+        for (char *const *u = urls; u && *u; u++) {
+                _cleanup_free_ char *s = control_url_normalize(*u);
+                if (!s)
+                        return -ENOMEM;
+                if (isempty(s) || url_index(l, s) >= 0)
+                        continue;
+                if (strv_extend(&l, s) < 0)
+                        return -ENOMEM;
+                n++;
+        }
+
+        if (n == c->n_urls) {
+                bool same = true;
+                for (size_t k = 0; same && k < n; k++)
+                        same = streq(l[k], c->urls[k]);
+                if (same)
+                        return 0;
+        }
+        i = url_index(l, current);
+        c->current = i >= 0 ? (size_t) i : 0;
+        strv_free(c->urls);
+        c->urls = TAKE_PTR(l);
+        c->n_urls = n;
+        return 1;
+}
+
+char *const *control_client_urls(ControlClient *c) {
+        return c->urls;
+}
+
+size_t control_client_n_urls(ControlClient *c) {
+        return c->n_urls;
+}
+
+void control_client_set_unreachable_callback(ControlClient *c, ControlUnreachableCallback cb, void *userdata) {
+        c->unreachable_cb = cb;
+        c->unreachable_userdata = userdata;
+}
+
 const char *control_client_current_url(ControlClient *c) {
-        return c->urls[c->current];
+        return c->n_urls > 0 ? c->urls[c->current] : NULL;
 }
 
 void control_call_cancel(ControlCall *call) {
@@ -102,63 +172,98 @@ void control_call_cancel(ControlCall *call) {
         call_free(call);
 }
 
-static int call_send(ControlCall *call);
+/* The replica to try after the one that just failed: the next in the list that this call has not
+ * tried yet, wrapping around. -1 when none is left. */
+static ssize_t next_url(ControlClient *c, ControlCall *call) {
+        ssize_t i = url_index(c->urls, call->url);
+        size_t start = i >= 0 ? (size_t) i + 1 : c->current;
+
+        for (size_t k = 0; k < c->n_urls; k++) {
+                size_t j = (start + k) % c->n_urls;
+                if (url_index(call->tried, c->urls[j]) < 0)
+                        return (ssize_t) j;
+        }
+        return -1;
+}
+
+/* Hands the reply over, after unlinking the call: the callback may free the client's other calls. */
+static void call_complete(ControlCall *call, const ControlReply *reply, bool unreachable) {
+        ControlClient *c = call->client;
+        ControlCallback cb = call->cb;
+        void *ud = call->userdata;
+
+        call_free(call);
+        /* Only schedules work (a DHT lookup): safe before the callback. */
+        if (unreachable && c->unreachable_cb)
+                c->unreachable_cb(c, c->unreachable_userdata);
+        cb(reply, ud);
+}
+
+static int call_send(ControlCall *call, size_t idx);
 
 static void on_done(CurlRequest *req, const CurlResponse *resp, void *userdata) {
         ControlCall *call = userdata;
         ControlClient *c = call->client;
         _cleanup_json_ json_object *json = NULL;
-        _cleanup_free_ char *message = NULL;
+        _cleanup_free_ char *message = NULL, *url = NULL;
+        bool failed = resp->error < 0 || resp->code >= 500;
         ControlReply reply = {
                 .error = resp->error,
                 .code = resp->code,
-                .url = c->urls[call->url],
                 .sent_usec = call->sent_usec,
         };
 
         call->request = NULL;
         /* No answer, or a replica that cannot serve (database unreachable, stopping): try the next. */
-        if ((resp->error < 0 || resp->code >= 500) && call->tries < c->n_urls) {
-                log_debug("Control %s: %s; trying the next replica.", c->urls[call->url],
-                          resp->error < 0 ? resp->error_message : "5xx");
-                call->url = (call->url + 1) % c->n_urls;
-                if (call_send(call) >= 0)
-                        return;
+        if (failed) {
+                ssize_t next;
+                while ((next = next_url(c, call)) >= 0) {
+                        log_debug("Control %s: %s; trying %s.", call->url,
+                                  resp->error < 0 ? resp->error_message : "5xx", c->urls[next]);
+                        if (call_send(call, (size_t) next) >= 0)
+                                return;
+                }
         }
 
+        url = TAKE_PTR(call->url);
+        reply.url = url;
         if (resp->size > 0)
                 (void) json_parse_strict(resp->body, resp->size, &json, NULL);
         reply.json = json;
         if (resp->error < 0) {
-                if (asprintf(&message, "%s: %s", c->urls[call->url], resp->error_message ?: "no answer") < 0)
+                if (asprintf(&message, "%s: %s", strna(url), resp->error_message ?: "no answer") < 0)
                         message = NULL;
                 reply.message = message ?: "no answer";
         } else {
                 const char *e = NULL;
                 if (json && json_get_string(json, "error", &e) >= 0)
                         reply.message = e;
-                if (resp->code < 500)
-                        c->current = call->url;
+                if (!failed) {
+                        ssize_t i = url_index(c->urls, url);
+                        if (i >= 0)
+                                c->current = (size_t) i;
+                }
         }
-
-        /* Unlinked before the callback, which may free the client's other calls. */
-        ControlCallback cb = call->cb;
-        void *ud = call->userdata;
-        call_free(call);
-        cb(&reply, ud);
+        call_complete(call, &reply, failed);
 }
 
-static int call_send(ControlCall *call) {
+static int call_send(ControlCall *call, size_t idx) {
         ControlClient *c = call->client;
-        _cleanup_free_ char *url = NULL;
+        _cleanup_free_ char *full = NULL, *base = NULL;
+        uint64_t sent;
+        int r;
 
-        call->tries++;
-        if (asprintf(&url, "%s%s", c->urls[call->url], call->path) < 0)
+        base = strdup(c->urls[idx]);
+        if (!base || asprintf(&full, "%s%s", base, call->path) < 0)
                 return -ENOMEM;
-        call->sent_usec = now_usec();
-        return curl_event_request(c->curl, &(CurlRequestOptions) {
+        /* Tried, whatever happens next: a replica that cannot even be asked is not asked again. */
+        r = strv_extend(&call->tried, base);
+        if (r < 0)
+                return r;
+        sent = now_usec();
+        r = curl_event_request(c->curl, &(CurlRequestOptions) {
                         .method = "POST",
-                        .url = url,
+                        .url = full,
                         .body = call->body,
                         .body_size = strlen(call->body),
                         .bearer_token = c->token,
@@ -166,6 +271,23 @@ static int call_send(ControlCall *call) {
                         .connect_timeout_usec = MIN(call->timeout_usec, CONNECT_TIMEOUT_USEC),
                         .max_body = 8U * 1024U * 1024U,
                 }, on_done, call, &call->request);
+        if (r < 0)
+                return r;
+        free(call->url);
+        call->url = TAKE_PTR(base);
+        call->sent_usec = sent;
+        return 0;
+}
+
+static int on_no_replica(sd_event_source *s, void *userdata) {
+        ControlCall *call = userdata;
+
+        call_complete(call, &(ControlReply) {
+                        .error = -EHOSTUNREACH,
+                        .message = "no control replica known yet",
+                        .sent_usec = now_usec(),
+                }, true);
+        return 0;
 }
 
 int control_post(ControlClient *c, const char *path, json_object *body, uint64_t timeout_usec,
@@ -180,7 +302,6 @@ int control_post(ControlClient *c, const char *path, json_object *body, uint64_t
         call->cb = cb;
         call->userdata = userdata;
         call->timeout_usec = timeout_usec;
-        call->first = call->url = c->current;
         call->path = strdup(path);
         call->body = strdup(body ? json_to_string(body) : "{}");
         call->next = c->calls;
@@ -191,7 +312,15 @@ int control_post(ControlClient *c, const char *path, json_object *body, uint64_t
                 call_free(call);
                 return -ENOMEM;
         }
-        r = call_send(call);
+        if (c->n_urls > 0)
+                r = call_send(call, c->current);
+        else {
+                /* Reported like a replica that did not answer, so that the callers' retries apply;
+                 * from the loop, since callers do not expect their callback within control_post(). */
+                r = sd_event_add_defer(c->event, &call->fail_source, on_no_replica, call);
+                if (r >= 0)
+                        (void) sd_event_source_set_enabled(call->fail_source, SD_EVENT_ONESHOT);
+        }
         if (r < 0) {
                 call_free(call);
                 return r;

@@ -3,9 +3,12 @@
 
 /* Calls to the control replicas (agent endpoints: register, claim, heartbeat, started, finish), with
  * failover: a call goes to the replica that answered last, and when it cannot be reached (or answers
- * 5xx) to the next one, each at most once per call. */
+ * 5xx) to the next one in the list, each at most once per call. The list may change at any time
+ * (replicas found in the DHT come and go): calls in flight carry on with the new list, and never try
+ * a replica twice. With no replica known, a call fails (asynchronously, as any other). */
 
 #include <json-c/json.h>
+#include <systemd/sd-event.h>
 
 #include "curl-event.h"
 #include "macro.h"
@@ -18,19 +21,32 @@ typedef struct ControlReply {
         long code;
         json_object *json;      /* the parsed body, if JSON */
         const char *message;    /* the body's "error", or the transport's explanation */
-        const char *url;        /* the replica that answered (or the last one tried) */
+        const char *url;        /* the replica that answered (or the last one tried); NULL if none */
         uint64_t sent_usec;     /* CLOCK_MONOTONIC, when the request that got this answer was sent */
 } ControlReply;
 
 typedef void (*ControlCallback)(const ControlReply *reply, void *userdata);
+/* Called when a call ends without any replica serving it: all failed, or none is known. */
+typedef void (*ControlUnreachableCallback)(ControlClient *c, void *userdata);
 
-int control_client_new(CurlEvent *curl, char *const *urls, const char *token, ControlClient **ret);
+/* urls may be empty (or NULL): control_client_set_urls() provides them later. */
+int control_client_new(sd_event *e, CurlEvent *curl, char *const *urls, const char *token, ControlClient **ret);
 ControlClient *control_client_free(ControlClient *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ControlClient *, control_client_free);
+
+/* Replaces the list (trailing slashes are dropped, duplicates kept once, order kept). The replica
+ * that answered last stays the first choice if it is still listed. Returns > 0 if the list changed. */
+int control_client_set_urls(ControlClient *c, char *const *urls);
+char *const *control_client_urls(ControlClient *c);
+size_t control_client_n_urls(ControlClient *c);
+void control_client_set_unreachable_callback(ControlClient *c, ControlUnreachableCallback cb, void *userdata);
 
 /* POST path (e.g. "/api/agents/claim") with body. timeout_usec bounds each try. */
 int control_post(ControlClient *c, const char *path, json_object *body, uint64_t timeout_usec,
                  ControlCallback cb, void *userdata, ControlCall **ret);
 void control_call_cancel(ControlCall *call);
 
+/* The replica calls go to first, NULL when none is known. */
 const char *control_client_current_url(ControlClient *c);
+/* "http://host:port/" -> "http://host:port" (a new string). */
+char *control_url_normalize(const char *url);
