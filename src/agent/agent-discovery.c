@@ -172,10 +172,11 @@ static void on_controls(int error, char **urls, void *userdata) {
                         log_event(a->lookup_outcome != e ? LOG_WARNING : LOG_DEBUG, "controls_not_found",
                                   LOG_FIELDS("NODE_ID", a->config.node_id, "CLUSTER_NAME", name, "INFO_HASH", ih),
                                   "DHT: no control replica is announced for cluster \"%s\" (info-hash %s); "
-                                  "is CLUSTER_NAME the controls' one? Looking again in %" PRIu64 " s%s.",
+                                  "check that CLUSTER_NAME is the controls' one. Looking again in %" PRIu64 " s%s.",
                                   name, ih, next / USEC_PER_SEC,
                                   strv_length(a->config.control_urls) > 0 ? "; CONTROL_URLS meanwhile" : "");
-                        daemon_notify_status("No control of cluster \"%s\" found in the DHT; looking again.", name);
+                        if (!a->registered)
+                                daemon_notify_status("No control of cluster \"%s\" found in the DHT; looking again.", name);
                 } else {
                         /* Keep what the last lookup found: the DHT, not the controls, is unreachable. */
                         boot = strv_join(a->config.dht.bootstrap, ", ");
@@ -185,6 +186,8 @@ static void on_controls(int error, char **urls, void *userdata) {
                                   "Looking again in %" PRIu64 " s.",
                                   name, e == -EHOSTUNREACH ? "no DHT node answered" : strerror(-e),
                                   isempty(boot) ? "none" : boot, next / USEC_PER_SEC);
+                        if (!a->registered)
+                                daemon_notify_status("Cannot reach the DHT to find the controls; trying again.");
                 }
                 a->lookup_outcome = e;
         }

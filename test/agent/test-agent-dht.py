@@ -179,7 +179,7 @@ def test_wrong_cluster_name_finds_nothing():
                msg="the agent looks again")
     log = a.log()
     check("MC_EVENT=controls_not_found" in log and f"CLUSTER_NAME={wrong}" in log, "controls_not_found fields")
-    check("is CLUSTER_NAME the controls' one?" in log, "the message points at CLUSTER_NAME")
+    check("check that CLUSTER_NAME is the controls' one" in log, "the message points at CLUSTER_NAME")
     check("registering once the DHT names one" in log, "registration waits for a control")
     check(a.daemon.running, "the agent keeps running")
     check(not registered(c, node), "registered nowhere")
