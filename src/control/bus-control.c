@@ -124,19 +124,28 @@ static int method_push_task(sd_bus_message *m, void *userdata, sd_bus_error *err
         return start_op(m, r, error);
 }
 
-static int method_get_task(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Control *c = userdata;
-        const char *id;
+/* The access check and the one argument of GetTask and CancelTask. */
+static int read_task_id(Control *c, sd_bus_message *m, const char **ret, sd_bus_error *error) {
         int r;
 
         r = check_access(c, m, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(m, "s", &id);
+        r = sd_bus_message_read(m, "s", ret);
         if (r < 0)
                 return r;
-        if (!valid_id(id))
+        if (!valid_id(*ret))
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid task id.");
+        return 0;
+}
+
+static int method_get_task(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Control *c = userdata;
+        const char *id;
+        int r = read_task_id(c, m, &id, error);
+
+        if (r < 0)
+                return r;
         return start_op(m, control_get_task(c, id, on_json_done, sd_bus_message_ref(m)), error);
 }
 
@@ -163,16 +172,10 @@ static int method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *er
 static int method_cancel_task(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Control *c = userdata;
         const char *id;
-        int r;
+        int r = read_task_id(c, m, &id, error);
 
-        r = check_access(c, m, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(m, "s", &id);
-        if (r < 0)
-                return r;
-        if (!valid_id(id))
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid task id.");
         return start_op(m, control_cancel_task(c, id, on_cancel_done, sd_bus_message_ref(m)), error);
 }
 

@@ -560,6 +560,10 @@ Group=
 # under /tmp; ProtectHome=yes under /run/user), which a system manager's /run/systemd/notify is not.
 # Only the socket is let through; every sandboxing setting of the unit stays as shipped.
 BindReadOnlyPaths={self.ns.runtime_dir}/systemd/notify
+# Not for a user manager but for where the tree was checked out: the build-tree binary that ExecStart=
+# names is hidden as well when the checkout lies under /tmp (PrivateTmp=) or a home (ProtectHome=), as
+# a CI clone may. An installed binary under /usr needs none of this.
+BindReadOnlyPaths={mctest.build_dir()}
 """)
             if asan_build():
                 f.write("""
