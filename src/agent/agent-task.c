@@ -454,10 +454,11 @@ static int on_finish_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static void schedule_finish_retry(Task *t);
+
 static void on_finish_reply(const ControlReply *reply, void *userdata) {
         Task *t = userdata;
         Agent *a = t->agent;
-        int r;
 
         t->finish_call = NULL;
         if (reply->error >= 0 && (reply->code == 200 || reply->code == 409 || reply->code == 404)) {
@@ -488,8 +489,15 @@ static void on_finish_reply(const ControlReply *reply, void *userdata) {
                 log_task(LOG_WARNING, t, "result_queued", "result not delivered (%s); it stays in the outbox.",
                          reply->error < 0 ? strna(reply->message) : "control error");
 
+        schedule_finish_retry(t);
+}
+
+/* The result stays in the outbox meanwhile; sending it again later is always safe (409 once taken). */
+static void schedule_finish_retry(Task *t) {
+        int r;
+
         t->finish_backoff_usec = MIN(MAX(t->finish_backoff_usec * 2, 250 * USEC_PER_MSEC), BACKOFF_MAX_USEC);
-        r = sd_event_add_time_relative(a->event, &t->finish_retry, CLOCK_MONOTONIC, t->finish_backoff_usec,
+        r = sd_event_add_time_relative(t->agent->event, &t->finish_retry, CLOCK_MONOTONIC, t->finish_backoff_usec,
                                        10 * USEC_PER_MSEC, on_finish_retry, t);
         if (r < 0)
                 log_task(LOG_ERR, t, NULL, "cannot schedule sending its result again.");
@@ -501,9 +509,14 @@ void task_send_finish(Task *t) {
 
         if (t->finish_call || t->finish_retry || !t->finish)
                 return;
-        if (asprintf(&path, "/api/tasks/%s/finish", t->id) < 0)
+        if (asprintf(&path, "/api/tasks/%s/finish", t->id) < 0) {
+                schedule_finish_retry(t);
                 return;
+        }
         r = control_post(t->agent->control, path, t->finish, request_timeout(t->agent), on_finish_reply, t, &t->finish_call);
-        if (r < 0)
-                log_task(LOG_ERR, t, NULL, "cannot send its result: %s", strerror(-r));
+        if (r < 0) {
+                /* Failing at once (out of memory, say) must not leave the result unsent until a restart. */
+                log_task(LOG_WARNING, t, NULL, "cannot send its result now (%s); trying again later.", strerror(-r));
+                schedule_finish_retry(t);
+        }
 }

@@ -43,7 +43,7 @@ typedef struct DhtSettings {
 
 #define DHT_CONFIG_OPTIONS(type, member)                                                                \
         { "DHT_PORT", NULL, CONFIG_INT, offsetof(type, member.port), 0, 65535, "0",                    \
-          "UDP port of the DHT node (0: no DHT)" },                                                     \
+          "UDP port of the DHT node (0: no DHT node, except that an agent with DHT_BOOTSTRAP joins on any free port)" },                                                     \
         { "DHT_BOOTSTRAP", NULL, CONFIG_STRV, offsetof(type, member.bootstrap), 0, 0, NULL,             \
           "DHT bootstrap nodes, HOST:PORT, comma-separated" },                                          \
         { "CLUSTER_NAME", NULL, CONFIG_STRING, offsetof(type, member.cluster_name), 0, 0, "mc",         \
