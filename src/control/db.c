@@ -382,6 +382,10 @@ static void conn_finished(DbConn *c, PGresult *r) {
                 c->backoff_usec = 0;
                 log_debug("Database connection %s ready.", c->listener ? "(listener)" : "");
                 conn_dispatch(c);
+                /* Availability needs the listener and a query connection; whichever comes back last
+                 * makes the database available again, so check after every connection, not only the
+                 * listener (else a listener back first left the control "unavailable" for good). */
+                db_update_available(c->db);
                 return;
 
         case CONN_MIGRATE_READ: {
