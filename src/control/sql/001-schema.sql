@@ -271,21 +271,39 @@ BEGIN
 END
 $$;
 
+-- The fencing check of the agents' writes, in one place: locks task p_id and returns it, or the answer
+-- to give instead (404: no such task; 409: the token is not the current lease of p_node, or the task is
+-- past the point where this write means anything). A task cancelled while leased still takes the one
+-- result of its last lease when p_allow_cancelled.
+CREATE FUNCTION mc_lock_lease(p_id text, p_node text, p_token bigint, p_allow_cancelled boolean,
+                              OUT t tasks, OUT code integer, OUT body jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+        SELECT * INTO t FROM tasks WHERE tasks.id = p_id FOR UPDATE;
+        IF NOT FOUND THEN
+                code := 404;
+                body := jsonb_build_object('error', 'no such task', 'field', 'id');
+        ELSIF t.lease_token <> p_token OR t.lease_node IS DISTINCT FROM p_node
+              OR NOT (t.status IN ('leased', 'running')
+                      OR (p_allow_cancelled AND t.status = 'cancelled' AND t.exit_code IS NULL)) THEN
+                code := 409;
+                body := jsonb_build_object('error', format('stale lease token %s (task is %s, current token %s)',
+                                                           p_token, t.status, t.lease_token), 'field', 'lease_token');
+        END IF;
+END
+$$;
+
 CREATE FUNCTION mc_started(p_id text, p_node text, p_token bigint, p_container text)
 RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
 DECLARE
         t tasks;
+        lk record;
 BEGIN
-        SELECT * INTO t FROM tasks WHERE tasks.id = p_id FOR UPDATE;
-        IF NOT FOUND THEN
-                RETURN QUERY SELECT 404, jsonb_build_object('error', 'no such task', 'field', 'id');
+        SELECT * INTO lk FROM mc_lock_lease(p_id, p_node, p_token, false);
+        IF lk.code IS NOT NULL THEN
+                RETURN QUERY SELECT lk.code, lk.body;
                 RETURN;
         END IF;
-        IF t.lease_token <> p_token OR t.lease_node IS DISTINCT FROM p_node OR t.status NOT IN ('leased', 'running') THEN
-                RETURN QUERY SELECT 409, jsonb_build_object('error', format('stale lease token %s (task is %s, current token %s)',
-                                                                   p_token, t.status, t.lease_token), 'field', 'lease_token');
-                RETURN;
-        END IF;
+        t := lk.t;
         IF t.status = 'leased' THEN
                 UPDATE tasks SET status = 'running', updated_at = now() WHERE tasks.id = p_id RETURNING * INTO t;
         END IF;
@@ -302,19 +320,14 @@ CREATE FUNCTION mc_finish(p_id text, p_node text, p_token bigint, p_status text,
 RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
 DECLARE
         t tasks;
+        lk record;
 BEGIN
-        SELECT * INTO t FROM tasks WHERE tasks.id = p_id FOR UPDATE;
-        IF NOT FOUND THEN
-                RETURN QUERY SELECT 404, jsonb_build_object('error', 'no such task', 'field', 'id');
+        SELECT * INTO lk FROM mc_lock_lease(p_id, p_node, p_token, true);
+        IF lk.code IS NOT NULL THEN
+                RETURN QUERY SELECT lk.code, lk.body;
                 RETURN;
         END IF;
-        IF t.lease_token <> p_token OR t.lease_node IS DISTINCT FROM p_node
-           OR t.status NOT IN ('leased', 'running', 'cancelled')
-           OR (t.status = 'cancelled' AND t.exit_code IS NOT NULL) THEN
-                RETURN QUERY SELECT 409, jsonb_build_object('error', format('stale lease token %s (task is %s, current token %s)',
-                                                                   p_token, t.status, t.lease_token), 'field', 'lease_token');
-                RETURN;
-        END IF;
+        t := lk.t;
 
         -- A task cancelled while it ran keeps its status; its result is still worth recording.
         UPDATE tasks SET status = CASE WHEN t.status = 'cancelled' THEN 'cancelled' ELSE p_status END,
