@@ -317,6 +317,54 @@ static void test_failure(void) {
         job_clear(&j);
 }
 
+/* The task's main process: the exec driver's child itself, or the container's PID 1 as the engine
+ * reports it. */
+static pid_t job_pid(const Job *j) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        json_object *state, *pid;
+        int p;
+
+        if (!docker) {
+                ASSERT(sscanf(j->handle, "pid-%d", &p) == 1);
+                return p;
+        }
+        ASSERT(inspect(j->handle, &o) == 0);
+        ASSERT(json_object_object_get_ex(o, "State", &state));
+        ASSERT(json_object_object_get_ex(state, "Pid", &pid));
+        p = json_object_get_int(pid);
+        ASSERT(p > 0);
+        return p;
+}
+
+/* Waits until the task's shell has set its trap for SIGTERM, as the kernel shows it (SigCgt for a
+ * handler, SigIgn for trap ''): a fixed sleep loses the race on a loaded machine, and a SIGTERM
+ * that comes first kills the shell without its trap ever running. */
+static void wait_term_trapped(const Job *j) {
+        uint64_t deadline = now_usec() + 30 * USEC_PER_SEC;
+        pid_t pid = job_pid(j);
+        char path[64];
+
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+        for (;;) {
+                _cleanup_fclose_ FILE *f = fopen(path, "re");
+                _cleanup_free_ char *line = NULL;
+                size_t n = 0;
+                bool trapped = false;
+
+                ASSERT(f);
+                while (getline(&line, &n, f) > 0) {
+                        unsigned long long mask;
+                        if ((sscanf(line, "SigCgt: %llx", &mask) == 1 || sscanf(line, "SigIgn: %llx", &mask) == 1) &&
+                            (mask & (1ULL << (SIGTERM - 1))))
+                                trapped = true;
+                }
+                if (trapped)
+                        return;
+                ASSERT(now_usec() < deadline);
+                run_for(20);
+        }
+}
+
 static void test_stop(void) {
         Job j = {};
         uint64_t t;
@@ -325,7 +373,7 @@ static void test_stop(void) {
          * container's PID 1 ignores signals it has no handler for.) */
         start(&j, (char *[]) { "sh", "-c", "trap 'echo got-term; exit 143' TERM; sleep 100 & wait", NULL }, NULL, 0, 0);
         run_until(&j.started, 60);
-        run_for(300);   /* let sh install its trap */
+        wait_term_trapped(&j);
         ASSERT(driver_job_stop(j.job, 20) >= 0);
         run_until(&j.exited, 15);
         ASSERT(j.exit_code == 128 + SIGTERM);
@@ -336,7 +384,7 @@ static void test_stop(void) {
         /* A task that ignores SIGTERM is killed after the grace. */
         start(&j, (char *[]) { "sh", "-c", "trap '' TERM; sleep 100; echo not-reached", NULL }, NULL, 0, 0);
         run_until(&j.started, 60);
-        run_for(300);   /* let sh install its trap */
+        wait_term_trapped(&j);
         t = now_usec();
         ASSERT(driver_job_stop(j.job, 1) >= 0);
         run_until(&j.exited, 15);
@@ -349,7 +397,7 @@ static void test_stop(void) {
         /* No grace: SIGKILL at once, even over a graceful stop under way. */
         start(&j, (char *[]) { "sh", "-c", "trap '' TERM; sleep 100", NULL }, NULL, 0, 0);
         run_until(&j.started, 60);
-        run_for(300);
+        wait_term_trapped(&j);
         ASSERT(driver_job_stop(j.job, 30) >= 0);
         t = now_usec();
         ASSERT(driver_job_stop(j.job, 0) >= 0);
