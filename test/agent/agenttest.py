@@ -126,6 +126,26 @@ def inspect(cid):
     return r.json() if r.status == 200 else None
 
 
+def term_trapped(marker):
+    """True once a shell whose command line holds marker has set its SIGTERM trap, as the kernel
+    shows it (SigCgt). Task processes of both drivers are visible in this PID namespace. A fixed
+    sleep before a stop loses the race on a loaded machine: the shell dies without its trap."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() not in f.read():
+                    continue
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << 14):
+                        return True
+        except OSError:
+            continue
+    return False
+
+
 class EventRecorder:
     """Docker's container events, followed live from now on. (The engine answers a query for past
     events from a ring of its last 256, which a busy test overflows.)"""

@@ -47,10 +47,7 @@ def test_interface():
 
 def test_signals_and_list():
     bus, c, a, node = setup()
-    mon = subprocess.Popen(["busctl", f"--address={bus.address}", "monitor", "--json=short", NAME],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    mctest.defer(lambda: (mon.terminate(), mon.wait(10)))
-    time.sleep(0.5)
+    mon = bus.monitor()
     tid = at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", "sleep 2; exit 4"], "timeout_sec": 30})
     at.wait_status(c, tid, "running")
     wait_until(lambda: prop(bus, "RunningTasks") == 1, 10, msg="RunningTasks 1")
@@ -59,12 +56,8 @@ def test_signals_and_list():
           f"ListTasks: {tasks}")
     check(at.wait_final(c, tid)["status"] == "failed", "task")
     wait_until(lambda: prop(bus, "RunningTasks") == 0, 10, msg="RunningTasks 0")
-    time.sleep(0.5)
-    mon.terminate()
-    out, _ = mon.communicate(timeout=10)
-    signals = [json.loads(line) for line in out.splitlines() if line.strip()]
-    started = [s for s in signals if s.get("member") == "TaskStarted"]
-    finished = [s for s in signals if s.get("member") == "TaskFinished"]
+    finished = wait_until(lambda: mon.signals("TaskFinished", PATH), 10, msg="TaskFinished")
+    started = mon.signals("TaskStarted", PATH)
     check(started and started[0]["payload"]["data"] == [tid], f"TaskStarted: {started}")
     check(finished and finished[0]["payload"]["data"] == [tid, "failed", 4], f"TaskFinished: {finished}")
 

@@ -11,8 +11,6 @@ import hashlib
 import json
 import re
 import socket
-import subprocess
-import time
 
 import mctest
 from mctest import Daemon, PrivateBus, Postgres, binary, check, free_port, http, run, wait_until
@@ -83,36 +81,14 @@ def body(text):
     return {"image": at.IMAGE, "cmd": ["sh", "-c", f"echo {text}"], "timeout_sec": 60}
 
 
-class Monitor:
-    """Everything on the private bus, as busctl monitor prints it."""
-
-    def __init__(self, bus):
-        self.proc = subprocess.Popen(["busctl", f"--address={bus.address}", "monitor", "--json=short"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        mctest.defer(self.stop)
-        time.sleep(0.5)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            return self.proc.communicate(timeout=10)[0]
-        return ""
-
-    def control_urls_changes(self):
-        """The ControlUrls values announced by PropertiesChanged, oldest first."""
-        out = self.stop()
-        changes = []
-        for line in out.splitlines():
-            try:
-                m = json.loads(line)
-            except ValueError:
-                continue
-            if m.get("member") != "PropertiesChanged" or m.get("path") != PATH:
-                continue
-            iface, changed = m["payload"]["data"][0], m["payload"]["data"][1]
-            if iface == NAME and "ControlUrls" in changed:
-                changes.append(changed["ControlUrls"]["data"])
-        return changes
+def control_urls_changes(mon):
+    """The ControlUrls values announced by PropertiesChanged, oldest first."""
+    changes = []
+    for m in mon.signals("PropertiesChanged", PATH):
+        iface, changed = m["payload"]["data"][0], m["payload"]["data"][1]
+        if iface == NAME and "ControlUrls" in changed:
+            changes.append(changed["ControlUrls"]["data"])
+    return changes
 
 
 def test_agent_finds_controls_and_fails_over():
@@ -120,7 +96,7 @@ def test_agent_finds_controls_and_fails_over():
     cluster = f"dht-test-{at.RUN}"
     boot, pg, (c0, c1) = dht_cluster([node], cluster)
     bus = PrivateBus()
-    mon = Monitor(bus)
+    mon = bus.monitor()
     a = dht_agent(node, boot, cluster, bus=bus).start()
     bus.wait_name(NAME)
 
@@ -149,7 +125,7 @@ def test_agent_finds_controls_and_fails_over():
     check(a.daemon.running, "the agent is still running")
 
     # The list only grew (the stopped replica is still announced, so it stays, last in line).
-    changes = mon.control_urls_changes()
+    changes = control_urls_changes(mon)
     check(changes and sorted(changes[-1]) == sorted(urls), f"PropertiesChanged for ControlUrls: {changes}")
     a.stop()
 

@@ -11,8 +11,6 @@ the control's records and from Docker's own event stream (container start/die pe
   restart) and is delivered when a control is back; the task succeeds with one attempt."""
 
 import datetime
-import os
-import signal
 import time
 
 import mctest
@@ -52,7 +50,9 @@ def test_kill9_restart_adopts():
     time.sleep(1)
     a.start()
     t = c.task(tid)
-    check(t["status"] == "running" and t["attempt"] == 1, f"still running on its first lease: {t}")
+    # (On a slow machine the 5 s task may have ended while the agent was away; then it is already
+    # reported, by the agent that adopted it. Either way: the first lease, never re-queued.)
+    check(t["status"] in ("running", "succeeded") and t["attempt"] == 1, f"still on its first lease: {t}")
     t = at.wait_final(c, tid)
     check(t["status"] == "succeeded", t)
     check(t["attempt"] == 1 and len(t["attempts"]) == 1, f"one attempt: {t['attempts']}")

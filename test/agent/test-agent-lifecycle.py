@@ -94,10 +94,10 @@ def test_timeout():
 
 def test_cancel():
     pg, (c,), (a,) = setup()
-    tid = at.push(c, task_body("trap 'echo got-term; exit 143' TERM; echo started; sleep 60 & wait"))
+    marker = f"cancel-{at.RUN}"
+    tid = at.push(c, task_body(f"trap 'echo got-term; exit 143' TERM; echo {marker}; sleep 60 & wait"))
     at.wait_status(c, tid, "running")
-    wait_until(lambda: "started" in a.log() or True, 5)
-    time.sleep(0.5)
+    wait_until(lambda: at.term_trapped(marker), 30, msg="the task's shell to set its trap")
     r = c.cancel(tid)
     check(r.status == 200, f"cancel: {r.status} {r.text}")
     # The record says cancelled at once; the agent stops the container and reports its result.

@@ -6,7 +6,6 @@
 import collections
 import concurrent.futures
 import threading
-import time
 
 import mctest
 from mctest import background, check, http, wait_until

@@ -857,6 +857,10 @@ class PrivateBus:
         wait_until(lambda: name in self.busctl("list", "--no-legend", "--acquired").split(),
                    timeout, msg=f"{name} on the bus")
 
+    def monitor(self):
+        """busctl monitor on this bus, returned once it is known to see messages."""
+        return BusMonitor(self)
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -868,6 +872,50 @@ class PrivateBus:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class BusMonitor:
+    """Every message on a PrivateBus, as `busctl monitor --json=short` prints it, read as it comes.
+    Ready only once a probe call of its own has shown up: a monitor that is merely started may not
+    have become one yet, and the signals sent meanwhile would be missed."""
+
+    def __init__(self, bus):
+        self.proc = subprocess.Popen(["busctl", f"--address={bus.address}", "monitor", "--json=short"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.messages = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        defer(self.stop)
+        probe = f"mc.test.probe{os.getpid()}x{id(self)}"
+        wait_until(lambda: (bus.busctl("call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                       "org.freedesktop.DBus", "NameHasOwner", "s", probe),
+                            any(probe in json.dumps(m) for m in self.all()))[1],
+                   30, interval=0.1, msg="busctl monitor to see messages")
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                m = json.loads(line)
+            except ValueError:
+                continue
+            with self.lock:
+                self.messages.append(m)
+
+    def all(self):
+        with self.lock:
+            return list(self.messages)
+
+    def signals(self, member, path=None):
+        return [m for m in self.all() if m.get("type") == "signal" and m.get("member") == member
+                and (path is None or m.get("path") == path)]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.reader.join(10)
+        return self.all()
 
 
 # ---------------------------------------------------------------------------------------------------
