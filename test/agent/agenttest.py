@@ -83,8 +83,10 @@ def node_name(base):
     return f"{base}-{RUN}"
 
 
-def cluster(nodes, replicas=1, control_env=None, lease_ttl_ms=3000, grace_ms=500, bus=None):
-    """PostgreSQL and control replicas that know the agent tokens of `nodes`."""
+def cluster(nodes, replicas=1, control_env=None, lease_ttl_ms=10000, grace_ms=500, bus=None):
+    """PostgreSQL and control replicas that know the agent tokens of `nodes`. Tests of expiry and
+    fencing pass a short lease_ttl_ms; the default is long so that a stalled, shared machine does not
+    make an agent fence itself (correctly) in a test about something else."""
     Dockerd.ensure()
     env = {"LEASE_TTL_MS": str(lease_ttl_ms), "LEASE_GRACE_MS": str(grace_ms), "SWEEP_INTERVAL_MS": "100"}
     env.update(control_env or {})

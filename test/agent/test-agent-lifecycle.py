@@ -223,7 +223,7 @@ def test_failover_between_controls():
 def test_several_at_once():
     """Several tasks run at the same time, up to the node's capacity."""
     pg, (c,), (a,) = setup()
-    tids = [at.push(c, task_body("sleep 2; echo done", resources={"nano_cpus": 500_000_000, "memory_bytes": 64 << 20}))
+    tids = [at.push(c, task_body("sleep 6; echo done", resources={"nano_cpus": 500_000_000, "memory_bytes": 64 << 20}))
             for _ in range(6)]
     t0 = time.monotonic()
     for tid in tids:
