@@ -36,6 +36,33 @@ struct ControlCall {
         ControlCall *prev, *next;
 };
 
+static int64_t claim_resource(json_object *record, const char *key) {
+        json_object *res;
+        int64_t v;
+
+        if (!json_object_object_get_ex(record, "resources", &res) || !res || json_get_int64(res, key, &v) < 0)
+                return 0;
+        return MAX(v, (int64_t) 0);
+}
+
+int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret) {
+        ControlClaimAnswer c = { .attempt = 1 };
+        int64_t ttl_ms;
+
+        if (!answer || !json_object_object_get_ex(answer, "task", &c.record) ||
+            json_get_string(c.record, "id", &c.task_id) < 0 || json_get_int64(answer, "lease_token", &c.lease_token) < 0)
+                return -EBADMSG;
+        (void) json_get_int64(answer, "attempt", &c.attempt);
+        if (json_get_int64(answer, "lease_ttl_ms", &ttl_ms) >= 0 && ttl_ms > 0)
+                c.lease_ttl_ms = ttl_ms;
+        c.nano_cpus = claim_resource(c.record, "nano_cpus");
+        c.memory_bytes = claim_resource(c.record, "memory_bytes");
+        if (json_get_int64(c.record, "timeout_sec", &c.timeout_sec) < 0)
+                c.timeout_sec = 3600;
+        *ret = c;
+        return 0;
+}
+
 char *control_url_normalize(const char *url) {
         /* "http://host:port/" and "http://host:port" are the same base. */
         char *s = strdup(url);

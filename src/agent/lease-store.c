@@ -64,14 +64,13 @@ void lease_records_free(LeaseRecord *l, size_t n) {
         free(l);
 }
 
-int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_pid, LeaseRecord **ret, size_t *ret_n) {
-        _cleanup_free_ char *boot = NULL, *text = NULL;
+int lease_store_parse(const char *text, size_t size, const char *boot, uint64_t *ret_ttl_usec, pid_t *ret_agent_pid,
+                      LeaseRecord **ret, size_t *ret_n) {
         _cleanup_json_ json_object *o = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
         LeaseRecord *l = NULL;
         json_object *a;
         const char *b;
-        size_t n = 0, m, size = 0;
+        size_t n = 0, m;
         int64_t ttl;
 
         *ret = NULL;
@@ -79,15 +78,10 @@ int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_
         *ret_ttl_usec = 0;
         if (ret_agent_pid)
                 *ret_agent_pid = 0;
-        f = fopen(path, "re");
-        if (!f)
-                return errno == ENOENT ? 0 : -errno;
-        if (getdelim(&text, &size, 0, f) < 0)
-                return 0;
-        if (json_parse_strict(text, strlen(text), &o, NULL) < 0 || json_get_string(o, "boot_id", &b) < 0 ||
+        if (json_parse_strict(text, size, &o, NULL) < 0 || json_get_string(o, "boot_id", &b) < 0 ||
             !json_object_object_get_ex(o, "leases", &a) || !json_object_is_type(a, json_type_array))
                 return 0;
-        if (boot_id(&boot) < 0 || !streq(boot, b))
+        if (!boot || !streq(boot, b))
                 return 0;
         if (json_get_int64(o, "ttl_usec", &ttl) >= 0 && ttl > 0)
                 *ret_ttl_usec = (uint64_t) ttl;
@@ -122,4 +116,24 @@ int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_
         *ret = l;
         *ret_n = n;
         return 0;
+}
+
+int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_pid, LeaseRecord **ret, size_t *ret_n) {
+        _cleanup_free_ char *boot = NULL, *text = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        size_t size = 0;
+
+        *ret = NULL;
+        *ret_n = 0;
+        *ret_ttl_usec = 0;
+        if (ret_agent_pid)
+                *ret_agent_pid = 0;
+        f = fopen(path, "re");
+        if (!f)
+                return errno == ENOENT ? 0 : -errno;
+        if (getdelim(&text, &size, 0, f) < 0)
+                return 0;
+        if (boot_id(&boot) < 0)
+                return 0;
+        return lease_store_parse(text, strlen(text), boot, ret_ttl_usec, ret_agent_pid, ret, ret_n);
 }
