@@ -85,7 +85,8 @@ int lease_store_parse(const char *text, size_t size, const char *boot, uint64_t 
                 return 0;
         if (json_get_int64(o, "ttl_usec", &ttl) >= 0 && ttl > 0)
                 *ret_ttl_usec = (uint64_t) ttl;
-        if (ret_agent_pid && json_get_int64(o, "agent_pid", &ttl) >= 0 && ttl > 0)
+        /* A pid beyond pid_t would wrap, possibly to 1 (init), which never goes away. */
+        if (ret_agent_pid && json_get_int64(o, "agent_pid", &ttl) >= 0 && ttl > 0 && ttl <= INT32_MAX)
                 *ret_agent_pid = (pid_t) ttl;
         m = json_object_array_length(a);
         l = calloc(m + 1, sizeof(LeaseRecord));
@@ -101,6 +102,12 @@ int lease_store_parse(const char *text, size_t size, const char *boot, uint64_t 
                 (void) json_get_int64(e, "fence_usec", &fence);
                 (void) json_get_int64(e, "pid", &pid);
                 (void) json_get_string(e, "cgroup_marker", &marker);
+                if (marker && !marker[0]) {
+                        /* The fence keeper kills whatever cgroup path contains the marker: an empty
+                         * one is in every path. */
+                        log_warning("Lease file: task %s has an empty cgroup marker; it cannot be fenced.", id);
+                        marker = NULL;
+                }
                 l[n].task_id = strdup(id);
                 l[n].cgroup_marker = marker ? strdup(marker) : NULL;
                 if (!l[n].task_id || (marker && !l[n].cgroup_marker)) {
