@@ -58,7 +58,8 @@ typedef struct ControlClaimAnswer {
         int64_t timeout_sec;    /* 3600 when absent */
 } ControlClaimAnswer;
 
-/* Returns 0, or -EBADMSG when the answer lacks what a claim answer must have. */
+/* Returns 0, or -EBADMSG when the answer lacks what a claim answer must have, or its task id or lease
+ * token is not one (docs/api.md). */
 int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret);
 
 /* The replica calls go to first, NULL when none is known. */

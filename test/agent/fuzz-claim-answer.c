@@ -19,7 +19,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         (void) json_get_string(o, "error", &e);
         if (control_claim_answer_parse(o, &c) < 0)
                 return 0;
-        if (!c.record || !c.task_id || c.nano_cpus < 0 || c.memory_bytes < 0 || c.lease_ttl_ms < 0)
+        if (!c.record || !c.task_id || c.nano_cpus < 0 || c.memory_bytes < 0 || c.lease_ttl_ms < 0 ||
+            c.lease_token < 1)
+                abort();
+        /* The id names files and containers: no path separators, nothing hidden, nothing empty. */
+        if (isempty(c.task_id) || strchr(c.task_id, '/') || c.task_id[0] == '.' || strlen(c.task_id) > 128)
                 abort();
         return 0;
 }
