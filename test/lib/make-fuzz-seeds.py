@@ -84,6 +84,23 @@ for name, text in [
         ]:
     save("shared", "json", name, text)
 
+# The agent endpoints' bodies: the first byte chooses register, claim, heartbeat, started or finish.
+for name, kind, body in [
+        ("register", 0, json.dumps({"node_id": "node-1", "capacity": {"nano_cpus": 4000000000, "memory_bytes": 8 << 30},
+                                    "labels": {"zone": "a"}, "runtime": "runc", "driver": "docker", "version": "0.1"})),
+        ("register-bad", 0, '{"node_id":"n","capacity":{"nano_cpus":-1},"driver":"lxc"}'),
+        ("claim", 1, '{"node_id":"node-1","wait_ms":25000}'),
+        ("claim-long", 1, '{"node_id":"node-1","wait_ms":99999999}'),
+        ("heartbeat", 2, json.dumps({"node_id": "node-1", "leases": [{"task_id": "t1", "lease_token": 3}], "draining": False})),
+        ("heartbeat-bad", 2, '{"node_id":"node-1","leases":[1,{"task_id":"t"}]}'),
+        ("started", 3, json.dumps({"node_id": "node-1", "lease_token": 3, "container_id": "c" * 64})),
+        ("finish", 4, json.dumps({"node_id": "node-1", "lease_token": 3, "status": "succeeded", "exit_code": 0, "reason": "ok",
+                                  "stdout_tail": "hi\n", "stderr_tail": "", "truncated": False, "output": "hi\n"})),
+        ("finish-bad", 4, '{"node_id":"node-1","lease_token":9223372036854775807,"status":"done","exit_code":256}'),
+        ("unknown-key", 3, '{"node_id":"bad id","x":1}'),
+        ]:
+    save("control", "agent-body", name, bytes([kind]) + body.encode())
+
 claim = {"task": {"id": "t1", "image": "alpine", "cmd": ["true"], "env": {}, "timeout_sec": 10,
                   "resources": {"nano_cpus": 1000000000, "memory_bytes": 1 << 26}},
          "lease_token": 7, "attempt": 1, "lease_ttl_ms": 15000}
