@@ -91,12 +91,21 @@ int auth_load_stream(Auth *a, FILE *f, const char *path) {
         size_t cap = 0;
         unsigned lineno = 0;
 
-        while (getline(&line, &cap, f) >= 0) {
+        for (;;) {
                 AuthKind kind;
                 char *name = NULL, *token = NULL;
+                ssize_t len;
                 int r;
 
+                len = getline(&line, &cap, f);
+                if (len < 0)
+                        break;
                 lineno++;
+                /* What follows a NUL would be cut off unseen: a token that is not what the file says. */
+                if (memchr(line, 0, (size_t) len)) {
+                        explicit_bzero(line, cap);
+                        return log_error_errno(EINVAL, "%s:%u: the line contains a NUL byte.", path, lineno);
+                }
                 r = auth_parse_line(line, &kind, &name, &token);
                 if (r == -ENOMEM)
                         return log_oom();

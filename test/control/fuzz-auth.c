@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* libFuzzer target for the tokens file ("KIND NAME TOKEN" lines) and the Authorization header.
- * Properties: never crash or leak; a file is either refused or yields entries whose tokens each
- * authenticate; any header (the input as one string) gives an identity or none. */
+ * Properties: never crash or leak; a file is either refused (always when it holds a NUL byte) or
+ * yields entries whose tokens each authenticate; any header (the input as one string) gives an identity or none. */
 
 #include "auth.h"
 #include "json-check.h"
@@ -32,6 +32,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 r = auth_load_stream(a, f, "fuzz");
                 fclose(f);
                 if (r < 0 && r != -EINVAL && r != -ENOMEM)
+                        abort();
+                /* A NUL byte would hide the rest of its line: the file is refused. */
+                if (r >= 0 && memchr(data, 0, size))
                         abort();
         }
 
