@@ -201,6 +201,9 @@ int config_parse_file(const ConfigSpec *spec, void *target, FILE *f, const char 
                 }
                 n++;
                 snprintf(origin, sizeof(origin), "%s:%u", path, n);
+                /* What follows a NUL would be dropped unseen. */
+                if (memchr(line, 0, (size_t) len))
+                        return log_error_errno(EINVAL, "%s: the line contains a NUL byte.", origin);
 
                 k = line;
                 while (isspace((unsigned char) *k))

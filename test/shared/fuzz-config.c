@@ -2,7 +2,7 @@
 
 /* libFuzzer target for configuration files (KEY=value lines): config_parse_file() with options of
  * every type, aliases included. Properties: never crash or leak; a refusal is a negative errno;
- * accepted integers are within their bounds. */
+ * a file with a NUL byte is refused; accepted integers are within their bounds. */
 
 #include "config.h"
 #include "log.h"
@@ -51,6 +51,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         r = config_parse_file(&spec, &c, f, "fuzz.conf");
         fclose(f);
         if (r > 0 || (r == 0 && (c.port < 0 || c.port > 65535)))
+                abort();
+        /* A NUL byte would hide the rest of its line: the file is refused. */
+        if (r == 0 && memchr(data, 0, size))
                 abort();
         for (size_t i = 0; i < strv_length(c.list); i++)
                 if (isempty(c.list[i]) || strpbrk(c.list[i], ", \t\n"))
