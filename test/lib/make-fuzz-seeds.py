@@ -101,6 +101,19 @@ for name, kind, body in [
         ]:
     save("control", "agent-body", name, bytes([kind]) + body.encode())
 
+# GET /api/tasks queries, as libmicrohttpd hands them over (decoded).
+for name, q in [
+        ("all", "status=queued&limit=50&after=1234&label=team=x&label=target_node=node-1"),
+        ("plain", "status=queued&limit=7"),
+        ("bad-status", "status=done"),
+        ("limits", "limit=0&limit=1001&limit=-1&limit= 5"),
+        ("after", "after=0x10"),
+        ("labels", "&".join("label=k%d=v" % i for i in range(17))),
+        ("label-forms", "label==v&label=k&label=" + "k" * 70 + "=v&label=k/x=" + "v" * 300),
+        ("overflow", "limit=99999999999999999999999&after=-9223372036854775808"),
+        ]:
+    save("control", "list-query", name, q)
+
 claim = {"task": {"id": "t1", "image": "alpine", "cmd": ["true"], "env": {}, "timeout_sec": 10,
                   "resources": {"nano_cpus": 1000000000, "memory_bytes": 1 << 26}},
          "lease_token": 7, "attempt": 1, "lease_ttl_ms": 15000}
