@@ -157,7 +157,7 @@ static void on_register_reply(const ControlReply *reply, void *userdata) {
                 return;
         }
         a->register_backoff_usec = 0;
-        if (reply->json && json_get_int64(reply->json, "lease_ttl_ms", &ttl_ms) >= 0 && ttl_ms > 0) {
+        if (reply->json && control_answer_lease_ttl_ms(reply->json, &ttl_ms) >= 0) {
                 a->ttl_usec = (uint64_t) ttl_ms * USEC_PER_MSEC;
                 if (a->config.lease_ttl_ms > 0)
                         a->ttl_usec = MIN(a->ttl_usec, (uint64_t) a->config.lease_ttl_ms * USEC_PER_MSEC);

@@ -46,6 +46,19 @@ static int64_t claim_resource(json_object *record, const char *key) {
         return MAX(v, (int64_t) 0);
 }
 
+int control_answer_lease_ttl_ms(json_object *answer, int64_t *ret) {
+        int64_t ttl_ms;
+        int r;
+
+        r = json_get_int64(answer, "lease_ttl_ms", &ttl_ms);
+        if (r < 0)
+                return r;
+        if (ttl_ms < 1 || ttl_ms > CONTROL_LEASE_TTL_MAX_MS)
+                return -ERANGE;
+        *ret = ttl_ms;
+        return 0;
+}
+
 /* docs/api.md: [A-Za-z0-9][A-Za-z0-9._-]{0,127}. The id names files in the outbox and the lease file,
  * containers and cgroups, so one such as "../x" must not get that far whoever sent it. */
 static bool task_id_valid(const char *s) {
@@ -65,7 +78,7 @@ int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret) {
             !task_id_valid(c.task_id) || c.lease_token < 1)
                 return -EBADMSG;
         (void) json_get_int64(answer, "attempt", &c.attempt);
-        if (json_get_int64(answer, "lease_ttl_ms", &ttl_ms) >= 0 && ttl_ms > 0)
+        if (control_answer_lease_ttl_ms(answer, &ttl_ms) >= 0)
                 c.lease_ttl_ms = ttl_ms;
         c.nano_cpus = claim_resource(c.record, "nano_cpus");
         c.memory_bytes = claim_resource(c.record, "memory_bytes");

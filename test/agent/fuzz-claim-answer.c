@@ -16,10 +16,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         if (json_parse_strict((const char *) data, size, &o, NULL) < 0)
                 return 0;
+        int64_t ttl_ms;
+
         (void) json_get_string(o, "error", &e);
+        /* A TTL in milliseconds becomes a deadline in microseconds: it must not overflow. */
+        if (control_answer_lease_ttl_ms(o, &ttl_ms) >= 0 && (ttl_ms < 1 || ttl_ms > INT64_MAX / 1000 / 1000))
+                abort();
         if (control_claim_answer_parse(o, &c) < 0)
                 return 0;
         if (!c.record || !c.task_id || c.nano_cpus < 0 || c.memory_bytes < 0 || c.lease_ttl_ms < 0 ||
+            c.lease_ttl_ms > INT64_MAX / 1000 / 1000 ||
             c.lease_token < 1)
                 abort();
         /* The id names files and containers: no path separators, nothing hidden, nothing empty. */
