@@ -14,8 +14,7 @@ typedef struct EventsCall {
 
 static void events_call_free(void *p) {
         EventsCall *ec = p;
-        if (ec->stream.tok)
-                json_tokener_free(ec->stream.tok);
+        docker_event_stream_done(&ec->stream);
         free(ec);
 }
 
@@ -29,11 +28,18 @@ int docker_event_stream_feed(DockerEventStream *s, const void *data, size_t size
                 enum json_tokener_error err;
                 size_t used, n = MIN(size, (size_t) INT32_MAX);
 
-                /* Skip whitespace between objects, which the tokener would not consume on its own. */
-                if (!s->in_object && strchr(" \t\r\n", *p)) {
-                        p++;
-                        size--;
-                        continue;
+                if (!s->in_object) {
+                        /* Skip whitespace between objects, which the tokener would not consume on its
+                         * own. (A NUL is not whitespace, although strchr() finds the terminator.) */
+                        if (*p != 0 && strchr(" \t\r\n", *p)) {
+                                p++;
+                                size--;
+                                continue;
+                        }
+                        /* Events are objects: a bare number, string or literal is not one, and json-c
+                         * would end it wherever the pieces happen to be cut. */
+                        if (*p != '{')
+                                return -EBADMSG;
                 }
                 o = json_tokener_parse_ex(s->tok, p, (int) n);
                 err = json_tokener_get_error(s->tok);
@@ -54,6 +60,19 @@ int docker_event_stream_feed(DockerEventStream *s, const void *data, size_t size
                         on_event(o, userdata);
         }
         return 0;
+}
+
+int docker_event_stream_init(DockerEventStream *s) {
+        *s = (DockerEventStream) { .tok = json_tokener_new_ex(32) };
+        if (!s->tok)
+                return -ENOMEM;
+        return 0;
+}
+
+void docker_event_stream_done(DockerEventStream *s) {
+        if (s->tok)
+                json_tokener_free(s->tok);
+        *s = (DockerEventStream) {};
 }
 
 static int on_events_data(const void *data, size_t size, void *userdata) {
@@ -87,8 +106,7 @@ int docker_events_follow(DockerClient *c, json_object *filters, uint64_t since_u
         ec = calloc(1, sizeof(EventsCall));
         if (!ec)
                 return -ENOMEM;
-        ec->stream.tok = json_tokener_new_ex(32);
-        if (!ec->stream.tok) {
+        if (docker_event_stream_init(&ec->stream) < 0) {
                 free(ec);
                 return -ENOMEM;
         }

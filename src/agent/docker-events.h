@@ -8,11 +8,13 @@ typedef void (*DockerEventHandler)(json_object *event, void *userdata);
 
 /* The parser of the event stream: JSON objects one after another, fed in arbitrary pieces. */
 typedef struct DockerEventStream {
-        json_tokener *tok;      /* json_tokener_new_ex(32) */
+        json_tokener *tok;
         bool in_object;         /* the tokener holds the start of an object */
 } DockerEventStream;
 
-/* Calls on_event for each whole object; -EBADMSG when the stream is not JSON. */
+int docker_event_stream_init(DockerEventStream *s);
+void docker_event_stream_done(DockerEventStream *s);
+/* Calls on_event for each whole object; -EBADMSG when the stream is not JSON objects. */
 int docker_event_stream_feed(DockerEventStream *s, const void *data, size_t size, DockerEventHandler on_event,
                              void *userdata);
 
