@@ -26,12 +26,9 @@ static void on_event(json_object *event, void *userdata) {
 }
 
 static int run(const uint8_t *data, size_t size, size_t piece, Seen *seen) {
-        DockerEventStream s;
-        int r;
+        DockerEventStream s = {};
+        int r = 0;
 
-        r = docker_event_stream_init(&s);
-        if (r < 0)
-                return r;
         for (size_t i = 0; i < size && r >= 0; i += piece)
                 r = docker_event_stream_feed(&s, data + i, MIN(piece, size - i), on_event, seen);
         docker_event_stream_done(&s);
