@@ -11,7 +11,6 @@
 #include "json-util.h"
 #include "log.h"
 
-
 typedef struct AgentCall {
         Control *control;
         HttpRequest *req;
