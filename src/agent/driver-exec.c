@@ -20,6 +20,7 @@
  * too (PR_SET_PDEATHSIG), and the cgroup is killed with it; the fence keeper kills the command's
  * processes by their cgroup, the supervisor records that and exits. */
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
@@ -704,6 +705,38 @@ static void list_later_cb(void *userdata) {
         driver_leftovers_free(ll.l, ll.n);
 }
 
+/* Directories of jobs whose cgroup is gone: an agent that died between creating them and creating
+ * the cgroup (nothing ran), or between removing the cgroup and them. Called only while no job of ours
+ * is being started. */
+static void remove_stray_dirs(ExecDriver *ed, char *const *names) {
+        DIR *dir = opendir(ed->work_dir);
+        struct dirent *de;
+
+        if (!dir)
+                return;
+        while ((de = readdir(dir))) {
+                _cleanup_free_ char *base = NULL, *task = NULL, *path = NULL;
+                const char *suffix;
+                int64_t lease;
+                bool known = false;
+
+                if (de->d_type != DT_DIR || de->d_name[0] == '.')
+                        continue;
+                suffix = strstr(de->d_name, EXEC_JOB_DIR_SUFFIX);
+                base = suffix && streq(suffix, EXEC_JOB_DIR_SUFFIX) ? strndup(de->d_name, (size_t) (suffix - de->d_name))
+                                                                   : strdup(de->d_name);
+                if (!base || parse_job_name(base, &task, &lease) < 0)
+                        continue;
+                for (char *const *n = names; *n && !known; n++)
+                        known = streq(*n, base);
+                if (known || asprintf(&path, "%s/%s", ed->work_dir, de->d_name) < 0)
+                        continue;
+                log_info("Removing %s, left by a job that has no cgroup.", path);
+                rm_rf(path);
+        }
+        closedir(dir);
+}
+
 static int exec_list_leftovers(Driver *d, DriverListCallback cb, void *userdata) {
         ExecDriver *ed = exec_driver(d);
         _cleanup_strv_free_ char **names = NULL;
@@ -724,6 +757,7 @@ static int exec_list_leftovers(Driver *d, DriverListCallback cb, void *userdata)
                         free(ll);
                         return -ENOMEM;
                 }
+                remove_stray_dirs(ed, names);
                 for (char **n = names; *n; n++) {
                         DriverLeftover *lo = ll->l + ll->n;
                         if (parse_job_name(*n, &lo->task_id, &lo->lease_token) < 0)

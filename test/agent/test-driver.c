@@ -668,6 +668,19 @@ static void test_leftovers_exec(void) {
         snprintf(stray_path, sizeof(stray_path), "%s/task-stray-7", cgroup_path);
         ASSERT(cgroup_create(CGROUP_ROOT_DEFAULT, mode, stray_path, 0, 0, &stray) >= 0);
 
+        /* Directories of a job whose cgroup is gone go at the listing. */
+        {
+                char stray_dir[512];
+                snprintf(stray_dir, sizeof(stray_dir), "%s/task-gone-9", work_dir);
+                ASSERT(mkdir(stray_dir, 0700) == 0);
+                snprintf(stray_dir, sizeof(stray_dir), "%s/task-gone-9" EXEC_JOB_DIR_SUFFIX, work_dir);
+                ASSERT(mkdir(stray_dir, 0700) == 0);
+                list();
+                ASSERT(access(stray_dir, F_OK) < 0);
+                stray_dir[strlen(stray_dir) - strlen(EXEC_JOB_DIR_SUFFIX)] = 0;
+                ASSERT(access(stray_dir, F_OK) < 0);
+                driver_leftovers_free(leftovers, n_leftovers);
+        }
         list();
         ASSERT(n_leftovers == 6);
         l = find_leftover("task-stray");
