@@ -13,20 +13,9 @@
 /* ---------------------------------------------------------------------------------------------- */
 /* Claims */
 
-static int64_t resource(json_object *record, const char *key) {
-        json_object *res;
-        int64_t v;
-
-        if (!json_object_object_get_ex(record, "resources", &res) || !res || json_get_int64(res, key, &v) < 0)
-                return 0;
-        return MAX(v, (int64_t) 0);
-}
-
 static void on_claim_reply(const ControlReply *reply, void *userdata) {
         Agent *a = userdata;
-        json_object *record;
-        const char *id;
-        int64_t token, attempt = 1, ttl_ms;
+        ControlClaimAnswer c;
         Task *t;
 
         a->claim_call = NULL;
@@ -51,44 +40,41 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
                 return;
         }
 
-        if (!reply->json || !json_object_object_get_ex(reply->json, "task", &record) ||
-            json_get_string(record, "id", &id) < 0 || json_get_int64(reply->json, "lease_token", &token) < 0) {
+        if (control_claim_answer_parse(reply->json, &c) < 0) {
                 log_error("The control's claim answer is not what docs/api.md says; ignoring it.");
                 schedule_claim(a, USEC_PER_SEC);
                 return;
         }
-        (void) json_get_int64(reply->json, "attempt", &attempt);
         /* With the wall clock, for the dispatch benchmark (bench/agent). */
-        log_debug("Task %s: claim answered at %.6f.", id, (double) realtime_usec() / 1e6);
-        if (json_get_int64(reply->json, "lease_ttl_ms", &ttl_ms) >= 0 && ttl_ms > 0) {
-                uint64_t ttl = (uint64_t) ttl_ms * USEC_PER_MSEC;
+        log_debug("Task %s: claim answered at %.6f.", c.task_id, (double) realtime_usec() / 1e6);
+        if (c.lease_ttl_ms > 0) {
+                uint64_t ttl = (uint64_t) c.lease_ttl_ms * USEC_PER_MSEC;
                 if (a->config.lease_ttl_ms > 0)
                         ttl = MIN(ttl, (uint64_t) a->config.lease_ttl_ms * USEC_PER_MSEC);
                 a->ttl_usec = ttl;
         }
 
-        t = task_find(a, id);
+        t = task_find(a, c.task_id);
         if (t) {
                 /* A new lease on a task we still hold (an old attempt's result being delivered): the
                  * old one is superseded. */
-                log_task(LOG_NOTICE, t, NULL, "superseded by lease %" PRIi64 ".", token);
+                log_task(LOG_NOTICE, t, NULL, "superseded by lease %" PRIi64 ".", c.lease_token);
                 task_abandon(t, STOP_REVOKED, "superseded by a new lease");
         }
-        t = task_new(a, id, token, attempt);
+        t = task_new(a, c.task_id, c.lease_token, c.attempt);
         if (!t) {
                 log_oom();
                 schedule_claim(a, USEC_PER_SEC);
                 return;
         }
-        t->record = json_object_get(record);
-        t->nano_cpus = resource(record, "nano_cpus");
-        t->memory_bytes = resource(record, "memory_bytes");
-        if (json_get_int64(record, "timeout_sec", &t->timeout_sec) < 0)
-                t->timeout_sec = 3600;
+        t->record = json_object_get(c.record);
+        t->nano_cpus = c.nano_cpus;
+        t->memory_bytes = c.memory_bytes;
+        t->timeout_sec = c.timeout_sec;
         /* The control's deadline is later than this: it started the lease after we sent the claim. */
         t->deadline_usec = reply->sent_usec + a->ttl_usec;
         t->state = TASK_CLAIMED;
-        log_task(LOG_INFO, t, "lease_acquired", "leased (attempt %" PRIi64 ").", attempt);
+        log_task(LOG_INFO, t, "lease_acquired", "leased (attempt %" PRIi64 ").", c.attempt);
         save_leases(a);
         update_fence_timer(a);
 
@@ -171,7 +157,7 @@ static void on_register_reply(const ControlReply *reply, void *userdata) {
                 return;
         }
         a->register_backoff_usec = 0;
-        if (reply->json && json_get_int64(reply->json, "lease_ttl_ms", &ttl_ms) >= 0 && ttl_ms > 0) {
+        if (reply->json && control_answer_lease_ttl_ms(reply->json, &ttl_ms) >= 0) {
                 a->ttl_usec = (uint64_t) ttl_ms * USEC_PER_MSEC;
                 if (a->config.lease_ttl_ms > 0)
                         a->ttl_usec = MIN(a->ttl_usec, (uint64_t) a->config.lease_ttl_ms * USEC_PER_MSEC);

@@ -221,7 +221,7 @@ static void on_heartbeat_reply(const ControlReply *reply, void *userdata) {
                   (now_usec() - reply->sent_usec) / USEC_PER_MSEC);
         a->heartbeat_failures = 0;
         a->last_heartbeat_ok_usec = reply->sent_usec;
-        if (json_get_int64(reply->json, "lease_ttl_ms", &ttl_ms) >= 0 && ttl_ms > 0) {
+        if (control_answer_lease_ttl_ms(reply->json, &ttl_ms) >= 0) {
                 uint64_t ttl = (uint64_t) ttl_ms * USEC_PER_MSEC;
                 if (a->config.lease_ttl_ms > 0)
                         ttl = MIN(ttl, (uint64_t) a->config.lease_ttl_ms * USEC_PER_MSEC);

@@ -7,6 +7,7 @@
 #include "log.h"
 
 #define CONNECT_TIMEOUT_USEC (2 * USEC_PER_SEC)
+#define ID_FIRST_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 struct ControlClient {
         sd_event *event;
@@ -35,6 +36,57 @@ struct ControlCall {
         void *userdata;
         ControlCall *prev, *next;
 };
+
+static int64_t claim_resource(json_object *record, const char *key) {
+        json_object *res;
+        int64_t v;
+
+        if (!json_object_object_get_ex(record, "resources", &res) || !res || json_get_int64(res, key, &v) < 0)
+                return 0;
+        return MAX(v, (int64_t) 0);
+}
+
+int control_answer_lease_ttl_ms(json_object *answer, int64_t *ret) {
+        int64_t ttl_ms;
+        int r;
+
+        r = json_get_int64(answer, "lease_ttl_ms", &ttl_ms);
+        if (r < 0)
+                return r;
+        if (ttl_ms < 1 || ttl_ms > CONTROL_LEASE_TTL_MAX_MS)
+                return -ERANGE;
+        *ret = ttl_ms;
+        return 0;
+}
+
+/* docs/api.md: [A-Za-z0-9][A-Za-z0-9._-]{0,127}. The id names files in the outbox and the lease file,
+ * containers and cgroups, so one such as "../x" must not get that far whoever sent it. */
+static bool task_id_valid(const char *s) {
+        size_t l = strlen(s);
+
+        if (l < 1 || l > 128 || !strchr(ID_FIRST_CHARS, s[0]))
+                return false;
+        return strspn(s, ID_FIRST_CHARS "._-") == l;
+}
+
+int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret) {
+        ControlClaimAnswer c = { .attempt = 1 };
+        int64_t ttl_ms;
+
+        if (!answer || !json_object_object_get_ex(answer, "task", &c.record) ||
+            json_get_string(c.record, "id", &c.task_id) < 0 || json_get_int64(answer, "lease_token", &c.lease_token) < 0 ||
+            !task_id_valid(c.task_id) || c.lease_token < 1)
+                return -EBADMSG;
+        (void) json_get_int64(answer, "attempt", &c.attempt);
+        if (control_answer_lease_ttl_ms(answer, &ttl_ms) >= 0)
+                c.lease_ttl_ms = ttl_ms;
+        c.nano_cpus = claim_resource(c.record, "nano_cpus");
+        c.memory_bytes = claim_resource(c.record, "memory_bytes");
+        if (json_get_int64(c.record, "timeout_sec", &c.timeout_sec) < 0)
+                c.timeout_sec = 3600;
+        *ret = c;
+        return 0;
+}
 
 char *control_url_normalize(const char *url) {
         /* "http://host:port/" and "http://host:port" are the same base. */

@@ -46,6 +46,30 @@ int control_post(ControlClient *c, const char *path, json_object *body, uint64_t
                  ControlCallback cb, void *userdata, ControlCall **ret);
 void control_call_cancel(ControlCall *call);
 
+/* The longest lease TTL a control can be configured with (LEASE_TTL_MS). */
+#define CONTROL_LEASE_TTL_MAX_MS INT64_C(3600000)
+
+/* The "lease_ttl_ms" of a register, claim or heartbeat answer: 0 and the TTL, -ENOENT when absent,
+ * -ERANGE when not within 1..CONTROL_LEASE_TTL_MAX_MS (which no control sends: it would overflow a
+ * deadline in microseconds, or expire every lease at once). */
+int control_answer_lease_ttl_ms(json_object *answer, int64_t *ret);
+
+/* What a claim answered with 200 carries (docs/api.md); pointers are borrowed from the answer. */
+typedef struct ControlClaimAnswer {
+        json_object *record;    /* "task": the task's specification */
+        const char *task_id;
+        int64_t lease_token;
+        int64_t attempt;        /* 1 when absent */
+        int64_t lease_ttl_ms;   /* 0 when absent or out of range (control_answer_lease_ttl_ms()) */
+        int64_t nano_cpus;      /* the record's resources; 0 when absent, never negative */
+        int64_t memory_bytes;
+        int64_t timeout_sec;    /* 3600 when absent */
+} ControlClaimAnswer;
+
+/* Returns 0, or -EBADMSG when the answer lacks what a claim answer must have, or its task id or lease
+ * token is not one (docs/api.md). */
+int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret);
+
 /* The replica calls go to first, NULL when none is known. */
 const char *control_client_current_url(ControlClient *c);
 /* "http://host:port/" -> "http://host:port" (a new string). */

@@ -6,8 +6,7 @@
 #define EVENT_LINE_MAX (256U * 1024U)
 
 typedef struct EventsCall {
-        json_tokener *tok;
-        bool in_object;         /* the tokener holds the start of an object */
+        DockerEventStream stream;
         DockerEventHandler on_event;
         DockerCallback cb;
         void *userdata;
@@ -15,13 +14,13 @@ typedef struct EventsCall {
 
 static void events_call_free(void *p) {
         EventsCall *ec = p;
-        if (ec->tok)
-                json_tokener_free(ec->tok);
+        if (ec->stream.tok)
+                json_tokener_free(ec->stream.tok);
         free(ec);
 }
 
-static int on_events_data(const void *data, size_t size, void *userdata) {
-        EventsCall *ec = userdata;
+int docker_event_stream_feed(DockerEventStream *s, const void *data, size_t size, DockerEventHandler on_event,
+                             void *userdata) {
         const char *p = data;
 
         /* A stream of JSON objects (newline-separated, but a tokener does not need to know). */
@@ -31,30 +30,35 @@ static int on_events_data(const void *data, size_t size, void *userdata) {
                 size_t used, n = MIN(size, (size_t) INT32_MAX);
 
                 /* Skip whitespace between objects, which the tokener would not consume on its own. */
-                if (!ec->in_object && strchr(" \t\r\n", *p)) {
+                if (!s->in_object && strchr(" \t\r\n", *p)) {
                         p++;
                         size--;
                         continue;
                 }
-                o = json_tokener_parse_ex(ec->tok, p, (int) n);
-                err = json_tokener_get_error(ec->tok);
+                o = json_tokener_parse_ex(s->tok, p, (int) n);
+                err = json_tokener_get_error(s->tok);
                 if (err == json_tokener_continue) {
-                        ec->in_object = true;
+                        s->in_object = true;
                         return 0;
                 }
                 if (err != json_tokener_success)
                         return -EBADMSG;
-                used = json_tokener_get_parse_end(ec->tok);
-                json_tokener_reset(ec->tok);
-                ec->in_object = false;
+                used = json_tokener_get_parse_end(s->tok);
+                json_tokener_reset(s->tok);
+                s->in_object = false;
                 if (used == 0)
                         used = n;
                 p += used;
                 size -= used;
                 if (o)
-                        ec->on_event(o, ec->userdata);
+                        on_event(o, userdata);
         }
         return 0;
+}
+
+static int on_events_data(const void *data, size_t size, void *userdata) {
+        EventsCall *ec = userdata;
+        return docker_event_stream_feed(&ec->stream, data, size, ec->on_event, ec->userdata);
 }
 
 static void on_events_done(const DockerResult *result, void *userdata) {
@@ -83,8 +87,8 @@ int docker_events_follow(DockerClient *c, json_object *filters, uint64_t since_u
         ec = calloc(1, sizeof(EventsCall));
         if (!ec)
                 return -ENOMEM;
-        ec->tok = json_tokener_new_ex(32);
-        if (!ec->tok) {
+        ec->stream.tok = json_tokener_new_ex(32);
+        if (!ec->stream.tok) {
                 free(ec);
                 return -ENOMEM;
         }

@@ -6,6 +6,16 @@
 /* Called for each event the engine reports (parsed JSON, valid during the call). */
 typedef void (*DockerEventHandler)(json_object *event, void *userdata);
 
+/* The parser of the event stream: JSON objects one after another, fed in arbitrary pieces. */
+typedef struct DockerEventStream {
+        json_tokener *tok;      /* json_tokener_new_ex(32) */
+        bool in_object;         /* the tokener holds the start of an object */
+} DockerEventStream;
+
+/* Calls on_event for each whole object; -EBADMSG when the stream is not JSON. */
+int docker_event_stream_feed(DockerEventStream *s, const void *data, size_t size, DockerEventHandler on_event,
+                             void *userdata);
+
 /* Follows the engine's event stream from now on (or since since_usec, wall clock, when non-zero).
  * filters: the engine's filter object, e.g. {"type": ["container"], "label": ["mc.node=a"]}, or NULL.
  * The callback is called when the stream ends (the engine went away), which it normally does not. */

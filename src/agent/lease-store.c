@@ -64,14 +64,13 @@ void lease_records_free(LeaseRecord *l, size_t n) {
         free(l);
 }
 
-int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_pid, LeaseRecord **ret, size_t *ret_n) {
-        _cleanup_free_ char *boot = NULL, *text = NULL;
+int lease_store_parse(const char *text, size_t size, const char *boot, uint64_t *ret_ttl_usec, pid_t *ret_agent_pid,
+                      LeaseRecord **ret, size_t *ret_n) {
         _cleanup_json_ json_object *o = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
         LeaseRecord *l = NULL;
         json_object *a;
         const char *b;
-        size_t n = 0, m, size = 0;
+        size_t n = 0, m;
         int64_t ttl;
 
         *ret = NULL;
@@ -79,19 +78,15 @@ int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_
         *ret_ttl_usec = 0;
         if (ret_agent_pid)
                 *ret_agent_pid = 0;
-        f = fopen(path, "re");
-        if (!f)
-                return errno == ENOENT ? 0 : -errno;
-        if (getdelim(&text, &size, 0, f) < 0)
-                return 0;
-        if (json_parse_strict(text, strlen(text), &o, NULL) < 0 || json_get_string(o, "boot_id", &b) < 0 ||
+        if (json_parse_strict(text, size, &o, NULL) < 0 || json_get_string(o, "boot_id", &b) < 0 ||
             !json_object_object_get_ex(o, "leases", &a) || !json_object_is_type(a, json_type_array))
                 return 0;
-        if (boot_id(&boot) < 0 || !streq(boot, b))
+        if (!boot || !streq(boot, b))
                 return 0;
         if (json_get_int64(o, "ttl_usec", &ttl) >= 0 && ttl > 0)
                 *ret_ttl_usec = (uint64_t) ttl;
-        if (ret_agent_pid && json_get_int64(o, "agent_pid", &ttl) >= 0 && ttl > 0)
+        /* A pid beyond pid_t would wrap, possibly to 1 (init), which never goes away. */
+        if (ret_agent_pid && json_get_int64(o, "agent_pid", &ttl) >= 0 && ttl > 0 && ttl <= INT32_MAX)
                 *ret_agent_pid = (pid_t) ttl;
         m = json_object_array_length(a);
         l = calloc(m + 1, sizeof(LeaseRecord));
@@ -107,6 +102,12 @@ int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_
                 (void) json_get_int64(e, "fence_usec", &fence);
                 (void) json_get_int64(e, "pid", &pid);
                 (void) json_get_string(e, "cgroup_marker", &marker);
+                if (marker && !marker[0]) {
+                        /* The fence keeper kills whatever cgroup path contains the marker: an empty
+                         * one is in every path. */
+                        log_warning("Lease file: task %s has an empty cgroup marker; it cannot be fenced.", id);
+                        marker = NULL;
+                }
                 l[n].task_id = strdup(id);
                 l[n].cgroup_marker = marker ? strdup(marker) : NULL;
                 if (!l[n].task_id || (marker && !l[n].cgroup_marker)) {
@@ -122,4 +123,24 @@ int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_
         *ret = l;
         *ret_n = n;
         return 0;
+}
+
+int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_pid, LeaseRecord **ret, size_t *ret_n) {
+        _cleanup_free_ char *boot = NULL, *text = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        size_t size = 0;
+
+        *ret = NULL;
+        *ret_n = 0;
+        *ret_ttl_usec = 0;
+        if (ret_agent_pid)
+                *ret_agent_pid = 0;
+        f = fopen(path, "re");
+        if (!f)
+                return errno == ENOENT ? 0 : -errno;
+        if (getdelim(&text, &size, 0, f) < 0)
+                return 0;
+        if (boot_id(&boot) < 0)
+                return 0;
+        return lease_store_parse(text, strlen(text), boot, ret_ttl_usec, ret_agent_pid, ret, ret_n);
 }

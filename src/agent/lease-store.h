@@ -23,4 +23,7 @@ typedef struct LeaseRecord {
 int lease_store_save(const char *path, uint64_t ttl_usec, pid_t agent_pid, const LeaseRecord *l, size_t n);
 /* Records of this boot only; none (and 0) when the file is missing or from another boot. */
 int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_pid, LeaseRecord **ret, size_t *ret_n);
+/* The same from the file's text, for the boot whose id is boot (exposed for the fuzzer). */
+int lease_store_parse(const char *text, size_t size, const char *boot, uint64_t *ret_ttl_usec, pid_t *ret_agent_pid,
+                      LeaseRecord **ret, size_t *ret_n);
 void lease_records_free(LeaseRecord *l, size_t n);

@@ -94,14 +94,28 @@ void outbox_entries_free(OutboxEntry *e, size_t n) {
         free(e);
 }
 
-static int load_one(const char *path, OutboxEntry *ret) {
-        _cleanup_free_ char *buf = NULL;
+int outbox_entry_parse(const char *text, size_t size, OutboxEntry *ret) {
         _cleanup_json_ json_object *o = NULL;
-        _cleanup_close_ int fd = -1;
-        struct stat st;
+        json_object *finish;
         const char *id;
         int64_t token;
-        json_object *finish;
+
+        if (json_parse_strict(text, size, &o, NULL) < 0 || json_get_string(o, "task_id", &id) < 0 ||
+            json_get_int64(o, "lease_token", &token) < 0 || !json_object_object_get_ex(o, "finish", &finish) ||
+            !json_object_is_type(finish, json_type_object))
+                return -EBADMSG;
+        ret->task_id = strdup(id);
+        if (!ret->task_id)
+                return -ENOMEM;
+        ret->lease_token = token;
+        ret->finish = json_object_get(finish);
+        return 0;
+}
+
+static int load_one(const char *path, OutboxEntry *ret) {
+        _cleanup_free_ char *buf = NULL;
+        _cleanup_close_ int fd = -1;
+        struct stat st;
         size_t got = 0;
 
         fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -120,16 +134,7 @@ static int load_one(const char *path, OutboxEntry *ret) {
                         break;
                 got += (size_t) n;
         }
-        if (json_parse_strict(buf, got, &o, NULL) < 0 || json_get_string(o, "task_id", &id) < 0 ||
-            json_get_int64(o, "lease_token", &token) < 0 || !json_object_object_get_ex(o, "finish", &finish) ||
-            !json_object_is_type(finish, json_type_object))
-                return -EBADMSG;
-        ret->task_id = strdup(id);
-        if (!ret->task_id)
-                return -ENOMEM;
-        ret->lease_token = token;
-        ret->finish = json_object_get(finish);
-        return 0;
+        return outbox_entry_parse(buf, got, ret);
 }
 
 int outbox_load(const char *dir, OutboxEntry **ret, size_t *ret_n) {

@@ -24,4 +24,6 @@ int outbox_write(const char *dir, const char *task_id, int64_t lease_token, json
 int outbox_remove(const char *dir, const char *task_id, int64_t lease_token);
 /* Every whole entry (a torn temporary file from a crash is removed). */
 int outbox_load(const char *dir, OutboxEntry **ret, size_t *ret_n);
+/* One entry from its file's content: 0, -EBADMSG or -ENOMEM (exposed for the fuzzer). */
+int outbox_entry_parse(const char *text, size_t size, OutboxEntry *ret);
 void outbox_entries_free(OutboxEntry *e, size_t n);

@@ -4,15 +4,13 @@
  * reports (started, finish). Every write carries the lease token; the database functions compare it
  * under the task's row lock, so a stale agent changes nothing and gets 409. */
 
+#include "agent-body.h"
 #include "api.h"
 #include "claim.h"
 #include "daemon-util.h"
 #include "json-util.h"
 #include "log.h"
 
-#define TAIL_MAX_BYTES (64 * 1024)
-#define REASON_MAX_BYTES 1024
-#define HEARTBEAT_MAX_LEASES 10000
 
 typedef struct AgentCall {
         Control *control;
@@ -25,35 +23,31 @@ typedef struct AgentCall {
         const char *kind;       /* "register", "heartbeat", "started", "finish" */
 } AgentCall;
 
-/* Checks the node_id member against the token's node. */
-static int check_node(HttpRequest *req, json_object *o, const AuthIdentity *id, const char **ret_node) {
-        CheckError e = {};
-        const char *node;
-
-        if (check_string(o, "node_id", true, 128, valid_id, "node id ([A-Za-z0-9][A-Za-z0-9._-]{0,127})", &node, &e) < 0) {
-                api_reply_check_error(req, &e);
-                return -EINVAL;
-        }
-        if (id->kind == AUTH_AGENT && !streq(node, id->name)) {
-                http_request_reply_error(req, 403, "node_id", "This token belongs to node \"%s\", not \"%s\".", id->name, node);
-                return -EPERM;
-        }
-        *ret_node = node;
-        return 0;
-}
-
-static int parse_body(HttpRequest *req, const char *const *allowed, json_object **ret) {
-        _cleanup_json_ json_object *o = NULL;
+/* The body of an agent call, decoded and checked (agent-body.c), with node_id checked against the
+ * token's node in between, as docs/api.md orders the answers. Replies itself on failure. */
+static int decode_body(HttpRequest *req, AgentBodyKind kind, const AuthIdentity *id, int64_t claim_wait_max_ms,
+                       AgentBody *ret) {
+        _cleanup_(agent_body_done) AgentBody b = {};
         CheckError e = {};
         const char *body;
         size_t size;
 
         body = http_request_body(req, &size);
-        if (check_parse_object(body, size, &o, &e) < 0 || check_known_keys(o, allowed, NULL, &e) < 0) {
+        if (agent_body_parse(kind, body, size, &b, &e) < 0) {
                 api_reply_check_error(req, &e);
                 return -EINVAL;
         }
-        *ret = TAKE_PTR(o);
+        if (id->kind == AUTH_AGENT && !streq(b.node_id, id->name)) {
+                http_request_reply_error(req, 403, "node_id", "This token belongs to node \"%s\", not \"%s\".",
+                                         id->name, b.node_id);
+                return -EPERM;
+        }
+        if (agent_body_check(&b, claim_wait_max_ms, &e) < 0) {
+                api_reply_check_error(req, &e);
+                return -EINVAL;
+        }
+        *ret = b;
+        b = (AgentBody) {};
         return 0;
 }
 
@@ -157,144 +151,62 @@ static void run_call(AgentCall *a, const char *sql, int n, const char *const *pa
 }
 
 void api_agent_register(Control *c, HttpRequest *req, const AuthIdentity *id) {
-        static const char *const allowed[] = { "node_id", "capacity", "labels", "runtime", "driver", "version", NULL };
-        static const char *const cap_allowed[] = { "nano_cpus", "memory_bytes", NULL };
-        _cleanup_json_ json_object *o = NULL;
-        json_object *cap, *labels = NULL;
-        const char *node, *runtime = NULL, *driver = NULL, *version = NULL;
-        int64_t cpus, memory;
+        _cleanup_(agent_body_done) AgentBody b = {};
         char cpus_s[32], memory_s[32];
-        CheckError e = {};
         AgentCall *a;
 
-        if (parse_body(req, allowed, &o) < 0 || check_node(req, o, id, &node) < 0)
+        if (decode_body(req, AGENT_BODY_REGISTER, id, 0, &b) < 0)
                 return;
-        if (!json_object_object_get_ex(o, "capacity", &cap) || !json_object_is_type(cap, json_type_object)) {
-                http_request_reply_error(req, 400, "capacity", "Field \"capacity\" must be an object {\"nano_cpus\", \"memory_bytes\"}.");
-                return;
-        }
-        if (check_known_keys(cap, cap_allowed, "capacity.", &e) < 0 ||
-            check_int(cap, "nano_cpus", true, 0, INT64_C(1) << 50, &cpus, &e) < 0 ||
-            check_int(cap, "memory_bytes", true, 0, INT64_C(1) << 56, &memory, &e) < 0 ||
-            check_string(o, "runtime", false, 64, valid_runtime, "runtime name", &runtime, &e) == -EINVAL ||
-            check_string(o, "driver", false, 16, NULL, NULL, &driver, &e) == -EINVAL ||
-            check_string(o, "version", false, 64, NULL, NULL, &version, &e) == -EINVAL) {
-                api_reply_check_error(req, &e);
-                return;
-        }
-        if (driver && !streq(driver, "docker") && !streq(driver, "exec")) {
-                http_request_reply_error(req, 400, "driver", "Field \"driver\" must be \"docker\" or \"exec\".");
-                return;
-        }
-        if (json_object_object_get_ex(o, "labels", &labels) && labels) {
-                if (!json_object_is_type(labels, json_type_object) || json_object_object_length(labels) > 64) {
-                        http_request_reply_error(req, 400, "labels", "Field \"labels\" must be an object of at most 64 strings.");
-                        return;
-                }
-                json_object_object_foreach(labels, k, v)
-                        if (!valid_label_key(k) || !v || !json_object_is_type(v, json_type_string) || !check_string_value(v, 256)) {
-                                http_request_reply_error(req, 400, "labels", "Label \"%.64s\" is invalid.", k);
-                                return;
-                        }
-        }
 
-        snprintf(cpus_s, sizeof(cpus_s), "%" PRIi64, cpus);
-        snprintf(memory_s, sizeof(memory_s), "%" PRIi64, memory);
-        a = call_new(c, req, "register", node, NULL);
+        snprintf(cpus_s, sizeof(cpus_s), "%" PRIi64, b.nano_cpus);
+        snprintf(memory_s, sizeof(memory_s), "%" PRIi64, b.memory_bytes);
+        a = call_new(c, req, "register", b.node_id, NULL);
         if (!a)
                 return;
-        const char *params[] = { node, cpus_s, memory_s, labels ? json_to_string(labels) : "{}", runtime, driver, version };
+        const char *params[] = {
+                b.node_id, cpus_s, memory_s, b.labels ? json_to_string(b.labels) : "{}", b.runtime, b.driver, b.version,
+        };
         run_call(a, "SELECT mc_register($1, $2::bigint, $3::bigint, $4::jsonb, $5, $6, $7)", 7, params);
 }
 
 void api_agent_claim(Control *c, HttpRequest *req, const AuthIdentity *id) {
-        static const char *const allowed[] = { "node_id", "wait_ms", NULL };
-        _cleanup_json_ json_object *o = NULL;
-        int64_t wait_ms = 0;
-        CheckError e = {};
-        const char *node;
+        _cleanup_(agent_body_done) AgentBody b = {};
         int r;
 
-        if (parse_body(req, allowed, &o) < 0 || check_node(req, o, id, &node) < 0)
+        if (decode_body(req, AGENT_BODY_CLAIM, id, c->config.claim_wait_max_ms, &b) < 0)
                 return;
-        if (check_int(o, "wait_ms", false, 0, c->config.claim_wait_max_ms, &wait_ms, &e) == -EINVAL) {
-                api_reply_check_error(req, &e);
-                return;
-        }
-        r = claim_start(c, req, node, (uint64_t) wait_ms * USEC_PER_MSEC);
+        r = claim_start(c, req, b.node_id, (uint64_t) b.wait_ms * USEC_PER_MSEC);
         if (r < 0)
                 http_request_reply_error(req, 500, NULL, "Cannot start the claim: %s", strerror(-r));
 }
 
 void api_agent_heartbeat(Control *c, HttpRequest *req, const AuthIdentity *id) {
-        static const char *const allowed[] = { "node_id", "leases", "draining", NULL };
-        static const char *const lease_allowed[] = { "task_id", "lease_token", NULL };
-        _cleanup_json_ json_object *o = NULL;
-        json_object *leases = NULL;
-        bool draining = false;
+        _cleanup_(agent_body_done) AgentBody b = {};
         char ttl[32];
-        CheckError e = {};
-        const char *node;
         AgentCall *a;
 
-        if (parse_body(req, allowed, &o) < 0 || check_node(req, o, id, &node) < 0)
+        if (decode_body(req, AGENT_BODY_HEARTBEAT, id, 0, &b) < 0)
                 return;
-        if (check_bool(o, "draining", false, &draining, &e) == -EINVAL) {
-                api_reply_check_error(req, &e);
-                return;
-        }
-        if (json_object_object_get_ex(o, "leases", &leases) && leases) {
-                if (!json_object_is_type(leases, json_type_array) || json_object_array_length(leases) > HEARTBEAT_MAX_LEASES) {
-                        http_request_reply_error(req, 400, "leases", "Field \"leases\" must be an array of at most %d "
-                                                 "{\"task_id\", \"lease_token\"}.", HEARTBEAT_MAX_LEASES);
-                        return;
-                }
-                for (size_t i = 0; i < json_object_array_length(leases); i++) {
-                        json_object *l = json_object_array_get_idx(leases, i);
-                        const char *tid;
-                        int64_t tok;
-
-                        if (!json_object_is_type(l, json_type_object) ||
-                            check_known_keys(l, lease_allowed, "leases.", &e) < 0 ||
-                            check_string(l, "task_id", true, 128, valid_id, "task id", &tid, &e) < 0 ||
-                            check_int(l, "lease_token", true, 1, INT64_MAX - 1, &tok, &e) < 0) {
-                                if (isempty(e.message))
-                                        check_fail(&e, "leases", "Element %zu of \"leases\" must be an object.", i);
-                                snprintf(e.field, sizeof(e.field), "leases");
-                                api_reply_check_error(req, &e);
-                                return;
-                        }
-                }
-        }
 
         snprintf(ttl, sizeof(ttl), "%" PRIi64, c->config.lease_ttl_ms);
-        a = call_new(c, req, "heartbeat", node, NULL);
+        a = call_new(c, req, "heartbeat", b.node_id, NULL);
         if (!a)
                 return;
-        const char *params[] = { node, leases ? json_to_string(leases) : "[]", ttl, draining ? "true" : "false" };
+        const char *params[] = { b.node_id, b.leases ? json_to_string(b.leases) : "[]", ttl, b.draining ? "true" : "false" };
         run_call(a, "SELECT code, body FROM mc_heartbeat($1, $2::jsonb, $3::integer, $4::boolean)", 4, params);
 }
 
 void api_task_started(Control *c, HttpRequest *req, const AuthIdentity *id, const char *task_id) {
-        static const char *const allowed[] = { "node_id", "lease_token", "container_id", NULL };
-        _cleanup_json_ json_object *o = NULL;
-        const char *node, *container = NULL;
-        CheckError e = {};
-        int64_t token;
+        _cleanup_(agent_body_done) AgentBody b = {};
         AgentCall *a;
 
-        if (parse_body(req, allowed, &o) < 0 || check_node(req, o, id, &node) < 0)
+        if (decode_body(req, AGENT_BODY_STARTED, id, 0, &b) < 0)
                 return;
-        if (check_int(o, "lease_token", true, 1, INT64_MAX - 1, &token, &e) < 0 ||
-            check_string(o, "container_id", false, 128, valid_id, "container id", &container, &e) == -EINVAL) {
-                api_reply_check_error(req, &e);
-                return;
-        }
-        a = call_new(c, req, "started", node, task_id);
+        a = call_new(c, req, "started", b.node_id, task_id);
         if (!a)
                 return;
-        snprintf(a->token, sizeof(a->token), "%" PRIi64, token);
-        const char *params[] = { task_id, node, a->token, container };
+        snprintf(a->token, sizeof(a->token), "%" PRIi64, b.lease_token);
+        const char *params[] = { task_id, b.node_id, a->token, b.container_id };
         run_call(a, "SELECT code, body FROM mc_started($1, $2, $3::bigint, $4)", 4, params);
 }
 
@@ -308,53 +220,20 @@ static size_t utf8_cut(const char *s, size_t len, size_t max) {
 }
 
 void api_task_finish(Control *c, HttpRequest *req, const AuthIdentity *id, const char *task_id) {
-        static const char *const allowed[] = {
-                "node_id", "lease_token", "status", "exit_code", "reason", "stdout_tail", "stderr_tail",
-                "truncated", "output", NULL,
-        };
-        static const char *const final_states[] = { "succeeded", "failed", "timed_out", "cancelled" };
-        _cleanup_json_ json_object *o = NULL;
+        _cleanup_(agent_body_done) AgentBody b = {};
         _cleanup_free_ char *output_cut = NULL;
-        const char *node, *status, *reason = NULL, *out = NULL, *err = NULL, *output = NULL;
+        const char *output;
         char exit_s[16];
-        bool truncated = false, output_truncated = false, known = false;
-        int64_t token, exit_code = 0;
-        CheckError e = {};
+        bool output_truncated = false;
         AgentCall *a;
-        int r;
 
-        if (parse_body(req, allowed, &o) < 0 || check_node(req, o, id, &node) < 0)
+        if (decode_body(req, AGENT_BODY_FINISH, id, 0, &b) < 0)
                 return;
-        if (check_int(o, "lease_token", true, 1, INT64_MAX - 1, &token, &e) < 0 ||
-            check_string(o, "status", true, 16, NULL, NULL, &status, &e) < 0 ||
-            check_string(o, "reason", false, REASON_MAX_BYTES, NULL, NULL, &reason, &e) == -EINVAL ||
-            check_string(o, "stdout_tail", false, TAIL_MAX_BYTES, NULL, NULL, &out, &e) == -EINVAL ||
-            check_string(o, "stderr_tail", false, TAIL_MAX_BYTES, NULL, NULL, &err, &e) == -EINVAL ||
-            check_bool(o, "truncated", false, &truncated, &e) == -EINVAL) {
-                api_reply_check_error(req, &e);
-                return;
-        }
-        for (size_t i = 0; i < ELEMENTSOF(final_states); i++)
-                known = known || streq(status, final_states[i]);
-        if (!known) {
-                http_request_reply_error(req, 400, "status", "Field \"status\" must be succeeded, failed, timed_out or cancelled.");
-                return;
-        }
-        r = check_int(o, "exit_code", false, -1, 255, &exit_code, &e);
-        if (r == -EINVAL) {
-                api_reply_check_error(req, &e);
-                return;
-        }
-        bool have_exit_code = r == 0;
-        if (have_exit_code)
-                snprintf(exit_s, sizeof(exit_s), "%" PRIi64, exit_code);
+        if (b.have_exit_code)
+                snprintf(exit_s, sizeof(exit_s), "%" PRIi64, b.exit_code);
 
-        r = check_string(o, "output", false, SIZE_MAX, NULL, NULL, &output, &e);
-        if (r == -EINVAL) {
-                api_reply_check_error(req, &e);
-                return;
-        }
-        if (r == 0 && strlen(output) > (size_t) c->config.output_max_bytes) {
+        output = b.output;
+        if (output && strlen(output) > (size_t) c->config.output_max_bytes) {
                 size_t n = utf8_cut(output, strlen(output), (size_t) c->config.output_max_bytes);
                 output_cut = strndup(output, n);
                 if (!output_cut) {
@@ -365,14 +244,14 @@ void api_task_finish(Control *c, HttpRequest *req, const AuthIdentity *id, const
                 output_truncated = true;
         }
 
-        a = call_new(c, req, "finish", node, task_id);
+        a = call_new(c, req, "finish", b.node_id, task_id);
         if (!a)
                 return;
-        snprintf(a->token, sizeof(a->token), "%" PRIi64, token);
-        snprintf(a->status, sizeof(a->status), "%s", status);
+        snprintf(a->token, sizeof(a->token), "%" PRIi64, b.lease_token);
+        snprintf(a->status, sizeof(a->status), "%s", b.status);
         const char *params[] = {
-                task_id, node, a->token, status, have_exit_code ? exit_s : NULL, reason, out, err,
-                truncated ? "true" : "false", output, output_truncated ? "true" : "false",
+                task_id, b.node_id, a->token, b.status, b.have_exit_code ? exit_s : NULL, b.reason, b.stdout_tail,
+                b.stderr_tail, b.truncated ? "true" : "false", output, output_truncated ? "true" : "false",
         };
         run_call(a, "SELECT code, body FROM mc_finish($1, $2, $3::bigint, $4, $5::integer, $6, $7, $8, $9::boolean, "
                     "$10, $11::boolean)", 11, params);

@@ -7,15 +7,13 @@
 #include "config.h"
 #include "daemon-util.h"
 #include "json-util.h"
+#include "list-query.h"
 #include "log.h"
 #include "push.h"
 #include "task-publisher.h"
 #include "task-spec.h"
 
 #define PUSH_MAX_BODY (1024 * 1024)
-#define LIST_LIMIT_DEFAULT 100
-#define LIST_LIMIT_MAX 1000
-#define LIST_MAX_LABEL_FILTERS 16
 
 typedef enum Access {
         ACCESS_PUBLIC,
@@ -76,9 +74,9 @@ static void handle_push(Control *c, HttpRequest *req) {
 
 static void handle_list(Control *c, HttpRequest *req) {
         static const char *const allowed[] = { "status", "label", "limit", "after", NULL };
-        _cleanup_json_ json_object *labels = NULL;
-        const char *status, *after, *lim, *unknown, *filters[LIST_MAX_LABEL_FILTERS + 1];
-        int64_t limit = LIST_LIMIT_DEFAULT;
+        _cleanup_(list_query_done) ListQuery q = {};
+        const char *unknown, *filters[LIST_MAX_LABEL_FILTERS + 1];
+        CheckError e = {};
         size_t n;
         int r;
 
@@ -88,58 +86,19 @@ static void handle_list(Control *c, HttpRequest *req) {
                 return;
         }
 
-        status = http_request_query(req, "status");
-        if (status && task_status_from_string(status) < 0) {
-                http_request_reply_error(req, 400, "status", "Unknown status \"%.32s\" (queued, leased, running, "
-                                         "succeeded, failed, timed_out, cancelled).", status);
-                return;
-        }
-
-        lim = http_request_query(req, "limit");
-        if (lim && (parse_int64(lim, &limit) < 0 || limit < 1 || limit > LIST_LIMIT_MAX)) {
-                http_request_reply_error(req, 400, "limit", "\"limit\" must be an integer from 1 to %d.", LIST_LIMIT_MAX);
-                return;
-        }
-
-        after = http_request_query(req, "after");
-        if (after) {
-                int64_t a;
-                if (parse_int64(after, &a) < 0 || a < 1) {
-                        http_request_reply_error(req, 400, "after", "\"after\" must be a cursor from a previous page's \"next\".");
-                        return;
-                }
-        }
-
         n = http_request_query_all(req, "label", filters, ELEMENTSOF(filters));
-        if (n > LIST_MAX_LABEL_FILTERS) {
-                http_request_reply_error(req, 400, "label", "At most %d label filters.", LIST_MAX_LABEL_FILTERS);
+        r = list_query_parse(http_request_query(req, "status"), http_request_query(req, "limit"),
+                             http_request_query(req, "after"), filters, n, &q, &e);
+        if (r == -ENOMEM) {
+                http_request_reply_error(req, 500, NULL, "Out of memory.");
                 return;
         }
-        if (n > 0) {
-                labels = json_object_new_object();
-                if (!labels) {
-                        http_request_reply_error(req, 500, NULL, "Out of memory.");
-                        return;
-                }
-                for (size_t i = 0; i < n; i++) {
-                        const char *eq = strchr(filters[i], '=');
-                        char key[64];
-
-                        if (!eq || eq == filters[i] || (size_t) (eq - filters[i]) >= sizeof(key) || strlen(eq + 1) > 256) {
-                                http_request_reply_error(req, 400, "label", "Label filter \"%.80s\" must be KEY=VALUE.", filters[i]);
-                                return;
-                        }
-                        memcpy(key, filters[i], (size_t) (eq - filters[i]));
-                        key[eq - filters[i]] = 0;
-                        if (!valid_label_key(key)) {
-                                http_request_reply_error(req, 400, "label", "Label key \"%s\" is invalid.", key);
-                                return;
-                        }
-                        json_add_string(labels, key, eq + 1);
-                }
+        if (r < 0) {
+                api_reply_check_error(req, &e);
+                return;
         }
 
-        r = control_list_tasks(c, status, labels, limit, after, api_reply_op, req);
+        r = control_list_tasks(c, q.status, q.labels, q.limit, q.after, api_reply_op, req);
         if (r < 0)
                 reply_op_failed(req, r);
 }

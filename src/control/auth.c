@@ -86,31 +86,26 @@ int auth_parse_line(const char *line, AuthKind *ret_kind, char **ret_name, char 
         return 1;
 }
 
-static int auth_load_file(Auth *a, const char *path) {
-        _cleanup_fclose_ FILE *f = NULL;
+int auth_load_stream(Auth *a, FILE *f, const char *path) {
         _cleanup_free_ char *line = NULL;
         size_t cap = 0;
         unsigned lineno = 0;
-        struct stat st;
 
-        f = fopen(path, "re");
-        if (!f) {
-                if (errno == ENOENT)
-                        return 0;
-                return log_error_errno(errno, "Cannot open tokens file %s: %m", path);
-        }
-        if (fstat(fileno(f), &st) < 0)
-                return log_error_errno(errno, "Cannot stat %s: %m", path);
-        if (st.st_mode & 0077)
-                return log_error_errno(EPERM, "Tokens file %s is accessible by group or others (mode %03o); "
-                                       "run: chmod 600 %s", path, st.st_mode & 0777, path);
-
-        while (getline(&line, &cap, f) >= 0) {
+        for (;;) {
                 AuthKind kind;
                 char *name = NULL, *token = NULL;
+                ssize_t len;
                 int r;
 
+                len = getline(&line, &cap, f);
+                if (len < 0)
+                        break;
                 lineno++;
+                /* What follows a NUL would be cut off unseen: a token that is not what the file says. */
+                if (memchr(line, 0, (size_t) len)) {
+                        explicit_bzero(line, cap);
+                        return log_error_errno(EINVAL, "%s:%u: the line contains a NUL byte.", path, lineno);
+                }
                 r = auth_parse_line(line, &kind, &name, &token);
                 if (r == -ENOMEM)
                         return log_oom();
@@ -129,8 +124,27 @@ static int auth_load_file(Auth *a, const char *path) {
                 if (r < 0)
                         return log_oom();
         }
-        explicit_bzero(line, cap);
+        if (line)
+                explicit_bzero(line, cap);
         return 0;
+}
+
+static int auth_load_file(Auth *a, const char *path) {
+        _cleanup_fclose_ FILE *f = NULL;
+        struct stat st;
+
+        f = fopen(path, "re");
+        if (!f) {
+                if (errno == ENOENT)
+                        return 0;
+                return log_error_errno(errno, "Cannot open tokens file %s: %m", path);
+        }
+        if (fstat(fileno(f), &st) < 0)
+                return log_error_errno(errno, "Cannot stat %s: %m", path);
+        if (st.st_mode & 0077)
+                return log_error_errno(EPERM, "Tokens file %s is accessible by group or others (mode %03o); "
+                                       "run: chmod 600 %s", path, st.st_mode & 0777, path);
+        return auth_load_stream(a, f, path);
 }
 
 int auth_new(const char *tokens_file, const char *control_token, bool disabled, Auth **ret) {

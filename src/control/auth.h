@@ -32,5 +32,9 @@ size_t auth_n_tokens(const Auth *a);
 /* From an Authorization header value. Returns AUTH_NONE when missing or unknown. */
 AuthIdentity auth_check_header(const Auth *a, const char *authorization);
 
+/* Adds the entries of a tokens file read from f (path names it in messages); exposed for the fuzzer.
+ * Returns 0, or a negative errno already logged. */
+int auth_load_stream(Auth *a, FILE *f, const char *path);
+
 /* Parses one line; exposed for tests. Returns 1 for an entry, 0 for blank/comment, -EINVAL. */
 int auth_parse_line(const char *line, AuthKind *ret_kind, char **ret_name, char **ret_token);

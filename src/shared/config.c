@@ -181,18 +181,10 @@ static char *strip_value(char *v) {
         return v;
 }
 
-static int load_file(const ConfigSpec *spec, void *target, const char *path, bool must_exist) {
-        _cleanup_fclose_ FILE *f = NULL;
+int config_parse_file(const ConfigSpec *spec, void *target, FILE *f, const char *path) {
         _cleanup_free_ char *line = NULL;
         size_t cap = 0;
         unsigned n = 0;
-
-        f = fopen(path, "re");
-        if (!f) {
-                if (errno == ENOENT && !must_exist)
-                        return 0;
-                return log_error_errno(errno, "Cannot open configuration file %s: %m", path);
-        }
 
         for (;;) {
                 char origin[PATH_MAX + 32], *k, *eq, *v;
@@ -209,6 +201,9 @@ static int load_file(const ConfigSpec *spec, void *target, const char *path, boo
                 }
                 n++;
                 snprintf(origin, sizeof(origin), "%s:%u", path, n);
+                /* What follows a NUL would be dropped unseen. */
+                if (memchr(line, 0, (size_t) len))
+                        return log_error_errno(EINVAL, "%s: the line contains a NUL byte.", origin);
 
                 k = line;
                 while (isspace((unsigned char) *k))
@@ -232,6 +227,18 @@ static int load_file(const ConfigSpec *spec, void *target, const char *path, boo
                         return r;
         }
         return 0;
+}
+
+static int load_file(const ConfigSpec *spec, void *target, const char *path, bool must_exist) {
+        _cleanup_fclose_ FILE *f = NULL;
+
+        f = fopen(path, "re");
+        if (!f) {
+                if (errno == ENOENT && !must_exist)
+                        return 0;
+                return log_error_errno(errno, "Cannot open configuration file %s: %m", path);
+        }
+        return config_parse_file(spec, target, f, path);
 }
 
 static int load_environment(const ConfigSpec *spec, void *target) {

@@ -43,6 +43,9 @@ typedef struct ConfigSpec {
  * any positional argument is an error). */
 int config_load(const ConfigSpec *spec, void *target, int argc, char *argv[], char ***ret_args);
 void config_free(const ConfigSpec *spec, void *target);
+/* The KEY=value lines of a configuration file read from f (path names it in messages), applied on top
+ * of what target holds. Returns 0, or a negative errno already logged. Exposed for the fuzzer. */
+int config_parse_file(const ConfigSpec *spec, void *target, FILE *f, const char *path);
 
 int parse_boolean(const char *v);
 int parse_int64(const char *v, int64_t *ret);

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* libFuzzer target for the Docker event stream parser (docker_event_stream_feed). The first byte
+ * chooses how the rest is cut into pieces. Properties: never crash or leak; fed whole or in pieces,
+ * the same events come out and the same verdict. */
+
+#include "docker-events.h"
+#include "json-util.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+typedef struct Seen {
+        unsigned n;
+        uint64_t hash;
+} Seen;
+
+static void on_event(json_object *event, void *userdata) {
+        Seen *s = userdata;
+        const char *text = json_to_string(event);
+
+        s->n++;
+        for (const char *p = text; p && *p; p++)
+                s->hash = s->hash * 131 + (uint8_t) *p;
+}
+
+static int run(const uint8_t *data, size_t size, size_t piece, Seen *seen) {
+        DockerEventStream s = { .tok = json_tokener_new_ex(32) };
+        int r = 0;
+
+        if (!s.tok)
+                return -ENOMEM;
+        for (size_t i = 0; i < size && r >= 0; i += piece)
+                r = docker_event_stream_feed(&s, data + i, MIN(piece, size - i), on_event, seen);
+        json_tokener_free(s.tok);
+        return r;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        Seen whole = {}, cut = {};
+        size_t piece;
+        int r1, r2;
+
+        if (size < 1)
+                return 0;
+        piece = data[0] % 16 + 1;
+        data++;
+        size--;
+        r1 = run(data, size, size ?: 1, &whole);
+        r2 = run(data, size, piece, &cut);
+        if (r1 == -ENOMEM || r2 == -ENOMEM)
+                return 0;
+        if (r1 != r2 || (r1 >= 0 && (whole.n != cut.n || whole.hash != cut.hash))) {
+                fprintf(stderr, "whole: %d, %u events; in pieces of %zu: %d, %u events\n", r1, whole.n, piece, r2, cut.n);
+                abort();
+        }
+        return 0;
+}
