@@ -14,46 +14,71 @@ typedef struct EventsCall {
 
 static void events_call_free(void *p) {
         EventsCall *ec = p;
-        if (ec->stream.tok)
-                json_tokener_free(ec->stream.tok);
+        docker_event_stream_done(&ec->stream);
         free(ec);
+}
+
+static int event_line(const char *line, size_t n, DockerEventHandler on_event, void *userdata) {
+        _cleanup_json_ json_object *o = NULL;
+
+        /* Blank lines (and a "\r" before the "\n") are nothing; anything else must be one object. */
+        while (n > 0 && strchr(" \t\r", line[n - 1]) && line[n - 1] != 0)
+                n--;
+        while (n > 0 && strchr(" \t\r", line[0]) && line[0] != 0) {
+                line++;
+                n--;
+        }
+        if (n == 0)
+                return 0;
+        if (json_parse_strict(line, n, &o, NULL) < 0 || !json_object_is_type(o, json_type_object))
+                return -EBADMSG;
+        on_event(o, userdata);
+        return 0;
 }
 
 int docker_event_stream_feed(DockerEventStream *s, const void *data, size_t size, DockerEventHandler on_event,
                              void *userdata) {
         const char *p = data;
+        int r;
 
-        /* A stream of JSON objects (newline-separated, but a tokener does not need to know). */
+        /* One JSON object per line (the engine's encoder ends each with "\n"). Each line is parsed
+         * whole and strictly, like every other input: json-c's tokener, fed the pieces curl happens to
+         * deliver, ends top-level values and even malformed numbers differently depending on where
+         * the pieces are cut, and lets invalid UTF-8 through. */
         while (size > 0) {
-                _cleanup_json_ json_object *o = NULL;
-                enum json_tokener_error err;
-                size_t used, n = MIN(size, (size_t) INT32_MAX);
+                const char *nl = memchr(p, '\n', size);
+                size_t n = nl ? (size_t) (nl - p) : size;
 
-                /* Skip whitespace between objects, which the tokener would not consume on its own. */
-                if (!s->in_object && strchr(" \t\r\n", *p)) {
-                        p++;
-                        size--;
-                        continue;
-                }
-                o = json_tokener_parse_ex(s->tok, p, (int) n);
-                err = json_tokener_get_error(s->tok);
-                if (err == json_tokener_continue) {
-                        s->in_object = true;
-                        return 0;
-                }
-                if (err != json_tokener_success)
+                if (s->line_size + n > EVENT_LINE_MAX)
                         return -EBADMSG;
-                used = json_tokener_get_parse_end(s->tok);
-                json_tokener_reset(s->tok);
-                s->in_object = false;
-                if (used == 0)
-                        used = n;
-                p += used;
-                size -= used;
-                if (o)
-                        on_event(o, userdata);
+                if (nl && s->line_size == 0)
+                        r = event_line(p, n, on_event, userdata);       /* the whole line is here */
+                else {
+                        char *b = realloc(s->line, s->line_size + n + 1);
+                        if (!b)
+                                return -ENOMEM;
+                        memcpy(b + s->line_size, p, n);
+                        s->line = b;
+                        s->line_size += n;
+                        r = 0;
+                        if (nl) {
+                                r = event_line(s->line, s->line_size, on_event, userdata);
+                                s->line_size = 0;
+                        }
+                }
+                if (r < 0)
+                        return r;
+                if (nl)
+                        n++;
+                p += n;
+                size -= n;
         }
         return 0;
+}
+
+void docker_event_stream_done(DockerEventStream *s) {
+        free(s->line);
+        *s = (DockerEventStream) {};
 }
 
 static int on_events_data(const void *data, size_t size, void *userdata) {
@@ -87,11 +112,6 @@ int docker_events_follow(DockerClient *c, json_object *filters, uint64_t since_u
         ec = calloc(1, sizeof(EventsCall));
         if (!ec)
                 return -ENOMEM;
-        ec->stream.tok = json_tokener_new_ex(32);
-        if (!ec->stream.tok) {
-                free(ec);
-                return -ENOMEM;
-        }
         ec->on_event = on_event;
         ec->cb = cb;
         ec->userdata = userdata;

@@ -6,13 +6,15 @@
 /* Called for each event the engine reports (parsed JSON, valid during the call). */
 typedef void (*DockerEventHandler)(json_object *event, void *userdata);
 
-/* The parser of the event stream: JSON objects one after another, fed in arbitrary pieces. */
+/* The parser of the event stream: one JSON object per line, fed in arbitrary pieces. Starts zeroed. */
 typedef struct DockerEventStream {
-        json_tokener *tok;      /* json_tokener_new_ex(32) */
-        bool in_object;         /* the tokener holds the start of an object */
+        char *line;             /* the start of a line whose end has not come yet */
+        size_t line_size;
 } DockerEventStream;
 
-/* Calls on_event for each whole object; -EBADMSG when the stream is not JSON. */
+void docker_event_stream_done(DockerEventStream *s);
+/* Calls on_event for each line's object; -EBADMSG when a line is not one JSON object (or is longer
+ * than 256 KiB). A last line without its "\n" is not an event (yet). */
 int docker_event_stream_feed(DockerEventStream *s, const void *data, size_t size, DockerEventHandler on_event,
                              void *userdata);
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* libFuzzer target for an outbox entry read back from disk after a crash (outbox_entry_parse).
- * Properties: never crash or leak; a refusal is -EBADMSG; an entry has a task id and a finish object. */
+ * Properties: never crash or leak; a refusal is -EBADMSG; an entry has a task id that is safe as a
+ * file name and a finish object. */
 
 #include "outbox.h"
 
@@ -20,6 +21,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 return 0;
         }
         if (!e.task_id || !json_object_is_type(e.finish, json_type_object))
+                abort();
+        /* The id names the entry's file: no path separators, nothing hidden, nothing empty. */
+        if (!e.task_id[0] || strchr(e.task_id, '/') || e.task_id[0] == '.' || strlen(e.task_id) > 128)
                 abort();
         free(e.task_id);
         json_object_put(e.finish);
