@@ -656,8 +656,10 @@ static bool job_file_exists(const char *job_dir, const char *name) {
 }
 
 /* What a leftover is: "exited" (its result is recorded), "running" or "created" (its supervisor lives,
- * and the command has started or not yet), "lost" (its supervisor ended without a result: adopting it
- * reports that), or not adoptable at all when it was never recorded (its command never ran). */
+ * and the command has started or not yet), "lost" (its command ran, but its supervisor ended without a
+ * result: adopting it reports that). Not adoptable: a job never recorded, or whose supervisor ended
+ * before it started the command (the agent that forked it died before its go): its command never ran,
+ * and the task runs again once its lease has expired. */
 static int describe_leftover(ExecDriver *ed, const char *name, DriverLeftover *lo) {
         _cleanup_free_ char *job_dir = NULL;
         ExecJobRecord rec = {};
@@ -682,8 +684,13 @@ static int describe_leftover(ExecDriver *ed, const char *name, DriverLeftover *l
         else if (exec_job_supervisor_open(&rec, &fd) >= 0) {
                 close(fd);
                 state = lo->started_realtime_usec > 0 ? "running" : "created";
-        } else
+        } else if (lo->started_realtime_usec > 0)
                 state = "lost";
+        else {
+                exec_job_record_done(&rec);
+                lo->state = strdup("never-started");
+                return lo->state ? 0 : -ENOMEM;
+        }
         exec_job_record_done(&rec);
         lo->adoptable = true;
         lo->state = strdup(state);

@@ -681,11 +681,31 @@ static void test_leftovers_exec(void) {
                 ASSERT(access(stray_dir, F_OK) < 0);
                 driver_leftovers_free(leftovers, n_leftovers);
         }
+        /* And one recorded, whose supervisor ended before its go (a pid that is not it any more): its
+         * command never ran. */
+        {
+                char nostart_path[256], nostart_dir[512];
+                _cleanup_(cgroup_freep) Cgroup *cg = NULL;
+
+                snprintf(nostart_path, sizeof(nostart_path), "%s/task-nostart-11", cgroup_path);
+                ASSERT(cgroup_create(CGROUP_ROOT_DEFAULT, mode, nostart_path, 0, 0, &cg) >= 0);
+                snprintf(nostart_dir, sizeof(nostart_dir), "%s/task-nostart-11" EXEC_JOB_DIR_SUFFIX, work_dir);
+                ASSERT(mkdir(nostart_dir, 0700) == 0);
+                ASSERT(exec_job_record_write(nostart_dir, &(ExecJobRecord) {
+                                .task_id = (char *) "task-nostart", .lease_token = 11, .attempt = 1,
+                                .timeout_sec = 60, .supervisor_pid = getpid(), .supervisor_start = 1 }) >= 0);
+        }
+
         list();
-        ASSERT(n_leftovers == 6);
+        ASSERT(n_leftovers == 7);
         l = find_leftover("task-stray");
         ASSERT(l && !l->adoptable && l->lease_token == 7);
         ASSERT(driver->ops->job_adopt(driver, l, &callbacks, &d, &d.job) == -EOPNOTSUPP);
+        ASSERT(driver->ops->leftover_discard(driver, l, removed_cb, &done) >= 0);
+        run_until(&done, 10);
+        done = false;
+        l = find_leftover("task-nostart");
+        ASSERT(l && !l->adoptable && l->lease_token == 11 && streq(l->state, "never-started"));
         ASSERT(driver->ops->leftover_discard(driver, l, removed_cb, &done) >= 0);
         run_until(&done, 10);
         done = false;
