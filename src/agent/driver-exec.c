@@ -861,25 +861,6 @@ static int exec_leftover_discard(Driver *d, const DriverLeftover *l, DriverDoneC
         return done_later(d, done, userdata, r);
 }
 
-/* mc-exec-supervisor next to our own binary (the build tree), else where it is installed. */
-static char *find_supervisor(void) {
-        char self[4096], *slash;
-        ssize_t l;
-
-        l = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (l > 0) {
-                _cleanup_free_ char *p = NULL;
-                self[l] = 0;
-                slash = strrchr(self, '/');
-                if (slash) {
-                        *slash = 0;
-                        if (asprintf(&p, "%s/mc-exec-supervisor", self) >= 0 && access(p, X_OK) == 0)
-                                return TAKE_PTR(p);
-                }
-        }
-        return strdup(MC_EXEC_SUPERVISOR_PATH);
-}
-
 static Driver *exec_driver_free(Driver *d) {
         ExecDriver *ed = exec_driver(d);
 
@@ -924,7 +905,7 @@ int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret) {
         if (config->supervisor_path)
                 ed->supervisor = strdup(config->supervisor_path);
         else
-                ed->supervisor = find_supervisor();
+                (void) daemon_helper_path("mc-exec-supervisor", MC_EXEC_SUPERVISOR_PATH, &ed->supervisor);
         if (!ed->cgroup_root || !ed->cgroup_path || !ed->work_dir || !ed->supervisor) {
                 exec_driver_free(&ed->driver);
                 return log_oom();
