@@ -239,6 +239,18 @@ def kill_exec_leftovers(*paths):
                 pass
 
 
+def exec_setup(name):
+    """A control and an exec-driver agent on node-a (10 s leases), and a directory for the test's files;
+    whatever the test leaves running is killed at its end."""
+    node = at.node_name("node-a")
+    d = mctest.tmpdir(name)
+    pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
+    a = at.Agent([c], node, driver="exec")
+    mctest.defer(kill_exec_leftovers, a.state_dir + "/", d + "/")
+    a.start()
+    return c, a, d
+
+
 def runs_of(path):
     try:
         with open(path) as f:
@@ -261,12 +273,7 @@ def exec_jobs_gone(a):
 def test_exec_kill9_restart_adopts():
     """kill -9 of the agent in the middle of an exec task, then restart: the task finishes once, with
     one attempt, with its full output."""
-    node = at.node_name("node-a")
-    d = mctest.tmpdir("exec-kill9")
-    pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
-    a = at.Agent([c], node, driver="exec")
-    mctest.defer(kill_exec_leftovers, a.state_dir + "/", d + "/")
-    a.start()
+    c, a, d = exec_setup("exec-kill9")
     b, runs, gate = exec_task(d, "echo end")
     tid = at.push(c, b)
     at.wait_status(c, tid, "running")
@@ -290,12 +297,7 @@ def test_exec_kill9_restart_adopts():
 def test_exec_restart_while_exited_adopts_result():
     """The exec task ends while the agent is down: its result (exit code, output) is reported after
     the restart, with one attempt."""
-    node = at.node_name("node-a")
-    d = mctest.tmpdir("exec-exited")
-    pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
-    a = at.Agent([c], node, driver="exec")
-    mctest.defer(kill_exec_leftovers, a.state_dir + "/", d + "/")
-    a.start()
+    c, a, d = exec_setup("exec-exited")
     b, runs, gate = exec_task(d, "echo done-offline; exit 5")
     tid = at.push(c, b)
     at.wait_status(c, tid, "running")
@@ -321,12 +323,7 @@ def test_exec_restart_while_exited_adopts_result():
 
 def test_exec_stop_and_restart_keeps_tasks():
     """systemctl restart (SIGTERM, start) with the exec driver: running tasks go on, nothing runs twice."""
-    node = at.node_name("node-a")
-    d = mctest.tmpdir("exec-restart")
-    pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
-    a = at.Agent([c], node, driver="exec")
-    mctest.defer(kill_exec_leftovers, a.state_dir + "/", d + "/")
-    a.start()
+    c, a, d = exec_setup("exec-restart")
     tasks = []
     for i in range(3):
         sub = os.path.join(d, str(i))
