@@ -158,8 +158,9 @@ int main(int argc, char *argv[]) {
         if (r < 0)
                 goto finish;
 
-        /* The exec driver's children are reaped through sd-event, which needs SIGCHLD blocked before
-         * any thread (libcurl's resolver) exists. */
+        /* SIGCHLD blocked before any thread (libcurl's resolver) exists, so that no thread takes it:
+         * children (the exec driver's supervisors, the fence keeper's launcher) are reaped with
+         * waitpid() by whoever forked them, never by a handler. */
         sigemptyset(&mask);
         sigaddset(&mask, SIGCHLD);
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0) {

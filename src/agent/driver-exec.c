@@ -1,18 +1,33 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* The exec driver: a task's cmd runs as a child process of the agent, in a session and a cgroup of
- * its own (limits applied there), with its output read from pipes on the event loop. A stop signals
- * the whole cgroup, so that nothing the task forked survives it.
+/* The exec driver: a task's cmd runs as a process in a session and a cgroup of its own (limits
+ * applied there). A stop signals the whole cgroup, so that nothing the task forked survives it.
  *
- * Jobs cannot be adopted by a restarted agent: their output pipes ended with the old agent, and the
- * exit status of a process that is not our child cannot be had. A restarted agent kills what is left
- * (list_leftovers reports it as not adoptable); the control then runs the task again once its lease
- * has expired. */
+ * Jobs survive an agent restart (systemctl restart, a crash) and are adopted by the next agent, as
+ * containers are. For that the command is not our child: each job has a supervisor,
+ * mc-exec-supervisor (exec-supervisor.c), which we fork in a session of its own and outside the
+ * task's cgroup, so that it outlives us (the unit has KillMode=process). It forks the command into
+ * the cgroup, keeps its output (the first bytes up to the cap, and the tails) and records its exit
+ * status in the job's directory (exec-job-files.h), then exits. We watch the supervisor with a pidfd,
+ * which works for a process that is not our child too, and read what it recorded; the job's
+ * directory tells when the command started (inotify). A restarted agent finds its jobs by their
+ * cgroups (list_leftovers), and the supervisor again by its recorded pid and start time: it watches
+ * one that still runs, or reports at once what one that has ended recorded.
+ *
+ * The supervisor runs the command only once we have recorded it (it waits for a byte from us), so a
+ * job is never running unknown to the next agent: an agent that dies in between leaves nothing that
+ * runs. Whoever kills a supervisor (a leftover discarded because its lease is gone) kills its command
+ * too (PR_SET_PDEATHSIG), and the cgroup is killed with it; the fence keeper kills the command's
+ * processes by their cgroup, the supervisor records that and exits. */
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -21,18 +36,22 @@
 #include "config.h"
 #include "daemon-util.h"
 #include "driver.h"
+#include "exec-job-files.h"
 #include "log.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-/* After the main process has exited and its cgroup was emptied, pipes still open somewhere (a process
- * that left the cgroup) must not keep the result back for long. */
-#define DRAIN_TIMEOUT_USEC (2 * USEC_PER_SEC)
+#ifndef MC_EXEC_SUPERVISOR_PATH
+#define MC_EXEC_SUPERVISOR_PATH "/usr/libexec/mc-exec-supervisor"
+#endif
+
+extern char **environ;
 
 typedef struct ExecDriver {
         Driver driver;
         char *cgroup_root;
         char *cgroup_path;
         char *work_dir;
+        char *supervisor;       /* the program */
         CgroupMode mode;
         size_t output_cap, tail_max;
 } ExecDriver;
@@ -40,17 +59,19 @@ typedef struct ExecDriver {
 typedef struct ExecJob {
         DriverJob job;
         char *name;             /* <task>-<lease>: cgroup and work directory */
-        char *work_dir;
-        char *handle;
+        char *work_dir;         /* the command's */
+        char *job_dir;          /* ours and the supervisor's (exec-job-files.h) */
+        char *handle;           /* "pid-<the command's pid>", once it runs */
         char *exe;
         Cgroup *cgroup;
-        pid_t pid;
-        sd_event_source *child_source, *out_source, *err_source, *errpipe_source;
-        sd_event_source *kill_timer, *drain_timer;
+        pid_t supervisor_pid;
+        bool own_child;         /* we forked the supervisor: we reap it */
+        int pidfd;              /* the supervisor's */
+        sd_event_source *pidfd_source, *inotify_source, *kick_source, *kill_timer;
         OutputCapture capture;
-        bool exec_confirmed, process_exited, reported, failed_early;
-        int status;             /* waitid() si_code/si_status turned into an exit code */
-        char *early_error;
+        bool started, reported;
+        int stop_signal;        /* a stop is under way: the command gets it as soon as it runs */
+        char *early_error;      /* it could not be run at all */
 } ExecJob;
 
 static ExecDriver *exec_driver(Driver *d) {
@@ -88,130 +109,122 @@ static int mkdir_p(const char *path, mode_t mode) {
 }
 
 static void job_sources_free(ExecJob *j) {
-        j->child_source = sd_event_source_disable_unref(j->child_source);
-        j->out_source = sd_event_source_disable_unref(j->out_source);
-        j->err_source = sd_event_source_disable_unref(j->err_source);
-        j->errpipe_source = sd_event_source_disable_unref(j->errpipe_source);
+        j->pidfd_source = sd_event_source_disable_unref(j->pidfd_source);
+        j->inotify_source = sd_event_source_disable_unref(j->inotify_source);
+        j->kick_source = sd_event_source_disable_unref(j->kick_source);
         j->kill_timer = sd_event_source_disable_unref(j->kill_timer);
-        j->drain_timer = sd_event_source_disable_unref(j->drain_timer);
 }
 
-static void report(ExecJob *j) {
-        DriverExit e = { .output = &j->capture };
-        _cleanup_free_ char *reason = NULL;
-
+static void report(ExecJob *j, const DriverExit *e) {
         if (j->reported)
                 return;
         j->reported = true;
         job_sources_free(j);
-
-        if (j->failed_early || !j->exec_confirmed) {
-                e.error = -EIO;
-                e.exit_code = -1;
-                e.reason = j->early_error ?: "the command could not be started";
-        } else {
-                e.exit_code = j->status;
-                e.oom_killed = j->cgroup && cgroup_oom_killed(j->cgroup);
-                if (e.oom_killed)
-                        e.reason = "killed by the kernel: out of memory (the task's memory limit)";
-                else if (j->status > 128 && j->status < 128 + 65) {
-                        if (asprintf(&reason, "killed by signal %s", strsignal(j->status - 128)) >= 0)
-                                e.reason = reason;
-                }
-        }
-        j->job.cb.exited(&j->job, &e, j->job.userdata);
+        j->job.cb.exited(&j->job, e, j->job.userdata);
 }
 
-static int on_drain_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
-        ExecJob *j = userdata;
+static void report_error(ExecJob *j, const char *reason) {
+        report(j, &(DriverExit) { .error = -EIO, .exit_code = -1, .reason = reason, .output = &j->capture });
+}
 
-        log_warning("Task %s: its output pipes stayed open after it ended; not waiting for them.", j->job.task_id);
-        j->out_source = sd_event_source_disable_unref(j->out_source);
-        j->err_source = sd_event_source_disable_unref(j->err_source);
-        report(j);
+/* The supervisor has recorded that the command runs: say so (once). */
+static void check_started(ExecJob *j) {
+        ExecJobStarted st;
+
+        if (j->started || j->reported || exec_job_started_read(j->job_dir, &st) < 0)
+                return;
+        j->started = true;
+        free(j->handle);
+        if (asprintf(&j->handle, "pid-%d", (int) st.pid) < 0)
+                j->handle = NULL;
+        if (j->job.cgroup_marker)
+                driver_job_set_pid(&j->job, st.pid, j->job.cgroup_marker);
+        /* A stop that came before the command ran. */
+        if (j->stop_signal != 0 && j->cgroup)
+                (void) cgroup_kill(j->cgroup, j->stop_signal);
+        if (j->job.cb.started)
+                j->job.cb.started(&j->job, j->handle ?: "pid-?", st.realtime_usec, j->job.userdata);
+}
+
+/* The supervisor has ended: report what it recorded. */
+static void supervisor_ended(ExecJob *j) {
+        _cleanup_free_ char *reason = NULL, *output = NULL;
+        ExecJobResult res = {};
+        DriverExit e = { .output = &j->capture };
+        size_t output_size = 0;
+        int r;
+
+        if (j->reported)
+                return;
+        if (j->own_child && j->supervisor_pid > 0)
+                (void) waitpid(j->supervisor_pid, NULL, WNOHANG);
+        j->pidfd_source = sd_event_source_disable_unref(j->pidfd_source);
+
+        check_started(j);
+        if (j->reported)
+                return;         /* freed or stopped from the started callback: nothing more */
+
+        r = exec_job_result_read(j->job_dir, &res);
+        if (r < 0) {
+                /* Killed, or it crashed: nobody watches what may be left of the command. */
+                if (j->cgroup)
+                        (void) cgroup_kill(j->cgroup, SIGKILL);
+                log_warning_errno(r, "Task %s: its supervisor (pid %d) ended without recording a result: %m",
+                                  j->job.task_id, (int) j->supervisor_pid);
+                report_error(j, "the task's supervisor ended without recording a result");
+                return;
+        }
+        if (res.error) {
+                report_error(j, res.error);
+                exec_job_result_done(&res);
+                return;
+        }
+
+        r = exec_job_output_read(j->job_dir, j->capture.cap, &output, &output_size);
+        if (r < 0 && r != -ENOENT)
+                log_warning_errno(r, "Task %s: cannot read its output: %m", j->job.task_id);
+        r = output_capture_restore(&j->capture, output, output_size, res.truncated, res.total,
+                                   res.tails[0], res.tail_sizes[0], res.tails[1], res.tail_sizes[1]);
+        if (r < 0)
+                log_warning_errno(r, "Task %s: cannot take its output over: %m", j->job.task_id);
+
+        e.exit_code = res.exit_code;
+        e.oom_killed = j->cgroup && cgroup_oom_killed(j->cgroup);
+        if (e.oom_killed)
+                e.reason = "killed by the kernel: out of memory (the task's memory limit)";
+        else if (res.exit_code > 128 && res.exit_code < 128 + 65) {
+                if (asprintf(&reason, "killed by signal %s", strsignal((int) res.exit_code - 128)) >= 0)
+                        e.reason = reason;
+        }
+        exec_job_result_done(&res);
+        report(j, &e);
+}
+
+static int on_supervisor_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        supervisor_ended(userdata);
         return 0;
 }
 
-static void maybe_report(ExecJob *j) {
-        if (j->reported || !j->process_exited || j->errpipe_source)
-                return;
-        if (j->out_source || j->err_source) {
-                /* Output still to be read. */
-                if (!j->drain_timer &&
-                    sd_event_add_time_relative(j->job.driver->event, &j->drain_timer, CLOCK_MONOTONIC,
-                                               DRAIN_TIMEOUT_USEC, 0, on_drain_timeout, j) < 0)
-                        log_warning("Cannot arm the output drain timer of task %s.", j->job.task_id);
-                return;
-        }
-        report(j);
+static int on_job_dir(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        ExecJob *j = userdata;
+
+        if ((ev->mask & IN_Q_OVERFLOW) || (ev->len > 0 && streq(ev->name, "started")))
+                check_started(j);
+        return 0;
 }
 
-static int on_output(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+/* First thing on the loop after a start that failed, or an adoption. */
+static int on_kick(sd_event_source *s, void *userdata) {
         ExecJob *j = userdata;
-        OutputStream stream = s == j->out_source ? OUTPUT_STDOUT : OUTPUT_STDERR;
-        char buf[16384];
-        ssize_t n;
 
-        /* A bounded number of reads per wakeup keeps one chatty task from starving the loop. */
-        for (unsigned i = 0; i < 16; i++) {
-                n = read(fd, buf, sizeof(buf));
-                if (n > 0) {
-                        (void) output_capture_add(&j->capture, stream, buf, (size_t) n);
-                        continue;
-                }
-                if (n < 0 && (errno == EAGAIN || errno == EINTR))
-                        return 0;
-                /* EOF or error: this stream is done. */
-                if (stream == OUTPUT_STDOUT)
-                        j->out_source = sd_event_source_disable_unref(j->out_source);
-                else
-                        j->err_source = sd_event_source_disable_unref(j->err_source);
-                maybe_report(j);
+        j->kick_source = sd_event_source_disable_unref(j->kick_source);
+        if (j->early_error) {
+                report_error(j, j->early_error);
                 return 0;
         }
-        return 0;
-}
-
-static int on_child(sd_event_source *s, const siginfo_t *si, void *userdata) {
-        ExecJob *j = userdata;
-
-        j->process_exited = true;
-        if (si->si_code == CLD_EXITED)
-                j->status = si->si_status;
-        else
-                j->status = 128 + si->si_status;
-        j->child_source = sd_event_source_disable_unref(j->child_source);
-        j->kill_timer = sd_event_source_disable_unref(j->kill_timer);
-
-        /* Whatever it left running in its cgroup ends with it (and so the pipes close). */
-        if (j->cgroup)
-                (void) cgroup_kill(j->cgroup, SIGKILL);
-
-        maybe_report(j);
-        return 0;
-}
-
-static int on_errpipe(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        ExecJob *j = userdata;
-        int err = 0;
-        ssize_t n;
-
-        n = read(fd, &err, sizeof(err));
-        if (n < 0 && errno == EAGAIN)
-                return 0;
-        j->errpipe_source = sd_event_source_disable_unref(j->errpipe_source);
-        if (n == (ssize_t) sizeof(err) && err > 0) {
-                j->failed_early = true;
-                free(j->early_error);
-                if (asprintf(&j->early_error, "cannot execute %s: %s", j->exe, strerror(err)) < 0)
-                        j->early_error = NULL;
-        } else {
-                /* EOF: close-on-exec closed it, the command runs. */
-                j->exec_confirmed = true;
-                if (j->job.cb.started)
-                        j->job.cb.started(&j->job, j->handle, realtime_usec(), j->job.userdata);
-        }
-        maybe_report(j);
+        check_started(j);
+        if (!j->pidfd_source)
+                supervisor_ended(j);
         return 0;
 }
 
@@ -219,10 +232,36 @@ static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         ExecJob *j = userdata;
 
         log_info("Task %s did not stop within its grace period; killing it.", j->job.task_id);
+        j->stop_signal = SIGKILL;
         if (j->cgroup)
                 (void) cgroup_kill(j->cgroup, SIGKILL);
-        if (j->pid > 0)
-                (void) kill(j->pid, SIGKILL);
+        return 0;
+}
+
+/* The sources every job has: the kill timer (armed by job_stop), the supervisor's pidfd and the job
+ * directory (unless the supervisor is gone already), and a kick for whatever is to be said at once. */
+static int job_watch(ExecJob *j, bool kick) {
+        sd_event *e = j->job.driver->event;
+        int r;
+
+        r = sd_event_add_time(e, &j->kill_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_kill_timer, j);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(j->kill_timer, SD_EVENT_OFF);
+        if (j->pidfd >= 0) {
+                r = sd_event_add_inotify(e, &j->inotify_source, j->job_dir, IN_MOVED_TO | IN_ONLYDIR, on_job_dir, j);
+                if (r < 0)
+                        return r;
+                r = sd_event_add_io(e, &j->pidfd_source, j->pidfd, EPOLLIN, on_supervisor_exit, j);
+                if (r < 0)
+                        return r;
+        }
+        if (kick) {
+                r = sd_event_add_defer(e, &j->kick_source, on_kick, j);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_enabled(j->kick_source, SD_EVENT_ONESHOT);
+        }
         return 0;
 }
 
@@ -282,79 +321,170 @@ static int build_env(const DriverJobSpec *spec, const char *work_dir, char ***re
         return 0;
 }
 
+static int strv_extendf(char ***l, const char *fmt, ...) _printf_(2, 3);
+static int strv_extendf(char ***l, const char *fmt, ...) {
+        _cleanup_free_ char *s = NULL;
+        va_list ap;
+        int n;
+
+        va_start(ap, fmt);
+        n = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                return -ENOMEM;
+        return strv_extend(l, s);
+}
+
+/* The supervisor's command line: see exec-supervisor.c. */
+static int supervisor_argv(ExecDriver *ed, ExecJob *j, const char *cgpath, char *const *env, char *const *cmd,
+                           char ***ret) {
+        _cleanup_strv_free_ char **a = calloc(1, sizeof(char *));
+
+        if (!a || strv_extend(&a, ed->supervisor) < 0 || strv_extend(&a, j->job_dir) < 0 ||
+            strv_extend(&a, ed->cgroup_root) < 0 || strv_extend(&a, cgroup_mode_to_string(ed->mode)) < 0 ||
+            strv_extend(&a, cgpath) < 0 || strv_extendf(&a, "%zu", ed->output_cap) < 0 ||
+            strv_extendf(&a, "%zu", ed->tail_max) < 0 || strv_extend(&a, j->work_dir) < 0 ||
+            strv_extend(&a, j->exe) < 0 || strv_extendf(&a, "%zu", strv_length(env)) < 0)
+                return -ENOMEM;
+        for (char *const *e = env; *e; e++)
+                if (strv_extend(&a, *e) < 0)
+                        return -ENOMEM;
+        for (char *const *c = cmd; *c; c++)
+                if (strv_extend(&a, *c) < 0)
+                        return -ENOMEM;
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
 /* Between fork() and execve(): only async-signal-safe calls (the agent has threads: libcurl's resolver). */
-static _noreturn_ void child(const char *exe, char *const *argv, char *const *envp, const char *work_dir,
-                             const int procs[2], int devnull, int out_w, int err_w, int errpipe) {
+static _noreturn_ void supervisor_child(const char *path, char *const *argv, int go, int devnull) {
         struct sigaction sa = { .sa_handler = SIG_DFL };
         sigset_t ss;
-        int err;
 
         for (int sig = 1; sig < _NSIG; sig++)
                 (void) sigaction(sig, &sa, NULL);
         sigemptyset(&ss);
         (void) sigprocmask(SIG_SETMASK, &ss, NULL);
-
-        if (setsid() < 0)
-                goto fail;
-        for (int i = 0; i < 2; i++)
-                if (procs[i] >= 0 && write(procs[i], "0", 1) != 1)
-                        goto fail;
-        if (dup2(devnull, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
-                goto fail;
-        if (chdir(work_dir) < 0)
-                goto fail;
-        /* Nothing of the agent's (sockets, journal) leaks into the task. */
+        /* Out of our session: a signal to our process group does not reach it. Its stderr is ours
+         * (the journal), for what it has to say. */
+        if (setsid() < 0 || dup2(go, 0) < 0 || dup2(devnull, 1) < 0)
+                _exit(127);
 #ifdef SYS_close_range
         (void) syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
 #endif
-        execve(exe, argv, envp);
-fail:
-        err = errno;
-        (void) write(errpipe, &err, sizeof(err));
+        execve(path, argv, environ);
         _exit(127);
 }
 
-static int add_output_source(ExecJob *j, int fd, sd_event_source **ret) {
-        int r = sd_event_add_io(j->job.driver->event, ret, fd, EPOLLIN, on_output, j);
-        if (r < 0)
+/* Forks the supervisor, records the job, and tells the supervisor to go on. */
+static int spawn_supervisor(ExecDriver *ed, ExecJob *j, const DriverJobSpec *spec, char *const *argv) {
+        int go[2] = { -1, -1 }, devnull, r;
+        uint64_t start = 0;
+        pid_t pid;
+
+        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull < 0)
+                return -errno;
+        if (pipe2(go, O_CLOEXEC) < 0) {
+                r = -errno;
+                close(devnull);
                 return r;
-        (void) sd_event_source_set_io_fd_own(*ret, true);
+        }
+        pid = fork();
+        if (pid < 0) {
+                r = -errno;
+                close(go[0]);
+                close(go[1]);
+                close(devnull);
+                return r;
+        }
+        if (pid == 0)
+                supervisor_child(ed->supervisor, argv, go[0], devnull);
+        close(go[0]);
+        close(devnull);
+        j->supervisor_pid = pid;
+        j->own_child = true;
+
+        /* Our child: its pid is ours until we reap it, so neither can be had for another process. */
+        j->pidfd = pidfd_open(pid, 0);
+        r = j->pidfd < 0 ? -errno : pid_start_time(pid, &start);
+        if (r >= 0)
+                r = exec_job_record_write(j->job_dir, &(ExecJobRecord) {
+                                .task_id = (char *) spec->task_id,
+                                .lease_token = spec->lease_token,
+                                .attempt = spec->attempt,
+                                .timeout_sec = spec->timeout_sec,
+                                .supervisor_pid = pid,
+                                .supervisor_start = start,
+                        });
+        if (r >= 0 && write(go[1], "g", 1) != 1)
+                r = -errno;
+        close(go[1]);
+        if (r < 0) {
+                /* Without the go it does nothing, and ends at the EOF; not waiting for that. */
+                (void) kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                j->supervisor_pid = 0;
+                if (j->pidfd >= 0)
+                        close(j->pidfd);
+                j->pidfd = -1;
+                return r;
+        }
         return 0;
 }
 
-static void fail_later_cb(void *userdata) {
-        report(userdata);
+static ExecJob *job_new(Driver *d, const char *task_id, int64_t lease_token, int64_t attempt, int64_t timeout_sec,
+                        const char *name, const DriverJobCallbacks *cb, void *userdata, char **ret_cgpath) {
+        ExecDriver *ed = exec_driver(d);
+        ExecJob *j;
+
+        j = calloc(1, sizeof(ExecJob));
+        if (!j)
+                return NULL;
+        j->pidfd = -1;
+        if (driver_job_init(&j->job, d, task_id, lease_token, attempt, timeout_sec, cb, userdata) < 0 ||
+            output_capture_init(&j->capture, ed->output_cap, ed->tail_max) < 0) {
+                driver_job_done(&j->job);
+                free(j);
+                return NULL;
+        }
+        if ((name ? !(j->name = strdup(name)) : asprintf(&j->name, "%s-%" PRIi64, task_id, lease_token) < 0) ||
+            asprintf(&j->work_dir, "%s/%s", ed->work_dir, j->name) < 0 ||
+            asprintf(&j->job_dir, "%s/%s" EXEC_JOB_DIR_SUFFIX, ed->work_dir, j->name) < 0 ||
+            asprintf(ret_cgpath, "%s/%s", ed->cgroup_path, j->name) < 0) {
+                driver_job_free(&j->job);
+                return NULL;
+        }
+        return j;
+}
+
+static void job_set_marker(ExecJob *j, pid_t pid) {
+        _cleanup_free_ char *marker = NULL;
+
+        /* For the fence keeper: "/<task>-<lease>" ending the line of /proc/PID/cgroup, so that task
+         * "a-1" is never taken for "a-12" or "xa-1". */
+        if (asprintf(&marker, "/%s\n", j->name) >= 0)
+                driver_job_set_pid(&j->job, pid, marker);
 }
 
 static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobCallbacks *cb, void *userdata,
                           DriverJob **ret) {
         ExecDriver *ed = exec_driver(d);
-        ExecJob *j;
-        _cleanup_strv_free_ char **env = NULL;
+        _cleanup_strv_free_ char **env = NULL, **argv = NULL;
         _cleanup_free_ char *cgpath = NULL;
-        int out[2] = { -1, -1 }, err[2] = { -1, -1 }, errpipe[2] = { -1, -1 }, procs[2] = { -1, -1 };
-        int devnull = -1, r;
         const char *path;
-        pid_t pid;
+        ExecJob *j;
+        int r;
 
-        j = calloc(1, sizeof(ExecJob));
+        j = job_new(d, spec->task_id, spec->lease_token, spec->attempt, spec->timeout_sec, NULL, cb, userdata, &cgpath);
         if (!j)
                 return -ENOMEM;
-        r = driver_job_init(&j->job, d, spec->task_id, spec->lease_token, spec->attempt, spec->timeout_sec, cb, userdata);
-        if (r < 0)
-                goto fail_alloc;
-        r = output_capture_init(&j->capture, ed->output_cap, ed->tail_max);
-        if (r < 0)
-                goto fail_alloc;
-        if (asprintf(&j->name, "%s-%" PRIi64, spec->task_id, spec->lease_token) < 0 ||
-            asprintf(&j->work_dir, "%s/%s", ed->work_dir, j->name) < 0 ||
-            asprintf(&cgpath, "%s/%s", ed->cgroup_path, j->name) < 0) {
-                r = -ENOMEM;
-                goto fail_alloc;
-        }
 
         /* From here on, a failure is the task's (reported through exited), not the caller's. */
+        rm_rf(j->job_dir);
         r = mkdir_p(j->work_dir, 0700);
+        if (r >= 0)
+                r = mkdir_p(j->job_dir, 0700);
         if (r < 0) {
                 (void) asprintf(&j->early_error, "cannot create the work directory %s: %s", j->work_dir, strerror(-r));
                 goto fail_task;
@@ -373,139 +503,63 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                                 cgroup_mode_to_string(ed->mode), strerror(-r));
                 goto fail_task;
         }
-        r = cgroup_open_procs(j->cgroup, procs);
+        /* Recorded before the command can run, for the fence keeper. */
+        job_set_marker(j, 0);
+
+        r = supervisor_argv(ed, j, cgpath, env, spec->cmd, &argv);
+        if (r < 0)
+                goto fail_alloc;
+        r = spawn_supervisor(ed, j, spec, argv);
         if (r < 0) {
-                (void) asprintf(&j->early_error, "cannot join the task's cgroup: %s", strerror(-r));
+                (void) asprintf(&j->early_error, "cannot start the command's supervisor: %s", strerror(-r));
                 goto fail_task;
         }
-
-        /* Recorded before the fork, for the fence keeper: "/<task>-<lease>" ending the line of
-         * /proc/PID/cgroup, so that task "a-1" is never taken for "a-12" or "xa-1". */
-        {
-                _cleanup_free_ char *marker = NULL;
-                if (asprintf(&marker, "/%s\n", j->name) >= 0)
-                        driver_job_set_pid(&j->job, 0, marker);
-        }
-
-        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (devnull < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || pipe2(errpipe, O_CLOEXEC) < 0) {
-                r = -errno;
-                goto fail_fds;
-        }
-
-        pid = fork();
-        if (pid < 0) {
-                r = -errno;
-                goto fail_fds;
-        }
-        if (pid == 0)
-                child(j->exe, spec->cmd, env, j->work_dir, procs, devnull, out[1], err[1], errpipe[1]);
-
-        j->pid = pid;
-        close(out[1]);
-        close(err[1]);
-        close(errpipe[1]);
-        close(devnull);
-        for (int i = 0; i < 2; i++)
-                if (procs[i] >= 0)
-                        close(procs[i]);
-        if (asprintf(&j->handle, "pid-%d", (int) pid) < 0)
-                j->handle = NULL;
-
-        (void) fcntl(out[0], F_SETFL, O_NONBLOCK);
-        (void) fcntl(err[0], F_SETFL, O_NONBLOCK);
-        (void) fcntl(errpipe[0], F_SETFL, O_NONBLOCK);
-
-        r = sd_event_add_child(d->event, &j->child_source, pid, WEXITED, on_child, j);
+        r = job_watch(j, false);
         if (r < 0) {
-                log_error_errno(r, "Cannot watch the child process of task %s: %m", spec->task_id);
-                (void) kill(pid, SIGKILL);
-                (void) waitpid(pid, NULL, 0);
-                close(out[0]);
-                close(err[0]);
-                close(errpipe[0]);
-                goto fail_started;
+                /* It runs, but we cannot follow it: stop it, and say so once it has gone. */
+                log_error_errno(r, "Cannot watch the supervisor of task %s: %m", spec->task_id);
+                (void) kill(j->supervisor_pid, SIGKILL);
+                (void) waitpid(j->supervisor_pid, NULL, 0);
+                (void) cgroup_kill(j->cgroup, SIGKILL);
+                job_sources_free(j);
+                (void) asprintf(&j->early_error, "cannot watch the command's supervisor: %s", strerror(-r));
+                goto fail_task;
         }
-        if (add_output_source(j, out[0], &j->out_source) < 0)
-                close(out[0]);
-        if (add_output_source(j, err[0], &j->err_source) < 0)
-                close(err[0]);
-        r = sd_event_add_io(d->event, &j->errpipe_source, errpipe[0], EPOLLIN, on_errpipe, j);
-        if (r < 0) {
-                close(errpipe[0]);
-                j->exec_confirmed = true;       /* cannot know better */
-                if (cb->started)
-                        cb->started(&j->job, j->handle, realtime_usec(), userdata);
-        } else
-                (void) sd_event_source_set_io_fd_own(j->errpipe_source, true);
-        {
-                sd_event_source *t = NULL;
-                /* Prepared now, armed by job_stop. */
-                r = sd_event_add_time(d->event, &t, CLOCK_MONOTONIC, UINT64_MAX, 0, on_kill_timer, j);
-                if (r >= 0) {
-                        (void) sd_event_source_set_enabled(t, SD_EVENT_OFF);
-                        j->kill_timer = t;
-                }
-        }
-        log_debug("Task %s runs as pid %d in cgroup %s.", spec->task_id, (int) pid, cgpath);
-        j->job.pid = pid;
+        log_debug("Task %s: supervisor %d, cgroup %s.", spec->task_id, (int) j->supervisor_pid, cgpath);
         *ret = &j->job;
         return 0;
 
-fail_fds:
-        for (int i = 0; i < 2; i++) {
-                if (out[i] >= 0)
-                        close(out[i]);
-                if (err[i] >= 0)
-                        close(err[i]);
-                if (errpipe[i] >= 0)
-                        close(errpipe[i]);
-                if (procs[i] >= 0)
-                        close(procs[i]);
-        }
-        if (devnull >= 0)
-                close(devnull);
-        (void) asprintf(&j->early_error, "cannot start the command: %s", strerror(-r));
 fail_task:
-fail_started:
-        j->failed_early = true;
-        r = driver_call_later(d->event, fail_later_cb, j);
+        if (!j->early_error)
+                goto fail_alloc;
+        r = sd_event_add_defer(d->event, &j->kick_source, on_kick, j);
         if (r < 0)
                 goto fail_alloc;
+        (void) sd_event_source_set_enabled(j->kick_source, SD_EVENT_ONESHOT);
         *ret = &j->job;
         return 0;
 
 fail_alloc:
-        output_capture_done(&j->capture);
-        driver_job_done(&j->job);
-        free(j->name);
-        free(j->work_dir);
-        free(j->exe);
-        free(j->early_error);
-        if (j->cgroup) {
+        if (j->cgroup)
                 (void) cgroup_destroy(j->cgroup);
-                cgroup_free(j->cgroup);
-        }
-        free(j);
-        return r;
+        rm_rf(j->job_dir);
+        driver_job_free(&j->job);
+        return r < 0 ? r : -ENOMEM;
 }
 
 static int exec_job_stop(DriverJob *job, unsigned grace_sec) {
         ExecJob *j = exec_job(job);
+        int sig = grace_sec == 0 ? SIGKILL : SIGTERM;
 
-        if (j->process_exited || j->pid <= 0)
+        if (j->reported)
                 return 0;
-        if (grace_sec == 0) {
-                if (j->cgroup)
-                        (void) cgroup_kill(j->cgroup, SIGKILL);
-                (void) kill(j->pid, SIGKILL);
-                return 0;
-        }
-        /* The whole session first (it is the task's own), then whatever else sits in its cgroup. */
-        (void) kill(-j->pid, SIGTERM);
+        if (j->stop_signal != SIGKILL)
+                j->stop_signal = sig;
+        /* Every process of the task is in its cgroup (a command not yet running gets it when it does:
+         * check_started). */
         if (j->cgroup)
-                (void) cgroup_kill(j->cgroup, SIGTERM);
-        if (j->kill_timer) {
+                (void) cgroup_kill(j->cgroup, j->stop_signal);
+        if (j->stop_signal == SIGTERM && j->kill_timer) {
                 (void) sd_event_source_set_time_relative(j->kill_timer, (uint64_t) grace_sec * USEC_PER_SEC);
                 (void) sd_event_source_set_enabled(j->kill_timer, SD_EVENT_ONESHOT);
         }
@@ -524,9 +578,24 @@ static void remove_later_cb(void *userdata) {
         rl.done(rl.error, rl.userdata);
 }
 
+static int done_later(Driver *d, DriverDoneCallback done, void *userdata, int error) {
+        RemoveLater *rl;
+        int r;
+
+        if (!done)
+                return 0;
+        rl = malloc(sizeof(RemoveLater));
+        if (!rl)
+                return -ENOMEM;
+        *rl = (RemoveLater) { done, userdata, error };
+        r = driver_call_later(d->event, remove_later_cb, rl);
+        if (r < 0)
+                free(rl);
+        return r;
+}
+
 static int exec_job_remove(DriverJob *job, DriverDoneCallback done, void *userdata) {
         ExecJob *j = exec_job(job);
-        RemoveLater *rl;
         int r = 0;
 
         if (j->cgroup) {
@@ -537,16 +606,9 @@ static int exec_job_remove(DriverJob *job, DriverDoneCallback done, void *userda
         }
         if (j->work_dir)
                 rm_rf(j->work_dir);
-        if (!done)
-                return 0;
-        rl = malloc(sizeof(RemoveLater));
-        if (!rl)
-                return -ENOMEM;
-        *rl = (RemoveLater) { done, userdata, r };
-        r = driver_call_later(job->driver->event, remove_later_cb, rl);
-        if (r < 0)
-                free(rl);
-        return r;
+        if (j->job_dir)
+                rm_rf(j->job_dir);
+        return done_later(job->driver, done, userdata, r);
 }
 
 static void exec_job_free(DriverJob *job) {
@@ -555,10 +617,13 @@ static void exec_job_free(DriverJob *job) {
         if (!j)
                 return;
         job_sources_free(j);
+        if (j->pidfd >= 0)
+                close(j->pidfd);
         output_capture_done(&j->capture);
         cgroup_free(j->cgroup);
         free(j->name);
         free(j->work_dir);
+        free(j->job_dir);
         free(j->handle);
         free(j->exe);
         free(j->early_error);
@@ -584,6 +649,54 @@ static int parse_job_name(const char *name, char **ret_task, int64_t *ret_lease)
         return 0;
 }
 
+static bool job_file_exists(const char *job_dir, const char *name) {
+        _cleanup_free_ char *p = NULL;
+
+        return asprintf(&p, "%s/%s", job_dir, name) >= 0 && access(p, F_OK) == 0;
+}
+
+/* What a leftover is: "exited" (its result is recorded), "running" or "created" (its supervisor lives,
+ * and the command has started or not yet), "lost" (its command ran, but its supervisor ended without a
+ * result: adopting it reports that). Not adoptable: a job never recorded, or whose supervisor ended
+ * before it started the command (the agent that forked it died before its go): its command never ran,
+ * and the task runs again once its lease has expired. */
+static int describe_leftover(ExecDriver *ed, const char *name, DriverLeftover *lo) {
+        _cleanup_free_ char *job_dir = NULL;
+        ExecJobRecord rec = {};
+        ExecJobStarted st;
+        const char *state;
+        int fd;
+
+        if (asprintf(&job_dir, "%s/%s" EXEC_JOB_DIR_SUFFIX, ed->work_dir, name) < 0)
+                return -ENOMEM;
+        if (exec_job_record_read(job_dir, &rec) < 0 || !streq(rec.task_id, lo->task_id) ||
+            rec.lease_token != lo->lease_token) {
+                exec_job_record_done(&rec);
+                lo->state = strdup("unrecorded");
+                return lo->state ? 0 : -ENOMEM;
+        }
+        lo->attempt = rec.attempt;
+        lo->timeout_sec = rec.timeout_sec;
+        if (exec_job_started_read(job_dir, &st) >= 0)
+                lo->started_realtime_usec = st.realtime_usec;
+        if (job_file_exists(job_dir, "result"))
+                state = "exited";
+        else if (exec_job_supervisor_open(&rec, &fd) >= 0) {
+                close(fd);
+                state = lo->started_realtime_usec > 0 ? "running" : "created";
+        } else if (lo->started_realtime_usec > 0)
+                state = "lost";
+        else {
+                exec_job_record_done(&rec);
+                lo->state = strdup("never-started");
+                return lo->state ? 0 : -ENOMEM;
+        }
+        exec_job_record_done(&rec);
+        lo->adoptable = true;
+        lo->state = strdup(state);
+        return lo->state ? 0 : -ENOMEM;
+}
+
 typedef struct ListLater {
         DriverListCallback cb;
         void *userdata;
@@ -597,6 +710,38 @@ static void list_later_cb(void *userdata) {
         free(userdata);
         ll.cb(ll.error, ll.l, ll.n, ll.userdata);
         driver_leftovers_free(ll.l, ll.n);
+}
+
+/* Directories of jobs whose cgroup is gone: an agent that died between creating them and creating
+ * the cgroup (nothing ran), or between removing the cgroup and them. Called only while no job of ours
+ * is being started. */
+static void remove_stray_dirs(ExecDriver *ed, char *const *names) {
+        DIR *dir = opendir(ed->work_dir);
+        struct dirent *de;
+
+        if (!dir)
+                return;
+        while ((de = readdir(dir))) {
+                _cleanup_free_ char *base = NULL, *task = NULL, *path = NULL;
+                const char *suffix;
+                int64_t lease;
+                bool known = false;
+
+                if (de->d_type != DT_DIR || de->d_name[0] == '.')
+                        continue;
+                suffix = strstr(de->d_name, EXEC_JOB_DIR_SUFFIX);
+                base = suffix && streq(suffix, EXEC_JOB_DIR_SUFFIX) ? strndup(de->d_name, (size_t) (suffix - de->d_name))
+                                                                   : strdup(de->d_name);
+                if (!base || parse_job_name(base, &task, &lease) < 0)
+                        continue;
+                for (char *const *n = names; *n && !known; n++)
+                        known = streq(*n, base);
+                if (known || asprintf(&path, "%s/%s", ed->work_dir, de->d_name) < 0)
+                        continue;
+                log_info("Removing %s, left by a job that has no cgroup.", path);
+                rm_rf(path);
+        }
+        closedir(dir);
 }
 
 static int exec_list_leftovers(Driver *d, DriverListCallback cb, void *userdata) {
@@ -619,14 +764,17 @@ static int exec_list_leftovers(Driver *d, DriverListCallback cb, void *userdata)
                         free(ll);
                         return -ENOMEM;
                 }
+                remove_stray_dirs(ed, names);
                 for (char **n = names; *n; n++) {
                         DriverLeftover *lo = ll->l + ll->n;
                         if (parse_job_name(*n, &lo->task_id, &lo->lease_token) < 0)
                                 continue;
-                        lo->handle = strdup(*n);
-                        lo->state = strdup("running");
-                        lo->adoptable = false;
                         ll->n++;
+                        lo->handle = strdup(*n);
+                        if (!lo->handle || describe_leftover(ed, *n, lo) < 0) {
+                                ll->error = -ENOMEM;
+                                break;
+                        }
                 }
         }
         r = driver_call_later(d->event, list_later_cb, ll);
@@ -639,34 +787,78 @@ static int exec_list_leftovers(Driver *d, DriverListCallback cb, void *userdata)
 
 static int exec_job_adopt(Driver *d, const DriverLeftover *l, const DriverJobCallbacks *cb, void *userdata,
                           DriverJob **ret) {
-        return -EOPNOTSUPP;
+        ExecDriver *ed = exec_driver(d);
+        _cleanup_free_ char *cgpath = NULL;
+        ExecJobRecord rec = {};
+        ExecJob *j;
+        int r;
+
+        if (!l->adoptable)
+                return -EOPNOTSUPP;
+        j = job_new(d, l->task_id, l->lease_token, l->attempt, l->timeout_sec, l->handle, cb, userdata, &cgpath);
+        if (!j)
+                return -ENOMEM;
+        r = cgroup_open(ed->cgroup_root, ed->mode, cgpath, &j->cgroup);
+        if (r < 0)
+                log_warning_errno(r, "Task %s: cannot open its cgroup %s: %m", l->task_id, cgpath);
+        job_set_marker(j, 0);
+
+        /* One that ended while nobody watched is reported as a container found exited is: without a
+         * start. */
+        if (job_file_exists(j->job_dir, "result"))
+                j->started = true;
+        if (exec_job_record_read(j->job_dir, &rec) >= 0) {
+                j->supervisor_pid = rec.supervisor_pid;
+                if (exec_job_supervisor_open(&rec, &j->pidfd) < 0)
+                        j->pidfd = -1;
+                exec_job_record_done(&rec);
+        }
+        if (j->started) {
+                /* Still for the fence keeper, until it is reported. */
+                ExecJobStarted st;
+                if (exec_job_started_read(j->job_dir, &st) >= 0)
+                        job_set_marker(j, st.pid);
+        }
+        /* The start (if it has started) and, if the supervisor has ended, the end, from the loop: the
+         * caller has not got the job yet. */
+        r = job_watch(j, true);
+        if (r < 0) {
+                driver_job_free(&j->job);
+                return r;
+        }
+        log_debug("Task %s: adopted supervisor %d (%s).", l->task_id, (int) j->supervisor_pid,
+                  j->pidfd >= 0 ? "running" : "ended");
+        *ret = &j->job;
+        return 0;
 }
 
 static int exec_leftover_discard(Driver *d, const DriverLeftover *l, DriverDoneCallback done, void *userdata) {
         ExecDriver *ed = exec_driver(d);
         _cleanup_(cgroup_freep) Cgroup *cg = NULL;
-        _cleanup_free_ char *cgpath = NULL, *wd = NULL;
-        RemoveLater *rl;
-        int r = 0;
+        _cleanup_free_ char *cgpath = NULL, *wd = NULL, *jd = NULL;
+        ExecJobRecord rec = {};
+        int r = 0, fd;
 
         if (asprintf(&cgpath, "%s/%s", ed->cgroup_path, l->handle) < 0 ||
-            asprintf(&wd, "%s/%s", ed->work_dir, l->handle) < 0)
+            asprintf(&wd, "%s/%s", ed->work_dir, l->handle) < 0 ||
+            asprintf(&jd, "%s/%s" EXEC_JOB_DIR_SUFFIX, ed->work_dir, l->handle) < 0)
                 return -ENOMEM;
+        /* The supervisor first, so that it starts nothing more (its command dies with it), then
+         * whatever is in the cgroup. */
+        if (exec_job_record_read(jd, &rec) >= 0) {
+                if (exec_job_supervisor_open(&rec, &fd) >= 0) {
+                        (void) pidfd_send_signal(fd, SIGKILL, NULL, 0);
+                        close(fd);
+                }
+                exec_job_record_done(&rec);
+        }
         if (cgroup_open(ed->cgroup_root, ed->mode, cgpath, &cg) >= 0) {
                 (void) cgroup_kill(cg, SIGKILL);
                 r = cgroup_destroy(cg);
         }
         rm_rf(wd);
-        if (!done)
-                return 0;
-        rl = malloc(sizeof(RemoveLater));
-        if (!rl)
-                return -ENOMEM;
-        *rl = (RemoveLater) { done, userdata, r };
-        r = driver_call_later(d->event, remove_later_cb, rl);
-        if (r < 0)
-                free(rl);
-        return r;
+        rm_rf(jd);
+        return done_later(d, done, userdata, r);
 }
 
 static Driver *exec_driver_free(Driver *d) {
@@ -677,6 +869,7 @@ static Driver *exec_driver_free(Driver *d) {
         free(ed->cgroup_root);
         free(ed->cgroup_path);
         free(ed->work_dir);
+        free(ed->supervisor);
         sd_event_unref(ed->driver.event);
         free(ed);
         return NULL;
@@ -709,9 +902,18 @@ int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret) {
         ed->work_dir = strdup(config->work_dir);
         ed->output_cap = config->output_cap;
         ed->tail_max = config->tail_max;
-        if (!ed->cgroup_root || !ed->cgroup_path || !ed->work_dir) {
+        if (config->supervisor_path)
+                ed->supervisor = strdup(config->supervisor_path);
+        else
+                (void) daemon_helper_path("mc-exec-supervisor", MC_EXEC_SUPERVISOR_PATH, &ed->supervisor);
+        if (!ed->cgroup_root || !ed->cgroup_path || !ed->work_dir || !ed->supervisor) {
                 exec_driver_free(&ed->driver);
                 return log_oom();
+        }
+        if (access(ed->supervisor, X_OK) < 0) {
+                r = log_error_errno(errno, "Cannot run %s, which runs the exec driver's jobs: %m", ed->supervisor);
+                exec_driver_free(&ed->driver);
+                return r;
         }
         r = cgroup_detect(ed->cgroup_root, &ed->mode);
         if (r < 0) {
@@ -725,7 +927,8 @@ int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret) {
                 exec_driver_free(&ed->driver);
                 return r;
         }
-        log_info("exec driver: cgroup %s under %s/%s.", cgroup_mode_to_string(ed->mode), ed->cgroup_root, ed->cgroup_path);
+        log_info("exec driver: cgroup %s under %s/%s, jobs supervised by %s.", cgroup_mode_to_string(ed->mode), ed->cgroup_root,
+                 ed->cgroup_path, ed->supervisor);
         *ret = &ed->driver;
         return 0;
 }

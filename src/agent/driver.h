@@ -55,7 +55,7 @@ typedef struct DriverLeftover {
         char *handle;                   /* container id */
         char *state;                    /* "created", "running", "exited", ... */
         uint64_t started_realtime_usec; /* 0 if unknown or not started */
-        bool adoptable;                 /* false: can only be killed (an exec job whose parent died) */
+        bool adoptable;                 /* false: can only be killed (an exec job that was never recorded) */
 } DriverLeftover;
 
 void driver_leftovers_free(DriverLeftover *l, size_t n);
@@ -153,12 +153,14 @@ typedef struct DockerDriverConfig {
 typedef struct CurlEvent CurlEvent;
 int docker_driver_new(sd_event *e, CurlEvent *curl, const DockerDriverConfig *config, Driver **ret);
 
-/* The exec driver: cmd run as a child process in cgroup <cgroup_path>/<task>-<lease>, working
- * directory <work_dir>/<task>-<lease>. */
+/* The exec driver: cmd run as a process in cgroup <cgroup_path>/<task>-<lease>, working directory
+ * <work_dir>/<task>-<lease>, watched by a supervisor process of its own that outlives the agent (its
+ * record in <work_dir>/<task>-<lease>.job), so that a restarted agent adopts it. */
 typedef struct ExecDriverConfig {
         const char *cgroup_root;        /* NULL: /sys/fs/cgroup */
         const char *cgroup_path;        /* relative to the root, e.g. "mc.agent/node-a" */
         const char *work_dir;
+        const char *supervisor_path;    /* NULL: mc-exec-supervisor next to our binary, else installed */
         size_t output_cap, tail_max;
 } ExecDriverConfig;
 

@@ -178,30 +178,9 @@ static pid_t running_keeper(const char *pid_file) {
         return 0;
 }
 
-/* mc-fence-keeper next to our own binary (the build tree), else where it is installed. It is a
- * program of its own, not a mode of mc-agent, so that it does not carry libcurl's libraries (8 MiB of
- * resident memory for a process that reads one file). */
-static int keeper_path(char *buf, size_t size) {
-        char self[4096], *slash;
-        ssize_t l;
-
-        l = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (l > 0) {
-                self[l] = 0;
-                slash = strrchr(self, '/');
-                if (slash) {
-                        *slash = 0;
-                        if (snprintf(buf, size, "%s/mc-fence-keeper", self) < (int) size && access(buf, X_OK) == 0)
-                                return 0;
-                }
-        }
-        snprintf(buf, size, "%s", MC_FENCE_KEEPER_PATH);
-        return access(buf, X_OK) == 0 ? 0 : -errno;
-}
-
 int fence_keeper_ensure(const char *lease_file, const char *pid_file) {
         _cleanup_free_ char *tmp = NULL;
-        char exe[4096];
+        _cleanup_free_ char *exe = NULL;
         pid_t pid, keeper;
         int status, r;
 
@@ -210,9 +189,13 @@ int fence_keeper_ensure(const char *lease_file, const char *pid_file) {
                 log_debug("Fence keeper %d is running.", (int) keeper);
                 return 0;
         }
-        r = keeper_path(exe, sizeof(exe));
+        /* A program of its own, not a mode of mc-agent, so that it does not carry libcurl's libraries
+         * (8 MiB of resident memory for a process that reads one file). */
+        r = daemon_helper_path("mc-fence-keeper", MC_FENCE_KEEPER_PATH, &exe);
         if (r < 0)
-                return log_error_errno(r, "Cannot find mc-fence-keeper (%s): %m", exe);
+                return log_oom();
+        if (access(exe, X_OK) < 0)
+                return log_error_errno(errno, "Cannot find mc-fence-keeper (%s): %m", exe);
 
         /* Twice forked, so that it belongs to nobody: it must outlive us. Only async-signal-safe
          * calls in between (there may be threads). */

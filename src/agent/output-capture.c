@@ -68,6 +68,40 @@ int output_capture_add(OutputCapture *c, OutputStream stream, const void *data, 
         return 0;
 }
 
+int output_capture_restore(OutputCapture *c, const void *output, size_t output_size, bool truncated, uint64_t total,
+                           const void *tail_out, size_t tail_out_size, const void *tail_err, size_t tail_err_size) {
+        const void *tails[2] = { tail_out, tail_err };
+        size_t sizes[2] = { tail_out_size, tail_err_size };
+        char *b = NULL;
+
+        output_size = MIN(output_size, c->cap);
+        if (output_size > 0) {
+                b = malloc(output_size + 1);
+                if (!b)
+                        return -ENOMEM;
+                memcpy(b, output, output_size);
+                b[output_size] = 0;
+        }
+        free(c->output);
+        c->output = b;
+        c->output_size = c->output_allocated = output_size;
+        if (b)
+                c->output_allocated++;
+        c->truncated = truncated;
+        c->total = total;
+        for (size_t i = 0; i < 2; i++) {
+                OutputTail *t = &c->tails[i];
+                size_t n = MIN(sizes[i], c->tail_max);
+
+                /* The last n bytes, unwrapped. */
+                if (n > 0)
+                        memcpy(t->buf, (const char *) tails[i] + sizes[i] - n, n);
+                t->start = 0;
+                t->size = n;
+        }
+        return 0;
+}
+
 /* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if it is not one. */
 static size_t utf8_char_len(const uint8_t *s, size_t n) {
         uint32_t cp;

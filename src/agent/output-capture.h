@@ -29,6 +29,10 @@ typedef struct OutputCapture {
 int output_capture_init(OutputCapture *c, size_t cap, size_t tail_max);
 void output_capture_done(OutputCapture *c);
 int output_capture_add(OutputCapture *c, OutputStream stream, const void *data, size_t size);
+/* Sets what another process captured (the exec driver's supervisor): the first bytes (cut to the
+ * cap), whether more came, how many in all, and the last bytes of each stream (cut to tail_max). */
+int output_capture_restore(OutputCapture *c, const void *output, size_t output_size, bool truncated, uint64_t total,
+                           const void *tail_out, size_t tail_out_size, const void *tail_err, size_t tail_err_size);
 
 /* NUL-terminated, valid UTF-8 copies (invalid bytes and NULs become U+FFFD; a character cut by the
  * tail's start is dropped), ready for JSON. */

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "daemon-util.h"
 #include "log.h"
@@ -161,4 +162,31 @@ uint64_t realtime_usec(void) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+int daemon_helper_path(const char *name, const char *installed_path, char **ret) {
+        char self[4096], *slash;
+        char *p;
+        ssize_t l;
+
+        l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (l > 0) {
+                self[l] = 0;
+                slash = strrchr(self, '/');
+                if (slash) {
+                        *slash = 0;
+                        if (asprintf(&p, "%s/%s", self, name) < 0)
+                                return -ENOMEM;
+                        if (access(p, X_OK) == 0) {
+                                *ret = p;
+                                return 0;
+                        }
+                        free(p);
+                }
+        }
+        p = strdup(installed_path);
+        if (!p)
+                return -ENOMEM;
+        *ret = p;
+        return 0;
 }

@@ -36,6 +36,10 @@ int daemon_listen_tcp(const char *address, uint16_t port);
 const char *daemon_state_directory(const char *fallback);
 const char *daemon_runtime_directory(const char *fallback);
 
+/* The path of a helper program of ours: next to our own binary when it is there (the build tree, where
+ * tests run it), else installed_path (which the caller checks: its error names the path). */
+int daemon_helper_path(const char *name, const char *installed_path, char **ret);
+
 /* Monotonic clock in microseconds. */
 uint64_t now_usec(void);
 /* Wall clock in microseconds since the epoch. */

@@ -8,14 +8,19 @@ the control's records and from Docker's own event stream (container start/die pe
 - every control unreachable for longer than the lease: the agent stops the container itself before
   the lease deadline, and the control re-queues the task only after that;
 - every control unreachable while a task finishes: the result waits in the outbox (across an agent
-  restart) and is delivered when a control is back; the task succeeds with one attempt."""
+  restart) and is delivered when a control is back; the task succeeds with one attempt;
+- the same restarts with the exec driver (processes in cgroups, each watched by its supervisor): the
+  task goes on while the agent is away, finishes once, and its result and full output are reported."""
 
 import datetime
+import glob
+import os
 import time
 
 import mctest
 from mctest import check, wait_until
 import agenttest as at
+from mctest import http
 
 
 def body(cmd, **kw):
@@ -205,6 +210,169 @@ def test_stop_and_restart_keeps_tasks():
         t = at.wait_final(c, tid)
         check(t["status"] == "succeeded" and t["attempt"] == 1 and f"t{i}" in t["result"]["stdout_tail"], t)
         check(len(starts(tid, since)) == 1, at.task_events(tid, since))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The exec driver: no Docker events to count starts by; each run of the command appends a line to a
+# file of its own, and waits for a gate file, so that it is surely running (or surely over) when the
+# test acts.
+
+def exec_task(d, tail):
+    runs, gate = os.path.join(d, "runs"), os.path.join(d, "gate")
+    cmd = f"echo run >> {runs}; echo begin; echo to-err >&2; while [ ! -e {gate} ]; do sleep 0.05; done; {tail}"
+    return body(cmd), runs, gate
+
+
+def kill_exec_leftovers(*paths):
+    """After a failed test: the supervisors (their command line names the agent's state directory)
+    and the commands (theirs name the test's directory)."""
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if int(pid) != os.getpid() and any(p in cmdline for p in paths):
+            try:
+                os.kill(int(pid), 9)
+            except OSError:
+                pass
+
+
+def exec_setup(name):
+    """A control and an exec-driver agent on node-a (10 s leases), and a directory for the test's files;
+    whatever the test leaves running is killed at its end."""
+    node = at.node_name("node-a")
+    d = mctest.tmpdir(name)
+    pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
+    a = at.Agent([c], node, driver="exec")
+    mctest.defer(kill_exec_leftovers, a.state_dir + "/", d + "/")
+    a.start()
+    return c, a, d
+
+
+def runs_of(path):
+    try:
+        with open(path) as f:
+            return f.read().count("run")
+    except FileNotFoundError:
+        return 0
+
+
+def exec_output(c, tid):
+    r = http("GET", f"{c.url}/api/tasks/{tid}/logs", token=at.USER_TOKEN)
+    check(r.status == 200, f"logs: {r.status} {r.text}")
+    return r.text
+
+
+def exec_jobs_gone(a):
+    """The agent removed the job: its cgroup's work directory and its supervisor's record."""
+    return glob.glob(os.path.join(a.state_dir, "exec", "*")) == []
+
+
+def test_exec_kill9_restart_adopts():
+    """kill -9 of the agent in the middle of an exec task, then restart: the task finishes once, with
+    one attempt, with its full output."""
+    c, a, d = exec_setup("exec-kill9")
+    b, runs, gate = exec_task(d, "echo end")
+    tid = at.push(c, b)
+    at.wait_status(c, tid, "running")
+    wait_until(lambda: runs_of(runs) == 1, 30, msg="the command to run")
+    a.kill()
+    a.start()
+    a.daemon.wait_log("adopting", 30)
+    t = c.task(tid)
+    check(t["status"] == "running" and t["attempt"] == 1, f"still on its first lease: {t}")
+    open(gate, "w").close()
+    t = at.wait_final(c, tid)
+    check(t["status"] == "succeeded" and t["result"]["exit_code"] == 0, t)
+    check(t["attempt"] == 1 and len(t["attempts"]) == 1, f"one attempt: {t['attempts']}")
+    check(t["result"]["stdout_tail"] == "begin\nend\n" and t["result"]["stderr_tail"] == "to-err\n", t["result"])
+    out = exec_output(c, tid)
+    check("begin\n" in out and "to-err\n" in out and "end\n" in out, f"full output: {out!r}")
+    check(runs_of(runs) == 1, "the command ran once")
+    wait_until(lambda: exec_jobs_gone(a), 20, msg="the job removed")
+
+
+def test_exec_restart_while_exited_adopts_result():
+    """The exec task ends while the agent is down: its result (exit code, output) is reported after
+    the restart, with one attempt."""
+    c, a, d = exec_setup("exec-exited")
+    b, runs, gate = exec_task(d, "echo done-offline; exit 5")
+    tid = at.push(c, b)
+    at.wait_status(c, tid, "running")
+    wait_until(lambda: runs_of(runs) == 1, 30, msg="the command to run")
+    a.kill()
+    open(gate, "w").close()
+    # Its supervisor records the result once the command has ended.
+    wait_until(lambda: glob.glob(os.path.join(a.state_dir, "exec", "*.job", "result")), 30,
+               msg="the result recorded while the agent is down")
+    check(c.task(tid)["status"] == "running", "nobody reported it yet")
+    a.start()
+    t = at.wait_final(c, tid)
+    check(t["status"] == "failed" and t["result"]["exit_code"] == 5 and t["attempt"] == 1, t)
+    check(len(t["attempts"]) == 1, t["attempts"])
+    check(t["result"]["stdout_tail"] == "begin\ndone-offline\n" and t["result"]["stderr_tail"] == "to-err\n",
+          t["result"])
+    out = exec_output(c, tid)
+    check("begin\n" in out and "done-offline\n" in out and "to-err\n" in out, f"full output: {out!r}")
+    check(runs_of(runs) == 1, "the command ran once")
+    check("adopting" in a.log(), "the restarted agent adopted the job")
+    wait_until(lambda: exec_jobs_gone(a), 20, msg="the job removed")
+
+
+def test_exec_stop_and_restart_keeps_tasks():
+    """systemctl restart (SIGTERM, start) with the exec driver: running tasks go on, nothing runs twice."""
+    c, a, d = exec_setup("exec-restart")
+    tasks = []
+    for i in range(3):
+        sub = os.path.join(d, str(i))
+        os.mkdir(sub)
+        b, runs, gate = exec_task(sub, f"echo t{i}")
+        tasks.append((at.push(c, b), runs, gate))
+    for tid, runs, _ in tasks:
+        at.wait_status(c, tid, "running")
+        wait_until(lambda: runs_of(runs) == 1, 30, msg="the command to run")
+    a.stop()
+    a.start()
+    for tid, _, gate in tasks:
+        open(gate, "w").close()
+    for i, (tid, runs, _) in enumerate(tasks):
+        t = at.wait_final(c, tid)
+        check(t["status"] == "succeeded" and t["attempt"] == 1 and f"t{i}" in t["result"]["stdout_tail"], t)
+        check(runs_of(runs) == 1, f"task {i} ran once")
+    wait_until(lambda: exec_jobs_gone(a), 20, msg="the jobs removed")
+
+
+def test_exec_agent_gone_keeper_fences():
+    """The agent is killed and does not come back: the fence keeper kills its exec task's processes
+    before the lease deadline (its supervisor records that), and the task runs again elsewhere, never
+    twice at once: each run checks, as it starts, that no earlier run's process is alive."""
+    nx, ny = at.node_name("node-x"), at.node_name("node-y")
+    d = mctest.tmpdir("exec-keeper")
+    runs, overlap = os.path.join(d, "runs"), os.path.join(d, "overlap")
+    pg, (c,) = at.cluster([nx, ny], lease_ttl_ms=3000, grace_ms=500)
+    x = at.Agent([c], nx, driver="exec")
+    mctest.defer(kill_exec_leftovers, x.state_dir + "/", d + "/")
+    x.start()
+    cmd = (f"for p in $(cat {runs} 2>/dev/null); do kill -0 $p 2>/dev/null && echo $p >> {overlap}; done; "
+           f"echo $$ >> {runs}; sleep 6; echo ok")
+    tid = at.push(c, body(cmd))
+    at.wait_status(c, tid, "running")
+    wait_until(lambda: os.path.exists(runs), 30, msg="the command to run")
+    x.kill()                    # the node lives on; its agent does not
+    y = at.Agent([c], ny, driver="exec")
+    mctest.defer(kill_exec_leftovers, y.state_dir + "/")
+    y.start()
+    # The supervisor outlives the kill of its command and records it.
+    wait_until(lambda: glob.glob(os.path.join(x.state_dir, "exec", "*.job", "result")), 15,
+               msg="the keeper to kill the command")
+    t = at.wait_final(c, tid, 90)
+    check(t["status"] == "succeeded" and t["attempt"] == 2 and t["attempts"][1]["node_id"] == ny, t)
+    with open(runs) as f:
+        check(len(f.read().split()) == 2, "two runs")
+    check(not os.path.exists(overlap), "no run overlapped another")
+    check("Fence keeper: killed" in x.log(), "the keeper did it")
 
 
 mctest.main()

@@ -3,7 +3,8 @@
 """units/mc-agent.service in a real systemd manager (a private `systemd --user` with its own journald,
 loading the unit the build made for the tests): Type=notify start, watchdog, the journal fields, and
 what the unit promises about restarts: a SIGKILL of the agent (Restart=on-failure) and a
-`systemctl restart` leave the running task alone (KillMode=process); it finishes once."""
+`systemctl restart` leave the running task alone (KillMode=process); it finishes once. The same with
+the exec driver, whose jobs' supervisors must outlive the agent in the unit's cgroup."""
 
 import os
 import time
@@ -31,8 +32,8 @@ def test_unit_verifies():
         check(line in text, f"{line} in the unit")
 
 
-def test_unit_runs_and_restarts():
-    node = at.node_name("node-unit")
+def unit_runs_and_restarts(driver):
+    node = at.node_name(f"node-unit-{driver}")
     mctest.defer(at.cleanup_node_containers, node)
     pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
     ns = SystemdNamespace()
@@ -57,6 +58,7 @@ ProtectKernelLogs=no
 # LeakSanitizer stops the world with ptrace at exit, which the unit's system call filter forbids: it
 # would spin until TimeoutStopSec. Leaks are checked by every other agent test.
 Environment=ASAN_OPTIONS=detect_leaks=0
+Environment=DRIVER={driver} CGROUP_PATH=mc.test/agent-{node}
 """)
     ns.daemon_reload()
     p = ns.systemctl("start", UNIT, check=False)     # Type=notify: returns once READY=1 came
@@ -71,7 +73,11 @@ Environment=ASAN_OPTIONS=detect_leaks=0
     ns.wait_journal(unit=UNIT, MC_EVENT="node_registered")
 
     since = time.time()
-    tid = at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", "sleep 6; echo unit-ok"], "timeout_sec": 60})
+    # An exec task's runs each leave a line (there are no Docker events to count them by); a container
+    # cannot reach the file.
+    runs = os.path.join(mctest.tmpdir("unit-runs"), "runs")
+    cmd = f"echo run >> {runs}; sleep 6; echo unit-ok" if driver == "exec" else "sleep 6; echo unit-ok"
+    tid = at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", cmd], "timeout_sec": 60})
     at.wait_status(c, tid, "running")
     entries = ns.wait_journal(unit=UNIT, MC_EVENT="container_started")
     check(entries[0].get("TASK_ID") == tid and entries[0].get("NODE_ID") == node, entries[0])
@@ -87,10 +93,22 @@ Environment=ASAN_OPTIONS=detect_leaks=0
                         for e in sorted(ns.journal(unit=UNIT) + ns.journal(f"USER_UNIT={UNIT}"),
                                         key=lambda e: int(e["__REALTIME_TIMESTAMP"]))))
     check(t["status"] == "succeeded" and t["attempt"] == 1 and "unit-ok" in t["result"]["stdout_tail"], t)
-    starts = [e for e in at.task_events(tid, since) if e[1] == "start"]
-    check(len(starts) == 1, f"one container: {at.task_events(tid, since)}")
-    check(ns.journal(unit=UNIT, MC_EVENT="container_adopted"), "the restarted agent adopted the container")
+    if driver == "exec":
+        with open(runs) as f:
+            check(f.read() == "run\n", "the command ran once")
+    else:
+        starts = [e for e in at.task_events(tid, since) if e[1] == "start"]
+        check(len(starts) == 1, f"one container: {at.task_events(tid, since)}")
+    check(ns.journal(unit=UNIT, MC_EVENT="container_adopted"), "the restarted agent adopted the job")
     ns.systemctl("stop", UNIT)
+
+
+def test_unit_runs_and_restarts():
+    unit_runs_and_restarts("docker")
+
+
+def test_unit_exec_runs_and_restarts():
+    unit_runs_and_restarts("exec")
 
 
 mctest.main()

@@ -6,9 +6,10 @@
  * cannot run (a missing command or image, an unknown runtime), and what a previous run left behind.
  * Runs as root.
  *
- * Usage: test-driver exec
+ * Usage: test-driver exec MC-EXEC-SUPERVISOR
  *        test-driver docker ENSURE-DOCKER-SCRIPT */
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -19,6 +20,7 @@
 #include "curl-event.h"
 #include "docker-container.h"
 #include "driver.h"
+#include "exec-job-files.h"
 #include "json-util.h"
 #include "log.h"
 
@@ -533,38 +535,250 @@ static DriverLeftover *find_leftover(const char *task_id) {
         return NULL;
 }
 
-static void test_leftovers_exec(void) {
-        Job j = {};
-        char path[512];
-        pid_t pid;
-        bool done = false;
+static char *job_dir_of(const char *handle) {
+        char *p = NULL;
+        ASSERT(asprintf(&p, "%s/%s" EXEC_JOB_DIR_SUFFIX, work_dir, handle) >= 0);
+        return p;
+}
 
-        start(&j, (char *[]) { "sleep", "100", NULL }, NULL, 0, 0);
-        run_until(&j.started, 30);
-        ASSERT(sscanf(j.handle, "pid-%d", &pid) == 1);
-        /* The agent "dies": it forgets the job without stopping it. */
-        driver_job_free(j.job);
-        j.job = NULL;
+static char *name_of(unsigned counter) {
+        char *p = NULL;
+        ASSERT(asprintf(&p, "task-%u-%u", counter, 100 + counter) >= 0);
+        return p;
+}
+
+static bool file_exists(const char *dir, const char *name) {
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", dir, name);
+        return access(p, F_OK) == 0;
+}
+
+static void wait_file(const char *dir, const char *name) {
+        uint64_t deadline = now_usec() + 30 * USEC_PER_SEC;
+        while (!file_exists(dir, name)) {
+                ASSERT(now_usec() < deadline);
+                run_for(20);
+        }
+}
+
+/* Gone, or a zombie nobody reaped (what PID 1 does with it is not ours to know). */
+static bool process_gone(pid_t pid) {
+        _cleanup_free_ char *s = NULL;
+        char path[64];
+        const char *p;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        if (read_one_line_file(path, &s) < 0)
+                return true;
+        p = strrchr(s, ')');
+        return p && p[1] == ' ' && p[2] == 'Z';
+}
+
+static void wait_gone(pid_t pid) {
+        uint64_t deadline = now_usec() + 30 * USEC_PER_SEC;
+        while (!process_gone(pid)) {
+                ASSERT(now_usec() < deadline);
+                run_for(20);
+        }
+}
+
+static pid_t supervisor_of(const char *job_dir) {
+        ExecJobRecord rec = {};
+        pid_t pid;
+
+        ASSERT(exec_job_record_read(job_dir, &rec) >= 0);
+        pid = rec.supervisor_pid;
+        ASSERT(rec.attempt == 1 && rec.timeout_sec == 60);
+        exec_job_record_done(&rec);
+        return pid;
+}
+
+/* The supervisors we forked and then "forgot": we are still their parent. */
+static void reap(pid_t pid) {
+        wait_gone(pid);
+        ASSERT(waitpid(pid, NULL, 0) == pid);
+}
+
+/* A restarted agent takes over: a job still running (its command waits for a file, so that it is
+ * surely running when adopted), one that ended while nobody watched, one forgotten right after its
+ * start (created, running or even exited by the time it is listed), one whose supervisor was killed,
+ * and one that was never recorded; a discarded one is killed, supervisor and all. */
+static void test_leftovers_exec(void) {
+        Job running = {}, exited = {}, early = {}, lost = {}, doomed = {};
+        Job a = {}, b = {}, c = {}, d = {};
+        _cleanup_free_ char *gate = NULL, *cmd = NULL;
+        _cleanup_free_ char *running_name = NULL, *exited_name = NULL, *early_name = NULL, *lost_name = NULL,
+                            *doomed_name = NULL, *exited_dir = NULL, *lost_dir = NULL, *doomed_dir = NULL,
+                            *running_dir = NULL, *early_dir = NULL;
+        pid_t running_sup, exited_sup, early_sup, lost_sup, doomed_sup, lost_pid, doomed_pid;
+        _cleanup_(cgroup_freep) Cgroup *stray = NULL;
+        char stray_path[256];
+        DriverLeftover *l;
+        bool done = false;
+        CgroupMode mode;
+
+        ASSERT(asprintf(&gate, "%s/gate-%d", work_dir, (int) getpid()) >= 0);
+        ASSERT(asprintf(&cmd, "echo adopted-run; echo to-err >&2; while [ ! -e %s ]; do sleep 0.02; done; echo end; exit 3",
+                        gate) >= 0);
+        start(&running, (char *[]) { "sh", "-c", cmd, NULL }, NULL, 0, 0);
+        running_name = name_of(lease_counter);
+        running_dir = job_dir_of(running_name);
+        start(&exited, (char *[]) { "sh", "-c", "echo was-done; exit 4", NULL }, NULL, 0, 0);
+        exited_name = name_of(lease_counter);
+        exited_dir = job_dir_of(exited_name);
+        start(&lost, (char *[]) { "sleep", "100", NULL }, NULL, 0, 0);
+        lost_name = name_of(lease_counter);
+        lost_dir = job_dir_of(lost_name);
+        start(&doomed, (char *[]) { "sleep", "100", NULL }, NULL, 0, 0);
+        doomed_name = name_of(lease_counter);
+        doomed_dir = job_dir_of(doomed_name);
+        run_until(&running.started, 60);
+        run_until(&exited.started, 60);
+        run_until(&lost.started, 60);
+        run_until(&doomed.started, 60);
+        ASSERT(sscanf(lost.handle, "pid-%d", &lost_pid) == 1);
+        ASSERT(sscanf(doomed.handle, "pid-%d", &doomed_pid) == 1);
+        running_sup = supervisor_of(running_dir);
+        exited_sup = supervisor_of(exited_dir);
+        lost_sup = supervisor_of(lost_dir);
+        doomed_sup = supervisor_of(doomed_dir);
+        /* The agent "dies": it forgets its jobs without stopping them. */
+        driver_job_free(running.job);
+        running.job = NULL;
+        driver_job_free(exited.job);
+        exited.job = NULL;
+        driver_job_free(lost.job);
+        lost.job = NULL;
+        driver_job_free(doomed.job);
+        doomed.job = NULL;
+        start(&early, (char *[]) { "sh", "-c", "echo late-start", NULL }, NULL, 0, 0);
+        early_name = name_of(lease_counter);
+        early_dir = job_dir_of(early_name);
+        early_sup = supervisor_of(early_dir);
+        driver_job_free(early.job);
+        early.job = NULL;
+
+        /* While nobody watches: one ends, one loses its supervisor (its command dies with it). */
+        wait_file(exited_dir, "result");
+        ASSERT(kill(lost_sup, SIGKILL) == 0);
+        reap(lost_sup);
+        wait_gone(lost_pid);
+        /* And one cgroup that no job recorded (an agent that died between creating it and recording). */
+        ASSERT(cgroup_detect(CGROUP_ROOT_DEFAULT, &mode) >= 0);
+        snprintf(stray_path, sizeof(stray_path), "%s/task-stray-7", cgroup_path);
+        ASSERT(cgroup_create(CGROUP_ROOT_DEFAULT, mode, stray_path, 0, 0, &stray) >= 0);
+
+        /* Directories of a job whose cgroup is gone go at the listing. */
+        {
+                char stray_dir[512];
+                snprintf(stray_dir, sizeof(stray_dir), "%s/task-gone-9", work_dir);
+                ASSERT(mkdir(stray_dir, 0700) == 0);
+                snprintf(stray_dir, sizeof(stray_dir), "%s/task-gone-9" EXEC_JOB_DIR_SUFFIX, work_dir);
+                ASSERT(mkdir(stray_dir, 0700) == 0);
+                list();
+                ASSERT(access(stray_dir, F_OK) < 0);
+                stray_dir[strlen(stray_dir) - strlen(EXEC_JOB_DIR_SUFFIX)] = 0;
+                ASSERT(access(stray_dir, F_OK) < 0);
+                driver_leftovers_free(leftovers, n_leftovers);
+        }
+        /* And one recorded, whose supervisor ended before its go (a pid that is not it any more): its
+         * command never ran. */
+        {
+                char nostart_path[256], nostart_dir[512];
+                _cleanup_(cgroup_freep) Cgroup *cg = NULL;
+
+                snprintf(nostart_path, sizeof(nostart_path), "%s/task-nostart-11", cgroup_path);
+                ASSERT(cgroup_create(CGROUP_ROOT_DEFAULT, mode, nostart_path, 0, 0, &cg) >= 0);
+                snprintf(nostart_dir, sizeof(nostart_dir), "%s/task-nostart-11" EXEC_JOB_DIR_SUFFIX, work_dir);
+                ASSERT(mkdir(nostart_dir, 0700) == 0);
+                ASSERT(exec_job_record_write(nostart_dir, &(ExecJobRecord) {
+                                .task_id = (char *) "task-nostart", .lease_token = 11, .attempt = 1,
+                                .timeout_sec = 60, .supervisor_pid = getpid(), .supervisor_start = 1 }) >= 0);
+        }
 
         list();
-        ASSERT(n_leftovers == 1);
-        ASSERT(strncmp(leftovers[0].task_id, "task-", 5) == 0);
-        ASSERT(leftovers[0].lease_token == 100 + lease_counter);
-        ASSERT(!leftovers[0].adoptable);
-        ASSERT(driver->ops->job_adopt(driver, leftovers, &callbacks, &j, NULL) == -EOPNOTSUPP);
-
-        ASSERT(driver->ops->leftover_discard(driver, leftovers, removed_cb, &done) >= 0);
+        ASSERT(n_leftovers == 7);
+        l = find_leftover("task-stray");
+        ASSERT(l && !l->adoptable && l->lease_token == 7);
+        ASSERT(driver->ops->job_adopt(driver, l, &callbacks, &d, &d.job) == -EOPNOTSUPP);
+        ASSERT(driver->ops->leftover_discard(driver, l, removed_cb, &done) >= 0);
         run_until(&done, 10);
-        /* The process is gone (it was our child: reap it), and so is its cgroup. */
-        ASSERT(waitpid(pid, NULL, 0) == pid);
-        snprintf(path, sizeof(path), "%s/%s", work_dir, leftovers[0].handle);
-        ASSERT(access(path, F_OK) < 0);
+        done = false;
+        l = find_leftover("task-nostart");
+        ASSERT(l && !l->adoptable && l->lease_token == 11 && streq(l->state, "never-started"));
+        ASSERT(driver->ops->leftover_discard(driver, l, removed_cb, &done) >= 0);
+        run_until(&done, 10);
+        done = false;
+
+        l = find_leftover(strndupa(running_name, strrchr(running_name, '-') - running_name));
+        ASSERT(l && l->adoptable && streq(l->state, "running") && l->attempt == 1 && l->timeout_sec == 60);
+        ASSERT(l->lease_token == 100 + (int64_t) atoi(running_name + 5) && l->started_realtime_usec > 0);
+        ASSERT(driver->ops->job_adopt(driver, l, &callbacks, &a, &a.job) >= 0);
+        l = find_leftover(strndupa(exited_name, strrchr(exited_name, '-') - exited_name));
+        ASSERT(l && l->adoptable && streq(l->state, "exited"));
+        ASSERT(driver->ops->job_adopt(driver, l, &callbacks, &b, &b.job) >= 0);
+        l = find_leftover(strndupa(early_name, strrchr(early_name, '-') - early_name));
+        ASSERT(l && l->adoptable);
+        ASSERT(driver->ops->job_adopt(driver, l, &callbacks, &c, &c.job) >= 0);
+        l = find_leftover(strndupa(lost_name, strrchr(lost_name, '-') - lost_name));
+        ASSERT(l && l->adoptable && streq(l->state, "lost"));
+        ASSERT(driver->ops->job_adopt(driver, l, &callbacks, &d, &d.job) >= 0);
+        l = find_leftover(strndupa(doomed_name, strrchr(doomed_name, '-') - doomed_name));
+        ASSERT(l && streq(l->state, "running"));
+        ASSERT(driver->ops->leftover_discard(driver, l, removed_cb, &done) >= 0);
         driver_leftovers_free(leftovers, n_leftovers);
+
+        /* The running one: started again (with its first start time), then its end, its whole output. */
+        run_until(&a.started, 30);
+        ASSERT(streq(a.handle, running.handle));
+        ASSERT(!a.exited);
+        {
+                int fd = open(gate, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+                ASSERT(fd >= 0);
+                close(fd);
+        }
+        run_until(&a.exited, 30);
+        ASSERT(a.error == 0 && a.exit_code == 3);
+        ASSERT(streq(a.out, "adopted-run\nend\n") && streq(a.err, "to-err\n"));
+        ASSERT(strstr(a.output, "adopted-run\n") && strstr(a.output, "to-err\n") && strstr(a.output, "end\n"));
+        /* The one that ended: its result as recorded, no start. */
+        run_until(&b.exited, 30);
+        ASSERT(!b.started && b.error == 0 && b.exit_code == 4 && streq(b.out, "was-done\n"));
+        ASSERT(streq(b.output, "was-done\n") && !b.truncated);
+        /* The one forgotten at once: it ran, once. */
+        run_until(&c.exited, 30);
+        ASSERT(c.error == 0 && c.exit_code == 0 && streq(c.out, "late-start\n"));
+        /* The one whose supervisor was killed: a failure that says so. */
+        run_until(&d.exited, 30);
+        ASSERT(d.started && d.error < 0 && d.reason && strstr(d.reason, "supervisor"));
+        /* The discarded one: supervisor, command, cgroup and directories gone. */
+        run_until(&done, 30);
+        reap(doomed_sup);
+        wait_gone(doomed_pid);
+        ASSERT(access(doomed_dir, F_OK) < 0);
+
+        remove_job(&a);
+        remove_job(&b);
+        remove_job(&c);
+        remove_job(&d);
+        ASSERT(access(running_dir, F_OK) < 0 && access(exited_dir, F_OK) < 0);
+        reap(running_sup);
+        reap(exited_sup);
+        reap(early_sup);
+        (void) unlink(gate);
+        job_clear(&a);
+        job_clear(&b);
+        job_clear(&c);
+        job_clear(&d);
+        job_clear(&running);
+        job_clear(&exited);
+        job_clear(&early);
+        job_clear(&lost);
+        job_clear(&doomed);
 
         list();
         ASSERT(n_leftovers == 0);
         driver_leftovers_free(leftovers, n_leftovers);
-        job_clear(&j);
 }
 
 /* A restarted agent takes over a running container, an exited one and one that was only created. */
@@ -680,8 +894,8 @@ int main(int argc, char *argv[]) {
         char base[256];
 
         log_setup("test-driver");
-        if (argc < 2 || (!streq(argv[1], "exec") && !(streq(argv[1], "docker") && argc == 3))) {
-                fprintf(stderr, "Usage: %s exec | docker ENSURE-DOCKER-SCRIPT\n", argv[0]);
+        if (argc != 3 || (!streq(argv[1], "exec") && !streq(argv[1], "docker"))) {
+                fprintf(stderr, "Usage: %s exec MC-EXEC-SUPERVISOR | docker ENSURE-DOCKER-SCRIPT\n", argv[0]);
                 return 2;
         }
         docker = streq(argv[1], "docker");
@@ -716,6 +930,7 @@ int main(int argc, char *argv[]) {
                 ASSERT(exec_driver_new(event, &(ExecDriverConfig) {
                                 .cgroup_path = cgroup_path,
                                 .work_dir = work_dir,
+                                .supervisor_path = argv[2],
                                 .output_cap = 65536,
                                 .tail_max = 4096,
                         }, &driver) >= 0);

@@ -115,9 +115,58 @@ static void test_demux(void) {
         }
 }
 
+/* What the exec driver's supervisor keeps (the head as a file, the tails and the count with a cap of
+ * 0) restored into the agent's capture equals what the agent would have captured itself. */
+static void test_restore(void) {
+        OutputCapture direct, tails, restored;
+        char head[200], buf[64];
+        size_t head_size = 0;
+        char *t[2];
+        size_t n[2];
+
+        for (size_t cap = 0; cap < 150; cap += 37) {
+                ASSERT(output_capture_init(&direct, cap, 16) >= 0);
+                ASSERT(output_capture_init(&tails, 0, 16) >= 0);
+                ASSERT(output_capture_init(&restored, cap, 16) >= 0);
+                head_size = 0;
+                for (unsigned i = 0; i < 20; i++) {
+                        OutputStream s = i % 3 == 0 ? OUTPUT_STDERR : OUTPUT_STDOUT;
+                        size_t l = (size_t) snprintf(buf, sizeof(buf), "%s line %u\n", s == OUTPUT_STDERR ? "err" : "out", i);
+                        ASSERT(output_capture_add(&direct, s, buf, l) >= 0);
+                        ASSERT(output_capture_add(&tails, s, buf, l) >= 0);
+                        for (size_t k = 0; k < l && head_size < cap && head_size < sizeof(head); k++)
+                                head[head_size++] = buf[k];
+                }
+                for (size_t i = 0; i < 2; i++) {
+                        OutputTail *tl = &tails.tails[i];
+                        t[i] = malloc(tl->size + 1);
+                        for (size_t k = 0; k < tl->size; k++)
+                                t[i][k] = tl->buf[(tl->start + k) % 16];
+                        n[i] = tl->size;
+                }
+                ASSERT(output_capture_restore(&restored, head, head_size, tails.total > cap, tails.total,
+                                              t[0], n[0], t[1], n[1]) >= 0);
+                ASSERT(restored.truncated == direct.truncated && restored.total == direct.total);
+                for (OutputStream s = OUTPUT_STDOUT; s <= OUTPUT_STDERR; s++) {
+                        _cleanup_free_ char *a = output_capture_tail(&direct, s), *b = output_capture_tail(&restored, s);
+                        ASSERT(streq(a, b));
+                }
+                {
+                        _cleanup_free_ char *a = output_capture_output(&direct), *b = output_capture_output(&restored);
+                        ASSERT(streq(a, b));
+                }
+                free(t[0]);
+                free(t[1]);
+                output_capture_done(&direct);
+                output_capture_done(&tails);
+                output_capture_done(&restored);
+        }
+}
+
 int main(void) {
         RUN_TEST(test_cap_and_tails);
         RUN_TEST(test_utf8);
         RUN_TEST(test_demux);
+        RUN_TEST(test_restore);
         return 0;
 }
