@@ -105,6 +105,7 @@ void on_leftovers(int error, DriverLeftover *l, size_t n, void *userdata) {
         size_t n_records = 0;
         size_t kept = 0;
         uint64_t ttl = 0;
+        int r;
 
         if (error < 0) {
                 /* Nothing is adopted then; the control re-queues their tasks after their leases. */
@@ -113,7 +114,10 @@ void on_leftovers(int error, DriverLeftover *l, size_t n, void *userdata) {
                 schedule_claim(a, 0);
                 return;
         }
-        (void) lease_store_load(a->lease_file, &ttl, NULL, &records, &n_records);
+        r = lease_store_load(a->lease_file, &ttl, NULL, &records, &n_records);
+        if (r < 0)
+                /* Leftovers are then not adopted but stopped; their tasks run again after their leases. */
+                log_warning_errno(r, "Cannot read the lease file %s, adopting nothing: %m", a->lease_file);
         /* Until the control tells us, the TTL the previous run knew decides the fence margin. */
         if (ttl > 0 && !a->registered && a->config.lease_ttl_ms <= 0)
                 a->ttl_usec = ttl;

@@ -84,6 +84,10 @@ int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret) {
         c.memory_bytes = claim_resource(c.record, "memory_bytes");
         if (json_get_int64(c.record, "timeout_sec", &c.timeout_sec) < 0)
                 c.timeout_sec = 3600;
+        /* The control allows a week; ten years is far beyond any control's limit and still far from
+         * wrapping the deadline in microseconds. */
+        if (c.timeout_sec < 1 || c.timeout_sec > 10 * 366 * 24 * 3600LL)
+                return -EBADMSG;
         *ret = c;
         return 0;
 }

@@ -78,9 +78,11 @@ int lease_store_parse(const char *text, size_t size, const char *boot, uint64_t 
         *ret_ttl_usec = 0;
         if (ret_agent_pid)
                 *ret_agent_pid = 0;
+        /* A damaged file is an error, not "no leases": the fence keeper then keeps what it knew. */
         if (json_parse_strict(text, size, &o, NULL) < 0 || json_get_string(o, "boot_id", &b) < 0 ||
             !json_object_object_get_ex(o, "leases", &a) || !json_object_is_type(a, json_type_array))
-                return 0;
+                return -EBADMSG;
+        /* Written before a reboot: none of its processes is alive. */
         if (!boot || !streq(boot, b))
                 return 0;
         if (json_get_int64(o, "ttl_usec", &ttl) >= 0 && ttl > 0)
@@ -139,7 +141,7 @@ int lease_store_load(const char *path, uint64_t *ret_ttl_usec, pid_t *ret_agent_
         if (!f)
                 return errno == ENOENT ? 0 : -errno;
         if (getdelim(&text, &size, 0, f) < 0)
-                return 0;
+                return feof(f) ? -EBADMSG : -errno;
         if (boot_id(&boot) < 0)
                 return 0;
         return lease_store_parse(text, strlen(text), boot, ret_ttl_usec, ret_agent_pid, ret, ret_n);

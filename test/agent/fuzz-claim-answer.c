@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 return 0;
         if (!c.record || !c.task_id || c.nano_cpus < 0 || c.memory_bytes < 0 || c.lease_ttl_ms < 0 ||
             c.lease_ttl_ms > INT64_MAX / 1000 / 1000 ||
-            c.lease_token < 1)
+            c.lease_token < 1 || c.timeout_sec < 1 || c.timeout_sec > INT64_MAX / 1000 / 1000)
                 abort();
         /* The id names files and containers: no path separators, nothing hidden, nothing empty. */
         if (isempty(c.task_id) || strchr(c.task_id, '/') || c.task_id[0] == '.' || strlen(c.task_id) > 128)

@@ -7,6 +7,7 @@ life cycle with the exec driver (limits read back from the task's own cgroup).
 
 Usage: test-agent-lifecycle.py [docker|exec] [test names...]"""
 
+import os
 import sys
 import time
 
@@ -206,6 +207,23 @@ def test_binary_output():
     check(len(res["stdout_tail"].encode()) <= 64 * 1024, "tail within the control's limit")
     check(len(logs(c, tid)) > 0, "the output is kept")
     wait_until(lambda: a.outbox() == [], 10, msg="outbox empty")
+
+
+def test_damaged_lease_file():
+    """A lease file that is not what the agent writes (a damaged disk, a hand edit): the agent says so,
+    adopts nothing, and goes on working."""
+    node = at.node_name("node-a")
+    pg, (c,) = at.cluster([node])
+    mctest.defer(at.cleanup_node_containers, node)
+    a = at.Agent([c], node, driver=DRIVER)
+    os.makedirs(a.state_dir, exist_ok=True)
+    with open(os.path.join(a.state_dir, "leases.json"), "w") as f:
+        f.write('{"boot_id": "x", "leases": [')
+    a.start()
+    a.daemon.wait_log("Cannot read the lease file", 30)
+    tid = at.push(c, task_body("echo after-damage"))
+    t = at.wait_final(c, tid)
+    check(t["status"] == "succeeded" and "after-damage" in t["result"]["stdout_tail"], t)
 
 
 def test_failover_between_controls():
