@@ -148,8 +148,12 @@ void on_leftovers(int error, DriverLeftover *l, size_t n, void *userdata) {
                 t->state = TASK_ADOPTING;
                 t->timeout_sec = l[i].timeout_sec;
                 for (size_t j = 0; j < n_records; j++)
-                        if (streq(records[j].task_id, t->id) && records[j].lease_token == t->lease_token)
+                        if (streq(records[j].task_id, t->id) && records[j].lease_token == t->lease_token) {
                                 t->deadline_usec = records[j].deadline_usec;
+                                /* Not stop_reason: a job still running must be stopped again
+                                 * (its re-armed timeout does that at once). */
+                                t->timed_out_before = records[j].timed_out;
+                        }
                 log_task(LOG_INFO, t, NULL, "found %s (%s) from a previous run; %s.", l[i].handle, l[i].state,
                          t->deadline_usec > now_usec() ? "its lease is still valid as far as we know"
                                                        : "checking its lease");

@@ -149,6 +149,9 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
         log_task(LOG_INFO, t, "task_timeout", "ran out of its %" PRIi64 " s; stopping it.", t->timeout_sec);
         t->stop_reason = STOP_TIMEOUT;
+        /* Recorded before the stop: an agent restarted before the result is sent still reports it
+         * timed_out, not as the exit status the signal left. */
+        save_leases(t->agent);
         (void) driver_job_stop(t->job, (unsigned) t->agent->config.stop_grace_sec);
         return 0;
 }
@@ -223,7 +226,7 @@ static void on_job_started(DriverJob *job, const char *handle, uint64_t started_
 
 static const char *final_status(Task *t, const DriverExit *e, char **ret_reason) {
         *ret_reason = NULL;
-        switch (t->stop_reason) {
+        switch (t->stop_reason == STOP_NONE && t->timed_out_before ? STOP_TIMEOUT : t->stop_reason) {
         case STOP_CANCEL:
                 return "cancelled";
         case STOP_TIMEOUT:

@@ -77,6 +77,7 @@ typedef struct Task {
         char *handle;
         uint64_t started_realtime_usec;
         StopReason stop_reason;
+        bool timed_out_before;          /* a previous run of the agent stopped it for its timeout */
         bool drop_result;
         bool started_reported, started_in_flight;
         sd_event_source *timeout_timer;

@@ -31,7 +31,8 @@ int lease_store_save(const char *path, uint64_t ttl_usec, pid_t agent_pid, const
                     json_add_int64(e, "deadline_usec", (int64_t) l[i].deadline_usec) < 0 ||
                     json_add_int64(e, "fence_usec", (int64_t) l[i].fence_usec) < 0 ||
                     json_add_int64(e, "pid", l[i].pid) < 0 ||
-                    (l[i].cgroup_marker && json_add_string(e, "cgroup_marker", l[i].cgroup_marker) < 0))
+                    (l[i].cgroup_marker && json_add_string(e, "cgroup_marker", l[i].cgroup_marker) < 0) ||
+                    (l[i].timed_out && json_add(e, "timed_out", json_object_new_boolean(true)) < 0))
                         return -ENOMEM;
         }
         if (json_add_string(o, "boot_id", boot) < 0 || json_add_int64(o, "ttl_usec", (int64_t) ttl_usec) < 0 ||
@@ -104,6 +105,7 @@ int lease_store_parse(const char *text, size_t size, const char *boot, uint64_t 
                 (void) json_get_int64(e, "fence_usec", &fence);
                 (void) json_get_int64(e, "pid", &pid);
                 (void) json_get_string(e, "cgroup_marker", &marker);
+                (void) json_get_bool(e, "timed_out", &l[n].timed_out);
                 if (marker && !marker[0]) {
                         /* The fence keeper kills whatever cgroup path contains the marker: an empty
                          * one is in every path. */

@@ -212,6 +212,32 @@ def test_stop_and_restart_keeps_tasks():
         check(len(starts(tid, since)) == 1, at.task_events(tid, since))
 
 
+def test_timed_out_task_ended_while_agent_down():
+    """The agent stops a task for its timeout and is killed before it reports: the task, which ended
+    while no agent ran, is still reported timed_out (not as the exit status SIGTERM left), once."""
+    node = at.node_name("node-a")
+    mctest.defer(at.cleanup_node_containers, node)
+    # A long lease: the agent is away until the task has ended, and that must stay well within the
+    # lease (less the fencing margin), or the fence keeper ends it and the task runs again, rightly.
+    pg, (c,) = at.cluster([node], lease_ttl_ms=30000)
+    at.record_events()
+    # A long grace, so that the old agent's SIGKILL timer is not what ends it.
+    a = at.Agent([c], node, env={"STOP_GRACE_SEC": "60"}).start()
+    since = time.time()
+    tid = at.push(c, body("trap 'sleep 2; echo late-term; exit 143' TERM; echo begin; sleep 100 & wait", timeout_sec=2))
+    at.wait_status(c, tid, "running")
+    # The engine was asked to stop it: the agent has recorded why by then (before asking).
+    wait_until(lambda: any(e[1] == "kill" for e in at.task_events(tid, since)), 30, msg="the stop for the timeout")
+    a.kill()
+    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 30, msg="the container to end")
+    check(c.task(tid)["status"] == "running", "nobody reported it yet")
+    a.start()
+    t = at.wait_final(c, tid)
+    check(t["status"] == "timed_out" and t["attempt"] == 1 and len(t["attempts"]) == 1, t)
+    check("timed out" in (t["result"]["reason"] or "") and "late-term" in t["result"]["stdout_tail"], t["result"])
+    check(len(starts(tid, since)) == 1, f"one container start: {at.task_events(tid, since)}")
+
+
 # ---------------------------------------------------------------------------------------------------
 # The exec driver: no Docker events to count starts by; each run of the command appends a line to a
 # file of its own, and waits for a gate file, so that it is surely running (or surely over) when the
