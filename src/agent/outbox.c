@@ -187,6 +187,23 @@ int outbox_load(const char *dir, OutboxEntry **ret, size_t *ret_n) {
                         log_warning_errno(r, "Ignoring unreadable outbox entry %s: %m", path);
                         continue;
                 }
+                {
+                        /* Delivered entries are removed by the name their content gives: one whose
+                         * name says otherwise (copied in by hand?) would be sent at every start. */
+                        _cleanup_free_ char *expected = entry_path(dir, e[n].task_id, e[n].lease_token);
+                        if (!expected) {
+                                n++;
+                                goto oom;
+                        }
+                        if (!streq(expected, path)) {
+                                log_warning("Ignoring outbox entry %s: it holds the result of task %s lease %" PRIi64
+                                            ", which belongs in %s.", path, e[n].task_id, e[n].lease_token, expected);
+                                free(e[n].task_id);
+                                json_object_put(e[n].finish);
+                                e[n] = (OutboxEntry) {};
+                                continue;
+                        }
+                }
                 n++;
         }
         closedir(d);

@@ -209,9 +209,10 @@ def test_binary_output():
     wait_until(lambda: a.outbox() == [], 10, msg="outbox empty")
 
 
-def test_damaged_lease_file():
-    """A lease file that is not what the agent writes (a damaged disk, a hand edit): the agent says so,
-    adopts nothing, and goes on working."""
+def test_damaged_state_files():
+    """A lease file that is not what the agent writes (a damaged disk, a hand edit), and an outbox entry
+    under another name than its content's: the agent says so, adopts and sends nothing of them, and
+    goes on working."""
     node = at.node_name("node-a")
     pg, (c,) = at.cluster([node])
     mctest.defer(at.cleanup_node_containers, node)
@@ -219,8 +220,12 @@ def test_damaged_lease_file():
     os.makedirs(a.state_dir, exist_ok=True)
     with open(os.path.join(a.state_dir, "leases.json"), "w") as f:
         f.write('{"boot_id": "x", "leases": [')
+    os.makedirs(os.path.join(a.state_dir, "outbox"), exist_ok=True)
+    with open(os.path.join(a.state_dir, "outbox", "misnamed.json"), "w") as f:
+        f.write('{"task_id": "ghost", "lease_token": 1, "finish": {"status": "succeeded"}}')
     a.start()
     a.daemon.wait_log("Cannot read the lease file", 30)
+    a.daemon.wait_log("Ignoring outbox entry", 30)
     tid = at.push(c, task_body("echo after-damage"))
     t = at.wait_final(c, tid)
     check(t["status"] == "succeeded" and "after-damage" in t["result"]["stdout_tail"], t)
