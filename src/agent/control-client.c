@@ -3,11 +3,11 @@
 #include "config.h"
 #include "control-client.h"
 #include "daemon-util.h"
+#include "id-util.h"
 #include "json-util.h"
 #include "log.h"
 
 #define CONNECT_TIMEOUT_USEC (2 * USEC_PER_SEC)
-#define ID_FIRST_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 struct ControlClient {
         sd_event *event;
@@ -59,23 +59,13 @@ int control_answer_lease_ttl_ms(json_object *answer, int64_t *ret) {
         return 0;
 }
 
-/* docs/api.md: [A-Za-z0-9][A-Za-z0-9._-]{0,127}. The id names files in the outbox and the lease file,
- * containers and cgroups, so one such as "../x" must not get that far whoever sent it. */
-static bool task_id_valid(const char *s) {
-        size_t l = strlen(s);
-
-        if (l < 1 || l > 128 || !strchr(ID_FIRST_CHARS, s[0]))
-                return false;
-        return strspn(s, ID_FIRST_CHARS "._-") == l;
-}
-
 int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret) {
         ControlClaimAnswer c = { .attempt = 1 };
         int64_t ttl_ms;
 
         if (!answer || !json_object_object_get_ex(answer, "task", &c.record) ||
             json_get_string(c.record, "id", &c.task_id) < 0 || json_get_int64(answer, "lease_token", &c.lease_token) < 0 ||
-            !task_id_valid(c.task_id) || c.lease_token < 1)
+            !id_is_valid(c.task_id) || c.lease_token < 1)
                 return -EBADMSG;
         (void) json_get_int64(answer, "attempt", &c.attempt);
         if (control_answer_lease_ttl_ms(answer, &ttl_ms) >= 0)

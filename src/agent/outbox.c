@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "id-util.h"
 #include "json-util.h"
 #include "log.h"
 #include "outbox.h"
@@ -94,16 +95,6 @@ void outbox_entries_free(OutboxEntry *e, size_t n) {
         free(e);
 }
 
-/* [A-Za-z0-9][A-Za-z0-9._-]{0,127}, as docs/api.md says: the id names the entry's file, which is
- * removed once a control has the result, so "../x" must not come back from a damaged entry. */
-static bool task_id_valid(const char *s) {
-        static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        size_t l = strlen(s);
-
-        return l >= 1 && l <= 128 && strchr(alnum, s[0]) && strspn(s, "._-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                                "abcdefghijklmnopqrstuvwxyz0123456789") == l;
-}
-
 int outbox_entry_parse(const char *text, size_t size, OutboxEntry *ret) {
         _cleanup_json_ json_object *o = NULL;
         json_object *finish;
@@ -112,7 +103,7 @@ int outbox_entry_parse(const char *text, size_t size, OutboxEntry *ret) {
 
         if (json_parse_strict(text, size, &o, NULL) < 0 || json_get_string(o, "task_id", &id) < 0 ||
             json_get_int64(o, "lease_token", &token) < 0 || !json_object_object_get_ex(o, "finish", &finish) ||
-            !json_object_is_type(finish, json_type_object) || !task_id_valid(id))
+            !json_object_is_type(finish, json_type_object) || !id_is_valid(id))
                 return -EBADMSG;
         ret->task_id = strdup(id);
         if (!ret->task_id)

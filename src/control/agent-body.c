@@ -37,7 +37,7 @@ int agent_body_parse(AgentBodyKind kind, const char *body, size_t size, AgentBod
         r = check_known_keys(o, allowed[kind], NULL, e);
         if (r < 0)
                 return r;
-        r = check_string(o, "node_id", true, 128, valid_id, "node id ([A-Za-z0-9][A-Za-z0-9._-]{0,127})", &node, e);
+        r = check_string(o, "node_id", true, 128, id_is_valid, "node id ([A-Za-z0-9][A-Za-z0-9._-]{0,127})", &node, e);
         if (r < 0)
                 return r;
         *ret = (AgentBody) { .kind = kind, .json = TAKE_PTR(o), .node_id = node };
@@ -87,7 +87,7 @@ static int check_heartbeat(AgentBody *b, CheckError *e) {
 
                         if (!json_object_is_type(l, json_type_object) ||
                             check_known_keys(l, lease_allowed, "leases.", e) < 0 ||
-                            check_string(l, "task_id", true, 128, valid_id, "task id", &tid, e) < 0 ||
+                            check_string(l, "task_id", true, 128, id_is_valid, "task id", &tid, e) < 0 ||
                             check_int(l, "lease_token", true, 1, INT64_MAX - 1, &tok, e) < 0) {
                                 if (isempty(e->message))
                                         check_fail(e, "leases", "Element %zu of \"leases\" must be an object.", i);
@@ -139,7 +139,7 @@ int agent_body_check(AgentBody *b, int64_t claim_wait_max_ms, CheckError *e) {
                 return check_heartbeat(b, e);
         case AGENT_BODY_STARTED:
                 if (check_int(b->json, "lease_token", true, 1, INT64_MAX - 1, &b->lease_token, e) < 0 ||
-                    check_string(b->json, "container_id", false, 128, valid_id, "container id", &b->container_id, e) == -EINVAL)
+                    check_string(b->json, "container_id", false, 128, id_is_valid, "container id", &b->container_id, e) == -EINVAL)
                         return -EINVAL;
                 return 0;
         case AGENT_BODY_FINISH:

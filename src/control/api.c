@@ -199,7 +199,7 @@ static int split_task_path(const char *path, char *id, size_t id_size, const cha
         slash = strchr(rest, '/');
         n = slash ? (size_t) (slash - rest) : strlen(rest);
         if (n >= id_size)
-                n = id_size - 1; /* too long to be valid; valid_id() rejects it below */
+                n = id_size - 1; /* too long to be valid; id_is_valid() rejects it below */
         memcpy(id, rest, n);
         id[n] = 0;
         if (!slash) {
@@ -312,7 +312,7 @@ void control_http_handler(HttpRequest *req, void *userdata) {
                 return;
         }
         if (n > 0) {
-                if (!valid_id(task_id)) {
+                if (!id_is_valid(task_id)) {
                         http_request_set_route(req, "bad_id");
                         http_request_reply_error(req, 400, "id", "Invalid task id in the path ([A-Za-z0-9][A-Za-z0-9._-]{0,127}).");
                         return;

@@ -73,7 +73,7 @@ int auth_parse_line(const char *line, AuthKind *ret_kind, char **ret_name, char 
                 *ret_kind = AUTH_AGENT;
         else
                 return -EINVAL;
-        if (!valid_id(name))
+        if (!id_is_valid(name))
                 return -EINVAL;
         *ret_name = strdup(name);
         *ret_token = strdup(token);

@@ -134,7 +134,7 @@ static int read_task_id(Control *c, sd_bus_message *m, const char **ret, sd_bus_
         r = sd_bus_message_read(m, "s", ret);
         if (r < 0)
                 return r;
-        if (!valid_id(*ret))
+        if (!id_is_valid(*ret))
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid task id.");
         return 0;
 }

@@ -122,11 +122,6 @@ static bool all_chars(const char *s, const char *extra) {
         return true;
 }
 
-bool valid_id(const char *s) {
-        size_t l = strlen(s);
-        return l >= 1 && l <= 128 && is_alnum(s[0]) && all_chars(s, "._-");
-}
-
 bool valid_label_key(const char *s) {
         size_t l = strlen(s);
         return l >= 1 && l <= 63 && is_alnum(s[0]) && all_chars(s, "._/-");

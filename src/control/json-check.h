@@ -6,6 +6,7 @@
 
 #include <json-c/json.h>
 
+#include "id-util.h"
 #include "macro.h"
 
 typedef struct CheckError {
@@ -30,7 +31,6 @@ int check_bool(json_object *o, const char *key, bool required, bool *ret, CheckE
 bool check_string_value(json_object *v, size_t max_len);
 
 /* Identifier syntaxes. */
-bool valid_id(const char *s);           /* task and node ids: [A-Za-z0-9][A-Za-z0-9._-]{0,127} */
 bool valid_label_key(const char *s);    /* [A-Za-z0-9][A-Za-z0-9._/-]{0,62} */
 bool valid_env_name(const char *s);     /* [A-Za-z_][A-Za-z0-9_]{0,127} */
 bool valid_image(const char *s);        /* a Docker image reference */

@@ -82,7 +82,7 @@ static int check_labels(json_object *labels, const char **ret_target, CheckError
                         return check_fail(e, "labels", "Label \"%.64s\" is longer than %d bytes or contains NUL.",
                                           k, LABEL_VALUE_MAX);
                 if (streq(k, "target_node")) {
-                        if (!valid_id(json_object_get_string(v)))
+                        if (!id_is_valid(json_object_get_string(v)))
                                 return check_fail(e, "labels.target_node", "Label \"target_node\" is not a valid node id.");
                         *ret_target = json_object_get_string(v);
                 }
@@ -181,7 +181,7 @@ int task_spec_from_json(json_object *o, TaskSpec *ret, CheckError *e) {
         if (!spec)
                 return -ENOMEM;
 
-        r = check_string(o, "id", false, 128, valid_id, "task id ([A-Za-z0-9][A-Za-z0-9._-]{0,127})", &s, e);
+        r = check_string(o, "id", false, 128, id_is_valid, "task id ([A-Za-z0-9][A-Za-z0-9._-]{0,127})", &s, e);
         if (r == -EINVAL)
                 return r;
         if (r == 0) {

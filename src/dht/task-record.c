@@ -2,6 +2,7 @@
 
 #include "bencode.h"
 #include "bep44.h"
+#include "id-util.h"
 #include "task-record.h"
 
 static const char *const statuses[] = {
@@ -15,24 +16,10 @@ bool task_status_valid(const char *s) {
         return false;
 }
 
-static bool id_valid(const char *id) {
-        size_t l = id ? strlen(id) : 0;
-
-        if (l == 0 || l > TASK_ID_MAX)
-                return false;
-        for (size_t i = 0; i < l; i++) {
-                char c = id[i];
-                bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-                if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
-                        return false;
-        }
-        return true;
-}
-
 int task_record_salt(const char *id, char ret[BEP44_SALT_MAX + 1], size_t *ret_len) {
         int l;
 
-        if (!id_valid(id))
+        if (!id_is_valid(id))
                 return -EINVAL;
         l = snprintf(ret, BEP44_SALT_MAX + 1, "task/%s", id);
         if (l < 0 || l > BEP44_SALT_MAX) {
@@ -49,7 +36,7 @@ int task_record_salt(const char *id, char ret[BEP44_SALT_MAX + 1], size_t *ret_l
 int task_record_encode(const TaskRecord *t, uint8_t *buf, size_t size, size_t *ret_len) {
         BeWriter w;
 
-        if (!id_valid(t->id) || !task_status_valid(t->status) || t->attempt < 0 || t->lease_token < 0 ||
+        if (!id_is_valid(t->id) || !task_status_valid(t->status) || t->attempt < 0 || t->lease_token < 0 ||
             (t->node && strlen(t->node) > TASK_NODE_MAX))
                 return -EINVAL;
         be_writer_init(&w, buf, MIN(size, (size_t) BEP44_VALUE_MAX));
@@ -105,7 +92,7 @@ int task_record_decode(const void *v, size_t n, TaskRecordData *ret) {
         x = be_dict_get_type(root, "fmt", BE_INT);
         if (!x || x->i != 1)
                 return -EBADMSG;
-        if (copy_str(be_dict_get(root, "id"), t.id, sizeof(t.id)) < 0 || !id_valid(t.id))
+        if (copy_str(be_dict_get(root, "id"), t.id, sizeof(t.id)) < 0 || !id_is_valid(t.id))
                 return -EBADMSG;
         if (copy_str(be_dict_get(root, "status"), t.status, sizeof(t.status)) < 0 || !task_status_valid(t.status))
                 return -EBADMSG;

@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         abort();
                 return 0;
         }
-        if (!b.json || b.kind != kind || !valid_id(b.node_id))
+        if (!b.json || b.kind != kind || !id_is_valid(b.node_id))
                 abort();
         r = agent_body_check(&b, 30000, &e);
         if (r < 0) {
@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         abort();
                 break;
         case AGENT_BODY_STARTED:
-                if (b.lease_token < 1 || (b.container_id && !valid_id(b.container_id)))
+                if (b.lease_token < 1 || (b.container_id && !id_is_valid(b.container_id)))
                         abort();
                 break;
         case AGENT_BODY_FINISH:

@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         *next++ = 0;
                 if (auth_parse_line(line, &kind, &name, &token) <= 0)
                         continue;
-                if (isempty(token) || strlen(token) > 512 || strpbrk(token, " \t\n") || !valid_id(name))
+                if (isempty(token) || strlen(token) > 512 || strpbrk(token, " \t\n") || !id_is_valid(name))
                         abort();
                 snprintf(header, sizeof(header), "Bearer %s", token);
                 id = auth_check_header(a, header);

@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         abort();
                 return 0;
         }
-        if (!t.spec || (t.id && !valid_id(t.id)) || (t.target_node && !valid_id(t.target_node)) ||
+        if (!t.spec || (t.id && !id_is_valid(t.id)) || (t.target_node && !id_is_valid(t.target_node)) ||
             t.max_attempts < 1 || t.nano_cpus < 0 || t.memory_bytes < 0)
                 abort();
         row = task_spec_to_push_row(&t, t.id ?: "0123456789abcdef0123456789abcdef");
