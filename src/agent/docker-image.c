@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include "docker-image.h"
+#include "json-lines.h"
 #include "json-util.h"
-
-#define PULL_LINE_MAX (64U * 1024U)
 
 int docker_image_inspect(DockerClient *c, const char *image, DockerCallback cb, void *userdata, DockerCall **ret) {
         _cleanup_free_ char *path = NULL, *e = docker_url_escape(image);
@@ -18,8 +17,7 @@ int docker_image_inspect(DockerClient *c, const char *image, DockerCallback cb, 
 }
 
 typedef struct PullCall {
-        char *line;
-        size_t line_size;
+        JsonLines stream;
         char *error;            /* the last error the engine reported in its stream */
         DockerCallback cb;
         void *userdata;
@@ -27,17 +25,16 @@ typedef struct PullCall {
 
 static void pull_call_free(void *p) {
         PullCall *pc = p;
-        free(pc->line);
+        json_lines_done(&pc->stream);
         free(pc->error);
         free(pc);
 }
 
-static void pull_line(PullCall *pc, const char *line, size_t n) {
-        _cleanup_json_ json_object *o = NULL;
+/* The progress stream: an object per line, one with "error" when the pull failed. */
+static void pull_line(json_object *o, void *userdata) {
+        PullCall *pc = userdata;
         const char *e;
 
-        if (n == 0 || json_parse_strict(line, n, &o, NULL) < 0)
-                return;
         if (json_get_string(o, "error", &e) >= 0 && !isempty(e)) {
                 free(pc->error);
                 pc->error = strdup(e);
@@ -46,39 +43,17 @@ static void pull_line(PullCall *pc, const char *line, size_t n) {
 
 static int on_pull_data(const void *data, size_t size, void *userdata) {
         PullCall *pc = userdata;
-        const char *p = data;
-
-        /* The progress stream is one JSON object per line. */
-        while (size > 0) {
-                const char *nl = memchr(p, '\n', size);
-                size_t n = nl ? (size_t) (nl - p) : size;
-
-                if (pc->line_size + n <= PULL_LINE_MAX) {
-                        char *b = realloc(pc->line, pc->line_size + n + 1);
-                        if (!b)
-                                return -ENOMEM;
-                        memcpy(b + pc->line_size, p, n);
-                        pc->line = b;
-                }
-                pc->line_size += n;
-                if (nl) {
-                        if (pc->line_size <= PULL_LINE_MAX)
-                                pull_line(pc, pc->line, pc->line_size);
-                        pc->line_size = 0;
-                        n++;
-                }
-                p += n;
-                size -= n;
-        }
-        return 0;
+        return json_lines_feed(&pc->stream, data, size, pull_line, pc);
 }
 
 static void on_pull_done(const DockerResult *result, void *userdata) {
         PullCall *pc = userdata;
         DockerResult res = *result;
 
-        if (res.error >= 0 && pc->line_size > 0 && pc->line_size <= PULL_LINE_MAX)
-                pull_line(pc, pc->line, pc->line_size);
+        if (res.error >= 0 && json_lines_end(&pc->stream, pull_line, pc) < 0) {
+                res.error = -EBADMSG;
+                res.message = "the engine's pull progress is not one JSON object per line";
+        }
         if (res.error >= 0 && pc->error) {
                 res.error = -EIO;
                 res.message = pc->error;

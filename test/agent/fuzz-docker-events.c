@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* libFuzzer target for the Docker event stream parser (docker_event_stream_feed). The first byte
- * chooses how the rest is cut into pieces. Properties: never crash or leak; only objects come out;
- * fed whole or in pieces, the same events come out and the same verdict. */
+/* libFuzzer target for the JSON-lines reader of Docker's streams (json-lines.c: the event stream and
+ * the image pull progress). The first byte chooses how the rest is cut into pieces. Properties: never
+ * crash or leak; only objects come out; fed whole or in pieces, the same objects come out and the
+ * same verdict, also for a last line without its newline. */
 
-#include "docker-events.h"
+#include "json-lines.h"
 #include "json-util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -26,12 +27,14 @@ static void on_event(json_object *event, void *userdata) {
 }
 
 static int run(const uint8_t *data, size_t size, size_t piece, Seen *seen) {
-        DockerEventStream s = {};
+        JsonLines s = {};
         int r = 0;
 
         for (size_t i = 0; i < size && r >= 0; i += piece)
-                r = docker_event_stream_feed(&s, data + i, MIN(piece, size - i), on_event, seen);
-        docker_event_stream_done(&s);
+                r = json_lines_feed(&s, data + i, MIN(piece, size - i), on_event, seen);
+        if (r >= 0)
+                r = json_lines_end(&s, on_event, seen);
+        json_lines_done(&s);
         return r;
 }
 
