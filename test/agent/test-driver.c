@@ -168,6 +168,12 @@ static void run_for(unsigned msec) {
                 ASSERT(sd_event_run(event, end - now_usec()) >= 0);
 }
 
+/* What an agent that dies does to its jobs: forgets them without stopping them. */
+static void forget(Job *j) {
+        driver_job_free(j->job);
+        j->job = NULL;
+}
+
 static unsigned lease_counter;
 
 static void start_full(Job *j, char *const *cmd, json_object *env, int64_t nano_cpus, int64_t memory,
@@ -643,20 +649,15 @@ static void test_leftovers_exec(void) {
         lost_sup = supervisor_of(lost_dir);
         doomed_sup = supervisor_of(doomed_dir);
         /* The agent "dies": it forgets its jobs without stopping them. */
-        driver_job_free(running.job);
-        running.job = NULL;
-        driver_job_free(exited.job);
-        exited.job = NULL;
-        driver_job_free(lost.job);
-        lost.job = NULL;
-        driver_job_free(doomed.job);
-        doomed.job = NULL;
+        forget(&running);
+        forget(&exited);
+        forget(&lost);
+        forget(&doomed);
         start(&early, (char *[]) { "sh", "-c", "echo late-start", NULL }, NULL, 0, 0);
         early_name = name_of(lease_counter);
         early_dir = job_dir_of(early_name);
         early_sup = supervisor_of(early_dir);
-        driver_job_free(early.job);
-        early.job = NULL;
+        forget(&early);
 
         /* While nobody watches: one ends, one loses its supervisor (its command dies with it). */
         wait_file(exited_dir, "result");
@@ -811,14 +812,10 @@ static void test_leftovers_docker(void) {
                 if (have)
                         break;
         }
-        driver_job_free(created.job);
-        created.job = NULL;
-        driver_job_free(running.job);
-        running.job = NULL;
-        driver_job_free(exited.job);
-        exited.job = NULL;
-        driver_job_free(doomed.job);
-        doomed.job = NULL;
+        forget(&created);
+        forget(&running);
+        forget(&exited);
+        forget(&doomed);
 
         list();
         ASSERT(n_leftovers >= 4);
