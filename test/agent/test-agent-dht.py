@@ -10,27 +10,15 @@ CONTROL_URLS nor DHT_BOOTSTRAP is a configuration error."""
 import hashlib
 import json
 import re
-import socket
 
 import mctest
-from mctest import Daemon, PrivateBus, Postgres, binary, check, free_port, http, run, wait_until
+from mctest import PrivateBus, Postgres, binary, check, http, run, wait_until
 import agenttest as at
-from controltest import Control, write_tokens
+from controltest import Control, start_bootstrap, udp_port, write_tokens
 
 NAME = "org.mutualcloud.Agent1"
 PATH = "/org/mutualcloud/Agent1"
 CONTROL_ENV = {"LEASE_TTL_MS": "6000", "LEASE_GRACE_MS": "500", "SWEEP_INTERVAL_MS": "100"}
-
-
-def udp_port():
-    return free_port(socket.SOCK_DGRAM)
-
-
-def start_bootstrap():
-    port = udp_port()
-    d = Daemon("mc-dhtget", ["serve", "--port", port, "--bind", "127.0.0.1", "-4"], name="dht-bootstrap").start()
-    d.wait_ready()
-    return f"127.0.0.1:{port}"
 
 
 def announced_ports(boot, cluster):

@@ -3,6 +3,7 @@
 file, and a scripted agent that speaks the agent side of the API over HTTP."""
 
 import os
+import socket
 
 import mctest
 from mctest import Daemon, Postgres, check, free_port, http, tmpdir
@@ -138,6 +139,18 @@ SAMPLE_TASK = {
     "labels": {"job": "demo", "target_node": "node-b"},
     "resources": {"nano_cpus": 500000000, "memory_bytes": 268435456},
 }
+
+
+def udp_port():
+    return free_port(socket.SOCK_DGRAM)
+
+
+def start_bootstrap():
+    """A DHT node (mc-dhtget serve) on loopback for the others to bootstrap from: "127.0.0.1:PORT"."""
+    port = udp_port()
+    d = Daemon("mc-dhtget", ["serve", "--port", port, "--bind", "127.0.0.1", "-4"], name="dht-bootstrap").start()
+    d.wait_ready()
+    return f"127.0.0.1:{port}"
 
 
 def start_cluster(nodes=("node-a", "node-b"), args=(), env=None, replicas=1, bus=None):

@@ -7,22 +7,10 @@ control running, and refuses under another key."""
 import hashlib
 import json
 import os
-import socket
 
 import mctest
-from mctest import Daemon, binary, check, free_port, run, tmpdir, wait_until
-from controltest import Control, start_cluster, write_tokens, Postgres
-
-
-def udp_port():
-    return free_port(socket.SOCK_DGRAM)
-
-
-def start_bootstrap():
-    port = udp_port()
-    d = Daemon("mc-dhtget", ["serve", "--port", port, "--bind", "127.0.0.1", "-4"], name="dht-bootstrap").start()
-    d.wait_ready()
-    return f"127.0.0.1:{port}"
+from mctest import binary, check, run, tmpdir, wait_until
+from controltest import Control, Postgres, start_bootstrap, udp_port, write_tokens
 
 
 def dhtget(bootstrap, *args, check_rc=True):
