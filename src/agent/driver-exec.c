@@ -284,55 +284,28 @@ static char *find_executable(const char *name, const char *path) {
 static int build_env(const DriverJobSpec *spec, const char *work_dir, char ***ret, const char **ret_path) {
         _cleanup_strv_free_ char **env = calloc(1, sizeof(char *));
         const char *path = DEFAULT_PATH;
-        char buf[64];
-        int r;
 
         if (!env)
                 return -ENOMEM;
         if (spec->env) {
                 json_object_object_foreach(spec->env, k, v) {
-                        _cleanup_free_ char *kv = NULL;
                         if (!json_object_is_type(v, json_type_string))
                                 continue;
                         if (streq(k, "PATH"))
                                 path = json_object_get_string(v);
-                        if (asprintf(&kv, "%s=%s", k, json_object_get_string(v)) < 0 || strv_extend(&env, kv) < 0)
+                        if (strv_extendf(&env, "%s=%s", k, json_object_get_string(v)) < 0)
                                 return -ENOMEM;
                 }
         }
-        if (!spec->env || !json_object_object_get_ex(spec->env, "PATH", NULL)) {
-                _cleanup_free_ char *kv = NULL;
-                if (asprintf(&kv, "PATH=%s", DEFAULT_PATH) < 0 || strv_extend(&env, kv) < 0)
-                        return -ENOMEM;
-        }
-        {
-                _cleanup_free_ char *home = NULL, *id = NULL;
-                if (asprintf(&home, "HOME=%s", work_dir) < 0 || strv_extend(&env, home) < 0)
-                        return -ENOMEM;
-                if (asprintf(&id, "MC_TASK_ID=%s", spec->task_id) < 0 || strv_extend(&env, id) < 0)
-                        return -ENOMEM;
-        }
-        snprintf(buf, sizeof(buf), "MC_ATTEMPT=%" PRIi64, spec->attempt);
-        r = strv_extend(&env, buf);
-        if (r < 0)
-                return r;
+        if ((!spec->env || !json_object_object_get_ex(spec->env, "PATH", NULL)) &&
+            strv_extendf(&env, "PATH=%s", DEFAULT_PATH) < 0)
+                return -ENOMEM;
+        if (strv_extendf(&env, "HOME=%s", work_dir) < 0 || strv_extendf(&env, "MC_TASK_ID=%s", spec->task_id) < 0 ||
+            strv_extendf(&env, "MC_ATTEMPT=%" PRIi64, spec->attempt) < 0)
+                return -ENOMEM;
         *ret = TAKE_PTR(env);
         *ret_path = path;
         return 0;
-}
-
-static int strv_extendf(char ***l, const char *fmt, ...) _printf_(2, 3);
-static int strv_extendf(char ***l, const char *fmt, ...) {
-        _cleanup_free_ char *s = NULL;
-        va_list ap;
-        int n;
-
-        va_start(ap, fmt);
-        n = vasprintf(&s, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-                return -ENOMEM;
-        return strv_extend(l, s);
 }
 
 /* The supervisor's command line: see exec-supervisor.c. */

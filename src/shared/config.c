@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <limits.h>
+#include <stdarg.h>
 
 #include "config.h"
 #include "log.h"
@@ -56,6 +57,19 @@ int strv_extend(char ***l, const char *value) {
         nl[n + 1] = NULL;
         *l = nl;
         return 0;
+}
+
+int strv_extendf(char ***l, const char *format, ...) {
+        _cleanup_free_ char *s = NULL;
+        va_list ap;
+        int n;
+
+        va_start(ap, format);
+        n = vasprintf(&s, format, ap);
+        va_end(ap);
+        if (n < 0)
+                return -ENOMEM;
+        return strv_extend(l, s);
 }
 
 char **strv_split(const char *s) {

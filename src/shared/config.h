@@ -53,3 +53,4 @@ int parse_int64(const char *v, int64_t *ret);
 char **strv_split(const char *s);
 size_t strv_length(char *const *l);
 int strv_extend(char ***l, const char *value);
+int strv_extendf(char ***l, const char *format, ...) _printf_(2, 3);
