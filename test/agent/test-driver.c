@@ -268,6 +268,18 @@ static void test_success(void) {
                 ASSERT(stat(wd, &st) == 0);
                 remove_job(&j);
                 ASSERT(stat(wd, &st) < 0 && errno == ENOENT);
+                job_clear(&j);
+
+                /* What the exec driver sets besides the task's env: its home is its work directory,
+                 * it knows its task and attempt, and PATH has a default. */
+                start(&j, (char *[]) { "sh", "-c", "echo \"$HOME|$MC_TASK_ID|$MC_ATTEMPT|$PATH\"", NULL }, NULL, 0, 0);
+                run_until(&j.exited, 60);
+                ASSERT(j.started && j.exit_code == 0);
+                char want[512];
+                snprintf(want, sizeof(want), "%s/task-%u-%u|task-%u|1|/usr/local/sbin:", work_dir, lease_counter,
+                         100 + lease_counter, lease_counter);
+                ASSERT(strncmp(j.out, want, strlen(want)) == 0);
+                remove_job(&j);
         }
         job_clear(&j);
 }
