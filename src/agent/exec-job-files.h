@@ -66,5 +66,3 @@ int pid_start_time(pid_t pid, uint64_t *ret);
  * (and its pid is free, or taken by another process). */
 int exec_job_supervisor_open(const ExecJobRecord *r, int *ret_pidfd);
 
-/* Writes data to dir/name atomically: temporary file, fsync, rename, fsync of the directory. */
-int write_file_atomic(const char *dir, const char *name, const void *data, size_t size);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "id-util.h"
+#include "file-util.h"
 #include "json-util.h"
 #include "log.h"
 #include "outbox.h"
@@ -17,62 +18,43 @@ int outbox_init(const char *dir) {
         return 0;
 }
 
-static char *entry_path(const char *dir, const char *task_id, int64_t lease_token) {
+/* Task ids are [A-Za-z0-9][A-Za-z0-9._-]*: safe as a file name, and never starting with '.', which
+ * temporary files do (write_file_atomic()). */
+static char *entry_name(const char *task_id, int64_t lease_token) {
         char *p;
 
-        /* Task ids are [A-Za-z0-9][A-Za-z0-9._-]*: safe as a file name, and never starting with '.',
-         * which our temporary files do. */
-        if (asprintf(&p, "%s/%s.%" PRIi64 ".json", dir, task_id, lease_token) < 0)
+        if (asprintf(&p, "%s.%" PRIi64 ".json", task_id, lease_token) < 0)
                 return NULL;
         return p;
 }
 
-static int write_all(int fd, const char *p, size_t n) {
-        while (n > 0) {
-                ssize_t w = write(fd, p, n);
-                if (w < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += w;
-                n -= (size_t) w;
-        }
-        return 0;
+static char *entry_path(const char *dir, const char *task_id, int64_t lease_token) {
+        _cleanup_free_ char *name = entry_name(task_id, lease_token);
+        char *p;
+
+        if (!name || asprintf(&p, "%s/%s", dir, name) < 0)
+                return NULL;
+        return p;
 }
 
 int outbox_write(const char *dir, const char *task_id, int64_t lease_token, json_object *finish) {
         _cleanup_json_ json_object *o = json_object_new_object();
-        _cleanup_free_ char *path = entry_path(dir, task_id, lease_token), *tmp = NULL;
-        _cleanup_close_ int fd = -1, dfd = -1;
+        _cleanup_free_ char *name = NULL;
         const char *text;
         int r;
 
-        if (!o || !path)
+        if (!o)
                 return -ENOMEM;
         if (json_add_string(o, "task_id", task_id) < 0 || json_add_int64(o, "lease_token", lease_token) < 0 ||
             json_add(o, "finish", json_object_get(finish)) < 0)
                 return -ENOMEM;
         text = json_to_string(o);
-
-        if (asprintf(&tmp, "%s/.tmp-%s-XXXXXX", dir, task_id) < 0)
+        name = entry_name(task_id, lease_token);
+        if (!name)
                 return -ENOMEM;
-        fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0)
-                return log_error_errno(errno, "Cannot create a file in the outbox %s: %m", dir);
-        r = write_all(fd, text, strlen(text));
-        if (r >= 0 && fsync(fd) < 0)
-                r = -errno;
-        if (r >= 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0) {
-                (void) unlink(tmp);
-                return log_error_errno(r, "Cannot write %s: %m", path);
-        }
-        /* The rename is durable only once the directory is. */
-        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0 || fsync(dfd) < 0)
-                return log_error_errno(errno, "Cannot sync the outbox %s: %m", dir);
+        r = write_file_atomic(dir, name, text, strlen(text));
+        if (r < 0)
+                return log_error_errno(r, "Cannot write %s/%s: %m", dir, name);
         return 0;
 }
 
@@ -161,7 +143,7 @@ int outbox_load(const char *dir, OutboxEntry **ret, size_t *ret_n) {
                         continue;
                 if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
                         goto oom;
-                if (startswith(de->d_name, ".tmp-")) {
+                if (de->d_name[0] == '.') {
                         /* A write a crash interrupted: its result was never acknowledged anywhere. */
                         (void) unlink(path);
                         continue;

@@ -223,9 +223,14 @@ def test_damaged_state_files():
     os.makedirs(os.path.join(a.state_dir, "outbox"), exist_ok=True)
     with open(os.path.join(a.state_dir, "outbox", "misnamed.json"), "w") as f:
         f.write('{"task_id": "ghost", "lease_token": 1, "finish": {"status": "succeeded"}}')
+    # A write a crash interrupted: never acknowledged, so removed, not sent.
+    torn = os.path.join(a.state_dir, "outbox", ".ghost.2.json.tmp")
+    with open(torn, "w") as f:
+        f.write('{"task_id": "gho')
     a.start()
     a.daemon.wait_log("Cannot read the lease file", 30)
     a.daemon.wait_log("Ignoring outbox entry", 30)
+    check(not os.path.exists(torn), "the torn temporary file was removed")
     tid = at.push(c, task_body("echo after-damage"))
     t = at.wait_final(c, tid)
     check(t["status"] == "succeeded" and "after-damage" in t["result"]["stdout_tail"], t)
