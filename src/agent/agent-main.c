@@ -6,8 +6,8 @@
 #include <sys/stat.h>
 
 #include "agent.h"
-#include "cgroup.h"
 #include "config.h"
+#include "file-util.h"
 #include "daemon-util.h"
 #include "log.h"
 

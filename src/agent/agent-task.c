@@ -10,6 +10,7 @@
 #include "lease-store.h"
 #include "log.h"
 #include "outbox.h"
+#include "utf8.h"
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Tasks */
@@ -256,21 +257,14 @@ static const char *final_status(Task *t, const DriverExit *e, char **ret_reason)
 
 /* Keeps at most max bytes of s: its start (head) or its end. */
 static void utf8_cut(char *s, size_t max, bool head) {
-        size_t l = strlen(s), cut;
+        size_t l = strlen(s);
 
-        if (l <= max)
-                return;
-        if (head) {
-                cut = max;
-                while (cut > 0 && ((unsigned char) s[cut] & 0xC0) == 0x80)
-                        cut--;
-                s[cut] = 0;
-                return;
+        if (head)
+                s[utf8_prefix_len(s, l, max)] = 0;
+        else {
+                size_t start = utf8_suffix_start(s, l, max);
+                memmove(s, s + start, l - start + 1);
         }
-        cut = l - max;
-        while (cut < l && ((unsigned char) s[cut] & 0xC0) == 0x80)
-                cut++;
-        memmove(s, s + cut, l - cut + 1);
 }
 
 static json_object *finish_body(Task *t, const char *status, const char *reason, const DriverExit *e) {

@@ -5,6 +5,7 @@
 #include "capacity.h"
 #include "cgroup.h"
 #include "config.h"
+#include "file-util.h"
 #include "log.h"
 
 static int64_t meminfo_total(void) {

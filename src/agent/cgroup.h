@@ -57,7 +57,3 @@ int cgroup_get_limits(Cgroup *cg, int64_t *ret_cpu_quota_usec, int64_t *ret_cpu_
 
 /* Names of the children of <root>/<path> (the tasks a previous run left), NULL-terminated. */
 int cgroup_list_children(const char *root, CgroupMode mode, const char *path, char ***ret);
-
-/* Reads a small file into a string without its trailing newline. */
-int read_one_line_file(const char *path, char **ret);
-int write_string_file(const char *path, const char *s);

@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 
-#include "cgroup.h"
+#include "file-util.h"
 #include "json-util.h"
 #include "lease-store.h"
 #include "log.h"

@@ -3,7 +3,7 @@
 
 /* What a task printed: the whole output (stdout and stderr interleaved as they came) up to a cap,
  * plus the last bytes of each stream, which go with the result even when the whole output was cut.
- * Fed by the Docker log demultiplexer or by the exec driver's pipes. */
+ * Fed by the Docker driver's log demultiplexer or by the exec supervisor's pipes. */
 
 #include "macro.h"
 
@@ -38,20 +38,3 @@ int output_capture_restore(OutputCapture *c, const void *output, size_t output_s
  * tail's start is dropped), ready for JSON. */
 char *output_capture_tail(const OutputCapture *c, OutputStream stream);
 char *output_capture_output(const OutputCapture *c);
-
-/* Copies s[0..size) as valid UTF-8. */
-char *utf8_sanitize(const char *s, size_t size);
-
-/* Docker's multiplexed log stream: frames of an 8-byte header (stream type, 3 zero bytes, big-endian
- * payload length) and the payload. Fed with arbitrary pieces; passes payloads on to the capture. */
-typedef struct DockerLogDemux {
-        uint8_t header[8];
-        size_t header_size;
-        uint32_t remaining;
-        uint8_t stream;
-} DockerLogDemux;
-
-/* Returns -EBADMSG on a stream type that is not stdin/stdout/stderr. */
-int docker_log_demux_feed(DockerLogDemux *d, OutputCapture *c, const void *data, size_t size);
-/* True when the stream ended between frames. */
-bool docker_log_demux_complete(const DockerLogDemux *d);

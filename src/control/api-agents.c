@@ -10,6 +10,7 @@
 #include "daemon-util.h"
 #include "json-util.h"
 #include "log.h"
+#include "utf8.h"
 
 typedef struct AgentCall {
         Control *control;
@@ -209,15 +210,6 @@ void api_task_started(Control *c, HttpRequest *req, const AuthIdentity *id, cons
         run_call(a, "SELECT code, body FROM mc_started($1, $2, $3::bigint, $4)", 4, params);
 }
 
-/* Cuts s to at most max bytes without splitting a UTF-8 sequence. */
-static size_t utf8_cut(const char *s, size_t len, size_t max) {
-        if (len <= max)
-                return len;
-        while (max > 0 && ((unsigned char) s[max] & 0xc0) == 0x80)
-                max--;
-        return max;
-}
-
 void api_task_finish(Control *c, HttpRequest *req, const AuthIdentity *id, const char *task_id) {
         _cleanup_(agent_body_done) AgentBody b = {};
         _cleanup_free_ char *output_cut = NULL;
@@ -233,7 +225,7 @@ void api_task_finish(Control *c, HttpRequest *req, const AuthIdentity *id, const
 
         output = b.output;
         if (output && strlen(output) > (size_t) c->config.output_max_bytes) {
-                size_t n = utf8_cut(output, strlen(output), (size_t) c->config.output_max_bytes);
+                size_t n = utf8_prefix_len(output, strlen(output), (size_t) c->config.output_max_bytes);
                 output_cut = strndup(output, n);
                 if (!output_cut) {
                         http_request_reply_error(req, 500, NULL, "Out of memory.");

@@ -17,6 +17,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "task-record.h"
+#include "utf8.h"
 
 #define EXIT_NOT_FOUND 2
 
@@ -180,20 +181,6 @@ static void print_json(json_object *o) {
         printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
-static bool valid_utf8(const uint8_t *s, size_t n) {
-        for (size_t i = 0; i < n;) {
-                uint8_t c = s[i];
-                size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-                if (len == 0 || c == 0 || i + len > n)
-                        return false;
-                for (size_t j = 1; j < len; j++)
-                        if ((s[i + j] & 0xc0) != 0x80)
-                                return false;
-                i += len;
-        }
-        return true;
-}
-
 static json_object *hex_json(const void *p, size_t n) {
         _cleanup_free_ char *h = malloc(2 * n + 1);
         return h ? json_object_new_string(dht_hex(p, n, h)) : NULL;
@@ -207,7 +194,7 @@ static json_object *bencode_to_json(const BeNode *n) {
         case BE_INT:
                 return json_object_new_int64(n->i);
         case BE_STR:
-                if (valid_utf8(n->s, n->count))
+                if (utf8_is_valid(n->s, n->count) && !memchr(n->s, 0, n->count))
                         return json_object_new_string_len((const char *) n->s, (int) n->count);
                 o = json_object_new_object();
                 json_object_object_add(o, "hex", hex_json(n->s, n->count));

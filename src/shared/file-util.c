@@ -44,3 +44,43 @@ int write_file_atomic(const char *dir, const char *name, const void *data, size_
                 return -errno;
         return 0;
 }
+
+int read_one_line_file(const char *path, char **ret) {
+        _cleanup_fclose_ FILE *f = NULL;
+        _cleanup_free_ char *line = NULL;
+        size_t n = 0;
+        ssize_t l;
+
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        l = getline(&line, &n, f);
+        if (l < 0) {
+                /* An empty file; getline() may have allocated a buffer all the same. */
+                if (ferror(f))
+                        return -EIO;
+                free(line);
+                line = strdup("");
+                if (!line)
+                        return -ENOMEM;
+        } else
+                line[strcspn(line, "\n")] = 0;
+        *ret = TAKE_PTR(line);
+        return 0;
+}
+
+int write_string_file(const char *path, const char *s) {
+        _cleanup_close_ int fd = -1;
+        size_t n = strlen(s);
+        ssize_t w;
+
+        fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        w = write(fd, s, n);
+        if (w < 0)
+                return -errno;
+        if ((size_t) w != n)
+                return -EIO;
+        return 0;
+}

@@ -3,44 +3,9 @@
 #include <math.h>
 
 #include "json-util.h"
+#include "utf8.h"
 
 #define JSON_MAX_DEPTH 32
-
-/* RFC 3629 UTF-8: json-c's JSON_TOKENER_VALIDATE_UTF8 lets encoded surrogates (ED A0 80) through,
- * which PostgreSQL then refuses, so the text is checked here first. */
-static bool utf8_is_valid(const unsigned char *s, size_t size) {
-        for (size_t i = 0; i < size;) {
-                unsigned char c = s[i];
-                size_t n;
-                uint32_t cp;
-
-                if (c < 0x80) {
-                        i++;
-                        continue;
-                }
-                if (c >= 0xc2 && c <= 0xdf)
-                        n = 1, cp = c & 0x1f;
-                else if (c >= 0xe0 && c <= 0xef)
-                        n = 2, cp = c & 0x0f;
-                else if (c >= 0xf0 && c <= 0xf4)
-                        n = 3, cp = c & 0x07;
-                else
-                        return false;
-                if (size - i <= n)
-                        return false;
-                for (size_t j = 1; j <= n; j++) {
-                        if ((s[i + j] & 0xc0) != 0x80)
-                                return false;
-                        cp = (cp << 6) | (s[i + j] & 0x3f);
-                }
-                /* overlong forms, surrogates, beyond U+10FFFF */
-                if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-                    (cp >= 0xd800 && cp <= 0xdfff))
-                        return false;
-                i += n + 1;
-        }
-        return true;
-}
 
 /* json-c turns "\u0000" into a NUL inside a string (and cuts object keys there), so a C consumer
  * would see "abc" where the client sent "abc\u0000xyz". A backslash escapes only when it is not

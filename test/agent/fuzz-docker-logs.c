@@ -6,7 +6,7 @@
  * accepts; nothing beyond the cap is kept; cut into pieces or not, the result is the same. */
 
 #include "json-util.h"
-#include "output-capture.h"
+#include "docker-log-demux.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

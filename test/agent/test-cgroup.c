@@ -9,6 +9,7 @@
 
 #include "agent-test.h"
 #include "cgroup.h"
+#include "file-util.h"
 
 static char root[256];
 

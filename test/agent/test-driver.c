@@ -17,6 +17,7 @@
 #include "agent-test.h"
 #include "cgroup.h"
 #include "config.h"
+#include "file-util.h"
 #include "curl-event.h"
 #include "docker-container.h"
 #include "driver.h"

@@ -4,7 +4,9 @@
  * possible split. */
 
 #include "agent-test.h"
+#include "docker-log-demux.h"
 #include "output-capture.h"
+#include "utf8.h"
 
 static void test_cap_and_tails(void) {
         OutputCapture c;

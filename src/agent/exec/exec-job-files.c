@@ -4,7 +4,6 @@
 #include <sys/pidfd.h>
 #include <sys/stat.h>
 
-#include "cgroup.h"
 #include "config.h"
 #include "exec-job-files.h"
 #include "file-util.h"

@@ -5,7 +5,7 @@
  *
  * Jobs survive an agent restart (systemctl restart, a crash) and are adopted by the next agent, as
  * containers are. For that the command is not our child: each job has a supervisor,
- * mc-exec-supervisor (exec-supervisor.c), which we fork in a session of its own and outside the
+ * mc-exec-supervisor (../exec-supervisor/), which we fork in a session of its own and outside the
  * task's cgroup, so that it outlives us (the unit has KillMode=process). It forks the command into
  * the cgroup, keeps its output (the first bytes up to the cap, and the tails) and records its exit
  * status in the job's directory (exec-job-files.h), then exits. We watch the supervisor with a pidfd,
@@ -308,7 +308,7 @@ static int build_env(const DriverJobSpec *spec, const char *work_dir, char ***re
         return 0;
 }
 
-/* The supervisor's command line: see exec-supervisor.c. */
+/* The supervisor's command line: see ../exec-supervisor/exec-supervisor.c. */
 static int supervisor_argv(ExecDriver *ed, ExecJob *j, const char *cgpath, char *const *env, char *const *cmd,
                            char ***ret) {
         _cleanup_strv_free_ char **a = calloc(1, sizeof(char *));

@@ -9,8 +9,8 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "cgroup.h"
 #include "config.h"
+#include "file-util.h"
 #include "daemon-util.h"
 #include "fence-keeper.h"
 #include "lease-store.h"

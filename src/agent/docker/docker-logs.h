@@ -2,7 +2,7 @@
 #pragma once
 
 #include "docker-client.h"
-#include "output-capture.h"
+#include "docker-log-demux.h"
 
 /* Reads a container's whole output so far (stdout and stderr, demultiplexed) into capture, which
  * must stay valid until the callback. With follow, keeps reading until the container stops. */
