@@ -18,6 +18,7 @@
 #include "dht.h"
 #include "hashmap.h"
 #include "log.h"
+#include "random-util.h"
 
 static sd_event *event;
 static Dht **nodes;

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "daemon-util.h"
 #include "dht-daemon.h"
+#include "hex.h"
 #include "log.h"
 
 /* Between lookups while the list is fine. */
@@ -26,34 +27,11 @@ static bool dht_wanted(const AgentConfig *c) {
         return strv_length(c->dht.bootstrap) > 0 || c->dht.port > 0;
 }
 
-static bool strv_has(char *const *l, const char *s) {
-        for (char *const *u = l; u && *u; u++)
-                if (streq(*u, s))
-                        return true;
-        return false;
-}
-
-static char *strv_join(char *const *l, const char *sep) {
-        size_t n = 1;
-        char *s, *p;
-
-        for (char *const *u = l; u && *u; u++)
-                n += strlen(*u) + strlen(sep);
-        s = p = malloc(n);
-        if (!s)
-                return NULL;
-        *p = 0;
-        for (char *const *u = l; u && *u; u++)
-                p = stpcpy(stpcpy(p, u == l ? "" : sep), *u);
-        return s;
-}
-
 static void info_hash_hex(const char *cluster_name, char ret[DHT_ID_SIZE * 2 + 1]) {
         uint8_t ih[DHT_ID_SIZE];
 
         cluster_info_hash(cluster_name, ih);
-        for (size_t i = 0; i < DHT_ID_SIZE; i++)
-                sprintf(ret + 2 * i, "%02x", ih[i]);
+        hex_encode(ih, sizeof(ih), ret);
 }
 
 /* Arms the lookup timer for `at` (CLOCK_MONOTONIC) unless it is already armed for earlier. */
@@ -116,10 +94,10 @@ static int merge_found(Agent *a, char **found) {
                         return -ENOMEM;
         }
         for (char **u = a->dht_urls; u && *u; u++)
-                if (strv_has(norm, *u) && strv_extend(&l, *u) < 0)
+                if (strv_contains(norm, *u) && strv_extend(&l, *u) < 0)
                         return -ENOMEM;
         for (char **u = norm; u && *u; u++)
-                if (!strv_has(l, *u) && strv_extend(&l, *u) < 0)
+                if (!strv_contains(l, *u) && strv_extend(&l, *u) < 0)
                         return -ENOMEM;
 
         changed = strv_length(l) != strv_length(a->dht_urls);

@@ -36,10 +36,7 @@ Task *task_new(Agent *a, const char *id, int64_t lease_token, int64_t attempt) {
         t->lease_token = lease_token;
         t->attempt = attempt;
         t->exit_code = -1;
-        t->next = a->tasks;
-        if (a->tasks)
-                a->tasks->prev = t;
-        a->tasks = t;
+        LIST_PREPEND(a->tasks, t);
         a->n_tasks++;
         return t;
 }
@@ -47,12 +44,7 @@ Task *task_new(Agent *a, const char *id, int64_t lease_token, int64_t attempt) {
 void task_free(Task *t) {
         Agent *a = t->agent;
 
-        if (t->prev)
-                t->prev->next = t->next;
-        else
-                a->tasks = t->next;
-        if (t->next)
-                t->next->prev = t->prev;
+        LIST_REMOVE(a->tasks, t);
         a->n_tasks--;
         driver_job_free(t->job);
         control_call_cancel(t->started_call);

@@ -15,6 +15,7 @@
 #include "curl-event.h"
 #include "dht-daemon.h"
 #include "driver.h"
+#include "list.h"
 #include "macro.h"
 
 typedef struct AgentConfig {
@@ -87,7 +88,7 @@ typedef struct Task {
         int64_t exit_code;
         sd_event_source *finish_retry;
         uint64_t finish_backoff_usec;
-        struct Task *prev, *next;
+        LIST_FIELDS(struct Task);
 } Task;
 
 struct Agent {

@@ -5,6 +5,7 @@
 #include "daemon-util.h"
 #include "id-util.h"
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 
 #define CONNECT_TIMEOUT_USEC (2 * USEC_PER_SEC)
@@ -34,7 +35,7 @@ struct ControlCall {
         uint64_t sent_usec;
         ControlCallback cb;
         void *userdata;
-        ControlCall *prev, *next;
+        LIST_FIELDS(ControlCall);
 };
 
 static int64_t claim_resource(json_object *record, const char *key) {
@@ -131,12 +132,7 @@ int control_client_new(sd_event *e, CurlEvent *curl, char *const *urls, const ch
 static void call_free(ControlCall *call) {
         ControlClient *c = call->client;
 
-        if (call->prev)
-                call->prev->next = call->next;
-        else
-                c->calls = call->next;
-        if (call->next)
-                call->next->prev = call->prev;
+        LIST_REMOVE(c->calls, call);
         sd_event_source_disable_unref(call->fail_source);
         free(call->path);
         free(call->body);
@@ -350,10 +346,7 @@ int control_post(ControlClient *c, const char *path, json_object *body, uint64_t
         call->timeout_usec = timeout_usec;
         call->path = strdup(path);
         call->body = strdup(body ? json_to_string(body) : "{}");
-        call->next = c->calls;
-        if (c->calls)
-                c->calls->prev = call;
-        c->calls = call;
+        LIST_PREPEND(c->calls, call);
         if (!call->path || !call->body) {
                 call_free(call);
                 return -ENOMEM;

@@ -13,8 +13,8 @@ static int boot_id(char **ret) {
 
 int lease_store_save(const char *path, uint64_t ttl_usec, pid_t agent_pid, const LeaseRecord *l, size_t n) {
         _cleanup_json_ json_object *o = json_object_new_object(), *a = json_object_new_array();
-        _cleanup_free_ char *boot = NULL, *tmp = NULL;
-        _cleanup_fclose_ FILE *f = NULL;
+        _cleanup_free_ char *boot = NULL;
+        const char *text;
         int r;
 
         if (!o || !a)
@@ -39,22 +39,10 @@ int lease_store_save(const char *path, uint64_t ttl_usec, pid_t agent_pid, const
             json_add_int64(o, "agent_pid", agent_pid) < 0 ||
             json_add(o, "leases", TAKE_PTR(a)) < 0)
                 return -ENOMEM;
-        if (asprintf(&tmp, "%s.tmp", path) < 0)
-                return -ENOMEM;
-        f = fopen(tmp, "we");
-        if (!f)
-                return -errno;
-        if (fputs(json_to_string(o), f) < 0 || fflush(f) != 0) {
-                r = -errno;
-                (void) unlink(tmp);
-                return r;
-        }
-        if (rename(tmp, path) < 0) {
-                r = -errno;
-                (void) unlink(tmp);
-                return r;
-        }
-        return 0;
+        text = json_to_string(o);
+        /* Not synced: it is rewritten every third of a TTL, and a machine crash takes the
+         * containers it fences with it. */
+        return write_file_atomic(path, text, strlen(text), 0600, 0);
 }
 
 void lease_records_free(LeaseRecord *l, size_t n) {

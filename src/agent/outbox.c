@@ -39,7 +39,7 @@ static char *entry_path(const char *dir, const char *task_id, int64_t lease_toke
 
 int outbox_write(const char *dir, const char *task_id, int64_t lease_token, json_object *finish) {
         _cleanup_json_ json_object *o = json_object_new_object();
-        _cleanup_free_ char *name = NULL;
+        _cleanup_free_ char *path = NULL;
         const char *text;
         int r;
 
@@ -49,12 +49,13 @@ int outbox_write(const char *dir, const char *task_id, int64_t lease_token, json
             json_add(o, "finish", json_object_get(finish)) < 0)
                 return -ENOMEM;
         text = json_to_string(o);
-        name = entry_name(task_id, lease_token);
-        if (!name)
+        path = entry_path(dir, task_id, lease_token);
+        if (!path)
                 return -ENOMEM;
-        r = write_file_atomic(dir, name, text, strlen(text));
+        /* Durable before the task's lease is let go: this is the only copy of the result. */
+        r = write_file_atomic(path, text, strlen(text), 0600, WRITE_FILE_SYNC);
         if (r < 0)
-                return log_error_errno(r, "Cannot write %s/%s: %m", dir, name);
+                return log_error_errno(r, "Cannot write %s: %m", path);
         return 0;
 }
 

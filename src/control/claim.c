@@ -4,6 +4,7 @@
 #include "daemon-util.h"
 #include "json-check.h"
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 
 typedef enum WaiterState {
@@ -23,7 +24,7 @@ struct Waiter {
         uint64_t tried_gen;     /* generation in which a notification last woke it */
         uint64_t query_start_usec;
         sd_event_source *timer;
-        Waiter *prev, *next;
+        LIST_FIELDS(Waiter);
 };
 
 struct ClaimWaiters {
@@ -39,14 +40,7 @@ static void waiter_query(Waiter *w);
 static void waiter_free(Waiter *w) {
         ClaimWaiters *o = w->owner;
 
-        if (w->prev)
-                w->prev->next = w->next;
-        else
-                o->head = w->next;
-        if (w->next)
-                w->next->prev = w->prev;
-        else
-                o->tail = w->prev;
+        LIST_REMOVE_QUEUED(o->head, o->tail, w);
         o->n--;
         sd_event_source_disable_unref(w->timer);
         free(w);
@@ -188,12 +182,7 @@ int claim_start(Control *c, HttpRequest *req, const char *node_id, uint64_t wait
                         return r;
                 }
         }
-        w->prev = o->tail;
-        if (o->tail)
-                o->tail->next = w;
-        else
-                o->head = w;
-        o->tail = w;
+        LIST_APPEND(o->head, o->tail, w);
         o->n++;
 
         waiter_query(w);

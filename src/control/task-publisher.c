@@ -3,6 +3,7 @@
 #include "daemon-util.h"
 #include "dht-daemon.h"
 #include "hashmap.h"
+#include "list.h"
 #include "log.h"
 #include "task-publisher.h"
 
@@ -16,7 +17,7 @@ struct Pending {
         char status[16];
         char node[TASK_NODE_MAX + 1];
         int64_t lease_token, attempt, updated_at_usec;
-        Pending *prev, *next;   /* oldest first */
+        LIST_FIELDS(Pending);   /* oldest first */
 };
 
 struct TaskPublisher {
@@ -34,15 +35,7 @@ struct TaskPublisher {
 static void publish_more(TaskPublisher *p);
 
 static void pending_unlink(TaskPublisher *p, Pending *e) {
-        if (e->prev)
-                e->prev->next = e->next;
-        else
-                p->head = e->next;
-        if (e->next)
-                e->next->prev = e->prev;
-        else
-                p->tail = e->prev;
-        e->prev = e->next = NULL;
+        LIST_REMOVE_QUEUED(p->head, p->tail, e);
         hashmap_remove(p->pending, e->key);
 }
 
@@ -135,12 +128,7 @@ void task_publisher_changed(TaskPublisher *p, const char *id, const char *status
                 free(e);
                 return;
         }
-        e->prev = p->tail;
-        if (p->tail)
-                p->tail->next = e;
-        else
-                p->head = e;
-        p->tail = e;
+        LIST_APPEND(p->head, p->tail, e);
         publish_more(p);
 }
 

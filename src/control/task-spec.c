@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include <sys/random.h>
 #include <time.h>
 
+#include "hex.h"
 #include "json-util.h"
+#include "random-util.h"
 #include "task-spec.h"
 
 #define CMD_MAX_ARGS 256
@@ -303,15 +304,13 @@ int task_id_generate(char ret[static 33]) {
         struct timespec ts;
         uint64_t ms;
 
-        if (getrandom(b + 6, sizeof(b) - 6, 0) != (ssize_t) (sizeof(b) - 6))
-                return -errno;
+        random_bytes(b + 6, sizeof(b) - 6);
         clock_gettime(CLOCK_REALTIME, &ts);
         ms = (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
         for (int i = 0; i < 6; i++)
                 b[i] = (uint8_t) (ms >> (40 - 8 * i));
         b[6] = (uint8_t) (0x70 | (b[6] & 0x0f)); /* version 7 */
         b[8] = (uint8_t) (0x80 | (b[8] & 0x3f)); /* variant */
-        for (int i = 0; i < 16; i++)
-                snprintf(ret + 2 * i, 3, "%02x", b[i]);
+        hex_encode(b, sizeof(b), ret);
         return 0;
 }

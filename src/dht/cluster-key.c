@@ -6,6 +6,8 @@
 
 #include "cluster-key.h"
 #include "dht-id.h"
+#include "file-util.h"
+#include "hex.h"
 #include "log.h"
 
 int cluster_key_load_file(const char *path, EVP_PKEY **ret) {
@@ -30,47 +32,21 @@ int cluster_key_load_file(const char *path, EVP_PKEY **ret) {
         return 0;
 }
 
-static int write_atomic(const char *path, bool replace, int (*writer)(FILE *f, void *userdata), void *userdata) {
-        _cleanup_free_ char *tmp = NULL;
-        FILE *f;
-        int fd, r;
-
-        if (asprintf(&tmp, "%s.tmp.%d", path, (int) getpid()) < 0)
-                return -ENOMEM;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return -errno;
-        f = fdopen(fd, "w");
-        if (!f) {
-                r = -errno;
-                close(fd);
-                (void) unlink(tmp);
-                return r;
-        }
-        r = writer(f, userdata);
-        if (r >= 0 && (fflush(f) != 0 || fsync(fd) != 0))
-                r = -errno;
-        fclose(f);
-        if (r >= 0) {
-                if (replace)
-                        r = rename(tmp, path) < 0 ? -errno : 0;
-                else
-                        r = link(tmp, path) < 0 ? -errno : 0; /* fails with EEXIST rather than replacing */
-        }
-        (void) unlink(tmp);
-        return r;
-}
-
-static int write_pem(FILE *f, void *userdata) {
-        return PEM_write_PrivateKey(f, userdata, NULL, NULL, 0, NULL, NULL) == 1 ? 0 : -EIO;
-}
-
-static int write_pub(FILE *f, void *userdata) {
-        return fprintf(f, "%s\n", (const char *) userdata) < 0 ? -EIO : 0;
-}
+DEFINE_TRIVIAL_CLEANUP_FUNC(BIO *, BIO_free_all);
 
 int cluster_key_write_file(const char *path, EVP_PKEY *key, bool replace) {
-        return write_atomic(path, replace, write_pem, key);
+        _cleanup_(BIO_free_allp) BIO *b = BIO_new(BIO_s_mem());
+        char *pem;
+        long n;
+
+        if (!b)
+                return -ENOMEM;
+        if (PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL) != 1)
+                return -EIO;
+        n = BIO_get_mem_data(b, &pem);
+        if (n <= 0)
+                return -EIO;
+        return write_file_atomic(path, pem, (size_t) n, 0600, WRITE_FILE_SYNC | (replace ? 0 : WRITE_FILE_NO_REPLACE));
 }
 
 int cluster_key_public_hex(EVP_PKEY *key, char ret[CLUSTER_KEY_HEX_MAX]) {
@@ -78,7 +54,7 @@ int cluster_key_public_hex(EVP_PKEY *key, char ret[CLUSTER_KEY_HEX_MAX]) {
         int r = bep44_key_public(key, pub);
         if (r < 0)
                 return r;
-        dht_hex(pub, sizeof(pub), ret);
+        hex_encode(pub, sizeof(pub), ret);
         return 0;
 }
 
@@ -114,7 +90,11 @@ int cluster_key_load_or_generate(const char *state_dir, EVP_PKEY **ret) {
         r = cluster_key_public_hex(k, hex);
         if (r < 0)
                 return r;
-        (void) write_atomic(pub_path, true, write_pub, hex);
+        {
+                char line[CLUSTER_KEY_HEX_MAX + 1];
+                int n = snprintf(line, sizeof(line), "%s\n", hex);
+                (void) write_file_atomic(pub_path, line, (size_t) n, 0644, WRITE_FILE_SYNC);
+        }
         *ret = TAKE_PTR(k);
         return 0;
 }
@@ -143,7 +123,7 @@ int cluster_key_parse_public(const char *s, uint8_t ret[BEP44_KEY_SIZE]) {
                 return -EINVAL;
         l = strlen(s);
         if (l == 2 * BEP44_KEY_SIZE)
-                return dht_unhex(s, ret, BEP44_KEY_SIZE);
+                return hex_decode(s, ret, BEP44_KEY_SIZE);
         if (l == 44 && s[43] == '=')
                 l = 43;
         if (l != 43)

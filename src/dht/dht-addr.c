@@ -5,43 +5,6 @@
 #include "dht-addr.h"
 #include "dht-id.h"
 
-char *dht_hex(const void *p, size_t n, char *out) {
-        static const char digits[] = "0123456789abcdef";
-        const uint8_t *b = p;
-
-        for (size_t i = 0; i < n; i++) {
-                out[2 * i] = digits[b[i] >> 4];
-                out[2 * i + 1] = digits[b[i] & 15];
-        }
-        out[2 * n] = 0;
-        return out;
-}
-
-static int unhex_digit(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
-int dht_unhex(const char *s, void *ret, size_t n) {
-        uint8_t buf[256];
-
-        if (!s || n > sizeof(buf) || strlen(s) != 2 * n)
-                return -EINVAL;
-        for (size_t i = 0; i < n; i++) {
-                int h = unhex_digit(s[2 * i]), l = unhex_digit(s[2 * i + 1]);
-                if (h < 0 || l < 0)
-                        return -EINVAL;
-                buf[i] = (uint8_t) (h << 4 | l);
-        }
-        memcpy(ret, buf, n);
-        return 0;
-}
-
 bool dht_addr_ip_eq(const DhtAddr *a, const DhtAddr *b) {
         return a->family == b->family && memcmp(a->ip, b->ip, dht_addr_ip_len(a)) == 0;
 }

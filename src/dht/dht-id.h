@@ -32,9 +32,5 @@ static inline bool dht_id_eq(const uint8_t *a, const uint8_t *b) {
         return memcmp(a, b, DHT_ID_SIZE) == 0;
 }
 
-/* Lowercase hex; out must hold 2 * n + 1 bytes. Returns out. */
-char *dht_hex(const void *p, size_t n, char *out);
-/* Parses exactly 2 * n hex digits. */
-int dht_unhex(const char *s, void *ret, size_t n);
 
 #define DHT_ID_HEX_MAX (DHT_ID_SIZE * 2 + 1)

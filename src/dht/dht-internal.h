@@ -7,6 +7,7 @@
 #include "bep44.h"
 #include "dht.h"
 #include "hashmap.h"
+#include "list.h"
 #include "ratelimit.h"
 #include "routing-table.h"
 #include "storage.h"
@@ -105,7 +106,7 @@ typedef enum OpType {
 
 struct Op {
         Dht *dht;
-        Op *next, *prev;
+        LIST_FIELDS(Op);
         OpType type;
         bool started, internal;         /* internal: runs before the node is ready (bootstrap) */
         uint8_t target[DHT_ID_SIZE];

@@ -37,10 +37,7 @@ Op *op_new(Dht *d, OpType type, DhtCallback cb, void *userdata) {
         op->type = type;
         op->cb = cb;
         op->userdata = userdata;
-        op->next = d->ops;
-        if (d->ops)
-                d->ops->prev = op;
-        d->ops = op;
+        LIST_PREPEND(d->ops, op);
         (void) sd_event_source_set_enabled(d->kick, SD_EVENT_ONESHOT);
         return op;
 }
@@ -53,13 +50,8 @@ void dht_op_became_ready(Dht *d) {
 static void op_unlink(Op *op) {
         Dht *d = op->dht;
 
-        if (op->prev)
-                op->prev->next = op->next;
-        else if (d->ops == op)
-                d->ops = op->next;
-        if (op->next)
-                op->next->prev = op->prev;
-        op->next = op->prev = NULL;
+        if (LIST_IS_LINKED(d->ops, op))
+                LIST_REMOVE(d->ops, op);
 }
 
 static void lookup_forget_pending(Lookup *l) {

@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 
 #include "dht-internal.h"
+#include "file-util.h"
+#include "hex.h"
 #include "log.h"
 
 #define STATE_FILE "dht-state"
@@ -37,7 +39,7 @@ int dht_state_load(Dht *d) {
                 uint8_t id[DHT_ID_SIZE];
                 DhtAddr a;
 
-                if (sscanf(line, "id %63s", hex) == 1 && dht_unhex(hex, id, DHT_ID_SIZE) >= 0)
+                if (sscanf(line, "id %63s", hex) == 1 && hex_decode(hex, id, DHT_ID_SIZE) >= 0)
                         memcpy(d->id, id, DHT_ID_SIZE);
                 else if (sscanf(line, "node %63s %63s", hex, addr) == 2 && dht_addr_from_string(addr, &a) >= 0)
                         dht_add_boot_addr(d, &a);
@@ -46,26 +48,19 @@ int dht_state_load(Dht *d) {
 }
 
 int dht_state_save(Dht *d) {
-        _cleanup_free_ char *path = NULL, *tmp = NULL;
+        _cleanup_free_ char *path = NULL, *text = NULL;
         _cleanup_fclose_ FILE *f = NULL;
         char hex[DHT_ID_HEX_MAX], addr[DHT_ADDR_STR_MAX];
         uint64_t now = dht_now(d);
-        size_t written = 0;
-        int fd, r;
+        size_t written = 0, size = 0;
+        int r;
 
-        if (asprintf(&path, "%s/" STATE_FILE, d->state_dir) < 0 ||
-            asprintf(&tmp, "%s/." STATE_FILE ".%d", d->state_dir, (int) getpid()) < 0)
+        if (asprintf(&path, "%s/" STATE_FILE, d->state_dir) < 0)
                 return -ENOMEM;
-        (void) mkdir(d->state_dir, 0700);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return log_warning_errno(errno, "DHT: cannot write %s: %m", tmp);
-        f = fdopen(fd, "w");
-        if (!f) {
-                close(fd);
-                return -errno;
-        }
-        fprintf(f, "id %s\n", dht_hex(d->id, DHT_ID_SIZE, hex));
+        f = open_memstream(&text, &size);
+        if (!f)
+                return -ENOMEM;
+        fprintf(f, "id %s\n", hex_encode(d->id, DHT_ID_SIZE, hex));
         /* Good nodes first, as they are the likeliest to be there after a restart. */
         for (int pass = 0; pass < 2; pass++)
                 for (unsigned i = 0; i < d->n_sock; i++) {
@@ -76,17 +71,16 @@ int dht_state_save(Dht *d) {
                                         RtNodeState st = rt_node_state(x, now);
                                         if ((pass == 0) != (st == RT_GOOD) || st == RT_BAD)
                                                 continue;
-                                        fprintf(f, "node %s %s\n", dht_hex(x->id, DHT_ID_SIZE, hex),
+                                        fprintf(f, "node %s %s\n", hex_encode(x->id, DHT_ID_SIZE, hex),
                                                 dht_addr_to_string(&x->addr, addr));
                                         written++;
                                 }
                 }
-        r = fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : -errno;
-        if (r >= 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0) {
-                (void) unlink(tmp);
+        if (fclose(TAKE_PTR(f)) != 0)
+                return -ENOMEM;
+        (void) mkdir(d->state_dir, 0700);
+        r = write_file_atomic(path, text, size, 0600, WRITE_FILE_SYNC);
+        if (r < 0)
                 return log_warning_errno(r, "DHT: cannot save state to %s: %m", path);
-        }
         return 0;
 }

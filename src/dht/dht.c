@@ -14,6 +14,7 @@
 #include "daemon-util.h"
 #include "dht-internal.h"
 #include "log.h"
+#include "random-util.h"
 
 #define MAINTENANCE_USEC (5 * USEC_PER_SEC)
 

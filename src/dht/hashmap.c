@@ -3,6 +3,7 @@
 #include <sys/random.h>
 
 #include "hashmap.h"
+#include "random-util.h"
 
 typedef struct Entry {
         struct Entry *next;
@@ -17,21 +18,6 @@ struct Hashmap {
         Entry **buckets;
         uint8_t hash_key[16];
 };
-
-void random_bytes(void *buf, size_t n) {
-        uint8_t *p = buf;
-
-        while (n > 0) {
-                ssize_t l = getrandom(p, n, 0);
-                if (l < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        abort(); /* no safe way on without randomness */
-                }
-                p += l;
-                n -= (size_t) l;
-        }
-}
 
 #define ROTL(x, b) (uint64_t) (((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                        \

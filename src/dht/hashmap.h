@@ -28,5 +28,3 @@ size_t hashmap_size(const Hashmap *h);
 bool hashmap_iterate(Hashmap *h, HashmapIter *i, void **ret_value, const void **ret_key);
 
 uint64_t siphash24(const void *data, size_t len, const uint8_t key[16]);
-/* Fills buf from getrandom(); aborts if the kernel cannot provide randomness. */
-void random_bytes(void *buf, size_t n);

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "daemon-util.h"
 #include "dht.h"
+#include "hex.h"
 #include "json-util.h"
 #include "log.h"
 #include "task-record.h"
@@ -183,7 +184,7 @@ static void print_json(json_object *o) {
 
 static json_object *hex_json(const void *p, size_t n) {
         _cleanup_free_ char *h = malloc(2 * n + 1);
-        return h ? json_object_new_string(dht_hex(p, n, h)) : NULL;
+        return h ? json_object_new_string(hex_encode(p, n, h)) : NULL;
 }
 
 /* Bencode to JSON: strings that are not UTF-8 become {"hex": "..."}. */
@@ -250,7 +251,7 @@ static void on_ping(Dht *d, const DhtResult *r, void *userdata) {
                 not_found(c, r->error, "ping");
                 return;
         }
-        dht_hex(r->id, DHT_ID_SIZE, hex);
+        hex_encode(r->id, DHT_ID_SIZE, hex);
         if (arg_json) {
                 _cleanup_json_ json_object *o = json_object_new_object();
                 json_add_string(o, "id", hex);
@@ -278,7 +279,7 @@ static void on_nodes(Dht *d, const DhtResult *r, void *userdata) {
         }
         for (size_t i = 0; i < n; i++) {
                 char hex[DHT_ID_HEX_MAX], addr[DHT_ADDR_STR_MAX];
-                dht_hex(nodes[i].id, DHT_ID_SIZE, hex);
+                hex_encode(nodes[i].id, DHT_ID_SIZE, hex);
                 dht_addr_to_string(&nodes[i].addr, addr);
                 if (arg_json) {
                         json_object *o = json_object_new_object();
@@ -293,7 +294,7 @@ static void on_nodes(Dht *d, const DhtResult *r, void *userdata) {
         if (arg_json) {
                 _cleanup_json_ json_object *o = json_object_new_object();
                 char hex[DHT_ID_HEX_MAX];
-                json_add_string(o, "id", dht_hex(dht_id(d), DHT_ID_SIZE, hex));
+                json_add_string(o, "id", hex_encode(dht_id(d), DHT_ID_SIZE, hex));
                 json_add(o, "nodes", json_object_get(arr));
                 print_json(o);
         }
@@ -339,7 +340,7 @@ static void on_stored(Dht *d, const DhtResult *r, void *userdata) {
                         not_found(c, r->error, c->command);
                 return;
         }
-        dht_hex(c->target, DHT_ID_SIZE, hex);
+        hex_encode(c->target, DHT_ID_SIZE, hex);
         if (arg_json) {
                 _cleanup_json_ json_object *o = json_object_new_object();
                 json_add_string(o, streq(c->command, "announce") ? "info_hash" : "target", hex);
@@ -366,7 +367,7 @@ static void on_item(Dht *d, const DhtResult *r, void *userdata) {
         }
         if (arg_json) {
                 _cleanup_json_ json_object *o = json_object_new_object();
-                json_add_string(o, "target", dht_hex(it->target, DHT_ID_SIZE, hex));
+                json_add_string(o, "target", hex_encode(it->target, DHT_ID_SIZE, hex));
                 json_add(o, "value", value_to_json(it->v, it->v_len));
                 json_add(o, "value_bencoded_hex", hex_json(it->v, it->v_len));
                 if (it->is_mutable) {
@@ -426,7 +427,7 @@ static void on_task(int error, const TaskRecordData *rec, unsigned rejected, voi
 static void on_serve_ready(Dht *d, const DhtResult *r, void *userdata) {
         char hex[DHT_ID_HEX_MAX];
 
-        printf("port %u id %s\n", dht_port(d), dht_hex(dht_id(d), DHT_ID_SIZE, hex));
+        printf("port %u id %s\n", dht_port(d), hex_encode(dht_id(d), DHT_ID_SIZE, hex));
         fflush(stdout);
         sd_notifyf(false, "READY=1\nSTATUS=DHT node on UDP port %u, id %s", dht_port(d), hex);
 }
@@ -445,7 +446,7 @@ static int need_args(Ctx *c, size_t n) {
 }
 
 static int parse_id_arg(const char *s, uint8_t ret[DHT_ID_SIZE], const char *what) {
-        if (dht_unhex(s, ret, DHT_ID_SIZE) < 0)
+        if (hex_decode(s, ret, DHT_ID_SIZE) < 0)
                 return log_error_errno(EINVAL, "Invalid %s \"%s\": expected 40 hex digits.", what, s);
         return 0;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include "hashmap.h"
+#include "random-util.h"
 #include "ratelimit.h"
 
 void ratelimit_init(RateLimit *rl, uint32_t rate, uint32_t burst) {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include "hashmap.h"
+#include "random-util.h"
 #include "routing-table.h"
 
 int rt_init(RoutingTable *rt, const uint8_t self[DHT_ID_SIZE], uint64_t now) {

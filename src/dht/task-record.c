@@ -2,6 +2,7 @@
 
 #include "bencode.h"
 #include "bep44.h"
+#include "hex.h"
 #include "id-util.h"
 #include "task-record.h"
 
@@ -27,7 +28,7 @@ int task_record_salt(const char *id, char ret[BEP44_SALT_MAX + 1], size_t *ret_l
                 char hex[DHT_ID_HEX_MAX];
 
                 sha1(id, strlen(id), h);
-                l = snprintf(ret, BEP44_SALT_MAX + 1, "task/~%s", dht_hex(h, sizeof(h), hex));
+                l = snprintf(ret, BEP44_SALT_MAX + 1, "task/~%s", hex_encode(h, sizeof(h), hex));
         }
         *ret_len = (size_t) l;
         return 0;

@@ -2,6 +2,7 @@
 
 #include "bep44.h"
 #include "hashmap.h"
+#include "random-util.h"
 #include "token.h"
 
 void token_init(TokenSecrets *t, uint64_t now) {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "macro.h"
+#include "strv.h"
 
 typedef enum ConfigType {
         CONFIG_STRING,  /* char * */
@@ -49,8 +50,3 @@ int config_parse_file(const ConfigSpec *spec, void *target, FILE *f, const char 
 
 int parse_boolean(const char *v);
 int parse_int64(const char *v, int64_t *ret);
-/* Splits on commas and whitespace, dropping empty words. */
-char **strv_split(const char *s);
-size_t strv_length(char *const *l);
-int strv_extend(char ***l, const char *value);
-int strv_extendf(char ***l, const char *format, ...) _printf_(2, 3);

@@ -5,6 +5,7 @@
 
 #include "curl-event.h"
 #include "daemon-util.h"
+#include "list.h"
 #include "log.h"
 
 #define DEFAULT_MAX_BODY (16U * 1024U * 1024U)
@@ -15,7 +16,7 @@ typedef struct CurlSocket {
         CurlEvent *curl;
         curl_socket_t fd;
         sd_event_source *source;
-        struct CurlSocket *prev, *next;
+        LIST_FIELDS(struct CurlSocket);
 } CurlSocket;
 
 struct CurlRequest {
@@ -35,7 +36,7 @@ struct CurlRequest {
         bool cancelled;         /* removal waits for the deferred handler */
         bool completing;        /* its completion callback is running */
         char errbuf[CURL_ERROR_SIZE];
-        CurlRequest *prev, *next;
+        LIST_FIELDS(CurlRequest);
 };
 
 struct CurlEvent {
@@ -52,13 +53,7 @@ struct CurlEvent {
 static void request_unlink(CurlRequest *r) {
         CurlEvent *c = r->curl;
 
-        if (r->prev)
-                r->prev->next = r->next;
-        else
-                c->requests = r->next;
-        if (r->next)
-                r->next->prev = r->prev;
-        r->prev = r->next = NULL;
+        LIST_REMOVE(c->requests, r);
         c->n_requests--;
 }
 
@@ -193,12 +188,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 static void socket_free(CurlSocket *w) {
         CurlEvent *c = w->curl;
 
-        if (w->prev)
-                w->prev->next = w->next;
-        else
-                c->sockets = w->next;
-        if (w->next)
-                w->next->prev = w->prev;
+        LIST_REMOVE(c->sockets, w);
         sd_event_source_disable_unref(w->source);
         free(w);
 }
@@ -241,10 +231,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
                 return -1;
         }
         (void) sd_event_source_set_description(w->source, "curl-io");
-        w->next = c->sockets;
-        if (c->sockets)
-                c->sockets->prev = w;
-        c->sockets = w;
+        LIST_PREPEND(c->sockets, w);
         (void) curl_multi_assign(c->multi, fd, w);
         return 0;
 }
@@ -541,10 +528,7 @@ int curl_event_request(CurlEvent *c, const CurlRequestOptions *o, CurlCompletion
                         (void) curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, method);
         }
 
-        r->next = c->requests;
-        if (c->requests)
-                c->requests->prev = r;
-        c->requests = r;
+        LIST_PREPEND(c->requests, r);
         c->n_requests++;
 
         if (c->in_curl > 0)

@@ -1,47 +1,80 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "file-util.h"
 #include "macro.h"
 
-int write_file_atomic(const char *dir, const char *name, const void *data, size_t size) {
-        _cleanup_free_ char *tmp = NULL, *path = NULL;
-        _cleanup_close_ int dfd = -1;
+static int write_all(int fd, const void *data, size_t size) {
         const char *p = data;
-        int fd, r = 0;
 
-        if (asprintf(&tmp, "%s/.%s.tmp", dir, name) < 0 || asprintf(&path, "%s/%s", dir, name) < 0)
-                return -ENOMEM;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return -errno;
         while (size > 0) {
                 ssize_t w = write(fd, p, size);
                 if (w < 0) {
                         if (errno == EINTR)
                                 continue;
-                        r = -errno;
-                        break;
+                        return -errno;
                 }
                 p += w;
                 size -= (size_t) w;
         }
-        if (r == 0 && fsync(fd) < 0)
+        return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode, WriteFileFlags flags) {
+        _cleanup_free_ char *dir = NULL, *tmp = NULL;
+        _cleanup_close_ int dfd = -1;
+        const char *base;
+        int fd, r;
+
+        assert(path);
+        assert(data || size == 0);
+
+        base = strrchr(path, '/');
+        dir = base ? strndup(path, (size_t) (base - path)) : strdup(".");
+        base = base ? base + 1 : path;
+        if (!dir || isempty(base))
+                return dir ? -EINVAL : -ENOMEM;
+        if (isempty(dir)) {
+                free(dir);
+                dir = strdup("/");
+                if (!dir)
+                        return -ENOMEM;
+        }
+        /* The pid keeps two writers of one file (replicas creating one key) out of each other's way. */
+        if (asprintf(&tmp, "%s/.%s.tmp.%d", dir, base, (int) getpid()) < 0)
+                return -ENOMEM;
+
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+        if (fd < 0)
+                return -errno;
+        r = write_all(fd, data, size);
+        /* open() applied the umask; the caller's mode is what it asked for (a key stays 0600 and a
+         * public file 0644 whatever the umask). */
+        if (r == 0 && fchmod(fd, mode) < 0)
+                r = -errno;
+        if (r == 0 && (flags & WRITE_FILE_SYNC) && fsync(fd) < 0)
                 r = -errno;
         if (close(fd) < 0 && r == 0)
                 r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0) {
-                (void) unlink(tmp);
-                return r;
+        if (r == 0) {
+                if (flags & WRITE_FILE_NO_REPLACE)
+                        r = link(tmp, path) < 0 ? -errno : 0;  /* EEXIST rather than replacing */
+                else
+                        r = rename(tmp, path) < 0 ? -errno : 0;
         }
-        /* The rename itself, durable. */
-        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0 || fsync(dfd) < 0)
-                return -errno;
+        if (r < 0 || (flags & WRITE_FILE_NO_REPLACE))
+                (void) unlink(tmp);
+        if (r < 0)
+                return r;
+        if (flags & WRITE_FILE_SYNC) {
+                /* The rename itself, durable. */
+                dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (dfd < 0 || fsync(dfd) < 0)
+                        return -errno;
+        }
         return 0;
 }
 

@@ -2,12 +2,19 @@
 #pragma once
 
 #include <stddef.h>
+#include <sys/types.h>
 
-/* Writes data to dir/name so that a crash leaves either the old file or the whole new one, and a
- * return of 0 means it is on disk: a temporary file dir/.name.tmp, fsync, rename, fsync of the
- * directory. Whoever reads dir must skip (or remove) names starting with '.': those are temporary
- * files a crash left behind. Negative errno on failure (the temporary file removed). */
-int write_file_atomic(const char *dir, const char *name, const void *data, size_t size);
+typedef enum WriteFileFlags {
+        WRITE_FILE_SYNC       = 1 << 0, /* on disk when it returns: fsync of the file and the directory */
+        WRITE_FILE_NO_REPLACE = 1 << 1, /* -EEXIST when path exists, instead of replacing it */
+} WriteFileFlags;
+
+/* Writes data to path so that a crash leaves either the old file or the whole new one: a temporary
+ * file .NAME.tmp.PID beside it, then rename (or link, with WRITE_FILE_NO_REPLACE). The file gets
+ * exactly mode, whatever the umask. Whoever lists such a directory must skip (or remove) names
+ * starting with '.': those are temporary files a crash left behind. Negative errno on failure (the
+ * temporary file removed). */
+int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode, WriteFileFlags flags);
 
 /* Reads the first line of a small file (a /proc or /sys attribute, a pid file) without its newline;
  * an empty file gives "". */

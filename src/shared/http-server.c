@@ -9,6 +9,7 @@
 
 #include "daemon-util.h"
 #include "http-server.h"
+#include "list.h"
 #include "log.h"
 
 #define MAX_EXTRA_HEADERS 8
@@ -53,7 +54,7 @@ struct HttpRequest {
         char peer[INET6_ADDRSTRLEN + 8];
         char *extra_headers[MAX_EXTRA_HEADERS][2];
         size_t n_extra_headers;
-        HttpRequest *prev, *next;       /* in server->suspended */
+        LIST_FIELDS(HttpRequest);       /* in server->suspended */
 };
 
 static void listener_arm_timer(HttpListener *l) {
@@ -125,13 +126,7 @@ static void suspended_remove(HttpRequest *r) {
 
         if (!r->suspended)
                 return;
-        if (r->prev)
-                r->prev->next = r->next;
-        else
-                s->suspended = r->next;
-        if (r->next)
-                r->next->prev = r->prev;
-        r->prev = r->next = NULL;
+        LIST_REMOVE(s->suspended, r);
         r->suspended = false;
         s->n_suspended--;
 }
@@ -269,10 +264,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
         /* The application answers later. */
         MHD_suspend_connection(connection);
         r->suspended = true;
-        r->next = s->suspended;
-        if (s->suspended)
-                s->suspended->prev = r;
-        s->suspended = r;
+        LIST_PREPEND(s->suspended, r);
         s->n_suspended++;
         return MHD_YES;
 }

@@ -4,6 +4,7 @@
 /* Small helpers every file uses: cleanup attributes and a few macros, in the style of systemd's
  * macro.h, so that error paths stay short and nothing leaks. */
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -72,16 +73,6 @@ static inline void fclosep(FILE **f) {
                 fclose(*f);
 }
 #define _cleanup_fclose_ _cleanup_(fclosep)
-
-static inline void strv_free(char **l) {
-        if (!l)
-                return;
-        for (char **i = l; *i; i++)
-                free(*i);
-        free(l);
-}
-DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
-#define _cleanup_strv_free_ _cleanup_(strv_freep)
 
 static inline bool streq_ptr(const char *a, const char *b) {
         if (!a || !b)

@@ -2,9 +2,10 @@
 
 #include "bep44.h"
 #include "dht-test.h"
+#include "hex.h"
 
 static void unhex(const char *s, uint8_t *out, size_t n) {
-        ASSERT_EQ(dht_unhex(s, out, n), 0);
+        ASSERT_EQ(hex_decode(s, out, n), 0);
 }
 
 /* The test vectors of BEP 44. */

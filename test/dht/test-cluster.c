@@ -6,6 +6,7 @@
 
 #include "cluster-key.h"
 #include "dht-test.h"
+#include "hex.h"
 #include "task-record.h"
 
 static void test_key_file(void) {
@@ -50,7 +51,7 @@ static void test_key_file(void) {
 static void test_parse_public(void) {
         uint8_t k[32], expect[32];
 
-        ASSERT_EQ(dht_unhex("77ff84905a91936367c01360803104f92432fcd904a43511876df5cdf3e7e548", expect, 32), 0);
+        ASSERT_EQ(hex_decode("77ff84905a91936367c01360803104f92432fcd904a43511876df5cdf3e7e548", expect, 32), 0);
         ASSERT_EQ(cluster_key_parse_public("77ff84905a91936367c01360803104f92432fcd904a43511876df5cdf3e7e548", k), 0);
         ASSERT(memcmp(k, expect, 32) == 0);
         ASSERT_EQ(cluster_key_parse_public("77FF84905A91936367C01360803104F92432FCD904A43511876DF5CDF3E7E548", k), 0);

@@ -13,6 +13,7 @@
 #include "dht.h"
 #include "hashmap.h"
 #include "log.h"
+#include "random-util.h"
 
 #define N_NODES 200
 #define N_INFOHASHES 8

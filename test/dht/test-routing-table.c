@@ -4,6 +4,7 @@
 
 #include "dht-test.h"
 #include "hashmap.h"
+#include "random-util.h"
 #include "routing-table.h"
 
 #define SEC USEC_PER_SEC

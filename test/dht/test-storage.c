@@ -4,6 +4,7 @@
 
 #include "dht-test.h"
 #include "hashmap.h"
+#include "random-util.h"
 #include "ratelimit.h"
 #include "storage.h"
 #include "token.h"

@@ -2,6 +2,7 @@
 
 #include "docker-client.h"
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 
 /* An error answer to a streamed call is collected (it carries the engine's message), up to this. */
@@ -24,19 +25,13 @@ struct DockerCall {
         char *error_body;               /* a non-2xx answer to a streamed call */
         size_t error_size;
         bool completing;                /* its callback runs: cancelling it now is a no-op */
-        DockerCall *prev, *next;
+        LIST_FIELDS(DockerCall);
 };
 
 static void call_unlink(DockerCall *call) {
         DockerClient *c = call->client;
 
-        if (call->prev)
-                call->prev->next = call->next;
-        else
-                c->calls = call->next;
-        if (call->next)
-                call->next->prev = call->prev;
-        call->prev = call->next = NULL;
+        LIST_REMOVE(c->calls, call);
 }
 
 static void call_free(DockerCall *call) {
@@ -255,10 +250,7 @@ int docker_call(DockerClient *c, const DockerCallOptions *o, DockerCallback cb, 
                 return r;
         }
 
-        call->next = c->calls;
-        if (c->calls)
-                c->calls->prev = call;
-        c->calls = call;
+        LIST_PREPEND(c->calls, call);
         if (ret)
                 *ret = call;
         return 0;

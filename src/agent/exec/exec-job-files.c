@@ -12,6 +12,15 @@
 #define RESULT_MAX (4 * 1024 * 1024)
 
 /* The whole file (up to max bytes), NUL-terminated. */
+/* Durable: the agent decides from these files, after a crash, whether a command ran and how it ended. */
+static int write_job_file(const char *dir, const char *name, const void *data, size_t size) {
+        _cleanup_free_ char *path = NULL;
+
+        if (asprintf(&path, "%s/%s", dir, name) < 0)
+                return -ENOMEM;
+        return write_file_atomic(path, data, size, 0600, WRITE_FILE_SYNC);
+}
+
 static int read_file(const char *dir, const char *name, size_t max, char **ret, size_t *ret_size) {
         _cleanup_free_ char *path = NULL, *buf = NULL;
         _cleanup_close_ int fd = -1;
@@ -82,7 +91,7 @@ int exec_job_record_write(const char *dir, const ExecJobRecord *r) {
                      r->supervisor_start);
         if (n < 0)
                 return -ENOMEM;
-        return write_file_atomic(dir, "job", s, (size_t) n);
+        return write_job_file(dir, "job", s, (size_t) n);
 }
 
 int exec_job_record_read(const char *dir, ExecJobRecord *ret) {
@@ -120,7 +129,7 @@ int exec_job_started_write(const char *dir, const ExecJobStarted *st) {
         n = asprintf(&s, "pid=%d\nrealtime_usec=%" PRIu64 "\n", (int) st->pid, st->realtime_usec);
         if (n < 0)
                 return -ENOMEM;
-        return write_file_atomic(dir, "started", s, (size_t) n);
+        return write_job_file(dir, "started", s, (size_t) n);
 }
 
 int exec_job_started_read(const char *dir, ExecJobStarted *ret) {
@@ -166,7 +175,7 @@ int exec_job_result_write(const char *dir, const ExecJobResult *r) {
                 memcpy(buf + n, r->tails[0], r->tail_sizes[0]);
         if (r->tail_sizes[1] > 0)
                 memcpy(buf + n + r->tail_sizes[0], r->tails[1], r->tail_sizes[1]);
-        return write_file_atomic(dir, "result", buf, (size_t) n + r->tail_sizes[0] + r->tail_sizes[1]);
+        return write_job_file(dir, "result", buf, (size_t) n + r->tail_sizes[0] + r->tail_sizes[1]);
 }
 
 int exec_job_result_read(const char *dir, ExecJobResult *ret) {

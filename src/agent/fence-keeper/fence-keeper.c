@@ -76,15 +76,10 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
         log_setup("mc-agent-fence");
         (void) prctl(PR_SET_NAME, "mc-fence-keeper");
         {
-                /* Renamed into place: an agent reading it never sees it half written. */
-                _cleanup_free_ char *tmp = NULL;
-                FILE *f;
-
-                if (asprintf(&tmp, "%s.tmp", pid_file) >= 0 && (f = fopen(tmp, "we"))) {
-                        fprintf(f, "%d\n", (int) getpid());
-                        if (fclose(f) == 0)
-                                (void) rename(tmp, pid_file);
-                }
+                /* Atomic: an agent reading it never sees it half written. */
+                char pid[24];
+                int len = snprintf(pid, sizeof(pid), "%d\n", (int) getpid());
+                (void) write_file_atomic(pid_file, pid, (size_t) len, 0644, 0);
         }
         log_info("Fence keeper %d watching %s.", (int) getpid(), lease_file);
 

@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The small helpers every daemon leans on: atomic file writes (modes, no-replace, no temporary file
+ * left behind), UTF-8 validation and cutting, hex, string lists and intrusive lists. */
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "file-util.h"
+#include "hex.h"
+#include "list.h"
+#include "strv.h"
+#include "tests.h"
+#include "utf8.h"
+
+static char dir[] = "/tmp/mc-test-shared-util-XXXXXX";
+
+static size_t count_entries(void) {
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        size_t n = 0;
+
+        if (!d)
+                return SIZE_MAX;
+        while ((e = readdir(d)))
+                if (!streq(e->d_name, ".") && !streq(e->d_name, ".."))
+                        n++;
+        closedir(d);
+        return n;
+}
+
+static void test_write_file_atomic(void) {
+        _cleanup_free_ char *path = NULL, *line = NULL;
+        struct stat st;
+        mode_t old = umask(0077);
+
+        ASSERT_TRUE(asprintf(&path, "%s/f", dir) >= 0);
+        ASSERT_INT_EQ(write_file_atomic(path, "one\n", 4, 0644, WRITE_FILE_SYNC), 0);
+        umask(old);
+        /* The mode asked for, whatever the umask. */
+        ASSERT_INT_EQ(stat(path, &st), 0);
+        ASSERT_UINT_EQ(st.st_mode & 07777, 0644);
+        ASSERT_INT_EQ(read_one_line_file(path, &line), 0);
+        ASSERT_STREQ(line, "one");
+
+        /* Replaced whole; no-replace refuses and leaves the first. */
+        ASSERT_INT_EQ(write_file_atomic(path, "two", 3, 0600, 0), 0);
+        free(line);
+        line = NULL;
+        ASSERT_INT_EQ(read_one_line_file(path, &line), 0);
+        ASSERT_STREQ(line, "two");
+        ASSERT_INT_EQ(write_file_atomic(path, "three", 5, 0600, WRITE_FILE_NO_REPLACE), -EEXIST);
+        free(line);
+        line = NULL;
+        ASSERT_INT_EQ(read_one_line_file(path, &line), 0);
+        ASSERT_STREQ(line, "two");
+        /* No temporary file is left, whichever way it went. */
+        ASSERT_UINT_EQ(count_entries(), 1);
+
+        ASSERT_INT_EQ(write_file_atomic("/nonexistent-dir-of-mc/x", "", 0, 0600, 0), -ENOENT);
+        ASSERT_INT_EQ(write_file_atomic("/tmp/", "", 0, 0600, 0), -EINVAL);
+        ASSERT_INT_EQ(unlink(path), 0);
+}
+
+static void test_read_one_line_file(void) {
+        _cleanup_free_ char *path = NULL, *line = NULL;
+
+        ASSERT_TRUE(asprintf(&path, "%s/empty", dir) >= 0);
+        ASSERT_INT_EQ(write_file_atomic(path, "", 0, 0600, 0), 0);
+        ASSERT_INT_EQ(read_one_line_file(path, &line), 0);
+        ASSERT_STREQ(line, "");
+        ASSERT_INT_EQ(unlink(path), 0);
+        ASSERT_INT_EQ(read_one_line_file(path, &line), -ENOENT);
+}
+
+static void test_utf8(void) {
+        _cleanup_free_ char *a = utf8_sanitize("h\xc3\xa9llo", 6), *b = utf8_sanitize("a\0b", 3),
+                            *c = utf8_sanitize("\xed\xa0\x80", 3);
+
+        ASSERT_TRUE(utf8_is_valid("caf\xc3\xa9", 5));
+        ASSERT_TRUE(utf8_is_valid("\xf0\x9f\x98\x80", 4));
+        ASSERT_TRUE(!utf8_is_valid("\xc0\xaf", 2));             /* overlong */
+        ASSERT_TRUE(!utf8_is_valid("\xed\xa0\x80", 3));         /* surrogate */
+        ASSERT_TRUE(!utf8_is_valid("\xf4\x90\x80\x80", 4));     /* beyond U+10FFFF */
+        ASSERT_TRUE(!utf8_is_valid("\xe2\x82", 2));             /* cut */
+        ASSERT_UINT_EQ(utf8_char_len("\xe2\x82\xac", 3), 3);
+        ASSERT_UINT_EQ(utf8_char_len("\xe2\x82\xac", 2), 0);
+        ASSERT_STREQ(a, "h\xc3\xa9llo");
+        ASSERT_STREQ(b, "a\xef\xbf\xbd" "b");
+        ASSERT_STREQ(c, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+
+        /* "x€y": cutting inside the euro sign keeps it out whole. */
+        ASSERT_UINT_EQ(utf8_prefix_len("x\xe2\x82\xacy", 5, 3), 1);
+        ASSERT_UINT_EQ(utf8_prefix_len("x\xe2\x82\xacy", 5, 4), 4);
+        ASSERT_UINT_EQ(utf8_prefix_len("abc", 3, 10), 3);
+        ASSERT_UINT_EQ(utf8_suffix_start("x\xe2\x82\xacy", 5, 2), 4);
+        ASSERT_UINT_EQ(utf8_suffix_start("x\xe2\x82\xacy", 5, 4), 1);
+        ASSERT_UINT_EQ(utf8_suffix_start("abc", 3, 10), 0);
+}
+
+static void test_hex(void) {
+        uint8_t b[3] = { 0x00, 0xab, 0xff }, out[3] = { 1, 2, 3 };
+        char s[7];
+
+        ASSERT_STREQ(hex_encode(b, sizeof(b), s), "00abff");
+        ASSERT_INT_EQ(hex_decode("00ABff", out, sizeof(out)), 0);
+        ASSERT_TRUE(memcmp(out, b, sizeof(b)) == 0);
+        memset(out, 7, sizeof(out));
+        ASSERT_INT_EQ(hex_decode("00abfg", out, sizeof(out)), -EINVAL);
+        ASSERT_INT_EQ(hex_decode("00abf", out, sizeof(out)), -EINVAL);
+        ASSERT_INT_EQ(hex_decode(NULL, out, sizeof(out)), -EINVAL);
+        ASSERT_TRUE(out[0] == 7 && out[1] == 7 && out[2] == 7);  /* untouched on failure */
+}
+
+static void test_strv(void) {
+        _cleanup_strv_free_ char **l = strv_split(" a,b ,, c\n"), **e = NULL;
+        _cleanup_free_ char *j = NULL, *k = NULL;
+
+        ASSERT_TRUE(l);
+        ASSERT_UINT_EQ(strv_length(l), 3);
+        ASSERT_TRUE(strv_contains(l, "b") && !strv_contains(l, "d") && !strv_contains(NULL, "a"));
+        ASSERT_INT_EQ(strv_extendf(&l, "%s-%d", "d", 4), 0);
+        j = strv_join(l, ", ");
+        ASSERT_STREQ(j, "a, b, c, d-4");
+        k = strv_join(e, ",");
+        ASSERT_STREQ(k, "");
+        ASSERT_UINT_EQ(strv_length(e), 0);
+}
+
+typedef struct Item {
+        int v;
+        LIST_FIELDS(struct Item);
+} Item;
+
+static void test_list(void) {
+        Item a = { .v = 1 }, b = { .v = 2 }, c = { .v = 3 };
+        Item *head = NULL, *tail = NULL;
+        int sum = 0;
+
+        LIST_APPEND(head, tail, &a);
+        LIST_APPEND(head, tail, &b);
+        LIST_APPEND(head, tail, &c);
+        ASSERT_TRUE(head == &a && tail == &c && a.next == &b && c.prev == &b);
+        LIST_REMOVE_QUEUED(head, tail, &c);
+        ASSERT_TRUE(tail == &b && !b.next && !c.prev && !c.next);
+        LIST_REMOVE_QUEUED(head, tail, &a);
+        ASSERT_TRUE(head == &b && tail == &b && !b.prev);
+        ASSERT_TRUE(!LIST_IS_LINKED(head, &a) && LIST_IS_LINKED(head, &b));
+
+        LIST_PREPEND(head, &a);
+        LIST_PREPEND(head, &c);
+        for (Item *i = head; i; i = i->next)
+                sum = sum * 10 + i->v;
+        ASSERT_INT_EQ(sum, 312);
+        LIST_REMOVE(head, &a);
+        ASSERT_TRUE(head == &c && c.next == &b && b.prev == &c);
+}
+
+int main(void) {
+        if (!mkdtemp(dir)) {
+                perror("mkdtemp");
+                return 1;
+        }
+        RUN_TEST(test_write_file_atomic);
+        RUN_TEST(test_read_one_line_file);
+        RUN_TEST(test_utf8);
+        RUN_TEST(test_hex);
+        RUN_TEST(test_strv);
+        RUN_TEST(test_list);
+        (void) rmdir(dir);
+        return TESTS_DONE();
+}
