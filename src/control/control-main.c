@@ -19,7 +19,7 @@
 #define DRAIN_TIMEOUT_USEC (5 * USEC_PER_SEC)
 
 static const ConfigOption control_options[] = {
-        { "DB_DSN", "MC_DB_DSN", CONFIG_STRING, offsetof(ControlConfig, db_dsn), 0, 0, "",
+        { "DB_DSN", NULL, CONFIG_STRING, offsetof(ControlConfig, db_dsn), 0, 0, "",
           "PostgreSQL connection string or URI (empty: libpq's PG* environment defaults)" },
         { "PORT", NULL, CONFIG_INT, offsetof(ControlConfig, port), 0, 65535, "8080",
           "TCP port to listen on when not socket-activated" },
@@ -27,9 +27,9 @@ static const ConfigOption control_options[] = {
           "Address to listen on when not socket-activated (empty: all)" },
         { "TOKENS_FILE", NULL, CONFIG_STRING, offsetof(ControlConfig, tokens_file), 0, 0, "/etc/mc/tokens",
           "File of \"user|agent NAME TOKEN\" lines, mode 0600" },
-        { "CONTROL_TOKEN", NULL, CONFIG_STRING, offsetof(ControlConfig, control_token), 0, 0, NULL,
+        { "CONTROL_TOKEN", "CONTROL_TOKEN", CONFIG_STRING, offsetof(ControlConfig, control_token), 0, 0, NULL,
           "One user token (seed compatibility)" },
-        { "DISABLE_AUTH", "MC_DISABLE_AUTH", CONFIG_BOOL, offsetof(ControlConfig, disable_auth), 0, 0, "no",
+        { "DISABLE_AUTH", NULL, CONFIG_BOOL, offsetof(ControlConfig, disable_auth), 0, 0, "no",
           "Accept every request without a token (development only)" },
         { "LEASE_TTL_MS", NULL, CONFIG_INT, offsetof(ControlConfig, lease_ttl_ms), 300, 3600000, "15000",
           "Lease time to live; agents renew every third of it" },
@@ -49,7 +49,7 @@ static const ConfigOption control_options[] = {
           "Serve org.mutualcloud.Control1 on the system bus (DBUS_SYSTEM_BUS_ADDRESS)" },
         { "BUS_GROUP", NULL, CONFIG_STRING, offsetof(ControlConfig, bus_group), 0, 0, "mc",
           "Group whose members may use the D-Bus methods (besides root)" },
-        { "LOG_LEVEL", "MC_LOG_LEVEL", CONFIG_STRING, offsetof(ControlConfig, log_level), 0, 0, "info",
+        { "LOG_LEVEL", NULL, CONFIG_STRING, offsetof(ControlConfig, log_level), 0, 0, "info",
           "debug, info, notice, warning, err" },
         DHT_CONFIG_OPTIONS(ControlConfig, dht),
 };

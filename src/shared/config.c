@@ -50,6 +50,10 @@ static const ConfigOption *find_option(const ConfigSpec *spec, const char *name,
                         if (j == len)
                                 return o;
                 }
+                /* A file may use the environment's name too (MC_<KEY>), so that one file serves
+                 * as a configuration file and as a unit's EnvironmentFile=. */
+                if (!flag && len == strlen(k) + 3 && strncmp(name, "MC_", 3) == 0 && strncmp(name + 3, k, len - 3) == 0)
+                        return o;
                 if (!flag && o->aliases) {
                         const char *a = o->aliases;
                         while (*a) {
@@ -194,27 +198,35 @@ static int load_file(const ConfigSpec *spec, void *target, const char *path, boo
         return config_parse_file(spec, target, f, path);
 }
 
+/* The environment is shared with everything else a shell runs, so a bare PORT or DRIVER there is
+ * not meant for us: options are read as MC_<KEY>, then as their aliases, which are the seed's names
+ * (MC_DB_DSN, CONTROL_URL, NODE_ID, ...). The first one set wins. */
+static const char *option_getenv(const ConfigOption *o) {
+        char name[128];
+        const char *v, *a;
+
+        if (snprintf(name, sizeof(name), "MC_%s", o->key) < (int) sizeof(name) && (v = getenv(name)))
+                return v;
+        for (a = o->aliases; a && *a;) {
+                size_t n = strcspn(a, " ");
+                if (n < sizeof(name)) {
+                        memcpy(name, a, n);
+                        name[n] = 0;
+                        if ((v = getenv(name)))
+                                return v;
+                }
+                a += n;
+                a += strspn(a, " ");
+        }
+        return NULL;
+}
+
 static int load_environment(const ConfigSpec *spec, void *target) {
         for (size_t i = 0; i < spec->n_options; i++) {
                 const ConfigOption *o = spec->options + i;
-                const char *v = getenv(o->key);
+                const char *v = option_getenv(o);
                 int r;
 
-                /* The canonical name wins over an alias; the first alias set wins among aliases. */
-                if (!v && o->aliases) {
-                        const char *a = o->aliases;
-                        while (*a && !v) {
-                                size_t n = strcspn(a, " ");
-                                char name[128];
-                                if (n < sizeof(name)) {
-                                        memcpy(name, a, n);
-                                        name[n] = 0;
-                                        v = getenv(name);
-                                }
-                                a += n;
-                                a += strspn(a, " ");
-                        }
-                }
                 if (!v)
                         continue;
                 r = set_value(o, target, v, "environment", false);
@@ -225,7 +237,7 @@ static int load_environment(const ConfigSpec *spec, void *target) {
 }
 
 static void print_help(const ConfigSpec *spec) {
-        printf("%s %s\n\n%s\n\nOptions (each also a KEY=value line in %s, or an environment variable):\n",
+        printf("%s %s\n\n%s\n\nOptions (each also a KEY=value line in %s, or MC_KEY in the environment):\n",
                spec->program, spec->usage ?: "[OPTIONS...]", spec->summary, spec->default_path ?: "the config file");
         printf("  %-28s %s\n", "-h --help", "Show this help");
         printf("  %-28s %s\n", "--version", "Show the version");
@@ -241,8 +253,14 @@ static void print_help(const ConfigSpec *spec) {
                 printf("  --%-26s %s", flag, o->help ?: "");
                 if (o->default_value)
                         printf(" [%s]", o->default_value);
-                if (o->aliases)
-                        printf(" (also %s)", o->aliases);
+                printf(" ($MC_%s", o->key);
+                for (const char *a = o->aliases; a && *a;) {
+                        size_t n = strcspn(a, " ");
+                        printf(", $%.*s", (int) n, a);
+                        a += n;
+                        a += strspn(a, " ");
+                }
+                printf(")");
                 printf("\n");
         }
 }

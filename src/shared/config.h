@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* Daemon configuration: KEY=value files (also usable as systemd EnvironmentFile=), the environment,
- * and command-line flags, in increasing order of precedence. Each option has one canonical key
- * ("DB_DSN"), which is also its flag ("--db-dsn"), plus optional aliases (the seed's names, such as
- * "MC_DB_DSN"), accepted in the file and the environment. Unknown keys and flags are errors that name
- * the key and where it was found, so a typo never passes silently. */
+/* Daemon configuration: KEY=value files, the environment, and command-line flags, in increasing order
+ * of precedence. Each option has one canonical key ("DB_DSN"), which is its name in the file and its
+ * flag ("--db-dsn"); in the environment it is MC_<KEY> ("MC_DB_DSN"), so that a stray PORT= in a shell
+ * changes nothing. Optional aliases (the seed's names, such as "CONTROL_URL" or "NODE_ID") are accepted
+ * in the file and the environment. Unknown keys and flags are errors that name the key and where it
+ * was found, so a typo never passes silently. */
 
 #include <stdint.h>
 
@@ -21,7 +22,7 @@ typedef enum ConfigType {
 
 typedef struct ConfigOption {
         const char *key;
-        const char *aliases;    /* space-separated alternative names, or NULL */
+        const char *aliases;    /* space-separated alternative names (file and environment), or NULL */
         ConfigType type;
         size_t offset;          /* where in the target struct the value lives */
         int64_t min, max;       /* CONFIG_INT only */

@@ -34,13 +34,13 @@ class Agent:
         self.node = node
         self.driver = driver
         e = {
-            "CONTROL_URLS": urls,
-            "NODE_ID": node,
-            "AGENT_TOKEN": agent_token(node),
-            "DRIVER": driver,
-            "CAPACITY_NANO_CPUS": str(4_000_000_000),
-            "CAPACITY_MEMORY_BYTES": str(4 << 30),
-            "STOP_GRACE_SEC": "2",
+            "MC_CONTROL_URLS": urls,
+            "MC_NODE_ID": node,
+            "MC_AGENT_TOKEN": agent_token(node),
+            "MC_DRIVER": driver,
+            "MC_CAPACITY_NANO_CPUS": str(4_000_000_000),
+            "MC_CAPACITY_MEMORY_BYTES": str(4 << 30),
+            "MC_STOP_GRACE_SEC": "2",
             "MC_LOG_LEVEL": "debug",
         }
         if driver == "exec":
@@ -88,7 +88,7 @@ def cluster(nodes, replicas=1, control_env=None, lease_ttl_ms=10000, grace_ms=50
     fencing pass a short lease_ttl_ms; the default is long so that a stalled, shared machine does not
     make an agent fence itself (correctly) in a test about something else."""
     Dockerd.ensure()
-    env = {"LEASE_TTL_MS": str(lease_ttl_ms), "LEASE_GRACE_MS": str(grace_ms), "SWEEP_INTERVAL_MS": "100"}
+    env = {"MC_LEASE_TTL_MS": str(lease_ttl_ms), "MC_LEASE_GRACE_MS": str(grace_ms), "MC_SWEEP_INTERVAL_MS": "100"}
     env.update(control_env or {})
     return start_cluster(nodes=tuple(nodes), env=env, replicas=replicas, bus=bus)
 

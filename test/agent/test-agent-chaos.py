@@ -28,7 +28,7 @@ def test_no_duplicates_under_faults():
         mctest.defer(at.cleanup_node_containers, n)
     pg, (c,) = at.cluster(nodes, lease_ttl_ms=3000, grace_ms=500)
     rec = at.record_events()
-    agents = [at.Agent([c], n, env={"MAX_TASKS": "6"}).start() for n in nodes]
+    agents = [at.Agent([c], n, env={"MC_MAX_TASKS": "6"}).start() for n in nodes]
     since = time.time()
     tids = []
     for i in range(N_TASKS):

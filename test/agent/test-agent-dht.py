@@ -18,7 +18,7 @@ from controltest import Control, start_bootstrap, udp_port, write_tokens
 
 NAME = "org.mutualcloud.Agent1"
 PATH = "/org/mutualcloud/Agent1"
-CONTROL_ENV = {"LEASE_TTL_MS": "6000", "LEASE_GRACE_MS": "500", "SWEEP_INTERVAL_MS": "100"}
+CONTROL_ENV = {"MC_LEASE_TTL_MS": "6000", "MC_LEASE_GRACE_MS": "500", "MC_SWEEP_INTERVAL_MS": "100"}
 
 
 def announced_ports(boot, cluster):
@@ -47,11 +47,11 @@ def dht_cluster(nodes, cluster, replicas=2):
 
 def dht_agent(node, boot, cluster, bus=None, control_urls=None):
     """An agent that knows no control, only the DHT (unless control_urls)."""
-    a = at.Agent([], node, driver="exec", bus=bus, env={"DHT_BOOTSTRAP": boot, "CLUSTER_NAME": cluster})
+    a = at.Agent([], node, driver="exec", bus=bus, env={"MC_DHT_BOOTSTRAP": boot, "MC_CLUSTER_NAME": cluster})
     if control_urls:
-        a.daemon.env["CONTROL_URLS"] = ",".join(control_urls)
+        a.daemon.env["MC_CONTROL_URLS"] = ",".join(control_urls)
     else:
-        del a.daemon.env["CONTROL_URLS"]
+        del a.daemon.env["MC_CONTROL_URLS"]
     return a
 
 
@@ -152,7 +152,7 @@ def test_wrong_cluster_name_finds_nothing():
 
 def test_no_control_and_no_bootstrap_is_a_config_error():
     a = at.Agent([], at.node_name("node-none"), driver="exec")
-    del a.daemon.env["CONTROL_URLS"]
+    del a.daemon.env["MC_CONTROL_URLS"]
     a.daemon.start()
     rc = a.daemon.wait()
     check(rc != 0, f"exit status {rc}")

@@ -222,7 +222,7 @@ def test_timed_out_task_ended_while_agent_down():
     pg, (c,) = at.cluster([node], lease_ttl_ms=30000)
     at.record_events()
     # A long grace, so that the old agent's SIGKILL timer is not what ends it.
-    a = at.Agent([c], node, env={"STOP_GRACE_SEC": "60"}).start()
+    a = at.Agent([c], node, env={"MC_STOP_GRACE_SEC": "60"}).start()
     since = time.time()
     tid = at.push(c, body("trap 'sleep 2; echo late-term; exit 143' TERM; echo begin; sleep 100 & wait", timeout_sec=2))
     at.wait_status(c, tid, "running")

@@ -45,8 +45,8 @@ def unit_runs_and_restarts(driver):
     # in the test's private mount namespace (status 226/NAMESPACE here, for any of these options), so
     # this copy goes without it; systemd-analyze checks those lines above.
     ns.add_unit(UNIT + ".d/test.conf", f"""[Service]
-Environment=CONTROL_URLS={c.url} NODE_ID={node} AGENT_TOKEN={at.agent_token(node)} BUS=no
-Environment=CAPACITY_NANO_CPUS=2000000000 CAPACITY_MEMORY_BYTES=2147483648 MC_LOG_LEVEL=debug
+Environment=MC_CONTROL_URLS={c.url} MC_NODE_ID={node} MC_AGENT_TOKEN={at.agent_token(node)} MC_BUS=no
+Environment=MC_CAPACITY_NANO_CPUS=2000000000 MC_CAPACITY_MEMORY_BYTES=2147483648 MC_LOG_LEVEL=debug
 StateDirectory=
 RuntimeDirectory=
 Environment=STATE_DIRECTORY={state}
@@ -58,7 +58,7 @@ ProtectKernelLogs=no
 # LeakSanitizer stops the world with ptrace at exit, which the unit's system call filter forbids: it
 # would spin until TimeoutStopSec. Leaks are checked by every other agent test.
 Environment=ASAN_OPTIONS=detect_leaks=0
-Environment=DRIVER={driver} CGROUP_PATH=mc.test/agent-{node}
+Environment=MC_DRIVER={driver} MC_CGROUP_PATH=mc.test/agent-{node}
 """)
     ns.daemon_reload()
     p = ns.systemctl("start", UNIT, check=False)     # Type=notify: returns once READY=1 came

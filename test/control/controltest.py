@@ -37,7 +37,7 @@ class Control:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tokens = tokens or write_tokens(nodes)
-        e = {"DB_DSN": pg.dsn}
+        e = {"MC_DB_DSN": pg.dsn}
         if bus is not None:
             e.update(bus.env())
         e.update(env or {})

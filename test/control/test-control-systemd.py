@@ -65,13 +65,13 @@ def test_socket_activation_without_manager():
     mc = binary("mc-control")
     # systemd-socket-activate hands the child only the variables named with -E (and PATH, HOME...);
     # it execs mc-control in its own process, so the pid Daemon watches becomes the daemon's.
-    passed = ["DB_DSN", "NOTIFY_SOCKET", "ASAN_OPTIONS", "UBSAN_OPTIONS", "MC_LOG_TARGET"]
+    passed = ["MC_DB_DSN", "NOTIFY_SOCKET", "ASAN_OPTIONS", "UBSAN_OPTIONS", "MC_LOG_TARGET"]
     args = ["-l", f"127.0.0.1:{port}"]
     for var in passed:
         args += ["-E", var]
     # --port names another port: were the passed socket ignored, the request below would hang.
     args += [mc, "--tokens-file", tokens, "--no-bus", "--port", free_port()]
-    d = Daemon(shutil.which("systemd-socket-activate"), args, env={"DB_DSN": pg.dsn}, name="socket-activate").start()
+    d = Daemon(shutil.which("systemd-socket-activate"), args, env={"MC_DB_DSN": pg.dsn}, name="socket-activate").start()
     d.wait_log(f"Listening on 127.0.0.1:{port}", timeout=TIMEOUT)
 
     # Nothing has started yet: the listener waits for a connection.
@@ -101,7 +101,7 @@ def test_several_passed_sockets():
     pg = Postgres().start()
     socks = [listen_socket(), listen_socket()]
     ports = [s.getsockname()[1] for s in socks]
-    d = Daemon("mc-control", ["--tokens-file", write_tokens(["node-a"]), "--no-bus"], env={"DB_DSN": pg.dsn})
+    d = Daemon("mc-control", ["--tokens-file", write_tokens(["node-a"]), "--no-bus"], env={"MC_DB_DSN": pg.dsn})
     d.start(listen=socks, fdnames=["http", "http"])
     for s in socks:
         s.close()  # the daemon has its own copies
@@ -122,7 +122,7 @@ def test_notify_ready_watchdog_stopping():
     # A 2 s watchdog: sd-event pings every 1 to 1.5 s. Only the pings are counted, never their timing.
     d = Daemon("mc-control", ["--port", port, "--listen-address", "127.0.0.1", "--no-bus",
                               "--tokens-file", write_tokens(["node-a"])],
-               env={"DB_DSN": pg.dsn}, watchdog_usec=2_000_000).start()
+               env={"MC_DB_DSN": pg.dsn}, watchdog_usec=2_000_000).start()
     ready = d.wait_ready(timeout=TIMEOUT)
     check(ready.get("STATUS") == "Serving.", f"READY=1 came without STATUS=Serving.: {ready}")
     d.wait_notify("WATCHDOG", "1", count=3, timeout=TIMEOUT)
@@ -463,7 +463,7 @@ def test_shipped_bus_policy():
 
     # mc-control checks too: with BUS_GROUP naming another group, the same caller passes the bus
     # policy and is refused by the daemon.
-    c2 = Control(pg, bus=bus, env={"BUS_GROUP": "mc-control"}, name="mc-control-other-group").start()
+    c2 = Control(pg, bus=bus, env={"MC_BUS_GROUP": "mc-control"}, name="mc-control-other-group").start()
     bus.wait_name(BUS_NAME, timeout=TIMEOUT)
     expect_error(dbus_send(bus.address, "PushTask", "string:" + json.dumps(SAMPLE_TASK), as_user=NOBODY,
                            groups=[ids["mc"]]),
@@ -545,7 +545,7 @@ class ControlUnits:
         with open(os.path.join(user_dir, "mc-control.service.d", "50-test.conf"), "w") as f:
             f.write(f"""[Service]
 # Site configuration, what /etc/mc/control.conf and /etc/mc/tokens hold on a real host.
-Environment="DB_DSN=host=127.0.0.1 port={self.pg_port} user=postgres dbname=postgres"
+Environment="MC_DB_DSN=host=127.0.0.1 port={self.pg_port} user=postgres dbname=postgres"
 LoadCredential=
 LoadCredential=tokens:{self.tokens}
 
@@ -669,10 +669,10 @@ def test_units_in_user_manager():
     with open(f"/proc/{pid}/mountinfo") as f:
         mounts = f.read()
     check(re.search(r" / / ro[ ,]", mounts), "ProtectSystem=strict: / is not read-only")
-    # The token came through LoadCredential= (TOKENS_FILE=%d/tokens): the push above was authorised.
+    # The token came through LoadCredential= (MC_TOKENS_FILE=%d/tokens): the push above was authorised.
     with open(f"/proc/{pid}/environ", "rb") as f:
         env = dict(kv.split("=", 1) for kv in f.read().decode().split("\0") if "=" in kv)
-    check(env.get("TOKENS_FILE", "").endswith("/credentials/mc-control.service/tokens"), f"TOKENS_FILE={env.get('TOKENS_FILE')}")
+    check(env.get("MC_TOKENS_FILE", "").endswith("/credentials/mc-control.service/tokens"), f"MC_TOKENS_FILE={env.get('MC_TOKENS_FILE')}")
 
     # The manager hears the watchdog pings (sd-event pings once a quarter of WatchdogSec= has passed,
     # when its loop wakes up, which it does often: 7.5 s here).

@@ -13,7 +13,7 @@ had is a failure, never a skip. Poll with wait_until(), never sleep a fixed time
     def test_push():
         pg = Postgres().start()
         port = free_port()
-        d = Daemon("mc-control", [f"--listen-port={port}"], env={"DB_DSN": pg.dsn}).start()
+        d = Daemon("mc-control", [f"--listen-port={port}"], env={"MC_DB_DSN": pg.dsn}).start()
         d.wait_ready()
         r = http("POST", f"http://127.0.0.1:{port}/api/tasks", {"image": "x", "cmd": ["true"]}, token="t")
         check(r.status == 201, f"push: {r.status} {r.text}")
@@ -592,7 +592,7 @@ class Daemon:
     sanitizer reports written next to it. Stopped and checked (exit status 0, no sanitizer report)
     when the test ends.
 
-        d = Daemon("mc-control", ["--listen-port", str(port)], env={"DB_DSN": pg.dsn}).start()
+        d = Daemon("mc-control", ["--listen-port", str(port)], env={"MC_DB_DSN": pg.dsn}).start()
         d.wait_ready()
         ...
         d.stop()          # SIGTERM; asserts exit status 0 and no sanitizer report

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* config_load(): defaults < file < environment < flags, aliases, every error case naming what is
+/* config_load(): defaults < file < environment (MC_<KEY>, then aliases; never the bare key) < flags,
+ * aliases, every error case naming what is
  * wrong, and nothing leaked (the test runs under ASan). */
 
 #include <stddef.h>
@@ -18,7 +19,7 @@ typedef struct Conf {
 } Conf;
 
 static const ConfigOption options[] = {
-        { "DB_DSN", "MC_DB_DSN PG_DSN", CONFIG_STRING, offsetof(Conf, dsn), 0, 0, "host=/run/postgresql", "database" },
+        { "DB_DSN", "PG_DSN SEED_DSN", CONFIG_STRING, offsetof(Conf, dsn), 0, 0, "host=/run/postgresql", "database" },
         { "LISTEN_PORT", NULL, CONFIG_INT, offsetof(Conf, port), 1, 65535, "8080", "port" },
         { "DEBUG", NULL, CONFIG_BOOL, offsetof(Conf, debug), 0, 0, "no", "debug" },
         { "PEERS", NULL, CONFIG_STRV, offsetof(Conf, peers), 0, 0, NULL, "peers" },
@@ -30,7 +31,8 @@ static char path[sizeof(dir) + 16], other[sizeof(dir) + 16];
 
 static void reset_environment(void) {
         static const char *const names[] = {
-                "DB_DSN", "MC_DB_DSN", "PG_DSN", "LISTEN_PORT", "DEBUG", "PEERS", "NODE_NAME", "NODE_ID", "MC_CONFIG",
+                "DB_DSN", "MC_DB_DSN", "PG_DSN", "SEED_DSN", "LISTEN_PORT", "MC_LISTEN_PORT", "DEBUG", "MC_DEBUG",
+                "PEERS", "MC_PEERS", "NODE_NAME", "MC_NODE_NAME", "NODE_ID", "MC_CONFIG",
         };
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 unsetenv(names[i]);
@@ -141,9 +143,9 @@ static void test_precedence(void) {
 
         reset_environment();
         write_config("DB_DSN=file\nLISTEN_PORT=1000\nNODE_NAME=file\nPEERS=f1 f2\n");
-        setenv("DB_DSN", "env", 1);
-        setenv("LISTEN_PORT", "2000", 1);
-        setenv("PEERS", "e1", 1);
+        setenv("MC_DB_DSN", "env", 1);
+        setenv("MC_LISTEN_PORT", "2000", 1);
+        setenv("MC_PEERS", "e1", 1);
         ASSERT_INT_EQ(LOAD(&c, "--listen-port=3000"), 0);
         ASSERT_STREQ(c.dsn, "env");             /* env over file */
         ASSERT_INT_EQ(c.port, 3000);            /* flag over env */
@@ -166,25 +168,52 @@ static void test_aliases_in_environment(void) {
 
         reset_environment();
         unlink(path);
-        setenv("MC_DB_DSN", "seed", 1);
+        /* A bare key in the environment is somebody else's (a shell's PORT=3000): ignored. */
+        setenv("DB_DSN", "bare", 1);
+        setenv("LISTEN_PORT", "1", 1);
         ASSERT_INT_EQ(LOAD_NONE(&c), 0);
-        ASSERT_STREQ(c.dsn, "seed");
+        ASSERT_STREQ(c.dsn, "host=/run/postgresql");
+        ASSERT_INT_EQ(c.port, 8080);
         conf_free(&c);
-        setenv("PG_DSN", "second-alias", 1);
+        setenv("SEED_DSN", "second-alias", 1);
+        ASSERT_INT_EQ(LOAD_NONE(&c), 0);
+        ASSERT_STREQ(c.dsn, "second-alias");
+        conf_free(&c);
+        setenv("PG_DSN", "seed", 1);
         ASSERT_INT_EQ(LOAD_NONE(&c), 0);
         ASSERT_STREQ(c.dsn, "seed"); /* the first alias listed wins */
         conf_free(&c);
-        setenv("DB_DSN", "canonical", 1);
+        setenv("MC_DB_DSN", "prefixed", 1);
         ASSERT_INT_EQ(LOAD_NONE(&c), 0);
-        ASSERT_STREQ(c.dsn, "canonical"); /* the canonical name wins over aliases */
+        ASSERT_STREQ(c.dsn, "prefixed"); /* MC_<KEY> wins over aliases */
         conf_free(&c);
-        /* Aliases are not flags. */
+        /* Aliases and environment names are not flags. */
+        ASSERT_INT_EQ(LOAD(&c, "--pg-dsn=x"), -EINVAL);
+        conf_free(&c);
         ASSERT_INT_EQ(LOAD(&c, "--mc-db-dsn=x"), -EINVAL);
         conf_free(&c);
-        setenv("LISTEN_PORT", "0", 1);
+        setenv("MC_LISTEN_PORT", "0", 1);
         ASSERT_INT_EQ(LOAD_NONE(&c), -ERANGE); /* an environment value is checked like any other */
         conf_free(&c);
         reset_environment();
+}
+
+static void test_environment_names_in_file(void) {
+        Conf c;
+
+        /* One file may serve as the configuration and as a unit's EnvironmentFile=. */
+        reset_environment();
+        write_config("MC_DB_DSN=from-file\nMC_LISTEN_PORT=81\n");
+        ASSERT_INT_EQ(LOAD_NONE(&c), 0);
+        ASSERT_STREQ(c.dsn, "from-file");
+        ASSERT_INT_EQ(c.port, 81);
+        conf_free(&c);
+        write_config("MC_DB_DSNX=typo\n");
+        ASSERT_INT_EQ(LOAD_NONE(&c), -EINVAL);
+        conf_free(&c);
+        write_config("MC_=x\n");
+        ASSERT_INT_EQ(LOAD_NONE(&c), -EINVAL);
+        conf_free(&c);
 }
 
 static void test_flags(void) {
@@ -332,6 +361,7 @@ int main(void) {
         RUN_TEST(test_file_errors);
         RUN_TEST(test_precedence);
         RUN_TEST(test_aliases_in_environment);
+        RUN_TEST(test_environment_names_in_file);
         RUN_TEST(test_flags);
         RUN_TEST(test_positional);
         RUN_TEST(test_config_path);
