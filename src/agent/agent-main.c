@@ -142,8 +142,12 @@ static int finish_config(AgentConfig *c) {
         return 0;
 }
 
-int main(int argc, char *argv[]) {
-        AgentConfig config = {};
+static void agent_config_done(AgentConfig *c) {
+        config_free(&agent_config_spec, c);
+}
+
+static int run(int argc, char *argv[]) {
+        _cleanup_(agent_config_done) AgentConfig config = {};
         _cleanup_(agent_freep) Agent *a = NULL;
         sigset_t mask;
         int r;
@@ -153,24 +157,22 @@ int main(int argc, char *argv[]) {
 
         r = config_load(&agent_config_spec, &config, argc, argv, NULL);
         if (r != 0)
-                goto finish;
+                return r < 0 ? r : 0;
         r = finish_config(&config);
         if (r < 0)
-                goto finish;
+                return r;
 
         /* SIGCHLD blocked before any thread (libcurl's resolver) exists, so that no thread takes it:
          * children (the exec driver's supervisors, the fence keeper's launcher) are reaped with
          * waitpid() by whoever forked them, never by a handler. */
         sigemptyset(&mask);
         sigaddset(&mask, SIGCHLD);
-        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0) {
-                r = log_error_errno(errno, "Cannot block SIGCHLD: %m");
-                goto finish;
-        }
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return log_error_errno(errno, "Cannot block SIGCHLD: %m");
 
         r = agent_new(&config, &a);
         if (r < 0)
-                goto finish;
+                return r;
         if (config.bus) {
                 r = agent_bus_init(a);
                 if (r < 0)
@@ -178,16 +180,14 @@ int main(int argc, char *argv[]) {
         }
         r = agent_start(a);
         if (r < 0)
-                goto finish;
+                return r;
 
         daemon_notify_ready("Starting.");
         r = sd_event_loop(a->event);
         if (r < 0)
-                log_error_errno(r, "Event loop failed: %m");
+                return log_error_errno(r, "Event loop failed: %m");
         daemon_notify_stopping();
-
-finish:
-        a = agent_free(a);
-        config_free(&agent_config_spec, &config);
-        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        return 0;
 }
+
+DEFINE_MAIN_FUNCTION(run);

@@ -176,22 +176,17 @@ static void control_done(Control *c) {
 
 static int run(int argc, char *argv[]) {
         _cleanup_free_ int *fds = NULL;
-        Control c = {};
+        _cleanup_(control_done) Control c = {};
         size_t n_fds = 0;
         int r, level;
 
         log_setup("mc-control");
         r = config_load(&control_config_spec, &c.config, argc, argv, NULL);
-        if (r != 0) {
-                config_free(&control_config_spec, &c.config);
+        if (r != 0)
                 return r < 0 ? r : 0;
-        }
         level = log_level_from_string(c.config.log_level);
-        if (level < 0) {
-                log_error("LOG_LEVEL=%s is not a log level.", c.config.log_level);
-                config_free(&control_config_spec, &c.config);
-                return -EINVAL;
-        }
+        if (level < 0)
+                return log_error_errno(EINVAL, "LOG_LEVEL=%s is not a log level.", c.config.log_level);
         log_set_max_level(level);
 
         if (c.config.disable_auth)
@@ -200,25 +195,21 @@ static int run(int argc, char *argv[]) {
 
         r = auth_new(c.config.tokens_file, c.config.control_token, c.config.disable_auth, &c.auth);
         if (r < 0)
-                goto finish;
-        if (!c.config.disable_auth && auth_n_tokens(c.auth) == 0) {
-                r = log_error_errno(ENOKEY, "No tokens configured: create %s (\"user NAME TOKEN\" and \"agent NODE TOKEN\" "
+                return r;
+        if (!c.config.disable_auth && auth_n_tokens(c.auth) == 0)
+                return log_error_errno(ENOKEY, "No tokens configured: create %s (\"user NAME TOKEN\" and \"agent NODE TOKEN\" "
                                     "lines, mode 0600), or set CONTROL_TOKEN; MC_DISABLE_AUTH=1 is for development only.",
                                     c.config.tokens_file);
-                goto finish;
-        }
 
         r = daemon_event_new_with_terminate(on_terminate, &c, &c.event);
         if (r < 0)
-                goto finish;
+                return r;
 
         r = claim_waiters_new(&c, &c.waiters);
         if (r >= 0)
                 r = push_batcher_new(&c, &c.pusher);
-        if (r < 0) {
-                log_oom();
-                goto finish;
-        }
+        if (r < 0)
+                return log_oom();
 
         DbConfig dbc = {
                 .dsn = c.config.db_dsn,
@@ -230,11 +221,11 @@ static int run(int argc, char *argv[]) {
         };
         r = db_new(c.event, &dbc, on_db_notify, on_db_state, &c, &c.db);
         if (r < 0)
-                goto finish;
+                return r;
 
         r = open_listeners(&c, &fds, &n_fds);
         if (r < 0)
-                goto finish;
+                return r;
         HttpServerConfig hc = {
                 /* Room for a finished task's captured output (OUTPUT_MAX_BYTES) plus its tails; pushes
                  * are held to 1 MiB by their handler. */
@@ -243,32 +234,26 @@ static int run(int argc, char *argv[]) {
         };
         r = http_server_new(c.event, fds, n_fds, &hc, control_http_handler, control_http_completed, &c, &c.http);
         if (r < 0)
-                goto finish;
+                return r;
 
         r = task_publisher_new(&c, local_port(fds[0]), &c.publisher);
         if (r < 0)
-                goto finish;
+                return r;
 
         r = control_timers_setup(&c);
         if (r < 0)
-                goto finish;
+                return r;
         r = control_bus_setup(&c);
         if (r < 0)
-                goto finish;
+                return r;
 
         daemon_notify_ready(c.config.disable_auth ? "Serving WITHOUT AUTHENTICATION." : "Serving.");
         log_info("mc-control %s running (lease TTL %" PRIi64 " ms).", MC_VERSION, c.config.lease_ttl_ms);
 
         r = sd_event_loop(c.event);
         if (r < 0)
-                log_error_errno(r, "Event loop failed: %m");
-
-finish:
-        control_done(&c);
-        return r;
+                return log_error_errno(r, "Event loop failed: %m");
+        return 0;
 }
 
-int main(int argc, char *argv[]) {
-        int r = run(argc, argv);
-        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+DEFINE_MAIN_FUNCTION(run);

@@ -22,140 +22,74 @@
 
 #define EXIT_NOT_FOUND 2
 
-static char **arg_bootstrap = NULL;
-static bool arg_json = false;
-static uint64_t arg_timeout_usec = 15 * USEC_PER_SEC;
-static uint16_t arg_port = 0;
-static const char *arg_bind = NULL;
-static const char *arg_salt = NULL;
-static const char *arg_cluster_key = NULL;
-static const char *arg_key_file = NULL;
-static const char *arg_state_dir = NULL;
-static int64_t arg_seq = -1;
-static int arg_family = AF_UNSPEC;
+typedef struct DhtgetConfig {
+        char **bootstrap;
+        bool json;
+        int64_t timeout_sec;
+        int64_t port;
+        char *bind;
+        bool ipv4, ipv6;
+        char *salt;
+        char *cluster_key;
+        char *key_file;
+        int64_t seq;
+        char *state_dir;
+} DhtgetConfig;
+
+static const ConfigOption dhtget_options[] = {
+        { "BOOTSTRAP", NULL, CONFIG_STRV, offsetof(DhtgetConfig, bootstrap), 0, 0, NULL,
+          "HOST:PORT of a node to join through (repeatable)", 'b' },
+        { "JSON", NULL, CONFIG_BOOL, offsetof(DhtgetConfig, json), 0, 0, "no", "Print JSON", 'j' },
+        { "TIMEOUT", NULL, CONFIG_INT, offsetof(DhtgetConfig, timeout_sec), 1, 3600, "15",
+          "Give up after this many seconds", 't' },
+        { "PORT", NULL, CONFIG_INT, offsetof(DhtgetConfig, port), 0, 65535, "0", "Local UDP port (0: any)", 'p' },
+        { "BIND", NULL, CONFIG_STRING, offsetof(DhtgetConfig, bind), 0, 0, NULL, "Local address" },
+        { "IPV4", NULL, CONFIG_BOOL, offsetof(DhtgetConfig, ipv4), 0, 0, "no", "IPv4 only", '4' },
+        { "IPV6", NULL, CONFIG_BOOL, offsetof(DhtgetConfig, ipv6), 0, 0, "no", "IPv6 only", '6' },
+        { "SALT", NULL, CONFIG_STRING, offsetof(DhtgetConfig, salt), 0, 0, NULL, "Salt of a mutable item", 's' },
+        { "CLUSTER_KEY", NULL, CONFIG_STRING, offsetof(DhtgetConfig, cluster_key), 0, 0, NULL,
+          "Public cluster key (hex or base64), for task", 'k' },
+        { "KEY", NULL, CONFIG_STRING, offsetof(DhtgetConfig, key_file), 0, 0, NULL,
+          "Private key file (PEM) for put-mutable" },
+        { "SEQ", NULL, CONFIG_INT, offsetof(DhtgetConfig, seq), -1, INT64_MAX, "-1",
+          "Sequence number for put-mutable (-1: the time in microseconds)" },
+        { "STATE_DIR", NULL, CONFIG_STRING, offsetof(DhtgetConfig, state_dir), 0, 0, NULL,
+          "State directory for serve" },
+};
+
+static const ConfigSpec dhtget_config_spec = {
+        .program = "mc-dhtget",
+        .usage = "[OPTIONS...] COMMAND [ARGS...]",
+        .summary = "Look up and store things in the mc DHT (BitTorrent Mainline DHT, BEP 5 and BEP 44).\n\n"
+                   "Commands:\n"
+                   "  ping HOST:PORT              Ping one node, print its id\n"
+                   "  nodes                       Print the routing table after bootstrapping\n"
+                   "  peers INFO-HASH             Print the peers announced under an info-hash (40 hex)\n"
+                   "  announce INFO-HASH PORT     Announce PORT (0: the port we send from) under INFO-HASH\n"
+                   "  get TARGET                  Print the immutable item stored under TARGET (40 hex)\n"
+                   "  get-mutable PUBKEY          Print the mutable item of PUBKEY (and --salt)\n"
+                   "  put VALUE                   Store VALUE (as a bencoded string), print its target\n"
+                   "  put-mutable VALUE           Store VALUE signed with --key (and --salt, --seq)\n"
+                   "  genkey FILE                 Write a new ed25519 key to FILE, print its public half\n"
+                   "  task ID                     Print the verified state record of task ID (needs --cluster-key)\n"
+                   "  serve                       Run a DHT node until stopped (prints its port)",
+        .options = dhtget_options,
+        .n_options = ELEMENTSOF(dhtget_options),
+};
+
+static DhtgetConfig arg = {};
 
 typedef struct Ctx {
         sd_event *event;
         Dht *dht;
         int exit_status;
+        char **words;           /* the command and its arguments */
         const char *command;
         char **args;
         uint8_t target[DHT_ID_SIZE];
         uint8_t pub[BEP44_KEY_SIZE];
         EVP_PKEY *key;
 } Ctx;
-
-static void help(void) {
-        printf("mc-dhtget [OPTIONS...] COMMAND [ARGS...]\n\n"
-               "Look up and store things in the mc DHT (BitTorrent Mainline DHT, BEP 5 and BEP 44).\n\n"
-               "Commands:\n"
-               "  ping HOST:PORT              Ping one node, print its id\n"
-               "  nodes                       Print the routing table after bootstrapping\n"
-               "  peers INFO-HASH             Print the peers announced under an info-hash (40 hex)\n"
-               "  announce INFO-HASH PORT     Announce PORT (0: the port we send from) under INFO-HASH\n"
-               "  get TARGET                  Print the immutable item stored under TARGET (40 hex)\n"
-               "  get-mutable PUBKEY          Print the mutable item of PUBKEY (and --salt)\n"
-               "  put VALUE                   Store VALUE (as a bencoded string), print its target\n"
-               "  put-mutable VALUE           Store VALUE signed with --key (and --salt, --seq)\n"
-               "  genkey FILE                 Write a new ed25519 key to FILE, print its public half\n"
-               "  task ID                     Print the verified state record of task ID (needs --cluster-key)\n"
-               "  serve                       Run a DHT node until stopped (prints its port)\n\n"
-               "Options:\n"
-               "  -b --bootstrap=HOST:PORT    Node to join through (repeatable)\n"
-               "  -j --json                   Print JSON\n"
-               "  -t --timeout=SEC            Give up after SEC seconds (default 15)\n"
-               "  -p --port=PORT              Local UDP port (default: any)\n"
-               "     --bind=ADDRESS           Local address\n"
-               "  -4 / -6                     IPv4 / IPv6 only\n"
-               "  -s --salt=SALT              Salt of a mutable item\n"
-               "  -k --cluster-key=PUBKEY     Public cluster key (hex or base64), for task\n"
-               "     --key=FILE               Private key (PEM) for put-mutable\n"
-               "     --seq=N                  Sequence number for put-mutable (default: time in usec)\n"
-               "     --state-dir=DIR          State directory for serve\n"
-               "  -h --help                   Show this help\n");
-}
-
-static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_BIND = 0x100, ARG_KEY, ARG_SEQ, ARG_STATE_DIR, ARG_VERSION };
-        static const struct option options[] = {
-                { "bootstrap", required_argument, NULL, 'b' },
-                { "json", no_argument, NULL, 'j' },
-                { "timeout", required_argument, NULL, 't' },
-                { "port", required_argument, NULL, 'p' },
-                { "bind", required_argument, NULL, ARG_BIND },
-                { "salt", required_argument, NULL, 's' },
-                { "cluster-key", required_argument, NULL, 'k' },
-                { "key", required_argument, NULL, ARG_KEY },
-                { "seq", required_argument, NULL, ARG_SEQ },
-                { "state-dir", required_argument, NULL, ARG_STATE_DIR },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION },
-                {}
-        };
-        int c;
-
-        while ((c = getopt_long(argc, argv, "b:jt:p:s:k:h46", options, NULL)) >= 0) {
-                char *end;
-                double t;
-                long l;
-
-                switch (c) {
-                case 'b':
-                        if (strv_extend(&arg_bootstrap, optarg) < 0)
-                                return log_oom();
-                        break;
-                case 'j':
-                        arg_json = true;
-                        break;
-                case 't':
-                        t = strtod(optarg, &end);
-                        if (*end || t <= 0 || t > 3600)
-                                return log_error_errno(EINVAL, "Invalid --timeout: %s", optarg);
-                        arg_timeout_usec = (uint64_t) (t * USEC_PER_SEC);
-                        break;
-                case 'p':
-                        l = strtol(optarg, &end, 10);
-                        if (*end || l < 0 || l > 65535)
-                                return log_error_errno(EINVAL, "Invalid --port: %s", optarg);
-                        arg_port = (uint16_t) l;
-                        break;
-                case ARG_BIND:
-                        arg_bind = optarg;
-                        break;
-                case '4':
-                        arg_family = AF_INET;
-                        break;
-                case '6':
-                        arg_family = AF_INET6;
-                        break;
-                case 's':
-                        arg_salt = optarg;
-                        break;
-                case 'k':
-                        arg_cluster_key = optarg;
-                        break;
-                case ARG_KEY:
-                        arg_key_file = optarg;
-                        break;
-                case ARG_SEQ:
-                        if (parse_int64(optarg, &arg_seq) < 0 || arg_seq < 0)
-                                return log_error_errno(EINVAL, "Invalid --seq: %s", optarg);
-                        break;
-                case ARG_STATE_DIR:
-                        arg_state_dir = optarg;
-                        break;
-                case 'h':
-                        help();
-                        return 0;
-                case ARG_VERSION:
-                        printf("mc-dhtget " MC_VERSION "\n");
-                        return 0;
-                default:
-                        return -EINVAL;
-                }
-        }
-        return 1;
-}
 
 static void finish(Ctx *c, int status) {
         c->exit_status = status;
@@ -239,10 +173,6 @@ static void print_value(const void *v, size_t n) {
         putchar('\n');
 }
 
-static const char *family_str(int f) {
-        return f == AF_INET ? "ipv4" : "ipv6";
-}
-
 static void on_ping(Dht *d, const DhtResult *r, void *userdata) {
         Ctx *c = userdata;
         char hex[DHT_ID_HEX_MAX];
@@ -252,7 +182,7 @@ static void on_ping(Dht *d, const DhtResult *r, void *userdata) {
                 return;
         }
         hex_encode(r->id, DHT_ID_SIZE, hex);
-        if (arg_json) {
+        if (arg.json) {
                 _cleanup_json_ json_object *o = json_object_new_object();
                 json_add_string(o, "id", hex);
                 json_add_string(o, "address", c->args[0]);
@@ -281,7 +211,7 @@ static void on_nodes(Dht *d, const DhtResult *r, void *userdata) {
                 char hex[DHT_ID_HEX_MAX], addr[DHT_ADDR_STR_MAX];
                 hex_encode(nodes[i].id, DHT_ID_SIZE, hex);
                 dht_addr_to_string(&nodes[i].addr, addr);
-                if (arg_json) {
+                if (arg.json) {
                         json_object *o = json_object_new_object();
                         json_add_string(o, "id", hex);
                         json_add_string(o, "address", addr);
@@ -291,7 +221,7 @@ static void on_nodes(Dht *d, const DhtResult *r, void *userdata) {
                 } else
                         printf("%s %-24s %s\n", hex, addr, nodes[i].state);
         }
-        if (arg_json) {
+        if (arg.json) {
                 _cleanup_json_ json_object *o = json_object_new_object();
                 char hex[DHT_ID_HEX_MAX];
                 json_add_string(o, "id", hex_encode(dht_id(d), DHT_ID_SIZE, hex));
@@ -312,12 +242,12 @@ static void on_peers(Dht *d, const DhtResult *r, void *userdata) {
         for (size_t i = 0; i < r->n_peers; i++) {
                 char addr[DHT_ADDR_STR_MAX];
                 dht_addr_to_string(&r->peers[i], addr);
-                if (arg_json)
+                if (arg.json)
                         json_object_array_add(arr, json_object_new_string(addr));
                 else
                         printf("%s\n", addr);
         }
-        if (arg_json) {
+        if (arg.json) {
                 _cleanup_json_ json_object *o = json_object_new_object();
                 json_add_string(o, "info_hash", c->args[0]);
                 json_add(o, "peers", json_object_get(arr));
@@ -341,7 +271,7 @@ static void on_stored(Dht *d, const DhtResult *r, void *userdata) {
                 return;
         }
         hex_encode(c->target, DHT_ID_SIZE, hex);
-        if (arg_json) {
+        if (arg.json) {
                 _cleanup_json_ json_object *o = json_object_new_object();
                 json_add_string(o, streq(c->command, "announce") ? "info_hash" : "target", hex);
                 json_add_int64(o, "stored", r->n_stored);
@@ -365,7 +295,7 @@ static void on_item(Dht *d, const DhtResult *r, void *userdata) {
                 not_found(c, r->error < 0 ? r->error : -ENOENT, c->command);
                 return;
         }
-        if (arg_json) {
+        if (arg.json) {
                 _cleanup_json_ json_object *o = json_object_new_object();
                 json_add_string(o, "target", hex_encode(it->target, DHT_ID_SIZE, hex));
                 json_add(o, "value", value_to_json(it->v, it->v_len));
@@ -401,7 +331,7 @@ static void on_task(int error, const TaskRecordData *rec, unsigned rejected, voi
                 not_found(c, error, what ?: "task");
                 return;
         }
-        if (arg_json) {
+        if (arg.json) {
                 _cleanup_json_ json_object *o = json_object_new_object();
                 json_add_string(o, "id", rec->id);
                 json_add_string(o, "status", rec->status);
@@ -458,7 +388,7 @@ static int encode_string_value(const char *s, uint8_t *buf, size_t size, size_t 
         return be_writer_finish(&w, ret_len);
 }
 
-static int run(Ctx *c) {
+static int start_command(Ctx *c) {
         const char *cmd = c->command;
         uint8_t v[BEP44_VALUE_MAX];
         size_t n;
@@ -500,7 +430,7 @@ static int run(Ctx *c) {
                         return r;
                 if (cluster_key_parse_public(c->args[0], c->pub) < 0)
                         return log_error_errno(EINVAL, "Invalid public key \"%s\": expected 64 hex digits or base64.", c->args[0]);
-                return dht_get_mutable(c->dht, c->pub, arg_salt, arg_salt ? strlen(arg_salt) : 0, on_item, c);
+                return dht_get_mutable(c->dht, c->pub, arg.salt, arg.salt ? strlen(arg.salt) : 0, on_item, c);
         }
         if (streq(cmd, "put")) {
                 if ((r = need_args(c, 1)) < 0)
@@ -510,29 +440,29 @@ static int run(Ctx *c) {
                 return dht_put(c->dht, v, n, 0, c->target, on_stored, c);
         }
         if (streq(cmd, "put-mutable")) {
-                int64_t seq = arg_seq >= 0 ? arg_seq : (int64_t) realtime_usec();
+                int64_t seq = arg.seq >= 0 ? arg.seq : (int64_t) realtime_usec();
                 if ((r = need_args(c, 1)) < 0)
                         return r;
-                if (!arg_key_file)
+                if (!arg.key_file)
                         return log_error_errno(EINVAL, "put-mutable needs --key=FILE (see genkey).");
-                r = cluster_key_load_file(arg_key_file, &c->key);
+                r = cluster_key_load_file(arg.key_file, &c->key);
                 if (r < 0)
-                        return log_error_errno(r, "Cannot load the ed25519 key %s: %m", arg_key_file);
+                        return log_error_errno(r, "Cannot load the ed25519 key %s: %m", arg.key_file);
                 if (encode_string_value(c->args[0], v, sizeof(v), &n) < 0)
                         return log_error_errno(E2BIG, "The value is too long (at most %d bytes once bencoded).", BEP44_VALUE_MAX);
                 r = bep44_key_public(c->key, c->pub);
                 if (r < 0)
                         return r;
-                bep44_mutable_target(c->pub, arg_salt, arg_salt ? strlen(arg_salt) : 0, c->target);
-                return dht_put_mutable(c->dht, c->key, arg_salt, arg_salt ? strlen(arg_salt) : 0, v, n, seq, NULL, 0, on_stored, c);
+                bep44_mutable_target(c->pub, arg.salt, arg.salt ? strlen(arg.salt) : 0, c->target);
+                return dht_put_mutable(c->dht, c->key, arg.salt, arg.salt ? strlen(arg.salt) : 0, v, n, seq, NULL, 0, on_stored, c);
         }
         if (streq(cmd, "task")) {
                 if ((r = need_args(c, 1)) < 0)
                         return r;
-                if (!arg_cluster_key)
+                if (!arg.cluster_key)
                         return log_error_errno(EINVAL, "task needs --cluster-key=PUBKEY (the control's %s).", CLUSTER_PUB_FILE);
-                if (cluster_key_parse_public(arg_cluster_key, c->pub) < 0)
-                        return log_error_errno(EINVAL, "Invalid --cluster-key \"%s\": expected 64 hex digits or base64.", arg_cluster_key);
+                if (cluster_key_parse_public(arg.cluster_key, c->pub) < 0)
+                        return log_error_errno(EINVAL, "Invalid --cluster-key \"%s\": expected 64 hex digits or base64.", arg.cluster_key);
                 r = task_record_fetch(c->dht, c->pub, c->args[0], on_task, c);
                 if (r == -EINVAL)
                         return log_error_errno(r, "Invalid task id \"%s\".", c->args[0]);
@@ -547,87 +477,92 @@ static int run(Ctx *c) {
         return log_error_errno(EINVAL, "Unknown command \"%s\"; see --help.", cmd);
 }
 
-int main(int argc, char *argv[]) {
-        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
-        _cleanup_(dht_freep) Dht *d = NULL;
+static void ctx_done(Ctx *c) {
+        /* The node first, while its callbacks can still run against a live loop. */
+        c->dht = dht_free(c->dht);
+        c->event = sd_event_unref(c->event);
+        EVP_PKEY_free(c->key);
+        strv_free(c->words);
+        config_free(&dhtget_config_spec, &arg);
+}
+
+static int genkey(Ctx *c) {
+        _cleanup_pkey_ EVP_PKEY *k = NULL;
+        char hex[CLUSTER_KEY_HEX_MAX];
+        int r;
+
+        r = need_args(c, 1);
+        if (r < 0)
+                return r;
+        r = bep44_key_generate(&k);
+        if (r >= 0)
+                r = cluster_key_public_hex(k, hex);
+        if (r < 0)
+                return log_error_errno(r, "Cannot generate a key: %m");
+        r = cluster_key_write_file(c->args[0], k, false);
+        if (r < 0)
+                return log_error_errno(r, "Cannot write %s: %m", c->args[0]);
+        printf("%s\n", hex);
+        return 0;
+}
+
+static int run(int argc, char *argv[]) {
+        _cleanup_(ctx_done) Ctx c = { .exit_status = EXIT_FAILURE };
         _cleanup_(sd_event_source_unrefp) sd_event_source *timer = NULL;
-        Ctx c = { .exit_status = 1 };
         bool serve;
         sigset_t mask;
         int r;
 
         log_setup("mc-dhtget");
-        r = parse_argv(argc, argv);
-        if (r <= 0)
-                return r < 0 ? 1 : 0;
-        if (optind >= argc) {
-                help();
-                return 1;
-        }
-        c.command = argv[optind];
-        c.args = argv + optind + 1;
+        r = config_load(&dhtget_config_spec, &arg, argc, argv, &c.words);
+        if (r != 0)
+                return r < 0 ? r : 0;
+        if (strv_length(c.words) == 0)
+                return log_error_errno(EINVAL, "No command given; see --help.");
+        if (arg.ipv4 && arg.ipv6)
+                return log_error_errno(EINVAL, "-4 and -6 exclude each other.");
+        c.command = c.words[0];
+        c.args = c.words + 1;
         serve = streq(c.command, "serve");
+        if (streq(c.command, "genkey"))
+                return genkey(&c);
 
-        if (streq(c.command, "genkey")) {
-                _cleanup_pkey_ EVP_PKEY *k = NULL;
-                char hex[CLUSTER_KEY_HEX_MAX];
-
-                if (need_args(&c, 1) < 0)
-                        return 1;
-                if (bep44_key_generate(&k) < 0 || cluster_key_public_hex(k, hex) < 0)
-                        return 1;
-                r = cluster_key_write_file(c.args[0], k, false);
-                if (r < 0) {
-                        log_error_errno(r, "Cannot write %s: %m", c.args[0]);
-                        return 1;
-                }
-                printf("%s\n", hex);
-                return 0;
-        }
-
-        r = sd_event_new(&e);
+        r = sd_event_new(&c.event);
         if (r < 0)
-                return 1;
+                return log_error_errno(r, "Cannot create an event loop: %m");
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         sigprocmask(SIG_BLOCK, &mask, NULL);
-        (void) sd_event_add_signal(e, NULL, SIGTERM, NULL, NULL);
-        (void) sd_event_add_signal(e, NULL, SIGINT, NULL, NULL);
-        c.event = e;
+        (void) sd_event_add_signal(c.event, NULL, SIGTERM, NULL, NULL);
+        (void) sd_event_add_signal(c.event, NULL, SIGINT, NULL, NULL);
 
-        r = dht_new(e, &(DhtConfig) {
-                        .port = arg_port,
-                        .bind_address = arg_bind,
-                        .family = arg_family,
-                        .bootstrap = arg_bootstrap,
+        r = dht_new(c.event, &(DhtConfig) {
+                        .port = (uint16_t) arg.port,
+                        .bind_address = arg.bind,
+                        .family = arg.ipv4 ? AF_INET : arg.ipv6 ? AF_INET6 : AF_UNSPEC,
+                        .bootstrap = arg.bootstrap,
                         .read_only = !serve,
-                        .state_dir = arg_state_dir,
-                }, &d);
-        if (r < 0) {
-                log_error_errno(r, "Cannot start a DHT node: %m");
-                return 1;
-        }
-        c.dht = d;
-
-        r = run(&c);
-        if (r < 0) {
-                EVP_PKEY_free(c.key);
-                return 1;
-        }
-        if (!serve) {
-                r = sd_event_add_time_relative(e, &timer, CLOCK_MONOTONIC, arg_timeout_usec, USEC_PER_MSEC, on_timeout, &c);
-                if (r < 0)
-                        return 1;
-                (void) family_str;
-        } else
-                c.exit_status = 0;
-
-        r = sd_event_loop(e);
-        d = dht_free(d); /* before the loop goes, while callbacks can still run */
-        EVP_PKEY_free(c.key);
-        strv_free(arg_bootstrap);
+                        .state_dir = arg.state_dir,
+                }, &c.dht);
         if (r < 0)
-                return 1;
+                return log_error_errno(r, "Cannot start a DHT node: %m");
+        r = start_command(&c);
+        if (r < 0)
+                return r;
+        if (serve)
+                c.exit_status = 0;
+        else {
+                r = sd_event_add_time_relative(c.event, &timer, CLOCK_MONOTONIC,
+                                               (uint64_t) arg.timeout_sec * USEC_PER_SEC, USEC_PER_MSEC, on_timeout, &c);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot arm the timeout: %m");
+        }
+
+        r = sd_event_loop(c.event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
         return c.exit_status;
 }
+
+DEFINE_MAIN_FUNCTION(run);

@@ -68,6 +68,13 @@ static const ConfigOption *find_option(const ConfigSpec *spec, const char *name,
         return NULL;
 }
 
+static const ConfigOption *find_short_option(const ConfigSpec *spec, char c) {
+        for (size_t i = 0; i < spec->n_options; i++)
+                if (spec->options[i].short_name != 0 && spec->options[i].short_name == c)
+                        return spec->options + i;
+        return NULL;
+}
+
 static int set_value(const ConfigOption *o, void *target, const char *value, const char *origin, bool append) {
         void *p = (uint8_t *) target + o->offset;
         int r;
@@ -236,21 +243,31 @@ static int load_environment(const ConfigSpec *spec, void *target) {
         return 0;
 }
 
+static const char *const config_type_placeholder[] = {
+        [CONFIG_STRING] = "=VALUE",
+        [CONFIG_INT] = "=NUMBER",
+        [CONFIG_BOOL] = "",
+        [CONFIG_STRV] = "=LIST",
+};
+
 static void print_help(const ConfigSpec *spec) {
         printf("%s %s\n\n%s\n\nOptions (each also a KEY=value line in %s, or MC_KEY in the environment):\n",
-               spec->program, spec->usage ?: "[OPTIONS...]", spec->summary, spec->default_path ?: "the config file");
-        printf("  %-28s %s\n", "-h --help", "Show this help");
-        printf("  %-28s %s\n", "--version", "Show the version");
-        printf("  %-28s %s\n", "--config=PATH", "Read this configuration file instead of the default");
+               spec->program, spec->usage ?: "[OPTIONS...]", spec->summary,
+               spec->default_path ?: "the file given with --config");
+        printf("  %-32s %s\n", "-h --help", "Show this help");
+        printf("  %-32s %s\n", "   --version", "Show the version");
+        printf("  %-32s %s\n", "   --config=PATH", "Read this configuration file instead of the default");
         for (size_t i = 0; i < spec->n_options; i++) {
                 const ConfigOption *o = spec->options + i;
-                char flag[96];
+                char flag[128], shortname[4] = "   ";
                 size_t j;
 
-                for (j = 0; o->key[j] && j < sizeof(flag) - 8; j++)
+                for (j = 0; o->key[j] && j < 80; j++)
                         flag[j] = o->key[j] == '_' ? '-' : (char) tolower((unsigned char) o->key[j]);
-                flag[j] = 0;
-                printf("  --%-26s %s", flag, o->help ?: "");
+                snprintf(flag + j, sizeof(flag) - j, "%s", config_type_placeholder[o->type]);
+                if (o->short_name)
+                        snprintf(shortname, sizeof(shortname), "-%c ", o->short_name);
+                printf("  %s--%-27s %s", shortname, flag, o->help ?: "");
                 if (o->default_value)
                         printf(" [%s]", o->default_value);
                 printf(" ($MC_%s", o->key);
@@ -260,8 +277,7 @@ static void print_help(const ConfigSpec *spec) {
                         a += n;
                         a += strspn(a, " ");
                 }
-                printf(")");
-                printf("\n");
+                printf(")\n");
         }
 }
 
@@ -333,8 +349,27 @@ int config_load(const ConfigSpec *spec, void *target, int argc, char *argv[], ch
                         return 1;
                 }
                 if (!startswith(a, "--")) {
-                        if (a[0] == '-' && a[1] != 0)
-                                return log_error_errno(EINVAL, "Unknown option \"%s\" (see --help).", a);
+                        if (a[0] == '-' && a[1] != 0) {
+                                /* -X, -X VALUE or -XVALUE. */
+                                o = find_short_option(spec, a[1]);
+                                if (!o)
+                                        return log_error_errno(EINVAL, "Unknown option \"%s\" (see --help).", a);
+                                if (o->type == CONFIG_BOOL) {
+                                        if (a[2] != 0)
+                                                return log_error_errno(EINVAL, "Option \"-%c\" takes no value.", a[1]);
+                                        value = "yes";
+                                } else if (a[2] != 0)
+                                        value = a + 2;
+                                else if (i + 1 < argc)
+                                        value = argv[++i];
+                                else
+                                        return log_error_errno(EINVAL, "Option \"-%c\" needs a value.", a[1]);
+                                r = set_value(o, target, value, "command line", seen_on_command_line[o - spec->options]);
+                                seen_on_command_line[o - spec->options] = true;
+                                if (r < 0)
+                                        return r;
+                                continue;
+                        }
                         if (strv_extend(&args, a) < 0)
                                 return log_oom();
                         continue;

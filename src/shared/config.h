@@ -28,6 +28,7 @@ typedef struct ConfigOption {
         int64_t min, max;       /* CONFIG_INT only */
         const char *default_value;
         const char *help;
+        char short_name;        /* -X on the command line (a tool's convenience), or 0 */
 } ConfigOption;
 
 typedef struct ConfigSpec {

@@ -10,6 +10,14 @@
 
 #include "macro.h"
 
+/* Every program's main(): impl(argc, argv) returns a negative errno when it failed (logged already),
+ * otherwise the exit status (0, or a program's own code such as "not found"). */
+#define DEFINE_MAIN_FUNCTION(impl)                                      \
+        int main(int argc, char *argv[]) {                              \
+                int r_ = impl(argc, argv);                              \
+                return r_ < 0 ? EXIT_FAILURE : r_;                      \
+        }
+
 #define _cleanup_event_unref_ _cleanup_(sd_event_unrefp)
 #define _cleanup_event_source_unref_ _cleanup_(sd_event_source_disable_unrefp)
 

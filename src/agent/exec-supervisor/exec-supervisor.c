@@ -138,7 +138,7 @@ static int record_result(Job *j, const char *error, int64_t exit_code) {
         return 0;
 }
 
-static int run(Job *j, const char *cg_root, CgroupMode mode, const char *cg_path) {
+static int run_job(Job *j, const char *cg_root, CgroupMode mode, const char *cg_path) {
         int out[2] = { -1, -1 }, err[2] = { -1, -1 }, errpipe[2] = { -1, -1 }, procs[2] = { -1, -1 };
         _cleanup_free_ char *error = NULL, *output_path = NULL;
         int devnull = -1, pidfd = -1, exec_errno = 0, r;
@@ -273,7 +273,7 @@ static int run(Job *j, const char *cg_root, CgroupMode mode, const char *cg_path
         return record_result(j, NULL, exit_code);
 }
 
-int main(int argc, char *argv[]) {
+static int run(int argc, char *argv[]) {
         Job j = { .output_fd = -1 };
         const char *cg_root, *cg_path;
         int64_t cap, tail_max, n_env;
@@ -302,7 +302,7 @@ int main(int argc, char *argv[]) {
          * runs to the end of ours, NULL included. */
         j.envp = calloc((size_t) n_env + 1, sizeof(char *));
         if (!j.envp)
-                return log_oom(), 1;
+                return log_oom();
         for (int64_t i = 0; i < n_env; i++)
                 j.envp[i] = argv[10 + i];
         j.argv = argv + 10 + n_env;
@@ -312,7 +312,7 @@ int main(int argc, char *argv[]) {
         }
         if (output_capture_init(&j.tails, 0, (size_t) tail_max) < 0) {
                 free(j.envp);
-                return log_oom(), 1;
+                return log_oom();
         }
 
         /* A write to a pipe whose reader is gone must not kill us. */
@@ -323,7 +323,7 @@ int main(int argc, char *argv[]) {
                 n = read(STDIN_FILENO, &go, 1);
         while (n < 0 && errno == EINTR);
         if (n == 1)
-                r = run(&j, cg_root, mode, cg_path);
+                r = run_job(&j, cg_root, mode, cg_path);
         else {
                 log_info("The agent went away before it recorded the job in %s; not running it.", j.dir);
                 r = 0;
@@ -334,5 +334,7 @@ int main(int argc, char *argv[]) {
         cgroup_free(j.cgroup);
         output_capture_done(&j.tails);
         free(j.envp);
-        return r < 0 ? 1 : 0;
+        return r < 0 ? r : 0;
 }
+
+DEFINE_MAIN_FUNCTION(run);
