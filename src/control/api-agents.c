@@ -4,6 +4,8 @@
  * reports (started, finish). Every write carries the lease token; the database functions compare it
  * under the task's row lock, so a stale agent changes nothing and gets 409. */
 
+#include <assert.h>
+
 #include "agent-body.h"
 #include "api.h"
 #include "claim.h"
@@ -18,7 +20,7 @@ typedef struct AgentCall {
         char node_id[129];
         char task_id[129];
         char token[32];
-        char status[16];
+        TaskStatus status;      /* finish: the state the agent reported */
         char attempt[16];
         const char *kind;       /* "register", "heartbeat", "started", "finish" */
 } AgentCall;
@@ -119,17 +121,20 @@ static void on_agent_call_done(PGresult *r, int error, void *userdata) {
                 if (streq(a->kind, "heartbeat"))
                         log_revoked(c, a->node_id, body);
                 else if (streq(a->kind, "started"))
-                        control_task_changed(c, a->task_id, "running", "container_started", a->node_id, a->token, NULL,
-                                             "Container started");
+                        control_task_changed(c, a->task_id, TASK_STATUS_RUNNING, "container_started", a->node_id,
+                                             a->token, NULL, "Container started");
                 else if (streq(a->kind, "finish")) {
                         _cleanup_json_ json_object *o = NULL;
-                        const char *status = a->status;
+                        TaskStatus status = a->status;
                         json_object *v;
 
                         /* A cancelled task keeps its status even when its result arrives. */
                         if (json_parse_strict(body, strlen(body), &o, NULL) >= 0 &&
-                            json_object_object_get_ex(o, "status", &v))
-                                status = json_object_get_string(v);
+                            json_object_object_get_ex(o, "status", &v)) {
+                                TaskStatus stored = task_status_from_string(json_object_get_string(v));
+                                if (stored >= 0)
+                                        status = stored;
+                        }
                         control_task_changed(c, a->task_id, status, "task_finished", a->node_id, a->token, NULL,
                                              "Task finished");
                 }
@@ -239,7 +244,9 @@ void api_task_finish(Control *c, HttpRequest *req, const AuthIdentity *id, const
         if (!a)
                 return;
         snprintf(a->token, sizeof(a->token), "%" PRIi64, b.lease_token);
-        snprintf(a->status, sizeof(a->status), "%s", b.status);
+        /* agent_body_check() let only final states through. */
+        a->status = task_status_from_string(b.status);
+        assert(task_status_is_final(a->status));
         const char *params[] = {
                 task_id, b.node_id, a->token, b.status, b.have_exit_code ? exit_s : NULL, b.reason, b.stdout_tail,
                 b.stderr_tail, b.truncated ? "true" : "false", output, output_truncated ? "true" : "false",

@@ -139,8 +139,8 @@ static void handle_metrics(Control *c, HttpRequest *req) {
         }
         metrics_write_requests(f, &c->metrics);
         fputs("# HELP mc_tasks Tasks by state (refreshed every few seconds).\n# TYPE mc_tasks gauge\n", f);
-        for (size_t i = 0; i < ELEMENTSOF(task_status_names); i++)
-                fprintf(f, "mc_tasks{status=\"%s\"} %" PRIu64 "\n", task_status_names[i], c->counts.by_status[i]);
+        for (TaskStatus i = 0; i < _TASK_STATUS_MAX; i++)
+                fprintf(f, "mc_tasks{status=\"%s\"} %" PRIu64 "\n", task_status_to_string(i), c->counts.by_status[i]);
         fprintf(f, "# HELP mc_nodes_ready Nodes that heartbeat and are not draining.\n# TYPE mc_nodes_ready gauge\n"
                    "mc_nodes_ready %" PRIu64 "\n", c->counts.nodes_ready);
         metrics_write_histogram(f, "mc_claim_duration_seconds", "Time of the claim transaction.",

@@ -185,9 +185,9 @@ static int property_count(sd_bus *bus, const char *path, const char *interface, 
         uint64_t v;
 
         if (streq(property, "TasksQueued"))
-                v = c->counts.by_status[0];
+                v = c->counts.by_status[TASK_STATUS_QUEUED];
         else if (streq(property, "TasksRunning"))
-                v = c->counts.by_status[1] + c->counts.by_status[2];
+                v = c->counts.by_status[TASK_STATUS_LEASED] + c->counts.by_status[TASK_STATUS_RUNNING];
         else
                 v = c->counts.nodes_ready;
         return sd_bus_message_append(reply, "u", (uint32_t) MIN(v, (uint64_t) UINT32_MAX));

@@ -54,7 +54,7 @@ static char *created_record(const PushItem *it, const char *created_at) {
         json_object_object_foreach(it->spec.spec, k, v)
                 json_object_object_add(o, k, json_object_get(v));
         json_add_string(o, "id", it->id);
-        json_add_string(o, "status", "queued");
+        json_add_string(o, "status", task_status_to_string(TASK_STATUS_QUEUED));
         json_add_int64(o, "attempt", 0);
         json_add_string(o, "created_at", created_at);
         json_add_string(o, "updated_at", created_at);
@@ -100,7 +100,7 @@ static void on_batch_done(PGresult *r, int error, void *userdata) {
                                 (void) json_get_string(meta, "created_at", &created_at);
                         body = created_record(it, created_at);
                         c->metrics.tasks_pushed++;
-                        control_task_changed(c, it->id, "queued", "task_queued", it->spec.target_node, NULL, "0",
+                        control_task_changed(c, it->id, TASK_STATUS_QUEUED, "task_queued", it->spec.target_node, NULL, "0",
                                              "Task queued");
                         item_answer(p, it, 201, body ?: "{}");
                 } else if (streq(result, "exists"))
