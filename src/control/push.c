@@ -13,7 +13,7 @@ typedef struct PushItem PushItem;
 struct PushItem {
         TaskSpec spec;
         char id[129];
-        TaskOpCallback callback;
+        PushCallback callback;
         void *userdata;
         PushItem *next;
 };
@@ -35,7 +35,7 @@ struct PushBatcher {
 static void push_flush(PushBatcher *p);
 
 static void item_answer(PushBatcher *p, PushItem *it, unsigned code, const char *body) {
-        it->callback(p->control, code, body, it->userdata);
+        it->callback(p->control, code, it->id, body, it->userdata);
         task_spec_done(&it->spec);
         free(it);
 }
@@ -205,7 +205,7 @@ static int on_defer(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-int control_push(Control *c, TaskSpec *spec, TaskOpCallback cb, void *userdata) {
+int control_push(Control *c, TaskSpec *spec, PushCallback cb, void *userdata) {
         PushBatcher *p = c->pusher;
         PushItem *it;
         int r;
