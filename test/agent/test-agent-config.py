@@ -19,7 +19,8 @@ def registered(control, node):
 
 def refused(node):
     # A control address nothing listens on: the agent must not get as far as needing one.
-    a = at.Agent([], node, driver="exec", env={"CONTROL_URLS": "http://127.0.0.1:9"})
+    # (The daemon's own name is short: its directories are named after it, and a socket path is short.)
+    a = at.Agent([], node, driver="exec", env={"CONTROL_URLS": "http://127.0.0.1:9"}, name="mc-agent-bad-id")
     a.daemon.start()
     rc = a.daemon.wait(timeout=60)
     check(rc != 0, f"NODE_ID of {len(node)} characters: exit status {rc}")
@@ -44,7 +45,7 @@ def test_longest_node_id_registers():
     node = base + "x" * (128 - len(base))
     check(len(node) == 128, len(node))
     pg, (c,) = start_cluster(nodes=(node,))
-    a = at.Agent([c], node, driver="exec").start()
+    a = at.Agent([c], node, driver="exec", name="mc-agent-long-id").start()
     wait_until(lambda: registered(c, node), timeout=60, msg="the agent registered")
     a.stop()
 
