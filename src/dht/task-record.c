@@ -85,7 +85,8 @@ int task_record_decode(const void *v, size_t n, TaskRecordData *ret) {
                 return -EBADMSG;
         if (copy_str(be_dict_get(root, "id"), t.id, sizeof(t.id)) < 0 || !id_is_valid(t.id))
                 return -EBADMSG;
-        if (copy_str(be_dict_get(root, "status"), t.status, sizeof(t.status)) < 0 || task_status_from_string(t.status) < 0)
+        if (copy_str(be_dict_get(root, "status"), t.status, sizeof(t.status)) < 0 ||
+            task_status_from_string(t.status) < 0)
                 return -EBADMSG;
         if (be_dict_get(root, "node") && copy_str(be_dict_get(root, "node"), t.node, sizeof(t.node)) < 0)
                 return -EBADMSG;

@@ -20,7 +20,7 @@ def registered(control, node):
 def refused(node):
     # A control address nothing listens on: the agent must not get as far as needing one.
     # (The daemon's own name is short: its directories are named after it, and a socket path is short.)
-    a = at.Agent([], node, driver="exec", env={"CONTROL_URLS": "http://127.0.0.1:9"}, name="mc-agent-bad-id")
+    a = at.Agent([], node, driver="exec", env={"MC_CONTROL_URLS": "http://127.0.0.1:9"}, name="mc-agent-bad-id")
     a.daemon.start()
     rc = a.daemon.wait(timeout=60)
     check(rc != 0, f"NODE_ID of {len(node)} characters: exit status {rc}")
