@@ -205,7 +205,7 @@ int load_outbox(Agent *a) {
                 t->finish = json_object_get(e[i].finish);
                 (void) json_get_string(t->finish, "status", &status);
                 (void) json_get_int64(t->finish, "exit_code", &code);
-                t->status = strdup(status);
+                t->status = task_status_from_string(status);
                 t->exit_code = code;
                 t->state = TASK_REPORTING;
                 log_task(LOG_INFO, t, "result_queued", "result (%s) found in the outbox; sending it.", status);

@@ -124,13 +124,13 @@ void handle_revoked(Agent *a, json_object *e) {
 
                         if (!o || json_add_string(o, "node_id", a->config.node_id) < 0 ||
                             json_add_int64(o, "lease_token", t->lease_token) < 0 ||
-                            json_add_string(o, "status", "cancelled") < 0 ||
+                            json_add_string(o, "status", task_status_to_string(TASK_STATUS_CANCELLED)) < 0 ||
                             json_add_string(o, "reason", "cancelled before it started") < 0) {
                                 log_oom();
                                 break;
                         }
                         t->finish = TAKE_PTR(o);
-                        t->status = strdup("cancelled");
+                        t->status = TASK_STATUS_CANCELLED;
                         t->state = TASK_REPORTING;
                         task_send_finish(t);
                         break;

@@ -8,6 +8,7 @@
 #include "agent.h"
 #include "config.h"
 #include "file-util.h"
+#include "id-util.h"
 #include "daemon-util.h"
 #include "log.h"
 
@@ -110,10 +111,11 @@ static int finish_config(AgentConfig *c) {
                 if (!c->node_id)
                         return log_oom();
         }
-        for (const char *p = c->node_id; *p; p++)
-                if (!(((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')) ||
-                      (p > c->node_id && strchr("._-", *p))))
-                        return log_error_errno(EINVAL, "NODE_ID \"%s\" must be [A-Za-z0-9][A-Za-z0-9._-]*.", c->node_id);
+        /* The control's rule (it answers 400 at register otherwise), checked here so that a bad name
+         * stops the agent at once instead of leaving it retrying. */
+        if (!id_is_valid(c->node_id))
+                return log_error_errno(EINVAL, "NODE_ID \"%s\" is not a node id: 1 to %d characters of "
+                                       "[A-Za-z0-9._-], the first a letter or digit.", c->node_id, ID_MAX);
         if (!streq(c->driver, "docker") && !streq(c->driver, "exec"))
                 return log_error_errno(EINVAL, "DRIVER must be docker or exec, not \"%s\".", c->driver);
 

@@ -36,6 +36,7 @@ Task *task_new(Agent *a, const char *id, int64_t lease_token, int64_t attempt) {
         t->lease_token = lease_token;
         t->attempt = attempt;
         t->exit_code = -1;
+        t->status = _TASK_STATUS_INVALID;
         LIST_PREPEND(a->tasks, t);
         a->n_tasks++;
         return t;
@@ -54,7 +55,6 @@ void task_free(Task *t) {
         json_object_put(t->record);
         json_object_put(t->finish);
         free(t->handle);
-        free(t->status);
         free(t->id);
         free(t);
 }
@@ -217,28 +217,28 @@ static void on_job_started(DriverJob *job, const char *handle, uint64_t started_
         maybe_finish_stop(a);
 }
 
-static const char *final_status(Task *t, const DriverExit *e, char **ret_reason) {
+static TaskStatus final_status(Task *t, const DriverExit *e, char **ret_reason) {
         *ret_reason = NULL;
         switch (t->stop_reason == STOP_NONE && t->timed_out_before ? STOP_TIMEOUT : t->stop_reason) {
         case STOP_CANCEL:
-                return "cancelled";
+                return TASK_STATUS_CANCELLED;
         case STOP_TIMEOUT:
                 (void) asprintf(ret_reason, "timed out after %" PRIi64 " s", t->timeout_sec);
-                return "timed_out";
+                return TASK_STATUS_TIMED_OUT;
         default:
                 break;
         }
         if (e->error < 0) {
                 *ret_reason = strdup(e->reason ?: "the task could not be run");
-                return "failed";
+                return TASK_STATUS_FAILED;
         }
         if (e->exit_code == 0)
-                return "succeeded";
+                return TASK_STATUS_SUCCEEDED;
         if (e->reason)
                 *ret_reason = strdup(e->reason);
         else
                 (void) asprintf(ret_reason, "exited with code %" PRIi64, e->exit_code);
-        return "failed";
+        return TASK_STATUS_FAILED;
 }
 
 /* The control's limits (docs/api.md, src/control/api-agents.c): a reason of at most 1 KiB, tails of
@@ -259,7 +259,7 @@ static void utf8_cut(char *s, size_t max, bool head) {
         }
 }
 
-static json_object *finish_body(Task *t, const char *status, const char *reason, const DriverExit *e) {
+static json_object *finish_body(Task *t, TaskStatus status, const char *reason, const DriverExit *e) {
         _cleanup_free_ char *out = NULL, *err = NULL, *output = NULL, *why = NULL;
         bool truncated = e->output->truncated;
 
@@ -279,7 +279,7 @@ static json_object *finish_body(Task *t, const char *status, const char *reason,
 
                 if (!o || json_add_string(o, "node_id", t->agent->config.node_id) < 0 ||
                     json_add_int64(o, "lease_token", t->lease_token) < 0 ||
-                    json_add_string(o, "status", status) < 0 ||
+                    json_add_string(o, "status", task_status_to_string(status)) < 0 ||
                     (e->error >= 0 && e->exit_code >= 0 && e->exit_code <= 255 &&
                      json_add_int64(o, "exit_code", e->exit_code) < 0) ||
                     (why && json_add_string(o, "reason", why) < 0) ||
@@ -333,11 +333,11 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                 log_task(LOG_NOTICE, t, "container_exited", "process gone (exit %" PRIi64 "); no result is sent.",
                          e->exit_code);
         } else {
-                status = final_status(t, e, &reason);
-                t->finish = finish_body(t, status, reason, e);
-                t->status = strdup(status);
+                t->status = final_status(t, e, &reason);
+                status = task_status_to_string(t->status);
+                t->finish = finish_body(t, t->status, reason, e);
                 t->exit_code = e->error < 0 ? -1 : e->exit_code;
-                if (!t->finish || !t->status) {
+                if (!t->finish) {
                         log_oom();
                         task_abandon(t, STOP_REVOKED, "out of memory");
                 } else {
@@ -452,7 +452,8 @@ static void on_finish_reply(const ControlReply *reply, void *userdata) {
         t->finish_call = NULL;
         if (reply->error >= 0 && (reply->code == 200 || reply->code == 409 || reply->code == 404)) {
                 if (reply->code == 200)
-                        log_task(LOG_INFO, t, "task_finished", "result delivered (%s).", t->status);
+                        log_task(LOG_INFO, t, "task_finished", "result delivered (%s).",
+                                 strna(task_status_to_string(t->status)));
                 else
                         log_task(LOG_NOTICE, t, "result_rejected", "the control rejected its result (%ld: %s).",
                                  reply->code, strna(reply->message));

@@ -143,8 +143,8 @@ char *agent_list_tasks_json(Agent *a) {
                 if (t->deadline_usec > 0)
                         json_add_int64(o, "lease_remaining_ms",
                                        t->deadline_usec > now ? (int64_t) ((t->deadline_usec - now) / USEC_PER_MSEC) : 0);
-                if (t->status)
-                        json_add_string(o, "status", t->status);
+                if (t->status >= 0)
+                        json_add_string(o, "status", task_status_to_string(t->status));
                 if (t->drop_result)
                         json_add(o, "abandoned", json_object_new_boolean(true));
         }

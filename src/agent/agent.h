@@ -17,6 +17,7 @@
 #include "driver.h"
 #include "list.h"
 #include "macro.h"
+#include "task-status.h"
 
 typedef struct AgentConfig {
         char **control_urls;
@@ -84,7 +85,7 @@ typedef struct Task {
         sd_event_source *timeout_timer;
         ControlCall *started_call, *finish_call;
         json_object *finish;            /* the finish body, once known */
-        char *status;                   /* its status, once known */
+        TaskStatus status;              /* its final status, once known (_TASK_STATUS_INVALID before) */
         int64_t exit_code;
         sd_event_source *finish_retry;
         uint64_t finish_backoff_usec;

@@ -4,6 +4,7 @@
 
 #include "agent-body.h"
 #include "json-util.h"
+#include "task-status.h"
 
 void agent_body_done(AgentBody *b) {
         json_object_put(b->json);
@@ -101,9 +102,7 @@ static int check_heartbeat(AgentBody *b, CheckError *e) {
 }
 
 static int check_finish(AgentBody *b, CheckError *e) {
-        static const char *const final_states[] = { "succeeded", "failed", "timed_out", "cancelled" };
         json_object *o = b->json;
-        bool known = false;
         int r;
 
         if (check_int(o, "lease_token", true, 1, INT64_MAX - 1, &b->lease_token, e) < 0 ||
@@ -113,9 +112,7 @@ static int check_finish(AgentBody *b, CheckError *e) {
             check_string(o, "stderr_tail", false, AGENT_TAIL_MAX_BYTES, NULL, NULL, &b->stderr_tail, e) == -EINVAL ||
             check_bool(o, "truncated", false, &b->truncated, e) == -EINVAL)
                 return -EINVAL;
-        for (size_t i = 0; i < ELEMENTSOF(final_states); i++)
-                known = known || streq(b->status, final_states[i]);
-        if (!known)
+        if (!task_status_is_final(task_status_from_string(b->status)))
                 return check_fail(e, "status", "Field \"status\" must be succeeded, failed, timed_out or cancelled.");
         r = check_int(o, "exit_code", false, -1, 255, &b->exit_code, e);
         if (r == -EINVAL)

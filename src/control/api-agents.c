@@ -4,6 +4,8 @@
  * reports (started, finish). Every write carries the lease token; the database functions compare it
  * under the task's row lock, so a stale agent changes nothing and gets 409. */
 
+#include <assert.h>
+
 #include "agent-body.h"
 #include "api.h"
 #include "claim.h"
@@ -18,7 +20,7 @@ typedef struct AgentCall {
         char node_id[129];
         char task_id[129];
         char token[32];
-        char status[16];
+        TaskStatus status;      /* finish: the state the agent reported */
         char attempt[16];
         const char *kind;       /* "register", "heartbeat", "started", "finish" */
 } AgentCall;
@@ -119,17 +121,20 @@ static void on_agent_call_done(PGresult *r, int error, void *userdata) {
                 if (streq(a->kind, "heartbeat"))
                         log_revoked(c, a->node_id, body);
                 else if (streq(a->kind, "started"))
-                        control_task_changed(c, a->task_id, "running", "container_started", a->node_id, a->token, NULL,
-                                             "Container started");
+                        control_task_changed(c, a->task_id, TASK_STATUS_RUNNING, "container_started", a->node_id,
+                                             a->token, NULL, "Container started");
                 else if (streq(a->kind, "finish")) {
                         _cleanup_json_ json_object *o = NULL;
-                        const char *status = a->status;
+                        TaskStatus status = a->status;
                         json_object *v;
 
                         /* A cancelled task keeps its status even when its result arrives. */
                         if (json_parse_strict(body, strlen(body), &o, NULL) >= 0 &&
-                            json_object_object_get_ex(o, "status", &v))
-                                status = json_object_get_string(v);
+                            json_object_object_get_ex(o, "status", &v)) {
+                                TaskStatus stored = task_status_from_string(json_object_get_string(v));
+                                if (stored >= 0)
+                                        status = stored;
+                        }
                         control_task_changed(c, a->task_id, status, "task_finished", a->node_id, a->token, NULL,
                                              "Task finished");
                 }
@@ -150,12 +155,12 @@ static void run_call(AgentCall *a, const char *sql, int n, const char *const *pa
                 on_agent_call_done(NULL, r, a);
 }
 
-void api_agent_register(Control *c, HttpRequest *req, const AuthIdentity *id) {
+void api_agent_register(Control *c, HttpRequest *req, const ApiCall *call) {
         _cleanup_(agent_body_done) AgentBody b = {};
         char cpus_s[32], memory_s[32];
         AgentCall *a;
 
-        if (decode_body(req, AGENT_BODY_REGISTER, id, 0, &b) < 0)
+        if (decode_body(req, AGENT_BODY_REGISTER, &call->identity, 0, &b) < 0)
                 return;
 
         snprintf(cpus_s, sizeof(cpus_s), "%" PRIi64, b.nano_cpus);
@@ -169,23 +174,23 @@ void api_agent_register(Control *c, HttpRequest *req, const AuthIdentity *id) {
         run_call(a, "SELECT mc_register($1, $2::bigint, $3::bigint, $4::jsonb, $5, $6, $7)", 7, params);
 }
 
-void api_agent_claim(Control *c, HttpRequest *req, const AuthIdentity *id) {
+void api_agent_claim(Control *c, HttpRequest *req, const ApiCall *call) {
         _cleanup_(agent_body_done) AgentBody b = {};
         int r;
 
-        if (decode_body(req, AGENT_BODY_CLAIM, id, c->config.claim_wait_max_ms, &b) < 0)
+        if (decode_body(req, AGENT_BODY_CLAIM, &call->identity, c->config.claim_wait_max_ms, &b) < 0)
                 return;
         r = claim_start(c, req, b.node_id, (uint64_t) b.wait_ms * USEC_PER_MSEC);
         if (r < 0)
                 http_request_reply_error(req, 500, NULL, "Cannot start the claim: %s", strerror(-r));
 }
 
-void api_agent_heartbeat(Control *c, HttpRequest *req, const AuthIdentity *id) {
+void api_agent_heartbeat(Control *c, HttpRequest *req, const ApiCall *call) {
         _cleanup_(agent_body_done) AgentBody b = {};
         char ttl[32];
         AgentCall *a;
 
-        if (decode_body(req, AGENT_BODY_HEARTBEAT, id, 0, &b) < 0)
+        if (decode_body(req, AGENT_BODY_HEARTBEAT, &call->identity, 0, &b) < 0)
                 return;
 
         snprintf(ttl, sizeof(ttl), "%" PRIi64, c->config.lease_ttl_ms);
@@ -196,11 +201,13 @@ void api_agent_heartbeat(Control *c, HttpRequest *req, const AuthIdentity *id) {
         run_call(a, "SELECT code, body FROM mc_heartbeat($1, $2::jsonb, $3::integer, $4::boolean)", 4, params);
 }
 
-void api_task_started(Control *c, HttpRequest *req, const AuthIdentity *id, const char *task_id) {
+void api_task_started(Control *c, HttpRequest *req, const ApiCall *call) {
         _cleanup_(agent_body_done) AgentBody b = {};
+        const char *task_id = call->task_id;
         AgentCall *a;
 
-        if (decode_body(req, AGENT_BODY_STARTED, id, 0, &b) < 0)
+        assert(task_id);
+        if (decode_body(req, AGENT_BODY_STARTED, &call->identity, 0, &b) < 0)
                 return;
         a = call_new(c, req, "started", b.node_id, task_id);
         if (!a)
@@ -210,15 +217,16 @@ void api_task_started(Control *c, HttpRequest *req, const AuthIdentity *id, cons
         run_call(a, "SELECT code, body FROM mc_started($1, $2, $3::bigint, $4)", 4, params);
 }
 
-void api_task_finish(Control *c, HttpRequest *req, const AuthIdentity *id, const char *task_id) {
+void api_task_finish(Control *c, HttpRequest *req, const ApiCall *call) {
         _cleanup_(agent_body_done) AgentBody b = {};
         _cleanup_free_ char *output_cut = NULL;
-        const char *output;
+        const char *task_id = call->task_id, *output;
         char exit_s[16];
         bool output_truncated = false;
         AgentCall *a;
 
-        if (decode_body(req, AGENT_BODY_FINISH, id, 0, &b) < 0)
+        assert(task_id);
+        if (decode_body(req, AGENT_BODY_FINISH, &call->identity, 0, &b) < 0)
                 return;
         if (b.have_exit_code)
                 snprintf(exit_s, sizeof(exit_s), "%" PRIi64, b.exit_code);
@@ -239,7 +247,9 @@ void api_task_finish(Control *c, HttpRequest *req, const AuthIdentity *id, const
         if (!a)
                 return;
         snprintf(a->token, sizeof(a->token), "%" PRIi64, b.lease_token);
-        snprintf(a->status, sizeof(a->status), "%s", b.status);
+        /* agent_body_check() let only final states through. */
+        a->status = task_status_from_string(b.status);
+        assert(task_status_is_final(a->status));
         const char *params[] = {
                 task_id, b.node_id, a->token, b.status, b.have_exit_code ? exit_s : NULL, b.reason, b.stdout_tail,
                 b.stderr_tail, b.truncated ? "true" : "false", output, output_truncated ? "true" : "false",

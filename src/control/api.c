@@ -2,10 +2,14 @@
 
 /* The HTTP API: routing, authentication, and the user endpoints. */
 
+#include <assert.h>
+#include <strings.h>
+
 #include "api.h"
 #include "claim.h"
 #include "config.h"
 #include "daemon-util.h"
+#include "id-util.h"
 #include "json-util.h"
 #include "list-query.h"
 #include "log.h"
@@ -21,7 +25,8 @@ typedef enum Access {
         ACCESS_AGENT,
 } Access;
 
-void api_reply_op(Control *c, unsigned code, const char *body, void *userdata) {
+/* Answers req from a task operation's completion (userdata is the request). */
+static void api_reply_op(Control *c, unsigned code, const char *body, void *userdata) {
         http_request_reply(userdata, code, "application/json", body, strlen(body));
 }
 
@@ -43,7 +48,22 @@ static void reply_op_failed(HttpRequest *req, int r) {
                 http_request_reply_error(req, control_db_error_code(r), NULL, "Database unavailable; retry.");
 }
 
-static void handle_push(Control *c, HttpRequest *req) {
+/* The answer to a push; a created task's address goes in Location. */
+static void reply_push_op(Control *c, unsigned code, const char *id, const char *body, void *userdata) {
+        HttpRequest *req = userdata;
+
+        if (code == 201) {
+                char location[sizeof("/api/tasks/") + ID_MAX];
+
+                /* An id needs no escaping in a path: it is [A-Za-z0-9._-] only. */
+                assert(id_is_valid(id));
+                snprintf(location, sizeof(location), "/api/tasks/%s", id);
+                (void) http_request_add_header(req, "Location", location);
+        }
+        http_request_reply(req, code, "application/json", body, strlen(body));
+}
+
+static void handle_push(Control *c, HttpRequest *req, const ApiCall *call) {
         TaskSpec spec = {};
         CheckError e = {};
         const char *body;
@@ -65,14 +85,14 @@ static void handle_push(Control *c, HttpRequest *req) {
                 api_reply_check_error(req, &e);
                 return;
         }
-        r = control_push(c, &spec, api_reply_op, req);
+        r = control_push(c, &spec, reply_push_op, req);
         if (r < 0) {
                 task_spec_done(&spec);
                 reply_op_failed(req, r);
         }
 }
 
-static void handle_list(Control *c, HttpRequest *req) {
+static void handle_list(Control *c, HttpRequest *req, const ApiCall *call) {
         static const char *const allowed[] = { "status", "label", "limit", "after", NULL };
         _cleanup_(list_query_done) ListQuery q = {};
         const char *unknown, *filters[LIST_MAX_LABEL_FILTERS + 1];
@@ -103,7 +123,40 @@ static void handle_list(Control *c, HttpRequest *req) {
                 reply_op_failed(req, r);
 }
 
-static void handle_health(Control *c, HttpRequest *req) {
+static void handle_get(Control *c, HttpRequest *req, const ApiCall *call) {
+        int r;
+
+        assert(call->task_id);
+        r = control_get_task(c, call->task_id, api_reply_op, req);
+        if (r < 0)
+                reply_op_failed(req, r);
+}
+
+static void handle_logs(Control *c, HttpRequest *req, const ApiCall *call) {
+        int r;
+
+        assert(call->task_id);
+        r = control_task_logs(c, call->task_id, reply_text_op, req);
+        if (r < 0)
+                reply_op_failed(req, r);
+}
+
+static void handle_cancel(Control *c, HttpRequest *req, const ApiCall *call) {
+        int r;
+
+        assert(call->task_id);
+        r = control_cancel_task(c, call->task_id, api_reply_op, req);
+        if (r < 0)
+                reply_op_failed(req, r);
+}
+
+static void handle_nodes(Control *c, HttpRequest *req, const ApiCall *call) {
+        int r = control_list_nodes(c, api_reply_op, req);
+        if (r < 0)
+                reply_op_failed(req, r);
+}
+
+static void handle_health(Control *c, HttpRequest *req, const ApiCall *call) {
         _cleanup_json_ json_object *o = json_object_new_object();
         bool ok = db_is_available(c->db);
 
@@ -127,7 +180,7 @@ static uint64_t resident_memory_bytes(void) {
         return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
 }
 
-static void handle_metrics(Control *c, HttpRequest *req) {
+static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
         _cleanup_free_ char *text = NULL;
         size_t size = 0;
         FILE *f;
@@ -139,8 +192,8 @@ static void handle_metrics(Control *c, HttpRequest *req) {
         }
         metrics_write_requests(f, &c->metrics);
         fputs("# HELP mc_tasks Tasks by state (refreshed every few seconds).\n# TYPE mc_tasks gauge\n", f);
-        for (size_t i = 0; i < ELEMENTSOF(task_status_names); i++)
-                fprintf(f, "mc_tasks{status=\"%s\"} %" PRIu64 "\n", task_status_names[i], c->counts.by_status[i]);
+        for (TaskStatus i = 0; i < _TASK_STATUS_MAX; i++)
+                fprintf(f, "mc_tasks{status=\"%s\"} %" PRIu64 "\n", task_status_to_string(i), c->counts.by_status[i]);
         fprintf(f, "# HELP mc_nodes_ready Nodes that heartbeat and are not draining.\n# TYPE mc_nodes_ready gauge\n"
                    "mc_nodes_ready %" PRIu64 "\n", c->counts.nodes_ready);
         metrics_write_histogram(f, "mc_claim_duration_seconds", "Time of the claim transaction.",
@@ -183,33 +236,6 @@ static void handle_metrics(Control *c, HttpRequest *req) {
         http_request_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, size);
 }
 
-/* Splits "/api/tasks/{id}[/{action}]". Returns the number of segments after "/api/tasks" (0, 1 or 2),
- * or -1 for anything else. */
-static int split_task_path(const char *path, char *id, size_t id_size, const char **ret_action) {
-        const char *rest = startswith(path, "/api/tasks"), *slash;
-        size_t n;
-
-        if (!rest)
-                return -1;
-        if (*rest == 0)
-                return 0;
-        if (*rest != '/')
-                return -1;
-        rest++;
-        slash = strchr(rest, '/');
-        n = slash ? (size_t) (slash - rest) : strlen(rest);
-        if (n >= id_size)
-                n = id_size - 1; /* too long to be valid; id_is_valid() rejects it below */
-        memcpy(id, rest, n);
-        id[n] = 0;
-        if (!slash) {
-                *ret_action = NULL;
-                return 1;
-        }
-        *ret_action = slash + 1;
-        return 2;
-}
-
 static bool authorize(Control *c, HttpRequest *req, Access access, AuthIdentity *ret) {
         AuthIdentity id;
 
@@ -234,126 +260,185 @@ static bool authorize(Control *c, HttpRequest *req, Access access, AuthIdentity 
         return true;
 }
 
-static bool method_is(HttpRequest *req, const char *allowed) {
-        if (streq(http_request_method(req), allowed))
+/* Whether a body may be read as JSON, going by its Content-Type: application/json (parameters such as
+ * charset allowed, any case), or none at all, which is what scripts that write requests by hand often
+ * send. Any other type is refused: curl -d without -H 'Content-Type: application/json' sends
+ * application/x-www-form-urlencoded, and a form is not what it meant to send. */
+static bool content_type_is_json(const char *value) {
+        static const char json[] = "application/json";
+        size_t n;
+
+        if (!value)
                 return true;
+        value += strspn(value, " \t");
+        n = strcspn(value, ";");
+        while (n > 0 && strchr(" \t", value[n - 1]))
+                n--;
+        return n == strlen(json) && strncasecmp(value, json, n) == 0;
+}
+
+typedef struct Route {
+        const char *method;
+        const char *pattern;    /* "/"-separated segments; "{id}" stands for one segment, a task id */
+        Access access;
+        bool json_body;         /* the handler reads a JSON body: other Content-Types get 415 */
+        const char *label;      /* the endpoint label of mc_http_requests_total */
+        ApiHandler handler;
+} Route;
+
+/* Every endpoint (docs/api.md). A request is matched by path first: the first pattern here that
+ * matches it, which is why "/api/tasks/push" comes before "/api/tasks/{id}"; then by method among the
+ * routes with that same pattern. */
+static const Route routes[] = {
+        /* method  pattern                    access         json   label        handler */
+        { "GET",   "/api/health",             ACCESS_PUBLIC, false, "health",    handle_health },
+        { "GET",   "/metrics",                ACCESS_PUBLIC, false, "metrics",   handle_metrics },
+        { "POST",  "/api/tasks/push",         ACCESS_USER,   true,  "push",      handle_push },
+        { "GET",   "/api/tasks",              ACCESS_USER,   false, "list",      handle_list },
+        { "POST",  "/api/tasks",              ACCESS_USER,   true,  "push",      handle_push },
+        { "GET",   "/api/tasks/{id}",         ACCESS_USER,   false, "get",       handle_get },
+        { "GET",   "/api/tasks/{id}/logs",    ACCESS_USER,   false, "logs",      handle_logs },
+        { "POST",  "/api/tasks/{id}/cancel",  ACCESS_USER,   false, "cancel",    handle_cancel },
+        { "POST",  "/api/tasks/{id}/started", ACCESS_AGENT,  true,  "started",   api_task_started },
+        { "POST",  "/api/tasks/{id}/finish",  ACCESS_AGENT,  true,  "finish",    api_task_finish },
+        { "GET",   "/api/nodes",              ACCESS_USER,   false, "nodes",     handle_nodes },
+        { "POST",  "/api/agents/register",    ACCESS_AGENT,  true,  "register",  api_agent_register },
+        { "POST",  "/api/agents/claim",       ACCESS_AGENT,  true,  "claim",     api_agent_claim },
+        { "POST",  "/api/agents/heartbeat",   ACCESS_AGENT,  true,  "heartbeat", api_agent_heartbeat },
+};
+
+/* The labels of requests no route took. */
+#define LABEL_NOT_FOUND "not_found"
+#define LABEL_BAD_ID "bad_id"
+
+typedef enum PathMatch {
+        PATH_MISMATCH,
+        PATH_MATCH,
+        PATH_BAD_ID,    /* no match, but the path named something that cannot be a task id where one goes */
+} PathMatch;
+
+/* Matches path against pattern, segment by segment. An "{id}" segment matches any one segment, even an
+ * invalid id (the caller answers 400 for that, not 404), and copies it to id, cut at ID_MAX + 1 bytes
+ * so that id_is_valid() refuses what was longer. */
+static PathMatch path_match(const char *pattern, const char *path, char id[static ID_MAX + 2], bool *ret_has_id) {
+        bool bad_id = false, has_id = false;
+
+        for (;;) {
+                size_t p = strcspn(pattern, "/"), n = strcspn(path, "/");
+
+                if (p == sizeof("{id}") - 1 && strncmp(pattern, "{id}", p) == 0) {
+                        assert(!has_id);        /* one id per pattern */
+                        memcpy(id, path, MIN(n, (size_t) ID_MAX + 1));
+                        id[MIN(n, (size_t) ID_MAX + 1)] = 0;
+                        has_id = true;
+                        bad_id = !id_is_valid(id);
+                } else if (p != n || strncmp(pattern, path, p) != 0)
+                        break;
+                pattern += p;
+                path += n;
+                if (*pattern == 0 && *path == 0) {
+                        *ret_has_id = has_id;
+                        return PATH_MATCH;
+                }
+                if (*pattern == 0 || *path == 0)
+                        break;
+                pattern++;
+                path++;
+        }
+        return bad_id ? PATH_BAD_ID : PATH_MISMATCH;
+}
+
+static bool method_matches(const Route *r, const char *method) {
         /* HEAD is GET without a body; MHD drops the body for us. */
-        if (streq(allowed, "GET") && streq(http_request_method(req), "HEAD"))
-                return true;
-        http_request_add_header(req, "Allow", allowed);
-        http_request_reply_error(req, 405, NULL, "Method %s not allowed here; use %s.", http_request_method(req), allowed);
-        return false;
+        return streq(r->method, method) || (streq(r->method, "GET") && streq(method, "HEAD"));
+}
+
+/* The route with first's pattern that takes method, or NULL. The routes of a pattern all come at or
+ * after the first one that matched. */
+static const Route *route_for_method(const Route *first, const char *method) {
+        for (const Route *r = first; r < routes + ELEMENTSOF(routes); r++)
+                if (streq(r->pattern, first->pattern) && method_matches(r, method))
+                        return r;
+        return NULL;
+}
+
+static void reply_bad_id(HttpRequest *req) {
+        http_request_reply_error(req, 400, "id", "Invalid task id in the path ([A-Za-z0-9][A-Za-z0-9._-]{0,127}).");
+}
+
+/* 405 with an Allow header naming every method the routes of this pattern take. */
+static void reply_method_not_allowed(HttpRequest *req, const char *pattern) {
+        char allow[64] = "";
+        size_t n = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
+                const char *m = routes[i].method;
+
+                if (!streq(routes[i].pattern, pattern))
+                        continue;
+                n += (size_t) snprintf(allow + n, sizeof(allow) - n, "%s%s%s", n > 0 ? ", " : "", m,
+                                       streq(m, "GET") ? ", HEAD" : "");
+                assert(n < sizeof(allow));
+        }
+        assert(n > 0);
+        http_request_add_header(req, "Allow", allow);
+        http_request_reply_error(req, 405, NULL, "Method %.32s not allowed here; use %s.", http_request_method(req),
+                                 allow);
 }
 
 void control_http_handler(HttpRequest *req, void *userdata) {
         Control *c = userdata;
-        const char *path = http_request_path(req), *action = NULL;
-        AuthIdentity id = {};
-        char task_id[160];
-        int n, r = 0;
+        const char *path = http_request_path(req), *method = http_request_method(req);
+        const Route *found = NULL, *route;
+        char task_id[ID_MAX + 2];
+        bool bad_id = false, has_id = false;
+        ApiCall call = {};
 
-        if (streq(path, "/api/health")) {
-                http_request_set_route(req, "health");
-                if (method_is(req, "GET"))
-                        handle_health(c, req);
-                return;
-        }
-        if (streq(path, "/metrics")) {
-                http_request_set_route(req, "metrics");
-                if (method_is(req, "GET"))
-                        handle_metrics(c, req);
-                return;
-        }
-
-        if (streq(path, "/api/tasks/push")) {
-                http_request_set_route(req, "push");
-                if (method_is(req, "POST") && authorize(c, req, ACCESS_USER, &id))
-                        handle_push(c, req);
-                return;
-        }
-
-        if (streq(path, "/api/nodes")) {
-                http_request_set_route(req, "nodes");
-                if (method_is(req, "GET") && authorize(c, req, ACCESS_USER, &id) &&
-                    (r = control_list_nodes(c, api_reply_op, req)) < 0)
-                        reply_op_failed(req, r);
-                return;
-        }
-
-        if (startswith(path, "/api/agents/")) {
-                const char *what = path + strlen("/api/agents/");
-                void (*handler)(Control *, HttpRequest *, const AuthIdentity *) = NULL;
-
-                if (streq(what, "register"))
-                        handler = api_agent_register;
-                else if (streq(what, "claim"))
-                        handler = api_agent_claim;
-                else if (streq(what, "heartbeat"))
-                        handler = api_agent_heartbeat;
-                if (handler) {
-                        http_request_set_route(req, what[0] == 'r' ? "register" : what[0] == 'c' ? "claim" : "heartbeat");
-                        if (method_is(req, "POST") && authorize(c, req, ACCESS_AGENT, &id))
-                                handler(c, req, &id);
-                        return;
+        for (size_t i = 0; i < ELEMENTSOF(routes) && !found; i++)
+                switch (path_match(routes[i].pattern, path, task_id, &has_id)) {
+                case PATH_MATCH:
+                        found = &routes[i];
+                        break;
+                case PATH_BAD_ID:
+                        bad_id = true;
+                        break;
+                case PATH_MISMATCH:
+                        break;
                 }
-        }
-
-        n = split_task_path(path, task_id, sizeof(task_id), &action);
-        if (n == 0) {
-                if (streq(http_request_method(req), "POST")) {
-                        http_request_set_route(req, "push");
-                        if (authorize(c, req, ACCESS_USER, &id))
-                                handle_push(c, req);
-                } else {
-                        http_request_set_route(req, "list");
-                        if (method_is(req, "GET") && authorize(c, req, ACCESS_USER, &id))
-                                handle_list(c, req);
-                }
+        if (!found) {
+                /* "/api/tasks/..%2Fx" is a task id gone wrong rather than an endpoint we lack. */
+                http_request_set_route(req, bad_id ? LABEL_BAD_ID : LABEL_NOT_FOUND);
+                if (bad_id)
+                        reply_bad_id(req);
+                else
+                        http_request_reply_error(req, 404, NULL, "No such endpoint: %.200s", path);
                 return;
         }
-        if (n > 0) {
+
+        route = route_for_method(found, method);
+        if (!route) {
+                /* Counted under the path's first route: the path is known, only the method is not. */
+                http_request_set_route(req, found->label);
+                reply_method_not_allowed(req, found->pattern);
+                return;
+        }
+        http_request_set_route(req, route->label);
+        if (has_id) {
                 if (!id_is_valid(task_id)) {
-                        http_request_set_route(req, "bad_id");
-                        http_request_reply_error(req, 400, "id", "Invalid task id in the path ([A-Za-z0-9][A-Za-z0-9._-]{0,127}).");
+                        reply_bad_id(req);
                         return;
                 }
-                if (n == 1) {
-                        http_request_set_route(req, "get");
-                        if (method_is(req, "GET") && authorize(c, req, ACCESS_USER, &id) &&
-                            (r = control_get_task(c, task_id, api_reply_op, req)) < 0)
-                                reply_op_failed(req, r);
-                        return;
-                }
-                if (streq(action, "logs")) {
-                        http_request_set_route(req, "logs");
-                        if (method_is(req, "GET") && authorize(c, req, ACCESS_USER, &id) &&
-                            (r = control_task_logs(c, task_id, reply_text_op, req)) < 0)
-                                reply_op_failed(req, r);
-                        return;
-                }
-                if (streq(action, "cancel")) {
-                        http_request_set_route(req, "cancel");
-                        if (method_is(req, "POST") && authorize(c, req, ACCESS_USER, &id) &&
-                            (r = control_cancel_task(c, task_id, api_reply_op, req)) < 0)
-                                reply_op_failed(req, r);
-                        return;
-                }
-                if (streq(action, "started")) {
-                        http_request_set_route(req, "started");
-                        if (method_is(req, "POST") && authorize(c, req, ACCESS_AGENT, &id))
-                                api_task_started(c, req, &id, task_id);
-                        return;
-                }
-                if (streq(action, "finish")) {
-                        http_request_set_route(req, "finish");
-                        if (method_is(req, "POST") && authorize(c, req, ACCESS_AGENT, &id))
-                                api_task_finish(c, req, &id, task_id);
-                        return;
-                }
+                call.task_id = task_id;
         }
-
-        http_request_set_route(req, "not_found");
-        http_request_reply_error(req, 404, NULL, "No such endpoint: %.200s", path);
+        if (!authorize(c, req, route->access, &call.identity))
+                return;
+        if (route->json_body && !content_type_is_json(http_request_header(req, "Content-Type"))) {
+                http_request_reply_error(req, 415, NULL, "The body must be JSON, sent with "
+                                         "\"Content-Type: application/json\" (not \"%.64s\").",
+                                         http_request_header(req, "Content-Type"));
+                return;
+        }
+        route->handler(c, req, &call);
 }
 
 void control_http_completed(HttpRequest *req, unsigned code, void *userdata) {

@@ -6,14 +6,22 @@
 
 /* Shared by api.c (routing, user endpoints) and api-agents.c. */
 
-/* Answers req from a task operation's completion (userdata is the request). */
-void api_reply_op(Control *c, unsigned code, const char *body, void *userdata);
 /* 400 with the CheckError's field and message. */
 void api_reply_check_error(HttpRequest *req, const CheckError *e);
 
+/* What the router found out about a request before its handler runs. */
+typedef struct ApiCall {
+        AuthIdentity identity;  /* who asks (kind AUTH_NONE on public endpoints) */
+        const char *task_id;    /* the {id} of the path, a valid id; NULL when the path has none */
+} ApiCall;
+
+/* An endpoint (the table in api.c): answers req, now or later. */
+typedef void (*ApiHandler)(Control *c, HttpRequest *req, const ApiCall *call);
+
 /* Agent endpoints: the identity was checked to be an agent (or auth is disabled). */
-void api_agent_register(Control *c, HttpRequest *req, const AuthIdentity *id);
-void api_agent_claim(Control *c, HttpRequest *req, const AuthIdentity *id);
-void api_agent_heartbeat(Control *c, HttpRequest *req, const AuthIdentity *id);
-void api_task_started(Control *c, HttpRequest *req, const AuthIdentity *id, const char *task_id);
-void api_task_finish(Control *c, HttpRequest *req, const AuthIdentity *id, const char *task_id);
+void api_agent_register(Control *c, HttpRequest *req, const ApiCall *call);
+void api_agent_claim(Control *c, HttpRequest *req, const ApiCall *call);
+void api_agent_heartbeat(Control *c, HttpRequest *req, const ApiCall *call);
+/* The same, for the task call->task_id. */
+void api_task_started(Control *c, HttpRequest *req, const ApiCall *call);
+void api_task_finish(Control *c, HttpRequest *req, const ApiCall *call);

@@ -172,10 +172,6 @@ int auth_new(const char *tokens_file, const char *control_token, bool disabled, 
         return 0;
 }
 
-bool auth_disabled(const Auth *a) {
-        return a->disabled;
-}
-
 size_t auth_n_tokens(const Auth *a) {
         return a->n_entries;
 }

@@ -26,7 +26,6 @@ int auth_new(const char *tokens_file, const char *control_token, bool disabled, 
 Auth *auth_free(Auth *a);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Auth *, auth_free);
 
-bool auth_disabled(const Auth *a);
 size_t auth_n_tokens(const Auth *a);
 
 /* From an Authorization header value. Returns AUTH_NONE when missing or unknown. */

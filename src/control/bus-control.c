@@ -46,17 +46,13 @@ static void reply_error(sd_bus_message *m, unsigned code, const char *body) {
                 (void) sd_bus_reply_method_errorf(m, name, "%s", msg);
 }
 
-static void on_push_done(Control *c, unsigned code, const char *body, void *userdata) {
+static void on_push_done(Control *c, unsigned code, const char *id, const char *body, void *userdata) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
-        _cleanup_json_ json_object *o = NULL;
-        const char *id = "";
 
         if (code != 200 && code != 201) {
                 reply_error(m, code, body);
                 return;
         }
-        if (json_parse_strict(body, strlen(body), &o, NULL) >= 0)
-                (void) json_get_string(o, "id", &id);
         (void) sd_bus_reply_method_return(m, "s", id);
 }
 
@@ -185,9 +181,9 @@ static int property_count(sd_bus *bus, const char *path, const char *interface, 
         uint64_t v;
 
         if (streq(property, "TasksQueued"))
-                v = c->counts.by_status[0];
+                v = c->counts.by_status[TASK_STATUS_QUEUED];
         else if (streq(property, "TasksRunning"))
-                v = c->counts.by_status[1] + c->counts.by_status[2];
+                v = c->counts.by_status[TASK_STATUS_LEASED] + c->counts.by_status[TASK_STATUS_RUNNING];
         else
                 v = c->counts.nodes_ready;
         return sd_bus_message_append(reply, "u", (uint32_t) MIN(v, (uint64_t) UINT32_MAX));

@@ -14,6 +14,7 @@
 #include "dht-daemon.h"
 #include "http-server.h"
 #include "metrics.h"
+#include "task-status.h"
 
 typedef struct ControlConfig {
         char *db_dsn;
@@ -40,7 +41,7 @@ typedef struct TaskPublisher TaskPublisher;
 typedef struct ClaimWaiters ClaimWaiters;
 
 typedef struct TaskCounts {
-        uint64_t by_status[7];  /* indexed like task_status_names */
+        uint64_t by_status[_TASK_STATUS_MAX];
         uint64_t nodes_ready;
         bool valid;
 } TaskCounts;
@@ -66,10 +67,6 @@ typedef struct Control {
         TaskCounts counts;
 } Control;
 
-extern const char *const task_status_names[7];
-int task_status_from_string(const char *s);
-bool task_status_is_final(const char *s);
-
 /* Completion of a task operation: code is an HTTP status; body is the JSON text to return (a task
  * record, a list, or an {"error","field"} object). Shared by the HTTP API and D-Bus. */
 typedef void (*TaskOpCallback)(Control *c, unsigned code, const char *body, void *userdata);
@@ -87,7 +84,7 @@ char *control_error_body(const char *field, const char *format, ...) _printf_(2,
 unsigned control_db_error_code(int error);
 
 /* Journal + D-Bus signal for a task state change. */
-void control_task_changed(Control *c, const char *id, const char *status, const char *event,
+void control_task_changed(Control *c, const char *id, TaskStatus s, const char *event,
                           const char *node, const char *lease_token, const char *attempt, const char *message);
 
 /* D-Bus: bus-control.c */

@@ -13,7 +13,7 @@ typedef struct PushItem PushItem;
 struct PushItem {
         TaskSpec spec;
         char id[129];
-        TaskOpCallback callback;
+        PushCallback callback;
         void *userdata;
         PushItem *next;
 };
@@ -35,7 +35,7 @@ struct PushBatcher {
 static void push_flush(PushBatcher *p);
 
 static void item_answer(PushBatcher *p, PushItem *it, unsigned code, const char *body) {
-        it->callback(p->control, code, body, it->userdata);
+        it->callback(p->control, code, it->id, body, it->userdata);
         task_spec_done(&it->spec);
         free(it);
 }
@@ -54,7 +54,7 @@ static char *created_record(const PushItem *it, const char *created_at) {
         json_object_object_foreach(it->spec.spec, k, v)
                 json_object_object_add(o, k, json_object_get(v));
         json_add_string(o, "id", it->id);
-        json_add_string(o, "status", "queued");
+        json_add_string(o, "status", task_status_to_string(TASK_STATUS_QUEUED));
         json_add_int64(o, "attempt", 0);
         json_add_string(o, "created_at", created_at);
         json_add_string(o, "updated_at", created_at);
@@ -100,8 +100,8 @@ static void on_batch_done(PGresult *r, int error, void *userdata) {
                                 (void) json_get_string(meta, "created_at", &created_at);
                         body = created_record(it, created_at);
                         c->metrics.tasks_pushed++;
-                        control_task_changed(c, it->id, "queued", "task_queued", it->spec.target_node, NULL, "0",
-                                             "Task queued");
+                        control_task_changed(c, it->id, TASK_STATUS_QUEUED, "task_queued", it->spec.target_node,
+                                             NULL, "0", "Task queued");
                         item_answer(p, it, 201, body ?: "{}");
                 } else if (streq(result, "exists"))
                         item_answer(p, it, 200, record ?: "{}");
@@ -205,7 +205,7 @@ static int on_defer(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-int control_push(Control *c, TaskSpec *spec, TaskOpCallback cb, void *userdata) {
+int control_push(Control *c, TaskSpec *spec, PushCallback cb, void *userdata) {
         PushBatcher *p = c->pusher;
         PushItem *it;
         int r;

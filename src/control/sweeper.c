@@ -20,13 +20,20 @@ static void on_sweep_done(PGresult *r, int error, void *userdata) {
         if (error < 0 || !r)
                 return;
         for (int i = 0; i < PQntuples(r); i++) {
-                const char *id = PQgetvalue(r, i, 0), *status = PQgetvalue(r, i, 1);
+                const char *id = PQgetvalue(r, i, 0);
                 const char *node = PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4);
+                TaskStatus status = task_status_from_string(PQgetvalue(r, i, 1));
 
                 c->metrics.leases_expired++;
+                /* The schema's CHECK constraint allows only known states; should it ever change
+                 * under us, the lease is still counted, only not announced. */
+                if (status < 0) {
+                        log_warning("The sweep returned task %s in unknown state \"%s\".", id, PQgetvalue(r, i, 1));
+                        continue;
+                }
                 control_task_changed(c, id, status, "lease_expired", node, PQgetvalue(r, i, 3), PQgetvalue(r, i, 2),
-                                     streq(status, "failed") ? "Lease expired on the last attempt" :
-                                                               "Lease expired, task re-queued");
+                                     status == TASK_STATUS_FAILED ? "Lease expired on the last attempt" :
+                                                                    "Lease expired, task re-queued");
         }
 }
 
@@ -67,8 +74,8 @@ static void on_counts_done(PGresult *r, int error, void *userdata) {
         /* Only the states the answer has are updated: the finished ones come now and then. */
         n.valid = true;
         if (json_object_object_get_ex(o, "tasks", &tasks))
-                for (size_t i = 0; i < ELEMENTSOF(task_status_names); i++)
-                        if (json_object_object_get_ex(tasks, task_status_names[i], &v))
+                for (TaskStatus i = 0; i < _TASK_STATUS_MAX; i++)
+                        if (json_object_object_get_ex(tasks, task_status_to_string(i), &v))
                                 n.by_status[i] = (uint64_t) json_object_get_int64(v);
         if (json_object_object_get_ex(o, "nodes_ready", &v))
                 n.nodes_ready = (uint64_t) json_object_get_int64(v);
@@ -77,7 +84,8 @@ static void on_counts_done(PGresult *r, int error, void *userdata) {
                 c->counts = n;
                 control_bus_emit_counts_changed(c);
                 daemon_notify_status("Serving; %" PRIu64 " queued, %" PRIu64 " running, %" PRIu64 " nodes ready.",
-                                     n.by_status[0], n.by_status[1] + n.by_status[2], n.nodes_ready);
+                                     n.by_status[TASK_STATUS_QUEUED],
+                                     n.by_status[TASK_STATUS_LEASED] + n.by_status[TASK_STATUS_RUNNING], n.nodes_ready);
         }
 }
 

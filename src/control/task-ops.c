@@ -3,28 +3,13 @@
 /* Task operations shared by the HTTP API and D-Bus: each is one database call whose answer is
  * passed on as (code, JSON text). */
 
+#include <assert.h>
 #include <stdarg.h>
 
 #include "control.h"
 #include "json-util.h"
 #include "log.h"
 #include "task-publisher.h"
-
-const char *const task_status_names[7] = {
-        "queued", "leased", "running", "succeeded", "failed", "timed_out", "cancelled",
-};
-
-int task_status_from_string(const char *s) {
-        for (size_t i = 0; i < ELEMENTSOF(task_status_names); i++)
-                if (streq_ptr(s, task_status_names[i]))
-                        return (int) i;
-        return -EINVAL;
-}
-
-bool task_status_is_final(const char *s) {
-        int i = task_status_from_string(s);
-        return i >= 3;
-}
 
 char *control_error_body(const char *field, const char *format, ...) {
         _cleanup_json_ json_object *o = json_object_new_object();
@@ -48,10 +33,12 @@ unsigned control_db_error_code(int error) {
         return error == -EIO ? 500 : 503;
 }
 
-void control_task_changed(Control *c, const char *id, const char *status, const char *event,
+void control_task_changed(Control *c, const char *id, TaskStatus s, const char *event,
                           const char *node, const char *lease_token, const char *attempt, const char *message) {
-        const char *fields[12];
+        const char *status = task_status_to_string(s), *fields[12];
         size_t n = 0;
+
+        assert(status);
 
         fields[n++] = "TASK_ID";
         fields[n++] = id;
@@ -73,7 +60,7 @@ void control_task_changed(Control *c, const char *id, const char *status, const 
         log_event(LOG_INFO, event, fields, "%s: task %s is %s%s%s.", message, id, status,
                   node ? " on node " : "", node ?: "");
         control_bus_emit_task_changed(c, id, status);
-        task_publisher_changed(c->publisher, id, status, node, lease_token, attempt);
+        task_publisher_changed(c->publisher, id, s, node, lease_token, attempt);
 }
 
 typedef struct Op {
@@ -100,7 +87,7 @@ static void on_op_done(PGresult *r, int error, void *userdata) {
                 unsigned code = (unsigned) atoi(PQgetvalue(r, 0, 0));
                 if (code == 200 && op->what && streq(op->what, "cancel")) {
                         const char *node = PQgetisnull(r, 0, 2) ? NULL : PQgetvalue(r, 0, 2);
-                        control_task_changed(c, op->id, "cancelled", node ? "lease_revoked" : "task_finished",
+                        control_task_changed(c, op->id, TASK_STATUS_CANCELLED, node ? "lease_revoked" : "task_finished",
                                              node, NULL, NULL, "Task cancelled by user");
                 }
                 op->callback(c, code, PQgetvalue(r, 0, 1), op->userdata);

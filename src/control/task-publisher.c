@@ -14,7 +14,7 @@
 typedef struct Pending Pending;
 struct Pending {
         char key[KEY_SIZE];     /* the task id, zero-padded: the hash map's fixed-size key */
-        char status[16];
+        TaskStatus status;
         char node[TASK_NODE_MAX + 1];
         int64_t lease_token, attempt, updated_at_usec;
         LIST_FIELDS(Pending);   /* oldest first */
@@ -53,15 +53,15 @@ static void on_published(Dht *d, const DhtResult *r, void *userdata) {
         publish_more(p);
 }
 
-static bool status_is_active(const char *s) {
-        return streq(s, "leased") || streq(s, "running");
+static bool status_is_active(TaskStatus s) {
+        return s == TASK_STATUS_LEASED || s == TASK_STATUS_RUNNING;
 }
 
 static void publish_one(TaskPublisher *p, Pending *e) {
         uint8_t target[DHT_ID_SIZE];
         TaskRecord t = {
                 .id = e->key,
-                .status = e->status,
+                .status = task_status_to_string(e->status),
                 .attempt = e->attempt,
                 .lease_token = e->lease_token,
                 .node = e->node[0] ? e->node : NULL,
@@ -94,12 +94,12 @@ static void publish_more(TaskPublisher *p) {
         }
 }
 
-void task_publisher_changed(TaskPublisher *p, const char *id, const char *status, const char *node,
+void task_publisher_changed(TaskPublisher *p, const char *id, TaskStatus status, const char *node,
                             const char *lease_token, const char *attempt) {
         char key[KEY_SIZE] = {};
         Pending *e;
 
-        if (!p || !id || strlen(id) > TASK_ID_MAX || !task_status_valid(status))
+        if (!p || !id || strlen(id) > TASK_ID_MAX || !task_status_to_string(status))
                 return;
         strncpy(key, id, sizeof(key) - 1);
 
@@ -118,7 +118,7 @@ void task_publisher_changed(TaskPublisher *p, const char *id, const char *status
                         return;
                 memcpy(e->key, key, sizeof(key));
         }
-        snprintf(e->status, sizeof(e->status), "%s", status);
+        e->status = status;
         snprintf(e->node, sizeof(e->node), "%s", node && status_is_active(status) ? node : "");
         e->lease_token = lease_token ? atoll(lease_token) : 0;
         e->attempt = attempt ? atoll(attempt) : 0;

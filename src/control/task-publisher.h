@@ -20,7 +20,7 @@ typedef struct TaskPublisher TaskPublisher;
 int task_publisher_new(Control *c, uint16_t http_port, TaskPublisher **ret);
 TaskPublisher *task_publisher_free(TaskPublisher *p);
 
-void task_publisher_changed(TaskPublisher *p, const char *id, const char *status, const char *node,
+void task_publisher_changed(TaskPublisher *p, const char *id, TaskStatus status, const char *node,
                             const char *lease_token, const char *attempt);
 
 typedef struct TaskPublisherStats {

@@ -701,10 +701,6 @@ uint16_t dht_port(Dht *d) {
         return d->n_sock > 0 ? d->sock[0].bound.port : 0;
 }
 
-bool dht_is_ready(Dht *d) {
-        return d->ready;
-}
-
 size_t dht_nodes(Dht *d, DhtNodeInfo *ret, size_t max) {
         static const char *const states[] = { "good", "questionable", "bad" };
         uint64_t now = dht_now(d);
@@ -740,12 +736,6 @@ void dht_get_stats(Dht *d, DhtStats *ret) {
         ret->peers_stored = d->peers.n_peers;
         ret->items_stored = hashmap_size(d->items.map);
         ret->pending = hashmap_size(d->pending);
-}
-
-int dht_save(Dht *d) {
-        if (!d->state_dir)
-                return -EINVAL;
-        return dht_state_save(d);
 }
 
 void dht_add_boot_addr(Dht *d, const DhtAddr *a) {

@@ -113,10 +113,7 @@ typedef struct DhtStats {
 const uint8_t *dht_id(Dht *d);
 /* The bound port (the IPv4 one when there are two sockets). */
 uint16_t dht_port(Dht *d);
-bool dht_is_ready(Dht *d);
 size_t dht_nodes(Dht *d, DhtNodeInfo *ret, size_t max);
 void dht_get_stats(Dht *d, DhtStats *ret);
-/* Writes the state file now (also done every 10 minutes and by dht_free()). */
-int dht_save(Dht *d);
 /* Stops answering and sending, closing the sockets, as if the process had died (for simulations). */
 void dht_kill(Dht *d);

@@ -5,17 +5,7 @@
 #include "hex.h"
 #include "id-util.h"
 #include "task-record.h"
-
-static const char *const statuses[] = {
-        "queued", "leased", "running", "succeeded", "failed", "timed_out", "cancelled",
-};
-
-bool task_status_valid(const char *s) {
-        for (size_t i = 0; i < ELEMENTSOF(statuses); i++)
-                if (streq_ptr(s, statuses[i]))
-                        return true;
-        return false;
-}
+#include "task-status.h"
 
 int task_record_salt(const char *id, char ret[BEP44_SALT_MAX + 1], size_t *ret_len) {
         int l;
@@ -37,7 +27,7 @@ int task_record_salt(const char *id, char ret[BEP44_SALT_MAX + 1], size_t *ret_l
 int task_record_encode(const TaskRecord *t, uint8_t *buf, size_t size, size_t *ret_len) {
         BeWriter w;
 
-        if (!id_is_valid(t->id) || !task_status_valid(t->status) || t->attempt < 0 || t->lease_token < 0 ||
+        if (!id_is_valid(t->id) || task_status_from_string(t->status) < 0 || t->attempt < 0 || t->lease_token < 0 ||
             (t->node && strlen(t->node) > TASK_NODE_MAX))
                 return -EINVAL;
         be_writer_init(&w, buf, MIN(size, (size_t) BEP44_VALUE_MAX));
@@ -95,7 +85,8 @@ int task_record_decode(const void *v, size_t n, TaskRecordData *ret) {
                 return -EBADMSG;
         if (copy_str(be_dict_get(root, "id"), t.id, sizeof(t.id)) < 0 || !id_is_valid(t.id))
                 return -EBADMSG;
-        if (copy_str(be_dict_get(root, "status"), t.status, sizeof(t.status)) < 0 || !task_status_valid(t.status))
+        if (copy_str(be_dict_get(root, "status"), t.status, sizeof(t.status)) < 0 ||
+            task_status_from_string(t.status) < 0)
                 return -EBADMSG;
         if (be_dict_get(root, "node") && copy_str(be_dict_get(root, "node"), t.node, sizeof(t.node)) < 0)
                 return -EBADMSG;

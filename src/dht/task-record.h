@@ -16,6 +16,7 @@
  *           "lease_token" int, the current fencing token, 0 when not leased
  *           "node"        string, the lease holder (absent when not leased)
  *           "status"      string: queued, leased, running, succeeded, failed, timed_out or cancelled
+ *                         (src/shared/task-status.h)
  *           "updated_at"  int, microseconds since the epoch
  *
  * The reader accepts a record only when the signature verifies against the configured cluster public
@@ -44,7 +45,6 @@ typedef struct TaskRecordData {
         int64_t seq;
 } TaskRecordData;
 
-bool task_status_valid(const char *s);
 int task_record_salt(const char *id, char ret[BEP44_SALT_MAX + 1], size_t *ret_len);
 int task_record_encode(const TaskRecord *t, uint8_t *buf, size_t size, size_t *ret_len);
 int task_record_decode(const void *v, size_t n, TaskRecordData *ret);

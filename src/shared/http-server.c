@@ -1,9 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <sys/epoll.h>
 
@@ -31,7 +29,6 @@ struct HttpServer {
         HttpListener *listeners;
         size_t n_listeners;
         HttpRequest *suspended;        /* list of requests waiting for the application */
-        size_t n_suspended;
         bool stopping;
 };
 
@@ -50,8 +47,6 @@ struct HttpRequest {
         unsigned code;
         bool queued;
         const char *route;
-        void *userdata;
-        char peer[INET6_ADDRSTRLEN + 8];
         char *extra_headers[MAX_EXTRA_HEADERS][2];
         size_t n_extra_headers;
         LIST_FIELDS(HttpRequest);       /* in server->suspended */
@@ -128,31 +123,6 @@ static void suspended_remove(HttpRequest *r) {
                 return;
         LIST_REMOVE(s->suspended, r);
         r->suspended = false;
-        s->n_suspended--;
-}
-
-static void format_peer(HttpRequest *r) {
-        const union MHD_ConnectionInfo *ci;
-        const struct sockaddr *sa;
-        char addr[INET6_ADDRSTRLEN] = "?";
-        unsigned port = 0;
-
-        ci = MHD_get_connection_info(r->connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        if (!ci || !ci->client_addr) {
-                snprintf(r->peer, sizeof(r->peer), "unknown");
-                return;
-        }
-        sa = ci->client_addr;
-        if (sa->sa_family == AF_INET) {
-                const struct sockaddr_in *in = (const struct sockaddr_in *) sa;
-                inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
-                port = ntohs(in->sin_port);
-        } else if (sa->sa_family == AF_INET6) {
-                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) sa;
-                inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
-                port = ntohs(in6->sin6_port);
-        }
-        snprintf(r->peer, sizeof(r->peer), "%s:%u", addr, port);
 }
 
 static enum MHD_Result queue_prepared_response(HttpRequest *r) {
@@ -187,7 +157,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                         request_free(r);
                         return MHD_NO;
                 }
-                format_peer(r);
                 *con_cls = r;
 
                 /* Refuse an announced oversized body before reading any of it. */
@@ -265,7 +234,6 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
         MHD_suspend_connection(connection);
         r->suspended = true;
         LIST_PREPEND(s->suspended, r);
-        s->n_suspended++;
         return MHD_YES;
 }
 
@@ -405,10 +373,6 @@ void http_server_set_stopping(HttpServer *s) {
                 s->stopping = true;
 }
 
-size_t http_server_n_suspended(HttpServer *s) {
-        return s ? s->n_suspended : 0;
-}
-
 HttpServer *http_server_free(HttpServer *s) {
         if (!s)
                 return NULL;
@@ -501,28 +465,12 @@ const char *http_request_body(HttpRequest *r, size_t *ret_size) {
         return r->body ?: "";
 }
 
-const char *http_request_peer(HttpRequest *r) {
-        return r->peer;
-}
-
 void http_request_set_route(HttpRequest *r, const char *route) {
         r->route = route;
 }
 
 const char *http_request_route(HttpRequest *r) {
         return r->route;
-}
-
-void http_request_set_userdata(HttpRequest *r, void *userdata) {
-        r->userdata = userdata;
-}
-
-void *http_request_userdata(HttpRequest *r) {
-        return r->userdata;
-}
-
-bool http_request_replied(HttpRequest *r) {
-        return r->response || r->queued;
 }
 
 int http_request_add_header(HttpRequest *r, const char *name, const char *value) {

@@ -31,7 +31,6 @@ int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const Http
 /* Answers every still-suspended request with 503 and stops serving. */
 HttpServer *http_server_free(HttpServer *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
-size_t http_server_n_suspended(HttpServer *s);
 /* New requests get 503 from now on; those in progress are answered normally. */
 void http_server_set_stopping(HttpServer *s);
 
@@ -44,15 +43,10 @@ size_t http_request_query_all(HttpRequest *r, const char *key, const char **valu
 const char *http_request_query_unknown(HttpRequest *r, const char *const *allowed);
 const char *http_request_header(HttpRequest *r, const char *name);
 const char *http_request_body(HttpRequest *r, size_t *ret_size);
-/* "ADDR:PORT" of the client. */
-const char *http_request_peer(HttpRequest *r);
 
 /* A label the application sets for metrics ("push", "claim", ...); not copied. */
 void http_request_set_route(HttpRequest *r, const char *route);
 const char *http_request_route(HttpRequest *r);
-/* Application state attached to the request. */
-void http_request_set_userdata(HttpRequest *r, void *userdata);
-void *http_request_userdata(HttpRequest *r);
 
 /* Takes a copy of body. */
 int http_request_reply(HttpRequest *r, unsigned code, const char *content_type, const char *body, size_t size);
@@ -62,4 +56,3 @@ int http_request_reply_json(HttpRequest *r, unsigned code, json_object *o);
 int http_request_reply_error(HttpRequest *r, unsigned code, const char *field, const char *format, ...) _printf_(4, 5);
 /* Adds a header to the response that will be sent; call before replying. */
 int http_request_add_header(HttpRequest *r, const char *name, const char *value);
-bool http_request_replied(HttpRequest *r);

@@ -70,14 +70,6 @@ DockerClient *docker_client_free(DockerClient *c) {
         return NULL;
 }
 
-const char *docker_client_socket(DockerClient *c) {
-        return c->socket_path;
-}
-
-CurlEvent *docker_client_curl(DockerClient *c) {
-        return c->curl;
-}
-
 void docker_call_cancel(DockerCall *call) {
         if (!call || call->completing)
                 return;

@@ -45,9 +45,6 @@ int docker_client_new(sd_event *e, CurlEvent *curl, const char *socket_path, Doc
 DockerClient *docker_client_free(DockerClient *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(DockerClient *, docker_client_free);
 
-const char *docker_client_socket(DockerClient *c);
-CurlEvent *docker_client_curl(DockerClient *c);
-
 /* Never calls the callback afterwards. NULL is fine. */
 void docker_call_cancel(DockerCall *call);
 /* destroy(userdata) runs when the call is gone, after its callback or when cancelled. */
