@@ -9,7 +9,7 @@
  *   mc-torrent-tool magnet ID [HOST:PORT...]             a magnet link; magnet-parse URI prints one
  *   mc-torrent-tool hashes FILE BASE INDEX LENGTH PROOF  our answer to a hash request (hex lines),
  *                                                        from the piece layer and, below it, the file's blocks
- *   mc-torrent-tool encode MSG ARGS [, MSG ARGS...]      raw peer wire bytes on stdout
+ *   mc-torrent-tool encode MSG ARGS [, MSG ARGS...]      peer wire bytes, in hex, on stdout
  *   mc-torrent-tool decode [-s] [-t TORRENT]             stdin's peer wire bytes (-s: starting with a
  *                                                        handshake) as lines; hashes are verified against TORRENT
  *   mc-torrent-tool bench FILE                           hashing throughput
@@ -372,7 +372,9 @@ static int encode_one(char **a, int n) {
                 return -EINVAL;
         if (r < 0)
                 return r;
-        return fwrite(buf, 1, (size_t) r, stdout) == (size_t) r ? 0 : -EIO;
+        for (int i = 0; i < r; i++)
+                printf("%02x", buf[i]);
+        return 0;
 }
 
 static int cmd_encode(int argc, char **argv) {
@@ -385,6 +387,7 @@ static int cmd_encode(int argc, char **argv) {
                                 return die(r, "cannot encode that");
                         start = i + 1;
                 }
+        printf("\n");
         return fflush(stdout) == 0 ? 0 : die(-EIO, "write failed");
 }
 
