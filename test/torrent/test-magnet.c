@@ -88,6 +88,7 @@ static void test_refused(void) {
         ASSERT_UINT_EQ(m.n_peers, 42);
 
         char *huge = malloc(MAGNET_URI_MAX + 100);
+        ASSERT_TRUE(huge != NULL);
         sprintf(huge, "magnet:?xt=urn:btmh:1220" HEX "&dn=");
         memset(huge + strlen(huge), 'a', MAGNET_URI_MAX);
         huge[MAGNET_URI_MAX + 50] = 0;
