@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "content.h"
@@ -165,11 +166,98 @@ int content_hash_buffer(const void *data, size_t size, uint32_t piece_length, Co
         return r;
 }
 
-int content_hash_fd(int fd, uint32_t piece_length, ContentHash *ret) {
-        _cleanup_free_ uint8_t *buf = NULL;
-        _cleanup_free_ ContentHasher *h = NULL;
-        struct stat st;
+/* Reading and hashing overlap: a reader thread fills one buffer while the caller's thread hashes the
+ * other. From the page cache this is what makes a file hash at the speed of SHA-256 over memory
+ * (pread's copy and the page cache lookups cost a quarter of that speed when done in line); from a
+ * disk, the reads proceed while the CPU hashes. */
+typedef struct Reader {
+        int fd;
+        uint64_t size;
+        uint8_t *buf[2];
+        size_t len[2];
+        bool full[2];
+        bool stop;                      /* the hashing side gave up */
+        int error;                      /* the reading side's, once set no more buffers come */
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+} Reader;
+
+static int read_chunk(Reader *r, uint8_t *buf, uint64_t off, size_t want) {
+        size_t got = 0;
+
+        while (got < want) {
+                ssize_t n = pread(r->fd, buf + got, want - got, (off_t) (off + got));
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                if (n == 0)
+                        return -ESTALE; /* the file shrank */
+                got += (size_t) n;
+        }
+        return 0;
+}
+
+static void *reader_thread(void *userdata) {
+        Reader *r = userdata;
         uint64_t off = 0;
+        int error = 0;
+
+        for (unsigned i = 0; off < r->size; i ^= 1) {
+                size_t want = (size_t) MIN((uint64_t) READ_CHUNK, r->size - off);
+                bool stop;
+
+                pthread_mutex_lock(&r->lock);
+                while (r->full[i] && !r->stop)
+                        pthread_cond_wait(&r->cond, &r->lock);
+                stop = r->stop;
+                pthread_mutex_unlock(&r->lock);
+                if (stop)
+                        return NULL;
+
+                error = read_chunk(r, r->buf[i], off, want);
+
+                pthread_mutex_lock(&r->lock);
+                if (error < 0)
+                        r->error = error;
+                else {
+                        r->len[i] = want;
+                        r->full[i] = true;
+                }
+                pthread_cond_broadcast(&r->cond);
+                pthread_mutex_unlock(&r->lock);
+                if (error < 0)
+                        return NULL;
+                off += want;
+        }
+
+        /* A file that grew (or was replaced in place) would give the id of a prefix. */
+        uint8_t extra;
+        ssize_t n;
+        do
+                n = pread(r->fd, &extra, 1, (off_t) off);
+        while (n < 0 && errno == EINTR);
+        if (n != 0) {
+                pthread_mutex_lock(&r->lock);
+                r->error = n < 0 ? -errno : -ESTALE;
+                pthread_cond_broadcast(&r->cond);
+                pthread_mutex_unlock(&r->lock);
+        }
+        return NULL;
+}
+
+int content_hash_fd(int fd, uint32_t piece_length, ContentHash *ret) {
+        _cleanup_free_ uint8_t *buf0 = NULL, *buf1 = NULL;
+        _cleanup_free_ ContentHasher *h = NULL;
+        Reader rd = {
+                .fd = fd,
+                .lock = PTHREAD_MUTEX_INITIALIZER,
+                .cond = PTHREAD_COND_INITIALIZER,
+        };
+        pthread_t thread;
+        struct stat st;
+        uint64_t done = 0;
         int r;
 
         assert(fd >= 0 && ret);
@@ -177,53 +265,59 @@ int content_hash_fd(int fd, uint32_t piece_length, ContentHash *ret) {
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -EINVAL;
+        rd.size = (uint64_t) st.st_size;
 
         h = malloc(sizeof(ContentHasher));
-        buf = malloc(READ_CHUNK);
-        if (!h || !buf)
+        buf0 = malloc(READ_CHUNK);
+        buf1 = malloc(READ_CHUNK);
+        if (!h || !buf0 || !buf1)
                 return -ENOMEM;
-        r = content_hasher_init(h, (uint64_t) st.st_size, piece_length);
+        rd.buf[0] = buf0;
+        rd.buf[1] = buf1;
+        r = content_hasher_init(h, rd.size, piece_length);
         if (r < 0)
                 return r;
         /* A hint only: the kernel may read ahead further. */
         (void) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
-        while (off < (uint64_t) st.st_size) {
-                size_t want = (size_t) MIN((uint64_t) READ_CHUNK, (uint64_t) st.st_size - off);
-                ssize_t n = pread(fd, buf, want, (off_t) off);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        goto fail;
-                }
-                if (n == 0) {
-                        r = -ESTALE; /* the file shrank */
-                        goto fail;
-                }
-                r = content_hasher_feed(h, buf, (size_t) n);
-                if (r < 0)
-                        goto fail;
-                off += (uint64_t) n;
+        r = -pthread_create(&thread, NULL, reader_thread, &rd);
+        if (r < 0) {
+                content_hasher_done(h);
+                return r;
         }
 
-        /* A file that grew (or was replaced in place) would give the id of a prefix. */
-        {
-                uint8_t extra;
-                ssize_t n;
+        for (unsigned i = 0; r >= 0 && done < rd.size; i ^= 1) {
+                pthread_mutex_lock(&rd.lock);
+                while (!rd.full[i] && rd.error == 0)
+                        pthread_cond_wait(&rd.cond, &rd.lock);
+                r = rd.full[i] ? 0 : rd.error;
+                pthread_mutex_unlock(&rd.lock);
+                if (r < 0)
+                        break;
 
-                do
-                        n = pread(fd, &extra, 1, (off_t) off);
-                while (n < 0 && errno == EINTR);
-                if (n != 0) {
-                        r = n < 0 ? -errno : -ESTALE;
-                        goto fail;
-                }
+                r = content_hasher_feed(h, rd.buf[i], rd.len[i]);
+                done += rd.len[i];
+
+                pthread_mutex_lock(&rd.lock);
+                rd.full[i] = false;
+                if (r < 0)
+                        rd.stop = true;
+                pthread_cond_broadcast(&rd.cond);
+                pthread_mutex_unlock(&rd.lock);
+        }
+        if (r < 0) {
+                pthread_mutex_lock(&rd.lock);
+                rd.stop = true;
+                pthread_cond_broadcast(&rd.cond);
+                pthread_mutex_unlock(&rd.lock);
+        }
+        (void) pthread_join(thread, NULL);
+        /* The reader's last word: the check that the file did not grow. */
+        if (r >= 0 && rd.error < 0)
+                r = rd.error;
+        if (r < 0) {
+                content_hasher_done(h);
+                return r;
         }
         return content_hasher_finish(h, ret);
-
-fail:
-        content_hasher_done(h);
-        return r;
 }

@@ -15,7 +15,9 @@
  *
  * ContentHasher takes the bytes in chunks of any size, in order, and keeps one block and one piece's
  * worth of tree state (O(log) memory) plus the piece layer (32 bytes per piece).
- * content_hash_fd() streams a file through it in 4 MiB preads, without moving the file offset. */
+ * content_hash_fd() streams a file through it in 4 MiB preads (without moving the file offset) done by
+ * a short-lived reader thread, two buffers ahead of the hashing: about the speed of OpenSSL's SHA-256
+ * over memory, ~1.3 GB/s per core with SHA extensions. Call it off the event loop. */
 
 #include "merkle.h"
 
