@@ -231,6 +231,12 @@ static int parse_info_node(const BeNode *info, const uint8_t *raw, size_t raw_si
         if (file->type != BE_DICT)
                 FAIL(-EBADMSG, "file entry is not a dictionary");
 
+        /* BEP 47's attributes: a pad file or a symbolic link is not content we could fetch. */
+        v = be_dict_get(file, "attr");
+        if ((v && v->type == BE_STR && (memchr(v->s, 'p', v->count) || memchr(v->s, 'l', v->count))) ||
+            be_dict_get(file, "symlink path"))
+                FAIL(-EPROTONOSUPPORT, "the file is a pad file or a symbolic link");
+
         len = be_dict_get_type(file, "length", BE_INT);
         if (!len || len->i < 0)
                 FAIL(-EBADMSG, "file length missing, negative or not an integer");

@@ -18,7 +18,8 @@
  * accept a v2-only, single-file torrent only; each rejection comes with a static string saying why:
  *   -EBADMSG          not canonical bencode, or a key missing or of the wrong type
  *   -E2BIG            beyond the decoder's bounds (values, nesting, size)
- *   -EPROTONOSUPPORT  "meta version" is not 2, or v1 keys (a hybrid torrent)
+ *   -EPROTONOSUPPORT  "meta version" is not 2, v1 keys (a hybrid torrent), or the file is a pad
+ *                     file or a symbolic link (BEP 47)
  *   -EISDIR           more than one file, or a directory (our contents are single files)
  *   -EINVAL           a name that is not a plain file name (empty, '.', '..', '/', control
  *                     characters, invalid UTF-8), or, with MANIFEST_CANONICAL, not what
@@ -78,6 +79,11 @@ int manifest_set_piece_layer(Manifest *m, const uint8_t *layer, size_t n_hashes)
 /* Whether s[0..n) is acceptable as a file name: 1 to 255 bytes of valid UTF-8 without '/', NUL or
  * other control characters, and neither "." nor "..". */
 bool torrent_name_valid(const void *s, size_t n);
+
+/* The id as peer handshakes and DHT announces carry it: its first 20 bytes (BEP 52). */
+static inline void torrent_id_short(const uint8_t id[TORRENT_ID_SIZE], uint8_t ret[TORRENT_ID_SHORT_SIZE]) {
+        memcpy(ret, id, TORRENT_ID_SHORT_SIZE);
+}
 
 /* ret: TORRENT_ID_HEX_SIZE bytes. */
 void torrent_id_to_hex(const uint8_t id[TORRENT_ID_SIZE], char ret[TORRENT_ID_HEX_SIZE]);

@@ -46,7 +46,13 @@ void merkle_request_pieces(const TorrentGeometry *g, const TorrentHashRequest *r
         unsigned pl = g->piece_level;
 
         assert(g && req && ret_first && ret_n);
-        if (!g->has_piece_layer || req->base >= pl) {
+        if (!g->has_piece_layer) {
+                /* One piece (or none): the seeder's tree is the root alone. */
+                *ret_first = 0;
+                *ret_n = g->n_pieces > 0 && req->base < g->height ? 1 : 0;
+                return;
+        }
+        if (req->base >= pl) {
                 *ret_first = 0;
                 *ret_n = 0;
                 return;

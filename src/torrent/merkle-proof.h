@@ -36,8 +36,8 @@ typedef struct TorrentHashRequest {
 int merkle_hashes_count(uint32_t length, uint32_t proof_layers, size_t *ret);
 /* 0 when req is a valid request for the file of geometry g, -EDOM otherwise (answer with a reject). */
 int merkle_request_check(const TorrentGeometry *g, const TorrentHashRequest *req);
-/* For a valid request below the piece layer: the pieces whose blocks the answer needs. *ret_n is 0 when
- * the request is at or above the piece layer (or the file has none: its tree is built from blocks). */
+/* The pieces whose blocks a seeder's tree (built from the piece layer, or from the root alone for a file
+ * of one piece) needs to answer the valid request req: *ret_n is 0 when the tree alone will do. */
 void merkle_request_pieces(const TorrentGeometry *g, const TorrentHashRequest *req, uint32_t *ret_first,
                            uint32_t *ret_n);
 

@@ -276,10 +276,6 @@ static int cmd_hashes(int argc, char **argv, uint32_t piece_length) {
                 return die(r, "tree failed");
         }
         merkle_request_pieces(&c.geometry, &req, &first, &n);
-        if (!c.geometry.has_piece_layer && req.base < c.geometry.height) {
-                first = 0;
-                n = 1;
-        }
         if (n > 0) {
                 r = piece_block_hashes(fd, &c.geometry, first, n, &blocks, &first_block, &n_blocks);
                 if (r < 0) {

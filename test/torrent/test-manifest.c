@@ -21,6 +21,7 @@ typedef struct Spec {
         size_t layer_len;
         const uint8_t *layer_key;       /* NULL: the root */
         bool no_layers, layers_not_dict, extra_layer;
+        const char *attr;               /* BEP 47 attributes of the file */
 } Spec;
 
 static size_t build(const Spec *s, uint8_t *buf, size_t size) {
@@ -44,6 +45,10 @@ static size_t build(const Spec *s, uint8_t *buf, size_t size) {
                 }
                 be_put_cstr(&w, "");
                 be_put_dict(&w);
+                if (s->attr) {
+                        be_put_cstr(&w, "attr");
+                        be_put_cstr(&w, s->attr);
+                }
                 be_put_cstr(&w, "length");
                 be_put_int(&w, s->length);
                 if (s->root) {
@@ -186,6 +191,13 @@ static void test_hostile(void) {
         expect(&s, 0, -EISDIR, "multi-file");
         s = good(), s.directory = true;
         expect(&s, 0, -EISDIR, "directory");
+        s = good(), s.attr = "p";
+        expect(&s, 0, -EPROTONOSUPPORT, "pad file");
+        s = good(), s.attr = "xl";
+        expect(&s, 0, -EPROTONOSUPPORT, "symbolic link");
+        s = good(), s.attr = "x";
+        expect(&s, 0, 0, NULL);
+        expect(&s, MANIFEST_CANONICAL, -EINVAL, "canonical");
         s = good(), s.tree_not_dict = true;
         expect(&s, 0, -EBADMSG, "file tree");
 

@@ -42,12 +42,7 @@ static void check_request(const ContentHash *c, const NaiveTree *t, const Merkle
 
         /* The seeder's way: blocks only for the pieces it is told to read. */
         if (req->base < merkle_tree_level(seeder)) {
-                if (g->has_piece_layer)
-                        merkle_request_pieces(g, req, &first_piece, &n_pieces);
-                else {
-                        first_piece = 0;
-                        n_pieces = 1;
-                }
+                merkle_request_pieces(g, req, &first_piece, &n_pieces);
                 first_block = (uint64_t) first_piece * g->blocks_per_piece;
                 n_blocks = MIN(g->n_blocks, (uint64_t) (first_piece + n_pieces) * g->blocks_per_piece) - first_block;
                 if (((uint64_t) req->index << req->base) < g->n_blocks) {
