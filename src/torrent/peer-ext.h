@@ -19,8 +19,8 @@
 #define PEER_EXT_NAME_MAX 32            /* longer names are ignored */
 #define PEER_EXT_CLIENT_MAX 64          /* "v" is cut (at a character boundary) to this */
 #define UT_METADATA_PIECE_SIZE 16384U
-/* The largest info dictionary we fetch: ours are ~200 bytes, libtorrent's limit is 4 MiB... ours
- * must not exceed what one would sensibly keep in memory for a single-file torrent. */
+/* The largest info dictionary we take: a v2 single-file one is ~270 bytes; 4 MiB is libtorrent's
+ * default limit, so nothing it would serve is refused. */
 #define UT_METADATA_SIZE_MAX (UINT32_C(4) << 20)
 
 typedef struct PeerExtName {
