@@ -404,20 +404,26 @@ static int parse_message(PeerDecoder *d, const uint8_t *p, size_t n, PeerMsg *m)
         }
 }
 
-/* A whole unit in p[0..n): the handshake, or a length prefix and its message. */
-static int parse_unit(PeerDecoder *d, const uint8_t *p, size_t n, PeerMsg *m) {
+/* A whole unit in p[0..n): the handshake, or a length prefix and its message. *ret is written only
+ * when it is valid. */
+static int parse_unit(PeerDecoder *d, const uint8_t *p, size_t n, PeerMsg *ret) {
+        PeerMsg m = {};
+        int r;
+
         if (d->want_handshake) {
-                *m = (PeerMsg) { .type = PEER_MSG_HANDSHAKE };
-                if (peer_handshake_parse(p, n, &m->handshake) < 0)
+                m.type = PEER_MSG_HANDSHAKE;
+                if (peer_handshake_parse(p, n, &m.handshake) < 0)
                         return fail(d, -EPROTO, "not a BitTorrent handshake");
                 d->want_handshake = false;
-                return 1;
+        } else if (n == 4)
+                m.type = PEER_MSG_KEEPALIVE;
+        else {
+                r = parse_message(d, p + 4, n - 4, &m);
+                if (r < 0)
+                        return r;
         }
-        if (n == 4) {
-                *m = (PeerMsg) { .type = PEER_MSG_KEEPALIVE };
-                return 1;
-        }
-        return parse_message(d, p + 4, n - 4, m);
+        *ret = m;
+        return 1;
 }
 
 /* The size of the unit starting with p[0..n), or 0 when n is too short to tell; -EMSGSIZE. */

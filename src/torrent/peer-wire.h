@@ -131,7 +131,7 @@ void peer_decoder_set_geometry(PeerDecoder *d, const TorrentGeometry *g, const u
  * data or into the decoder, valid until the next call) when one is; 0 when all of data was taken
  * without completing one; a negative errno (see above) when the stream violates the protocol, and
  * every later call fails the same way. *ret_used is how many bytes were taken in every case: call
- * again with the rest. */
+ * again with the rest. *ret_msg is written only when 1 is returned. */
 int peer_decoder_feed(PeerDecoder *d, const void *data, size_t size, size_t *ret_used, PeerMsg *ret_msg);
 /* A sentence on the first violation, or NULL. */
 const char *peer_decoder_error(const PeerDecoder *d);

@@ -467,6 +467,15 @@ static void test_keepalive_and_limits(void) {
         ASSERT_UINT_EQ(used, 0);
         peer_decoder_free(d);
 
+        /* A message that fails leaves *ret_msg alone. */
+        ASSERT_INT_EQ(peer_decoder_new(NULL, &d), 0);
+        m = (PeerMsg) { .type = PEER_MSG_PORT, .port = 4242 };
+        ASSERT_INT_EQ(peer_decoder_feed(d, "\0\0\0\x02\x00x", 6, &used, &m), -EBADMSG);
+        ASSERT_UINT_EQ(used, 6);
+        ASSERT_TRUE(m.type == PEER_MSG_PORT && m.port == 4242);
+        ASSERT_STREQ(peer_decoder_error(d), "message without payload has a payload");
+        peer_decoder_free(d);
+
         ASSERT_STREQ(peer_msg_type_to_string(PEER_MSG_HASH_REJECT), "hash reject");
         ASSERT_STREQ(peer_msg_type_to_string(77), "unknown");
 }
