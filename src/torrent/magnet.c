@@ -1,19 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include <assert.h>
 #include <strings.h>
 
+#include "hex.h"
 #include "magnet.h"
-
-static int unhex1(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
 
 /* Percent-decodes s[0..n) into ret (at least n + 1 bytes). -EINVAL for a bad escape or a NUL. */
 static int unescape(const char *s, size_t n, char *ret) {
@@ -23,15 +13,17 @@ static int unescape(const char *s, size_t n, char *ret) {
                 char c = s[i];
 
                 if (c == '%') {
-                        int hi, lo;
+                        char digits[3];
+                        uint8_t b;
 
                         if (i + 2 >= n)
                                 return -EINVAL;
-                        hi = unhex1(s[i + 1]);
-                        lo = unhex1(s[i + 2]);
-                        if (hi < 0 || lo < 0)
+                        digits[0] = s[i + 1];
+                        digits[1] = s[i + 2];
+                        digits[2] = 0;
+                        if (hex_decode(digits, &b, 1) < 0)
                                 return -EINVAL;
-                        c = (char) (hi << 4 | lo);
+                        c = (char) b;
                         i += 2;
                 } else if (c == '+')
                         c = ' ';
@@ -132,7 +124,7 @@ int magnet_parse(const char *s, MagnetLink *ret) {
                         if (h) {
                                 if (have_id)
                                         return -EINVAL; /* two v2 ids: which one? */
-                                if (strncmp(h, "1220", 4) != 0 || hex_decode(h + 4, strlen(h + 4), m.id, TORRENT_ID_SIZE) < 0)
+                                if (strncmp(h, "1220", 4) != 0 || hex_decode(h + 4, m.id, TORRENT_ID_SIZE) < 0)
                                         return -EINVAL;
                                 have_id = true;
                         }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include <assert.h>
 
 #include "bencode.h"
+#include "hex.h"
 #include "manifest.h"
 #include "utf8.h"
 
@@ -38,7 +38,7 @@ void torrent_id_to_hex(const uint8_t id[TORRENT_ID_SIZE], char ret[TORRENT_ID_HE
 
 int torrent_id_from_hex(const char *s, uint8_t ret[TORRENT_ID_SIZE]) {
         assert(s);
-        return hex_decode(s, strlen(s), ret, TORRENT_ID_SIZE);
+        return hex_decode(s, ret, TORRENT_ID_SIZE);
 }
 
 /* The canonical name: hex of the root, or of 32 zero bytes for the empty file. */

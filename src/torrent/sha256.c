@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <openssl/evp.h>
-#include <assert.h>
 #include <pthread.h>
 
 #include "sha256.h"
@@ -65,41 +64,4 @@ int sha256(const void *p, size_t n, uint8_t ret[SHA256_SIZE]) {
 int sha256_pair(const uint8_t left[SHA256_SIZE], const uint8_t right[SHA256_SIZE], uint8_t ret[SHA256_SIZE]) {
         assert(left && right && ret);
         return digest2(left, SHA256_SIZE, right, SHA256_SIZE, ret);
-}
-
-void hex_encode(const uint8_t *p, size_t n, char *ret) {
-        static const char digits[] = "0123456789abcdef";
-
-        for (size_t i = 0; i < n; i++) {
-                ret[2 * i] = digits[p[i] >> 4];
-                ret[2 * i + 1] = digits[p[i] & 15];
-        }
-        ret[2 * n] = 0;
-}
-
-static int unhex(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
-int hex_decode(const char *s, size_t len, uint8_t *ret, size_t n) {
-        uint8_t buf[256];
-
-        assert(s && ret);
-        assert(n <= sizeof(buf));
-        if (len != 2 * n)
-                return -EINVAL;
-        for (size_t i = 0; i < n; i++) {
-                int hi = unhex(s[2 * i]), lo = unhex(s[2 * i + 1]);
-                if (hi < 0 || lo < 0)
-                        return -EINVAL;
-                buf[i] = (uint8_t) (hi << 4 | lo);
-        }
-        memcpy(ret, buf, n);
-        return 0;
 }

@@ -17,9 +17,3 @@
 int sha256(const void *p, size_t n, uint8_t ret[SHA256_SIZE]);
 /* ret = SHA-256(left || right): the parent of two Merkle nodes. ret may alias either input. */
 int sha256_pair(const uint8_t left[SHA256_SIZE], const uint8_t right[SHA256_SIZE], uint8_t ret[SHA256_SIZE]);
-
-/* Lowercase hex of n bytes into ret (2n + 1 bytes, NUL-terminated). */
-void hex_encode(const uint8_t *p, size_t n, char *ret);
-/* Parses exactly 2n hex digits (either case) into ret[0..n). -EINVAL when s is anything else; ret is
- * untouched then. */
-int hex_decode(const char *s, size_t len, uint8_t *ret, size_t n);

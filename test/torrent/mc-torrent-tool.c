@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "content.h"
+#include "hex.h"
 #include "magnet.h"
 #include "manifest.h"
 #include "merkle-proof.h"
@@ -314,8 +315,8 @@ static int encode_one(char **a, int n) {
                 uint8_t ih[TORRENT_ID_SIZE];
 
                 /* A v2 info-hash is given whole and truncated, as peers do. */
-                if (hex_decode(a[1], strlen(a[1]), ih, TORRENT_ID_SIZE) < 0 ||
-                    hex_decode(a[2], strlen(a[2]), h.peer_id, PEER_ID_SIZE) < 0)
+                if (hex_decode(a[1], ih, TORRENT_ID_SIZE) < 0 ||
+                    hex_decode(a[2], h.peer_id, PEER_ID_SIZE) < 0)
                         return -EINVAL;
                 memcpy(h.info_hash, ih, PEER_INFO_HASH_SIZE);
                 peer_reserved_set(h.reserved, PEER_RESERVED_EXTENSION);
@@ -359,7 +360,7 @@ static int encode_one(char **a, int n) {
                 r = peer_msg_encode(&m, buf, sizeof(buf));
         } else if (streq(a[0], "hash-request") && n == 6) {
                 m.type = PEER_MSG_HASH_REQUEST;
-                if (hex_decode(a[1], strlen(a[1]), m.hash.root, SHA256_SIZE) < 0 ||
+                if (hex_decode(a[1], m.hash.root, SHA256_SIZE) < 0 ||
                     parse_u32(a[2], &m.hash.base) < 0 || parse_u32(a[3], &m.hash.index) < 0 ||
                     parse_u32(a[4], &m.hash.length) < 0 || parse_u32(a[5], &m.hash.proof_layers) < 0)
                         return -EINVAL;

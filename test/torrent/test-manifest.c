@@ -4,6 +4,7 @@
  * refused with the error (and the reason) its defect calls for. */
 
 #include "bencode.h"
+#include "hex.h"
 #include "manifest.h"
 #include "torrent-test.h"
 
