@@ -46,7 +46,9 @@ static int key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl) {
         return al < bl ? -1 : al > bl;
 }
 
-int be_decode(const void *buf, size_t size, const BeLimits *limits, BeNode *nodes, size_t n_nodes, size_t *ret_n) {
+/* With prefix, the value may be followed by other bytes, and *ret_end says where it ends. */
+static int decode(const void *buf, size_t size, const BeLimits *limits, BeNode *nodes, size_t n_nodes,
+                  bool prefix, size_t *ret_n, size_t *ret_end) {
         const uint8_t *p = buf;
         struct {
                 uint32_t idx;
@@ -154,11 +156,22 @@ int be_decode(const void *buf, size_t size, const BeLimits *limits, BeNode *node
                 stack[depth - 1].children++;
         }
 
-        if (pos != size)
+        if (!prefix && pos != size)
                 return -EBADMSG; /* trailing bytes */
         if (ret_n)
                 *ret_n = n;
+        if (ret_end)
+                *ret_end = pos;
         return 0;
+}
+
+int be_decode(const void *buf, size_t size, const BeLimits *limits, BeNode *nodes, size_t n_nodes, size_t *ret_n) {
+        return decode(buf, size, limits, nodes, n_nodes, false, ret_n, NULL);
+}
+
+int be_decode_prefix(const void *buf, size_t size, const BeLimits *limits, BeNode *nodes, size_t n_nodes,
+                     size_t *ret_n, size_t *ret_size) {
+        return decode(buf, size, limits, nodes, n_nodes, true, ret_n, ret_size);
 }
 
 const BeNode *be_dict_get(const BeNode *d, const char *key) {

@@ -44,6 +44,12 @@ typedef struct BeLimits {
  * is not canonical bencode, -E2BIG when it exceeds limits or n_nodes. ret_n may be NULL. */
 int be_decode(const void *buf, size_t size, const BeLimits *limits, BeNode *nodes, size_t n_nodes, size_t *ret_n);
 
+/* Like be_decode(), but the value may be followed by other bytes, which are not looked at: *ret_size
+ * (may be NULL) is the length of the value. For messages that carry raw bytes after a bencoded
+ * dictionary, such as BEP 9's metadata pieces. */
+int be_decode_prefix(const void *buf, size_t size, const BeLimits *limits, BeNode *nodes, size_t n_nodes,
+                     size_t *ret_n, size_t *ret_size);
+
 static inline const BeNode *be_next(const BeNode *n) {
         return n + n->span;
 }
