@@ -5,7 +5,7 @@
  * log_event() takes an McEvent, so a misspelt event does not compile, and adds MESSAGE_ID= for the
  * events that have one. Those IDs are what `journalctl -x` looks up in catalog/mc.catalog to explain
  * an entry to the operator; docs/events.md says when each event is logged and with which fields.
- * test/shared/test-log-events.py fails when an event here lacks either, or when src/ logs an event
+ * test/shared/test-event-docs.py fails when an event here lacks either, or when src/ logs an event
  * some other way.
  *
  * A MESSAGE_ID is an interface: operators filter on it (journalctl MESSAGE_ID=...), so it never
