@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* Control replicas found in the DHT (DESIGN.md §7). The controls announce their HTTP port under
+/* Control replicas found in the DHT (docs/architecture.md). The controls announce their HTTP port under
  * SHA-1("mc-control:" + CLUSTER_NAME); the agent looks them up at start, every minute, and whenever
  * no replica it knows answered a call, and gives the control client the configured CONTROL_URLS
  * followed by what the DHT returned. A replica found in the DHT stays on the list while lookups keep
