@@ -350,9 +350,9 @@ def test_journalctl_explains_events():
     os.chmod(tokens, 0o600)
     port = free_port()
     control = Daemon("mc-control", ["--port", port, "--listen-address", "127.0.0.1", "--tokens-file", tokens,
-                                    "--no-bus"],
-                     env={"DB_DSN": pg.dsn, "MC_LOG_TARGET": "journal", "LEASE_TTL_MS": "500",
-                          "LEASE_GRACE_MS": "0", "SWEEP_INTERVAL_MS": "50"}).start()
+                                    "--no-bus", "--db-dsn", pg.dsn, "--lease-ttl-ms", 500, "--lease-grace-ms", 0,
+                                    "--sweep-interval-ms", 50],
+                     env={"MC_LOG_TARGET": "journal"}).start()
     control.wait_ready()
     url = f"http://127.0.0.1:{port}"
     r = http("POST", url + "/api/tasks", {"id": "explained-1", "image": "alpine:3.20", "cmd": ["true"],
