@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""The journal events and what documents them, kept together: the table of src/shared/log-events.h
+"""The journal events and the docs, kept with the code: the table of src/shared/log-events.h
 (as the compiled code has it: test-log-events --list) is the only list of events; src/ logs no event
 around it; every event with a MESSAGE_ID has its entry in catalog/mc.catalog; every event has its
 section in docs/events.md; and `journalctl -x` on a private journald shows the installed catalog's
 text under the entries the real mc-control logs. Adding an event without its catalog entry and its
-section fails here."""
+section fails here. So do a link of the Markdown files that leads out of the repository and a
+directory that docs/architecture.md's source tree does not name."""
 
 import json
 import os
@@ -270,6 +271,30 @@ def test_repository_stands_alone():
                 if not t.startswith(SRC + os.sep) or not os.path.exists(t):
                     problems.append(f"{rel}: link to {target}, which is not in the repository")
     check(not problems, "\n".join(problems))
+
+
+def test_architecture_names_every_directory():
+    """docs/architecture.md's source tree names every top-level directory, every directory of src/
+    and of src/agent/, and every area of test/ and bench/."""
+    tracked = subprocess.run(["git", "-C", SRC, "ls-files"], capture_output=True, text=True)
+    check(tracked.returncode == 0, f"git ls-files: {tracked.stderr}")
+    dirs, areas = set(), set()
+    for rel in tracked.stdout.splitlines():
+        parts = rel.split("/")[:-1]
+        if not parts or parts[0].startswith("."):
+            continue
+        if parts[0] in ("test", "bench"):
+            if len(parts) > 1:
+                areas.add(parts[1])
+            dirs.add(parts[0] + "/<area>/")
+        elif parts[0] == "src" and len(parts) > 1:
+            dirs.add("/".join(parts[:3 if parts[1] == "agent" and len(parts) > 2 else 2]) + "/")
+        else:
+            dirs.add(parts[0] + "/")
+    doc = read("docs/architecture.md")
+    missing = sorted(d for d in dirs if f"`{d}`" not in doc)
+    missing += sorted(f"test or bench area `{a}`" for a in areas if f"`{a}`" not in doc)
+    check(not missing, f"docs/architecture.md does not name: {missing}")
 
 
 # ---------------------------------------------------------------------------------------------------
