@@ -183,13 +183,14 @@ def test_limits_visible():
         at.release(marker)
         check(at.wait_final(c, tid)["status"] == "succeeded", "task")
         return
-    # The task reads its own cgroup, v1 or v2.
+    # The task reads its own cgroup, v1 or v2 (or hybrid: v1 controllers, whatever hierarchies they
+    # share, such as cpu,cpuacct).
     script = r"""
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
   p=$(grep '^0::' /proc/self/cgroup | cut -d: -f3)
   echo "cpu $(cat /sys/fs/cgroup$p/cpu.max)"; echo "mem $(cat /sys/fs/cgroup$p/memory.max)"
 else
-  m=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3); c=$(grep -E ':(cpu,cpuacct|cpuacct,cpu|cpu):' /proc/self/cgroup | cut -d: -f3)
+  m=$(grep -E ':([^:]*,)?memory(,[^:]*)?:' /proc/self/cgroup | cut -d: -f3); c=$(grep -E ':([^:]*,)?cpu(,[^:]*)?:' /proc/self/cgroup | cut -d: -f3)
   echo "cpu $(cat /sys/fs/cgroup/cpu$c/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu$c/cpu.cfs_period_us)"
   echo "mem $(cat /sys/fs/cgroup/memory$m/memory.limit_in_bytes)"
 fi
