@@ -109,8 +109,8 @@ struct ZcBatch {
         LIST_FIELDS(ZcBatch);
         BlockSender *sender;
         BlockSenderConn *conn; /* until the result CQE */
-        uint32_t expected;
-        bool result_pending, notif_pending, notif_seen;
+        uint32_t expected, result; /* bytes offered, bytes the result CQE said were sent */
+        bool result_pending, notif_pending, notif_seen, copied;
         struct msghdr msg;
         unsigned n_iov, n_files;
         size_t copy_used;
@@ -882,8 +882,8 @@ static ZcBatch *zc_batch_new(BlockSender *s) {
         b->type = OP_ZC;
         b->sender = s;
         b->conn = NULL;
-        b->expected = 0;
-        b->result_pending = b->notif_pending = b->notif_seen = false;
+        b->expected = b->result = 0;
+        b->result_pending = b->notif_pending = b->notif_seen = b->copied = false;
         b->n_iov = b->n_files = 0;
         b->copy_used = 0;
         return b;
@@ -994,6 +994,8 @@ static void zc_start(BlockSenderConn *c) {
 static void zc_batch_maybe_done(BlockSender *s, ZcBatch *b) {
         if (b->result_pending || b->notif_pending)
                 return;
+        if (b->copied)
+                s->stats.zc_bytes_copied += b->result;
         LIST_REMOVE(s->batches, b);
         s->inflight--;
         zc_batch_free(s, b);
@@ -1007,7 +1009,7 @@ static void zc_complete(BlockSender *s, ZcBatch *b, int res, uint32_t flags) {
                 s->stats.zc_notifs++;
                 if ((uint32_t) res & IORING_NOTIF_USAGE_ZC_COPIED) {
                         s->stats.zc_notifs_copied++;
-                        s->stats.zc_bytes_copied += b->expected;
+                        b->copied = true;
                 }
                 b->notif_seen = true;
                 b->notif_pending = false;
@@ -1019,6 +1021,7 @@ static void zc_complete(BlockSender *s, ZcBatch *b, int res, uint32_t flags) {
         assert(b->result_pending);
         b->result_pending = false;
         b->notif_pending = (flags & IORING_CQE_F_MORE) && !b->notif_seen;
+        b->result = res > 0 ? (uint32_t) res : 0;
         c = TAKE_PTR(b->conn);
         assert(c && c->batch == b);
         c->batch = NULL;
