@@ -67,6 +67,7 @@ static int64_t drain(int fd) {
 
 typedef struct Result {
         double cpu;
+        long nvcsw, nivcsw;
         int error;
         BlockSenderStats stats;
         BlockSendPath path;
@@ -128,6 +129,12 @@ static int serve(int listen_fd, BlockSendPath path, const char *file_path, int r
         block_sender_free(s);
         sd_event_unref(e);
         res.cpu = cpu_sec() - cpu0;
+        {
+                struct rusage ru;
+                (void) getrusage(RUSAGE_SELF, &ru);
+                res.nvcsw = ru.ru_nvcsw;
+                res.nivcsw = ru.ru_nivcsw;
+        }
         res.error = failure;
         if (write(result_fd, &res, sizeof(res)) != sizeof(res))
                 return -EIO;
@@ -176,10 +183,10 @@ static int cmd_send(const char *path_name, const char *file_path) {
                 return 1;
         }
         printf("{\"what\": \"block-sender\", \"path\": \"%s\", \"bytes\": %" PRId64 ", \"payload\": %" PRIu64
-               ", \"seconds\": %.6f, \"cpu\": %.6f, \"error\": %d, \"rounds\": %" PRIu64 ", \"short_writes\": %" PRIu64
+               ", \"seconds\": %.6f, \"cpu\": %.6f, \"switches\": %ld, \"preempted\": %ld, \"error\": %d, \"rounds\": %" PRIu64 ", \"short_writes\": %" PRIu64
                ", \"waits_writable\": %" PRIu64 ", \"submits\": %" PRIu64 ", \"cqes\": %" PRIu64
                ", \"zc_notifs\": %" PRIu64 ", \"zc_notifs_copied\": %" PRIu64 ", \"zc_bytes_copied\": %" PRIu64 "}\n",
-               block_send_path_to_string(res.path), got, res.stats.payload_bytes, t1 - t0, res.cpu, res.error,
+               block_send_path_to_string(res.path), got, res.stats.payload_bytes, t1 - t0, res.cpu, res.nvcsw, res.nivcsw, res.error,
                res.stats.rounds, res.stats.short_writes, res.stats.waits_writable, res.stats.submits, res.stats.cqes,
                res.stats.zc_notifs, res.stats.zc_notifs_copied, res.stats.zc_bytes_copied);
         return res.error != 0 || got != (int64_t) (res.stats.bytes_sent) ? 1 : 0;

@@ -42,9 +42,10 @@
 #define DEFAULT_RING_ENTRIES 1024U
 #define DEFAULT_MAX_PIPES 32U
 #define DEFAULT_PIPE_SIZE (1024U * 1024U)
-#define DEFAULT_MAX_BATCH 64U
+#define DEFAULT_MAX_BATCH 256U
 #define DEFAULT_SENDFILE_BUDGET (4U * 1024U * 1024U)
 #define ZC_COPY_MAX (16U * 1024U)        /* message bytes copied into one send-zc batch */
+#define ZC_MAX_BLOCKS 64U                 /* blocks in one send-zc request (1 MiB) */
 #define FREE_WAIT_USEC (5 * USEC_PER_SEC) /* block_sender_free(): longest wait for completions */
 
 struct BlockFile {
@@ -138,11 +139,11 @@ struct BlockSenderConn {
 
         /* splice */
         Pipe *pipe;
-        uint32_t pipe_bytes; /* filled into the pipe by the current round, not yet spliced out */
         Step *steps;
         unsigned n_steps, first_step, steps_cap;
         Step poll;
         bool poll_first, chain_has_poll;
+        bool socket_full, was_full; /* this round / the last one found the socket full */
 
         /* send-zc */
         ZcBatch *batch;
@@ -440,12 +441,12 @@ static void conn_fail(BlockSenderConn *c, int error) {
 
         conn_drop_items(c);
         if (c->pipe) {
-                if (c->pipe_bytes > 0 || c->first_step < c->n_steps)
+                if (c->first_step < c->n_steps) /* the pipe may hold bytes */
                         pipe_discard(s, TAKE_PTR(c->pipe));
                 else
                         pipe_release(s, TAKE_PTR(c->pipe));
         }
-        c->n_steps = c->first_step = c->pipe_bytes = 0;
+        c->n_steps = c->first_step = 0;
         if (c->io)
                 (void) sd_event_source_set_enabled(c->io, SD_EVENT_OFF);
 
@@ -630,74 +631,87 @@ static unsigned pages_spanned(size_t page, uint64_t offset, uint32_t len) {
         return (unsigned) ((offset + len - 1) / page - offset / page + 1);
 }
 
-/* Plans a round into the (empty) pipe: headers, messages and block data in queue order, as much as
- * the pipe holds. A pipe holds `slots` buffers: a splice-in takes one per page of the file range it
- * touches, a write one per page of bytes at most (small writes share a page, but never a page-cache
- * one). Filling it past that would leave a request waiting for room only the final splice-out
- * makes: the chain would never end. */
+/* Plans a round: pipe loads of headers, messages and block data in queue order, each followed by
+ * the splice that empties the pipe into the socket, all linked in one chain, up to max_batch_blocks
+ * blocks. A pipe holds `slots` buffers: a splice-in takes one per page of the file range it touches,
+ * a write one per page of bytes at most (small writes share a page, but never a page-cache one).
+ * Filling it past that would leave a request waiting for room that only the next splice-out makes:
+ * the chain would never end. */
 static void splice_plan(BlockSenderConn *c) {
         BlockSender *s = c->sender;
         const size_t page = s->page_size;
         unsigned slots = c->pipe->slots, blocks = 0;
-        uint32_t total = 0;
+        uint32_t load = 0; /* bytes in the pipe load being planned */
         Step *st;
 
         assert(c->n_steps == 0);
         c->first_step = 0;
 
         for (Item *i = c->next_place; i; i = c->next_place) {
+                bool full = false;
+
                 if (c->n_steps + 3 > c->steps_cap) /* up to two steps, and the splice-out */
+                        break;
+                if (item_is_block(i) && blocks >= s->config.max_batch_blocks)
                         break;
 
                 if (!item_is_block(i)) {
                         uint32_t chunk = (uint32_t) MIN((size_t) (i->size - i->placed), slots * page);
-                        if (chunk == 0)
-                                break;
-                        st = step_add(c, STEP_WRITE);
-                        st->buf = i->data + i->placed;
-                        st->len = chunk;
-                        slots -= (unsigned) ((chunk + page - 1) / page);
-                        i->placed += chunk;
-                        total += chunk;
+                        if (chunk > 0) {
+                                st = step_add(c, STEP_WRITE);
+                                st->buf = i->data + i->placed;
+                                st->len = chunk;
+                                slots -= (unsigned) ((chunk + page - 1) / page);
+                                i->placed += chunk;
+                                load += chunk;
+                        }
                 } else {
-                        if (blocks >= s->config.max_batch_blocks)
-                                break;
-                        if (i->placed < BLOCK_SENDER_PIECE_HEADER) {
-                                if (slots == 0)
-                                        break;
+                        if (i->placed < BLOCK_SENDER_PIECE_HEADER && slots > 0) {
                                 st = step_add(c, STEP_WRITE);
                                 st->buf = i->header + i->placed;
                                 st->len = BLOCK_SENDER_PIECE_HEADER - i->placed;
                                 slots--;
                                 i->placed += st->len;
-                                total += st->len;
+                                load += st->len;
                         }
-                        if (i->placed < i->size) {
+                        if (i->placed >= BLOCK_SENDER_PIECE_HEADER && i->placed < i->size && slots > 0) {
                                 uint64_t off = i->offset + (i->placed - BLOCK_SENDER_PIECE_HEADER);
                                 uint64_t room = (off / page + slots) * page - off;
                                 uint32_t chunk = (uint32_t) MIN((uint64_t) (i->size - i->placed), room);
 
-                                if (slots == 0 || chunk == 0)
-                                        break;
                                 st = step_add(c, STEP_SPLICE_IN);
                                 st->fd = i->file->fd;
                                 st->offset = off;
                                 st->len = chunk;
                                 slots -= pages_spanned(page, off, chunk);
                                 i->placed += chunk;
-                                total += chunk;
+                                load += chunk;
                         }
-                        blocks++;
                 }
-                if (i->placed < i->size)
-                        break; /* the pipe is full */
-                c->next_place = i->next;
+                if (i->placed == i->size) {
+                        if (item_is_block(i))
+                                blocks++;
+                        c->next_place = i->next;
+                } else
+                        full = true;
+                if (full || slots == 0) {
+                        /* The pipe is full: empty it into the socket, then go on with the next load --
+                         * unless the socket could not keep up last time: then one load a round, so that
+                         * what a slow peer has not received yet stays cancelable. */
+                        assert(load > 0);
+                        st = step_add(c, STEP_SPLICE_OUT);
+                        st->len = load;
+                        load = 0;
+                        slots = c->pipe->slots;
+                        if (c->was_full)
+                                break;
+                }
         }
-
-        assert(total > 0);
-        st = step_add(c, STEP_SPLICE_OUT);
-        st->len = total;
-        c->pipe_bytes = total;
+        if (load > 0) {
+                st = step_add(c, STEP_SPLICE_OUT);
+                st->len = load;
+        }
+        assert(c->n_steps > 0 && c->steps[c->n_steps - 1].kind == STEP_SPLICE_OUT);
         c->poll_first = false;
         s->stats.rounds++;
 }
@@ -784,7 +798,8 @@ static void splice_round_done(BlockSenderConn *c) {
         BlockSender *s = c->sender;
 
         c->n_steps = c->first_step = 0;
-        assert(c->pipe_bytes == 0);
+        c->was_full = c->socket_full;
+        c->socket_full = false;
         /* Keep the pipe for the next round unless someone waits for one (then queue up behind). */
         if (!c->next_place || s->wait_head)
                 pipe_release(s, TAKE_PTR(c->pipe));
@@ -810,6 +825,14 @@ static void splice_complete(BlockSender *s, Step *st, int res) {
                 goto out;
         }
 
+        /* The steps before this one all succeeded (their completions were skipped): the pipe loads
+         * they spliced out are sent. */
+        for (unsigned k = c->first_step; &c->steps[k] < st; k++)
+                if (c->steps[k].kind == STEP_SPLICE_OUT) {
+                        conn_sent(c, c->steps[k].len);
+                        s->stats.splice_bytes += c->steps[k].len;
+                        c->steps[k].len = 0;
+                }
         c->first_step = (unsigned) (st - c->steps);
         assert(c->first_step < c->n_steps);
 
@@ -819,17 +842,21 @@ static void splice_complete(BlockSender *s, Step *st, int res) {
                         conn_sent(c, (uint64_t) res);
                         s->stats.splice_bytes += (uint64_t) res;
                         st->len -= (uint32_t) res;
-                        c->pipe_bytes -= (uint32_t) res;
                 }
                 if (st->len == 0) {
-                        c->first_step = c->n_steps;
-                        splice_round_done(c);
+                        /* Only the last step completes successfully with a CQE. */
+                        c->first_step++;
+                        if (c->first_step == c->n_steps)
+                                splice_round_done(c);
+                        else if (splice_submit(c) < 0)
+                                ready_push(c);
                 } else if (res > 0 || res == -EAGAIN) {
                         /* The non-blocking socket is full: wait for POLLOUT, then splice what is left in
                          * the pipe (it stays there, in order, in the meantime). */
                         if (res > 0)
                                 s->stats.short_writes++;
                         s->stats.waits_writable++;
+                        c->socket_full = true;
                         c->poll_first = true;
                         if (splice_submit(c) < 0)
                                 ready_push(c);
@@ -863,7 +890,7 @@ out:
 
 static ZcBatch *zc_batch_new(BlockSender *s) {
         ZcBatch *b = s->batch_cache;
-        size_t files_cap = s->config.max_batch_blocks + 1;
+        size_t files_cap = MIN(s->config.max_batch_blocks, ZC_MAX_BLOCKS) + 1;
 
         if (b) {
                 LIST_REMOVE(s->batch_cache, b);
@@ -936,7 +963,7 @@ static void zc_plan(BlockSenderConn *c, ZcBatch *b) {
                 } else {
                         uint32_t done;
 
-                        if (blocks >= s->config.max_batch_blocks)
+                        if (blocks >= MIN(s->config.max_batch_blocks, ZC_MAX_BLOCKS))
                                 break;
                         if (i->placed < BLOCK_SENDER_PIECE_HEADER) {
                                 zc_add_copy(b, i->header + i->placed, BLOCK_SENDER_PIECE_HEADER - i->placed);
@@ -1157,7 +1184,7 @@ static void sendfile_run(BlockSenderConn *c) {
 static void conn_start(BlockSenderConn *c) {
         if (c->detached || c->error || c->busy)
                 return;
-        if (!c->next_place && !c->pipe_bytes) {
+        if (!c->next_place && c->first_step == c->n_steps) {
                 conn_maybe_drained(c);
                 return;
         }
@@ -1247,18 +1274,23 @@ static size_t pipe_max_size(void) {
 /* 1 when the ring is there with what `path` needs, 0 when io_uring or an operation is missing (the
  * reason logged), negative on other errors. */
 static int ring_setup(BlockSender *s, BlockSendPath path) {
-        struct io_uring_params p = {
-                .flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL,
-                .cq_entries = s->config.ring_entries * 4,
+        /* COOP_TASKRUN (5.19): the kernel's task work for us (completing polls, freeing requests io-wq
+         * ran) does not interrupt the loop with an IPI while it runs; it is done at its next system
+         * call, and a sleeping loop is woken all the same. SUBMIT_ALL (5.18): an SQE that fails to
+         * prepare does not stop the submission of the ones after it. Older kernels get what they
+         * know. */
+        static const unsigned flag_sets[] = {
+                IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+                IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL,
+                IORING_SETUP_CQSIZE,
         };
+        struct io_uring_params p;
         struct io_uring_probe *probe;
         bool ok;
-        int r;
+        int r = -EINVAL;
 
-        r = io_uring_queue_init_params(s->config.ring_entries, &s->ring, &p);
-        if (r == -EINVAL) {
-                /* Before Linux 5.18: no SUBMIT_ALL (it only matters for SQEs that fail to prepare). */
-                p = (struct io_uring_params) { .flags = IORING_SETUP_CQSIZE, .cq_entries = s->config.ring_entries * 4 };
+        for (size_t k = 0; k < ELEMENTSOF(flag_sets) && r == -EINVAL; k++) {
+                p = (struct io_uring_params) { .flags = flag_sets[k], .cq_entries = s->config.ring_entries * 4 };
                 r = io_uring_queue_init_params(s->config.ring_entries, &s->ring, &p);
         }
         if (r == -EPERM || r == -ENOSYS || r == -EACCES || r == -ENOMEM) {
@@ -1345,8 +1377,8 @@ int block_sender_new(sd_event *e, const BlockSenderConfig *config, BlockSender *
         s->config = c;
         s->page_size = (size_t) page;
         s->efd = -1;
-        s->zc_iov_cap = 2 * (size_t) c.max_batch_blocks + 16;
-        s->zc_copy_cap = BLOCK_SENDER_PIECE_HEADER * (size_t) c.max_batch_blocks + ZC_COPY_MAX;
+        s->zc_iov_cap = 2 * (size_t) MIN(c.max_batch_blocks, ZC_MAX_BLOCKS) + 16;
+        s->zc_copy_cap = BLOCK_SENDER_PIECE_HEADER * (size_t) MIN(c.max_batch_blocks, ZC_MAX_BLOCKS) + ZC_COPY_MAX;
 
         s->path = c.path;
         if (s->path != BLOCK_SEND_SENDFILE) {
@@ -1504,7 +1536,7 @@ int block_sender_attach(BlockSender *s, int socket_fd, const BlockSenderCallback
         if (!c)
                 return -ENOMEM;
         if (s->path == BLOCK_SEND_SPLICE) {
-                c->steps_cap = 2 * s->config.max_batch_blocks + 4;
+                c->steps_cap = 3 * s->config.max_batch_blocks + 4;
                 c->steps = calloc(c->steps_cap, sizeof(Step));
                 if (!c->steps) {
                         free(c);
@@ -1513,6 +1545,7 @@ int block_sender_attach(BlockSender *s, int socket_fd, const BlockSenderCallback
         }
         c->sender = s;
         c->n_ref = 1;
+        c->was_full = true; /* one pipe load for the first round; more once the socket keeps up */
         c->fd = TAKE_FD(fd);
         if (callbacks)
                 c->cb = *callbacks;
@@ -1531,7 +1564,7 @@ static void conn_free(BlockSenderConn *c) {
 
         conn_drop_items(c);
         if (c->pipe) {
-                if (c->pipe_bytes > 0 || c->first_step < c->n_steps)
+                if (c->first_step < c->n_steps)
                         pipe_discard(s, c->pipe);
                 else
                         pipe_release(s, c->pipe);
