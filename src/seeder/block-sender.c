@@ -1271,9 +1271,10 @@ static size_t pipe_max_size(void) {
         return (size_t) v;
 }
 
-/* 1 when the ring is there with what `path` needs, 0 when io_uring or an operation is missing (the
- * reason logged), negative on other errors. */
-static int ring_setup(BlockSender *s, BlockSendPath path) {
+/* Sets up the ring and decides the path: `want` if the ring has what it needs (AUTO: send-zc, else
+ * splice). Returns the path, or BLOCK_SEND_SENDFILE when io_uring or the operations are missing (the
+ * reason logged; AUTO then falls back, a forced path fails), or a negative errno. */
+static int ring_setup(BlockSender *s, BlockSendPath want) {
         /* COOP_TASKRUN (5.19): the kernel's task work for us (completing polls, freeing requests io-wq
          * ran) does not interrupt the loop with an IPI while it runs; it is done at its next system
          * call, and a sleeping loop is woken all the same. SUBMIT_ALL (5.18): an SQE that fails to
@@ -1286,7 +1287,7 @@ static int ring_setup(BlockSender *s, BlockSendPath path) {
         };
         struct io_uring_params p;
         struct io_uring_probe *probe;
-        bool ok;
+        bool zc, splice;
         int r = -EINVAL;
 
         for (size_t k = 0; k < ELEMENTSOF(flag_sets) && r == -EINVAL; k++) {
@@ -1295,7 +1296,7 @@ static int ring_setup(BlockSender *s, BlockSendPath path) {
         }
         if (r == -EPERM || r == -ENOSYS || r == -EACCES || r == -ENOMEM) {
                 log_info_errno(r, "block-sender: io_uring unavailable (%m; kernel.io_uring_disabled?)");
-                return 0;
+                return BLOCK_SEND_SENDFILE;
         }
         if (r < 0)
                 return log_error_errno(r, "block-sender: io_uring_queue_init: %m");
@@ -1303,31 +1304,33 @@ static int ring_setup(BlockSender *s, BlockSendPath path) {
 
         if (!(p.features & IORING_FEAT_CQE_SKIP) || !(p.features & IORING_FEAT_NODROP)) {
                 log_info("block-sender: io_uring without CQE skipping (Linux < 5.17)");
-                return 0;
+                return BLOCK_SEND_SENDFILE;
         }
         probe = io_uring_get_probe_ring(&s->ring);
         if (!probe)
                 return log_error_errno(ENOMEM, "block-sender: io_uring probe failed");
-        ok = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL);
-        if (path == BLOCK_SEND_ZC)
-                ok = ok && io_uring_opcode_supported(probe, IORING_OP_SENDMSG_ZC);
-        else
-                ok = ok && io_uring_opcode_supported(probe, IORING_OP_SPLICE) &&
-                     io_uring_opcode_supported(probe, IORING_OP_WRITE) &&
-                     io_uring_opcode_supported(probe, IORING_OP_POLL_ADD);
+        zc = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
+             io_uring_opcode_supported(probe, IORING_OP_SENDMSG_ZC);
+        splice = io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
+                 io_uring_opcode_supported(probe, IORING_OP_SPLICE) &&
+                 io_uring_opcode_supported(probe, IORING_OP_WRITE) &&
+                 io_uring_opcode_supported(probe, IORING_OP_POLL_ADD);
         io_uring_free_probe(probe);
-        if (!ok) {
-                log_info("block-sender: io_uring lacks the operations of the %s path", block_send_path_to_string(path));
-                return 0;
+
+        if (want == BLOCK_SEND_AUTO)
+                want = zc ? BLOCK_SEND_ZC : splice ? BLOCK_SEND_SPLICE : BLOCK_SEND_SENDFILE;
+        if ((want == BLOCK_SEND_ZC && !zc) || (want == BLOCK_SEND_SPLICE && !splice)) {
+                log_info("block-sender: io_uring lacks the operations of the %s path", block_send_path_to_string(want));
+                return BLOCK_SEND_SENDFILE;
         }
 
-        if (s->config.max_workers > 0) {
+        if (want == BLOCK_SEND_SPLICE && s->config.max_workers > 0) {
                 unsigned workers[2] = { 0, s->config.max_workers }; /* bound unchanged, unbound */
                 r = io_uring_register_iowq_max_workers(&s->ring, workers);
                 if (r < 0)
                         log_debug_errno(r, "block-sender: io-wq worker limit not set: %m");
         }
-        return 1;
+        return want;
 }
 
 static void ring_teardown(BlockSender *s) {
@@ -1382,16 +1385,15 @@ int block_sender_new(sd_event *e, const BlockSenderConfig *config, BlockSender *
 
         s->path = c.path;
         if (s->path != BLOCK_SEND_SENDFILE) {
-                r = ring_setup(s, s->path == BLOCK_SEND_AUTO ? BLOCK_SEND_SPLICE : s->path);
+                r = ring_setup(s, s->path);
                 if (r < 0)
                         return r;
-                if (r == 0) {
+                if (r == BLOCK_SEND_SENDFILE) {
                         if (s->path != BLOCK_SEND_AUTO)
                                 return -EOPNOTSUPP;
                         ring_teardown(s);
-                        s->path = BLOCK_SEND_SENDFILE;
-                } else if (s->path == BLOCK_SEND_AUTO)
-                        s->path = BLOCK_SEND_SPLICE;
+                }
+                s->path = r;
         }
 
         if (s->have_ring) {
