@@ -25,9 +25,9 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "block-sender.h"
+#include "daemon-util.h"
 #include "list.h"
 #include "log.h"
 
@@ -1435,14 +1435,12 @@ void block_sender_get_stats(const BlockSender *s, BlockSenderStats *ret) {
 /* Waits (bounded) for the completions still to come, so that no memory the kernel references is
  * freed. */
 static void ring_drain(BlockSender *s) {
-        struct timespec start, now;
+        uint64_t deadline = now_usec() + FREE_WAIT_USEC;
 
-        clock_gettime(CLOCK_MONOTONIC, &start);
         ring_flush(s);
         while (s->inflight > 0) {
                 struct __kernel_timespec ts = { .tv_nsec = 100 * 1000 * 1000 };
                 struct io_uring_cqe *cqe;
-                uint64_t waited;
                 int r;
 
                 r = io_uring_wait_cqe_timeout(&s->ring, &cqe, &ts);
@@ -1450,10 +1448,7 @@ static void ring_drain(BlockSender *s) {
                         log_debug_errno(r, "block-sender: waiting for completions: %m");
                 ring_reap(s);
                 ring_flush(s);
-                clock_gettime(CLOCK_MONOTONIC, &now);
-                waited = (uint64_t) (now.tv_sec - start.tv_sec) * USEC_PER_SEC +
-                         (uint64_t) (now.tv_nsec - start.tv_nsec) / 1000;
-                if (s->inflight > 0 && waited > FREE_WAIT_USEC) {
+                if (s->inflight > 0 && now_usec() > deadline) {
                         /* Send-zc notifications come when the peer acknowledged the data, which a
                          * stalled peer may never do. Their batches stay allocated (the kernel may
                          * still read them); the ring's teardown finishes the requests. */
