@@ -112,6 +112,7 @@ struct ZcBatch {
         BlockSenderConn *conn; /* until the result CQE */
         uint32_t expected, result; /* bytes offered, bytes the result CQE said were sent */
         bool result_pending, notif_pending, notif_seen, copied;
+        bool cold; /* some of the data is not in page cache */
         struct msghdr msg;
         unsigned n_iov, n_files;
         size_t copy_used;
@@ -910,7 +911,7 @@ static ZcBatch *zc_batch_new(BlockSender *s) {
         b->sender = s;
         b->conn = NULL;
         b->expected = b->result = 0;
-        b->result_pending = b->notif_pending = b->notif_seen = b->copied = false;
+        b->result_pending = b->notif_pending = b->notif_seen = b->copied = b->cold = false;
         b->n_iov = b->n_files = 0;
         b->copy_used = 0;
         return b;
@@ -943,12 +944,36 @@ static void zc_add_copy(ZcBatch *b, const void *p, size_t len) {
         b->copy_used += len;
 }
 
-/* Up to max_batch_blocks blocks and the messages between them, in one SENDMSG_ZC request: headers
- * and messages are copied into the batch, block data is the file mapping. */
+/* Whether every page of [p, p + len) of a file mapping is in page cache (mincore() asks the page
+ * cache for file mappings, whether or not we ever touched the pages). */
+static bool mapping_resident(size_t page, const uint8_t *p, size_t len) {
+        uintptr_t start = (uintptr_t) p & ~(uintptr_t) (page - 1), end = (uintptr_t) p + len;
+        size_t n = (end - start + page - 1) / page;
+        unsigned char vec[256];
+
+        for (size_t done = 0; done < n;) {
+                size_t k = MIN(n - done, sizeof(vec));
+
+                if (mincore((void *) (start + done * page), k * page, vec) < 0)
+                        return false;
+                for (size_t j = 0; j < k; j++)
+                        if (!(vec[j] & 1))
+                                return false;
+                done += k;
+        }
+        return true;
+}
+
+/* Up to 64 blocks and the messages between them, in one SENDMSG_ZC request: headers and messages
+ * are copied into the batch, block data is the file mapping. Pinning a page that is not in page cache
+ * reads it from disk right there, and the loop thread issues the request: so the file ranges are
+ * checked (one mincore() per contiguous run) and a batch with cold pages goes to io-wq instead. */
 static void zc_plan(BlockSenderConn *c, ZcBatch *b) {
         BlockSender *s = c->sender;
         unsigned blocks = 0;
         size_t msg_room = ZC_COPY_MAX;
+        const uint8_t *run = NULL;
+        size_t run_len = 0;
 
         for (Item *i = c->next_place; i; i = c->next_place) {
                 if (b->n_iov + 2 > s->zc_iov_cap)
@@ -970,7 +995,20 @@ static void zc_plan(BlockSenderConn *c, ZcBatch *b) {
                                 i->placed = BLOCK_SENDER_PIECE_HEADER;
                         }
                         done = i->placed - BLOCK_SENDER_PIECE_HEADER;
-                        zc_add_iov(b, (const uint8_t *) i->file->map + i->offset + done, i->length - done);
+                        {
+                                const uint8_t *p = (const uint8_t *) i->file->map + i->offset + done;
+                                size_t len = i->length - done;
+
+                                zc_add_iov(b, p, len);
+                                if (run && run + run_len == p)
+                                        run_len += len;
+                                else {
+                                        if (run && !b->cold && !mapping_resident(s->page_size, run, run_len))
+                                                b->cold = true;
+                                        run = p;
+                                        run_len = len;
+                                }
+                        }
                         i->placed = i->size;
                         if (b->n_files == 0 || b->files[b->n_files - 1] != i->file)
                                 b->files[b->n_files++] = block_file_ref(i->file);
@@ -980,6 +1018,8 @@ static void zc_plan(BlockSenderConn *c, ZcBatch *b) {
                         break;
                 c->next_place = i->next;
         }
+        if (run && !b->cold && !mapping_resident(s->page_size, run, run_len))
+                b->cold = true;
         assert(b->expected > 0);
         b->msg = (struct msghdr) { .msg_iov = b->iov, .msg_iovlen = b->n_iov };
 }
@@ -1006,6 +1046,10 @@ static void zc_start(BlockSenderConn *c) {
                 sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
         if (c->zc_poll_first)
                 sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+        if (b->cold) {
+                sqe->flags |= IOSQE_ASYNC;
+                s->stats.zc_async++;
+        }
         c->zc_poll_first = false;
         io_uring_sqe_set_data(sqe, b);
 

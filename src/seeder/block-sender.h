@@ -32,7 +32,9 @@
  *            says whether the kernel had to copy (IORING_SEND_ZC_REPORT_USAGE, 6.2). Loopback and
  *            virtual devices always copy; a NIC with scatter-gather does not. Even copying, it was
  *            the cheapest path here (bench/seeder: 1 GiB, loopback, 2 vCPUs: 0.07 CPU s/GiB with a
- *            reader that copies, against 0.47 for splice and 0.09 for nginx's sendfile).
+ *            reader that copies, against 0.47 for splice and 0.09 for nginx's sendfile). A request
+ *            whose file pages are not all in page cache (mincore) goes to io-wq (IOSQE_ASYNC), so
+ *            that reading them from disk does not stall the loop.
  *  splice    (AUTO's choice when the ring has SPLICE, WRITE, POLL_ADD and ASYNC_CANCEL but not
  *            SENDMSG_ZC: Linux 5.17-6.0; or when configured.) A connection borrows a pipe from a small
  *            shared pool and submits one linked chain a round: WRITE(header) SPLICE(file -> pipe)
@@ -104,6 +106,7 @@ typedef struct BlockSenderStats {
         uint64_t splice_bytes;       /* pipe -> socket */
         uint64_t zc_bytes;           /* SENDMSG_ZC */
         uint64_t zc_notifs, zc_notifs_copied, zc_bytes_copied; /* the kernel copied (loopback ...) */
+        uint64_t zc_async;           /* send-zc requests given to io-wq: data not in page cache */
         uint64_t sendfile_bytes;     /* sendfile(2) */
         uint64_t send_bytes;         /* send(2) of headers and messages (sendfile path) */
         /* how it went */

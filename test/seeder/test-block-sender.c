@@ -544,12 +544,14 @@ static void print_stats(const char *what, BlockSender *s) {
                ", sendfile %" PRIu64 ", send %" PRIu64 "), blocks %" PRIu64 " canceled %" PRIu64 ", rounds %" PRIu64
                ", short %" PRIu64 ", waits %" PRIu64 ", submits %" PRIu64 ", cqes %" PRIu64
                ", pipes %u peak %u waits %" PRIu64 " discarded %" PRIu64 ", zc notifs %" PRIu64 " copied %" PRIu64
-               ", errors %" PRIu64 "\n",
+               " async %" PRIu64 ", errors %" PRIu64 "\n",
                what, st.bytes_sent, st.payload_bytes, st.splice_bytes, st.zc_bytes, st.zc_bytes_copied,
                st.sendfile_bytes, st.send_bytes, st.blocks_sent, st.blocks_canceled, st.rounds, st.short_writes,
                st.waits_writable, st.submits, st.cqes, st.pipes, st.pipes_peak, st.pipe_waits, st.pipes_discarded,
-               st.zc_notifs, st.zc_notifs_copied, st.conn_errors);
+               st.zc_notifs, st.zc_notifs_copied, st.zc_async, st.conn_errors);
 }
+
+static int make_file_copy(void);
 
 /* ---- tests ---- */
 
@@ -620,6 +622,42 @@ static void test_stream(void) {
 /* Pipes of two pages and rounds of three blocks: blocks and messages are split across pipe fills. */
 static void test_small_pipes(void) {
         stream_file((BlockSenderConfig) { .pipe_size = 8192, .max_batch_blocks = 3, .sendfile_budget = 10000 });
+}
+
+/* A copy of the file whose pages are dropped from page cache before anything maps them: send-zc
+ * hands such requests to io-wq (the page faults would otherwise read the disk on the loop thread);
+ * every path reads the pages back in. */
+static void test_cold_file(void) {
+        BlockFile *warm = file;
+        sd_event *e = NULL;
+        BlockSender *s;
+        BlockSenderStats st;
+        Stream *sp;
+        Reader r;
+        TConn t;
+        int fd;
+
+        fd = make_file_copy();
+        CHECK(fdatasync(fd) == 0);
+        CHECK(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+        CHECK(block_file_new(fd, &file) == 0);
+        CHECK(sd_event_new(&e) >= 0);
+        s = sender_new(e, (BlockSenderConfig) {});
+        tconn_open(&t, s, 0, 0);
+        q_blocks(&t, 0, 100, 10);
+        file = block_file_unref(file); /* the queued blocks hold it */
+        file = warm;
+        sp = &t.st;
+        reader_start(&r, &sp, 1);
+        run_until_settled(e, &t, 1);
+        ASSERT_INT_EQ(t.failed, 0);
+        block_sender_get_stats(s, &st);
+        if (test_path == BLOCK_SEND_ZC)
+                ASSERT_TRUE(st.zc_async > 0);
+        print_stats(__func__, s);
+        finish(e, &s, &r, &t, 1, true);
+        tconn_done(&t);
+        sd_event_unref(e);
 }
 
 static void test_refusals(void) {
@@ -998,10 +1036,20 @@ static void test_auto(void) {
         sd_event_unref(e);
 }
 
-static void make_file(void) {
+/* An unlinked temporary file with `content`. */
+static int make_file_copy(void) {
         char path[] = "/tmp/mc-test-block-sender-XXXXXX";
-        uint64_t x = 0x9e3779b97f4a7c15ULL;
         int fd;
+
+        fd = mkostemp(path, O_CLOEXEC);
+        CHECK(fd >= 0);
+        CHECK(unlink(path) == 0);
+        CHECK(write(fd, content, FILE_SIZE) == FILE_SIZE);
+        return fd;
+}
+
+static void make_file(void) {
+        uint64_t x = 0x9e3779b97f4a7c15ULL;
 
         content = malloc(FILE_SIZE);
         CHECK(content);
@@ -1011,11 +1059,7 @@ static void make_file(void) {
                 x ^= x << 17;
                 content[k] = (uint8_t) x;
         }
-        fd = mkostemp(path, O_CLOEXEC);
-        CHECK(fd >= 0);
-        CHECK(unlink(path) == 0);
-        CHECK(write(fd, content, FILE_SIZE) == FILE_SIZE);
-        CHECK(block_file_new(fd, &file) == 0);
+        CHECK(block_file_new(make_file_copy(), &file) == 0);
         CHECK(block_file_size(file) == FILE_SIZE);
 }
 
@@ -1033,6 +1077,7 @@ int main(int argc, char *argv[]) {
         RUN_TEST(test_stream);
         RUN_TEST(test_small_pipes);
         RUN_TEST(test_refusals);
+        RUN_TEST(test_cold_file);
         RUN_TEST(test_slow_reader);
         RUN_TEST(test_reader_stalls_mid_round);
         RUN_TEST(test_peer_close);
