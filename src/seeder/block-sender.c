@@ -847,6 +847,7 @@ static void splice_complete(BlockSender *s, Step *st, int res) {
                 if (st->len == 0) {
                         /* Only the last step completes successfully with a CQE. */
                         c->first_step++;
+                        c->poll_first = false;
                         if (c->first_step == c->n_steps)
                                 splice_round_done(c);
                         else if (splice_submit(c) < 0)
@@ -876,6 +877,7 @@ static void splice_complete(BlockSender *s, Step *st, int res) {
                 if (st->len == 0)
                         c->first_step++;
                 s->stats.short_writes++;
+                c->poll_first = false;
                 if (splice_submit(c) < 0)
                         ready_push(c);
         } else if (res == 0) {
