@@ -31,8 +31,8 @@
  *            notification CQE (IORING_CQE_F_MORE on the result says one follows); the notification
  *            says whether the kernel had to copy (IORING_SEND_ZC_REPORT_USAGE, 6.2). Loopback and
  *            virtual devices always copy; a NIC with scatter-gather does not. Even copying, it was
- *            the cheapest path here (bench/seeder: 1 GiB, loopback, 2 vCPUs: 0.07 CPU s/GiB with a
- *            reader that copies, against 0.47 for splice and 0.09 for nginx's sendfile). A request
+ *            the cheapest path here (bench/seeder: 1 GiB, loopback, 2 vCPUs: 0.26-0.41 CPU s/GiB,
+ *            against 0.66-0.69 for splice and 0.36-0.42 for nginx's sendfile; README.md). A request
  *            whose file pages are not all in page cache (mincore) goes to io-wq (IOSQE_ASYNC), so
  *            that reading them from disk does not stall the loop.
  *  splice    (AUTO's choice when the ring has SPLICE, WRITE, POLL_ADD and ASYNC_CANCEL but not
