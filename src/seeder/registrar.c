@@ -126,8 +126,9 @@ static void round_failed(Entry *e, const char *url, long code) {
         snprintf(status, sizeof(status), "%ld", code);
         /* The first failure of a run is worth a warning; its repetitions every few minutes are not. */
         log_event(e->warned ? LOG_DEBUG : LOG_WARNING, MC_EVENT_CONTENT_REGISTER_FAILED,
-                  LOG_FIELDS("CONTENT_ID", e->id, "CONTROL_URL", url ?: "", "HTTP_STATUS", code > 0 ? status : "",
-                             "MC_REASON", strna(e->error), "MC_RETRY", "yes"),
+                  /* The last two only when there was a replica to try, and it answered. */
+                  LOG_FIELDS("CONTENT_ID", e->id, "MC_REASON", strna(e->error), "MC_RETRY", "yes",
+                             "CONTROL_URL", url, "HTTP_STATUS", code > 0 ? status : NULL),
                   "Content %s is not registered with the control yet: %s. Trying again in %" PRIu64 " s.",
                   e->id, strna(e->error), e->backoff_usec / USEC_PER_SEC);
         e->warned = true;

@@ -11,8 +11,8 @@
 static const char *const send_paths[] = { "auto", "splice", "send-zc", "sendfile" };
 
 static const ConfigOption seeder_options[] = {
-        { "PORT", NULL, CONFIG_INT, offsetof(SeederConfig, port), 1, 65535, "6881",
-          "TCP port peers reach the seeder on, when not socket-activated (announced in the DHT)" },
+        { "PORT", NULL, CONFIG_INT, offsetof(SeederConfig, port), 0, 65535, "6881",
+          "TCP port peers reach the seeder on, when not socket-activated (0: any free port; announced in the DHT)" },
         { "LISTEN_ADDRESS", NULL, CONFIG_STRING, offsetof(SeederConfig, listen_address), 0, 0, "",
           "Address to listen on when not socket-activated (empty: all)" },
         { "CONTROL_URLS", "CONTROL_URL MC_CONTROL_URL", CONFIG_STRV, offsetof(SeederConfig, control_urls), 0, 0, NULL,
