@@ -317,8 +317,10 @@ int content_import(int dir_fd, const char *dir_path, int src_fd, ContentImport *
                 r = -ENOMEM;
                 goto fail_linked;
         }
-        r = write_file_atomic(torrent_path, torrent, torrent_size, 0444, WRITE_FILE_SYNC);
-        if (r < 0)
+        /* A manifest that is there already stays: same id, same bytes, and its time is when the
+         * content was added. */
+        r = write_file_atomic(torrent_path, torrent, torrent_size, 0444, WRITE_FILE_SYNC | WRITE_FILE_NO_REPLACE);
+        if (r < 0 && r != -EEXIST)
                 goto fail_linked;
         if (fsync(dir_fd) < 0) {
                 r = -errno;

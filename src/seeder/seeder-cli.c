@@ -107,7 +107,7 @@ static int bus_failed(int r, const sd_bus_error *e, const char *what) {
                 log_error("%s: %s", what, e->message ?: e->name);
         else
                 log_error_errno(r, "%s: %m", what);
-        return sd_bus_error_has_name(e, "System.Error.ENOENT") ? SEEDER_EXIT_NOT_FOUND : 1;
+        return sd_bus_error_get_errno(e) == ENOENT ? SEEDER_EXIT_NOT_FOUND : 1;
 }
 
 /* The store for writing, with an error that says what to do. */

@@ -208,10 +208,18 @@ static int load(Store *s, bool writable) {
         if (!d)
                 return -errno;
         TAKE_FD(fd);
-        errno = 0;
-        while ((de = readdir(d))) {
-                const char *n = de->d_name;
+        for (;;) {
+                char id[TORRENT_ID_HEX_SIZE];
+                const char *n;
 
+                errno = 0;
+                de = readdir(d);
+                if (!de) {
+                        if (errno != 0)
+                                r = -errno;
+                        break;
+                }
+                n = de->d_name;
                 if (streq(n, ".") || streq(n, ".."))
                         continue;
                 if (n[0] == '.') {
@@ -233,20 +241,13 @@ static int load(Store *s, bool writable) {
                                 drop(s, writable, n, "a content without its manifest (an import that did not finish)");
                         continue;
                 }
-                {
-                        char id[TORRENT_ID_HEX_SIZE];
-
-                        memcpy(id, n, 2 * TORRENT_ID_SIZE);
-                        id[2 * TORRENT_ID_SIZE] = 0;
-                        r = load_one(s, writable, id);
-                        if (r < 0)
-                                break;
-                        r = 0;
-                }
-                errno = 0;
+                memcpy(id, n, 2 * TORRENT_ID_SIZE);
+                id[2 * TORRENT_ID_SIZE] = 0;
+                r = load_one(s, writable, id);
+                if (r < 0)
+                        break;
+                r = 0;
         }
-        if (r == 0 && errno != 0)
-                r = -errno;
         closedir(d);
         if (r < 0)
                 return r;
