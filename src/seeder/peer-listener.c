@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -79,6 +80,12 @@ int peer_listener_new(sd_event *e, const int *fds, size_t n, const char *address
                 l->fds[l->n++] = fd;
         }
         for (size_t i = 0; i < l->n; i++) {
+                int flags = fcntl(l->fds[i], F_GETFL);
+
+                /* Sockets passed by systemd (or systemd-socket-activate) come blocking: accept()
+                 * would then wait for the next peer inside the event loop. */
+                if (flags < 0 || fcntl(l->fds[i], F_SETFL, flags | O_NONBLOCK) < 0)
+                        return log_error_errno(errno, "Cannot make the peer socket non-blocking: %m");
                 r = sd_event_add_io(e, &l->sources[i], l->fds[i], EPOLLIN, on_listen, l);
                 if (r < 0)
                         return log_error_errno(r, "Cannot watch the peer socket: %m");
