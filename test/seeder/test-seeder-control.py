@@ -5,10 +5,14 @@ arrives (GET /api/contents/{id} gives the same .torrent), a seeder started befor
 retrying until the control is up, a wrong token is a refusal shown in the list, and without a
 daemon `mc-seeder add` registers once. Needs the control's contents API (branch control-contents)."""
 
+import os
+import sys
+
 import mctest
 from mctest import Postgres, PrivateBus, check, free_port, http, wait_until
-import controltest as ct
-import seedertest as st
+sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "control"))
+import controltest as ct  # noqa: E402 - found through the path above
+import seedertest as st  # noqa: E402
 
 
 def registration(bus, cid):
