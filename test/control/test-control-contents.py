@@ -14,12 +14,13 @@
   answer carries each input's length and piece length."""
 
 import hashlib
+import json
 import os
 import random
 
 import mctest
-from mctest import check, http, tmpdir
-from controltest import OTHER_USER_TOKEN, USER_TOKEN, agent_token, start_cluster
+from mctest import Postgres, check, http, tmpdir
+from controltest import OTHER_USER_TOKEN, USER_TOKEN, Control, agent_token, start_cluster
 
 try:
     import libtorrent as lt
@@ -558,6 +559,36 @@ def test_inputs_in_the_task_and_the_claim():
     r = agent.claim()
     check(r.status == 200 and r.json()["task"]["id"] == "no-inputs" and r.json()["inputs"] == [],
           f"claim: {r.status} {r.text[:300]}")
+
+
+def test_upgrade_from_schema_version_1():
+    """A database of schema version 1 with tasks in it (one with inputs of the old, relative kind) is
+    upgraded in place: the tasks are intact and claimable, and contents work."""
+    pg = Postgres().start()
+    with open(os.path.join(mctest.source_dir(), "src/control/sql/001-schema.sql")) as f:
+        pg.psql(f.read())
+    # As mc-control records an applied migration (src/control/db.c).
+    pg.psql("CREATE TABLE mc_schema (version integer PRIMARY KEY, name text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO mc_schema VALUES (1, 'schema')")
+    old_inputs = [{"content": "a" * 64, "path": "data/in.txt"}]
+    spec = {"image": "img", "cmd": ["true"], "env": {}, "labels": {}, "resources": {}, "timeout_sec": 60,
+            "max_attempts": 3, "inputs": old_inputs}
+    pg.psql("INSERT INTO tasks (id, spec) VALUES ('old-task', '" + json.dumps(spec) + "'::jsonb)")
+
+    c = Control(pg).start()
+    check(http("GET", c.url + "/api/health").json()["schema_version"] == 2, "schema version 2")
+    check(pg.psql("SELECT count(*) FROM mc_schema")[0][0] == "2", "migration 2 recorded")
+    check(c.task("old-task")["inputs"] == old_inputs, "the old task is intact")
+    agent = c.agent("node-a")
+    agent.register()
+    r = agent.claim()
+    check(r.status == 200 and r.json()["task"]["id"] == "old-task", f"claim: {r.status} {r.text[:300]}")
+    # Its content was never registered: no length to give.
+    check(r.json()["inputs"] == [dict(old_inputs[0], length=None, piece_length=None)], r.json()["inputs"])
+    x = lt_content(20000, 40)
+    check(put(c, x.id, x.torrent).status == 201, "PUT after the upgrade")
+    check(c.push({"image": "img", "cmd": ["true"], "inputs": [{"content": x.id, "path": "/x"}]}).status == 201,
+          "push with an input after the upgrade")
 
 
 mctest.main()
