@@ -20,7 +20,7 @@ import random
 
 import mctest
 from mctest import Postgres, check, http, tmpdir
-from controltest import OTHER_USER_TOKEN, USER_TOKEN, Control, agent_token, start_cluster
+from controltest import OTHER_USER_TOKEN, USER_TOKEN, Control, agent_token, bencode, small_content, start_cluster
 
 try:
     import libtorrent as lt
@@ -36,19 +36,6 @@ MANIFEST_MAX = 2 * MIB
 
 # ---------------------------------------------------------------------------------------------------
 # Manifests
-
-def bencode(x):
-    if isinstance(x, int):
-        return b"i%de" % x
-    if isinstance(x, str):
-        x = x.encode()
-    if isinstance(x, bytes):
-        return b"%d:%s" % (len(x), x)
-    if isinstance(x, list):
-        return b"l" + b"".join(bencode(v) for v in x) + b"e"
-    items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in x.items())
-    return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
-
 
 def piece_length_for(length):
     """Our rule (src/torrent/content.h): the smallest power of two >= 16 KiB giving at most 2048
@@ -194,6 +181,11 @@ def test_fabricated_manifests_are_libtorrents():
         info = bencode({"file tree": {c.name: {"": {"length": size, "pieces root": root}}}, "meta version": 2,
                         "name": c.name, "piece length": pl})
         check(info == c.info, f"{size}: our info dictionary is libtorrent's")
+    # controltest's manifests of files of one block, for tests without libtorrent.
+    for size, seed in ((1, 3), (1000, 4), (16 * KIB, 5)):
+        c = lt_content(size, seed)
+        check(small_content(random.Random(seed).randbytes(size)) == (c.id, c.canonical), f"{size}: small_content")
+    check(small_content(b"") == (fabricated(0).id, fabricated(0).torrent), "small_content of nothing")
 
 
 def test_put_get_round_trip():
