@@ -298,7 +298,7 @@ static bool content_type_matches(const char *value, BodyType type) {
 
 typedef struct Route {
         const char *method;
-        const char *pattern;    /* "/"-separated segments; a PathParam's placeholder stands for one segment */
+        const char *pattern;    /* "/"-separated segments; a placeholder of path_params stands for one */
         Access access;
         BodyType body;          /* what the handler reads: a body of another Content-Type gets 415 */
         const char *label;      /* the endpoint label of mc_http_requests_total */
