@@ -4,7 +4,10 @@
 
 #include "agent-body.h"
 #include "json-util.h"
+#include "strv.h"
 #include "task-status.h"
+
+const char *const agent_release_codes[] = { "inputs_unavailable", "disk_full", NULL };
 
 void agent_body_done(AgentBody *b) {
         json_object_put(b->json);
@@ -15,7 +18,10 @@ int agent_body_parse(AgentBodyKind kind, const char *body, size_t size, AgentBod
         static const char *const allowed_register[] = { "node_id", "capacity", "labels", "runtime", "driver", "version", NULL };
         static const char *const allowed_claim[] = { "node_id", "wait_ms", NULL };
         static const char *const allowed_heartbeat[] = { "node_id", "leases", "draining", NULL };
-        static const char *const allowed_started[] = { "node_id", "lease_token", "container_id", NULL };
+        static const char *const allowed_started[] = {
+                "node_id", "lease_token", "container_id", "inputs_ready_usec", "inputs_bytes", NULL,
+        };
+        static const char *const allowed_release[] = { "node_id", "lease_token", "code", "reason", NULL };
         static const char *const allowed_finish[] = {
                 "node_id", "lease_token", "status", "exit_code", "reason", "stdout_tail", "stderr_tail",
                 "truncated", "output", NULL,
@@ -26,6 +32,7 @@ int agent_body_parse(AgentBodyKind kind, const char *body, size_t size, AgentBod
                 [AGENT_BODY_HEARTBEAT] = allowed_heartbeat,
                 [AGENT_BODY_STARTED] = allowed_started,
                 [AGENT_BODY_FINISH] = allowed_finish,
+                [AGENT_BODY_RELEASE] = allowed_release,
         };
         _cleanup_json_ json_object *o = NULL;
         const char *node;
@@ -124,6 +131,32 @@ static int check_finish(AgentBody *b, CheckError *e) {
         return 0;
 }
 
+static bool valid_release_code(const char *s) {
+        return strv_contains((char *const *) agent_release_codes, s);
+}
+
+static int check_release(AgentBody *b, CheckError *e) {
+        json_object *o = b->json;
+
+        if (check_int(o, "lease_token", true, 1, INT64_MAX - 1, &b->lease_token, e) < 0 ||
+            check_string(o, "code", true, 32, valid_release_code, "release code (inputs_unavailable or disk_full)",
+                         &b->code, e) < 0 ||
+            check_string(o, "reason", false, AGENT_REASON_MAX_BYTES, NULL, NULL, &b->reason, e) == -EINVAL)
+                return -EINVAL;
+        return 0;
+}
+
+static int check_started(AgentBody *b, CheckError *e) {
+        json_object *o = b->json;
+
+        if (check_int(o, "lease_token", true, 1, INT64_MAX - 1, &b->lease_token, e) < 0 ||
+            check_string(o, "container_id", false, 128, id_is_valid, "container id", &b->container_id, e) == -EINVAL ||
+            check_int(o, "inputs_ready_usec", false, 1, INT64_MAX - 1, &b->inputs_ready_usec, e) == -EINVAL ||
+            check_int(o, "inputs_bytes", false, 0, INT64_MAX - 1, &b->inputs_bytes, e) == -EINVAL)
+                return -EINVAL;
+        return 0;
+}
+
 int agent_body_check(AgentBody *b, int64_t claim_wait_max_ms, CheckError *e) {
         switch (b->kind) {
         case AGENT_BODY_REGISTER:
@@ -135,12 +168,13 @@ int agent_body_check(AgentBody *b, int64_t claim_wait_max_ms, CheckError *e) {
         case AGENT_BODY_HEARTBEAT:
                 return check_heartbeat(b, e);
         case AGENT_BODY_STARTED:
-                if (check_int(b->json, "lease_token", true, 1, INT64_MAX - 1, &b->lease_token, e) < 0 ||
-                    check_string(b->json, "container_id", false, 128, id_is_valid, "container id", &b->container_id, e) == -EINVAL)
-                        return -EINVAL;
-                return 0;
+                return check_started(b, e);
         case AGENT_BODY_FINISH:
                 return check_finish(b, e);
+        case AGENT_BODY_RELEASE:
+                return check_release(b, e);
+        case _AGENT_BODY_MAX:
+                break;
         }
         return check_fail(e, NULL, "Unknown agent call.");
 }

@@ -2,7 +2,7 @@
 #pragma once
 
 /* The request bodies of the agent endpoints (register, claim, heartbeat, started, finish; see
- * docs/api.md), decoded and checked without a database or a request, so that the fuzzer can call
+ * release; see docs/api.md), decoded and checked without a database or a request, so that the fuzzer can call
  * them. Two steps, as the API answers: agent_body_parse() reads the JSON object, refuses unknown
  * members and checks node_id's syntax; the caller then checks node_id against the token (403); and
  * agent_body_check() checks the remaining members. Either fills e for a 400. */
@@ -17,6 +17,8 @@ typedef enum AgentBodyKind {
         AGENT_BODY_HEARTBEAT,
         AGENT_BODY_STARTED,
         AGENT_BODY_FINISH,
+        AGENT_BODY_RELEASE,
+        _AGENT_BODY_MAX,
 } AgentBodyKind;
 
 typedef struct AgentBody {
@@ -32,9 +34,15 @@ typedef struct AgentBody {
         /* heartbeat */
         json_object *leases;            /* NULL when absent */
         bool draining;
-        /* started and finish */
+        /* started, finish and release */
         int64_t lease_token;
         const char *container_id;
+        /* started: when the task's inputs were ready (agent's wall clock, usec since the epoch) and
+         * how many bytes they are; 0 when the task has none or the agent does not say */
+        int64_t inputs_ready_usec, inputs_bytes;
+        /* release: why the agent gives the lease back before running the task (one of
+         * agent_release_codes) */
+        const char *code;
         /* finish */
         const char *status, *reason, *stdout_tail, *stderr_tail, *output;
         bool truncated, have_exit_code;
@@ -44,6 +52,11 @@ typedef struct AgentBody {
 #define AGENT_TAIL_MAX_BYTES (64 * 1024)
 #define AGENT_REASON_MAX_BYTES 1024
 #define AGENT_HEARTBEAT_MAX_LEASES 10000
+
+/* Why an agent may give a lease back before its task ran: the inputs could not be fetched (no peer
+ * within the deadline, a content that fails verification everywhere), or the node's disk cannot hold
+ * them. The task is queued again (or fails after max_attempts) with the reason. NULL-terminated. */
+extern const char *const agent_release_codes[];
 
 void agent_body_done(AgentBody *b);
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* The agent side of the API: register, long-poll claim, one heartbeat per node, and the fenced task
- * reports (started, finish). Every write carries the lease token; the database functions compare it
+ * reports (started, finish, release). Every write carries the lease token; the database functions compare it
  * under the task's row lock, so a stale agent changes nothing and gets 409. */
 
 #include <assert.h>
@@ -22,7 +22,7 @@ typedef struct AgentCall {
         char token[32];
         TaskStatus status;      /* finish: the state the agent reported */
         char attempt[16];
-        const char *kind;       /* "register", "heartbeat", "started", "finish" */
+        const char *kind;       /* "register", "heartbeat", "started", "finish", "release" */
 } AgentCall;
 
 /* The body of an agent call, decoded and checked (agent-body.c), with node_id checked against the
@@ -138,6 +138,19 @@ static void on_agent_call_done(PGresult *r, int error, void *userdata) {
                         }
                         control_task_changed(c, a->task_id, status, MC_EVENT_TASK_FINISHED, a->node_id, a->token, NULL,
                                              "Task finished");
+                } else if (streq(a->kind, "release")) {
+                        _cleanup_json_ json_object *o = NULL;
+                        TaskStatus status = TASK_STATUS_QUEUED;
+                        json_object *v;
+
+                        if (json_parse_strict(body, strlen(body), &o, NULL) >= 0 &&
+                            json_object_object_get_ex(o, "status", &v)) {
+                                TaskStatus stored = task_status_from_string(json_object_get_string(v));
+                                if (stored >= 0)
+                                        status = stored;
+                        }
+                        control_task_changed(c, a->task_id, status, MC_EVENT_LEASE_RELEASED, a->node_id, a->token, NULL,
+                                             "Lease given back");
                 }
         } else if (code == 409)
                 log_event(LOG_NOTICE, MC_EVENT_STALE_LEASE,
@@ -214,8 +227,30 @@ void api_task_started(Control *c, HttpRequest *req, const ApiCall *call) {
         if (!a)
                 return;
         snprintf(a->token, sizeof(a->token), "%" PRIi64, b.lease_token);
-        const char *params[] = { task_id, b.node_id, a->token, b.container_id };
-        run_call(a, "SELECT code, body FROM mc_started($1, $2, $3::bigint, $4)", 4, params);
+        char ready_s[32], bytes_s[32];
+        snprintf(ready_s, sizeof(ready_s), "%" PRIi64, b.inputs_ready_usec);
+        snprintf(bytes_s, sizeof(bytes_s), "%" PRIi64, b.inputs_bytes);
+        const char *params[] = {
+                task_id, b.node_id, a->token, b.container_id, b.inputs_ready_usec > 0 ? ready_s : NULL,
+                b.inputs_ready_usec > 0 || b.inputs_bytes > 0 ? bytes_s : NULL,
+        };
+        run_call(a, "SELECT code, body FROM mc_started($1, $2, $3::bigint, $4, $5::bigint, $6::bigint)", 6, params);
+}
+
+void api_task_release(Control *c, HttpRequest *req, const ApiCall *call) {
+        _cleanup_(agent_body_done) AgentBody b = {};
+        const char *task_id = call->task_id;
+        AgentCall *a;
+
+        assert(task_id);
+        if (decode_body(req, AGENT_BODY_RELEASE, &call->identity, 0, &b) < 0)
+                return;
+        a = call_new(c, req, "release", b.node_id, task_id);
+        if (!a)
+                return;
+        snprintf(a->token, sizeof(a->token), "%" PRIi64, b.lease_token);
+        const char *params[] = { task_id, b.node_id, a->token, b.code, b.reason };
+        run_call(a, "SELECT code, body FROM mc_release($1, $2, $3::bigint, $4, $5)", 5, params);
 }
 
 void api_task_finish(Control *c, HttpRequest *req, const ApiCall *call) {

@@ -320,6 +320,7 @@ static const Route routes[] = {
         { "POST",  "/api/tasks/{id}/cancel",  ACCESS_USER,   BODY_NONE,    "cancel",      handle_cancel },
         { "POST",  "/api/tasks/{id}/started", ACCESS_AGENT,  BODY_JSON,    "started",     api_task_started },
         { "POST",  "/api/tasks/{id}/finish",  ACCESS_AGENT,  BODY_JSON,    "finish",      api_task_finish },
+        { "POST",  "/api/tasks/{id}/release", ACCESS_AGENT,  BODY_JSON,    "release",     api_task_release },
         { "GET",   "/api/contents",           ACCESS_USER,   BODY_NONE,    "contents",    api_contents_list },
         { "GET",   "/api/contents/{content}", ACCESS_ANY,    BODY_NONE,    "content_get", api_content_get },
         { "PUT",   "/api/contents/{content}", ACCESS_USER,   BODY_TORRENT, "content_put", api_content_put },

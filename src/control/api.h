@@ -26,6 +26,7 @@ void api_agent_heartbeat(Control *c, HttpRequest *req, const ApiCall *call);
 /* The same, for the task call->task_id. */
 void api_task_started(Control *c, HttpRequest *req, const ApiCall *call);
 void api_task_finish(Control *c, HttpRequest *req, const ApiCall *call);
+void api_task_release(Control *c, HttpRequest *req, const ApiCall *call);
 
 /* Contents (api-contents.c): PUT and GET call->content_id, and the list. */
 void api_content_put(Control *c, HttpRequest *req, const ApiCall *call);

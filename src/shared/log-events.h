@@ -25,6 +25,7 @@
         /* leases that end early */                                                             \
         X(LEASE_EXPIRED,        lease_expired,        "f6f044c5cc2d40fe98ccf978f0e188c7")       \
         X(LEASE_REVOKED,        lease_revoked,        "4dcb110e0de342158ccdc92150285078")       \
+        X(LEASE_RELEASED,       lease_released,       "19d8a3bb543a4d41988d6ee41ad1c80f")       \
         X(STALE_LEASE,          stale_lease,          "e52181c27680460ebd4bdeaa26469b40")       \
         /* an agent restarted over running work */                                              \
         X(CONTAINER_ADOPTED,    container_adopted,    "aa6cc6e6c3e2495a9c7e87295ab61635")       \

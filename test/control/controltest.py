@@ -135,8 +135,15 @@ class ScriptedAgent:
         check(r.status == 200, f"heartbeat {self.node}: {r.status} {r.text}")
         return r.json()
 
-    def started(self, task_id, token):
-        return self.call(f"/api/tasks/{task_id}/started", {"node_id": self.node, "lease_token": token})
+    def started(self, task_id, token, **extra):
+        body = {"node_id": self.node, "lease_token": token}
+        body.update(extra)
+        return self.call(f"/api/tasks/{task_id}/started", body)
+
+    def release(self, task_id, token, code="inputs_unavailable", **extra):
+        body = {"node_id": self.node, "lease_token": token, "code": code}
+        body.update(extra)
+        return self.call(f"/api/tasks/{task_id}/release", body)
 
     def finish(self, task_id, token, status="succeeded", exit_code=0, **extra):
         body = {"node_id": self.node, "lease_token": token, "status": status, "exit_code": exit_code}

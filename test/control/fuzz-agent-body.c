@@ -6,6 +6,7 @@
  * requires (a positive lease token, a final status, bounded wait, leases as an array). */
 
 #include "agent-body.h"
+#include "strv.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -17,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         if (size < 1)
                 return 0;
-        kind = (AgentBodyKind) (data[0] % 5);
+        kind = (AgentBodyKind) (data[0] % _AGENT_BODY_MAX);
         r = agent_body_parse(kind, (const char *) data + 1, size - 1, &b, &e);
         if (r == -ENOMEM)
                 return 0;
@@ -56,6 +57,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (b.lease_token < 1 || !b.status || (b.have_exit_code && (b.exit_code < -1 || b.exit_code > 255)))
                         abort();
                 break;
+        case AGENT_BODY_RELEASE:
+                if (b.lease_token < 1 || !b.code || !strv_contains((char *const *) agent_release_codes, b.code))
+                        abort();
+                break;
+        case _AGENT_BODY_MAX:
+                abort();
         }
         return 0;
 }

@@ -214,4 +214,65 @@ def test_replica_start_waits_one_ttl_before_requeuing():
     check(requeued >= started + 5.0, f"re-queued {requeued - started:.3f}s after the control started")
 
 
+def test_release_requeues_at_once_then_fails_after_max_attempts():
+    """A node that cannot fetch a task's inputs gives the lease back: queued again at once (no wait for
+    the TTL), the attempt ended with the node's reason; after max_attempts the task fails with it."""
+    pg, (c,) = start_cluster()
+    a = c.agent("node-a")
+    b = c.agent("node-b")
+    a.register()
+    b.register()
+    tid = c.push({"image": "i", "cmd": ["x"], "max_attempts": 2}).json()["id"]
+    before = pg.psql("SELECT count(*) FROM attempts")[0][0]
+
+    _, token = a.claim_task()
+    # Refused, changing nothing: another node's token, a stale token, an unknown code, a missing one.
+    check(b.release(tid, token).status == 409, "node-b cannot release node-a's lease")
+    check(a.release(tid, token + 100).status == 409, "a stale token is refused")
+    r = a.release(tid, token, code="bored")
+    check(r.status == 400 and r.json().get("field") == "code", f"unknown code: {r.status} {r.text}")
+    r = a.call(f"/api/tasks/{tid}/release", {"node_id": "node-a", "lease_token": token})
+    check(r.status == 400 and r.json().get("field") == "code", f"missing code: {r.status} {r.text}")
+    check(c.task(tid)["status"] == "leased", "still leased after the refusals")
+
+    r = a.release(tid, token, reason="no peer delivered within 60 s")
+    check(r.status == 200, f"release: {r.status} {r.text}")
+    t = r.json()
+    check(t["status"] == "queued" and t["lease"] is None, f"queued again at once: {t}")
+    att = t["attempts"][0]
+    check(att["status"] == "released" and att["reason"] == "inputs_unavailable: no peer delivered within 60 s"
+          and att["ended_at"], f"attempt 1: {att}")
+    check(a.release(tid, token).status == 409, "releasing twice is a stale lease")
+
+    # The second (last) attempt: inputs ready recorded with the start, then a full disk.
+    task, token2 = b.claim_task()
+    check(task["id"] == tid and task["attempt"] == 2 and token2 > token, f"attempt 2: {task}")
+    ready = int(time.time() * 1_000_000)
+    r = b.started(tid, token2, inputs_ready_usec=ready, inputs_bytes=12345)
+    check(r.status == 200, f"started: {r.status} {r.text}")
+    att = c.task(tid)["attempts"][1]
+    check(att["inputs_bytes"] == 12345 and att["inputs_ready_at"], f"inputs recorded: {att}")
+    r = b.started(tid, token2, inputs_bytes=-1)
+    check(r.status == 400 and r.json().get("field") == "inputs_bytes", f"negative size: {r.status} {r.text}")
+    r = b.release(tid, token2, code="disk_full")
+    check(r.status == 200, f"release 2: {r.status} {r.text}")
+    t = c.task(tid)
+    check(t["status"] == "failed" and t["result"]["reason"] == "disk_full" and t["finished_at"],
+          f"failed after max_attempts with the node's reason: {t}")
+    check(a.claim_task() is None and b.claim_task() is None, "nothing left to claim")
+    check(int(pg.psql("SELECT count(*) FROM attempts")[0][0]) == int(before) + 2, "two attempts in all")
+
+
+def test_release_of_a_cancelled_task_keeps_it_cancelled():
+    pg, (c,) = start_cluster()
+    a = c.agent("node-a")
+    a.register()
+    tid = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    _, token = a.claim_task()
+    check(c.cancel(tid).status == 200, "cancel")
+    r = a.release(tid, token, code="disk_full")
+    check(r.status == 200 and r.json()["status"] == "cancelled", f"{r.status} {r.text}")
+    check(a.claim_task() is None, "a cancelled task is not queued again")
+
+
 mctest.main()
