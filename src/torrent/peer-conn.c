@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 
 #include "daemon-util.h"
+#include "log.h"
 #include "peer-conn.h"
 #include "peer-ext.h"
 #include "random-util.h"
@@ -175,8 +176,11 @@ static int send_simple(PeerConn *c, PeerMsgType t) {
         return send_msg(c, &(PeerMsg) { .type = t });
 }
 
-static int send_reject(PeerConn *c, uint32_t index, uint32_t begin, uint32_t length) {
+static int send_reject(PeerConn *c, uint32_t index, uint32_t begin, uint32_t length, const char *why) {
         c->stats.requests_rejected++;
+        /* Once per connection in the log: a peer that insists gets rejected many times. */
+        if (c->stats.requests_rejected == 1)
+                log_debug("Peer %s: rejecting request %" PRIu32 "+%" PRIu32 "/%" PRIu32 ": %s", c->address, index, begin, length, why);
         if (!c->fast)
                 return 0;       /* without the fast extension a request can only be ignored */
         return send_msg(c, &(PeerMsg) { .type = PEER_MSG_REJECT, .index = index, .begin = begin, .length = length });
@@ -356,15 +360,56 @@ static int violation(PeerConn *c, const char *reason) {
         return -EPROTO;
 }
 
+/* libtorrent 2.0 pads a v2 torrent's last file with a pad file up to the piece boundary, and asks
+ * for the last block of the file as a whole 16 KiB block that runs into that padding. It takes (and
+ * sends) such a block as the file's bytes followed by zeros, so we serve it the same way: a request
+ * in the last piece that starts inside the file and stays within the piece length. */
+static bool padded_tail_request(PeerConn *c, const PeerMsg *m) {
+        uint32_t last = c->g->n_pieces - 1;
+        return c->g->n_pieces > 0 && m->index == last && m->length > 0 && m->length <= PEER_BLOCK_MAX &&
+               m->begin < torrent_piece_size(c->g, last) &&
+               (uint64_t) m->begin + m->length <= c->g->piece_length &&
+               content_store_has_piece(c->store, last);
+}
+
+static int send_padded_tail(PeerConn *c, const PeerMsg *m) {
+        uint8_t buf[PEER_PIECE_HEADER_SIZE + PEER_BLOCK_MAX] = {};
+        uint32_t real = MIN(m->length, torrent_piece_size(c->g, m->index) - m->begin);
+        uint64_t offset = (uint64_t) m->index * c->g->piece_length + m->begin;
+        int r;
+
+        in_pop_sent(c);
+        if (c->in_n >= c->config.max_requests)
+                return send_reject(c, m->index, m->begin, m->length, "too many requests queued");
+        r = peer_piece_header_encode(m->index, m->begin, m->length, buf, sizeof(buf));
+        if (r < 0)
+                return r;
+        r = content_store_read(c->store, offset, buf + PEER_PIECE_HEADER_SIZE, real);
+        if (r < 0)
+                return send_reject(c, m->index, m->begin, m->length, "cannot read the tail");
+        r = send_bytes(c, buf, PEER_PIECE_HEADER_SIZE + m->length);
+        if (r < 0)
+                return r;
+        c->in_ends[(c->in_head + c->in_n) % c->config.max_requests] = c->out_total;
+        c->in_n++;
+        c->stats.blocks_sent++;
+        c->stats.bytes_sent += real;
+        return 0;
+}
+
 static int on_request(PeerConn *c, const PeerMsg *m) {
         uint64_t offset;
         int r;
 
-        if (m->reject || !content_store_has_piece(c->store, m->index))
-                return send_reject(c, m->index, m->begin, m->length);
+        if (m->reject && padded_tail_request(c, m))
+                return send_padded_tail(c, m);
+        if (m->reject)
+                return send_reject(c, m->index, m->begin, m->length, "not a block of the content");
+        if (!content_store_has_piece(c->store, m->index))
+                return send_reject(c, m->index, m->begin, m->length, "piece not here");
         in_pop_sent(c);
         if (c->in_n >= c->config.max_requests)
-                return send_reject(c, m->index, m->begin, m->length);
+                return send_reject(c, m->index, m->begin, m->length, "too many requests queued");
 
         offset = (uint64_t) m->index * c->g->piece_length + m->begin;
         r = c->config.sink->ops->queue_block(c->sink_conn, c->sink_file, offset, m->length, m->index, m->begin);
