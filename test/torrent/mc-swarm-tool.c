@@ -9,10 +9,11 @@
  *        reason=..." then a "stats ..." line. --corrupt N serves wrong bytes for the pieces whose
  *        index is a multiple of N (a hostile peer). --torrent writes the .torrent of FILE.
  *   fetch ID --manifest FILE.torrent --peer HOST:PORT... --out DIR [--timeout S] [--deadline S]
- *        [--max-peers N] [--abort-after N] [--serve-port P] [--remove-partial]
+ *        [--max-peers N] [--abort-after N] [--flush-every N] [--serve-port P] [--remove-partial]
  *        Downloads content ID into DIR, printing a "peer ..." line per peer and "done ..." (exit 0)
  *        or "error ..." (exit 1). --abort-after N calls abort() once N pieces are verified (a crash
- *        in the middle); --serve-port serves the content while downloading. */
+ *        in the middle); --flush-every N makes the store durable every N pieces (so that such a
+ *        crash has something to resume from); --serve-port serves the content while downloading. */
 
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -236,8 +237,8 @@ static int cmd_seed(int argc, char **argv) {
                 return log_error_errno(r, "Cannot watch SIGUSR1: %m");
 
         torrent_id_to_hex(m->id, id);
-        printf("content id=%s pieces=%" PRIu32 " piece_length=%" PRIu32 "\nready port=%u\n", id,
-               m->geometry.n_pieces, m->geometry.piece_length, port);
+        printf("content id=%s root=%s pieces=%" PRIu32 " piece_length=%" PRIu32 "\nready port=%u\n", id,
+               m->has_root ? m->name : "-", m->geometry.n_pieces, m->geometry.piece_length, port);
         fflush(stdout);
         r = sd_event_loop(event);
         if (r < 0)
@@ -250,9 +251,11 @@ static int cmd_seed(int argc, char **argv) {
         return 0;
 }
 
-static unsigned abort_after;
+static unsigned abort_after, flush_every;
 
 static void on_progress(Swarm *s, uint32_t have, uint32_t total, void *userdata) {
+        if (flush_every > 0 && have % flush_every == 0 && content_store_flush(swarm_store(s)) < 0)
+                abort();
         if (abort_after > 0 && have >= abort_after) {
                 printf("aborting have=%" PRIu32 " durable=%" PRIu32 "\n", have, content_store_n_durable(swarm_store(s)));
                 fflush(stdout);
@@ -308,6 +311,7 @@ static int cmd_fetch(int argc, char **argv) {
                 { "abort-after", required_argument, NULL, 'A' },
                 { "serve-port", required_argument, NULL, 's' },
                 { "remove-partial", no_argument, NULL, 'r' },
+                { "flush-every", required_argument, NULL, 'F' },
                 {}
         };
         _cleanup_(peer_sink_freep) PeerSink *sink = NULL;
@@ -337,6 +341,7 @@ static int cmd_fetch(int argc, char **argv) {
                 case 'A': abort_after = (unsigned) atoi(optarg); break;
                 case 's': serve_port = atoi(optarg); break;
                 case 'r': config.remove_partial_on_error = true; break;
+                case 'F': flush_every = (unsigned) atoi(optarg); break;
                 default: return -EINVAL;
                 }
         if (optind + 1 != argc || !manifest || !out)
