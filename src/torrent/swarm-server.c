@@ -47,6 +47,9 @@ static void account(SwarmServer *srv, PeerConn *c) {
         peer_conn_get_stats(c, &st);
         srv->stats.requests_rejected += st.requests_rejected;
         srv->stats.bytes_sent += st.bytes_sent;
+        srv->stats.hash_requests += st.hash_requests;
+        srv->stats.hash_rejects += st.hash_rejects;
+        srv->stats.metadata_pieces += st.metadata_pieces;
 }
 
 static void server_conn_free(ServerConn *sc) {
@@ -223,5 +226,8 @@ void swarm_server_get_stats(const SwarmServer *srv, SwarmServerStats *ret) {
                 peer_conn_get_stats(sc->conn, &st);
                 ret->requests_rejected += st.requests_rejected;
                 ret->bytes_sent += st.bytes_sent;
+                ret->hash_requests += st.hash_requests;
+                ret->hash_rejects += st.hash_rejects;
+                ret->metadata_pieces += st.metadata_pieces;
         }
 }

@@ -40,6 +40,8 @@ typedef struct SwarmServerStats {
         uint64_t closed_clean;                  /* the peer closed */
         uint64_t requests_rejected;             /* rejects sent, over closed connections and open ones */
         uint64_t bytes_sent;                    /* block payload, closed connections and open ones */
+        uint64_t hash_requests, hash_rejects;   /* BEP 52 hash requests answered, rejected */
+        uint64_t metadata_pieces;               /* ut_metadata pieces served */
         unsigned connections;                   /* open now */
 } SwarmServerStats;
 
