@@ -19,7 +19,7 @@ static void adopt_task(Task *t, const DriverLeftover *l) {
         t->state = TASK_STARTING;
         r = t->agent->driver->ops->job_adopt(t->agent->driver, l, &job_callbacks, t, &t->job);
         if (r < 0) {
-                log_task(LOG_ERR, t, NULL, "cannot adopt its container: %s", strerror(-r));
+                log_task(LOG_ERR, t, MC_EVENT_NONE, "cannot adopt its container: %s", strerror(-r));
                 t->state = TASK_CLAIMED;
                 task_abandon(t, STOP_REVOKED, "adoption failed");
         }
@@ -36,7 +36,8 @@ static void discard_leftover(Agent *a, const DriverLeftover *l, const char *why)
         char *h = strdup(l->handle);
         int r;
 
-        log_event(LOG_NOTICE, "container_discarded", LOG_FIELDS("TASK_ID", l->task_id, "NODE_ID", a->config.node_id),
+        log_event(LOG_NOTICE, MC_EVENT_CONTAINER_DISCARDED,
+                  LOG_FIELDS("TASK_ID", l->task_id, "NODE_ID", a->config.node_id),
                   "Removing %s of task %s (lease %" PRIi64 "): %s.", l->handle, l->task_id, l->lease_token, why);
         r = a->driver->ops->leftover_discard(a->driver, l, on_discarded, h);
         if (r < 0) {
@@ -68,11 +69,12 @@ void adopt_pending(Agent *a, void *heartbeat, bool final) {
                         if (t && t->state == TASK_ADOPTING && t->lease_token == l->lease_token)
                                 task_free(t);
                 } else if (t->deadline_usec > now + fence_margin(a)) {
-                        log_task(LOG_INFO, t, "container_adopted", "adopting %s (%s).", l->handle, l->state);
+                        log_task(LOG_INFO, t, MC_EVENT_CONTAINER_ADOPTED, "adopting %s (%s).", l->handle, l->state);
                         adopt_task(t, l);
                 } else if (final || (heartbeat && heartbeat_included(heartbeat, t))) {
                         discard_leftover(a, l, "its lease could not be confirmed");
-                        log_task(LOG_NOTICE, t, "lease_expired", "not adopted: its lease could not be confirmed.");
+                        log_task(LOG_NOTICE, t, MC_EVENT_LEASE_EXPIRED,
+                                 "not adopted: its lease could not be confirmed.");
                         task_free(t);
                 } else {
                         waiting = true;
@@ -154,7 +156,7 @@ void on_leftovers(int error, DriverLeftover *l, size_t n, void *userdata) {
                                  * (its re-armed timeout does that at once). */
                                 t->timed_out_before = records[j].timed_out;
                         }
-                log_task(LOG_INFO, t, NULL, "found %s (%s) from a previous run; %s.", l[i].handle, l[i].state,
+                log_task(LOG_INFO, t, MC_EVENT_NONE, "found %s (%s) from a previous run; %s.", l[i].handle, l[i].state,
                          t->deadline_usec > now_usec() ? "its lease is still valid as far as we know"
                                                        : "checking its lease");
                 a->pending[kept] = l[i];
@@ -208,7 +210,7 @@ int load_outbox(Agent *a) {
                 t->status = task_status_from_string(status);
                 t->exit_code = code;
                 t->state = TASK_REPORTING;
-                log_task(LOG_INFO, t, "result_queued", "result (%s) found in the outbox; sending it.", status);
+                log_task(LOG_INFO, t, MC_EVENT_RESULT_QUEUED, "result (%s) found in the outbox; sending it.", status);
         }
         outbox_entries_free(e, n);
         return 0;

@@ -58,7 +58,7 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
         if (t) {
                 /* A new lease on a task we still hold (an old attempt's result being delivered): the
                  * old one is superseded. */
-                log_task(LOG_NOTICE, t, NULL, "superseded by lease %" PRIi64 ".", c.lease_token);
+                log_task(LOG_NOTICE, t, MC_EVENT_NONE, "superseded by lease %" PRIi64 ".", c.lease_token);
                 task_abandon(t, STOP_REVOKED, "superseded by a new lease");
         }
         t = task_new(a, c.task_id, c.lease_token, c.attempt);
@@ -74,7 +74,7 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
         /* The control's deadline is later than this: it started the lease after we sent the claim. */
         t->deadline_usec = reply->sent_usec + a->ttl_usec;
         t->state = TASK_CLAIMED;
-        log_task(LOG_INFO, t, "lease_acquired", "leased (attempt %" PRIi64 ").", c.attempt);
+        log_task(LOG_INFO, t, MC_EVENT_LEASE_ACQUIRED, "leased (attempt %" PRIi64 ").", c.attempt);
         save_leases(a);
         update_fence_timer(a);
 
@@ -82,7 +82,7 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
                 task_start(t);
         else {
                 /* The claim took long to answer: renew the lease first. */
-                log_task(LOG_INFO, t, NULL, "claim answered late; renewing before starting it.");
+                log_task(LOG_INFO, t, MC_EVENT_NONE, "claim answered late; renewing before starting it.");
                 heartbeat_now(a);
         }
         schedule_claim(a, 0);
@@ -127,7 +127,8 @@ void agent_set_draining(Agent *a, bool draining) {
         if (a->draining == draining)
                 return;
         a->draining = draining;
-        log_event(LOG_INFO, draining ? "node_draining" : "node_resumed", LOG_FIELDS("NODE_ID", a->config.node_id),
+        log_event(LOG_INFO, draining ? MC_EVENT_NODE_DRAINING : MC_EVENT_NODE_RESUMED,
+                  LOG_FIELDS("NODE_ID", a->config.node_id),
                   draining ? "Draining: no new claims; running tasks finish." : "Resumed: claiming again.");
         if (draining)
                 control_call_cancel(TAKE_PTR(a->claim_call));
@@ -163,7 +164,7 @@ static void on_register_reply(const ControlReply *reply, void *userdata) {
                         a->ttl_usec = MIN(a->ttl_usec, (uint64_t) a->config.lease_ttl_ms * USEC_PER_MSEC);
         }
         a->registered = true;
-        log_event(LOG_INFO, "node_registered", LOG_FIELDS("NODE_ID", a->config.node_id),
+        log_event(LOG_INFO, MC_EVENT_NODE_REGISTERED, LOG_FIELDS("NODE_ID", a->config.node_id),
                   "Registered node %s with %s (lease TTL %" PRIu64 " ms).", a->config.node_id, reply->url,
                   a->ttl_usec / USEC_PER_MSEC);
         daemon_notify_status("Serving node %s via %s.", a->config.node_id, reply->url);

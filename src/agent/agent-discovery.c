@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* Control replicas found in the DHT (DESIGN.md §7). The controls announce their HTTP port under
+/* Control replicas found in the DHT (docs/architecture.md). The controls announce their HTTP port under
  * SHA-1("mc-control:" + CLUSTER_NAME); the agent looks them up at start, every minute, and whenever
  * no replica it knows answered a call, and gives the control client the configured CONTROL_URLS
  * followed by what the DHT returned. A replica found in the DHT stays on the list while lookups keep
@@ -67,7 +67,7 @@ static void apply_urls(Agent *a) {
                 return;
         field = strv_join(control_client_urls(a->control), ",");
         joined = strv_join(control_client_urls(a->control), ", ");
-        log_event(LOG_INFO, "control_urls_changed", LOG_FIELDS("NODE_ID", a->config.node_id,
+        log_event(LOG_INFO, MC_EVENT_CONTROL_URLS_CHANGED, LOG_FIELDS("NODE_ID", a->config.node_id,
                                                               "CONTROL_URLS", field ?: ""),
                   "Control replicas, in the order tried: %s.",
                   control_client_n_urls(a->control) > 0 ? strna(joined) : "none");
@@ -129,7 +129,7 @@ static void on_controls(int error, char **urls, void *userdata) {
                         return (void) log_oom();
                 joined = strv_join(a->dht_urls, ", ");
                 field = strv_join(a->dht_urls, ",");
-                log_event(r > 0 || a->lookup_outcome != 1 ? LOG_INFO : LOG_DEBUG, "controls_found",
+                log_event(r > 0 || a->lookup_outcome != 1 ? LOG_INFO : LOG_DEBUG, MC_EVENT_CONTROLS_FOUND,
                           LOG_FIELDS("NODE_ID", a->config.node_id, "CLUSTER_NAME", name, "INFO_HASH", ih,
                                      "CONTROL_URLS", field ?: ""),
                           "DHT: %zu control replica(s) of cluster \"%s\": %s.", strv_length(a->dht_urls), name,
@@ -147,7 +147,7 @@ static void on_controls(int error, char **urls, void *userdata) {
                         r = merge_found(a, NULL);
                         if (r < 0)
                                 return (void) log_oom();
-                        log_event(a->lookup_outcome != e ? LOG_WARNING : LOG_DEBUG, "controls_not_found",
+                        log_event(a->lookup_outcome != e ? LOG_WARNING : LOG_DEBUG, MC_EVENT_CONTROLS_NOT_FOUND,
                                   LOG_FIELDS("NODE_ID", a->config.node_id, "CLUSTER_NAME", name, "INFO_HASH", ih),
                                   "DHT: no control replica is announced for cluster \"%s\" (info-hash %s); "
                                   "check that CLUSTER_NAME is the controls' one. Looking again in %" PRIu64 " s%s.",
@@ -158,7 +158,7 @@ static void on_controls(int error, char **urls, void *userdata) {
                 } else {
                         /* Keep what the last lookup found: the DHT, not the controls, is unreachable. */
                         boot = strv_join(a->config.dht.bootstrap, ", ");
-                        log_event(a->lookup_outcome != e ? LOG_WARNING : LOG_DEBUG, "dht_lookup_failed",
+                        log_event(a->lookup_outcome != e ? LOG_WARNING : LOG_DEBUG, MC_EVENT_DHT_LOOKUP_FAILED,
                                   LOG_FIELDS("NODE_ID", a->config.node_id, "CLUSTER_NAME", name, "INFO_HASH", ih),
                                   "DHT: looking for the controls of cluster \"%s\" failed: %s (bootstrap nodes: %s). "
                                   "Looking again in %" PRIu64 " s.",

@@ -15,7 +15,7 @@
 /* agent.c */
 uint64_t fence_margin(Agent *a);
 uint64_t request_timeout(Agent *a);
-void log_task(int level, Task *t, const char *event, const char *fmt, ...) _printf_(4, 5);
+void log_task(int level, Task *t, McEvent event, const char *fmt, ...) _printf_(4, 5);
 void maybe_finish_stop(Agent *a);
 
 /* agent-task.c */

@@ -112,7 +112,7 @@ void handle_revoked(Agent *a, json_object *e) {
         if (streq(reason, "cancelled")) {
                 if (t->stop_reason == STOP_CANCEL)
                         return;
-                log_task(LOG_INFO, t, "lease_revoked", "cancelled by the control.");
+                log_task(LOG_INFO, t, MC_EVENT_LEASE_REVOKED, "cancelled by the control.");
                 t->stop_reason = STOP_CANCEL;
                 t->deadline_usec = 0;   /* nothing else runs it: no fencing needed */
                 switch (t->state) {
@@ -148,12 +148,12 @@ void handle_revoked(Agent *a, json_object *e) {
         if (t->state == TASK_REPORTING && streq(reason, "expired")) {
                 /* The process is gone, so nothing runs twice; a finish needs no live lease, only a
                  * current token, and the control says 409 once it has handed the task out again. */
-                log_task(LOG_DEBUG, t, NULL, "lease expired while its result waits; still sending it.");
+                log_task(LOG_DEBUG, t, MC_EVENT_NONE, "lease expired while its result waits; still sending it.");
                 return;
         }
         if (streq(reason, "finished") && t->state == TASK_REPORTING) {
                 /* Our result got there; its answer did not. */
-                log_task(LOG_INFO, t, "task_finished", "the control already has its result.");
+                log_task(LOG_INFO, t, MC_EVENT_TASK_FINISHED, "the control already has its result.");
                 (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
                 task_free(t);
                 schedule_claim(a, 0);

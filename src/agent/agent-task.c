@@ -103,7 +103,7 @@ void task_abandon(Task *t, StopReason why, const char *reason) {
         switch (t->state) {
         case TASK_ADOPTING:
         case TASK_CLAIMED:
-                log_task(LOG_NOTICE, t, why == STOP_FENCE ? "lease_expired" : "lease_revoked",
+                log_task(LOG_NOTICE, t, why == STOP_FENCE ? MC_EVENT_LEASE_EXPIRED : MC_EVENT_LEASE_REVOKED,
                          "dropped before it ran: %s.", reason);
                 if (t->job)
                         (void) driver_job_stop(t->job, 0);
@@ -115,7 +115,7 @@ void task_abandon(Task *t, StopReason why, const char *reason) {
                 break;
         case TASK_STARTING:
         case TASK_RUNNING:
-                log_task(LOG_WARNING, t, why == STOP_FENCE ? "lease_expired" : "lease_revoked",
+                log_task(LOG_WARNING, t, why == STOP_FENCE ? MC_EVENT_LEASE_EXPIRED : MC_EVENT_LEASE_REVOKED,
                          "killing its process: %s.", reason);
                 (void) driver_job_stop(t->job, 0);
                 break;
@@ -123,7 +123,7 @@ void task_abandon(Task *t, StopReason why, const char *reason) {
                 /* Its process is gone; the exit path drops the result. */
                 break;
         case TASK_REPORTING:
-                log_task(LOG_NOTICE, t, "lease_revoked", "result no longer wanted: %s.", reason);
+                log_task(LOG_NOTICE, t, MC_EVENT_LEASE_REVOKED, "result no longer wanted: %s.", reason);
                 (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
                 task_free(t);
                 schedule_claim(a, 0);
@@ -140,7 +140,7 @@ static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         t->timeout_timer = sd_event_source_disable_unref(t->timeout_timer);
         if (t->state != TASK_RUNNING || t->stop_reason != STOP_NONE)
                 return 0;
-        log_task(LOG_INFO, t, "task_timeout", "ran out of its %" PRIi64 " s; stopping it.", t->timeout_sec);
+        log_task(LOG_INFO, t, MC_EVENT_TASK_TIMEOUT, "ran out of its %" PRIi64 " s; stopping it.", t->timeout_sec);
         t->stop_reason = STOP_TIMEOUT;
         /* Recorded before the stop: an agent restarted before the result is sent still reports it
          * timed_out, not as the exit status the signal left. */
@@ -159,7 +159,7 @@ static void task_arm_timeout(Task *t) {
         r = sd_event_add_time_relative(t->agent->event, &t->timeout_timer, CLOCK_MONOTONIC,
                                        end > now ? end - now : 0, 10 * USEC_PER_MSEC, on_timeout, t);
         if (r < 0)
-                log_task(LOG_ERR, t, NULL, "cannot arm its timeout: %s", strerror(-r));
+                log_task(LOG_ERR, t, MC_EVENT_NONE, "cannot arm its timeout: %s", strerror(-r));
 }
 
 static void on_started_reply(const ControlReply *reply, void *userdata) {
@@ -173,14 +173,15 @@ static void on_started_reply(const ControlReply *reply, void *userdata) {
         }
         if (reply->error >= 0 && (reply->code == 409 || reply->code == 404)) {
                 /* The heartbeat is the authority on the lease: ask it now. */
-                log_task(LOG_NOTICE, t, NULL, "the control refused its start report (%ld: %s); checking the lease.",
+                log_task(LOG_NOTICE, t, MC_EVENT_NONE,
+                         "the control refused its start report (%ld: %s); checking the lease.",
                          reply->code, strna(reply->message));
                 t->started_reported = true;
                 heartbeat_now(t->agent);
                 return;
         }
         /* Sent again after the next successful heartbeat. */
-        log_task(LOG_DEBUG, t, NULL, "start report not delivered: %s", strna(reply->message));
+        log_task(LOG_DEBUG, t, MC_EVENT_NONE, "start report not delivered: %s", strna(reply->message));
 }
 
 void task_report_started(Task *t) {
@@ -208,7 +209,7 @@ static void on_job_started(DriverJob *job, const char *handle, uint64_t started_
         t->handle = strdup(handle);
         t->started_realtime_usec = started_realtime_usec;
         t->state = TASK_RUNNING;
-        log_task(LOG_INFO, t, "container_started", "running as %s.", handle);
+        log_task(LOG_INFO, t, MC_EVENT_CONTAINER_STARTED, "running as %s.", handle);
         task_arm_timeout(t);
         task_report_started(t);
         save_leases(a);
@@ -301,7 +302,7 @@ static void on_job_removed(int error, void *userdata) {
         Task *t = userdata;
 
         if (error < 0)
-                log_task(LOG_WARNING, t, NULL, "cannot remove its container: %s", strerror(-error));
+                log_task(LOG_WARNING, t, MC_EVENT_NONE, "cannot remove its container: %s", strerror(-error));
         if (t->drop_result) {
                 Agent *a = t->agent;
                 /* Revoked after its result was put away: nobody wants it now. */
@@ -330,7 +331,8 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                 agent_bus_running_changed(a);
 
         if (t->drop_result) {
-                log_task(LOG_NOTICE, t, "container_exited", "process gone (exit %" PRIi64 "); no result is sent.",
+                log_task(LOG_NOTICE, t, MC_EVENT_CONTAINER_EXITED,
+                         "process gone (exit %" PRIi64 "); no result is sent.",
                          e->exit_code);
         } else {
                 t->status = final_status(t, e, &reason);
@@ -341,12 +343,14 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                         log_oom();
                         task_abandon(t, STOP_REVOKED, "out of memory");
                 } else {
-                        log_task(LOG_INFO, t, "container_exited", "%s (exit %" PRIi64 "%s%s).", status, t->exit_code,
+                        log_task(LOG_INFO, t, MC_EVENT_CONTAINER_EXITED,
+                                 "%s (exit %" PRIi64 "%s%s).", status, t->exit_code,
                                  reason ? ", " : "", reason ?: "");
                         /* The result is safe before the container (and its logs) go. */
                         r = outbox_write(a->outbox_dir, t->id, t->lease_token, t->finish);
                         if (r < 0)
-                                log_task(LOG_ERR, t, NULL, "cannot put its result in the outbox; sending it anyway.");
+                                log_task(LOG_ERR, t, MC_EVENT_NONE,
+                                         "cannot put its result in the outbox; sending it anyway.");
                         agent_bus_task_finished(a, t->id, status, (int) t->exit_code);
                 }
         }
@@ -391,7 +395,7 @@ void task_start(Task *t) {
         if (t->state != TASK_CLAIMED)
                 return;
         if (!json_object_object_get_ex(t->record, "cmd", &v) || !(cmd = json_strv(v)) || !cmd[0]) {
-                log_task(LOG_ERR, t, NULL, "the claimed task has no usable cmd.");
+                log_task(LOG_ERR, t, MC_EVENT_NONE, "the claimed task has no usable cmd.");
                 task_abandon(t, STOP_REVOKED, "bad task record");
                 return;
         }
@@ -415,7 +419,7 @@ void task_start(Task *t) {
                         .runtime = runtime,
                 }, &job_callbacks, t, &t->job);
         if (r < 0) {
-                log_task(LOG_ERR, t, NULL, "cannot start it: %s", strerror(-r));
+                log_task(LOG_ERR, t, MC_EVENT_NONE, "cannot start it: %s", strerror(-r));
                 t->state = TASK_CLAIMED;
                 task_abandon(t, STOP_REVOKED, "the driver could not start it");
                 return;
@@ -452,10 +456,10 @@ static void on_finish_reply(const ControlReply *reply, void *userdata) {
         t->finish_call = NULL;
         if (reply->error >= 0 && (reply->code == 200 || reply->code == 409 || reply->code == 404)) {
                 if (reply->code == 200)
-                        log_task(LOG_INFO, t, "task_finished", "result delivered (%s).",
+                        log_task(LOG_INFO, t, MC_EVENT_TASK_FINISHED, "result delivered (%s).",
                                  strna(task_status_to_string(t->status)));
                 else
-                        log_task(LOG_NOTICE, t, "result_rejected", "the control rejected its result (%ld: %s).",
+                        log_task(LOG_NOTICE, t, MC_EVENT_RESULT_REJECTED, "the control rejected its result (%ld: %s).",
                                  reply->code, strna(reply->message));
                 (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
                 task_free(t);
@@ -465,7 +469,8 @@ static void on_finish_reply(const ControlReply *reply, void *userdata) {
         }
         if (reply->error >= 0 && reply->code == 413 && json_object_object_get_ex(t->finish, "output", NULL)) {
                 /* Still too large for this control: the tails and the exit code matter most. */
-                log_task(LOG_WARNING, t, NULL, "result too large for the control; sending it without the full output.");
+                log_task(LOG_WARNING, t, MC_EVENT_NONE,
+                         "result too large for the control; sending it without the full output.");
                 json_object_object_del(t->finish, "output");
                 json_object_object_add(t->finish, "truncated", json_object_new_boolean(true));
                 (void) outbox_write(a->outbox_dir, t->id, t->lease_token, t->finish);
@@ -474,9 +479,10 @@ static void on_finish_reply(const ControlReply *reply, void *userdata) {
         }
         if (reply->error >= 0 && reply->code == 400)
                 /* Our own bug, most likely: keep the result, and say so loudly. */
-                log_task(LOG_ERR, t, NULL, "the control refused the result as malformed: %s", strna(reply->message));
+                log_task(LOG_ERR, t, MC_EVENT_NONE,
+                         "the control refused the result as malformed: %s", strna(reply->message));
         else
-                log_task(LOG_WARNING, t, "result_queued", "result not delivered (%s); it stays in the outbox.",
+                log_task(LOG_WARNING, t, MC_EVENT_RESULT_QUEUED, "result not delivered (%s); it stays in the outbox.",
                          reply->error < 0 ? strna(reply->message) : "control error");
 
         schedule_finish_retry(t);
@@ -490,7 +496,7 @@ static void schedule_finish_retry(Task *t) {
         r = sd_event_add_time_relative(t->agent->event, &t->finish_retry, CLOCK_MONOTONIC, t->finish_backoff_usec,
                                        10 * USEC_PER_MSEC, on_finish_retry, t);
         if (r < 0)
-                log_task(LOG_ERR, t, NULL, "cannot schedule sending its result again.");
+                log_task(LOG_ERR, t, MC_EVENT_NONE, "cannot schedule sending its result again.");
 }
 
 void task_send_finish(Task *t) {
@@ -506,7 +512,8 @@ void task_send_finish(Task *t) {
         r = control_post(t->agent->control, path, t->finish, request_timeout(t->agent), on_finish_reply, t, &t->finish_call);
         if (r < 0) {
                 /* Failing at once (out of memory, say) must not leave the result unsent until a restart. */
-                log_task(LOG_WARNING, t, NULL, "cannot send its result now (%s); trying again later.", strerror(-r));
+                log_task(LOG_WARNING, t, MC_EVENT_NONE,
+                         "cannot send its result now (%s); trying again later.", strerror(-r));
                 schedule_finish_retry(t);
         }
 }

@@ -44,7 +44,7 @@ uint64_t request_timeout(Agent *a) {
         return MIN((uint64_t) a->config.request_timeout_ms * USEC_PER_MSEC, MAX(a->ttl_usec / 3, 300 * USEC_PER_MSEC));
 }
 
-void log_task(int level, Task *t, const char *event, const char *fmt, ...) {
+void log_task(int level, Task *t, McEvent event, const char *fmt, ...) {
         char token[32], attempt[32], msg[1024];
         va_list ap;
 

@@ -86,7 +86,7 @@ static void log_revoked(Control *c, const char *node, const char *body) {
                         reason = json_object_get_string(v);
                 if (json_object_object_get_ex(e, "lease_token", &v))
                         snprintf(token, sizeof(token), "%" PRIi64, json_object_get_int64(v));
-                log_event(LOG_NOTICE, "lease_revoked",
+                log_event(LOG_NOTICE, MC_EVENT_LEASE_REVOKED,
                           LOG_FIELDS("TASK_ID", task, "NODE_ID", node, "LEASE_TOKEN", token, "MC_REASON", reason),
                           "Lease %s of task %s on node %s is revoked (%s).", token, task, node, reason);
         }
@@ -105,7 +105,8 @@ static void on_agent_call_done(PGresult *r, int error, void *userdata) {
                 json_add_string(o, "node_id", a->node_id);
                 json_add_int64(o, "lease_ttl_ms", c->config.lease_ttl_ms);
                 json_add_int64(o, "heartbeat_interval_ms", c->config.lease_ttl_ms / 3);
-                log_event(LOG_INFO, "node_registered", LOG_FIELDS("NODE_ID", a->node_id), "Node %s registered.", a->node_id);
+                log_event(LOG_INFO, MC_EVENT_NODE_REGISTERED,
+                          LOG_FIELDS("NODE_ID", a->node_id), "Node %s registered.", a->node_id);
                 http_request_reply_json(a->req, 200, o);
                 goto finish;
         }
@@ -121,7 +122,7 @@ static void on_agent_call_done(PGresult *r, int error, void *userdata) {
                 if (streq(a->kind, "heartbeat"))
                         log_revoked(c, a->node_id, body);
                 else if (streq(a->kind, "started"))
-                        control_task_changed(c, a->task_id, TASK_STATUS_RUNNING, "container_started", a->node_id,
+                        control_task_changed(c, a->task_id, TASK_STATUS_RUNNING, MC_EVENT_CONTAINER_STARTED, a->node_id,
                                              a->token, NULL, "Container started");
                 else if (streq(a->kind, "finish")) {
                         _cleanup_json_ json_object *o = NULL;
@@ -135,11 +136,11 @@ static void on_agent_call_done(PGresult *r, int error, void *userdata) {
                                 if (stored >= 0)
                                         status = stored;
                         }
-                        control_task_changed(c, a->task_id, status, "task_finished", a->node_id, a->token, NULL,
+                        control_task_changed(c, a->task_id, status, MC_EVENT_TASK_FINISHED, a->node_id, a->token, NULL,
                                              "Task finished");
                 }
         } else if (code == 409)
-                log_event(LOG_NOTICE, "stale_lease",
+                log_event(LOG_NOTICE, MC_EVENT_STALE_LEASE,
                           LOG_FIELDS("TASK_ID", a->task_id, "NODE_ID", a->node_id, "LEASE_TOKEN", a->token),
                           "Rejected %s for task %s from node %s: lease token %s is stale.",
                           a->kind, a->task_id, a->node_id, a->token);

@@ -106,7 +106,8 @@ static void on_claim_result(PGresult *r, int error, void *userdata) {
                                         snprintf(attempt, sizeof(attempt), "%d", json_object_get_int(v));
                         }
                         c->metrics.leases_granted++;
-                        control_task_changed(c, id, TASK_STATUS_LEASED, "lease_acquired", w->node_id, token, attempt,
+                        control_task_changed(c, id, TASK_STATUS_LEASED, MC_EVENT_LEASE_ACQUIRED,
+                                             w->node_id, token, attempt,
                                              "Lease granted");
                 }
                 http_request_reply(w->req, code, "application/json", body, strlen(body));

@@ -13,6 +13,7 @@
 #include "db.h"
 #include "dht-daemon.h"
 #include "http-server.h"
+#include "log-events.h"
 #include "metrics.h"
 #include "task-status.h"
 
@@ -84,7 +85,7 @@ char *control_error_body(const char *field, const char *format, ...) _printf_(2,
 unsigned control_db_error_code(int error);
 
 /* Journal + D-Bus signal for a task state change. */
-void control_task_changed(Control *c, const char *id, TaskStatus s, const char *event,
+void control_task_changed(Control *c, const char *id, TaskStatus s, McEvent event,
                           const char *node, const char *lease_token, const char *attempt, const char *message);
 
 /* D-Bus: bus-control.c */

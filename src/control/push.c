@@ -100,7 +100,7 @@ static void on_batch_done(PGresult *r, int error, void *userdata) {
                                 (void) json_get_string(meta, "created_at", &created_at);
                         body = created_record(it, created_at);
                         c->metrics.tasks_pushed++;
-                        control_task_changed(c, it->id, TASK_STATUS_QUEUED, "task_queued", it->spec.target_node,
+                        control_task_changed(c, it->id, TASK_STATUS_QUEUED, MC_EVENT_TASK_QUEUED, it->spec.target_node,
                                              NULL, "0", "Task queued");
                         item_answer(p, it, 201, body ?: "{}");
                 } else if (streq(result, "exists"))

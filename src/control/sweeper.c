@@ -31,7 +31,8 @@ static void on_sweep_done(PGresult *r, int error, void *userdata) {
                         log_warning("The sweep returned task %s in unknown state \"%s\".", id, PQgetvalue(r, i, 1));
                         continue;
                 }
-                control_task_changed(c, id, status, "lease_expired", node, PQgetvalue(r, i, 3), PQgetvalue(r, i, 2),
+                control_task_changed(c, id, status, MC_EVENT_LEASE_EXPIRED,
+                                     node, PQgetvalue(r, i, 3), PQgetvalue(r, i, 2),
                                      status == TASK_STATUS_FAILED ? "Lease expired on the last attempt" :
                                                                     "Lease expired, task re-queued");
         }

@@ -33,7 +33,7 @@ unsigned control_db_error_code(int error) {
         return error == -EIO ? 500 : 503;
 }
 
-void control_task_changed(Control *c, const char *id, TaskStatus s, const char *event,
+void control_task_changed(Control *c, const char *id, TaskStatus s, McEvent event,
                           const char *node, const char *lease_token, const char *attempt, const char *message) {
         const char *status = task_status_to_string(s), *fields[12];
         size_t n = 0;
@@ -87,7 +87,8 @@ static void on_op_done(PGresult *r, int error, void *userdata) {
                 unsigned code = (unsigned) atoi(PQgetvalue(r, 0, 0));
                 if (code == 200 && op->what && streq(op->what, "cancel")) {
                         const char *node = PQgetisnull(r, 0, 2) ? NULL : PQgetvalue(r, 0, 2);
-                        control_task_changed(c, op->id, TASK_STATUS_CANCELLED, node ? "lease_revoked" : "task_finished",
+                        control_task_changed(c, op->id, TASK_STATUS_CANCELLED,
+                                             node ? MC_EVENT_LEASE_REVOKED : MC_EVENT_TASK_FINISHED,
                                              node, NULL, NULL, "Task cancelled by user");
                 }
                 op->callback(c, code, PQgetvalue(r, 0, 1), op->userdata);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* The control's side of the DHT (DESIGN.md §7): it joins the DHT, announces its HTTP port under the
+/* The control's side of the DHT (docs/architecture.md): it joins the DHT, announces its HTTP port under the
  * cluster info-hash (so agents find live replicas), and publishes each task's state as a BEP 44
  * mutable item signed by the cluster key, salt "task/<id>" (src/dht/task-record.h), so that
  * `mc-dhtget task <id>` can read and verify it with no control running.

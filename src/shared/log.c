@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <assert.h>
 #include <stdio.h>
 #include <sys/uio.h>
 #include <systemd/sd-journal.h>
@@ -69,6 +70,28 @@ int log_level_from_string(const char *s) {
         return -EINVAL;
 }
 
+static const char *const event_names[_MC_EVENT_MAX] = {
+#define EVENT_NAME_(upper, name, message_id) [MC_EVENT_##upper] = #name,
+        MC_EVENT_TABLE(EVENT_NAME_)
+#undef EVENT_NAME_
+};
+
+static const char *const event_message_ids[_MC_EVENT_MAX] = {
+#define EVENT_MESSAGE_ID_(upper, name, message_id) [MC_EVENT_##upper] = message_id,
+        MC_EVENT_TABLE(EVENT_MESSAGE_ID_)
+#undef EVENT_MESSAGE_ID_
+};
+
+const char *log_event_name(McEvent event) {
+        assert((unsigned) event < _MC_EVENT_MAX);
+        return event_names[event];
+}
+
+const char *log_event_message_id(McEvent event) {
+        assert((unsigned) event < _MC_EVENT_MAX);
+        return event_message_ids[event];
+}
+
 static bool use_journal(void) {
         if (log_target == LOG_TARGET_CONSOLE)
                 return false;
@@ -79,7 +102,7 @@ static bool use_journal(void) {
         return journal_usable;
 }
 
-static int log_to_journal(int level, int error, const char *event, const char *const *fields,
+static int log_to_journal(int level, int error, McEvent event, const char *const *fields,
                           const char *file, int line, const char *func, const char *message) {
         char buf[LOG_MAX_FIELDS][256];
         struct iovec iov[LOG_MAX_FIELDS + 8];
@@ -105,8 +128,10 @@ static int log_to_journal(int level, int error, const char *event, const char *c
         ADD_FIELD("CODE_FUNC=%s", func);
         if (error != 0)
                 ADD_FIELD("ERRNO=%d", abs(error));
-        if (event)
-                ADD_FIELD("MC_EVENT=%s", event);
+        if (event != MC_EVENT_NONE)
+                ADD_FIELD("MC_EVENT=%s", log_event_name(event));
+        if (log_event_message_id(event))
+                ADD_FIELD("MESSAGE_ID=%s", log_event_message_id(event));
         for (size_t i = 0; fields && fields[i] && fields[i + 1]; i += 2)
                 ADD_FIELD("%s=%s", fields[i], fields[i + 1]);
 #undef ADD_FIELD
@@ -114,7 +139,7 @@ static int log_to_journal(int level, int error, const char *event, const char *c
         return sd_journal_sendv(iov, (int) n);
 }
 
-static void log_to_console(int level, const char *event, const char *const *fields, const char *message) {
+static void log_to_console(int level, McEvent event, const char *const *fields, const char *message) {
         static const char *const prefix[] = { "<0>", "<1>", "<2>", "<3>", "<4>", "<5>", "<6>", "<7>" };
         char line[LOG_LINE_MAX];
         size_t off = 0;
@@ -130,10 +155,13 @@ static void log_to_console(int level, const char *event, const char *const *fiel
 
         /* Under systemd, stderr goes to the journal, which understands the <N> priority prefix. */
         APPEND("%s%s: %s", getenv("JOURNAL_STREAM") ? prefix[level & 7] : "", log_identifier, message);
-        if (event)
-                APPEND(" MC_EVENT=%s", event);
+        if (event != MC_EVENT_NONE)
+                APPEND(" MC_EVENT=%s", log_event_name(event));
         for (size_t i = 0; fields && fields[i] && fields[i + 1]; i += 2)
                 APPEND(" %s=%s", fields[i], fields[i + 1]);
+        /* Last: a reader looks for the event and its fields first. */
+        if (log_event_message_id(event))
+                APPEND(" MESSAGE_ID=%s", log_event_message_id(event));
 #undef APPEND
         if (off >= sizeof(line))
                 off = sizeof(line) - 1;
@@ -141,7 +169,7 @@ static void log_to_console(int level, const char *event, const char *const *fiel
         fprintf(stderr, "%s\n", line);
 }
 
-int log_internal(int level, int error, const char *event, const char *const *fields,
+int log_internal(int level, int error, McEvent event, const char *const *fields,
                  const char *file, int line, const char *func, const char *format, ...) {
         char message[LOG_LINE_MAX];
         int saved_errno = errno;

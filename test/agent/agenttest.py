@@ -4,6 +4,7 @@ the real dockerd, and what Docker's own event stream says about the containers o
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -128,10 +129,12 @@ def inspect(cid):
     return r.json() if r.status == 200 else None
 
 
-def term_trapped(marker):
-    """True once a shell whose command line holds marker has set its SIGTERM trap, as the kernel
-    shows it (SigCgt). Task processes of both drivers are visible in this PID namespace. A fixed
-    sleep before a stop loses the race on a loaded machine: the shell dies without its trap."""
+def trapping_pids(marker, sig=signal.SIGTERM):
+    """The pids of the shells whose command line holds marker and which have set a trap for sig, as
+    the kernel shows it (SigCgt). Task processes of both drivers are visible in this PID namespace
+    (a container's too). A fixed sleep before a signal loses the race on a loaded machine: the shell
+    dies without its trap."""
+    pids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -141,11 +144,41 @@ def term_trapped(marker):
                     continue
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << 14):
-                        return True
+                    if line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << (sig - 1)):
+                        pids.append(int(pid))
         except OSError:
             continue
-    return False
+    return pids
+
+
+def term_trapped(marker):
+    """True once a shell whose command line holds marker has set its SIGTERM trap."""
+    return bool(trapping_pids(marker, signal.SIGTERM))
+
+
+def held_cmd(marker, then="true"):
+    """A task command that runs until release(marker) lets it go, then runs `then` and exits with its
+    status: a task that must still run when the test looks at it (running, its container, its
+    limits) waits for the test, not for a fixed sleep that a slow machine outlasts."""
+    return f"trap '{then}; exit $?' USR1; : {marker}; sleep 600 & wait"
+
+
+def release(marker, timeout=60):
+    """Lets a held_cmd(marker) task go on (SIGUSR1 to its shell, once its trap is set)."""
+    def shells():
+        pids = trapping_pids(marker, signal.SIGUSR1)
+        # Not a child the shell is forking for `sleep &`, which has its trap for a moment.
+        return [p for p in pids if _ppid(p) not in pids]
+    for pid in wait_until(shells, timeout, msg=f"the shell of the task held by {marker} to set its trap"):
+        os.kill(pid, signal.SIGUSR1)
+
+
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class EventRecorder:

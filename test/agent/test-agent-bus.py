@@ -6,7 +6,6 @@ claims nothing new, and lets what runs finish)."""
 
 import json
 import subprocess
-import time
 
 import mctest
 from mctest import PrivateBus, check, http, wait_until
@@ -48,33 +47,49 @@ def test_interface():
 def test_signals_and_list():
     bus, c, a, node = setup()
     mon = bus.monitor()
-    tid = at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", "sleep 2; exit 4"], "timeout_sec": 30})
+    # Runs until released (a fixed sleep may end before a slow machine has looked), then exits 4.
+    marker = f"signals-{at.RUN}"
+    tid = at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", at.held_cmd(marker, "exit 4")], "timeout_sec": 120})
     at.wait_status(c, tid, "running")
-    wait_until(lambda: prop(bus, "RunningTasks") == 1, 10, msg="RunningTasks 1")
+    wait_until(lambda: prop(bus, "RunningTasks") == 1, 60, msg="RunningTasks 1")
     tasks = json.loads(bus.busctl_json("call", NAME, PATH, NAME, "ListTasks")["data"][0])
     check(len(tasks) == 1 and tasks[0]["id"] == tid and tasks[0]["state"] == "running" and tasks[0]["lease_token"] == 1,
           f"ListTasks: {tasks}")
+    at.release(marker)
     check(at.wait_final(c, tid)["status"] == "failed", "task")
-    wait_until(lambda: prop(bus, "RunningTasks") == 0, 10, msg="RunningTasks 0")
-    finished = wait_until(lambda: mon.signals("TaskFinished", PATH), 10, msg="TaskFinished")
+    wait_until(lambda: prop(bus, "RunningTasks") == 0, 60, msg="RunningTasks 0")
+    finished = wait_until(lambda: mon.signals("TaskFinished", PATH), 60, msg="TaskFinished")
     started = mon.signals("TaskStarted", PATH)
     check(started and started[0]["payload"]["data"] == [tid], f"TaskStarted: {started}")
     check(finished and finished[0]["payload"]["data"] == [tid, "failed", 4], f"TaskFinished: {finished}")
 
 
+def heartbeat(c, node):
+    """When the control last heard the node's heartbeat (its own clock)."""
+    (n,) = [n for n in http("GET", c.url + "/api/nodes", token=at.USER_TOKEN).json()["nodes"] if n["node_id"] == node]
+    return n["last_heartbeat"]
+
+
 def test_drain_and_resume():
     bus, c, a, node = setup()
-    long = at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", "sleep 3; echo long"], "timeout_sec": 30})
+    marker = f"drain-{at.RUN}"
+    long = at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", at.held_cmd(marker, "echo long")], "timeout_sec": 120})
     at.wait_status(c, long, "running")
     bus.busctl("call", NAME, PATH, NAME, "Drain")
     check(prop(bus, "Draining") is True, "Draining")
     wait_until(lambda: any(n["node_id"] == node and n["state"] == "draining"
                            for n in http("GET", c.url + "/api/nodes", token=at.USER_TOKEN).json()["nodes"]),
-               10, msg="the control sees the node draining")
+               60, msg="the control sees the node draining")
     tid = at.push(c, {"image": at.IMAGE, "cmd": ["echo", "after-drain"], "timeout_sec": 30})
-    # What runs finishes; nothing new is claimed.
+    # What runs finishes; nothing new is claimed, though the node has room again. "Not claimed" is
+    # judged after two more heartbeats of the agent (draining, with room): its own pace, not a
+    # fixed time that a slow machine may not fill.
+    at.release(marker)
     check(at.wait_final(c, long)["status"] == "succeeded", "the running task finished")
-    time.sleep(2)
+    hb = [heartbeat(c, node)]
+    for _ in range(2):
+        hb.append(wait_until(lambda: (lambda h: h if h != hb[-1] else None)(heartbeat(c, node)), 60,
+                             msg="the draining agent's next heartbeat"))
     check(c.task(tid)["status"] == "queued", f"nothing claimed while draining: {c.task(tid)}")
     bus.busctl("call", NAME, PATH, NAME, "Resume")
     check(prop(bus, "Draining") is False, "not draining")

@@ -48,23 +48,22 @@ def test_kill9_restart_adopts():
     at.record_events()
     a = at.Agent([c], node).start()
     since = time.time()
-    tid = at.push(c, body("echo begin; sleep 5; echo end"))
+    # Held running until released: surely mid-task when the agent dies, however slow the machine.
+    marker = f"kill9-{at.RUN}"
+    tid = at.push(c, body("echo begin; " + at.held_cmd(marker, "echo end")))
     at.wait_status(c, tid, "running")
-    time.sleep(1)
     a.kill()
-    time.sleep(1)
     a.start()
     t = c.task(tid)
-    # (On a slow machine the 5 s task may have ended while the agent was away; then it is already
-    # reported, by the agent that adopted it. Either way: the first lease, never re-queued.)
-    check(t["status"] in ("running", "succeeded") and t["attempt"] == 1, f"still on its first lease: {t}")
+    check(t["status"] == "running" and t["attempt"] == 1, f"still on its first lease: {t}")
+    at.release(marker)
     t = at.wait_final(c, tid)
     check(t["status"] == "succeeded", t)
     check(t["attempt"] == 1 and len(t["attempts"]) == 1, f"one attempt: {t['attempts']}")
     check("begin" in t["result"]["stdout_tail"] and "end" in t["result"]["stdout_tail"], t["result"])
     check(len(starts(tid, since)) == 1, f"one container start: {at.task_events(tid, since)}")
-    check("adopting" in a.log(), "the restarted agent adopted the container")
-    wait_until(lambda: at.containers_of(tid) == [], 20, msg="container removed")
+    check("MC_EVENT=container_adopted" in a.log(), "the restarted agent adopted the container")
+    wait_until(lambda: at.containers_of(tid) == [], 60, msg="container removed")
 
 
 def test_restart_while_exited_adopts_result():
@@ -75,16 +74,15 @@ def test_restart_while_exited_adopts_result():
     at.record_events()
     a = at.Agent([c], node).start()
     since = time.time()
-    tid = at.push(c, body("echo quick; exit 5"))
-    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)) or c.task(tid)["status"] in at.FINAL,
-               30, msg="container started")
-    # Kill the agent as soon as it has started the container, before it could collect the result.
-    at.wait_status(c, tid, ("leased", "running") + at.FINAL)
+    # Held running until the agent is dead, then let go: it surely ends while nobody watches (a
+    # quick task raced the kill, and the agent could win).
+    marker = f"exited-{at.RUN}"
+    tid = at.push(c, body(at.held_cmd(marker, "echo quick; exit 5")))
+    at.wait_status(c, tid, "running")
     a.kill()
-    t = c.task(tid)
-    if t["status"] in at.FINAL:
-        print("# the agent was faster than the kill; nothing to adopt")
-        return
+    at.release(marker)
+    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 60, msg="the container to end")
+    check(c.task(tid)["status"] == "running", "nobody reported it yet")
     a.start()
     t = at.wait_final(c, tid)
     check(t["status"] == "failed" and t["result"]["exit_code"] == 5 and t["attempt"] == 1, t)
@@ -99,7 +97,10 @@ def test_node_death_reruns_elsewhere():
     at.record_events()
     x = at.Agent([c], nx).start()
     since = time.time()
-    tid = at.push(c, body("echo run; sleep 4; echo ok"))
+    # Each run holds until released: the first is surely running when its node dies; the second is
+    # let go once it runs on node-y.
+    marker = f"death-{at.RUN}"
+    tid = at.push(c, body("echo run; " + at.held_cmd(marker, "echo ok")))
     t = at.wait_status(c, tid, "running")
     check(t["lease"]["node_id"] == nx, t)
     y = at.Agent([c], ny).start()
@@ -107,6 +108,9 @@ def test_node_death_reruns_elsewhere():
     x.kill()
     for ct in at.containers_of(tid):
         mctest.docker_api("POST", f"/containers/{ct['Id']}/kill")
+    wait_until(lambda: (lambda t: t["status"] == "running" and t["attempt"] == 2)(c.task(tid)), 90,
+               msg="the second run on node-y")
+    at.release(marker)
     t = at.wait_final(c, tid, 90)
     check(t["status"] == "succeeded", t)
     check(t["attempt"] == 2 and [a["node_id"] for a in t["attempts"]] == [nx, ny], t["attempts"])
@@ -123,13 +127,15 @@ def test_controls_unreachable_self_fence():
     at.record_events()
     a = at.Agent([c], node).start()
     since = time.time()
-    tid = at.push(c, body("sleep 8; echo done", max_attempts=3))
+    # Held until released: only the agent's fencing can end the first run.
+    marker = f"fence-{at.RUN}"
+    tid = at.push(c, body(at.held_cmd(marker, "echo done"), max_attempts=3))
     at.wait_status(c, tid, "running")
-    time.sleep(1.5)
+    time.sleep(1.5)             # not a sample: the agent renews its lease meanwhile
     c.kill()
     t_kill = time.time()
     # The agent stops the container itself: Docker says when.
-    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 15, msg="the container to die")
+    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 60, msg="the container to die")
     die_ns = [e[0] for e in at.task_events(tid, since) if e[1] == "die"][0]
     (expires,) = pg.psql(f"SELECT (extract(epoch FROM lease_expires_at) * 1e9)::bigint FROM tasks WHERE id = '{tid}'")[0]
     expires_ns = int(expires)
@@ -139,6 +145,9 @@ def test_controls_unreachable_self_fence():
     check("lease_expired" in a.log(), "the agent logged its self-fencing")
 
     c.restart()
+    wait_until(lambda: (lambda t: t["status"] == "running" and t["attempt"] == 2)(c.task(tid)), 90,
+               msg="the second run")
+    at.release(marker)
     t = at.wait_final(c, tid, 90)
     check(t["status"] == "succeeded" and t["attempt"] == 2, t)
     check(ts_ns(t["attempts"][1]["leased_at"]) > die_ns, f"re-queued only after the container was gone: {t['attempts']}")
@@ -150,23 +159,28 @@ def test_controls_unreachable_result_in_outbox():
     mctest.defer(at.cleanup_node_containers, node)
     pg, (c,) = at.cluster([node], lease_ttl_ms=10000, grace_ms=500)
     a = at.Agent([c], node).start()
-    tid = at.push(c, body("sleep 2; echo finished-offline"))
+    # It ends only once the control is gone (a 2 s sleep could end before, on a slow machine, and its
+    # result would be delivered at once).
+    marker = f"outbox-{at.RUN}"
+    tid = at.push(c, body(at.held_cmd(marker, "echo finished-offline")))
     at.wait_status(c, tid, "running")
     c.kill()
-    wait_until(lambda: a.outbox(), 30, msg="the result in the outbox")
+    at.release(marker)
+    wait_until(lambda: a.outbox(), 60, msg="the result in the outbox")
     entry = a.outbox()
     check(len(entry) == 1 and entry[0].startswith(tid), entry)
     # The result survives an agent restart (a crash, even).
+    # (That it is delivered below, after the restart, is the proof; here only that the restarted
+    # agent, ready, did not drop it while no control answers.)
     a.kill()
     a.start()
-    time.sleep(2)
     check(a.outbox() == entry, f"outbox after restart: {a.outbox()}")
     c.daemon.start()
     c.daemon.wait_ready()
     t = at.wait_final(c, tid, 60)
     check(t["status"] == "succeeded" and t["attempt"] == 1, t)
     check("finished-offline" in t["result"]["stdout_tail"], t["result"])
-    wait_until(lambda: a.outbox() == [], 10, msg="the outbox emptied")
+    wait_until(lambda: a.outbox() == [], 60, msg="the outbox emptied")
 
 
 def test_agent_gone_keeper_fences():
@@ -179,18 +193,24 @@ def test_agent_gone_keeper_fences():
     at.record_events()
     x = at.Agent([c], nx).start()
     since = time.time()
-    tid = at.push(c, body("sleep 6; echo ok"))
+    # Held until released: only the fence keeper can end the first run; the second is let go once it
+    # runs on node-y.
+    marker = f"keeper-{at.RUN}"
+    tid = at.push(c, body(at.held_cmd(marker, "echo ok")))
     at.wait_status(c, tid, "running")
-    time.sleep(0.5)
     x.kill()                    # the node lives on; its agent does not
     y = at.Agent([c], ny).start()
-    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 15, msg="the keeper to stop the container")
+    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 60, msg="the keeper to stop the container")
     die_ns = [e[0] for e in at.task_events(tid, since) if e[1] == "die"][0]
+    wait_until(lambda: (lambda t: t["status"] == "running" and t["attempt"] == 2)(c.task(tid)), 90,
+               msg="the second run on node-y")
+    at.release(marker)
     t = at.wait_final(c, tid, 90)
     check(t["status"] == "succeeded" and t["attempt"] == 2 and t["attempts"][1]["node_id"] == ny, t)
     check(ts_ns(t["attempts"][1]["leased_at"]) > die_ns, t["attempts"])
     at.check_no_overlap(tid, since)
-    check("Fence keeper: killed" in x.log(), "the keeper did it")
+    # The keeper's event (a field, not its wording), which it logs just after its kill.
+    wait_until(lambda: "MC_FENCED_BY=keeper" in x.log(), 60, msg="the keeper's lease_expired event")
 
 
 def test_stop_and_restart_keeps_tasks():
@@ -201,11 +221,16 @@ def test_stop_and_restart_keeps_tasks():
     at.record_events()
     a = at.Agent([c], node).start()
     since = time.time()
-    tids = [at.push(c, body(f"sleep 3; echo t{i}")) for i in range(3)]
+    # Held until released: all three surely run across the restart (3 s sleeps could end before the
+    # last one was seen running).
+    markers = [f"restart-{i}-{at.RUN}" for i in range(3)]
+    tids = [at.push(c, body(at.held_cmd(m, f"echo t{i}"))) for i, m in enumerate(markers)]
     for tid in tids:
         at.wait_status(c, tid, "running")
     a.stop()
     a.start()
+    for m in markers:
+        at.release(m)
     for i, tid in enumerate(tids):
         t = at.wait_final(c, tid)
         check(t["status"] == "succeeded" and t["attempt"] == 1 and f"t{i}" in t["result"]["stdout_tail"], t)
@@ -224,12 +249,17 @@ def test_timed_out_task_ended_while_agent_down():
     # A long grace, so that the old agent's SIGKILL timer is not what ends it.
     a = at.Agent([c], node, env={"MC_STOP_GRACE_SEC": "60"}).start()
     since = time.time()
-    tid = at.push(c, body("trap 'sleep 2; echo late-term; exit 143' TERM; echo begin; sleep 100 & wait", timeout_sec=2))
+    # Its SIGTERM trap holds until released (not a 2 s sleep, which the kill below had to beat): it
+    # surely ends after the agent is gone.
+    marker = f"late-{at.RUN}"
+    tid = at.push(c, body(f"trap 'trap \"echo late-term; exit 143\" USR1; sleep 600 & wait' TERM; : {marker}; "
+                          "echo begin; sleep 100 & wait", timeout_sec=2))
     at.wait_status(c, tid, "running")
     # The engine was asked to stop it: the agent has recorded why by then (before asking).
-    wait_until(lambda: any(e[1] == "kill" for e in at.task_events(tid, since)), 30, msg="the stop for the timeout")
+    wait_until(lambda: any(e[1] == "kill" for e in at.task_events(tid, since)), 60, msg="the stop for the timeout")
     a.kill()
-    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 30, msg="the container to end")
+    at.release(marker)
+    wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 60, msg="the container to end")
     check(c.task(tid)["status"] == "running", "nobody reported it yet")
     a.start()
     t = at.wait_final(c, tid)
@@ -285,6 +315,14 @@ def runs_of(path):
         return 0
 
 
+def runs_of_pids(path):
+    try:
+        with open(path) as f:
+            return len(f.read().split())
+    except FileNotFoundError:
+        return 0
+
+
 def exec_output(c, tid):
     r = http("GET", f"{c.url}/api/tasks/{tid}/logs", token=at.USER_TOKEN)
     check(r.status == 200, f"logs: {r.status} {r.text}")
@@ -306,7 +344,7 @@ def test_exec_kill9_restart_adopts():
     wait_until(lambda: runs_of(runs) == 1, 30, msg="the command to run")
     a.kill()
     a.start()
-    a.daemon.wait_log("adopting", 30)
+    a.daemon.wait_log("MC_EVENT=container_adopted", 60)
     t = c.task(tid)
     check(t["status"] == "running" and t["attempt"] == 1, f"still on its first lease: {t}")
     open(gate, "w").close()
@@ -317,7 +355,7 @@ def test_exec_kill9_restart_adopts():
     out = exec_output(c, tid)
     check("begin\n" in out and "to-err\n" in out and "end\n" in out, f"full output: {out!r}")
     check(runs_of(runs) == 1, "the command ran once")
-    wait_until(lambda: exec_jobs_gone(a), 20, msg="the job removed")
+    wait_until(lambda: exec_jobs_gone(a), 60, msg="the job removed")
 
 
 def test_exec_restart_while_exited_adopts_result():
@@ -343,8 +381,8 @@ def test_exec_restart_while_exited_adopts_result():
     out = exec_output(c, tid)
     check("begin\n" in out and "done-offline\n" in out and "to-err\n" in out, f"full output: {out!r}")
     check(runs_of(runs) == 1, "the command ran once")
-    check("adopting" in a.log(), "the restarted agent adopted the job")
-    wait_until(lambda: exec_jobs_gone(a), 20, msg="the job removed")
+    check("MC_EVENT=container_adopted" in a.log(), "the restarted agent adopted the job")
+    wait_until(lambda: exec_jobs_gone(a), 60, msg="the job removed")
 
 
 def test_exec_stop_and_restart_keeps_tasks():
@@ -367,7 +405,7 @@ def test_exec_stop_and_restart_keeps_tasks():
         t = at.wait_final(c, tid)
         check(t["status"] == "succeeded" and t["attempt"] == 1 and f"t{i}" in t["result"]["stdout_tail"], t)
         check(runs_of(runs) == 1, f"task {i} ran once")
-    wait_until(lambda: exec_jobs_gone(a), 20, msg="the jobs removed")
+    wait_until(lambda: exec_jobs_gone(a), 60, msg="the jobs removed")
 
 
 def test_exec_agent_gone_keeper_fences():
@@ -376,13 +414,13 @@ def test_exec_agent_gone_keeper_fences():
     twice at once: each run checks, as it starts, that no earlier run's process is alive."""
     nx, ny = at.node_name("node-x"), at.node_name("node-y")
     d = mctest.tmpdir("exec-keeper")
-    runs, overlap = os.path.join(d, "runs"), os.path.join(d, "overlap")
+    runs, overlap, gate = os.path.join(d, "runs"), os.path.join(d, "overlap"), os.path.join(d, "gate")
     pg, (c,) = at.cluster([nx, ny], lease_ttl_ms=3000, grace_ms=500)
     x = at.Agent([c], nx, driver="exec")
     mctest.defer(kill_exec_leftovers, x.state_dir + "/", d + "/")
     x.start()
     cmd = (f"for p in $(cat {runs} 2>/dev/null); do kill -0 $p 2>/dev/null && echo $p >> {overlap}; done; "
-           f"echo $$ >> {runs}; sleep 6; echo ok")
+           f"echo $$ >> {runs}; while [ ! -e {gate} ]; do sleep 0.05; done; echo ok")
     tid = at.push(c, body(cmd))
     at.wait_status(c, tid, "running")
     wait_until(lambda: os.path.exists(runs), 30, msg="the command to run")
@@ -391,14 +429,19 @@ def test_exec_agent_gone_keeper_fences():
     mctest.defer(kill_exec_leftovers, y.state_dir + "/")
     y.start()
     # The supervisor outlives the kill of its command and records it.
-    wait_until(lambda: glob.glob(os.path.join(x.state_dir, "exec", "*.job", "result")), 15,
+    wait_until(lambda: glob.glob(os.path.join(x.state_dir, "exec", "*.job", "result")), 60,
                msg="the keeper to kill the command")
+    # Each run waits for the gate (a 6 s sleep could end before the keeper acts on a slow machine):
+    # it opens once the second run has started.
+    wait_until(lambda: runs_of_pids(runs) == 2, 90, msg="the second run on node-y")
+    open(gate, "w").close()
     t = at.wait_final(c, tid, 90)
     check(t["status"] == "succeeded" and t["attempt"] == 2 and t["attempts"][1]["node_id"] == ny, t)
     with open(runs) as f:
         check(len(f.read().split()) == 2, "two runs")
     check(not os.path.exists(overlap), "no run overlapped another")
-    check("Fence keeper: killed" in x.log(), "the keeper did it")
+    # The keeper's event (a field, not its wording), which it logs just after its kill.
+    wait_until(lambda: "MC_FENCED_BY=keeper" in x.log(), 60, msg="the keeper's lease_expired event")
 
 
 mctest.main()

@@ -76,7 +76,9 @@ Environment=MC_DRIVER={driver} MC_CGROUP_PATH=mc.test/agent-{node}
     # An exec task's runs each leave a line (there are no Docker events to count them by); a container
     # cannot reach the file.
     runs = os.path.join(mctest.tmpdir("unit-runs"), "runs")
-    cmd = f"echo run >> {runs}; sleep 6; echo unit-ok" if driver == "exec" else "sleep 6; echo unit-ok"
+    # Held running until released after the restarts (a 6 s sleep could end before, on a slow machine).
+    marker = f"unit-{driver}-{at.RUN}"
+    cmd = (f"echo run >> {runs}; " if driver == "exec" else "") + at.held_cmd(marker, "echo unit-ok")
     tid = at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", cmd], "timeout_sec": 60})
     at.wait_status(c, tid, "running")
     entries = ns.wait_journal(unit=UNIT, MC_EVENT="container_started")
@@ -85,9 +87,10 @@ Environment=MC_DRIVER={driver} MC_CGROUP_PATH=mc.test/agent-{node}
     pid = int(ns.show(UNIT, "MainPID"))
     ns.systemctl("kill", "-s", "SIGKILL", "--kill-who=main", UNIT)
     wait_until(lambda: ns.show(UNIT, "ActiveState") == "active" and int(ns.show(UNIT, "MainPID")) not in (0, pid),
-               30, msg="restarted after SIGKILL")
+               60, msg="restarted after SIGKILL")
     ns.systemctl("restart", UNIT)
-    t = at.wait_final(c, tid, 60)
+    at.release(marker)
+    t = at.wait_final(c, tid, 120)
     if t["attempt"] != 1:
         print("\n".join(f'{int(e["__REALTIME_TIMESTAMP"]) / 1e6:.3f} {e.get("MESSAGE")}'
                         for e in sorted(ns.journal(unit=UNIT) + ns.journal(f"USER_UNIT={UNIT}"),
@@ -99,7 +102,8 @@ Environment=MC_DRIVER={driver} MC_CGROUP_PATH=mc.test/agent-{node}
     else:
         starts = [e for e in at.task_events(tid, since) if e[1] == "start"]
         check(len(starts) == 1, f"one container: {at.task_events(tid, since)}")
-    check(ns.journal(unit=UNIT, MC_EVENT="container_adopted"), "the restarted agent adopted the job")
+    # journald files what it is sent when it gets to it: waited for, not sampled.
+    ns.wait_journal(unit=UNIT, MC_EVENT="container_adopted", timeout=60)
     ns.systemctl("stop", UNIT)
 
 

@@ -10,7 +10,9 @@
  *        test-driver docker ENSURE-DOCKER-SCRIPT */
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -62,6 +64,16 @@ static int64_t read_int(const char *path) {
         return v;
 }
 
+/* Whether a v1 hierarchy's controller list ("cpu,cpuacct", "cpuacct,cpu", "cpu", ...) names one. */
+static bool controller_listed(const char *list, const char *controller) {
+        size_t n = strlen(controller);
+
+        for (const char *p = list; *p; p += strcspn(p, ","), p += strspn(p, ","))
+                if (strncmp(p, controller, n) == 0 && (p[n] == ',' || p[n] == 0))
+                        return true;
+        return false;
+}
+
 /* The limits of the cgroup pid lives in, the way anybody can see them: /proc/PID/cgroup. */
 static void read_limits(pid_t pid, Job *j) {
         _cleanup_fclose_ FILE *f = NULL;
@@ -94,12 +106,11 @@ static void read_limits(pid_t pid, Job *j) {
                         j->seen_period = per;
                         snprintf(f2, sizeof(f2), "/sys/fs/cgroup%s/memory.max", p);
                         j->seen_memory = read_int(f2);
-                } else if (mode == CGROUP_V1 && strstr(ctrl, "memory")) {
+                } else if (mode == CGROUP_V1 && controller_listed(ctrl, "memory")) {
                         char f1[512];
                         snprintf(f1, sizeof(f1), "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", p);
                         j->seen_memory = read_int(f1);
-                } else if (mode == CGROUP_V1 && (streq(ctrl, "cpu,cpuacct") || streq(ctrl, "cpu") ||
-                                                  streq(ctrl, "cpuacct,cpu"))) {
+                } else if (mode == CGROUP_V1 && controller_listed(ctrl, "cpu")) {
                         char f1[512];
                         snprintf(f1, sizeof(f1), "/sys/fs/cgroup/cpu%s/cpu.cfs_quota_us", p);
                         j->seen_quota = read_int(f1);
@@ -416,14 +427,16 @@ static void test_stop(void) {
         job_clear(&j);
 
         /* No grace: SIGKILL at once, even over a graceful stop under way. */
-        start(&j, (char *[]) { "sh", "-c", "trap '' TERM; sleep 100", NULL }, NULL, 0, 0);
+        /* (The first stop's grace is far longer than any stall of a loaded machine: ending well
+         * before it tells the SIGKILL from the grace, whatever the machine's speed.) */
+        start(&j, (char *[]) { "sh", "-c", "trap '' TERM; sleep 1000", NULL }, NULL, 0, 0);
         run_until(&j.started, 60);
         wait_term_trapped(&j);
-        ASSERT(driver_job_stop(j.job, 30) >= 0);
+        ASSERT(driver_job_stop(j.job, 600) >= 0);
         t = now_usec();
         ASSERT(driver_job_stop(j.job, 0) >= 0);
-        run_until(&j.exited, 10);
-        ASSERT(now_usec() - t < 10 * USEC_PER_SEC);
+        run_until(&j.exited, 120);
+        ASSERT(now_usec() - t < 300 * USEC_PER_SEC);
         ASSERT(j.exit_code == 128 + SIGKILL);
         remove_job(&j);
         job_clear(&j);
@@ -437,8 +450,17 @@ static void test_stop(void) {
         job_clear(&j);
 }
 
+/* Creates the file a task's command waits for. */
+static void gate_open(const char *path) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+
+        ASSERT(fd >= 0);
+        close(fd);
+}
+
 static void test_limits(void) {
         Job j = { .check_limits = true };
+        _cleanup_free_ char *gate = NULL, *cmd = NULL;
 
         if (docker) {
                 _cleanup_json_ json_object *o = NULL;
@@ -460,8 +482,15 @@ static void test_limits(void) {
                 return;
         }
 
-        start(&j, (char *[]) { "sleep", "0.5", NULL }, NULL, 250000000, 64 * 1024 * 1024);
+        /* The limits are read (on_started) from /proc/PID/cgroup: the command must still run then,
+         * however late the loop hears of its start, so it waits for a file we create afterwards. */
+        ASSERT(asprintf(&gate, "%s/limits-gate", work_dir) >= 0);
+        ASSERT(asprintf(&cmd, "while [ ! -e %s ]; do sleep 0.02; done", gate) >= 0);
+        start(&j, (char *[]) { "sh", "-c", cmd, NULL }, NULL, 250000000, 64 * 1024 * 1024);
+        run_until(&j.started, 30);
+        gate_open(gate);
         run_until(&j.exited, 30);
+        ASSERT(unlink(gate) == 0);
         ASSERT(j.exit_code == 0);
         ASSERT(j.seen_period == CGROUP_CPU_PERIOD_USEC);
         ASSERT(j.seen_quota == CGROUP_CPU_PERIOD_USEC / 4);
@@ -471,8 +500,12 @@ static void test_limits(void) {
 
         /* No limits asked: none set. */
         j = (Job) { .check_limits = true };
-        start(&j, (char *[]) { "sleep", "0.2", NULL }, NULL, 0, 0);
+        start(&j, (char *[]) { "sh", "-c", cmd, NULL }, NULL, 0, 0);
+        run_until(&j.started, 30);
+        gate_open(gate);
         run_until(&j.exited, 30);
+        ASSERT(unlink(gate) == 0);
+        ASSERT(j.exit_code == 0);
         ASSERT(j.seen_quota == -1);
         ASSERT(j.seen_memory == -1 || j.seen_memory >= INT64_MAX / 2);
         remove_job(&j);
@@ -503,9 +536,10 @@ static void test_forked(void) {
         uint64_t t = now_usec();
 
         /* The main process ends at once; what it left running goes with it. */
-        start(&j, (char *[]) { "sh", "-c", "sleep 100 & echo parent-done", NULL }, NULL, 0, 0);
-        run_until(&j.exited, 20);
-        ASSERT(now_usec() - t < 20 * USEC_PER_SEC);
+        /* (Its child would sleep far longer than the wait: ending within it, it was killed.) */
+        start(&j, (char *[]) { "sh", "-c", "sleep 1000 & echo parent-done", NULL }, NULL, 0, 0);
+        run_until(&j.exited, 120);
+        ASSERT(now_usec() - t < 300 * USEC_PER_SEC);
         ASSERT(j.exit_code == 0 && streq(j.out, "parent-done\n"));
         remove_job(&j);
         job_clear(&j);
@@ -580,22 +614,29 @@ static void wait_file(const char *dir, const char *name) {
         }
 }
 
-/* Gone, or a zombie nobody reaped (what PID 1 does with it is not ours to know). */
-static bool process_gone(pid_t pid) {
-        _cleanup_free_ char *s = NULL;
-        char path[64];
-        const char *p;
+/* A pidfd for a process that is surely there when we ask: our child that nobody can have reaped yet
+ * (the driver reaps the supervisors it forked, but only from its loop, when it sees them end), or a
+ * command that waits for us. Whatever happens to the pid afterwards (reaped by its parent, by PID 1 or
+ * a subreaper, or by nobody; taken by another process), the pidfd stays this process's. */
+static int pidfd_of(pid_t pid) {
+        int fd = pidfd_open(pid, 0);
 
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
-        if (read_one_line_file(path, &s) < 0)
-                return true;
-        p = strrchr(s, ')');
-        return p && p[1] == ' ' && p[2] == 'Z';
+        ASSERT(fd >= 0);
+        return fd;
 }
 
-static void wait_gone(pid_t pid) {
+/* Until the process has ended: its pidfd polls readable once it has exited, zombie or reaped. The
+ * loop runs meanwhile (what ends it may be the driver's doing). */
+static void wait_ended(int pidfd) {
         uint64_t deadline = now_usec() + 30 * USEC_PER_SEC;
-        while (!process_gone(pid)) {
+
+        for (;;) {
+                struct pollfd p = { .fd = pidfd, .events = POLLIN };
+                int n = poll(&p, 1, 0);
+
+                ASSERT(n >= 0 || errno == EINTR);
+                if (n > 0 && (p.revents & POLLIN))
+                        return;
                 ASSERT(now_usec() < deadline);
                 run_for(20);
         }
@@ -612,10 +653,19 @@ static pid_t supervisor_of(const char *job_dir) {
         return pid;
 }
 
-/* The supervisors we forked and then "forgot": we are still their parent. */
-static void reap(pid_t pid) {
-        wait_gone(pid);
-        ASSERT(waitpid(pid, NULL, 0) == pid);
+/* A supervisor we forked, once it has ended. Who reaps it depends on timing: the driver reaps the ones
+ * it forked when it sees them end, so one that ended before its job was forgotten is reaped already
+ * (ECHILD); one that ended later, or that another job (an adoption) watched, is still our zombie, and
+ * we reap it. Closes the pidfd. */
+static void reap(int pidfd) {
+        siginfo_t si = {};
+
+        wait_ended(pidfd);
+        if (waitid(P_PIDFD, (id_t) pidfd, &si, WEXITED | WNOHANG) < 0)
+                ASSERT(errno == ECHILD);
+        else
+                ASSERT(si.si_pid > 0);
+        close(pidfd);
 }
 
 /* A restarted agent takes over: a job still running (its command waits for a file, so that it is
@@ -629,7 +679,10 @@ static void test_leftovers_exec(void) {
         _cleanup_free_ char *running_name = NULL, *exited_name = NULL, *early_name = NULL, *lost_name = NULL,
                             *doomed_name = NULL, *exited_dir = NULL, *lost_dir = NULL, *doomed_dir = NULL,
                             *running_dir = NULL, *early_dir = NULL;
-        pid_t running_sup, exited_sup, early_sup, lost_sup, doomed_sup, lost_pid, doomed_pid;
+        /* pidfds: the supervisors', taken before the loop runs (until then none can have been reaped);
+         * the commands', taken while they surely run. */
+        int running_sup, exited_sup, early_sup, lost_sup, doomed_sup, lost_cmd, doomed_cmd;
+        int lost_pid, doomed_pid;
         _cleanup_(cgroup_freep) Cgroup *stray = NULL;
         char stray_path[256];
         DriverLeftover *l;
@@ -642,25 +695,28 @@ static void test_leftovers_exec(void) {
         start(&running, (char *[]) { "sh", "-c", cmd, NULL }, NULL, 0, 0);
         running_name = name_of(lease_counter);
         running_dir = job_dir_of(running_name);
+        running_sup = pidfd_of(supervisor_of(running_dir));
         start(&exited, (char *[]) { "sh", "-c", "echo was-done; exit 4", NULL }, NULL, 0, 0);
         exited_name = name_of(lease_counter);
         exited_dir = job_dir_of(exited_name);
+        exited_sup = pidfd_of(supervisor_of(exited_dir));
         start(&lost, (char *[]) { "sleep", "100", NULL }, NULL, 0, 0);
         lost_name = name_of(lease_counter);
         lost_dir = job_dir_of(lost_name);
+        lost_sup = pidfd_of(supervisor_of(lost_dir));
         start(&doomed, (char *[]) { "sleep", "100", NULL }, NULL, 0, 0);
         doomed_name = name_of(lease_counter);
         doomed_dir = job_dir_of(doomed_name);
+        doomed_sup = pidfd_of(supervisor_of(doomed_dir));
         run_until(&running.started, 60);
         run_until(&exited.started, 60);
         run_until(&lost.started, 60);
         run_until(&doomed.started, 60);
         ASSERT(sscanf(lost.handle, "pid-%d", &lost_pid) == 1);
         ASSERT(sscanf(doomed.handle, "pid-%d", &doomed_pid) == 1);
-        running_sup = supervisor_of(running_dir);
-        exited_sup = supervisor_of(exited_dir);
-        lost_sup = supervisor_of(lost_dir);
-        doomed_sup = supervisor_of(doomed_dir);
+        /* Sleeping until they are killed. */
+        lost_cmd = pidfd_of(lost_pid);
+        doomed_cmd = pidfd_of(doomed_pid);
         /* The agent "dies": it forgets its jobs without stopping them. */
         forget(&running);
         forget(&exited);
@@ -669,14 +725,15 @@ static void test_leftovers_exec(void) {
         start(&early, (char *[]) { "sh", "-c", "echo late-start", NULL }, NULL, 0, 0);
         early_name = name_of(lease_counter);
         early_dir = job_dir_of(early_name);
-        early_sup = supervisor_of(early_dir);
+        early_sup = pidfd_of(supervisor_of(early_dir));
         forget(&early);
 
         /* While nobody watches: one ends, one loses its supervisor (its command dies with it). */
         wait_file(exited_dir, "result");
-        ASSERT(kill(lost_sup, SIGKILL) == 0);
+        ASSERT(pidfd_send_signal(lost_sup, SIGKILL, NULL, 0) == 0);
         reap(lost_sup);
-        wait_gone(lost_pid);
+        wait_ended(lost_cmd);
+        close(lost_cmd);
         /* And one cgroup that no job recorded (an agent that died between creating it and recording). */
         ASSERT(cgroup_detect(CGROUP_ROOT_DEFAULT, &mode) >= 0);
         snprintf(stray_path, sizeof(stray_path), "%s/task-stray-7", cgroup_path);
@@ -746,11 +803,7 @@ static void test_leftovers_exec(void) {
         run_until(&a.started, 30);
         ASSERT(streq(a.handle, running.handle));
         ASSERT(!a.exited);
-        {
-                int fd = open(gate, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-                ASSERT(fd >= 0);
-                close(fd);
-        }
+        gate_open(gate);
         run_until(&a.exited, 30);
         ASSERT(a.error == 0 && a.exit_code == 3);
         ASSERT(streq(a.out, "adopted-run\nend\n") && streq(a.err, "to-err\n"));
@@ -768,7 +821,8 @@ static void test_leftovers_exec(void) {
         /* The discarded one: supervisor, command, cgroup and directories gone. */
         run_until(&done, 30);
         reap(doomed_sup);
-        wait_gone(doomed_pid);
+        wait_ended(doomed_cmd);
+        close(doomed_cmd);
         ASSERT(access(doomed_dir, F_OK) < 0);
 
         remove_job(&a);
@@ -804,7 +858,10 @@ static void test_leftovers_docker(void) {
         bool done = false;
         _cleanup_json_ json_object *o = NULL;
 
-        start(&running, (char *[]) { "sh", "-c", "echo adopted-run; sleep 2; echo end; exit 3", NULL }, NULL, 0, 0);
+        /* Runs until we stop it (a fixed sleep would let it end before the listing on a slow
+         * machine, and it would not be "running"). */
+        start(&running, (char *[]) { "sh", "-c", "trap 'echo end; exit 3' TERM; echo adopted-run; sleep 100 & wait", NULL },
+              NULL, 0, 0);
         snprintf(running_id, sizeof(running_id), "task-%u", lease_counter);
         start(&exited, (char *[]) { "sh", "-c", "echo was-done; exit 4", NULL }, NULL, 0, 0);
         snprintf(exited_id, sizeof(exited_id), "task-%u", lease_counter);
@@ -847,6 +904,9 @@ static void test_leftovers_docker(void) {
         ASSERT(driver->ops->leftover_discard(driver, l, removed_cb, &done) >= 0);
         driver_leftovers_free(leftovers, n_leftovers);
 
+        run_until(&a.started, 60);
+        wait_term_trapped(&a);
+        ASSERT(driver_job_stop(a.job, 30) >= 0);
         run_until(&a.exited, 60);
         ASSERT(a.started && a.exit_code == 3);
         ASSERT(streq(a.out, "adopted-run\nend\n"));

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""The lease rules (DESIGN.md §4), driven over HTTP by the test acting as agents. Times are compared
+"""The lease rules (docs/architecture.md, "Leases"), driven over HTTP by the test acting as agents. Times are compared
 on the database's clock, never the test's: the test asserts order, not speed."""
 
 import time

@@ -20,7 +20,7 @@ int main(int argc, char *argv[]) {
         if (r < 0)
                 return 1;
         daemon_notify_ready("Fixture ready.");
-        log_event(LOG_INFO, "fixture_ready", LOG_FIELDS("NODE_ID", "fixture-node"), "Fixture daemon ready.");
+        log_event(LOG_INFO, MC_EVENT_NODE_REGISTERED, LOG_FIELDS("NODE_ID", "fixture-node"), "Fixture daemon ready.");
 
         r = sd_event_loop(e);
         daemon_notify_stopping();

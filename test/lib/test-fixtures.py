@@ -100,7 +100,7 @@ def test_real_daemon_notify_and_watchdog():
     ready = d.wait_ready()
     check(ready.get("STATUS") == "Fixture ready.", f"READY message: {ready}")
     d.wait_notify("WATCHDOG", "1", count=3)
-    d.wait_log("Fixture daemon ready. MC_EVENT=fixture_ready NODE_ID=fixture-node")
+    d.wait_log("Fixture daemon ready. MC_EVENT=node_registered NODE_ID=fixture-node")
     check(d.stop() == 0, "exit status")
     check(any(m.get("STOPPING") == "1" for m in d.notifications()), "no STOPPING=1")
 
@@ -245,7 +245,7 @@ def test_systemd_namespace():
     # Our log module writes structured fields to the journal when it is there.
     d = Daemon("mc-fixture-daemon", env={"MC_LOG_TARGET": "journal"}).start()
     d.wait_ready()
-    e = ns.wait_journal(MC_EVENT="fixture_ready", SYSLOG_IDENTIFIER="mc-fixture-daemon")
+    e = ns.wait_journal(MC_EVENT="node_registered", SYSLOG_IDENTIFIER="mc-fixture-daemon")
     check(e[0]["NODE_ID"] == "fixture-node" and e[0]["MESSAGE"] == "Fixture daemon ready.", f"entry: {e[0]}")
     d.stop()
     ns.systemctl("stop", "mc-fixture-notify.service", "mc-fixture-notify.socket", "mc-fixture-sleep.service")

@@ -129,7 +129,7 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
                                 if (!l[i].cgroup_marker || l[i].cgroup_marker != due[k])
                                         continue;
                                 if (killed[k] > 0)
-                                        log_event(LOG_WARNING, "lease_expired",
+                                        log_event(LOG_WARNING, MC_EVENT_LEASE_EXPIRED,
                                                   LOG_FIELDS("TASK_ID", l[i].task_id, "MC_FENCED_BY", "keeper"),
                                                   "Fence keeper: killed %u process(es) of task %s (lease %" PRIi64
                                                   "): its lease ran out with no agent renewing it.",

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Every event the daemons put in the journal as MC_EVENT=<name>: this table is the only list.
+ * log_event() takes an McEvent, so a misspelt event does not compile, and adds MESSAGE_ID= for the
+ * events that have one. Those IDs are what `journalctl -x` looks up in catalog/mc.catalog to explain
+ * an entry to the operator; docs/events.md says when each event is logged and with which fields.
+ * test/shared/test-event-docs.py fails when an event here lacks either, or when src/ logs an event
+ * some other way.
+ *
+ * A MESSAGE_ID is an interface: operators filter on it (journalctl MESSAGE_ID=...), so it never
+ * changes or moves to another event. A new event gets a new one from `systemd-id128 new`. An event
+ * may go without (NULL), but must still be in docs/events.md. */
+
+#define MC_EVENT_TABLE(X)                                                                       \
+        /* the life of a task */                                                                \
+        X(TASK_QUEUED,          task_queued,          "808bd4c212d34b089cbf5ab7508b1f35")       \
+        X(LEASE_ACQUIRED,       lease_acquired,       "f6e802cb68c44974838749864c8b813a")       \
+        X(CONTAINER_STARTED,    container_started,    "1d372d6c54f24ef5ae13a5b41283177f")       \
+        X(TASK_TIMEOUT,         task_timeout,         "4c9330f259234bf5b0e12b8632ac096e")       \
+        X(CONTAINER_EXITED,     container_exited,     "2c09291be5a24c42af5e5ea95e31b8ba")       \
+        X(RESULT_QUEUED,        result_queued,        "f79210b7eadb4425ac125ab17df22e84")       \
+        X(RESULT_REJECTED,      result_rejected,      "f7b1f8f4ecf244949403c4bd5c192b27")       \
+        X(TASK_FINISHED,        task_finished,        "e2f0c4e808fa4d01827457f7dd1acede")       \
+        /* leases that end early */                                                             \
+        X(LEASE_EXPIRED,        lease_expired,        "f6f044c5cc2d40fe98ccf978f0e188c7")       \
+        X(LEASE_REVOKED,        lease_revoked,        "4dcb110e0de342158ccdc92150285078")       \
+        X(STALE_LEASE,          stale_lease,          "e52181c27680460ebd4bdeaa26469b40")       \
+        /* an agent restarted over running work */                                              \
+        X(CONTAINER_ADOPTED,    container_adopted,    "aa6cc6e6c3e2495a9c7e87295ab61635")       \
+        X(CONTAINER_DISCARDED,  container_discarded,  "729c6825982a4986a9dc4d2927e93655")       \
+        /* nodes */                                                                             \
+        X(NODE_REGISTERED,      node_registered,      "d6a843a67fdb499bb335eeff77134e59")       \
+        X(NODE_DRAINING,        node_draining,        "238305f40a6a45acb040fab4101c6b70")       \
+        X(NODE_RESUMED,         node_resumed,         "a685a475006545b1b68d24c27d7225bb")       \
+        /* an agent finding the controls */                                                     \
+        X(CONTROL_URLS_CHANGED, control_urls_changed, "59f76b2a54f3418b8b75b17bf9679324")       \
+        X(CONTROLS_FOUND,       controls_found,       "8cca37b6b48148f99145ae77adf803cf")       \
+        X(CONTROLS_NOT_FOUND,   controls_not_found,   "b9db86c66f2e4e30a88caec49a914b73")       \
+        X(DHT_LOOKUP_FAILED,    dht_lookup_failed,    "3e00ecb530b04bc5b453f7cd5eda002b")
+
+typedef enum McEvent {
+        MC_EVENT_NONE,          /* a plain message: no MC_EVENT= field */
+#define MC_EVENT_ENUM_(upper, name, message_id) MC_EVENT_##upper,
+        MC_EVENT_TABLE(MC_EVENT_ENUM_)
+#undef MC_EVENT_ENUM_
+        _MC_EVENT_MAX,
+} McEvent;
+
+/* MC_EVENT_TASK_QUEUED for MC_EVENT_TASK_QUEUED; NULL for MC_EVENT_NONE. */
+const char *log_event_name(McEvent event);
+/* The event's MESSAGE_ID as 32 hex digits, or NULL when it has none. */
+const char *log_event_message_id(McEvent event);
