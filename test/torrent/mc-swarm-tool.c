@@ -3,11 +3,13 @@
 /* mc-swarm-tool: the peer-to-peer engine of src/torrent on the command line, for the Python tests
  * (not installed).
  *
- *   seed FILE [--port P] [--torrent OUT] [--corrupt N] [--max-conns N] [--max-per-addr N]
+ *   seed FILE [--port P] [--torrent OUT] [--corrupt N] [--max-conns N] [--max-per-addr N] [--sink S]
  *        Hashes FILE, serves it on 127.0.0.1:P (0: any port) and prints "content id=<hex>" and
  *        "ready port=<port>". Each connection that ends prints "closed addr=... error=<errno>
  *        reason=..." then a "stats ..." line. --corrupt N serves wrong bytes for the pieces whose
- *        index is a multiple of N (a hostile peer). --torrent writes the .torrent of FILE.
+ *        index is a multiple of N (a hostile peer). --torrent writes the .torrent of FILE. --sink
+ *        picks how blocks are sent: "default" (pread + send), or the io_uring block sender with a
+ *        SEND_PATH ("auto", "send-zc", "splice", "sendfile"); fetch takes it too, for serving.
  *   fetch ID --manifest FILE.torrent --peer HOST:PORT... --out DIR [--timeout S] [--deadline S]
  *        [--max-peers N] [--abort-after N] [--flush-every N] [--serve-port P] [--remove-partial]
  *        Downloads content ID into DIR, printing a "peer ..." line per peer and "done ..." (exit 0)
@@ -25,6 +27,7 @@
 #include "content-store.h"
 #include "daemon-util.h"
 #include "log.h"
+#include "peer-sink-uring.h"
 #include "peer-sink.h"
 #include "swarm.h"
 
@@ -158,11 +161,35 @@ static int manifest_of_file(const char *path, Manifest **ret) {
         return r;
 }
 
+static const char *sink_kind;          /* NULL, "default", or a SEND_PATH of the block sender ("auto" ...) */
+static BlockSender *block_sender;
+
 static int make_sink(PeerSink **ret) {
-        int r = peer_sink_default_new(event, corrupt_every ? &inner_sink : ret);
+        PeerSink **plain = corrupt_every ? &inner_sink : ret;
+        int r;
+
+        if (!sink_kind || streq(sink_kind, "default"))
+                r = peer_sink_default_new(event, plain);
+        else {
+                BlockSendPath path = block_send_path_from_string(sink_kind);
+                if (path < 0)
+                        return path;
+                r = block_sender_new(event, &(BlockSenderConfig) { .path = path }, &block_sender);
+                if (r < 0)
+                        return r;
+                fprintf(stderr, "sink: block sender, path %s\n", block_send_path_to_string(block_sender_path(block_sender)));
+                r = peer_sink_block_sender_new(block_sender, plain);
+        }
         if (r < 0 || !corrupt_every)
                 return r;
         return peer_sink_new(&hostile_ops, NULL, NULL, ret);
+}
+
+static void free_sinks(PeerSink **sink) {
+        *sink = peer_sink_free(*sink);
+        if (corrupt_every)
+                inner_sink = peer_sink_free(inner_sink);
+        block_sender = block_sender_free(block_sender);
 }
 
 static int cmd_seed(int argc, char **argv) {
@@ -172,6 +199,7 @@ static int cmd_seed(int argc, char **argv) {
                 { "corrupt", required_argument, NULL, 'c' },
                 { "max-conns", required_argument, NULL, 'm' },
                 { "max-per-addr", required_argument, NULL, 'a' },
+                { "sink", required_argument, NULL, 'k' },
                 {}
         };
         _cleanup_(peer_sink_freep) PeerSink *sink = NULL;
@@ -194,6 +222,7 @@ static int cmd_seed(int argc, char **argv) {
                 case 'c': corrupt_every = (uint32_t) atoi(optarg); break;
                 case 'm': max_conns = (unsigned) atoi(optarg); break;
                 case 'a': max_per_addr = (unsigned) atoi(optarg); break;
+                case 'k': sink_kind = optarg; break;
                 default: return -EINVAL;
                 }
         if (optind + 1 != argc)
@@ -248,8 +277,7 @@ static int cmd_seed(int argc, char **argv) {
         print_stats(srv);
         /* Connections go before the sink they use. */
         srv = swarm_server_free(srv);
-        if (corrupt_every)
-                peer_sink_free(inner_sink);
+        free_sinks(&sink);
         return 0;
 }
 
@@ -314,6 +342,7 @@ static int cmd_fetch(int argc, char **argv) {
                 { "serve-port", required_argument, NULL, 's' },
                 { "remove-partial", no_argument, NULL, 'r' },
                 { "flush-every", required_argument, NULL, 'F' },
+                { "sink", required_argument, NULL, 'k' },
                 {}
         };
         _cleanup_(peer_sink_freep) PeerSink *sink = NULL;
@@ -344,6 +373,7 @@ static int cmd_fetch(int argc, char **argv) {
                 case 's': serve_port = atoi(optarg); break;
                 case 'r': config.remove_partial_on_error = true; break;
                 case 'F': flush_every = (unsigned) atoi(optarg); break;
+                case 'k': sink_kind = optarg; break;
                 default: return -EINVAL;
                 }
         if (optind + 1 != argc || !manifest || !out)
@@ -393,8 +423,7 @@ static int cmd_fetch(int argc, char **argv) {
                 return log_error_errno(r, "Event loop failed: %m");
         s = swarm_free(s);
         srv = swarm_server_free(srv);
-        if (corrupt_every)
-                peer_sink_free(inner_sink);
+        free_sinks(&sink);
         return exit_status;
 }
 
