@@ -35,6 +35,7 @@ struct SwarmPeer {
         bool counted, counted_seed;     /* in the picker's availability */
         uint64_t retry_at, last_activity;
         unsigned strikes;
+        unsigned failures_in_row;       /* since it last delivered a good piece */
         SwarmPeerStats stats;
 };
 
@@ -156,10 +157,11 @@ static void peer_failed(Swarm *s, SwarmPeer *p, int error, const char *reason) {
         if (p->state == PEER_BANNED)
                 return;
         p->stats.failures++;
-        if (p->stats.failures >= MAX_FAILURES)
+        p->failures_in_row++;
+        if (p->failures_in_row >= MAX_FAILURES)
                 p->state = PEER_FAILED;
         else
-                p->retry_at = now_usec() + s->config.retry_usec * p->stats.failures;
+                p->retry_at = now_usec() + s->config.retry_usec * p->failures_in_row;
 }
 
 static void peer_ban(Swarm *s, SwarmPeer *p, const char *reason) {
@@ -247,8 +249,11 @@ static void piece_complete(Swarm *s, uint32_t index) {
         piece_picker_piece_done(s->picker, index, true);
         s->result.pieces_fetched++;
         s->last_progress = now_usec();
-        if (n_senders == 1)
-                ((SwarmPeer *) senders[0])->stats.pieces++;
+        if (n_senders == 1) {
+                SwarmPeer *p = senders[0];
+                p->stats.pieces++;
+                p->failures_in_row = 0;         /* a peer that delivers is worth calling again */
+        }
         if (s->config.progress)
                 s->config.progress(s, content_store_n_have(s->store), content_store_geometry(s->store)->n_pieces,
                                    s->userdata);
@@ -327,7 +332,7 @@ static void peer_fill(Swarm *s, SwarmPeer *p) {
         PickedBlock blocks[PEER_CONN_OUT_MAX];
         const PeerRequest *reqs;
         const uint8_t *bf;
-        size_t in_flight, n, want;
+        size_t in_flight, n, want, cap;
         unsigned room;
 
         if (s->finished || !p->conn || !peer_conn_is_ready(p->conn))
@@ -340,8 +345,10 @@ static void peer_fill(Swarm *s, SwarmPeer *p) {
         if (in_flight >= s->config.pipeline || room == 0)
                 return;
         want = MIN((size_t) room, s->config.pipeline - in_flight);
-        /* Ask in batches once the pipeline runs, each pick walks the picker's lists. */
-        if (in_flight > 0 && want < REFILL_BATCH && !piece_picker_endgame(s->picker))
+        /* Ask in batches once the pipeline runs (each pick walks the picker's lists), smaller ones
+         * for a peer with a short queue (its reqq). */
+        cap = MIN(in_flight + room, (size_t) s->config.pipeline);
+        if (in_flight > 0 && want < MIN((size_t) REFILL_BATCH, cap / 2) && !piece_picker_endgame(s->picker))
                 return;
         n = piece_picker_pick(s->picker, p, p->counted_seed ? NULL : bf, blocks, want);
         if (n > 0 && in_flight == 0)
@@ -368,10 +375,11 @@ static void connect_more(Swarm *s) {
                         p->stats.error = r;
                         p->stats.reason = "cannot connect";
                         p->stats.failures++;
-                        if (p->stats.failures >= MAX_FAILURES)
+                        p->failures_in_row++;
+                        if (p->failures_in_row >= MAX_FAILURES)
                                 p->state = PEER_FAILED;
                         else
-                                p->retry_at = now + s->config.retry_usec * p->stats.failures;
+                                p->retry_at = now + s->config.retry_usec * p->failures_in_row;
                         continue;
                 }
                 p->state = PEER_CONNECTED;

@@ -22,7 +22,8 @@
  * again) and the piece is fetched from another; when a bad piece had blocks from several peers
  * (endgame), each gets a strike and two strikes ban. A peer with requests in flight that delivers no
  * block for stall_usec is dropped and its requests go to others; a peer that fails (refused,
- * closed, a protocol violation) is tried again after a pause, at most 3 times. The fetch ends with
+ * closed, a protocol violation) is tried again after a pause growing with each failure; after 3
+ * failures in a row (without a good piece in between) it is not called again. The fetch ends with
  *   -ETIMEDOUT  "no peer delivered within N s" (no verified piece for no_progress_usec), or the
  *               deadline passed;
  *   -ENOSPC     the disk is full (the partial files are removed only with remove_partial_on_error);
