@@ -10,6 +10,7 @@
  *        index is a multiple of N (a hostile peer). --torrent writes the .torrent of FILE. --sink
  *        picks how blocks are sent: "default" (pread + send), or the io_uring block sender with a
  *        SEND_PATH ("auto", "send-zc", "splice", "sendfile"); fetch takes it too, for serving.
+ *        --timeouts H,I,K sets the connections' handshake and idle timeouts and keep-alive period (ms).
  *   fetch ID --manifest FILE.torrent --peer HOST:PORT... --out DIR [--timeout S] [--deadline S]
  *        [--max-peers N] [--abort-after N] [--flush-every N] [--serve-port P] [--remove-partial]
  *        Downloads content ID into DIR, printing a "peer ..." line per peer and "done ..." (exit 0)
@@ -200,11 +201,13 @@ static int cmd_seed(int argc, char **argv) {
                 { "max-conns", required_argument, NULL, 'm' },
                 { "max-per-addr", required_argument, NULL, 'a' },
                 { "sink", required_argument, NULL, 'k' },
+                { "timeouts", required_argument, NULL, 'T' },
                 {}
         };
         _cleanup_(peer_sink_freep) PeerSink *sink = NULL;
         _cleanup_(manifest_freep) Manifest *m = NULL;
         _cleanup_(content_store_unrefp) ContentStore *store = NULL;
+        PeerConnConfig conn = {};
         _cleanup_(swarm_server_freep) SwarmServer *srv = NULL;
         _cleanup_close_ int lfd = -1;
         const char *torrent = NULL;
@@ -223,6 +226,15 @@ static int cmd_seed(int argc, char **argv) {
                 case 'm': max_conns = (unsigned) atoi(optarg); break;
                 case 'a': max_per_addr = (unsigned) atoi(optarg); break;
                 case 'k': sink_kind = optarg; break;
+                case 'T': {
+                        unsigned hs, idle, ka;
+                        if (sscanf(optarg, "%u,%u,%u", &hs, &idle, &ka) != 3)
+                                return log_error_errno(EINVAL, "--timeouts HANDSHAKE,IDLE,KEEPALIVE (ms)");
+                        conn.handshake_timeout_usec = hs * USEC_PER_MSEC;
+                        conn.idle_timeout_usec = idle * USEC_PER_MSEC;
+                        conn.keepalive_usec = ka * USEC_PER_MSEC;
+                        break;
+                }
                 default: return -EINVAL;
                 }
         if (optind + 1 != argc)
@@ -253,7 +265,8 @@ static int cmd_seed(int argc, char **argv) {
         if (r < 0)
                 return log_error_errno(r, "Cannot make the sink: %m");
         r = swarm_server_new(event, &(SwarmServerConfig) { .listen_fd = lfd, .sink = sink, .max_connections = max_conns,
-                                                           .max_per_address = max_per_addr, .closed = on_server_closed },
+                                                           .max_per_address = max_per_addr, .closed = on_server_closed,
+                                                           .conn = &conn },
                              &srv);
         if (r < 0)
                 return log_error_errno(r, "Cannot start the server: %m");

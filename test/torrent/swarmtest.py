@@ -40,7 +40,12 @@ def same_file(a, b):
 
 
 def fields(line):
-    return dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+    """KEY=VALUE words after the first; a reason= is the rest of the line (it has spaces)."""
+    line, _, reason = line.partition(" reason=")
+    d = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+    if reason:
+        d["reason"] = reason
+    return d
 
 
 class Seeder:

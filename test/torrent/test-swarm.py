@@ -237,6 +237,24 @@ def test_block_sender_sinks():
         s.stop()
 
 
+def test_timeouts_and_keepalives():
+    path = make_file(50000, 14)
+    s = Seeder(path, "--timeouts", "1000,3000,500")
+    ih = bytes.fromhex(s.id)[:20]
+    # Silent from the start: closed for want of a handshake.
+    w = Wire(s.port)
+    w.wait_closed(10)
+    # After the handshake: keep-alives while we say nothing, then closed for our silence.
+    w = Wire(s.port)
+    w.send(handshake(ih))
+    w.wait_message(lambda m: m[0] == -1, 10, what="a keep-alive")
+    w.wait_closed(10)
+    closed = wait_until(lambda: len(s.closed()) >= 2 and s.closed(), 10, msg="two closed lines")
+    check([int(c["error"]) for c in closed] == [-ETIMEDOUT, -ETIMEDOUT], f"{closed}")
+    check(closed[0]["reason"] == "no handshake in time" and closed[1]["reason"] == "the peer went silent", f"{closed}")
+    check(s.stats()["timeouts"] == 2, f"{s.stats()}")
+
+
 def test_connection_caps():
     path = make_file(50000, 12)
     s = Seeder(path, "--max-per-addr", 2, "--max-conns", 3)
