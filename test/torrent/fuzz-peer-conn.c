@@ -1,16 +1,19 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* libFuzzer target for the serving side of a PeerConn: arbitrary bytes arrive on an accepted
- * connection (a socketpair) to a PeerConn serving a small content on its own sd-event loop, with the
- * default sink writing its answers back (read and dropped on our side). The first input byte picks
- * the setup: bit 0 prepends a valid handshake for the content (reserved bits: bit 1 clears the fast
- * extension, bit 2 the extension protocol) so that the fuzzer reaches the messages at once; bit 3
- * picks the one-piece content instead of the 7-piece one. Properties: no crash, no sanitizer report,
+/* libFuzzer target for a PeerConn: arbitrary bytes arrive from the peer of a PeerConn on its own
+ * sd-event loop, with the default sink writing its answers back (read and dropped on our side). The
+ * first input byte picks the setup: bit 0 prepends a valid handshake for the content (reserved bits:
+ * bit 1 clears the fast extension, bit 2 the extension protocol) so that the fuzzer reaches the
+ * messages at once; bit 3 picks the one-piece content instead of the 7-piece one; bit 4 makes ours
+ * the connecting side that downloads (it asks for blocks of every piece the peer announces, as
+ * long as the peer lets it), else the accepting side that serves (a socketpair). Properties: no crash, no sanitizer report,
  * no leak; the connection either closes with a negative errno (or 0 at the end of the stream) or
  * stays open, and the loop always comes back. Built as a libFuzzer binary with -Dfuzz=true, and
  * always as fuzz-peer-conn-replay, which runs the committed corpus. */
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -79,6 +82,50 @@ static void on_closed(PeerConn *c, int error, const char *reason, void *userdata
         r->error = error;
 }
 
+/* The downloading side: ask for what the peer has. */
+static void request_more(PeerConn *c) {
+        const uint8_t *bf = peer_conn_peer_bitfield(c);
+        const TorrentGeometry *g = content_store_geometry(peer_conn_store(c));
+
+        if (!bf)
+                return;
+        (void) peer_conn_set_interested(c, true);
+        for (uint32_t i = 0; i < g->n_pieces && peer_conn_request_room(c) > 0; i++)
+                if (bitfield_get(bf, i))
+                        for (uint32_t b = 0; b < torrent_piece_size(g, i) && peer_conn_request_room(c) > 0; b += PEER_BLOCK_MAX)
+                                (void) peer_conn_request(c, i, b, MIN(PEER_BLOCK_MAX, torrent_piece_size(g, i) - b));
+}
+
+static void on_bitfield(PeerConn *c, void *userdata) {
+        request_more(c);
+}
+static void on_have(PeerConn *c, uint32_t index, void *userdata) {
+        request_more(c);
+}
+static void on_choke(PeerConn *c, bool choked, void *userdata) {
+        if (!choked)
+                request_more(c);
+}
+static void on_block(PeerConn *c, uint32_t index, uint32_t begin, const void *data, size_t size, void *userdata) {
+        const TorrentGeometry *g = content_store_geometry(peer_conn_store(c));
+        if (index >= g->n_pieces || (uint64_t) begin + size > torrent_piece_size(g, index))
+                abort();        /* the connection promised to check */
+        if (index % 2 == 0)
+                (void) peer_conn_cancel(c, index, begin + PEER_BLOCK_MAX, PEER_BLOCK_MAX);
+}
+
+static int listen_fd = -1;
+static struct sockaddr_in listen_sa;
+
+static void listen_init(void) {
+        socklen_t len = sizeof(listen_sa);
+        listen_sa = (struct sockaddr_in) { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *) &listen_sa, sizeof(listen_sa)) < 0 ||
+            listen(listen_fd, 16) < 0 || getsockname(listen_fd, (struct sockaddr *) &listen_sa, &len) < 0)
+                abort();
+}
+
 static void drain(int fd) {
         uint8_t buf[65536];
         while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
@@ -100,6 +147,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 signal(SIGPIPE, SIG_IGN);
                 content_init(&contents[0], 100000, 1);  /* 7 pieces of 16 KiB */
                 content_init(&contents[1], 5000, 2);    /* one piece */
+                listen_init();
                 atexit(cleanup);
                 initialized = true;
         }
@@ -111,12 +159,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         content = &contents[(setup >> 3) & 1];
 
         if (sd_event_new(&e) < 0 || peer_sink_default_new(e, &sink) < 0 ||
-            content_store_open_file(content->path, content->m, &run.store) < 0 ||
-            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
+            content_store_open_file(content->path, content->m, &run.store) < 0)
                 abort();
-        if (peer_conn_accept(e, sv[0], &(PeerConnConfig) { .sink = sink, .max_requests = 50 },
-                             &(PeerConnCallbacks) { .lookup = on_lookup, .closed = on_closed }, &run, &conn) < 0)
-                abort();
+        if (setup & 16) {
+                if (peer_conn_connect(e, (struct sockaddr *) &listen_sa, sizeof(listen_sa), run.store,
+                                      &(PeerConnConfig) { .sink = sink, .max_requests = 50 },
+                                      &(PeerConnCallbacks) { .bitfield = on_bitfield, .have = on_have, .choke = on_choke,
+                                                             .block = on_block, .closed = on_closed },
+                                      &run, &conn) < 0)
+                        abort();
+                sv[1] = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (sv[1] < 0)
+                        abort();
+        } else {
+                if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
+                        abort();
+                if (peer_conn_accept(e, sv[0], &(PeerConnConfig) { .sink = sink, .max_requests = 50 },
+                                     &(PeerConnCallbacks) { .lookup = on_lookup, .closed = on_closed }, &run, &conn) < 0)
+                        abort();
+        }
 
         if (setup & 1) {
                 PeerHandshake h = {};

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Writes the seed corpus of fuzz-peer-conn: the first byte is the harness's setup (bit 0: it sends
 a valid handshake first; bit 1: no fast extension; bit 2: no extension protocol; bit 3: the
-one-piece content), the rest is what a peer sends after that. Run once; the output is committed,
+one-piece content; bit 4: ours is the downloading side), the rest is what a peer sends after that. Run once; the output is committed,
 together with what the fuzzer found. Usage: make-peer-conn-seeds.py CORPUS_DIR/peer-conn"""
 
 import struct, sys
@@ -39,7 +39,19 @@ seeds = {
     "garbage": b"\xff" * 16,
 }
 for name, data in seeds.items():
-    for setup in (0x01, 0x03, 0x05, 0x09):
+    for setup in (0x01, 0x03, 0x05, 0x09, 0x11, 0x13):
+        with open(f"{out}/seed-{name}-{setup:02x}", "wb") as f:
+            f.write(bytes([setup]) + data)
+# Ours downloading (bit 4): the peer announces pieces, unchokes, sends blocks and rejects.
+BLOCK0 = msg(7, struct.pack(">II", 0, 0) + b"b" * 16384)
+download = {
+    "download-have-all": msg(14) + msg(1) + BLOCK0 + req(16, 1, 0, 16384) + msg(0) + msg(1) + BLOCK0,
+    "download-bitfield": msg(5, b"\xc0") + msg(1) + BLOCK0 + msg(7, struct.pack(">II", 1, 0) + b"c" * 16384),
+    "download-have": msg(15) + msg(4, struct.pack(">I", 6)) + msg(1) + msg(7, struct.pack(">II", 6, 0) + b"d" * 1696),
+    "download-choke-no-fast": msg(14) + msg(1) + msg(0) + BLOCK0,
+}
+for name, data in download.items():
+    for setup in (0x11, 0x13):
         with open(f"{out}/seed-{name}-{setup:02x}", "wb") as f:
             f.write(bytes([setup]) + data)
 # Without the harness's handshake: a raw stream from the first byte.
