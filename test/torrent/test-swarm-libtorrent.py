@@ -49,9 +49,12 @@ class Session:
         atp.save_path = save_path
         return self.s.add_torrent(atp)
 
-    def wait_seeding(self, h, what):
+    def wait_seeding(self, h, what, path=None, size=None):
+        """Until libtorrent seeds and (when given) path has size bytes: its disk thread may write
+        after the last piece counted."""
         t0 = time.monotonic()
-        wait_until(lambda: h.status().is_seeding, TIMEOUT,
+        wait_until(lambda: h.status().is_seeding and (path is None or (os.path.exists(path) and os.path.getsize(path) == size)),
+                   TIMEOUT,
                    msg=f"libtorrent {what} (state {h.status().state}, progress {h.status().progress:.3f}, "
                        f"errors {h.status().errc.message()} {self.errors()})")
         return time.monotonic() - t0
@@ -70,8 +73,8 @@ def test_libtorrent_from_our_seeder():
         save = tmpdir("lt")
         uri = f"magnet:?xt=urn:btmh:1220{s.id}&x.pe=127.0.0.1:{s.port}"
         h = sess.add(lt.parse_magnet_uri(uri), save)
-        secs = sess.wait_seeding(h, f"downloading {size} bytes from our seeder by magnet")
         got = os.path.join(save, s.root)
+        secs = sess.wait_seeding(h, f"downloading {size} bytes from our seeder by magnet", got, size)
         check(same_file(path, got), f"{size}: libtorrent got other bytes from our seeder")
         print(f"# {size} bytes by magnet in {secs:.2f} s")
 
@@ -83,7 +86,7 @@ def test_libtorrent_from_our_seeder():
             atp.ti = lt.torrent_info(f.read())
         h = sess.add(atp, save)
         h.connect_peer(("127.0.0.1", s.port))
-        sess.wait_seeding(h, f"downloading {size} bytes from our seeder with our .torrent")
+        sess.wait_seeding(h, f"downloading {size} bytes from our seeder with our .torrent", os.path.join(save, s.root), size)
         check(same_file(path, os.path.join(save, s.root)), f"{size}: libtorrent got other bytes from our seeder")
 
         os.kill(s.d.pid, signal.SIGUSR1)  # the seeder's counters now
