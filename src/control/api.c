@@ -23,6 +23,7 @@ typedef enum Access {
         ACCESS_PUBLIC,
         ACCESS_USER,
         ACCESS_AGENT,
+        ACCESS_ANY,     /* a user's or an agent's token: what agents read to run a task, users too */
 } Access;
 
 /* Answers req from a task operation's completion (userdata is the request). */
@@ -249,7 +250,8 @@ static bool authorize(Control *c, HttpRequest *req, Access access, AuthIdentity 
                 return false;
         }
         if (access == ACCESS_USER && id.kind == AUTH_AGENT) {
-                http_request_reply_error(req, 403, NULL, "Agent tokens may only register, claim, heartbeat and report.");
+                http_request_reply_error(req, 403, NULL, "Agent tokens may only register, claim, heartbeat, "
+                                         "report and read contents.");
                 return false;
         }
         if (access == ACCESS_AGENT && id.kind == AUTH_USER) {
@@ -260,28 +262,45 @@ static bool authorize(Control *c, HttpRequest *req, Access access, AuthIdentity 
         return true;
 }
 
-/* Whether a body may be read as JSON, going by its Content-Type: application/json (parameters such as
- * charset allowed, any case), or none at all, which is what scripts that write requests by hand often
- * send. Any other type is refused: curl -d without -H 'Content-Type: application/json' sends
- * application/x-www-form-urlencoded, and a form is not what it meant to send. */
-static bool content_type_is_json(const char *value) {
-        static const char json[] = "application/json";
+typedef enum BodyType {
+        BODY_NONE,      /* the handler reads no body: any Content-Type goes */
+        BODY_JSON,
+        BODY_TORRENT,   /* a BitTorrent v2 .torrent (a content's manifest) */
+        _BODY_TYPE_MAX,
+} BodyType;
+
+/* What each kind of body must be sent as, and how a 415 names it. */
+static const struct {
+        const char *media_type;
+        const char *what;
+} body_types[_BODY_TYPE_MAX] = {
+        [BODY_JSON]    = { "application/json",         "JSON" },
+        [BODY_TORRENT] = { "application/x-bittorrent", "a .torrent file" },
+};
+
+/* Whether a body sent with Content-Type value may be read as type: that media type (parameters such
+ * as charset allowed, any case), or no Content-Type at all, which is what scripts that write requests
+ * by hand often send. Any other type is refused: curl -d without -H 'Content-Type: application/json'
+ * sends application/x-www-form-urlencoded, and a form is not what it meant to send. */
+static bool content_type_matches(const char *value, BodyType type) {
+        const char *want = body_types[type].media_type;
         size_t n;
 
+        assert(type > BODY_NONE && type < _BODY_TYPE_MAX);
         if (!value)
                 return true;
         value += strspn(value, " \t");
         n = strcspn(value, ";");
         while (n > 0 && strchr(" \t", value[n - 1]))
                 n--;
-        return n == strlen(json) && strncasecmp(value, json, n) == 0;
+        return n == strlen(want) && strncasecmp(value, want, n) == 0;
 }
 
 typedef struct Route {
         const char *method;
-        const char *pattern;    /* "/"-separated segments; "{id}" stands for one segment, a task id */
+        const char *pattern;    /* "/"-separated segments; a placeholder of path_params stands for one */
         Access access;
-        bool json_body;         /* the handler reads a JSON body: other Content-Types get 415 */
+        BodyType body;          /* what the handler reads: a body of another Content-Type gets 415 */
         const char *label;      /* the endpoint label of mc_http_requests_total */
         ApiHandler handler;
 } Route;
@@ -290,21 +309,41 @@ typedef struct Route {
  * matches it, which is why "/api/tasks/push" comes before "/api/tasks/{id}"; then by method among the
  * routes with that same pattern. */
 static const Route routes[] = {
-        /* method  pattern                    access         json   label        handler */
-        { "GET",   "/api/health",             ACCESS_PUBLIC, false, "health",    handle_health },
-        { "GET",   "/metrics",                ACCESS_PUBLIC, false, "metrics",   handle_metrics },
-        { "POST",  "/api/tasks/push",         ACCESS_USER,   true,  "push",      handle_push },
-        { "GET",   "/api/tasks",              ACCESS_USER,   false, "list",      handle_list },
-        { "POST",  "/api/tasks",              ACCESS_USER,   true,  "push",      handle_push },
-        { "GET",   "/api/tasks/{id}",         ACCESS_USER,   false, "get",       handle_get },
-        { "GET",   "/api/tasks/{id}/logs",    ACCESS_USER,   false, "logs",      handle_logs },
-        { "POST",  "/api/tasks/{id}/cancel",  ACCESS_USER,   false, "cancel",    handle_cancel },
-        { "POST",  "/api/tasks/{id}/started", ACCESS_AGENT,  true,  "started",   api_task_started },
-        { "POST",  "/api/tasks/{id}/finish",  ACCESS_AGENT,  true,  "finish",    api_task_finish },
-        { "GET",   "/api/nodes",              ACCESS_USER,   false, "nodes",     handle_nodes },
-        { "POST",  "/api/agents/register",    ACCESS_AGENT,  true,  "register",  api_agent_register },
-        { "POST",  "/api/agents/claim",       ACCESS_AGENT,  true,  "claim",     api_agent_claim },
-        { "POST",  "/api/agents/heartbeat",   ACCESS_AGENT,  true,  "heartbeat", api_agent_heartbeat },
+        /* method  pattern                    access         body          label          handler */
+        { "GET",   "/api/health",             ACCESS_PUBLIC, BODY_NONE,    "health",      handle_health },
+        { "GET",   "/metrics",                ACCESS_PUBLIC, BODY_NONE,    "metrics",     handle_metrics },
+        { "POST",  "/api/tasks/push",         ACCESS_USER,   BODY_JSON,    "push",        handle_push },
+        { "GET",   "/api/tasks",              ACCESS_USER,   BODY_NONE,    "list",        handle_list },
+        { "POST",  "/api/tasks",              ACCESS_USER,   BODY_JSON,    "push",        handle_push },
+        { "GET",   "/api/tasks/{id}",         ACCESS_USER,   BODY_NONE,    "get",         handle_get },
+        { "GET",   "/api/tasks/{id}/logs",    ACCESS_USER,   BODY_NONE,    "logs",        handle_logs },
+        { "POST",  "/api/tasks/{id}/cancel",  ACCESS_USER,   BODY_NONE,    "cancel",      handle_cancel },
+        { "POST",  "/api/tasks/{id}/started", ACCESS_AGENT,  BODY_JSON,    "started",     api_task_started },
+        { "POST",  "/api/tasks/{id}/finish",  ACCESS_AGENT,  BODY_JSON,    "finish",      api_task_finish },
+        { "GET",   "/api/contents",           ACCESS_USER,   BODY_NONE,    "contents",    api_contents_list },
+        { "GET",   "/api/contents/{content}", ACCESS_ANY,    BODY_NONE,    "content_get", api_content_get },
+        { "PUT",   "/api/contents/{content}", ACCESS_USER,   BODY_TORRENT, "content_put", api_content_put },
+        { "GET",   "/api/nodes",              ACCESS_USER,   BODY_NONE,    "nodes",       handle_nodes },
+        { "POST",  "/api/agents/register",    ACCESS_AGENT,  BODY_JSON,    "register",    api_agent_register },
+        { "POST",  "/api/agents/claim",       ACCESS_AGENT,  BODY_JSON,    "claim",       api_agent_claim },
+        { "POST",  "/api/agents/heartbeat",   ACCESS_AGENT,  BODY_JSON,    "heartbeat",   api_agent_heartbeat },
+};
+
+/* The placeholders of patterns: each stands for one segment that names something by its id. A
+ * segment that cannot be such an id gets 400 ("field": "id"), not 404: the endpoint exists. */
+typedef enum PathParamKind {
+        PARAM_TASK,
+        PARAM_CONTENT,
+        _PARAM_MAX,
+} PathParamKind;
+
+static const struct {
+        const char *placeholder;
+        bool (*valid)(const char *s);
+        const char *invalid;    /* the 400's message */
+} path_params[_PARAM_MAX] = {
+        [PARAM_TASK]    = { "{id}",      id_is_valid,      "Invalid task id in the path ([A-Za-z0-9][A-Za-z0-9._-]{0,127})." },
+        [PARAM_CONTENT] = { "{content}", valid_content_id, "Invalid content id in the path (64 lowercase hex digits)." },
 };
 
 /* The labels of requests no route took. */
@@ -314,32 +353,47 @@ static const Route routes[] = {
 typedef enum PathMatch {
         PATH_MISMATCH,
         PATH_MATCH,
-        PATH_BAD_ID,    /* no match, but the path named something that cannot be a task id where one goes */
+        PATH_BAD_ID,    /* no match, but the path named something that cannot be an id where one goes */
 } PathMatch;
 
-/* Matches path against pattern, segment by segment. An "{id}" segment matches any one segment, even an
- * invalid id (the caller answers 400 for that, not 404), and copies it to id, cut at ID_MAX + 1 bytes
- * so that id_is_valid() refuses what was longer. */
-static PathMatch path_match(const char *pattern, const char *path, char id[static ID_MAX + 2], bool *ret_has_id) {
-        bool bad_id = false, has_id = false;
+/* The segment a pattern's placeholder matched. The value is cut at ID_MAX + 1 bytes, longer than any
+ * id, so that the validators refuse what was longer. */
+typedef struct PathValue {
+        bool has;
+        PathParamKind kind;
+        char value[ID_MAX + 2];
+} PathValue;
 
+static int path_param_of(const char *segment, size_t n) {
+        for (size_t i = 0; i < ELEMENTSOF(path_params); i++)
+                if (n == strlen(path_params[i].placeholder) && strncmp(segment, path_params[i].placeholder, n) == 0)
+                        return (int) i;
+        return -1;
+}
+
+/* Matches path against pattern, segment by segment. A placeholder segment matches any one segment,
+ * even an invalid id (the caller answers 400 for that, not 404), and copies it to *ret. */
+static PathMatch path_match(const char *pattern, const char *path, PathValue *ret) {
+        bool bad_id = false;
+
+        *ret = (PathValue) {};
         for (;;) {
                 size_t p = strcspn(pattern, "/"), n = strcspn(path, "/");
+                int param = path_param_of(pattern, p);
 
-                if (p == sizeof("{id}") - 1 && strncmp(pattern, "{id}", p) == 0) {
-                        assert(!has_id);        /* one id per pattern */
-                        memcpy(id, path, MIN(n, (size_t) ID_MAX + 1));
-                        id[MIN(n, (size_t) ID_MAX + 1)] = 0;
-                        has_id = true;
-                        bad_id = !id_is_valid(id);
+                if (param >= 0) {
+                        assert(!ret->has);      /* one id per pattern */
+                        ret->has = true;
+                        ret->kind = (PathParamKind) param;
+                        memcpy(ret->value, path, MIN(n, (size_t) ID_MAX + 1));
+                        ret->value[MIN(n, (size_t) ID_MAX + 1)] = 0;
+                        bad_id = !path_params[param].valid(ret->value);
                 } else if (p != n || strncmp(pattern, path, p) != 0)
                         break;
                 pattern += p;
                 path += n;
-                if (*pattern == 0 && *path == 0) {
-                        *ret_has_id = has_id;
+                if (*pattern == 0 && *path == 0)
                         return PATH_MATCH;
-                }
                 if (*pattern == 0 || *path == 0)
                         break;
                 pattern++;
@@ -362,8 +416,8 @@ static const Route *route_for_method(const Route *first, const char *method) {
         return NULL;
 }
 
-static void reply_bad_id(HttpRequest *req) {
-        http_request_reply_error(req, 400, "id", "Invalid task id in the path ([A-Za-z0-9][A-Za-z0-9._-]{0,127}).");
+static void reply_bad_id(HttpRequest *req, PathParamKind kind) {
+        http_request_reply_error(req, 400, "id", "%s", path_params[kind].invalid);
 }
 
 /* 405 with an Allow header naming every method the routes of this pattern take. */
@@ -390,26 +444,26 @@ void control_http_handler(HttpRequest *req, void *userdata) {
         Control *c = userdata;
         const char *path = http_request_path(req), *method = http_request_method(req);
         const Route *found = NULL, *route;
-        char task_id[ID_MAX + 2];
-        bool bad_id = false, has_id = false;
+        PathValue value = {}, bad = {};
         ApiCall call = {};
 
         for (size_t i = 0; i < ELEMENTSOF(routes) && !found; i++)
-                switch (path_match(routes[i].pattern, path, task_id, &has_id)) {
+                switch (path_match(routes[i].pattern, path, &value)) {
                 case PATH_MATCH:
                         found = &routes[i];
                         break;
                 case PATH_BAD_ID:
-                        bad_id = true;
+                        if (!bad.has)
+                                bad = value;
                         break;
                 case PATH_MISMATCH:
                         break;
                 }
         if (!found) {
                 /* "/api/tasks/..%2Fx" is a task id gone wrong rather than an endpoint we lack. */
-                http_request_set_route(req, bad_id ? LABEL_BAD_ID : LABEL_NOT_FOUND);
-                if (bad_id)
-                        reply_bad_id(req);
+                http_request_set_route(req, bad.has ? LABEL_BAD_ID : LABEL_NOT_FOUND);
+                if (bad.has)
+                        reply_bad_id(req, bad.kind);
                 else
                         http_request_reply_error(req, 404, NULL, "No such endpoint: %.200s", path);
                 return;
@@ -423,19 +477,22 @@ void control_http_handler(HttpRequest *req, void *userdata) {
                 return;
         }
         http_request_set_route(req, route->label);
-        if (has_id) {
-                if (!id_is_valid(task_id)) {
-                        reply_bad_id(req);
+        if (value.has) {
+                if (!path_params[value.kind].valid(value.value)) {
+                        reply_bad_id(req, value.kind);
                         return;
                 }
-                call.task_id = task_id;
+                if (value.kind == PARAM_TASK)
+                        call.task_id = value.value;
+                else
+                        call.content_id = value.value;
         }
         if (!authorize(c, req, route->access, &call.identity))
                 return;
-        if (route->json_body && !content_type_is_json(http_request_header(req, "Content-Type"))) {
-                http_request_reply_error(req, 415, NULL, "The body must be JSON, sent with "
-                                         "\"Content-Type: application/json\" (not \"%.64s\").",
-                                         http_request_header(req, "Content-Type"));
+        if (route->body != BODY_NONE && !content_type_matches(http_request_header(req, "Content-Type"), route->body)) {
+                http_request_reply_error(req, 415, NULL, "The body must be %s, sent with "
+                                         "\"Content-Type: %s\" (not \"%.64s\").", body_types[route->body].what,
+                                         body_types[route->body].media_type, http_request_header(req, "Content-Type"));
                 return;
         }
         route->handler(c, req, &call);

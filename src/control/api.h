@@ -12,7 +12,8 @@ void api_reply_check_error(HttpRequest *req, const CheckError *e);
 /* What the router found out about a request before its handler runs. */
 typedef struct ApiCall {
         AuthIdentity identity;  /* who asks (kind AUTH_NONE on public endpoints) */
-        const char *task_id;    /* the {id} of the path, a valid id; NULL when the path has none */
+        const char *task_id;    /* the {id} of the path, a valid task id; NULL when the path has none */
+        const char *content_id; /* the {content} of the path, a valid content id; NULL when none */
 } ApiCall;
 
 /* An endpoint (the table in api.c): answers req, now or later. */
@@ -25,3 +26,8 @@ void api_agent_heartbeat(Control *c, HttpRequest *req, const ApiCall *call);
 /* The same, for the task call->task_id. */
 void api_task_started(Control *c, HttpRequest *req, const ApiCall *call);
 void api_task_finish(Control *c, HttpRequest *req, const ApiCall *call);
+
+/* Contents (api-contents.c): PUT and GET call->content_id, and the list. */
+void api_content_put(Control *c, HttpRequest *req, const ApiCall *call);
+void api_content_get(Control *c, HttpRequest *req, const ApiCall *call);
+void api_contents_list(Control *c, HttpRequest *req, const ApiCall *call);

@@ -151,24 +151,3 @@ bool valid_content_id(const char *s) {
                         return false;
         return true;
 }
-
-bool valid_relative_path(const char *s) {
-        size_t l = strlen(s);
-
-        if (l == 0 || l > 255 || s[0] == '/')
-                return false;
-        for (const char *p = s; *p; p++)
-                if ((unsigned char) *p < 0x20 || *p == '\\' || *p == 0x7f)
-                        return false;
-        while (*s) {
-                size_t n = strcspn(s, "/");
-                if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
-                        return false;
-                s += n;
-                if (*s == '/')
-                        s++;
-                if (*s == 0 && s[-1] == '/')
-                        return false; /* trailing slash: a directory, not a file */
-        }
-        return true;
-}

@@ -36,4 +36,3 @@ bool valid_env_name(const char *s);     /* [A-Za-z_][A-Za-z0-9_]{0,127} */
 bool valid_image(const char *s);        /* a Docker image reference */
 bool valid_runtime(const char *s);      /* [A-Za-z0-9][A-Za-z0-9._-]{0,63} */
 bool valid_content_id(const char *s);   /* 64 lowercase hex digits */
-bool valid_relative_path(const char *s);/* no leading '/', no empty, "." or ".." component */

@@ -105,6 +105,10 @@ static void on_batch_done(PGresult *r, int error, void *userdata) {
                         item_answer(p, it, 201, body ?: "{}");
                 } else if (streq(result, "exists"))
                         item_answer(p, it, 200, record ?: "{}");
+                else if (streq(result, "invalid"))
+                        /* What only the database can check: an input's content is not registered.
+                         * record is the {"error", "field"} to answer with; nothing was stored. */
+                        item_answer(p, it, 400, record ?: "{}");
                 else if (streq(result, "retry")) {
                         /* A concurrent push of the same id committed under us: look again next batch. */
                         it->next = p->head;

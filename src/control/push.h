@@ -14,8 +14,9 @@ int push_batcher_new(Control *c, PushBatcher **ret);
 PushBatcher *push_batcher_free(PushBatcher *p);
 size_t push_batcher_n_pending(PushBatcher *p);
 
-/* The answer to a push: code 201 (created), 200 (same id and body existed), 409 (same id, other body),
- * 500 or 503, with the task record or an error as body; id is the task's, given or generated. */
+/* The answer to a push: code 201 (created), 200 (same id and body existed), 400 (an input names a
+ * content that is not registered), 409 (same id, other body), 500 or 503, with the task record or an
+ * error as body; id is the task's, given or generated. */
 typedef void (*PushCallback)(Control *c, unsigned code, const char *id, const char *body, void *userdata);
 
 /* Takes over spec. */

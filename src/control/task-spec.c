@@ -16,6 +16,9 @@
 #define LABELS_MAX 64
 #define LABEL_VALUE_MAX 256
 #define INPUTS_MAX 64
+#define INPUT_PATH_MAX 1024
+#define INPUT_PATH_DEPTH_MAX 32
+#define INPUT_NAME_MAX 255
 
 void task_spec_done(TaskSpec *t) {
         json_object_put(t->spec);
@@ -118,6 +121,69 @@ static int check_resources(json_object *res, int64_t *ret_cpus, int64_t *ret_mem
         return 0;
 }
 
+/* Where an input may not be put: the kernel's file systems, which the container runtime mounts over
+ * whatever is there (and a file under /dev or /proc is not data); the files Docker bind-mounts into
+ * every container itself; and /run/mc, kept for what the agent mounts into a task of its own. An
+ * input "onto or under" one of these is refused: /dev and /dev/shm/x alike. */
+static const char *const input_reserved[] = {
+        "/proc", "/sys", "/dev", "/run/mc", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf",
+};
+
+/* Whether path is dir or inside it ("/data/x" is inside "/data", "/data2" is not). */
+static bool path_is_under(const char *path, const char *dir) {
+        const char *rest = startswith(path, dir);
+        return rest && (*rest == 0 || *rest == '/');
+}
+
+/* Why path (len bytes, from a JSON string, which may hold NUL) cannot be an input's path, or NULL. An
+ * input's path is where the file appears in the task's file system, so it must be one plain absolute
+ * path: spelled one way only, so that comparing two paths as strings tells whether they overlap. */
+static const char *input_path_problem(const char *path, size_t len) {
+        size_t depth = 0;
+
+        if (strlen(path) != len)
+                return "contains a NUL byte";
+        if (len > INPUT_PATH_MAX)
+                return "is longer than " STRINGIFY(INPUT_PATH_MAX) " bytes";
+        if (path[0] != '/')
+                return "is not an absolute path";
+        if (streq(path, "/"))
+                return "is the root directory";
+        if (path[len - 1] == '/')
+                return "ends with '/' (an input is a file)";
+        for (const char *p = path; *p; p++)
+                if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                        return "contains a control character";
+        for (const char *p = path + 1;; p++) {
+                size_t n = strcspn(p, "/");
+
+                if (n == 0)
+                        return "has an empty component ('//')";
+                if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+                        return "has a '.' or '..' component";
+                if (n > INPUT_NAME_MAX)
+                        return "has a component longer than " STRINGIFY(INPUT_NAME_MAX) " bytes";
+                if (++depth > INPUT_PATH_DEPTH_MAX)
+                        return "has more than " STRINGIFY(INPUT_PATH_DEPTH_MAX) " components";
+                p += n;
+                if (*p == 0)
+                        break;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(input_reserved); i++)
+                if (path_is_under(path, input_reserved[i]))
+                        return "is on or under a path the system or the agent mounts itself "
+                               "(/proc, /sys, /dev, /run/mc, /etc/hosts, /etc/hostname, /etc/resolv.conf)";
+        return NULL;
+}
+
+static const char *input_path(json_object *in) {
+        json_object *v;
+
+        return json_object_object_get_ex(in, "path", &v) ? json_object_get_string(v) : NULL;
+}
+
+/* Errors name the element by its index, "inputs[2].path", as a client needs to find it. Whether each
+ * content is registered is checked by the database in the push's transaction (mc_push()). */
 static int check_inputs(json_object *inputs, CheckError *e) {
         static const char *const allowed[] = { "content", "path", NULL };
         size_t n;
@@ -129,32 +195,45 @@ static int check_inputs(json_object *inputs, CheckError *e) {
         if (n > INPUTS_MAX)
                 return check_fail(e, "inputs", "Field \"inputs\" has more than %d entries.", INPUTS_MAX);
         for (size_t i = 0; i < n; i++) {
-                json_object *in = json_object_array_get_idx(inputs, i);
-                const char *s;
+                json_object *in = json_object_array_get_idx(inputs, i), *v;
+                char prefix[32], field[48];
+                const char *path, *why;
 
+                snprintf(prefix, sizeof(prefix), "inputs[%zu]", i);
                 if (!json_object_is_type(in, json_type_object))
-                        return check_fail(e, "inputs", "Element %zu of \"inputs\" must be an object.", i);
-                r = check_known_keys(in, allowed, "inputs.", e);
+                        return check_fail(e, prefix, "%s must be an object {\"content\", \"path\"}.", prefix);
+                snprintf(prefix, sizeof(prefix), "inputs[%zu].", i);
+                r = check_known_keys(in, allowed, prefix, e);
                 if (r < 0)
                         return r;
-                r = check_string(in, "content", true, 64, valid_content_id, "content id (64 lowercase hex digits)", &s, e);
-                if (r < 0) {
-                        snprintf(e->field, sizeof(e->field), "inputs.content");
-                        return r;
-                }
-                r = check_string(in, "path", true, 255, valid_relative_path,
-                                 "relative path (no leading '/', no '.' or '..' components)", &s, e);
-                if (r < 0) {
-                        snprintf(e->field, sizeof(e->field), "inputs.path");
-                        return r;
-                }
-                /* Two inputs at one path would silently shadow each other. */
+
+                snprintf(field, sizeof(field), "inputs[%zu].content", i);
+                if (!json_object_object_get_ex(in, "content", &v) || !v)
+                        return check_fail(e, field, "%s is required.", field);
+                if (!json_object_is_type(v, json_type_string) || !check_string_value(v, 64) ||
+                    !valid_content_id(json_object_get_string(v)))
+                        return check_fail(e, field, "%s must be a content id (64 lowercase hex digits).", field);
+
+                snprintf(field, sizeof(field), "inputs[%zu].path", i);
+                if (!json_object_object_get_ex(in, "path", &v) || !v)
+                        return check_fail(e, field, "%s is required.", field);
+                if (!json_object_is_type(v, json_type_string))
+                        return check_fail(e, field, "%s must be a string.", field);
+                path = json_object_get_string(v);
+                why = input_path_problem(path, (size_t) json_object_get_string_len(v));
+                if (why)
+                        return check_fail(e, field, "%s %s.", field, why);
+
+                /* Two inputs at one path would shadow each other, and one inside another would put a file
+                 * where the other needs a directory. Paths are normalised, so prefixes tell. */
                 for (size_t j = 0; j < i; j++) {
-                        json_object *p, *q;
-                        json_object_object_get_ex(json_object_array_get_idx(inputs, j), "path", &p);
-                        json_object_object_get_ex(in, "path", &q);
-                        if (streq(json_object_get_string(p), json_object_get_string(q)))
-                                return check_fail(e, "inputs.path", "Two inputs have the path \"%s\".", json_object_get_string(q));
+                        const char *other = input_path(json_object_array_get_idx(inputs, j));
+
+                        if (streq(other, path))
+                                return check_fail(e, field, "%s is the path of inputs[%zu] too.", field, j);
+                        if (path_is_under(path, other) || path_is_under(other, path))
+                                return check_fail(e, field, "%s and inputs[%zu].path overlap: one is inside the other.",
+                                                  field, j);
                 }
         }
         return 0;

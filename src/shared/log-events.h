@@ -37,7 +37,12 @@
         X(CONTROL_URLS_CHANGED, control_urls_changed, "59f76b2a54f3418b8b75b17bf9679324")       \
         X(CONTROLS_FOUND,       controls_found,       "8cca37b6b48148f99145ae77adf803cf")       \
         X(CONTROLS_NOT_FOUND,   controls_not_found,   "b9db86c66f2e4e30a88caec49a914b73")       \
-        X(DHT_LOOKUP_FAILED,    dht_lookup_failed,    "3e00ecb530b04bc5b453f7cd5eda002b")
+        X(DHT_LOOKUP_FAILED,    dht_lookup_failed,    "3e00ecb530b04bc5b453f7cd5eda002b")       \
+        /* the seeder's contents */                                                             \
+        X(CONTENT_ADDED,        content_added,        "c7e9a86ea82849ef82787786bcd33fa3")       \
+        X(CONTENT_REMOVED,      content_removed,      "1c8e27a1553f47fe83fbfab878c34122")       \
+        X(CONTENT_REGISTERED,   content_registered,   "31a157816b814fc3a3c5c4cd96fb644e")       \
+        X(CONTENT_REGISTER_FAILED, content_register_failed, "12c5c588848042ff873117176a8bd49c")
 
 typedef enum McEvent {
         MC_EVENT_NONE,          /* a plain message: no MC_EVENT= field */

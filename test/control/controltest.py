@@ -2,6 +2,7 @@
 """Helpers for the mc-control tests: a control (or several) on a private PostgreSQL with a tokens
 file, and a scripted agent that speaks the agent side of the API over HTTP."""
 
+import hashlib
 import os
 import socket
 
@@ -82,6 +83,17 @@ class Control:
     def cancel(self, task_id, token=USER_TOKEN):
         return http("POST", f"{self.url}/api/tasks/{task_id}/cancel", token=token)
 
+    def put_content(self, content_id, torrent, token=USER_TOKEN):
+        return http("PUT", f"{self.url}/api/contents/{content_id}", torrent, token=token,
+                    headers={"Content-Type": "application/x-bittorrent"})
+
+    def add_content(self, data=b""):
+        """Registers the content of data (at most 16 KiB); returns its id."""
+        content_id, torrent = small_content(data)
+        r = self.put_content(content_id, torrent)
+        check(r.status in (200, 201), f"PUT content {content_id}: {r.status} {r.text}")
+        return content_id
+
     def agent(self, node, **kw):
         return ScriptedAgent(self, node, **kw)
 
@@ -139,6 +151,33 @@ SAMPLE_TASK = {
     "labels": {"job": "demo", "target_node": "node-b"},
     "resources": {"nano_cpus": 500000000, "memory_bytes": 268435456},
 }
+
+
+def bencode(x):
+    """Bencoding of ints, str/bytes, lists and dicts (keys sorted, as BitTorrent wants)."""
+    if isinstance(x, int):
+        return b"i%de" % x
+    if isinstance(x, str):
+        x = x.encode()
+    if isinstance(x, bytes):
+        return b"%d:%s" % (len(x), x)
+    if isinstance(x, list):
+        return b"l" + b"".join(bencode(v) for v in x) + b"e"
+    items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in x.items())
+    return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
+
+
+def small_content(data=b""):
+    """The canonical manifest (src/torrent/manifest.h) of a file of at most 16 KiB, without a
+    BitTorrent library: such a file is one block, whose SHA-256 is its pieces root (the empty file
+    has none), and has no piece layer. Returns (content id, .torrent)."""
+    assert len(data) <= 16384
+    entry = {"length": len(data)}
+    if data:
+        entry["pieces root"] = hashlib.sha256(data).digest()
+    name = entry["pieces root"].hex() if data else "00" * 32
+    info = bencode({"file tree": {name: {"": entry}}, "meta version": 2, "name": name, "piece length": 16384})
+    return hashlib.sha256(info).hexdigest(), b"d4:info" + info + b"12:piece layersdee"
 
 
 def udp_port():

@@ -38,6 +38,7 @@ def test_sample_task_round_trip():
 
 def test_every_optional_field_round_trips():
     pg, (c,) = start_cluster()
+    inputs = [{"content": c.add_content(b""), "path": "/data/in.txt"}, {"content": c.add_content(b"b"), "path": "/b"}]
     body = {
         "id": "job-42.retry_1",
         "image": "registry.local:5000/team/app@sha256:" + "ab" * 32,
@@ -46,7 +47,7 @@ def test_every_optional_field_round_trips():
         "timeout_sec": 604800,
         "labels": {"job": "nightly", "team.example/owner": "ops", "target_node": "node-a"},
         "resources": {"nano_cpus": 1000000, "memory_bytes": 6 * 1024 * 1024},
-        "inputs": [{"content": "0" * 64, "path": "data/in.txt"}, {"content": "f" * 64, "path": "b"}],
+        "inputs": inputs,
         "max_attempts": 100,
         "runtime": "kata-runtime",
     }

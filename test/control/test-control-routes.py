@@ -13,7 +13,8 @@ from controltest import USER_TOKEN, agent_token, start_cluster
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 
-# path -> (the methods it takes, who may call it: "user", "agent" or None for anyone)
+# path -> (the methods it takes, who may call it: "user", "agent", "any" (either token) or None for
+# anyone; or a dict method -> one of those)
 ENDPOINTS = {
     "/api/health": ({"GET", "HEAD"}, None),
     "/metrics": ({"GET", "HEAD"}, None),
@@ -24,6 +25,8 @@ ENDPOINTS = {
     "/api/tasks/TASK/cancel": ({"POST"}, "user"),
     "/api/tasks/TASK/started": ({"POST"}, "agent"),
     "/api/tasks/TASK/finish": ({"POST"}, "agent"),
+    "/api/contents": ({"GET", "HEAD"}, "user"),
+    "/api/contents/CONTENT": ({"GET", "HEAD", "PUT"}, {"GET": "any", "HEAD": "any", "PUT": "user"}),
     "/api/nodes": ({"GET", "HEAD"}, "user"),
     "/api/agents/register": ({"POST"}, "agent"),
     "/api/agents/claim": ({"POST"}, "agent"),
@@ -32,6 +35,7 @@ ENDPOINTS = {
 
 REGISTER = {"node_id": "node-a", "capacity": {"nano_cpus": 1_000_000_000, "memory_bytes": 1 << 30}}
 TASK = {"image": "img", "cmd": ["true"]}
+CONTENT = "0123456789abcdef" * 4       # a content id no content has
 
 
 def db_fingerprint(pg):
@@ -74,7 +78,7 @@ def test_405_names_every_method_of_the_path():
     before = db_fingerprint(pg)
     failures = []
     for pattern, (allowed, _) in ENDPOINTS.items():
-        path = pattern.replace("TASK", task)
+        path = pattern.replace("TASK", task).replace("CONTENT", CONTENT)
         for method in METHODS:
             if method in allowed:
                 continue
@@ -96,17 +100,22 @@ def test_405_names_every_method_of_the_path():
 
 def test_allow_is_true():
     """Every method an Allow header names passes the router: with a token of the wrong kind it gets
-    403, which is only ever answered after the route (path and method) was found."""
+    403 (without a token, where any token would do: 401), which is only ever answered after the route
+    (path and method) was found."""
     pg, c, task = quiet_cluster()
     wrong_token = {"user": agent_token("node-a"), "agent": USER_TOKEN}
     before = db_fingerprint(pg)
     failures = []
-    for pattern, (allowed, who) in ENDPOINTS.items():
-        path = pattern.replace("TASK", task)
+    for pattern, (allowed, whom) in ENDPOINTS.items():
+        path = pattern.replace("TASK", task).replace("CONTENT", CONTENT)
         for method in sorted(allowed):
+            who = whom.get(method) if isinstance(whom, dict) else whom
             if who is None:
                 r = http(method, c.url + path)
                 want = 200
+            elif who == "any":
+                r = http(method, c.url + path)
+                want = 401
             else:
                 body = b"{}" if method == "POST" else None
                 r = http(method, c.url + path, body, token=wrong_token[who])
@@ -144,7 +153,7 @@ def test_415_for_a_json_body_of_another_type():
     ]
     # What curl -d sends unless told otherwise, and a few other ways of getting it wrong.
     types = ["application/x-www-form-urlencoded", "text/plain", "text/json", "application/jsonl",
-             "multipart/form-data; boundary=x", ""]
+             "multipart/form-data; boundary=x", "", "application/x-bittorrent"]
     before = db_fingerprint(pg)
     failures = []
     for path, token, body in calls:

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""units/mc-seeder.{socket,service} in a real systemd manager (a private `systemd --user` with its own
+journald): systemd-analyze verify is clean; the socket unit starts the service on the first peer
+connection (Type=notify: READY, the watchdog); the store survives `systemctl restart`. And socket
+activation by hand with systemd-socket-activate."""
+
+import os
+import socket
+import subprocess
+
+import mctest
+from mctest import PrivateBus, SystemdNamespace, check, free_port, wait_until
+import seedertest as st
+
+UNITS = ("mc-seeder.service", "mc-seeder.socket")
+
+
+def unit_text(name):
+    with open(os.path.join(mctest.build_dir(), "units", "test", name)) as f:
+        return f.read()
+
+
+def test_units_verify():
+    for name in UNITS:
+        p = mctest.run(["systemd-analyze", "verify", os.path.join(mctest.build_dir(), "units", "test", name)],
+                       check=False)
+        check(p.returncode == 0 and p.stderr.strip() == "", f"systemd-analyze verify {name}: {p.returncode} {p.stderr}")
+    text = unit_text("mc-seeder.service")
+    for line in ("Type=notify", "WatchdogSec=", "StateDirectory=mc-seeder", "User=mc-seeder", "ProtectSystem=strict",
+                 "PrivateTmp=yes", "NoNewPrivileges=yes", "RestrictAddressFamilies=", "SystemCallFilter=@system-service",
+                 "CapabilityBoundingSet=\n", "Requires=mc-seeder.socket"):
+        check(line in text, f"{line!r} in the unit")
+    check("ListenStream=6881" in unit_text("mc-seeder.socket"), "the socket listens on 6881")
+
+
+def connect_and_wait_close(port):
+    """Connects to the peer port and waits for the seeder to close the connection (it does not serve
+    peers yet)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.settimeout(60)
+        return s.recv(1) == b""
+
+
+def test_socket_activation_in_systemd():
+    ns = SystemdNamespace()
+    state = mctest.tmpdir("unit-state")
+    port = free_port()
+    ns.add_unit("mc-seeder.service", unit_text("mc-seeder.service"))
+    ns.add_unit("mc-seeder.socket", unit_text("mc-seeder.socket").replace("ListenStream=6881", f"ListenStream=127.0.0.1:{port}"))
+    os.makedirs(os.path.join(ns.unit_dir, "mc-seeder.service.d"))
+    # As for the agent's unit test: a user manager cannot switch users, load a missing credential or set
+    # up mount namespaces from inside the test's own; systemd-analyze checks those lines above.
+    ns.add_unit("mc-seeder.service.d/test.conf", f"""[Service]
+User=
+Group=
+LoadCredential=
+StateDirectory=
+Environment=STATE_DIRECTORY={state} MC_BUS=no MC_LOG_LEVEL=debug MC_CONFIG=/dev/null
+ProtectSystem=no
+ProtectHome=no
+PrivateTmp=no
+PrivateDevices=no
+ProtectKernelTunables=no
+ProtectKernelModules=no
+ProtectKernelLogs=no
+ProtectControlGroups=no
+ProtectClock=no
+ProtectHostname=no
+ProtectProc=default
+Environment=ASAN_OPTIONS=detect_leaks=0
+""")
+    ns.daemon_reload()
+    ns.systemctl("start", "mc-seeder.socket")
+    check(ns.show("mc-seeder.service", "ActiveState") == "inactive", "not started before a connection")
+    check(connect_and_wait_close(port), "the connection is accepted, then closed")
+    ns.wait_state("mc-seeder.service", "active")
+    check(ns.show("mc-seeder.service", "WatchdogUSec") == "30s", ns.show("mc-seeder.service", "WatchdogUSec"))
+    # The store is the unit's: a content added by hand (no daemon on a bus) is there after a restart.
+    store = st.Store()
+    store.dir = state
+    store.env["STATE_DIRECTORY"] = state
+    ns.systemctl("stop", "mc-seeder.service")
+    path = st.random_file(5000)
+    cid = store.add(path)
+    ns.systemctl("start", "mc-seeder.service")
+    ns.wait_state("mc-seeder.service", "active")
+    check(connect_and_wait_close(port), "still accepting after the restart")
+    check([e["id"] for e in store.list()] == [cid], store.list())
+    ns.systemctl("stop", "mc-seeder.service", "mc-seeder.socket")
+
+
+def test_systemd_socket_activate():
+    bus = PrivateBus()
+    store = st.Store(bus)
+    port = free_port()
+    env = dict(os.environ)
+    env.update(store.env)
+    log = open(os.path.join(mctest.tmpdir("ssa"), "log"), "wb")
+    p = subprocess.Popen(["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "-E", "STATE_DIRECTORY",
+                          "-E", "DBUS_SYSTEM_BUS_ADDRESS", "-E", "MC_LOG_TARGET", "-E", "MC_CONFIG",
+                          mctest.binary("mc-seeder")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    mctest.defer(lambda: p.poll() is None and (p.terminate(), p.wait(30)))
+    wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 60, msg="the socket listening")
+    bus.wait_name(st.SEEDER_NAME, timeout=60)
+    check(st.bus_property(bus, "PeerPort") == port, "the daemon serves the passed socket")
+    check(connect_and_wait_close(port), "a peer connection is accepted and closed")
+    p.terminate()
+    check(p.wait(30) == 0, "exit 0 on SIGTERM")
+
+
+mctest.main()
