@@ -94,6 +94,56 @@ static const PeerConnCallbacks server_callbacks = {
         .closed = on_closed,
 };
 
+/* Takes an accepted connection: refused (closed) over the caps, else served. */
+static int server_take(SwarmServer *srv, int cfd, const struct sockaddr_storage *sa) {
+        unsigned same = 0;
+        ServerConn *sc;
+        int r;
+
+        srv->stats.accepted++;
+        if (srv->stats.connections >= srv->config.max_connections) {
+                srv->stats.refused_global++;
+                close(cfd);
+                return -EBUSY;
+        }
+        for (ServerConn *o = srv->conns; o; o = o->next)
+                same += same_ip(&o->sa, sa);
+        if (same >= srv->config.max_per_address) {
+                srv->stats.refused_address++;
+                close(cfd);
+                return -EBUSY;
+        }
+        sc = calloc(1, sizeof(*sc));
+        if (!sc) {
+                close(cfd);
+                return -ENOMEM;
+        }
+        sc->srv = srv;
+        sc->sa = *sa;
+        r = peer_conn_accept(srv->event, cfd, &srv->conn_config, &server_callbacks, sc, &sc->conn);
+        if (r < 0) {
+                free(sc);
+                return r;
+        }
+        LIST_PREPEND(srv->conns, sc);
+        srv->stats.connections++;
+        return 0;
+}
+
+int swarm_server_take(SwarmServer *srv, int fd) {
+        struct sockaddr_storage sa = {};
+        socklen_t len = sizeof(sa);
+
+        assert(srv);
+        assert(fd >= 0);
+        if (getpeername(fd, (struct sockaddr *) &sa, &len) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        return server_take(srv, fd, &sa);
+}
+
 static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         SwarmServer *srv = userdata;
 
@@ -101,40 +151,12 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
         for (unsigned k = 0; k < 64; k++) {
                 struct sockaddr_storage sa;
                 socklen_t len = sizeof(sa);
-                unsigned same = 0;
-                ServerConn *sc;
-                int cfd, r;
+                int cfd;
 
                 cfd = accept4(fd, (struct sockaddr *) &sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (cfd < 0)
                         return 0;       /* EAGAIN, or an error of one connection (ECONNABORTED ...) */
-                srv->stats.accepted++;
-                if (srv->stats.connections >= srv->config.max_connections) {
-                        srv->stats.refused_global++;
-                        close(cfd);
-                        continue;
-                }
-                for (ServerConn *o = srv->conns; o; o = o->next)
-                        same += same_ip(&o->sa, &sa);
-                if (same >= srv->config.max_per_address) {
-                        srv->stats.refused_address++;
-                        close(cfd);
-                        continue;
-                }
-                sc = calloc(1, sizeof(*sc));
-                if (!sc) {
-                        close(cfd);
-                        continue;
-                }
-                sc->srv = srv;
-                sc->sa = sa;
-                r = peer_conn_accept(srv->event, cfd, &srv->conn_config, &server_callbacks, sc, &sc->conn);
-                if (r < 0) {
-                        free(sc);
-                        continue;
-                }
-                LIST_PREPEND(srv->conns, sc);
-                srv->stats.connections++;
+                (void) server_take(srv, cfd, &sa);
         }
         return 0;
 }
@@ -145,7 +167,6 @@ int swarm_server_new(sd_event *e, const SwarmServerConfig *config, SwarmServer *
 
         assert(e);
         assert(config);
-        assert(config->listen_fd >= 0);
         assert(config->sink);
         assert(ret);
         srv = calloc(1, sizeof(*srv));
@@ -160,10 +181,12 @@ int swarm_server_new(sd_event *e, const SwarmServerConfig *config, SwarmServer *
         if (config->conn)
                 srv->conn_config = *config->conn;
         srv->conn_config.sink = config->sink;
-        r = sd_event_add_io(e, &srv->accept_source, config->listen_fd, EPOLLIN, on_accept, srv);
-        if (r < 0) {
-                swarm_server_free(srv);
-                return r;
+        if (config->listen_fd >= 0) {
+                r = sd_event_add_io(e, &srv->accept_source, config->listen_fd, EPOLLIN, on_accept, srv);
+                if (r < 0) {
+                        swarm_server_free(srv);
+                        return r;
+                }
         }
         *ret = srv;
         return 0;

@@ -2,7 +2,8 @@
 #pragma once
 
 /* SwarmServer: the serving side. It accepts TCP connections on a listening socket the caller gives
- * (socket-activated, or daemon_listen_tcp()), reads each peer's handshake, looks the info-hash up
+ * (socket-activated, or daemon_listen_tcp()), or takes connections the caller accepted itself
+ * (swarm_server_take(): a daemon with several listening sockets of its own), reads each peer's handshake, looks the info-hash up
  * among the contents registered with swarm_server_add() (complete or being downloaded), and serves
  * it with a PeerConn (peer-conn.h says what serving means). An unknown info-hash is disconnected and
  * counted; so is every protocol violation (counted by errno).
@@ -21,7 +22,7 @@
 typedef struct SwarmServer SwarmServer;
 
 typedef struct SwarmServerConfig {
-        int listen_fd;                          /* a listening TCP socket; the server does not close it */
+        int listen_fd;                          /* a listening TCP socket (not closed by the server), or -1 */
         PeerSink *sink;                         /* required */
         unsigned max_connections;               /* 256 */
         unsigned max_per_address;               /* 16 */
@@ -48,6 +49,10 @@ typedef struct SwarmServerStats {
 int swarm_server_new(sd_event *e, const SwarmServerConfig *config, SwarmServer **ret);
 SwarmServer *swarm_server_free(SwarmServer *srv);
 DEFINE_TRIVIAL_CLEANUP_FUNC(SwarmServer *, swarm_server_free);
+
+/* An accepted TCP connection (taken: closed when refused or on failure), under the same caps. 0, or
+ * -EBUSY when over a cap, other errors when it cannot be served. */
+int swarm_server_take(SwarmServer *srv, int fd);
 
 /* Serves store (a reference is taken). -EEXIST when a content with that id is registered. */
 int swarm_server_add(SwarmServer *srv, ContentStore *store);

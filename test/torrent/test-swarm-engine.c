@@ -2,7 +2,8 @@
 
 /* Swarm and SwarmServer together on one loop, over loopback:
  *  - a content relayed through a partial download: B fetches only from A while A is still fetching
- *    from the seeder, so everything B gets was announced with `have` as A verified it;
+ *    from the seeder, so everything B gets was announced with `have` as A verified it (A's server
+ *    gets its connections from A's own listener, swarm_server_take());
  *  - a peer that handshakes, has everything, unchokes and then never answers is dropped after the
  *    stall timeout and its requests go to another peer;
  *  - a disk too small for the content fails the fetch with -ENOSPC before anything is fetched (a
@@ -110,11 +111,20 @@ static void run_until(sd_event *e, bool *flag, uint64_t timeout_usec) {
                         abort();
 }
 
+/* The relay's own listener: accepted connections are handed to its server, as mc-seeder's listener does. */
+static int relay_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c >= 0 && swarm_server_take(userdata, c) < 0)
+                abort();
+        return 0;
+}
+
 static void test_relay_through_partial_download(void) {
         Fixture f;
         sd_event *e = NULL;
         PeerSink *sink = NULL;
         SwarmServer *seeder = NULL, *relay = NULL;
+        sd_event_source *relay_source = NULL;
         ContentStore *source = NULL;
         Swarm *a = NULL, *b = NULL;
         Done da = {}, db = {};
@@ -135,7 +145,8 @@ static void test_relay_through_partial_download(void) {
         ASSERT_INT_EQ(swarm_server_new(e, &(SwarmServerConfig) { .listen_fd = lfd_s, .sink = sink }, &seeder), 0);
         ASSERT_INT_EQ(content_store_open_file(f.file, f.m, &source), 0);
         ASSERT_INT_EQ(swarm_server_add(seeder, source), 0);
-        ASSERT_INT_EQ(swarm_server_new(e, &(SwarmServerConfig) { .listen_fd = lfd_a, .sink = sink }, &relay), 0);
+        ASSERT_INT_EQ(swarm_server_new(e, &(SwarmServerConfig) { .listen_fd = -1, .sink = sink }, &relay), 0);
+        ASSERT_INT_EQ(sd_event_add_io(e, &relay_source, lfd_a, EPOLLIN, relay_accept, relay), 0);
 
         /* A is registered with its server but not started: B connects and finds nothing yet. */
         ASSERT_INT_EQ(swarm_new(e, &(SwarmConfig) { .dir = dir_a, .manifest = f.m, .sink = sink, .server = relay },
@@ -175,6 +186,7 @@ static void test_relay_through_partial_download(void) {
 
         swarm_free(a);
         swarm_free(b);
+        sd_event_source_disable_unref(relay_source);
         swarm_server_free(relay);
         swarm_server_free(seeder);
         content_store_unref(source);
