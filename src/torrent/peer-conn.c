@@ -14,7 +14,10 @@
 #define READ_BUDGET (1U << 20)          /* bytes read per wake-up before yielding */
 #define CANCELED_MAX 64U
 #define OUR_UT_METADATA 1               /* the id we give ut_metadata in our extension handshake */
-#define HASH_READ_MAX (8U << 20)        /* bytes re-read to answer one hash request below the piece layer */
+/* A hash request below the piece layer makes us re-read and hash the pieces it covers: one piece at
+ * most per request (libtorrent asks for one piece's blocks after a failed check), and at most
+ * HASH_REREADS_PER_SEC such requests per connection, so that a peer cannot keep the loop hashing. */
+#define HASH_REREADS_PER_SEC 8U
 #define CLIENT_NAME "mc " MC_VERSION
 
 struct PeerConn {
@@ -66,6 +69,9 @@ struct PeerConn {
         uint64_t *in_ends;
         size_t in_head, in_n;
         uint64_t out_total;             /* bytes ever queued on the sink, less cancelled ones */
+
+        uint64_t reread_window;         /* the second of the count below */
+        unsigned rereads;
 
         PeerConnStats stats;
 };
@@ -476,7 +482,15 @@ static int on_hash_request(PeerConn *c, const PeerMsg *m) {
                 uint64_t from = (uint64_t) first * c->g->piece_length;
                 uint64_t to = MIN(c->g->length, (uint64_t) (first + n_pieces) * c->g->piece_length);
 
-                if (to - from > HASH_READ_MAX)
+                uint64_t now = now_usec() / USEC_PER_SEC;
+
+                if (to - from > c->g->piece_length)
+                        goto reject;
+                if (now != c->reread_window) {
+                        c->reread_window = now;
+                        c->rereads = 0;
+                }
+                if (++c->rereads > HASH_REREADS_PER_SEC)
                         goto reject;
                 data = malloc(to - from);
                 n_blocks = (to - from + TORRENT_BLOCK_SIZE - 1) / TORRENT_BLOCK_SIZE;

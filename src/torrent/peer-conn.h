@@ -15,8 +15,9 @@
  *  - requests: blocks of present pieces are queued on the PeerSink, at most max_requests at once;
  *    every request is answered with the block or, with the fast extension, a reject (a request over
  *    16 KiB or past its piece, for a piece we lack, beyond max_requests, or cancelled before it left);
- *  - BEP 52 hash requests are answered from the store's tree (the blocks of present pieces are
- *    hashed again for a request below the piece layer), anything else gets a hash reject; we never
+ *  - BEP 52 hash requests are answered from the store's tree (the blocks of a present piece are
+ *    hashed again for a request below the piece layer: one piece per request, 8 such requests a
+ *    second per connection), anything else gets a hash reject; we never
  *    send hash requests (the manifest comes with the piece layer; libtorrent 2.0.8 mishandles hash
  *    requests that come before our bitfield);
  *  - ut_metadata requests are answered with the info dictionary (for peers starting from a magnet);

@@ -12,6 +12,7 @@ over loopback, through mc-swarm-tool:
 - 33 malformed peer-wire inputs each close the connection with their errno, 9 more get their
   reject (or their answer), and the seeder keeps serving; the connection caps hold."""
 
+import hashlib
 import os
 import signal
 import struct
@@ -210,6 +211,37 @@ def test_malformed_input():
     out = tmpdir("out")
     fetch(s.id, s.torrent, [s.addr], out)
     check(same_file(path, os.path.join(out, s.id)), "wrong bytes")
+    s.stop()
+
+
+def test_hash_requests_below_the_piece_layer():
+    """Block hashes of a piece (what libtorrent asks after a failed piece check) are answered by
+    hashing the piece again: one piece per request, 8 such requests a second per connection."""
+    path = make_file(33 * MIB + 5, 15)    # 1057 pieces of 32 KiB: the piece layer is level 1
+    s = Seeder(path)
+    check(s.piece_length == 32 * KIB, f"piece length {s.piece_length}")
+    root = bytes.fromhex(s.root)
+    ih = bytes.fromhex(s.id)[:20]
+    w = Wire(s.port)
+    w.send(handshake(ih))
+    two_pieces = root + struct.pack(">IIII", 0, 0, 4, 0)
+    w.send(msg(21, two_pieces))
+    w.wait_message(lambda m: m[0] == 23 and m[1] == two_pieces, what="a hash reject of a request over two pieces")
+    reqs = [root + struct.pack(">IIII", 0, 2 * i, 2, 0) for i in range(20)]
+    w.send(b"".join(msg(21, r) for r in reqs))
+
+    def answered():
+        w.pump()
+        got = [m for m in w.messages() if m[0] in (22, 23) and m[1][:48] in reqs]
+        return len(got) == 20 and got
+    got = wait_until(answered, 30, interval=0, msg="answers to 20 hash requests")
+    hashes = [m for m in got if m[0] == 22]
+    check(8 <= len(hashes) <= 16, f"{len(hashes)} of 20 answered")   # 8 a second (a burst may span two)
+    with open(path, "rb") as fh:
+        data = fh.read(64 * KIB)
+    first = [m for m in hashes if m[1][:48] == reqs[0]]
+    check(first and first[0][1][48:] == hashlib.sha256(data[:16384]).digest() + hashlib.sha256(data[16384:32768]).digest(),
+          "the first piece's block hashes")
     s.stop()
 
 
