@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "list.h"
+#include "swarm-server.h"
+
+typedef struct ServedContent ServedContent;
+struct ServedContent {
+        LIST_FIELDS(ServedContent);
+        ContentStore *store;
+        uint8_t short_id[TORRENT_ID_SHORT_SIZE];
+};
+
+typedef struct ServerConn ServerConn;
+struct ServerConn {
+        LIST_FIELDS(ServerConn);
+        SwarmServer *srv;
+        PeerConn *conn;
+        struct sockaddr_storage sa;
+};
+
+struct SwarmServer {
+        sd_event *event;
+        sd_event_source *accept_source;
+        SwarmServerConfig config;
+        PeerConnConfig conn_config;
+        ServedContent *contents;
+        ServerConn *conns;
+        SwarmServerStats stats;
+};
+
+static bool same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+        if (a->ss_family != b->ss_family)
+                return false;
+        if (a->ss_family == AF_INET)
+                return ((const struct sockaddr_in *) a)->sin_addr.s_addr == ((const struct sockaddr_in *) b)->sin_addr.s_addr;
+        if (a->ss_family == AF_INET6)
+                return memcmp(&((const struct sockaddr_in6 *) a)->sin6_addr, &((const struct sockaddr_in6 *) b)->sin6_addr,
+                              sizeof(struct in6_addr)) == 0;
+        return false;
+}
+
+static void account(SwarmServer *srv, PeerConn *c) {
+        PeerConnStats st;
+        peer_conn_get_stats(c, &st);
+        srv->stats.requests_rejected += st.requests_rejected;
+        srv->stats.bytes_sent += st.bytes_sent;
+        srv->stats.hash_requests += st.hash_requests;
+        srv->stats.hash_rejects += st.hash_rejects;
+        srv->stats.metadata_pieces += st.metadata_pieces;
+}
+
+static void server_conn_free(ServerConn *sc) {
+        SwarmServer *srv = sc->srv;
+        account(srv, sc->conn);
+        LIST_REMOVE(srv->conns, sc);
+        srv->stats.connections--;
+        peer_conn_free(sc->conn);
+        free(sc);
+}
+
+static ContentStore *on_lookup(PeerConn *c, const uint8_t info_hash[PEER_INFO_HASH_SIZE], void *userdata) {
+        ServerConn *sc = userdata;
+
+        for (ServedContent *sv = sc->srv->contents; sv; sv = sv->next)
+                if (memcmp(sv->short_id, info_hash, TORRENT_ID_SHORT_SIZE) == 0)
+                        return sv->store;
+        return NULL;
+}
+
+static void on_closed(PeerConn *c, int error, const char *reason, void *userdata) {
+        ServerConn *sc = userdata;
+        SwarmServer *srv = sc->srv;
+        char address[PEER_CONN_ADDR_MAX];
+
+        if (error == -ENOENT)
+                srv->stats.unknown_info_hash++;
+        else if (error == -ETIMEDOUT)
+                srv->stats.timeouts++;
+        else if (error == 0 || error == -ECONNRESET || error == -EPIPE)
+                srv->stats.closed_clean++;
+        else
+                srv->stats.violations++;
+        snprintf(address, sizeof(address), "%s", peer_conn_address(c));
+        server_conn_free(sc);
+        if (srv->config.closed)
+                srv->config.closed(srv, address, error, reason, srv->config.userdata);
+}
+
+static const PeerConnCallbacks server_callbacks = {
+        .lookup = on_lookup,
+        .closed = on_closed,
+};
+
+/* Takes an accepted connection: refused (closed) over the caps, else served. */
+static int server_take(SwarmServer *srv, int cfd, const struct sockaddr_storage *sa) {
+        unsigned same = 0;
+        ServerConn *sc;
+        int r;
+
+        srv->stats.accepted++;
+        if (srv->stats.connections >= srv->config.max_connections) {
+                srv->stats.refused_global++;
+                close(cfd);
+                return -EBUSY;
+        }
+        for (ServerConn *o = srv->conns; o; o = o->next)
+                same += same_ip(&o->sa, sa);
+        if (same >= srv->config.max_per_address) {
+                srv->stats.refused_address++;
+                close(cfd);
+                return -EBUSY;
+        }
+        sc = calloc(1, sizeof(*sc));
+        if (!sc) {
+                close(cfd);
+                return -ENOMEM;
+        }
+        sc->srv = srv;
+        sc->sa = *sa;
+        r = peer_conn_accept(srv->event, cfd, &srv->conn_config, &server_callbacks, sc, &sc->conn);
+        if (r < 0) {
+                free(sc);
+                return r;
+        }
+        LIST_PREPEND(srv->conns, sc);
+        srv->stats.connections++;
+        return 0;
+}
+
+int swarm_server_take(SwarmServer *srv, int fd) {
+        struct sockaddr_storage sa = {};
+        socklen_t len = sizeof(sa);
+
+        assert(srv);
+        assert(fd >= 0);
+        if (getpeername(fd, (struct sockaddr *) &sa, &len) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        return server_take(srv, fd, &sa);
+}
+
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        SwarmServer *srv = userdata;
+
+        /* A bounded batch per wake-up, so that a connection storm does not starve the loop. */
+        for (unsigned k = 0; k < 64; k++) {
+                struct sockaddr_storage sa;
+                socklen_t len = sizeof(sa);
+                int cfd;
+
+                cfd = accept4(fd, (struct sockaddr *) &sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (cfd < 0)
+                        return 0;       /* EAGAIN, or an error of one connection (ECONNABORTED ...) */
+                (void) server_take(srv, cfd, &sa);
+        }
+        return 0;
+}
+
+int swarm_server_new(sd_event *e, const SwarmServerConfig *config, SwarmServer **ret) {
+        SwarmServer *srv;
+        int r;
+
+        assert(e);
+        assert(config);
+        assert(config->sink);
+        assert(ret);
+        srv = calloc(1, sizeof(*srv));
+        if (!srv)
+                return -ENOMEM;
+        srv->event = sd_event_ref(e);
+        srv->config = *config;
+        if (srv->config.max_connections == 0)
+                srv->config.max_connections = 256;
+        if (srv->config.max_per_address == 0)
+                srv->config.max_per_address = 16;
+        if (config->conn)
+                srv->conn_config = *config->conn;
+        srv->conn_config.sink = config->sink;
+        if (config->listen_fd >= 0) {
+                r = sd_event_add_io(e, &srv->accept_source, config->listen_fd, EPOLLIN, on_accept, srv);
+                if (r < 0) {
+                        swarm_server_free(srv);
+                        return r;
+                }
+        }
+        *ret = srv;
+        return 0;
+}
+
+SwarmServer *swarm_server_free(SwarmServer *srv) {
+        if (!srv)
+                return NULL;
+        while (srv->conns)
+                server_conn_free(srv->conns);
+        while (srv->contents) {
+                ServedContent *sv = srv->contents;
+                LIST_REMOVE(srv->contents, sv);
+                content_store_unref(sv->store);
+                free(sv);
+        }
+        sd_event_source_disable_unref(srv->accept_source);
+        sd_event_unref(srv->event);
+        free(srv);
+        return NULL;
+}
+
+int swarm_server_add(SwarmServer *srv, ContentStore *store) {
+        const uint8_t *id = content_store_manifest(store)->id;
+        ServedContent *sv;
+
+        for (sv = srv->contents; sv; sv = sv->next)
+                if (memcmp(sv->short_id, id, TORRENT_ID_SHORT_SIZE) == 0)
+                        return -EEXIST;
+        sv = calloc(1, sizeof(*sv));
+        if (!sv)
+                return -ENOMEM;
+        sv->store = content_store_ref(store);
+        torrent_id_short(id, sv->short_id);
+        LIST_PREPEND(srv->contents, sv);
+        return 0;
+}
+
+int swarm_server_remove(SwarmServer *srv, ContentStore *store) {
+        for (ServedContent *sv = srv->contents; sv; sv = sv->next) {
+                if (sv->store != store)
+                        continue;
+                for (ServerConn *sc = srv->conns, *next; sc; sc = next) {
+                        next = sc->next;
+                        if (peer_conn_store(sc->conn) == store)
+                                server_conn_free(sc);
+                }
+                LIST_REMOVE(srv->contents, sv);
+                content_store_unref(sv->store);
+                free(sv);
+                return 0;
+        }
+        return -ENOENT;
+}
+
+void swarm_server_get_stats(const SwarmServer *srv, SwarmServerStats *ret) {
+        *ret = srv->stats;
+        for (ServerConn *sc = srv->conns; sc; sc = sc->next) {
+                PeerConnStats st;
+                peer_conn_get_stats(sc->conn, &st);
+                ret->requests_rejected += st.requests_rejected;
+                ret->bytes_sent += st.bytes_sent;
+                ret->hash_requests += st.hash_requests;
+                ret->hash_rejects += st.hash_rejects;
+                ret->metadata_pieces += st.metadata_pieces;
+        }
+}
