@@ -5,6 +5,9 @@
 
 #include "agent.h"
 #include "bus-util.h"
+#include "input-cache.h"
+#include "input-fetch.h"
+#include "input-server.h"
 #include "log.h"
 
 #define AGENT_BUS_NAME "org.mutualcloud.Agent1"
@@ -27,6 +30,24 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
                 return sd_bus_message_append(reply, "t", (uint64_t) a->capacity_memory_bytes);
         if (streq(property, "RunningTasks"))
                 return sd_bus_message_append(reply, "u", agent_n_running(a));
+        if (streq(property, "FetchingTasks"))
+                return sd_bus_message_append(reply, "u", agent_n_fetching(a));
+        if (streq(property, "InputBytesFetched") || streq(property, "InputBytesFromSeeders") ||
+            streq(property, "InputBytesFromAgents")) {
+                InputFetcherStats st = {};
+                if (a->input_fetcher)
+                        input_fetcher_get_stats(a->input_fetcher, &st);
+                return sd_bus_message_append(reply, "t", streq(property, "InputBytesFetched") ? st.bytes :
+                                             streq(property, "InputBytesFromSeeders") ? st.bytes_seeders : st.bytes_agents);
+        }
+        if (streq(property, "InputBytesServed"))
+                return sd_bus_message_append(reply, "t", a->input_server ? input_server_bytes_served(a->input_server) : 0);
+        if (streq(property, "CacheBytes"))
+                return sd_bus_message_append(reply, "t", a->input_cache ? input_cache_bytes(a->input_cache) : 0);
+        if (streq(property, "CacheMaxBytes"))
+                return sd_bus_message_append(reply, "t", a->input_cache ? input_cache_max_bytes(a->input_cache) : 0);
+        if (streq(property, "PeerPort"))
+                return sd_bus_message_append(reply, "q", a->input_server ? input_server_port(a->input_server) : 0);
         if (streq(property, "Draining"))
                 return sd_bus_message_append(reply, "b", a->draining);
         if (streq(property, "ControlUrls"))
@@ -73,6 +94,18 @@ static const sd_bus_vtable agent_vtable[] = {
         SD_BUS_PROPERTY("CapacityMemoryBytes", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("RunningTasks", "u", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Draining", "b", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        /* Tasks whose inputs are being fetched (ListTasks shows them as "fetching"). */
+        SD_BUS_PROPERTY("FetchingTasks", "u", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        /* Counters of the inputs: block payload received (in all, from SEEDERS, from other peers),
+         * sent to other agents, and what the cache holds; read, not signalled (they move all the time). */
+        SD_BUS_PROPERTY("InputBytesFetched", "t", property_get, 0, 0),
+        SD_BUS_PROPERTY("InputBytesFromSeeders", "t", property_get, 0, 0),
+        SD_BUS_PROPERTY("InputBytesFromAgents", "t", property_get, 0, 0),
+        SD_BUS_PROPERTY("InputBytesServed", "t", property_get, 0, 0),
+        SD_BUS_PROPERTY("CacheBytes", "t", property_get, 0, 0),
+        SD_BUS_PROPERTY("CacheMaxBytes", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        /* Where other agents fetch inputs from us (0: not served). */
+        SD_BUS_PROPERTY("PeerPort", "q", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         /* CONTROL_URLS, then the replicas found in the DHT: the order calls fail over in. */
         SD_BUS_PROPERTY("ControlUrls", "as", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         /* The replica that answered last, which calls go to first ("" when none is known). It moves
@@ -117,4 +150,9 @@ void agent_bus_running_changed(Agent *a) {
 void agent_bus_control_urls_changed(Agent *a) {
         if (a->bus)
                 (void) sd_bus_emit_properties_changed(a->bus, AGENT_BUS_PATH, AGENT_BUS_INTERFACE, "ControlUrls", NULL);
+}
+
+void agent_bus_fetching_changed(Agent *a) {
+        if (a->bus)
+                (void) sd_bus_emit_properties_changed(a->bus, AGENT_BUS_PATH, AGENT_BUS_INTERFACE, "FetchingTasks", NULL);
 }

@@ -17,6 +17,7 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
         Agent *a = userdata;
         ControlClaimAnswer c;
         Task *t;
+        int r;
 
         a->claim_call = NULL;
         if (reply->error < 0 || (reply->code != 200 && reply->code != 204)) {
@@ -77,6 +78,14 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
         log_task(LOG_INFO, t, MC_EVENT_LEASE_ACQUIRED, "leased (attempt %" PRIi64 ").", c.attempt);
         save_leases(a);
         update_fence_timer(a);
+        /* Pinned from now on: the cache evicts nothing this task will need. */
+        r = task_inputs_parse(t, c.inputs);
+        if (r < 0) {
+                log_task(LOG_ERR, t, MC_EVENT_NONE, "its inputs in the claim answer cannot be used: %s", strerror(-r));
+                task_release_bad_inputs(t, r);
+                schedule_claim(a, 0);
+                return;
+        }
 
         if (t->deadline_usec > now_usec() + fence_margin(a) + a->ttl_usec / 3)
                 task_start(t);

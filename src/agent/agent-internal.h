@@ -56,6 +56,25 @@ int discovery_init(Agent *a);
 void discovery_start(Agent *a);
 void discovery_done(Agent *a);
 
+/* agent-inputs.c */
+/* The peer port, the cache (taking stock of it) and the fetcher. */
+int inputs_init(Agent *a);
+void inputs_done(Agent *a);
+/* From the claim answer's inputs: pins each in the cache. -EBADMSG for an answer not as docs/api.md says. */
+int task_inputs_parse(Task *t, json_object *inputs);
+/* 1 when every input is in the cache (or there is none): start the task. 0: it is being fetched (state
+ * TASK_FETCHING; task_start() runs again once all is there), or could not be, and the lease is being
+ * given back (release) -- either way the caller leaves t alone. */
+int task_inputs_fetch(Task *t);
+/* Stops waiting for the inputs (the downloads go on for other tasks, or stop); they stay pinned. */
+void task_inputs_stop_fetching(Task *t);
+/* ... and unpins them. */
+void task_inputs_free(Task *t);
+/* The claim's inputs could not be taken (task_inputs_parse() failed with error): the lease goes back. */
+void task_release_bad_inputs(Task *t, int error);
+/* The mounts for the driver: n_inputs elements, valid while t is. */
+void task_inputs_for_driver(Task *t, DriverInput *ret);
+
 /* agent-adopt.c */
 int load_outbox(Agent *a);
 void on_leftovers(int error, DriverLeftover *l, size_t n, void *userdata);

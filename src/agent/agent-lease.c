@@ -117,7 +117,8 @@ void handle_revoked(Agent *a, json_object *e) {
                 t->deadline_usec = 0;   /* nothing else runs it: no fencing needed */
                 switch (t->state) {
                 case TASK_ADOPTING:
-                case TASK_CLAIMED: {
+                case TASK_CLAIMED:
+                case TASK_FETCHING: {
                         /* Never ran (here): say so, and be done. An adopted container is removed by
                          * the adoption pass, which no longer finds the task waiting. */
                         _cleanup_json_ json_object *o = json_object_new_object();
@@ -131,6 +132,11 @@ void handle_revoked(Agent *a, json_object *e) {
                         }
                         t->finish = TAKE_PTR(o);
                         t->status = TASK_STATUS_CANCELLED;
+                        if (t->state == TASK_FETCHING) {
+                                /* Its downloads stop unless other tasks wait for them; what came stays. */
+                                task_inputs_stop_fetching(t);
+                                agent_bus_fetching_changed(a);
+                        }
                         t->state = TASK_REPORTING;
                         task_send_finish(t);
                         break;

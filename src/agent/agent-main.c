@@ -59,6 +59,19 @@ static const ConfigOption agent_options[] = {
           "Group whose members may call Drain() and Resume() (besides root)" },
         { "LOG_LEVEL", NULL, CONFIG_STRING, offsetof(AgentConfig, log_level), 0, 0, "info",
           "debug, info, notice, warning, err" },
+        { "SEEDERS", NULL, CONFIG_STRV, offsetof(AgentConfig, seeders), 0, 0, NULL,
+          "mc-seeders to fetch task inputs from, HOST:PORT, comma-separated (names resolved once at start), "
+          "besides the peers the DHT names" },
+        { "PEER_PORT", NULL, CONFIG_INT, offsetof(AgentConfig, peer_port), -1, 65535, "6882",
+          "TCP port other agents fetch inputs from (0: any free port, -1: serve nobody)" },
+        { "INPUT_CACHE_DIR", NULL, CONFIG_STRING, offsetof(AgentConfig, input_cache_dir), 0, 0, "",
+          "Where task inputs are kept [$STATE_DIRECTORY/inputs]" },
+        { "CACHE_MAX_BYTES", NULL, CONFIG_INT, offsetof(AgentConfig, cache_max_bytes), 0, INT64_C(1) << 56,
+          "10737418240", "Most bytes of inputs kept; the least recently used that no task holds are evicted" },
+        { "INPUT_FETCH_TIMEOUT_SEC", NULL, CONFIG_INT, offsetof(AgentConfig, input_fetch_timeout_sec), 1, 86400, "120",
+          "A fetch that makes no progress for this long fails (the lease goes back: inputs_unavailable)" },
+        { "INPUT_FETCHES", NULL, CONFIG_INT, offsetof(AgentConfig, input_fetches), 1, 64, "4",
+          "Inputs downloaded at once" },
         /* For the agent, DHT_PORT=0 with DHT_BOOTSTRAP set means any free port (see agent-discovery.c). */
         DHT_CONFIG_OPTIONS(AgentConfig, dht),
 };

@@ -50,6 +50,8 @@ void task_free(Task *t) {
         driver_job_free(t->job);
         control_call_cancel(t->started_call);
         control_call_cancel(t->finish_call);
+        control_call_cancel(t->release_call);
+        task_inputs_free(t);
         sd_event_source_disable_unref(t->timeout_timer);
         sd_event_source_disable_unref(t->finish_retry);
         json_object_put(t->record);
@@ -103,8 +105,14 @@ void task_abandon(Task *t, StopReason why, const char *reason) {
         switch (t->state) {
         case TASK_ADOPTING:
         case TASK_CLAIMED:
+        case TASK_FETCHING:
                 log_task(LOG_NOTICE, t, why == STOP_FENCE ? MC_EVENT_LEASE_EXPIRED : MC_EVENT_LEASE_REVOKED,
                          "dropped before it ran: %s.", reason);
+                if (t->state == TASK_FETCHING) {
+                        /* Its downloads stop unless other tasks wait for them; what came stays. */
+                        t->state = TASK_CLAIMED;
+                        agent_bus_fetching_changed(a);
+                }
                 if (t->job)
                         (void) driver_job_stop(t->job, 0);
                 else {
@@ -194,6 +202,9 @@ void task_report_started(Task *t) {
         if (!o || json_add_string(o, "node_id", t->agent->config.node_id) < 0 ||
             json_add_int64(o, "lease_token", t->lease_token) < 0 ||
             json_add_string(o, "container_id", t->handle) < 0 ||
+            (t->n_inputs > 0 && t->inputs_ready_usec > 0 &&
+             (json_add_int64(o, "inputs_ready_usec", (int64_t) t->inputs_ready_usec) < 0 ||
+              json_add_int64(o, "inputs_bytes", (int64_t) t->inputs_bytes) < 0)) ||
             asprintf(&path, "/api/tasks/%s/started", t->id) < 0)
                 return;
         r = control_post(t->agent->control, path, o, request_timeout(t->agent), on_started_reply, t, &t->started_call);
@@ -388,11 +399,15 @@ static char **json_strv(json_object *a) {
 void task_start(Task *t) {
         Agent *a = t->agent;
         _cleanup_strv_free_ char **cmd = NULL;
+        _cleanup_free_ DriverInput *inputs = NULL;
         json_object *v, *env = NULL;
         const char *image = NULL, *runtime = NULL;
         int r;
 
-        if (t->state != TASK_CLAIMED)
+        if (t->state != TASK_CLAIMED || t->drop_result)
+                return;
+        /* Every input in the cache before anything of the task is created. */
+        if (task_inputs_fetch(t) <= 0)
                 return;
         if (!json_object_object_get_ex(t->record, "cmd", &v) || !(cmd = json_strv(v)) || !cmd[0]) {
                 log_task(LOG_ERR, t, MC_EVENT_NONE, "the claimed task has no usable cmd.");
@@ -405,6 +420,13 @@ void task_start(Task *t) {
         if (json_object_object_get_ex(t->record, "env", &v) && json_object_is_type(v, json_type_object))
                 env = v;
 
+        inputs = calloc(t->n_inputs ?: 1, sizeof(DriverInput));
+        if (!inputs) {
+                log_oom();
+                task_abandon(t, STOP_REVOKED, "out of memory");
+                return;
+        }
+        task_inputs_for_driver(t, inputs);
         t->state = TASK_STARTING;
         r = driver_job_start(a->driver, &(DriverJobSpec) {
                         .task_id = t->id,
@@ -417,6 +439,8 @@ void task_start(Task *t) {
                         .nano_cpus = t->nano_cpus,
                         .memory_bytes = t->memory_bytes,
                         .runtime = runtime,
+                        .inputs = inputs,
+                        .n_inputs = t->n_inputs,
                 }, &job_callbacks, t, &t->job);
         if (r < 0) {
                 log_task(LOG_ERR, t, MC_EVENT_NONE, "cannot start it: %s", strerror(-r));

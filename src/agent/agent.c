@@ -19,6 +19,7 @@
 static const char *const task_state_table[_TASK_STATE_MAX] = {
         [TASK_ADOPTING] = "adopting",
         [TASK_CLAIMED] = "claimed",
+        [TASK_FETCHING] = "fetching",
         [TASK_STARTING] = "starting",
         [TASK_RUNNING] = "running",
         [TASK_EXITED] = "exited",
@@ -147,6 +148,11 @@ char *agent_list_tasks_json(Agent *a) {
                         json_add_string(o, "status", task_status_to_string(t->status));
                 if (t->drop_result)
                         json_add(o, "abandoned", json_object_new_boolean(true));
+                if (t->n_inputs > 0) {
+                        json_add_int64(o, "inputs", (int64_t) t->n_inputs);
+                        json_add_int64(o, "inputs_ready", (int64_t) t->n_inputs_ready);
+                        json_add_int64(o, "inputs_bytes", (int64_t) t->inputs_bytes);
+                }
         }
         return strdup(json_to_string(arr));
 }
@@ -216,6 +222,9 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         r = discovery_init(a);
         if (r < 0)
                 return r;
+        r = inputs_init(a);
+        if (r < 0)
+                return r;
 
         if (streq(config->driver, "docker"))
                 r = docker_driver_new(a->event, a->curl, &(DockerDriverConfig) {
@@ -270,6 +279,7 @@ Agent *agent_free(Agent *a) {
         while (a->tasks)
                 task_free(a->tasks);
         driver_leftovers_free(a->pending, a->n_pending);
+        inputs_done(a);
         discovery_done(a);
         control_call_cancel(a->register_call);
         control_call_cancel(a->claim_call);

@@ -44,11 +44,19 @@ typedef struct AgentConfig {
         char *bus_group;
         char *log_level;
         DhtSettings dht;        /* with DHT_BOOTSTRAP (or DHT_PORT), controls are also found in the DHT */
+        /* Task inputs (agent-inputs.c, inputs/). */
+        char **seeders;                 /* SEEDERS: HOST:PORT of mc-seeders, resolved at start */
+        int64_t peer_port;              /* PEER_PORT: where other agents fetch from us; 0 any, -1 none */
+        char *input_cache_dir;          /* INPUT_CACHE_DIR: "" = $STATE_DIRECTORY/inputs */
+        int64_t cache_max_bytes;        /* CACHE_MAX_BYTES */
+        int64_t input_fetch_timeout_sec;/* INPUT_FETCH_TIMEOUT_SEC: no progress for this long fails */
+        int64_t input_fetches;          /* INPUT_FETCHES: downloads at once */
 } AgentConfig;
 
 typedef enum TaskState {
         TASK_ADOPTING,          /* found at start; waiting to know whether its lease is valid */
         TASK_CLAIMED,           /* leased; not started yet */
+        TASK_FETCHING,          /* leased; its inputs are being brought into the cache */
         TASK_STARTING,          /* the driver is creating/starting it */
         TASK_RUNNING,
         TASK_EXITED,            /* ended; result being made safe, its process being removed */
@@ -65,6 +73,7 @@ typedef enum StopReason {
 } StopReason;
 
 typedef struct Agent Agent;
+typedef struct TaskInput TaskInput;
 
 typedef struct Task {
         Agent *agent;
@@ -89,6 +98,13 @@ typedef struct Task {
         int64_t exit_code;
         sd_event_source *finish_retry;
         uint64_t finish_backoff_usec;
+        /* Inputs (agent-inputs.c): pinned in the cache from the claim to the task's end. */
+        TaskInput *inputs;
+        size_t n_inputs, n_inputs_ready;
+        bool inputs_ready;              /* every input is in the cache (or there is none) */
+        uint64_t inputs_ready_usec;     /* CLOCK_REALTIME, when they were */
+        uint64_t inputs_bytes;
+        ControlCall *release_call;      /* giving the lease back (inputs_unavailable, disk_full) */
         LIST_FIELDS(struct Task);
 } Task;
 
@@ -129,6 +145,12 @@ struct Agent {
         uint64_t lookup_backoff_usec;   /* after lookups that found nothing */
         int lookup_outcome;             /* of the last lookup: 1 found, 0 none yet, < 0 the error */
         char **dht_urls;                /* what the last successful lookup returned, in a stable order */
+
+        /* Inputs (agent-inputs.c). */
+        struct PeerSink *peer_sink;
+        struct InputServer *input_server;       /* NULL with PEER_PORT=-1 */
+        struct InputCache *input_cache;
+        struct InputFetcher *input_fetcher;
 };
 
 int agent_new(const AgentConfig *config, Agent **ret);
@@ -142,6 +164,7 @@ void agent_stop(Agent *a);
 
 void agent_set_draining(Agent *a, bool draining);
 unsigned agent_n_running(Agent *a);
+unsigned agent_n_fetching(Agent *a);
 /* JSON array describing every task the agent holds. */
 char *agent_list_tasks_json(Agent *a);
 const char *task_state_to_string(TaskState s);
@@ -152,3 +175,4 @@ void agent_bus_task_started(Agent *a, const char *id);
 void agent_bus_task_finished(Agent *a, const char *id, const char *status, int exit_code);
 void agent_bus_running_changed(Agent *a);
 void agent_bus_control_urls_changed(Agent *a);
+void agent_bus_fetching_changed(Agent *a);

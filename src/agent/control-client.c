@@ -27,7 +27,9 @@ struct ControlCall {
         CurlRequest *request;
         sd_event_source *fail_source;   /* nothing to try: the failure is reported from the loop */
         char *path;
-        char *body;
+        char *body;             /* NULL for a GET */
+        char *accept;           /* GET: the Accept header line */
+        size_t max_body;
         uint64_t timeout_usec;
         /* By URL, not by position: the list may change while the call is in flight. */
         char *url;              /* the replica being tried; NULL before the first */
@@ -78,6 +80,9 @@ int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret) {
         /* The control allows a week; ten years is far beyond any control's limit and still far from
          * wrapping the deadline in microseconds. */
         if (c.timeout_sec < 1 || c.timeout_sec > 10 * 366 * 24 * 3600LL)
+                return -EBADMSG;
+        if (json_object_object_get_ex(answer, "inputs", &c.inputs) && c.inputs &&
+            !json_object_is_type(c.inputs, json_type_array))
                 return -EBADMSG;
         *ret = c;
         return 0;
@@ -136,6 +141,7 @@ static void call_free(ControlCall *call) {
         sd_event_source_disable_unref(call->fail_source);
         free(call->path);
         free(call->body);
+        free(call->accept);
         free(call->url);
         strv_free(call->tried);
         free(call);
@@ -252,6 +258,8 @@ static void on_done(CurlRequest *req, const CurlResponse *resp, void *userdata) 
         ControlReply reply = {
                 .error = resp->error,
                 .code = resp->code,
+                .body = resp->body,
+                .size = resp->size,
                 .sent_usec = call->sent_usec,
         };
 
@@ -269,6 +277,14 @@ static void on_done(CurlRequest *req, const CurlResponse *resp, void *userdata) 
 
         url = TAKE_PTR(call->url);
         reply.url = url;
+        if (resp->error >= 0 && resp->truncated && resp->code == 200) {
+                reply.error = -EFBIG;
+                reply.message = "the answer is larger than expected";
+                reply.body = NULL;
+                reply.size = 0;
+                call_complete(call, &reply, false);
+                return;
+        }
         if (resp->size > 0)
                 (void) json_parse_strict(resp->body, resp->size, &json, NULL);
         reply.json = json;
@@ -304,14 +320,15 @@ static int call_send(ControlCall *call, size_t idx) {
                 return r;
         sent = now_usec();
         r = curl_event_request(c->curl, &(CurlRequestOptions) {
-                        .method = "POST",
+                        .method = call->body ? "POST" : "GET",
                         .url = full,
                         .body = call->body,
-                        .body_size = strlen(call->body),
+                        .body_size = call->body ? strlen(call->body) : 0,
                         .bearer_token = c->token,
+                        .headers = call->accept ? (const char *const[]) { call->accept, NULL } : NULL,
                         .timeout_usec = call->timeout_usec,
                         .connect_timeout_usec = MIN(call->timeout_usec, CONNECT_TIMEOUT_USEC),
-                        .max_body = 8U * 1024U * 1024U,
+                        .max_body = call->max_body,
                 }, on_done, call, &call->request);
         if (r < 0)
                 return r;
@@ -332,10 +349,9 @@ static int on_no_replica(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-int control_post(ControlClient *c, const char *path, json_object *body, uint64_t timeout_usec,
-                 ControlCallback cb, void *userdata, ControlCall **ret) {
+static int call_new(ControlClient *c, const char *path, uint64_t timeout_usec, ControlCallback cb, void *userdata,
+                    ControlCall **ret) {
         ControlCall *call;
-        int r;
 
         call = calloc(1, sizeof(ControlCall));
         if (!call)
@@ -344,13 +360,21 @@ int control_post(ControlClient *c, const char *path, json_object *body, uint64_t
         call->cb = cb;
         call->userdata = userdata;
         call->timeout_usec = timeout_usec;
+        call->max_body = 8U * 1024U * 1024U;
         call->path = strdup(path);
-        call->body = strdup(body ? json_to_string(body) : "{}");
         LIST_PREPEND(c->calls, call);
-        if (!call->path || !call->body) {
+        if (!call->path) {
                 call_free(call);
                 return -ENOMEM;
         }
+        *ret = call;
+        return 0;
+}
+
+static int call_begin(ControlCall *call, ControlCall **ret) {
+        ControlClient *c = call->client;
+        int r;
+
         if (c->n_urls > 0)
                 r = call_send(call, c->current);
         else {
@@ -367,4 +391,38 @@ int control_post(ControlClient *c, const char *path, json_object *body, uint64_t
         if (ret)
                 *ret = call;
         return 0;
+}
+
+int control_post(ControlClient *c, const char *path, json_object *body, uint64_t timeout_usec,
+                 ControlCallback cb, void *userdata, ControlCall **ret) {
+        ControlCall *call;
+        int r;
+
+        r = call_new(c, path, timeout_usec, cb, userdata, &call);
+        if (r < 0)
+                return r;
+        call->body = strdup(body ? json_to_string(body) : "{}");
+        if (!call->body) {
+                call_free(call);
+                return -ENOMEM;
+        }
+        return call_begin(call, ret);
+}
+
+int control_get(ControlClient *c, const char *path, const char *accept, size_t max_body, uint64_t timeout_usec,
+                ControlCallback cb, void *userdata, ControlCall **ret) {
+        ControlCall *call;
+        int r;
+
+        r = call_new(c, path, timeout_usec, cb, userdata, &call);
+        if (r < 0)
+                return r;
+        if (max_body > 0)
+                call->max_body = max_body;
+        if (accept && asprintf(&call->accept, "Accept: %s", accept) < 0) {
+                call->accept = NULL;
+                call_free(call);
+                return -ENOMEM;
+        }
+        return call_begin(call, ret);
 }

@@ -20,6 +20,8 @@ typedef struct ControlReply {
         int error;              /* 0: an HTTP answer (see code); < 0: no replica answered */
         long code;
         json_object *json;      /* the parsed body, if JSON */
+        const char *body;       /* the raw body (NUL-terminated; binary for a .torrent) */
+        size_t size;
         const char *message;    /* the body's "error", or the transport's explanation */
         const char *url;        /* the replica that answered (or the last one tried); NULL if none */
         uint64_t sent_usec;     /* CLOCK_MONOTONIC, when the request that got this answer was sent */
@@ -44,6 +46,11 @@ void control_client_set_unreachable_callback(ControlClient *c, ControlUnreachabl
 /* POST path (e.g. "/api/agents/claim") with body. timeout_usec bounds each try. */
 int control_post(ControlClient *c, const char *path, json_object *body, uint64_t timeout_usec,
                  ControlCallback cb, void *userdata, ControlCall **ret);
+/* GET path with "Accept: accept" (NULL: none), failing over like control_post(); the reply's body is
+ * the raw answer (a .torrent for GET /api/contents/{id}), at most max_body bytes (a longer one is an
+ * error, -EFBIG). */
+int control_get(ControlClient *c, const char *path, const char *accept, size_t max_body, uint64_t timeout_usec,
+                ControlCallback cb, void *userdata, ControlCall **ret);
 void control_call_cancel(ControlCall *call);
 
 /* The longest lease TTL a control can be configured with (LEASE_TTL_MS). */
@@ -64,10 +71,12 @@ typedef struct ControlClaimAnswer {
         int64_t nano_cpus;      /* the record's resources; 0 when absent, never negative */
         int64_t memory_bytes;
         int64_t timeout_sec;    /* 3600 when absent */
+        json_object *inputs;    /* "inputs": [{content, path, length, piece_length}], NULL when absent */
 } ControlClaimAnswer;
 
 /* Returns 0, or -EBADMSG when the answer lacks what a claim answer must have, or its task id or lease
- * token is not one (docs/api.md). */
+ * token is not one, or its inputs are not an array (docs/api.md). The inputs' elements are checked
+ * where they are used (agent-inputs.c). */
 int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret);
 
 /* The replica calls go to first, NULL when none is known. */

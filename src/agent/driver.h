@@ -15,6 +15,12 @@
 typedef struct Driver Driver;
 typedef struct DriverJob DriverJob;
 
+/* An input file for the task: the cache's read-only file, and where the task finds it. */
+typedef struct DriverInput {
+        const char *source;             /* absolute path on the host (0444) */
+        const char *path;               /* the task's absolute path (docs/api.md "Task inputs") */
+} DriverInput;
+
 typedef struct DriverJobSpec {
         const char *task_id;
         int64_t lease_token;
@@ -26,6 +32,10 @@ typedef struct DriverJobSpec {
         int64_t nano_cpus;              /* 0: no limit */
         int64_t memory_bytes;           /* 0: no limit */
         const char *runtime;            /* Docker runtime; NULL: the engine's default */
+        /* Docker: bind-mounted read-only at path. exec: $MC_INPUTS<path>, a link in the job's own
+         * directory, with MC_INPUTS in the environment. */
+        const DriverInput *inputs;
+        size_t n_inputs;
 } DriverJobSpec;
 
 typedef struct DriverExit {

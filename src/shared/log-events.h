@@ -43,7 +43,10 @@
         X(CONTENT_ADDED,        content_added,        "c7e9a86ea82849ef82787786bcd33fa3")       \
         X(CONTENT_REMOVED,      content_removed,      "1c8e27a1553f47fe83fbfab878c34122")       \
         X(CONTENT_REGISTERED,   content_registered,   "31a157816b814fc3a3c5c4cd96fb644e")       \
-        X(CONTENT_REGISTER_FAILED, content_register_failed, "12c5c588848042ff873117176a8bd49c")
+        X(CONTENT_REGISTER_FAILED, content_register_failed, "12c5c588848042ff873117176a8bd49c") \
+        /* an agent fetching a task's inputs */                                                 \
+        X(INPUTS_FETCHED,       inputs_fetched,       "61804d4718fd4d65ad62702c766b2ba9")       \
+        X(INPUTS_FAILED,        inputs_failed,        "55dddac9fc014c8ea8127cad72b6593d")
 
 typedef enum McEvent {
         MC_EVENT_NONE,          /* a plain message: no MC_EVENT= field */

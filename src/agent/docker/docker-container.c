@@ -48,6 +48,23 @@ int docker_container_spec_to_json(const DockerContainerSpec *spec, json_object *
                 return r;
         if (!isempty(spec->network) && (r = json_add_string(host, "NetworkMode", spec->network)) < 0)
                 return r;
+        if (spec->ro_binds && spec->ro_binds[0]) {
+                _cleanup_json_ json_object *mounts = json_object_new_array();
+
+                if (!mounts)
+                        return -ENOMEM;
+                for (const char *const *b = spec->ro_binds; b[0] && b[1]; b += 2) {
+                        json_object *m = json_object_new_object();
+                        if (!m || json_object_array_add(mounts, m) < 0)
+                                return -ENOMEM;
+                        if ((r = json_add_string(m, "Type", "bind")) < 0 || (r = json_add_string(m, "Source", b[0])) < 0 ||
+                            (r = json_add_string(m, "Target", b[1])) < 0 ||
+                            (r = json_add(m, "ReadOnly", json_object_new_boolean(true))) < 0)
+                                return r;
+                }
+                if ((r = json_add(host, "Mounts", TAKE_PTR(mounts))) < 0)
+                        return r;
+        }
 
         if ((r = json_add_string(o, "Image", spec->image)) < 0 ||
             (r = json_add(o, "Cmd", TAKE_PTR(cmd))) < 0 ||

@@ -14,6 +14,10 @@ typedef struct DockerContainerSpec {
         int64_t memory_bytes;           /* 0: no limit */
         const char *runtime;            /* NULL: the engine's default */
         const char *network;            /* HostConfig.NetworkMode; NULL: the engine's default */
+        /* HostConfig.Mounts: bind mounts, read-only, of source (a host file) at target. Mounts rather
+         * than Binds: a path may hold ':' (Binds' separator), and a missing source fails the create
+         * instead of being made a directory. The engine creates the target's parent directories. */
+        const char *const *ro_binds;    /* source, target, source, target, ..., NULL */
 } DockerContainerSpec;
 
 /* The JSON body of POST /containers/create. */

@@ -496,10 +496,18 @@ static void docker_job_free(DriverJob *job) {
 static int docker_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobCallbacks *cb, void *userdata,
                             DriverJob **ret) {
         DockerDriver *dd = docker_driver(d);
+        _cleanup_free_ const char **binds = NULL;
         DockerJob *j;
         char lease[32], attempt[32], timeout[32];
         int r;
 
+        binds = calloc(2 * spec->n_inputs + 1, sizeof(char *));
+        if (!binds)
+                return -ENOMEM;
+        for (size_t i = 0; i < spec->n_inputs; i++) {
+                binds[2 * i] = spec->inputs[i].source;
+                binds[2 * i + 1] = spec->inputs[i].path;
+        }
         j = job_new(dd, spec->task_id, spec->lease_token, spec->attempt, spec->timeout_sec, cb, userdata);
         if (!j)
                 return -ENOMEM;
@@ -527,6 +535,7 @@ static int docker_job_start(Driver *d, const DriverJobSpec *spec, const DriverJo
                         .memory_bytes = spec->memory_bytes,
                         .runtime = spec->runtime,
                         .network = dd->network,
+                        .ro_binds = binds,
                 }, &j->spec);
         if (r < 0) {
                 docker_job_free(&j->job);

@@ -281,16 +281,51 @@ static char *find_executable(const char *name, const char *path) {
         return NULL;
 }
 
+/* Where an exec task finds its inputs: it runs on the host, without a mount namespace of its own, so
+ * each input is a link in the job's work directory, <work_dir>/inputs<path>, to the cache's read-only
+ * file, and MC_INPUTS names that directory (docs/api.md: for exec tasks an input's path is relative to
+ * $MC_INPUTS). A hard link when the cache is on the same file system, so that the file stays whole for
+ * the job even should the cache let it go; a symbolic link otherwise. The work directory, links and
+ * all, goes with the job. */
+#define EXEC_INPUTS_DIR "inputs"
+
+static int place_inputs(const DriverJobSpec *spec, const char *work_dir, char **ret_error) {
+        for (size_t i = 0; i < spec->n_inputs; i++) {
+                _cleanup_free_ char *target = NULL;
+                char *slash;
+                int r;
+
+                if (asprintf(&target, "%s/" EXEC_INPUTS_DIR "%s", work_dir, spec->inputs[i].path) < 0)
+                        return -ENOMEM;
+                slash = strrchr(target, '/');
+                *slash = 0;
+                r = mkdir_p(target, 0755);
+                *slash = '/';
+                if (r >= 0 && link(spec->inputs[i].source, target) < 0)
+                        r = errno == EXDEV && symlink(spec->inputs[i].source, target) >= 0 ? 0 : -errno;
+                if (r < 0) {
+                        (void) asprintf(ret_error, "cannot place the input %s at %s: %s", spec->inputs[i].path, target,
+                                        strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
 static int build_env(const DriverJobSpec *spec, const char *work_dir, char ***ret, const char **ret_path) {
         _cleanup_strv_free_ char **env = calloc(1, sizeof(char *));
         const char *path = DEFAULT_PATH;
 
         if (!env)
                 return -ENOMEM;
+        if (spec->n_inputs > 0 && strv_extendf(&env, "MC_INPUTS=%s/" EXEC_INPUTS_DIR, work_dir) < 0)
+                return -ENOMEM;
         if (spec->env) {
                 json_object_object_foreach(spec->env, k, v) {
                         if (!json_object_is_type(v, json_type_string))
                                 continue;
+                        if (spec->n_inputs > 0 && streq(k, "MC_INPUTS"))
+                                continue;       /* ours */
                         if (streq(k, "PATH"))
                                 path = json_object_get_string(v);
                         if (strv_extendf(&env, "%s=%s", k, json_object_get_string(v)) < 0)
@@ -462,6 +497,11 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                 (void) asprintf(&j->early_error, "cannot create the work directory %s: %s", j->work_dir, strerror(-r));
                 goto fail_task;
         }
+        r = place_inputs(spec, j->work_dir, &j->early_error);
+        if (r == -ENOMEM && !j->early_error)
+                goto fail_alloc;
+        if (r < 0)
+                goto fail_task;
         r = build_env(spec, j->work_dir, &env, &path);
         if (r < 0)
                 goto fail_alloc;
