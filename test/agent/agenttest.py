@@ -43,6 +43,8 @@ class Agent:
             "MC_CAPACITY_MEMORY_BYTES": str(4 << 30),
             "MC_STOP_GRACE_SEC": "2",
             "MC_LOG_LEVEL": "debug",
+            # Agents of parallel tests share the machine: each serves its inputs on a port of its own.
+            "MC_PEER_PORT": "0",
         }
         if driver == "exec":
             e["CGROUP_PATH"] = f"mc.test/agent-{node}-{RUN}"

@@ -58,7 +58,7 @@ ProtectKernelLogs=no
 # LeakSanitizer stops the world with ptrace at exit, which the unit's system call filter forbids: it
 # would spin until TimeoutStopSec. Leaks are checked by every other agent test.
 Environment=ASAN_OPTIONS=detect_leaks=0
-Environment=MC_DRIVER={driver} MC_CGROUP_PATH=mc.test/agent-{node}
+Environment=MC_DRIVER={driver} MC_CGROUP_PATH=mc.test/agent-{node} MC_PEER_PORT=0
 """)
     ns.daemon_reload()
     p = ns.systemctl("start", UNIT, check=False)     # Type=notify: returns once READY=1 came
