@@ -225,7 +225,7 @@ static void log_input_failed(Task *t, TaskInput *in, int error, const char *reas
 }
 
 static void log_input_fetched(Task *t, TaskInput *in, const InputFetchResult *r) {
-        char token[32], attempt[32], bytes[32], seeders[32], agents[32], peers[16], seconds[32], resumed[16];
+        char token[32], attempt[32], bytes[32], seeders[32], agents[32], peers[16], banned[16], seconds[32], resumed[16];
 
         snprintf(token, sizeof(token), "%" PRIi64, t->lease_token);
         snprintf(attempt, sizeof(attempt), "%" PRIi64, t->attempt);
@@ -233,6 +233,7 @@ static void log_input_fetched(Task *t, TaskInput *in, const InputFetchResult *r)
         snprintf(seeders, sizeof(seeders), "%" PRIu64, r->bytes_seeders);
         snprintf(agents, sizeof(agents), "%" PRIu64, r->bytes_agents);
         snprintf(peers, sizeof(peers), "%u", r->peers);
+        snprintf(banned, sizeof(banned), "%u", r->peers_banned);
         snprintf(seconds, sizeof(seconds), "%.3f", (double) r->duration_usec / 1e6);
         snprintf(resumed, sizeof(resumed), "%" PRIu32, r->pieces_resumed);
         log_event(LOG_INFO, MC_EVENT_INPUTS_FETCHED,
@@ -240,6 +241,7 @@ static void log_input_fetched(Task *t, TaskInput *in, const InputFetchResult *r)
                              "ATTEMPT", attempt, "CONTENT_ID", in->content, "INPUT_PATH", in->path,
                              "MC_SOURCE", r->cached ? "cache" : "peers", "MC_BYTES", bytes,
                              "MC_BYTES_SEEDERS", seeders, "MC_BYTES_AGENTS", agents, "MC_PEERS", peers,
+                             "MC_PEERS_BANNED", banned,
                              "MC_SECONDS", seconds, "MC_PIECES_RESUMED", resumed, "MC_PEER_BYTES", r->peer_list ?: ""),
                   "Task %s (lease %s): input %s ready (%s%s bytes from %s peers in %s s).", t->id, token, in->path,
                   r->cached ? "in the cache; " : "", bytes, peers, seconds);

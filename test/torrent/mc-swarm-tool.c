@@ -202,6 +202,7 @@ static int cmd_seed(int argc, char **argv) {
                 { "max-per-addr", required_argument, NULL, 'a' },
                 { "sink", required_argument, NULL, 'k' },
                 { "timeouts", required_argument, NULL, 'T' },
+                { "have", required_argument, NULL, 'H' },
                 {}
         };
         _cleanup_(peer_sink_freep) PeerSink *sink = NULL;
@@ -214,6 +215,8 @@ static int cmd_seed(int argc, char **argv) {
         unsigned max_conns = 0, max_per_addr = 0;
         uint16_t port = 0;
         char id[TORRENT_ID_HEX_SIZE];
+        const char *have_dir = NULL;
+        int64_t have = -1;
         sigset_t mask;
         int c, r;
 
@@ -226,6 +229,17 @@ static int cmd_seed(int argc, char **argv) {
                 case 'm': max_conns = (unsigned) atoi(optarg); break;
                 case 'a': max_per_addr = (unsigned) atoi(optarg); break;
                 case 'k': sink_kind = optarg; break;
+                case 'H': {
+                        /* --have N:DIR: serve only the first N pieces, from a partial store made in
+                         * DIR (a peer that holds part of the content, like an agent still fetching). */
+                        char *colon = strchr(optarg, ':');
+                        if (!colon)
+                                return log_error_errno(EINVAL, "--have N:DIR");
+                        *colon = 0;
+                        have = atoll(optarg);
+                        have_dir = colon + 1;
+                        break;
+                }
                 case 'T': {
                         unsigned hs, idle, ka;
                         if (sscanf(optarg, "%u,%u,%u", &hs, &idle, &ka) != 3)
@@ -255,9 +269,28 @@ static int cmd_seed(int argc, char **argv) {
                 if (!f || fwrite(t, 1, size, f) != size || fflush(f) != 0)
                         return log_error_errno(EIO, "Cannot write %s", torrent);
         }
-        r = content_store_open_file(argv[optind], m, &store);
-        if (r < 0)
-                return log_error_errno(r, "Cannot open %s: %m", argv[optind]);
+        if (have >= 0) {
+                _cleanup_close_ int fd = open(argv[optind], O_RDONLY | O_CLOEXEC);
+                _cleanup_free_ uint8_t *buf = malloc(m->geometry.piece_length);
+                r = content_store_open_dir(have_dir, m, &store);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot make a partial store in %s: %m", have_dir);
+                if (fd < 0 || !buf)
+                        return log_error_errno(EIO, "Cannot read %s", argv[optind]);
+                for (uint32_t i = 0; i < m->geometry.n_pieces && (int64_t) i < have; i++) {
+                        uint64_t off = (uint64_t) i * m->geometry.piece_length;
+                        size_t len = (size_t) MIN((uint64_t) m->geometry.piece_length, m->geometry.length - off);
+                        if (pread(fd, buf, len, (off_t) off) != (ssize_t) len)
+                                return log_error_errno(EIO, "Cannot read %s", argv[optind]);
+                        r = content_store_put_piece(store, i, buf, len);
+                        if (r < 0 && r != -EALREADY)
+                                return log_error_errno(r, "Cannot store piece %u: %m", i);
+                }
+        } else {
+                r = content_store_open_file(argv[optind], m, &store);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot open %s: %m", argv[optind]);
+        }
         lfd = listen_on(port, &port);
         if (lfd < 0)
                 return log_error_errno(lfd, "Cannot listen: %m");

@@ -257,6 +257,7 @@ static void on_swarm_done(Swarm *s, const SwarmResult *r, void *userdata) {
                 struct sockaddr_storage sa;
                 socklen_t salen;
 
+                x->result.peers_banned += p->banned;
                 if (p->bytes == 0)
                         continue;
                 if (swarm_parse_address(p->address, &sa, &salen) >= 0 && is_seeder(f, &sa, salen))

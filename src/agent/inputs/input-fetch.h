@@ -63,6 +63,7 @@ typedef struct InputFetchResult {
         uint64_t bytes_seeders;         /* from the configured SEEDERS */
         uint64_t bytes_agents;          /* from other peers (agents found in the DHT) */
         unsigned peers;                 /* peers that delivered a verified piece */
+        unsigned peers_banned;          /* peers that sent a piece that failed verification */
         uint32_t pieces_fetched, pieces_resumed;
         uint64_t duration_usec;
         const char *peer_list;          /* "ADDRESS=BYTES,..." of the peers that sent anything */
