@@ -268,6 +268,23 @@ static void on_input(InputWaiter *w, const InputFetchResult *r) {
         task_start(t);
 }
 
+/* The control accepts only absolute paths in their one normal form (docs/api.md); checked again here
+ * since the exec driver makes the path a name under the job's directory. */
+static bool input_path_ok(const char *p) {
+        if (p[0] != '/' || p[1] == 0 || strlen(p) > 1024)
+                return false;
+        for (const char *c = p; *c; ) {
+                size_t n;
+
+                c++;                    /* the '/' */
+                n = strcspn(c, "/");
+                if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+                        return false;
+                c += n;
+        }
+        return true;
+}
+
 int task_inputs_parse(Task *t, json_object *inputs) {
         size_t n = inputs ? json_object_array_length(inputs) : 0;
 
@@ -288,7 +305,7 @@ int task_inputs_parse(Task *t, json_object *inputs) {
                 in->waiter.done = on_input;
                 t->n_inputs = i + 1;
                 if (!json_object_is_type(o, json_type_object) || json_get_string(o, "content", &content) < 0 ||
-                    json_get_string(o, "path", &path) < 0 || path[0] != '/')
+                    json_get_string(o, "path", &path) < 0 || !input_path_ok(path))
                         return -EBADMSG;
                 /* null for a task pushed before contents were registered: its size is unknown. */
                 if (json_get_int64(o, "length", &length) < 0 || length < 0)

@@ -249,6 +249,72 @@ def test_eviction_spares_inputs_in_use():
     check(t["status"] == "succeeded" and sha256(files[0]) in t["result"]["stdout_tail"], f"held task: {t}")
 
 
+def agent_prop(bus, name):
+    return bus.busctl_json("get-property", "org.mutualcloud.Agent1", "/org/mutualcloud/Agent1",
+                           "org.mutualcloud.Agent1", name)["data"]
+
+
+def agent_tasks(bus):
+    import json
+    return json.loads(bus.busctl_json("call", "org.mutualcloud.Agent1", "/org/mutualcloud/Agent1",
+                                      "org.mutualcloud.Agent1", "ListTasks")["data"][0])
+
+
+def test_fetching_state_lease_and_cancel():
+    """A fetch that stalls (the only peer has half the content): the task is 'fetching' on D-Bus, its
+    lease is renewed meanwhile, and a cancel stops the fetch, reports the task cancelled, and leaves
+    the verified half on disk for the next time."""
+    node = at.node_name("inp-cancel")
+    bus = mctest.PrivateBus()
+    pg, (c,) = at.cluster([node], lease_ttl_ms=3000)
+    path = make_file(8 * MIB, 7)       # 512 pieces of 16 KiB
+    partial = Seeder(path, "--have", f"256:{mctest.tmpdir('partial')}")
+    register(c, partial)
+    a = at.Agent([c], node, driver="exec", bus=bus, env={
+        "MC_SEEDERS": partial.addr, "MC_INPUT_FETCH_TIMEOUT_SEC": "600"}).start()
+    bus.wait_name("org.mutualcloud.Agent1")
+    tid = at.push(c, task_body(node, partial.id, "/in", ["true"]))
+    state = os.path.join(cache_dir(a), f".{partial.id}.state")
+    wait_until(lambda: durable_pieces(state) == 256, 120, msg="the half the peer has, on disk")
+    check(agent_prop(bus, "FetchingTasks") == 1, "FetchingTasks")
+    tasks = agent_tasks(bus)
+    check(len(tasks) == 1 and tasks[0]["id"] == tid and tasks[0]["state"] == "fetching", f"ListTasks: {tasks}")
+    # The lease covers the fetch: renewed while it lasts (its deadline moves on).
+    first = c.task(tid)["lease"]["expires_at"]
+    wait_until(lambda: c.task(tid)["lease"]["expires_at"] > first, 30, msg="the lease renewed while fetching")
+    check(c.task(tid)["status"] == "leased" and c.task(tid)["attempt"] == 1, "the task while fetching")
+
+    r = c.cancel(tid)
+    check(r.status == 200, f"cancel: {r.status} {r.text}")
+    wait_until(lambda: agent_tasks(bus) == [], 60, msg="the agent to let the task go")
+    check(agent_prop(bus, "FetchingTasks") == 0, "FetchingTasks after the cancel")
+    t = c.task(tid)
+    check(t["status"] == "cancelled", f"task: {t}")
+    check(durable_pieces(state) == 256 and os.path.exists(os.path.join(cache_dir(a), f".{partial.id}.part")),
+          "the verified half did not stay")
+    check(not events(a.log(), "inputs_failed"), "a cancel is not a failure")
+    # What the agent holds counts against its cache and is served.
+    check(agent_prop(bus, "CacheBytes") == 8 * MIB, "CacheBytes")
+    check(agent_prop(bus, "PeerPort") == peer_port(a), "PeerPort")
+
+
+def test_one_download_for_tasks_that_share_a_content():
+    node = at.node_name("inp-shared")
+    pg, (c,) = at.cluster([node])
+    path = make_file(16 * MIB, 8)
+    s = Seeder(path)
+    register(c, s)
+    a = at.Agent([c], node, driver="exec", env={"MC_SEEDERS": s.addr}).start()
+    cmd = ["sh", "-c", 'sha256sum "$MC_INPUTS/in"']
+    tids = [at.push(c, task_body(node, s.id, "/in", cmd)) for _ in range(3)]
+    for tid in tids:
+        t = at.wait_final(c, tid, 300)
+        check(t["status"] == "succeeded" and sha256(path) in t["result"]["stdout_tail"], f"task: {t}")
+    os.kill(s.d.pid, signal.SIGUSR1)
+    sent = wait_until(lambda: s.stats().get("bytes_sent"), 30, msg="the seeder's stats")
+    check(sent == 16 * MIB, f"the seeder sent {sent} bytes for three tasks wanting one 16 MiB content")
+
+
 def test_hostile_peer_is_banned():
     node = at.node_name("inp-hostile")
     pg, (c,) = at.cluster([node])
