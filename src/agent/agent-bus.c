@@ -96,8 +96,9 @@ static const sd_bus_vtable agent_vtable[] = {
         SD_BUS_PROPERTY("Draining", "b", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         /* Tasks whose inputs are being fetched (ListTasks shows them as "fetching"). */
         SD_BUS_PROPERTY("FetchingTasks", "u", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        /* Counters of the inputs: block payload received (in all, from SEEDERS, from other peers),
-         * sent to other agents, and what the cache holds; read, not signalled (they move all the time). */
+        /* Counters of the inputs: block payload received (in all, from SEEDERS, from other peers;
+         * added when each download ends), sent to other agents (live), and what the cache holds; read,
+         * not signalled (they move all the time). */
         SD_BUS_PROPERTY("InputBytesFetched", "t", property_get, 0, 0),
         SD_BUS_PROPERTY("InputBytesFromSeeders", "t", property_get, 0, 0),
         SD_BUS_PROPERTY("InputBytesFromAgents", "t", property_get, 0, 0),
