@@ -315,6 +315,30 @@ def test_one_download_for_tasks_that_share_a_content():
     check(sent == 16 * MIB, f"the seeder sent {sent} bytes for three tasks wanting one 16 MiB content")
 
 
+def test_peer_socket_from_systemd():
+    """A socket passed as a socket unit would, named "peer", is the peer port; other agents fetch
+    from it."""
+    na, nb = at.node_name("inp-sock-a"), at.node_name("inp-sock-b")
+    pg, (c,) = at.cluster([na, nb])
+    path = make_file(4 * MIB, 9)
+    s = Seeder(path)
+    register(c, s)
+    sock = mctest.listen_socket()
+    port = sock.getsockname()[1]
+    a = at.Agent([c], na, driver="exec", env={"MC_SEEDERS": s.addr})
+    a.daemon.start(listen=[sock], fdnames=["peer"])
+    a.daemon.wait_ready()
+    check(peer_port(a) == port, f"peer port {peer_port(a)}, passed {port}")
+    cmd = ["sh", "-c", 'sha256sum "$MC_INPUTS/in"']
+    check(at.wait_final(c, at.push(c, task_body(na, s.id, "/in", cmd)), 120)["status"] == "succeeded", "task on A")
+    s.stop()
+    b = at.Agent([c], nb, driver="exec", env={"MC_SEEDERS": f"127.0.0.1:{port}"}).start()
+    tid = at.push(c, task_body(nb, s.id, "/in", cmd))
+    t = at.wait_final(c, tid, 120)
+    check(t["status"] == "succeeded" and sha256(path) in t["result"]["stdout_tail"], f"task on B: {t}")
+    check_fetched(b, tid, s.id, 4 * MIB, MC_BYTES_SEEDERS=lambda v: int(v) >= 4 * MIB)
+
+
 def test_hostile_peer_is_banned():
     node = at.node_name("inp-hostile")
     pg, (c,) = at.cluster([node])

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <fcntl.h>
 #include <systemd/sd-daemon.h>
 
 #include "daemon-util.h"
@@ -35,6 +36,12 @@ static int passed_peer_socket(void) {
                 free(names ? names[i] : NULL);
         }
         free(names);
+        if (fd < 0)
+                return fd;
+        /* Passed without FD_CLOEXEC (the exec driver's tasks must not inherit it) and, unless the
+         * socket unit says NonBlocking=yes, blocking (the server accepts until EAGAIN). */
+        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+                return -errno;
         return fd;
 }
 
