@@ -119,7 +119,13 @@ def run_one(driver, cmd):
 
 
 def test_docker_end_to_end():
-    run_one("docker", ["sh", "-c", "sha256sum /data/in"])
+    c, a, s = run_one("docker", ["sh", "-c", "sha256sum /data/in"])
+    # Read-only in the container, whoever the task runs as.
+    node = a.node
+    tid = at.push(c, task_body(node, s.id, "/data/in", [
+        "sh", "-c", "if echo x >> /data/in; then echo input-writable; else echo input-refused; fi"]))
+    t = at.wait_final(c, tid, 120)
+    check(t["status"] == "succeeded" and "input-refused" in t["result"]["stdout_tail"], f"write to the input: {t['result']}")
 
 
 def test_exec_end_to_end():
@@ -342,7 +348,8 @@ def test_peer_socket_from_systemd():
 def test_hostile_peer_is_banned():
     node = at.node_name("inp-hostile")
     pg, (c,) = at.cluster([node])
-    path = make_file(8 * MIB, 6)
+    # Large enough that the good seeder cannot be done before the bad one has sent a piece.
+    path = make_file(32 * MIB, 6)
     bad = Seeder(path, "--corrupt", "1")
     good = Seeder(path)
     register(c, good)
@@ -350,7 +357,7 @@ def test_hostile_peer_is_banned():
     tid = at.push(c, task_body(node, good.id, "/in", ["sh", "-c", 'sha256sum "$MC_INPUTS/in"']))
     t = at.wait_final(c, tid, 300)
     check(t["status"] == "succeeded" and sha256(path) in t["result"]["stdout_tail"], f"task: {t}")
-    check_fetched(a, tid, good.id, 8 * MIB, MC_PEERS_BANNED=1)
+    check_fetched(a, tid, good.id, 32 * MIB, MC_PEERS_BANNED=1)
 
 
 mctest.main()
