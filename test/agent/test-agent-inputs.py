@@ -134,6 +134,29 @@ def test_exec_end_to_end():
     check(os.path.exists(os.path.join(cache_dir(a), s.id)), "the cache file went with the job")
 
 
+def test_several_inputs():
+    """Three inputs of one task, two downloads at a time (INPUT_FETCHES=2), in nested directories."""
+    node = at.node_name("inp-many")
+    pg, (c,) = at.cluster([node])
+    files = [make_file((i + 1) * MIB, 20 + i) for i in range(3)]
+    seeders = [Seeder(p) for p in files]
+    for s in seeders:
+        register(c, s)
+    a = at.Agent([c], node, driver="docker", env={
+        "MC_SEEDERS": ",".join(s.addr for s in seeders), "MC_INPUT_FETCHES": "2"}).start()
+    paths = ["/a", "/b/c", "/d/e/f"]
+    body = task_body(node, seeders[0].id, "/a", ["sh", "-c", "sha256sum " + " ".join(paths)])
+    body["inputs"] = [{"content": s.id, "path": p} for s, p in zip(seeders, paths)]
+    tid = at.push(c, body)
+    t = at.wait_final(c, tid, 300)
+    check(t["status"] == "succeeded", f"task: {t}")
+    for f in files:
+        check(sha256(f) in t["result"]["stdout_tail"], f"{f} in {t['result']}")
+    check(t["attempts"][-1]["inputs_bytes"] == 6 * MIB, f"attempt: {t['attempts'][-1]}")
+    ev = [e for e in events(a.log(), "inputs_fetched") if e.get("TASK_ID") == tid]
+    check(sorted(e["INPUT_PATH"] for e in ev) == paths, f"events: {ev}")
+
+
 def test_second_agent_fetches_from_the_first():
     na, nb = at.node_name("inp-a"), at.node_name("inp-b")
     pg, (c,) = at.cluster([na, nb])
