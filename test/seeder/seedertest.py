@@ -8,8 +8,10 @@ import os
 import subprocess
 
 import mctest
-from mctest import Daemon, check, tmpdir
+from mctest import Daemon, check, tmpdir, wait_until
 
+KIB = 1024
+MIB = 1024 * KIB
 SEEDER_NAME = "org.mutualcloud.Seeder1"
 SEEDER_PATH = "/org/mutualcloud/Seeder1"
 
@@ -151,10 +153,13 @@ class LtSession:
         p.save_path = save
         return self.s.add_torrent(p)
 
-    def add_torrent(self, torrent_bytes, port, save):
+    def add_torrent(self, torrent_bytes, port, save, download_limit=None):
+        """download_limit: bytes a second for this torrent (a session's rate limits exempt local peers)."""
         p = self.lt.add_torrent_params()
         p.ti = self.lt.torrent_info(self.lt.bdecode(torrent_bytes))
         p.save_path = save
+        if download_limit:
+            p.download_limit = download_limit
         h = self.s.add_torrent(p)
         h.connect_peer(("127.0.0.1", port))
         return h
@@ -168,12 +173,25 @@ class LtSession:
                        f"peers {h.status().num_peers}, errors {h.status().errc.message()} {self.errors()})")
 
 
-def content_name(path):
-    """The file name in a content's manifest: the hex of its pieces root (mc-torrent-tool)."""
+def content_hash(path):
+    """mc-torrent-tool hash: {"root", "piece_length", "pieces", "id", ...} as strings."""
     out = mctest.run([mctest.binary("mc-torrent-tool"), "hash", path]).stdout
-    roots = [line.split()[1] for line in out.splitlines() if line.startswith("root ")]
-    check(len(roots) == 1, f"mc-torrent-tool hash: {out}")
-    return roots[0]
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def content_name(path):
+    """The file name in a content's manifest: the hex of its pieces root."""
+    return content_hash(path)["root"]
+
+
+def same_file(a, b):
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 MSG_CHOKE, MSG_UNCHOKE, MSG_REQUEST, MSG_PIECE, MSG_HAVE_ALL, MSG_REJECT, MSG_EXTENDED = 0, 1, 6, 7, 14, 16, 20
