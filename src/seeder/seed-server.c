@@ -102,6 +102,8 @@ static void schedule_notify(SeedServer *s) {
         int enabled = SD_EVENT_OFF;
         uint64_t at;
 
+        if (!s->notify_timer)
+                return;         /* being freed */
         (void) sd_event_source_get_enabled(s->notify_timer, &enabled);
         if (enabled != SD_EVENT_OFF)
                 return;
