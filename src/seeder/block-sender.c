@@ -1064,11 +1064,43 @@ static void zc_start(BlockSenderConn *c) {
         s->stats.rounds++;
 }
 
+/* The kernel is done with the batch's file pages: their page-table entries go (MADV_DONTNEED on a
+ * shared file mapping drops the mapping only; the page cache keeps the data). Otherwise a mapping
+ * would keep every page ever sent mapped: a 1 GiB content served once would stay in the daemon's RSS
+ * (and its page tables) for as long as the content is served. One call per contiguous run: blocks
+ * are mostly requested in order, so a batch is usually one or two runs. Neighbouring pages that
+ * another batch still sends from lose their entry too, harmlessly: the socket holds references to
+ * the pages themselves, and a later request faults them back in. */
+static void zc_batch_unmap_pages(ZcBatch *b) {
+        uintptr_t page = (uintptr_t) b->sender->page_size, start = 0, end = 0;
+        const uint8_t *copy_end = b->copy + b->copy_used;
+
+        for (unsigned k = 0; k <= b->n_iov; k++) {
+                uintptr_t p = 0, q = 0;
+
+                if (k < b->n_iov) {
+                        const uint8_t *base = b->iov[k].iov_base;
+                        if (base >= b->copy && base < copy_end)
+                                continue;       /* a header or message: our copy, not the file */
+                        p = (uintptr_t) base & ~(page - 1);
+                        q = ((uintptr_t) base + b->iov[k].iov_len + page - 1) & ~(page - 1);
+                        if (end > start && p <= end && p >= start) {
+                                end = MAX(end, q);
+                                continue;
+                        }
+                }
+                if (end > start)
+                        (void) madvise((void *) start, end - start, MADV_DONTNEED);
+                start = p, end = q;
+        }
+}
+
 static void zc_batch_maybe_done(BlockSender *s, ZcBatch *b) {
         if (b->result_pending || b->notif_pending)
                 return;
         if (b->copied)
                 s->stats.zc_bytes_copied += b->result;
+        zc_batch_unmap_pages(b);
         LIST_REMOVE(s->batches, b);
         s->inflight--;
         zc_batch_free(s, b);

@@ -2,8 +2,8 @@
 #pragma once
 
 /* The seeder's peer port: the sockets systemd passed (mc-seeder.socket), or one of our own on
- * LISTEN_ADDRESS:PORT. Connections are accepted on the event loop and handed to `accepted`; until
- * the swarm server is there to speak the peer wire on them, the seeder closes them at once. */
+ * LISTEN_ADDRESS:PORT. Connections are accepted on the event loop and handed to `accepted` (the
+ * daemon gives them to its seed server, seed-server.h), a burst of at most 64 per wake-up. */
 
 #include <systemd/sd-event.h>
 

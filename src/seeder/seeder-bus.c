@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* org.mutualcloud.Seeder1 at /org/mutualcloud/Seeder1: the store's contents (Add, AddFd, Remove,
- * List, GetTorrent), counts as properties, and a signal per content added or removed. Add and AddFd answer when
+ * List, GetTorrent), counts as properties (the serving ones from the seed server's counters,
+ * changes signalled at most once a second), and a signal per content added or removed. Add and AddFd answer when
  * the file is stored (copied and hashed: seconds for a large file), with the content id. */
 
 #include <fcntl.h>
@@ -13,16 +14,26 @@
 static int property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
                         sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Seeder *s = userdata;
+        SwarmServerStats st = {};
 
+        if (s->server)
+                seed_server_get_stats(s->server, &st);
         if (streq(property, "Contents"))
                 return sd_bus_message_append(reply, "u", (uint32_t) store_n_contents(s->store));
         if (streq(property, "StoreBytes"))
                 return sd_bus_message_append(reply, "t", seeder_store_bytes(s));
         if (streq(property, "Peers"))
-                /* Peer connections being served; none until the swarm server serves them. */
-                return sd_bus_message_append(reply, "u", (uint32_t) 0);
+                return sd_bus_message_append(reply, "u", (uint32_t) st.connections);
         if (streq(property, "BytesServed"))
-                return sd_bus_message_append(reply, "t", s->bytes_served);
+                /* Block payload handed to the block sender since start. */
+                return sd_bus_message_append(reply, "t", st.bytes_sent);
+        if (streq(property, "PeerViolations"))
+                return sd_bus_message_append(reply, "t", seed_server_violations(&st));
+        if (streq(property, "PeersRefused"))
+                return sd_bus_message_append(reply, "t", seed_server_refused(&st));
+        if (streq(property, "SendPath"))
+                return sd_bus_message_append(reply, "s",
+                                             s->server ? block_send_path_to_string(seed_server_send_path(s->server)) : "");
         if (streq(property, "PeerPort"))
                 return sd_bus_message_append(reply, "q", s->peer_port);
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s.", property);
@@ -141,7 +152,10 @@ static const sd_bus_vtable seeder_vtable[] = {
         SD_BUS_PROPERTY("StoreBytes", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Peers", "u", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("BytesServed", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PeerViolations", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PeersRefused", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("PeerPort", "q", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("SendPath", "s", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Add", SD_BUS_ARGS("s", path), SD_BUS_RESULT("s", id), method_add,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("AddFd", SD_BUS_ARGS("h", fd), SD_BUS_RESULT("s", id), method_add_fd,
@@ -186,5 +200,5 @@ void seeder_bus_content_removed(Seeder *s, const char *id) {
 void seeder_bus_peers_changed(Seeder *s) {
         if (s->bus)
                 (void) sd_bus_emit_properties_changed(s->bus, SEEDER_BUS_PATH, SEEDER_BUS_INTERFACE, "Peers",
-                                                      "BytesServed", NULL);
+                                                      "BytesServed", "PeerViolations", "PeersRefused", NULL);
 }

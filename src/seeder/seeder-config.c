@@ -24,7 +24,12 @@ static const ConfigOption seeder_options[] = {
         { "STORE_MAX_BYTES", NULL, CONFIG_INT, offsetof(SeederConfig, store_max_bytes), 0, INT64_MAX, "0",
           "Most bytes of contents the store holds; an add beyond is refused (0: no limit)" },
         { "SEND_PATH", NULL, CONFIG_STRING, offsetof(SeederConfig, send_path), 0, 0, "auto",
-          "How blocks are sent to peers: auto, send-zc, splice or sendfile" },
+          "How blocks are sent to peers: auto (send-zc, else splice, else sendfile: the first the kernel has), "
+          "send-zc, splice or sendfile" },
+        { "MAX_PEERS", NULL, CONFIG_INT, offsetof(SeederConfig, max_peers), 1, 65536, "256",
+          "Peer connections served at once; more are accepted and closed at once" },
+        { "MAX_PEERS_PER_ADDRESS", NULL, CONFIG_INT, offsetof(SeederConfig, max_peers_per_address), 1, 65536, "16",
+          "Peer connections served at once from one IP address" },
         { "BUS", NULL, CONFIG_BOOL, offsetof(SeederConfig, bus), 0, 0, "yes",
           "Serve org.mutualcloud.Seeder1 on the system bus (DBUS_SYSTEM_BUS_ADDRESS)" },
         { "BUS_GROUP", NULL, CONFIG_STRING, offsetof(SeederConfig, bus_group), 0, 0, "mc",

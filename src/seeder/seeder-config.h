@@ -22,6 +22,8 @@ typedef struct SeederConfig {
         char *bus_group;
         char *log_level;
         char *send_path;
+        int64_t max_peers;
+        int64_t max_peers_per_address;
         DhtSettings dht;
 } SeederConfig;
 

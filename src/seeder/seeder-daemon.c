@@ -29,7 +29,9 @@ Seeder *seeder_free(Seeder *s) {
         /* Adds in progress stop (their callers get no answer: the bus goes with us). */
         while (s->adds)
                 seeder_add_free(s->adds);
+        /* Nothing accepted any more, then the connections closed. */
         s->peers = peer_listener_free(s->peers);
+        s->server = seed_server_free(s->server);
         s->lookup_timer = sd_event_source_disable_unref(s->lookup_timer);
         s->dht = dht_free(s->dht);
         strv_free(s->dht_control_urls);
@@ -63,10 +65,56 @@ static void register_content(Seeder *s, const char *id) {
                 log_warning_errno(r, "Cannot register content %s: %m", id);
 }
 
-/* A connection to the peer port. The swarm server is not there yet to serve it. */
+/* A connection to the peer port: served, or closed over the caps. */
 static void on_peer_accepted(PeerListener *l, int fd, void *userdata) {
-        log_debug("Peer connection closed: serving contents to peers comes with the swarm server.");
-        close(fd);
+        Seeder *s = userdata;
+
+        seed_server_take(s->server, fd);
+}
+
+static void on_serving_changed(SeedServer *server, void *userdata) {
+        seeder_bus_peers_changed(userdata);
+}
+
+/* Serves a stored content. A failure loses only this content's serving (logged): its file was
+ * checked when the store loaded it, so this means a disk error or a file changed behind our back. */
+static void serve_content(Seeder *s, const StoreContent *c) {
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (asprintf(&path, "%s/%s", store_path(s->store), c->id) < 0) {
+                log_oom();
+                return;
+        }
+        r = seed_server_add(s->server, path, c->manifest);
+        if (r < 0 && r != -EEXIST)
+                log_warning_errno(r, "Cannot serve content %s from %s: %m", c->id, path);
+}
+
+static int start_serving(Seeder *s) {
+        BlockSendPath path = block_send_path_from_string(s->config->send_path);
+        int r;
+
+        assert(path >= 0);      /* checked with the configuration */
+        r = seed_server_new(s->event, &(SeedServerConfig) {
+                                    .send_path = path,
+                                    .max_peers = (unsigned) s->config->max_peers,
+                                    .max_peers_per_address = (unsigned) s->config->max_peers_per_address,
+                                    .changed = on_serving_changed,
+                                    .userdata = s,
+                            }, &s->server);
+        if (r == -EOPNOTSUPP)
+                return log_error_errno(r, "SEND_PATH=%s: this kernel (or a seccomp filter) does not allow it; "
+                                       "SEND_PATH=auto takes the first path that works.", s->config->send_path);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up serving to peers: %m");
+        for (size_t i = 0; i < store_n_contents(s->store); i++)
+                serve_content(s, store_content(s->store, i));
+        log_info("Serving peers: blocks sent by %s%s, at most %" PRIi64 " connections (%" PRIi64 " per address).",
+                 block_send_path_to_string(seed_server_send_path(s->server)),
+                 path == BLOCK_SEND_AUTO ? " (SEND_PATH=auto)" : "", s->config->max_peers,
+                 s->config->max_peers_per_address);
+        return 0;
 }
 
 static void on_registration_changed(Registrar *r, const char *id, RegistrationState state, void *userdata) {
@@ -140,6 +188,10 @@ static int open_peer_port(Seeder *s) {
 int seeder_start(Seeder *s) {
         int r;
 
+        /* The server first: the listener hands it connections from the first wake-up on. */
+        r = start_serving(s);
+        if (r < 0)
+                return r;
         r = open_peer_port(s);
         if (r < 0)
                 return r;
@@ -210,6 +262,7 @@ static void on_add_done(ImportJob *j, int error, const char *reason, ContentImpo
                         log_event(LOG_INFO, MC_EVENT_CONTENT_ADDED, LOG_FIELDS("CONTENT_ID", id, "CONTENT_SIZE", size),
                                   "Content %s added (%s bytes%s).", id, size,
                                   result->reflinked ? ", a reflink" : "");
+                        serve_content(s, store_find(s->store, id));
                         seeder_bus_content_added(s, id);
                         register_content(s, id);
                         seeder_dht_announce(s, id);
@@ -254,11 +307,15 @@ int seeder_add_fd(Seeder *s, int fd, sd_bus_message *call) {
 }
 
 int seeder_remove(Seeder *s, const char *id) {
+        uint8_t raw[TORRENT_ID_SIZE];
         int r;
 
         r = store_remove(s->store, id);
         if (r < 0)
                 return r;
+        /* Peers downloading it are disconnected now; their requests would get nothing else. */
+        if (torrent_id_from_hex(id, raw) >= 0)
+                (void) seed_server_remove(s->server, raw);
         registrar_remove(s->registrar, id);
         seeder_dht_unannounce(s, id);
         log_event(LOG_INFO, MC_EVENT_CONTENT_REMOVED, LOG_FIELDS("CONTENT_ID", id), "Content %s removed.", id);

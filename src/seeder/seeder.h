@@ -9,7 +9,8 @@
  *     and after each add;
  *   - the DHT (dht-daemon.h): each content announced under the first 20 bytes of its id with the
  *     peer port, re-announced by the DHT node (DHT_REPUBLISH), and the controls found there;
- *   - the peer listener (peer-listener.h);
+ *   - the peer listener (peer-listener.h), whose connections the seed server serves
+ *     (seed-server.h: the swarm server over the io_uring block sender, a content per stored file);
  *   - org.mutualcloud.Seeder1 on the system bus (seeder-bus.c).
  *
  * seeder-main.c runs this or, given a command, the command line (seeder-cli.h). */
@@ -23,6 +24,7 @@
 #include "list.h"
 #include "peer-listener.h"
 #include "registrar.h"
+#include "seed-server.h"
 #include "seeder-config.h"
 #include "store.h"
 
@@ -52,11 +54,11 @@ struct Seeder {
         bool lookup_running;
         PeerListener *peers;
         uint16_t peer_port;
+        SeedServer *server;
         sd_bus *bus;
         sd_bus_slot *bus_slot;
         SeederAdd *adds;
         unsigned n_adds;
-        uint64_t bytes_served;
 };
 
 int seeder_new(SeederConfig *config, Seeder **ret);
@@ -83,6 +85,7 @@ void seeder_apply_control_urls(Seeder *s);
 int seeder_bus_init(Seeder *s);
 void seeder_bus_content_added(Seeder *s, const char *id);
 void seeder_bus_content_removed(Seeder *s, const char *id);
+/* Peers, BytesServed, PeerViolations, PeersRefused (the seed server calls it at most once a second). */
 void seeder_bus_peers_changed(Seeder *s);
 
 #define SEEDER_BUS_NAME "org.mutualcloud.Seeder1"

@@ -44,6 +44,10 @@
         X(CONTENT_REMOVED,      content_removed,      "1c8e27a1553f47fe83fbfab878c34122")       \
         X(CONTENT_REGISTERED,   content_registered,   "31a157816b814fc3a3c5c4cd96fb644e")       \
         X(CONTENT_REGISTER_FAILED, content_register_failed, "12c5c588848042ff873117176a8bd49c") \
+        /* the seeder serving peers */                                                          \
+        X(PEER_VIOLATION,       peer_violation,       "b1156933d8bc4aafa6e49b5463a09ca6")       \
+        X(PEER_LIMIT,           peer_limit,           "275b9588db4c481193b93441830a7ed1")       \
+        X(SERVING_SUMMARY,      serving_summary,      "496e5e8aa92c46209c25f1401cae9504")       \
         /* an agent fetching a task's inputs */                                                 \
         X(INPUTS_FETCHED,       inputs_fetched,       "61804d4718fd4d65ad62702c766b2ba9")       \
         X(INPUTS_FAILED,        inputs_failed,        "55dddac9fc014c8ea8127cad72b6593d")

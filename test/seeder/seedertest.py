@@ -8,8 +8,10 @@ import os
 import subprocess
 
 import mctest
-from mctest import Daemon, check, tmpdir
+from mctest import Daemon, check, tmpdir, wait_until
 
+KIB = 1024
+MIB = 1024 * KIB
 SEEDER_NAME = "org.mutualcloud.Seeder1"
 SEEDER_PATH = "/org/mutualcloud/Seeder1"
 
@@ -111,3 +113,151 @@ def bus_list(bus):
 
 def bus_property(bus, name):
     return bus.busctl_json("get-property", SEEDER_NAME, SEEDER_PATH, SEEDER_NAME, name)["data"]
+
+
+def bus_properties(bus, *names):
+    return {n: bus_property(bus, n) for n in names}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Peers: libtorrent, and a raw peer-wire client for what libtorrent would never send
+
+class LtSession:
+    """A python3-libtorrent session on 127.0.0.1, TCP only (uTP would be dialled first and waited
+    for), no encryption, no DHT, LSD, UPnP or NAT-PMP: it reaches only the peers it is told of."""
+
+    def __init__(self, settings=None):
+        import libtorrent as lt
+        self.lt = lt
+        s = {
+            "listen_interfaces": "127.0.0.1:0", "enable_dht": False, "enable_lsd": False,
+            "enable_upnp": False, "enable_natpmp": False,
+            "enable_outgoing_utp": False, "enable_incoming_utp": False,
+            "out_enc_policy": int(lt.enc_policy.disabled), "in_enc_policy": int(lt.enc_policy.enabled),
+            "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.status_notification,
+        }
+        s.update(settings or {})
+        self.s = lt.session(s)
+        mctest.defer(self.close)
+
+    def close(self):
+        if self.s is not None:
+            self.s.pause()
+            self.s = None
+
+    def errors(self):
+        return [a.message() for a in self.s.pop_alerts() if "error" in a.what() or "failed" in a.what()]
+
+    def add_magnet(self, cid, port, save):
+        p = self.lt.parse_magnet_uri(f"magnet:?xt=urn:btmh:1220{cid}&x.pe=127.0.0.1:{port}")
+        p.save_path = save
+        return self.s.add_torrent(p)
+
+    def add_torrent(self, torrent_bytes, port, save, download_limit=None):
+        """download_limit: bytes a second for this torrent (a session's rate limits exempt local peers)."""
+        p = self.lt.add_torrent_params()
+        p.ti = self.lt.torrent_info(self.lt.bdecode(torrent_bytes))
+        p.save_path = save
+        if download_limit:
+            p.download_limit = download_limit
+        h = self.s.add_torrent(p)
+        h.connect_peer(("127.0.0.1", port))
+        return h
+
+    def wait_complete(self, h, path, size, what, timeout=180):
+        """Until libtorrent seeds and path has size bytes (its disk thread may write after the last
+        piece counted)."""
+        wait_until(lambda: h.status().is_seeding and os.path.exists(path) and os.path.getsize(path) == size,
+                   timeout,
+                   msg=f"libtorrent {what} (state {h.status().state}, progress {h.status().progress:.3f}, "
+                       f"peers {h.status().num_peers}, errors {h.status().errc.message()} {self.errors()})")
+
+
+def content_hash(path):
+    """mc-torrent-tool hash: {"root", "piece_length", "pieces", "id", ...} as strings."""
+    out = mctest.run([mctest.binary("mc-torrent-tool"), "hash", path]).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def content_name(path):
+    """The file name in a content's manifest: the hex of its pieces root."""
+    return content_hash(path)["root"]
+
+
+def same_file(a, b):
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+MSG_CHOKE, MSG_UNCHOKE, MSG_REQUEST, MSG_PIECE, MSG_HAVE_ALL, MSG_REJECT, MSG_EXTENDED = 0, 1, 6, 7, 14, 16, 20
+
+
+class RawPeer:
+    """One TCP connection to the seeder speaking the peer wire by hand (BEP 3, 6 and 52 bits set)."""
+
+    def __init__(self, port):
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def handshake(self, cid_hex):
+        reserved = bytearray(8)
+        reserved[5] |= 0x10                     # extension protocol
+        reserved[7] |= 0x04 | 0x10              # fast extension, v2
+        self.send(b"\x13BitTorrent protocol" + bytes(reserved) + bytes.fromhex(cid_hex)[:20] + os.urandom(20))
+
+    def _fill(self, n):
+        while len(self.buf) < n:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise EOFError("the seeder closed the connection")
+            self.buf += data
+
+    def recv_exact(self, n):
+        self._fill(n)
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_handshake(self):
+        h = self.recv_exact(68)
+        check(h[:20] == b"\x13BitTorrent protocol", f"a handshake: {h!r}")
+        return h
+
+    def read_message(self):
+        """(id, payload); (None, b"") for a keep-alive."""
+        n = int.from_bytes(self.recv_exact(4), "big")
+        if n == 0:
+            return None, b""
+        body = self.recv_exact(n)
+        return body[0], body[1:]
+
+    def read_until(self, msg_id):
+        while True:
+            m, payload = self.read_message()
+            if m == msg_id:
+                return payload
+
+    def request(self, index, begin, length):
+        self.send((13).to_bytes(4, "big") + bytes([MSG_REQUEST]) + index.to_bytes(4, "big") +
+                  begin.to_bytes(4, "big") + length.to_bytes(4, "big"))
+
+    def closed_by_peer(self, timeout=60):
+        """Reads (and drops) whatever comes until the seeder closes: True on EOF or a reset."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(1 << 20):
+                pass
+        except ConnectionResetError:
+            pass
+        return True

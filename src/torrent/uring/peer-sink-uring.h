@@ -12,7 +12,9 @@
  *     swarm_server_free(srv); peer_sink_free(sink); block_sender_free(sender);
  *
  * The sink borrows the sender (free the sink first, after every connection using it). A file handle
- * is a BlockFile over a duplicate of the store's descriptor; the sender's callbacks are passed on. */
+ * is a BlockFile over a duplicate of the store's descriptor, one per file (device and inode) shared by
+ * every connection serving it, so that the send-zc path maps a content once however many peers
+ * fetch it; the sender's callbacks are passed on. */
 
 #include "block-sender.h"
 #include "peer-sink.h"
