@@ -1031,6 +1031,29 @@ class Host:
         subprocess.run(["ip", "netns", "exec", self.netns, "tc", "qdisc", "replace", "dev", "eth0", "root",
                         "tbf", "rate", rate, "burst", burst, "latency", latency], check=True)
 
+    def shape_ingress(self, rate, burst="32kbit", latency="400ms"):
+        """Limits what this host receives to rate: eth0's ingress is redirected (tc mirred) to an ifb
+        device of its own namespace, whose egress gets a tbf like shape()'s."""
+        ns = ["ip", "netns", "exec", self.netns]
+        for argv in (["ip", "link", "add", "ifb0", "type", "ifb"],
+                     ["ip", "link", "set", "ifb0", "up"],
+                     ["tc", "qdisc", "add", "dev", "eth0", "handle", "ffff:", "ingress"],
+                     ["tc", "filter", "add", "dev", "eth0", "parent", "ffff:", "protocol", "all", "u32", "match",
+                      "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", "ifb0"],
+                     ["tc", "qdisc", "replace", "dev", "ifb0", "root", "tbf", "rate", rate, "burst", burst,
+                      "latency", latency]):
+            p = subprocess.run(ns + argv, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise AssertionError(f"{' '.join(argv)} in {self.netns} failed: {p.stderr.strip()}")
+
+    def link_bytes(self):
+        """(bytes sent, bytes received) by eth0 so far: the counters of the host's end of its cable,
+        every header and retransmission included."""
+        p = subprocess.run(["ip", "-n", self.netns, "-s", "-j", "link", "show", "dev", "eth0"],
+                           capture_output=True, text=True, check=True)
+        st = json.loads(p.stdout)[0]["stats64"]
+        return st["tx"]["bytes"], st["rx"]["bytes"]
+
     def set_link(self, up):
         """Cuts (up=False) or restores this host's cable: a partition, as far as the others can tell."""
         subprocess.run(["ip", "-n", self.network.bridge_netns, "link", "set", self.port, "up" if up else "down"],
