@@ -998,17 +998,22 @@ def _in_netns(netns, fn, *args, **kwargs):
 class Host:
     """One "machine" of a Network: a network namespace with eth0 on the network's bridge."""
 
-    def __init__(self, network, index, name):
+    def __init__(self, network, index, name, net_only=False):
         self.network = network
         self.index = index
         self.name = name            # for humans and Daemon(name=...)
+        self.net_only = net_only
         self.netns = f"{network.prefix}-{index}"
         self.address = f"{network.subnet_prefix}.{index}"
         self.port = f"h{index}"     # its end on the bridge
 
     def wrap(self, argv):
         """argv run inside this host (`ip netns exec`); the pid stays the same, so Daemon's notify
-        socket and LISTEN_PID work as usual."""
+        socket and LISTEN_PID work as usual. A net_only host enters the network namespace alone
+        (`nsenter --net`): `ip netns exec` also mounts the namespace's own sysfs over /sys, which hides
+        /sys/fs/cgroup from a program that needs it (mc-agent's exec driver)."""
+        if self.net_only:
+            return ["nsenter", f"--net=/run/netns/{self.netns}", "--"] + list(argv)
         return ["ip", "netns", "exec", self.netns] + list(argv)
 
     def run(self, argv, **kwargs):
@@ -1097,11 +1102,12 @@ class Network:
         self._netns.append(name)
         self._ip("-n", name, "link", "set", "lo", "up")
 
-    def add_host(self, name=None):
+    def add_host(self, name=None, net_only=False):
+        """A new host; net_only: its programs see this machine's mounts (Host.wrap())."""
         index = len(self.hosts) + 1
         if index > 250:
             raise AssertionError("at most 250 hosts per Network")
-        h = Host(self, index, name or f"host{index}")
+        h = Host(self, index, name or f"host{index}", net_only=net_only)
         self._add_netns(h.netns)
         self._ip("-n", self.bridge_netns, "link", "add", h.port, "type", "veth", "peer", "name", "eth0",
                  "netns", h.netns)
