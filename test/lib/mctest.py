@@ -998,17 +998,22 @@ def _in_netns(netns, fn, *args, **kwargs):
 class Host:
     """One "machine" of a Network: a network namespace with eth0 on the network's bridge."""
 
-    def __init__(self, network, index, name):
+    def __init__(self, network, index, name, net_only=False):
         self.network = network
         self.index = index
         self.name = name            # for humans and Daemon(name=...)
+        self.net_only = net_only
         self.netns = f"{network.prefix}-{index}"
         self.address = f"{network.subnet_prefix}.{index}"
         self.port = f"h{index}"     # its end on the bridge
 
     def wrap(self, argv):
         """argv run inside this host (`ip netns exec`); the pid stays the same, so Daemon's notify
-        socket and LISTEN_PID work as usual."""
+        socket and LISTEN_PID work as usual. A net_only host enters the network namespace alone
+        (`nsenter --net`): `ip netns exec` also mounts the namespace's own sysfs over /sys, which hides
+        /sys/fs/cgroup from a program that needs it (mc-agent's exec driver)."""
+        if self.net_only:
+            return ["nsenter", f"--net=/run/netns/{self.netns}", "--"] + list(argv)
         return ["ip", "netns", "exec", self.netns] + list(argv)
 
     def run(self, argv, **kwargs):
@@ -1030,6 +1035,29 @@ class Host:
         in this machine's kernel."""
         subprocess.run(["ip", "netns", "exec", self.netns, "tc", "qdisc", "replace", "dev", "eth0", "root",
                         "tbf", "rate", rate, "burst", burst, "latency", latency], check=True)
+
+    def shape_ingress(self, rate, burst="32kbit", latency="400ms"):
+        """Limits what this host receives to rate: eth0's ingress is redirected (tc mirred) to an ifb
+        device of its own namespace, whose egress gets a tbf like shape()'s."""
+        ns = ["ip", "netns", "exec", self.netns]
+        for argv in (["ip", "link", "add", "ifb0", "type", "ifb"],
+                     ["ip", "link", "set", "ifb0", "up"],
+                     ["tc", "qdisc", "add", "dev", "eth0", "handle", "ffff:", "ingress"],
+                     ["tc", "filter", "add", "dev", "eth0", "parent", "ffff:", "protocol", "all", "u32", "match",
+                      "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", "ifb0"],
+                     ["tc", "qdisc", "replace", "dev", "ifb0", "root", "tbf", "rate", rate, "burst", burst,
+                      "latency", latency]):
+            p = subprocess.run(ns + argv, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise AssertionError(f"{' '.join(argv)} in {self.netns} failed: {p.stderr.strip()}")
+
+    def link_bytes(self):
+        """(bytes sent, bytes received) by eth0 so far: the counters of the host's end of its cable,
+        every header and retransmission included."""
+        p = subprocess.run(["ip", "-n", self.netns, "-s", "-j", "link", "show", "dev", "eth0"],
+                           capture_output=True, text=True, check=True)
+        st = json.loads(p.stdout)[0]["stats64"]
+        return st["tx"]["bytes"], st["rx"]["bytes"]
 
     def set_link(self, up):
         """Cuts (up=False) or restores this host's cable: a partition, as far as the others can tell."""
@@ -1074,11 +1102,12 @@ class Network:
         self._netns.append(name)
         self._ip("-n", name, "link", "set", "lo", "up")
 
-    def add_host(self, name=None):
+    def add_host(self, name=None, net_only=False):
+        """A new host; net_only: its programs see this machine's mounts (Host.wrap())."""
         index = len(self.hosts) + 1
         if index > 250:
             raise AssertionError("at most 250 hosts per Network")
-        h = Host(self, index, name or f"host{index}")
+        h = Host(self, index, name or f"host{index}", net_only=net_only)
         self._add_netns(h.netns)
         self._ip("-n", self.bridge_netns, "link", "add", h.port, "type", "veth", "peer", "name", "eth0",
                  "netns", h.netns)

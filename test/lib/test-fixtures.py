@@ -146,6 +146,28 @@ def test_network_of_hosts():
     check(a.address in out and "eth0" in out, f"a's addresses: {out}")
 
 
+def test_network_shaping_and_counters():
+    net = mctest.Network()
+    a, b = net.add_host("a"), net.add_host("b", net_only=True)
+    sock = a.listen_socket(8080)
+    d = Daemon(fake_daemon(), host=a).start(listen=[sock], fdnames=["shaped"])
+    d.wait_ready()
+    a.shape("50mbit", burst="64kb", latency="50ms")
+    b.shape_ingress("50mbit", burst="64kb", latency="50ms")
+    tx0, rx0 = a.link_bytes()
+    r = b.http("GET", f"http://{a.address}:8080/")
+    check(r.status == 200 and r.text == "shaped", f"through both shapers: {r}")
+    tx1, rx1 = a.link_bytes()
+    check(tx1 > tx0 and rx1 > rx0, f"a's counters: {tx0}->{tx1}, {rx0}->{rx1}")
+    # Both tbf qdiscs are in place: a's on eth0, b's on its ifb device (eth0's ingress goes there).
+    check("tbf" in a.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout, "a's tbf")
+    check("tbf" in b.run(["tc", "qdisc", "show", "dev", "ifb0"]).stdout, "b's ifb tbf")
+    check("mirred" in b.run(["tc", "filter", "show", "dev", "eth0", "parent", "ffff:"]).stdout, "b's redirect")
+    # b (net_only) sees this machine's mounts, cgroups included; a (ip netns exec) its own sysfs.
+    check(os.listdir("/sys/fs/cgroup") and b.run(["ls", "/sys/fs/cgroup"]).stdout.split(), "b's /sys/fs/cgroup")
+    check(a.run(["ls", "/sys/fs/cgroup"]).stdout.split() == [], "a's /sys is the namespace's")
+
+
 def test_daemon_bad_exit_is_reported():
     d = Daemon(fake_daemon(), env={"EXIT_CODE": "3"}).start()
     d.wait_ready()

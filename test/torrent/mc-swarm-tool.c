@@ -4,7 +4,7 @@
  * (not installed).
  *
  *   seed FILE [--port P] [--torrent OUT] [--corrupt N] [--max-conns N] [--max-per-addr N] [--sink S]
- *        Hashes FILE, serves it on 127.0.0.1:P (0: any port) and prints "content id=<hex>" and
+ *        Hashes FILE, serves it on 127.0.0.1:P (0: any port; --bind ADDR: on that IPv4 address) and prints "content id=<hex>" and
  *        "ready port=<port>". Each connection that ends prints "closed addr=... error=<errno>
  *        reason=..." then a "stats ..." line. --corrupt N serves wrong bytes for the pieces whose
  *        index is a multiple of N (a hostile peer). --torrent writes the .torrent of FILE. --sink
@@ -16,7 +16,11 @@
  *        Downloads content ID into DIR, printing a "peer ..." line per peer and "done ..." (exit 0)
  *        or "error ..." (exit 1). --abort-after N calls abort() once N pieces are verified (a crash
  *        in the middle); --flush-every N makes the store durable every N pieces (so that such a
- *        crash has something to resume from); --serve-port serves the content while downloading. */
+ *        crash has something to resume from); --serve-port serves the content while downloading (on
+ *        127.0.0.1, or --bind ADDR). With --wait-start, the swarm starts on SIGUSR2 only (after
+ *        "serving port=..."), so that a harness can start many fetchers at the same moment; with
+ *        --stay, a fetcher that is done keeps serving until SIGTERM. A serving fetcher prints its
+ *        server's "stats ..." line on SIGUSR1 and when it ends. */
 
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -35,11 +39,16 @@
 static sd_event *event;
 static int exit_status;
 
+static const char *bind_address;       /* --bind: NULL for 127.0.0.1 */
+
 static int listen_on(uint16_t port, uint16_t *ret_port) {
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t len = sizeof(sa);
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        int fd;
 
+        if (bind_address && inet_pton(AF_INET, bind_address, &sa.sin_addr) != 1)
+                return -EINVAL;
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return -errno;
         (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int) { 1 }, sizeof(int));
@@ -203,6 +212,7 @@ static int cmd_seed(int argc, char **argv) {
                 { "sink", required_argument, NULL, 'k' },
                 { "timeouts", required_argument, NULL, 'T' },
                 { "have", required_argument, NULL, 'H' },
+                { "bind", required_argument, NULL, 'b' },
                 {}
         };
         _cleanup_(peer_sink_freep) PeerSink *sink = NULL;
@@ -240,6 +250,7 @@ static int cmd_seed(int argc, char **argv) {
                         have_dir = colon + 1;
                         break;
                 }
+                case 'b': bind_address = optarg; break;
                 case 'T': {
                         unsigned hs, idle, ka;
                         if (sscanf(optarg, "%u,%u,%u", &hs, &idle, &ka) != 3)
@@ -328,6 +339,7 @@ static int cmd_seed(int argc, char **argv) {
 }
 
 static unsigned abort_after, flush_every;
+static bool stay;
 
 static void on_progress(Swarm *s, uint32_t have, uint32_t total, void *userdata) {
         if (flush_every > 0 && have % flush_every == 0 && content_store_flush(swarm_store(s)) < 0)
@@ -356,7 +368,28 @@ static void on_done(Swarm *s, const SwarmResult *r, void *userdata) {
                        r->peers_used, r->duration_usec / 1000, secs > 0 ? (double) r->bytes / 1048576.0 / secs : 0.0);
         }
         fflush(stdout);
-        sd_event_exit(event, 0);
+        if (!stay || r->error < 0)
+                sd_event_exit(event, 0);
+}
+
+static int on_usr2_start(sd_event_source *es, const struct signalfd_siginfo *si, void *userdata) {
+        static bool started;
+        Swarm *s = userdata;
+        int r;
+
+        if (started)            /* a second SIGUSR2 changes nothing */
+                return 0;
+        started = true;
+        r = swarm_start(s);
+        if (r < 0) {
+                printf("error code=%d reason=cannot start: %s\n", r, strerror(-r));
+                fflush(stdout);
+                exit_status = 1;
+                return sd_event_exit(event, 0);
+        }
+        printf("started\n");
+        fflush(stdout);
+        return 0;
 }
 
 static int read_file(const char *path, uint8_t **ret, size_t *ret_size) {
@@ -389,6 +422,9 @@ static int cmd_fetch(int argc, char **argv) {
                 { "remove-partial", no_argument, NULL, 'r' },
                 { "flush-every", required_argument, NULL, 'F' },
                 { "sink", required_argument, NULL, 'k' },
+                { "bind", required_argument, NULL, 'b' },
+                { "wait-start", no_argument, NULL, 'W' },
+                { "stay", no_argument, NULL, 'S' },
                 {}
         };
         _cleanup_(peer_sink_freep) PeerSink *sink = NULL;
@@ -398,10 +434,12 @@ static int cmd_fetch(int argc, char **argv) {
         _cleanup_free_ uint8_t *torrent = NULL;
         _cleanup_close_ int lfd = -1;
         const char *manifest = NULL, *out = NULL, *peers[64], *reason = NULL;
-        size_t n_peers = 0, size;
+        size_t n_peers = 0, size = 0;
         SwarmConfig config = { .progress = on_progress };
         uint8_t id[TORRENT_ID_SIZE];
         int serve_port = -1, c, r;
+        bool wait_start = false;
+        sigset_t mask;
 
         optind = 1;
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
@@ -420,6 +458,9 @@ static int cmd_fetch(int argc, char **argv) {
                 case 'r': config.remove_partial_on_error = true; break;
                 case 'F': flush_every = (unsigned) atoi(optarg); break;
                 case 'k': sink_kind = optarg; break;
+                case 'b': bind_address = optarg; break;
+                case 'W': wait_start = true; break;
+                case 'S': stay = true; break;
                 default: return -EINVAL;
                 }
         if (optind + 1 != argc || !manifest || !out)
@@ -461,12 +502,31 @@ static int cmd_fetch(int argc, char **argv) {
                 if (r < 0)
                         return log_error_errno(r, "Bad peer address %s", peers[i]);
         }
-        r = swarm_start(s);
-        if (r < 0)
-                return log_error_errno(r, "Cannot start: %m");
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGUSR1);
+        sigaddset(&mask, SIGUSR2);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        if (srv) {
+                r = sd_event_add_signal(event, NULL, SIGUSR1, on_usr1, srv);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot watch SIGUSR1: %m");
+        }
+        if (wait_start) {
+                r = sd_event_add_signal(event, NULL, SIGUSR2, on_usr2_start, s);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot watch SIGUSR2: %m");
+                printf("waiting for SIGUSR2\n");
+                fflush(stdout);
+        } else {
+                r = swarm_start(s);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot start: %m");
+        }
         r = sd_event_loop(event);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
+        if (srv)
+                print_stats(srv);
         s = swarm_free(s);
         srv = swarm_server_free(srv);
         free_sinks(&sink);
