@@ -139,7 +139,7 @@ static int load_one(Store *s, bool writable, const char *id) {
         uint8_t idb[TORRENT_ID_SIZE];
         const char *reason = NULL;
         struct stat st, mst;
-        size_t size;
+        size_t size = 0;
         int r;
 
         snprintf(torrent_name, sizeof(torrent_name), "%s.torrent", id);
@@ -158,7 +158,9 @@ static int load_one(Store *s, bool writable, const char *id) {
         r = read_at(s->dir_fd, torrent_name, &buf, &size);
         if (r == -ENOMEM)
                 return r;
-        if (r >= 0 && torrent_id_from_hex(id, idb) >= 0)
+        if (r >= 0)
+                r = torrent_id_from_hex(id, idb);
+        if (r >= 0)
                 r = manifest_parse_torrent(buf, size, idb, MANIFEST_CANONICAL, &m, &reason);
         if (r < 0 || !S_ISREG(st.st_mode) || (uint64_t) st.st_size != m->geometry.length) {
                 _cleanup_free_ char *why = NULL;
