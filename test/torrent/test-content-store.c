@@ -17,45 +17,9 @@
 #include "daemon-util.h"
 #include "peer-sink.h"
 #include "swarm.h"
-#include "torrent-test.h"
+#include "content-fixture.h"
 
-#define KIB 1024U
-
-typedef struct Fixture {
-        char dir[64];
-        uint8_t *data;
-        size_t size;
-        Manifest *m;
-        char file[128];
-} Fixture;
-
-static void fixture_init(Fixture *f, size_t size, uint64_t seed) {
-        ContentHash ch;
-        int fd;
-
-        snprintf(f->dir, sizeof(f->dir), "/tmp/test-content-store-XXXXXX");
-        if (!mkdtemp(f->dir))
-                abort();
-        f->size = size;
-        f->data = test_data(size, seed);
-        if (content_hash_buffer(f->data, size, 0, &ch) < 0 || manifest_from_content(&ch, &f->m) < 0)
-                abort();
-        content_hash_done(&ch);
-        snprintf(f->file, sizeof(f->file), "%s/source", f->dir);
-        fd = open(f->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0 || write(fd, f->data, size) != (ssize_t) size)
-                abort();
-        close(fd);
-}
-
-static void fixture_done(Fixture *f) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-        if (system(cmd) != 0)
-                fprintf(stderr, "cannot remove %s\n", f->dir);
-        manifest_free(f->m);
-        free(f->data);
-}
+#define fixture_init(f, size, seed) fixture_init_named(f, "test-content-store", size, seed)
 
 static bool exists_in(const char *dir, const char *fmt, const char *id) {
         char path[256], name[128];
