@@ -413,6 +413,12 @@ static int on_request(PeerConn *c, const PeerMsg *m) {
                 return send_reject(c, m->index, m->begin, m->length, "not a block of the content");
         if (!content_store_has_piece(c->store, m->index))
                 return send_reject(c, m->index, m->begin, m->length, "piece not here");
+        /* The owner's sharing policy (a seed sending each piece once first: seed-ledger.h); a
+         * decline needs a reject to say so, hence the fast extension. */
+        if (c->fast && c->cb.serve && !c->cb.serve(c, m->index, c->userdata)) {
+                c->stats.requests_declined++;
+                return send_reject(c, m->index, m->begin, m->length, "declined: another peer holds the piece");
+        }
         in_pop_sent(c);
         if (c->in_n >= c->config.max_requests)
                 return send_reject(c, m->index, m->begin, m->length, "too many requests queued");

@@ -16,6 +16,10 @@
 #define MAX_FAILURES 3
 #define STRIKES_BAN 2
 #define REFILL_BATCH 16                 /* request in batches: fewer picker walks */
+/* A piece a peer declined is not asked of it again for 2-4 s: a seed declines a piece that another
+ * peer holds or is being sent (seed-ledger.h); that peer announces it within about a pipeline's
+ * worth of the seed's upload, and the seed serves the piece when asked again after a second. */
+#define DECLINED_USEC (2 * USEC_PER_SEC)
 
 typedef enum PeerState {
         PEER_IDLE,                      /* not connected, may be called */
@@ -36,6 +40,12 @@ struct SwarmPeer {
         uint64_t retry_at, last_activity;
         unsigned strikes;
         unsigned failures_in_row;       /* since it last delivered a good piece */
+        /* Pieces it declined (rejected while unchoking us): in this period and the one before
+         * (DECLINED_USEC each); and the bitfield offered to the picker less those. Allocated at the
+         * first decline. */
+        uint8_t *declined[2], *offered;
+        bool any_declined;
+        uint64_t declined_since;
         SwarmPeerStats stats;
 };
 
@@ -300,11 +310,61 @@ static void on_block(PeerConn *c, uint32_t index, uint32_t begin, const void *da
                 peer_fill(s, p);
 }
 
+/* Remembers that p declined piece index; false without memory for it. */
+static bool peer_declined(Swarm *s, SwarmPeer *p, uint32_t index) {
+        size_t size = bitfield_size(content_store_geometry(s->store)->n_pieces) ?: 1;
+
+        if (!p->offered) {
+                p->declined[0] = calloc(1, size);
+                p->declined[1] = calloc(1, size);
+                p->offered = malloc(size);
+                if (!p->declined[0] || !p->declined[1] || !p->offered) {
+                        free(p->declined[0]);
+                        free(p->declined[1]);
+                        free(p->offered);
+                        p->declined[0] = p->declined[1] = p->offered = NULL;
+                        return false;
+                }
+        }
+        if (!p->any_declined)
+                p->declined_since = now_usec();
+        bitfield_set(p->declined[0], index);
+        p->any_declined = true;
+        return true;
+}
+
+/* Starts a new period of declines every DECLINED_USEC, forgetting the one before. */
+static void peer_declined_age(SwarmPeer *p, uint64_t now) {
+        uint8_t *t;
+        size_t size;
+
+        if (!p->any_declined || now < p->declined_since + DECLINED_USEC)
+                return;
+        size = bitfield_size(content_store_geometry(p->swarm->store)->n_pieces) ?: 1;
+        if (now >= p->declined_since + 2 * DECLINED_USEC) {
+                memset(p->declined[0], 0, size);
+                memset(p->declined[1], 0, size);
+                p->any_declined = false;
+                return;
+        }
+        t = p->declined[1];
+        p->declined[1] = p->declined[0];
+        p->declined[0] = t;
+        memset(p->declined[0], 0, size);
+        p->declined_since += DECLINED_USEC;
+}
+
 static void on_rejected(PeerConn *c, uint32_t index, uint32_t begin, uint32_t length, void *userdata) {
         SwarmPeer *p = userdata;
         Swarm *s = p->swarm;
 
-        piece_picker_block_abandon(s->picker, p, index, begin);
+        /* A reject while the peer unchokes us is its choice about this piece (a seed sending each
+         * piece once first): ask others, and this peer later. Otherwise (choked, reqq full ...) the
+         * block just goes back. */
+        if (!peer_conn_peer_choking(c) && peer_declined(s, p, index))
+                piece_picker_block_declined(s->picker, p, index, begin);
+        else
+                piece_picker_block_abandon(s->picker, p, index, begin);
         /* Others may take it; this peer asks again later only if it is still the one to ask. */
         fill_all(s);
 }
@@ -350,7 +410,15 @@ static void peer_fill(Swarm *s, SwarmPeer *p) {
         cap = MIN(in_flight + room, (size_t) s->config.pipeline);
         if (in_flight > 0 && want < MIN((size_t) REFILL_BATCH, cap / 2) && !piece_picker_endgame(s->picker))
                 return;
-        n = piece_picker_pick(s->picker, p, p->counted_seed ? NULL : bf, blocks, want);
+        peer_declined_age(p, now_usec());
+        if (p->any_declined) {
+                size_t size = bitfield_size(content_store_geometry(s->store)->n_pieces);
+                for (size_t k = 0; k < size; k++)
+                        p->offered[k] = (p->counted_seed ? 0xff : bf[k]) & ~(p->declined[0][k] | p->declined[1][k]);
+                bf = p->offered;
+        } else if (p->counted_seed)
+                bf = NULL;
+        n = piece_picker_pick(s->picker, p, bf, blocks, want);
         if (n > 0 && in_flight == 0)
                 p->last_activity = now_usec();
         for (size_t i = 0; i < n; i++) {
@@ -554,6 +622,9 @@ Swarm *swarm_free(Swarm *s) {
                         peer_conn_free(p->conn);
                 }
                 LIST_REMOVE(s->peers, p);
+                free(p->declined[0]);
+                free(p->declined[1]);
+                free(p->offered);
                 free(p);
         }
         piece_picker_free(s->picker);
