@@ -12,7 +12,12 @@
 
 #define RBUF_SIZE (64U * 1024U)
 #define READ_BUDGET (1U << 20)          /* bytes read per wake-up before yielding */
-#define CANCELED_MAX 64U
+/* Our cancelled requests whose answer (the block, or with the fast extension a reject) may still
+ * come. In the endgame every block that arrives cancels its duplicates on up to two other
+ * connections, a whole pipeline's worth within a round trip: 64 was too few (a late answer past the
+ * ring closed the connection as "a block we did not ask for", measured in bench/p2p). Twice the most
+ * we keep in flight. */
+#define CANCELED_MAX (2U * PEER_CONN_OUT_MAX)
 #define OUR_UT_METADATA 1               /* the id we give ut_metadata in our extension handshake */
 /* A hash request below the piece layer makes us re-read and hash the pieces it covers: one piece at
  * most per request (libtorrent asks for one piece's blocks after a failed check), and at most
