@@ -7,6 +7,7 @@
 #include "list.h"
 #include "log.h"
 #include "piece-picker.h"
+#include "piece-verifier.h"
 #include "random-util.h"
 #include "swarm.h"
 
@@ -58,6 +59,7 @@ struct Swarm {
         void *userdata;
         ContentStore *store;
         PiecePicker *picker;
+        PieceVerifier *verifier;
         SwarmPeer *peers;
         unsigned n_peers, n_connected;
         bool started, finished, served;
@@ -225,16 +227,46 @@ static void on_choke(PeerConn *c, bool choked, void *userdata) {
         }
 }
 
+/* Every block of a piece is here: verified and written on the verifier's threads, on_verified() after. */
 static void piece_complete(Swarm *s, uint32_t index) {
         const uint8_t *data = piece_picker_piece_data(s->picker, index);
         uint32_t size = torrent_piece_size(content_store_geometry(s->store), index);
-        void *senders[PICKER_SENDERS_MAX];
-        size_t n_senders;
         int r;
 
         assert(data);
+        r = piece_verifier_submit(s->verifier, index, data, size);
+        if (r < 0)
+                finish(s, r, "cannot verify piece %" PRIu32 ": %s", index, strerror(-r));
+}
+
+/* Starts making the written pieces durable, unless a sync runs. */
+static void flush_start(Swarm *s) {
+        int r;
+
+        if (piece_verifier_syncing(s->verifier))
+                return;
+        s->last_flush = now_usec();
+        r = piece_verifier_sync(s->verifier);
+        if (r < 0)
+                finish(s, r, "syncing %s failed: %s", content_store_path(s->store), strerror(-r));
+}
+
+static void on_synced(PieceVerifier *v, int r, void *userdata) {
+        Swarm *s = userdata;
+
+        if (r < 0 && !s->finished)
+                finish(s, r, "syncing %s failed: %s", content_store_path(s->store), strerror(-r));
+}
+
+static void on_verified(PieceVerifier *v, uint32_t index, int r, void *userdata) {
+        Swarm *s = userdata;
+        uint32_t size = torrent_piece_size(content_store_geometry(s->store), index);
+        void *senders[PICKER_SENDERS_MAX];
+        size_t n_senders;
+
+        if (s->finished)
+                return;
         n_senders = piece_picker_piece_senders(s->picker, index, senders, ELEMENTSOF(senders));
-        r = content_store_put_piece(s->store, index, data, size);
         if (r == -EBADMSG) {
                 s->result.pieces_failed++;
                 s->result.bytes_wasted += size;
@@ -249,7 +281,7 @@ static void piece_complete(Swarm *s, uint32_t index) {
                 fill_all(s);
                 return;
         }
-        if (r < 0 && r != -EALREADY) {
+        if (r < 0) {
                 if (r == -ENOSPC)
                         finish(s, r, "disk full writing %s", content_store_path(s->store));
                 else
@@ -273,13 +305,16 @@ static void piece_complete(Swarm *s, uint32_t index) {
                 finish(s, 0, NULL);
                 return;
         }
-        if (content_store_unflushed(s->store) >= FLUSH_BYTES) {
-                r = content_store_flush(s->store);
-                s->last_flush = now_usec();
-                if (r < 0)
-                        finish(s, r, "syncing %s failed: %s", content_store_path(s->store), strerror(-r));
-        }
+        if (content_store_unflushed(s->store) >= FLUSH_BYTES)
+                flush_start(s);
+        /* The piece's memory is free again: room for a new one. */
+        fill_all(s);
 }
+
+static const PieceVerifierCallbacks verifier_callbacks = {
+        .piece = on_verified,
+        .synced = on_synced,
+};
 
 static void on_block(PeerConn *c, uint32_t index, uint32_t begin, const void *data, size_t size, void *userdata) {
         SwarmPeer *p = userdata;
@@ -541,12 +576,9 @@ static int on_tick(sd_event_source *src, uint64_t usec, void *userdata) {
                 return 0;
         }
         if (content_store_unflushed(s->store) > 0 && now >= s->last_flush + FLUSH_USEC) {
-                int r = content_store_flush(s->store);
-                s->last_flush = now;
-                if (r < 0) {
-                        finish(s, r, "syncing %s failed: %s", content_store_path(s->store), strerror(-r));
+                flush_start(s);
+                if (s->finished)
                         return 0;
-                }
         }
         connect_more(s);
         fill_all(s);
@@ -605,6 +637,9 @@ int swarm_new(sd_event *e, const SwarmConfig *config, SwarmDoneCallback done, vo
                              (unsigned) MAX(UINT64_C(2), s->config.memory_max / piece_length), &s->picker);
         if (r < 0)
                 return r;
+        r = piece_verifier_new(e, s->store, s->config.verify_threads, &verifier_callbacks, s, &s->verifier);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(s);
         return 0;
 }
@@ -615,6 +650,8 @@ Swarm *swarm_free(Swarm *s) {
         s->done = NULL;
         s->tick = sd_event_source_disable_unref(s->tick);
         s->done_source = sd_event_source_disable_unref(s->done_source);
+        /* First: its threads may be reading pieces the picker holds. */
+        s->verifier = piece_verifier_free(s->verifier);
         while (s->peers) {
                 SwarmPeer *p = s->peers;
                 if (p->conn) {
