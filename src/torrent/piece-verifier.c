@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 
 #include "log.h"
@@ -136,6 +137,7 @@ static int on_results(sd_event_source *src, int fd, uint32_t revents, void *user
 int piece_verifier_new(sd_event *e, ContentStore *store, unsigned n_threads, const PieceVerifierCallbacks *cb,
                        void *userdata, PieceVerifier **ret) {
         _cleanup_(piece_verifier_freep) PieceVerifier *v = NULL;
+        sigset_t all, saved;
         int r;
 
         assert(e);
@@ -163,12 +165,22 @@ int piece_verifier_new(sd_event *e, ContentStore *store, unsigned n_threads, con
         v->threads = calloc(n_threads, sizeof(pthread_t));
         if (!v->threads)
                 return -ENOMEM;
+        /* The workers take no signal: a daemon's signals (SIGTERM, SIGUSR1 ... through sd-event's
+         * signalfd, blocked on its own thread maybe only later) must not land on a worker, whose
+         * default action would end the process. A thread inherits its creator's mask. */
+        sigfillset(&all);
+        r = -pthread_sigmask(SIG_SETMASK, &all, &saved);
+        if (r < 0)
+                return r;
         for (unsigned i = 0; i < n_threads; i++) {
                 r = -pthread_create(&v->threads[i], NULL, worker, v);
                 if (r < 0)
-                        return r;
+                        break;
                 v->n_threads++;
         }
+        (void) pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(v);
         return 0;
 }
