@@ -26,7 +26,9 @@
  *
  * Watchers learn of each piece that becomes present (PeerConn sends `have` to its peer that way).
  * The store is reference-counted: a swarm and a server may share it. Everything runs on the
- * caller's thread; writes and syncs block it (bounded: one piece, one sync per flush). */
+ * caller's thread, but for the halves made for worker threads (content_store_write_piece(), the
+ * fdatasync between content_store_durable_begin() and _commit(): a Swarm's PieceVerifier); put_piece
+ * and flush block the caller (bounded: one piece, one sync per flush). */
 
 #include "list.h"
 #include "manifest.h"
