@@ -11,7 +11,8 @@
  *                                                 {"bytes": payload, "seconds": connect to last block}
  *
  * Like curl, it reads into a 256 KiB buffer (a copy per byte: what any real client pays at least)
- * and parses the stream there. A reject, a choke or an early close is an error (exit 1). */
+ * and parses the stream there. A reject, a choke or an early close is an error (exit 1). It does not
+ * offer the fast extension, so that a seeder has no way to decline its requests (see below). */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -109,7 +110,11 @@ int main(int argc, char **argv) {
         n_blocks = (length / piece_length) * (piece_length / BLOCK) + ((length % piece_length) + BLOCK - 1) / BLOCK;
 
         hs[25] = 0x10;                  /* extension protocol */
-        hs[27] = 0x04 | 0x10;           /* fast extension, v2 */
+        /* v2, without the fast extension: a seed declines (rejects) a piece another connected peer
+         * holds or is being sent (src/torrent/seed-ledger.h), which needs the fast extension; the
+         * drains, which share nothing, would otherwise wait on each other when several run at once.
+         * The seeder then sends a bitfield rather than have-all: ignored like every other message. */
+        hs[27] = 0x10;
         for (int i = 0; i < 20; i++)
                 sscanf(argv[2] + 2 * i, "%2hhx", &hs[28 + i]);
         memcpy(hs + 48, "-MCDRAIN-0000000000", 20);

@@ -362,16 +362,17 @@ static const uint8_t *piece_expected(const ContentStore *s, uint32_t index) {
         return m->geometry.has_piece_layer ? m->piece_layer + (size_t) index * SHA256_SIZE : m->root;
 }
 
-int content_store_put_piece(ContentStore *s, uint32_t index, const void *data, size_t size) {
+int content_store_write_piece(const ContentStore *s, uint32_t index, const void *data, size_t size) {
         const TorrentGeometry *g = &s->manifest->geometry;
         const uint8_t *p = data;
         uint64_t off;
         int r;
 
+        /* Any thread: the manifest is immutable and pwrite() needs no lock. */
         if (index >= g->n_pieces)
                 return -ERANGE;
-        if (bitfield_get(s->have, index))
-                return -EALREADY;
+        if (s->dir_fd < 0)
+                return -EROFS;          /* a file given to serve, read-only */
         r = merkle_piece_verify(g, index, data, size, piece_expected(s, index));
         if (r < 0)
                 return r;
@@ -389,6 +390,16 @@ int content_store_put_piece(ContentStore *s, uint32_t index, const void *data, s
                 off += (uint64_t) n;
                 size -= (size_t) n;
         }
+        return 0;
+}
+
+int content_store_piece_written(ContentStore *s, uint32_t index) {
+        const TorrentGeometry *g = &s->manifest->geometry;
+
+        if (index >= g->n_pieces)
+                return -ERANGE;
+        if (bitfield_get(s->have, index))
+                return -EALREADY;
         bitfield_set(s->have, index);
         s->n_have++;
         s->unflushed += torrent_piece_size(g, index);
@@ -397,6 +408,50 @@ int content_store_put_piece(ContentStore *s, uint32_t index, const void *data, s
                 w->piece(w, index);
         }
         return 0;
+}
+
+int content_store_put_piece(ContentStore *s, uint32_t index, const void *data, size_t size) {
+        int r;
+
+        if (index >= s->manifest->geometry.n_pieces)
+                return -ERANGE;
+        if (bitfield_get(s->have, index))
+                return -EALREADY;
+        r = content_store_write_piece(s, index, data, size);
+        if (r < 0)
+                return r;
+        return content_store_piece_written(s, index);
+}
+
+int content_store_durable_begin(ContentStore *s, uint8_t **ret_snapshot) {
+        size_t bsize = bitfield_size(s->manifest->geometry.n_pieces) ?: 1;
+        uint8_t *snap;
+
+        assert(ret_snapshot);
+        snap = malloc(bsize);
+        if (!snap)
+                return -ENOMEM;
+        memcpy(snap, s->have, bsize);
+        s->unflushed = 0;
+        *ret_snapshot = snap;
+        return 0;
+}
+
+int content_store_durable_commit(ContentStore *s, const uint8_t *snapshot) {
+        uint32_t n = s->manifest->geometry.n_pieces, k = 0;
+        size_t bsize = bitfield_size(n);
+
+        if (s->complete || s->dir_fd < 0)
+                return 0;
+        for (size_t i = 0; i < bsize; i++)
+                s->durable[i] |= snapshot[i];
+        for (uint32_t i = 0; i < n; i++)
+                k += bitfield_get(s->durable, i);
+        if (k == s->n_durable)
+                return 0;
+        s->n_durable = k;
+        /* A whole content is renamed into place by content_store_flush() (a last fsync first). */
+        return k < n ? state_save(s) : 0;
 }
 
 int content_store_flush(ContentStore *s) {

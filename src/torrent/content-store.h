@@ -26,7 +26,9 @@
  *
  * Watchers learn of each piece that becomes present (PeerConn sends `have` to its peer that way).
  * The store is reference-counted: a swarm and a server may share it. Everything runs on the
- * caller's thread; writes and syncs block it (bounded: one piece, one sync per flush). */
+ * caller's thread, but for the halves made for worker threads (content_store_write_piece(), the
+ * fdatasync between content_store_durable_begin() and _commit(): a Swarm's PieceVerifier); put_piece
+ * and flush block the caller (bounded: one piece, one sync per flush). */
 
 #include "list.h"
 #include "manifest.h"
@@ -72,7 +74,19 @@ int content_store_read(ContentStore *s, uint64_t offset, void *buf, size_t size)
 /* Verifies data (the whole piece) and writes it: 0; -EBADMSG when it does not hash to the piece
  * layer's entry; -EALREADY when present; -ENOSPC, -EIO ... from the disk. */
 int content_store_put_piece(ContentStore *s, uint32_t index, const void *data, size_t size);
-/* Bytes of present pieces not yet durable. */
+/* content_store_put_piece() in two halves, so that verifying and writing can run on another
+ * thread: content_store_write_piece() verifies and writes (any thread: it reads the manifest and
+ * writes the data file, nothing else; -EROFS for a file opened with content_store_open_file()); content_store_piece_written()
+ * then marks the piece present, on the store's thread (-EALREADY when it is). */
+int content_store_write_piece(const ContentStore *s, uint32_t index, const void *data, size_t size);
+int content_store_piece_written(ContentStore *s, uint32_t index);
+/* content_store_flush() in halves, for syncing on another thread: _begin() copies the present
+ * pieces (*ret_snapshot, to free), then fdatasync(content_store_fd()) runs anywhere, then _commit()
+ * on the store's thread makes those pieces durable and writes the state file. The complete content
+ * is still renamed into place by content_store_flush(). */
+int content_store_durable_begin(ContentStore *s, uint8_t **ret_snapshot);
+int content_store_durable_commit(ContentStore *s, const uint8_t *snapshot);
+/* Bytes of present pieces not yet durable (or being made durable). */
 uint64_t content_store_unflushed(const ContentStore *s);
 /* Makes present pieces durable; renames into place when all are there. */
 int content_store_flush(ContentStore *s);

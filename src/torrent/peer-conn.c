@@ -12,7 +12,12 @@
 
 #define RBUF_SIZE (64U * 1024U)
 #define READ_BUDGET (1U << 20)          /* bytes read per wake-up before yielding */
-#define CANCELED_MAX 64U
+/* Our cancelled requests whose answer (the block, or with the fast extension a reject) may still
+ * come. In the endgame every block that arrives cancels its duplicates on up to two other
+ * connections, a whole pipeline's worth within a round trip: 64 was too few (a late answer past the
+ * ring closed the connection as "a block we did not ask for", measured in bench/p2p). Twice the most
+ * we keep in flight. */
+#define CANCELED_MAX (2U * PEER_CONN_OUT_MAX)
 #define OUR_UT_METADATA 1               /* the id we give ut_metadata in our extension handshake */
 /* A hash request below the piece layer makes us re-read and hash the pieces it covers: one piece at
  * most per request (libtorrent asks for one piece's blocks after a failed check), and at most
@@ -413,6 +418,12 @@ static int on_request(PeerConn *c, const PeerMsg *m) {
                 return send_reject(c, m->index, m->begin, m->length, "not a block of the content");
         if (!content_store_has_piece(c->store, m->index))
                 return send_reject(c, m->index, m->begin, m->length, "piece not here");
+        /* The owner's sharing policy (a seed sending each piece once first: seed-ledger.h); a
+         * decline needs a reject to say so, hence the fast extension. */
+        if (c->fast && c->cb.serve && !c->cb.serve(c, m->index, c->userdata)) {
+                c->stats.requests_declined++;
+                return send_reject(c, m->index, m->begin, m->length, "declined: another peer holds the piece");
+        }
         in_pop_sent(c);
         if (c->in_n >= c->config.max_requests)
                 return send_reject(c, m->index, m->begin, m->length, "too many requests queued");

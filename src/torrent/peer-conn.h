@@ -14,7 +14,8 @@
  *  - `have` for each piece that becomes present in the store while connected (ContentStoreWatch);
  *  - requests: blocks of present pieces are queued on the PeerSink, at most max_requests at once;
  *    every request is answered with the block or, with the fast extension, a reject (a request over
- *    16 KiB or past its piece, for a piece we lack, beyond max_requests, or cancelled before it left);
+ *    16 KiB or past its piece, for a piece we lack, beyond max_requests, cancelled before it left, or
+ *    declined by the owner's `serve`);
  *  - BEP 52 hash requests are answered from the store's tree (the blocks of a present piece are
  *    hashed again for a request below the piece layer: one piece per request, 8 such requests a
  *    second per connection), anything else gets a hash reject; we never
@@ -75,6 +76,10 @@ typedef struct PeerConnCallbacks {
         void (*choke)(PeerConn *c, bool choked, void *userdata);
         void (*block)(PeerConn *c, uint32_t index, uint32_t begin, const void *data, size_t size, void *userdata);
         void (*rejected)(PeerConn *c, uint32_t index, uint32_t begin, uint32_t length, void *userdata);
+        /* Serving: a request for a block of a piece we have, from a peer with the fast extension:
+         * false declines it with a reject (a seed's sharing policy, seed-ledger.h). NULL: serve all.
+         * Must not free the connection. */
+        bool (*serve)(PeerConn *c, uint32_t index, void *userdata);
         /* Once, on any close that the owner did not ask for; error 0: the peer closed cleanly. */
         void (*closed)(PeerConn *c, int error, const char *reason, void *userdata);
 } PeerConnCallbacks;
@@ -87,6 +92,7 @@ typedef struct PeerConnStats {
         uint64_t bytes_received, bytes_sent;    /* block payload */
         uint64_t blocks_received, blocks_sent;
         uint64_t requests_rejected;             /* the peer's requests we rejected */
+        uint64_t requests_declined;             /* of which declined by the owner's serve() */
         uint64_t hash_requests, hash_rejects;   /* answered, rejected */
         uint64_t metadata_pieces;               /* ut_metadata pieces served */
         uint64_t late_blocks;                   /* blocks for cancelled requests */

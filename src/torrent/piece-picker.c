@@ -254,10 +254,10 @@ size_t piece_picker_pick(PiecePicker *p, void *peer, const uint8_t *bitfield, Pi
         size_t n = 0;
 
         assert(peer);
-        /* 1. Its own pieces. */
+        /* 1. Its own pieces (that it still offers: see piece_picker_block_declined()). */
         for (Active *a = p->open, *next; a && n < max; a = next) {
                 next = a->next;
-                if (a->owner == peer)
+                if (a->owner == peer && peer_has(bitfield, a->index))
                         n += take_unrequested(p, a, peer, ret + n, max - n);
         }
         /* 2. New pieces, rarest first. */
@@ -342,6 +342,20 @@ void piece_picker_block_abandon(PiecePicker *p, void *peer, uint32_t piece, uint
                 return;
         a->n_unrequested++;
         set_open(p, a, true);
+}
+
+void piece_picker_block_declined(PiecePicker *p, void *peer, uint32_t piece, uint32_t begin) {
+        Active *a = piece < p->g.n_pieces ? p->active_of[piece] : NULL;
+
+        piece_picker_block_abandon(p, peer, piece, begin);
+        if (!a)
+                return;
+        if (a->owner == peer)
+                a->owner = NULL;
+        /* Nothing received, nothing asked of anyone: not active any more, so that it is picked
+         * again rarest first from whoever has it, and holds no memory meanwhile. */
+        if (a->n_received == 0 && a->n_unrequested == a->n_blocks)
+                active_free(p, a);
 }
 
 const uint8_t *piece_picker_piece_data(const PiecePicker *p, uint32_t piece) {

@@ -9,7 +9,8 @@
  *
  * Picking for a peer, in order:
  *  1. blocks not yet requested of the pieces this peer is already assembling (its own active
- *     pieces, so that one piece comes from one peer and a bad piece names its sender);
+ *     pieces, so that one piece comes from one peer and a bad piece names its sender) and still
+ *     offers (in the bitfield passed);
  *  2. a new piece, rarest first among those the peer has and we lack (ties broken at random so that
  *     peers starting together do not all fetch the same piece), if fewer than max_active pieces are
  *     being assembled (the memory bound: each active piece holds a buffer of its size);
@@ -63,6 +64,11 @@ int piece_picker_block_received(PiecePicker *p, void *peer, uint32_t piece, uint
                                 size_t size, void **ret_others, size_t *ret_n_others);
 /* The request of peer will not be answered. */
 void piece_picker_block_abandon(PiecePicker *p, void *peer, uint32_t piece, uint32_t begin);
+/* The peer declined the request (a reject while unchoked: a seed sharing its upload, seed-ledger.h):
+ * abandoned, and the piece is no longer the peer's; a piece left with nothing received and nothing
+ * requested stops being active (picked again later like any missing piece). The caller stops
+ * offering the piece for this peer for a while (the bitfield it passes to piece_picker_pick()). */
+void piece_picker_block_declined(PiecePicker *p, void *peer, uint32_t piece, uint32_t begin);
 /* The bytes of a complete active piece (NULL otherwise). */
 const uint8_t *piece_picker_piece_data(const PiecePicker *p, uint32_t piece);
 /* The distinct peers whose blocks made up the piece (up to PICKER_SENDERS_MAX). */

@@ -3,13 +3,16 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "daemon-util.h"
 #include "list.h"
+#include "seed-ledger.h"
 #include "swarm-server.h"
 
 typedef struct ServedContent ServedContent;
 struct ServedContent {
         LIST_FIELDS(ServedContent);
         ContentStore *store;
+        SeedLedger *ledger;             /* what the connected peers hold, for serving as a seed */
         uint8_t short_id[TORRENT_ID_SHORT_SIZE];
 };
 
@@ -19,6 +22,7 @@ struct ServerConn {
         SwarmServer *srv;
         PeerConn *conn;
         struct sockaddr_storage sa;
+        SeedLedgerPeer *ledger_peer;    /* once the handshake named the content */
 };
 
 struct SwarmServer {
@@ -50,6 +54,7 @@ static void account(SwarmServer *srv, PeerConn *c) {
         srv->stats.hash_requests += st.hash_requests;
         srv->stats.hash_rejects += st.hash_rejects;
         srv->stats.metadata_pieces += st.metadata_pieces;
+        srv->stats.requests_declined += st.requests_declined;
 }
 
 static void server_conn_free(ServerConn *sc) {
@@ -58,6 +63,7 @@ static void server_conn_free(ServerConn *sc) {
         LIST_REMOVE(srv->conns, sc);
         srv->stats.connections--;
         peer_conn_free(sc->conn);
+        seed_ledger_peer_free(sc->ledger_peer);
         free(sc);
 }
 
@@ -65,9 +71,42 @@ static ContentStore *on_lookup(PeerConn *c, const uint8_t info_hash[PEER_INFO_HA
         ServerConn *sc = userdata;
 
         for (ServedContent *sv = sc->srv->contents; sv; sv = sv->next)
-                if (memcmp(sv->short_id, info_hash, TORRENT_ID_SHORT_SIZE) == 0)
+                if (memcmp(sv->short_id, info_hash, TORRENT_ID_SHORT_SIZE) == 0) {
+                        /* Without memory for the ledger the peer is served all it asks. */
+                        if (!sc->ledger_peer)
+                                (void) seed_ledger_peer_new(sv->ledger, &sc->ledger_peer);
                         return sv->store;
+                }
         return NULL;
+}
+
+static void on_bitfield(PeerConn *c, void *userdata) {
+        ServerConn *sc = userdata;
+
+        if (sc->ledger_peer)
+                seed_ledger_peer_bitfield(sc->ledger_peer, peer_conn_peer_is_seed(c) ? NULL : peer_conn_peer_bitfield(c));
+}
+
+static void on_have(PeerConn *c, uint32_t index, void *userdata) {
+        ServerConn *sc = userdata;
+
+        if (sc->ledger_peer)
+                seed_ledger_peer_have(sc->ledger_peer, index);
+}
+
+static bool on_serve(PeerConn *c, uint32_t index, void *userdata) {
+        ServerConn *sc = userdata;
+
+        if (!sc->ledger_peer)
+                return true;
+        /* As a seed only: a content being downloaded serves what it has (its holder's uplink is not
+         * the one every piece must cross). The ledger counts all along, so that it is right when the
+         * content completes. */
+        if (sc->srv->config.no_seed_sharing || !content_store_complete(peer_conn_store(c))) {
+                seed_ledger_peer_have(sc->ledger_peer, index);
+                return true;
+        }
+        return seed_ledger_request(sc->ledger_peer, index, now_usec());
 }
 
 static void on_closed(PeerConn *c, int error, const char *reason, void *userdata) {
@@ -91,6 +130,9 @@ static void on_closed(PeerConn *c, int error, const char *reason, void *userdata
 
 static const PeerConnCallbacks server_callbacks = {
         .lookup = on_lookup,
+        .bitfield = on_bitfield,
+        .have = on_have,
+        .serve = on_serve,
         .closed = on_closed,
 };
 
@@ -201,6 +243,7 @@ SwarmServer *swarm_server_free(SwarmServer *srv) {
                 ServedContent *sv = srv->contents;
                 LIST_REMOVE(srv->contents, sv);
                 content_store_unref(sv->store);
+                seed_ledger_free(sv->ledger);
                 free(sv);
         }
         sd_event_source_disable_unref(srv->accept_source);
@@ -219,6 +262,10 @@ int swarm_server_add(SwarmServer *srv, ContentStore *store) {
         sv = calloc(1, sizeof(*sv));
         if (!sv)
                 return -ENOMEM;
+        if (seed_ledger_new(content_store_geometry(store)->n_pieces, &sv->ledger) < 0) {
+                free(sv);
+                return -ENOMEM;
+        }
         sv->store = content_store_ref(store);
         torrent_id_short(id, sv->short_id);
         LIST_PREPEND(srv->contents, sv);
@@ -236,6 +283,7 @@ int swarm_server_remove(SwarmServer *srv, ContentStore *store) {
                 }
                 LIST_REMOVE(srv->contents, sv);
                 content_store_unref(sv->store);
+                seed_ledger_free(sv->ledger);
                 free(sv);
                 return 0;
         }
@@ -252,5 +300,6 @@ void swarm_server_get_stats(const SwarmServer *srv, SwarmServerStats *ret) {
                 ret->hash_requests += st.hash_requests;
                 ret->hash_rejects += st.hash_rejects;
                 ret->metadata_pieces += st.metadata_pieces;
+                ret->requests_declined += st.requests_declined;
         }
 }

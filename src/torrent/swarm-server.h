@@ -11,6 +11,10 @@
  * Caps: at most max_connections connections at once and max_per_address from one IP address;
  * connections beyond are accepted and closed at once (counted), so that the backlog does not fill.
  *
+ * A complete content is served as a seed: a request for a piece that another connected peer holds
+ * or is being sent is declined once while some piece is held by nobody (seed-ledger.h), so that the
+ * seed's upload goes to pieces the swarm lacks.
+ *
  * Contents are few per process (a seeder's catalogue, an agent's inputs): a list, looked up linearly
  * by the 20-byte short id. */
 
@@ -27,6 +31,9 @@ typedef struct SwarmServerConfig {
         unsigned max_connections;               /* 256 */
         unsigned max_per_address;               /* 16 */
         const PeerConnConfig *conn;             /* NULL: defaults */
+        /* A complete content is served as a seed that sends each piece once first (seed-ledger.h);
+         * true: every request is served (comparisons, benchmarks). */
+        bool no_seed_sharing;
         /* Told of every connection that ends (logging, tests); may be NULL. */
         void (*closed)(SwarmServer *srv, const char *address, int error, const char *reason, void *userdata);
         void *userdata;
@@ -40,6 +47,7 @@ typedef struct SwarmServerStats {
         uint64_t timeouts;
         uint64_t closed_clean;                  /* the peer closed */
         uint64_t requests_rejected;             /* rejects sent, over closed connections and open ones */
+        uint64_t requests_declined;             /* of which as a seed, another peer holding the piece */
         uint64_t bytes_sent;                    /* block payload, closed connections and open ones */
         uint64_t hash_requests, hash_rejects;   /* BEP 52 hash requests answered, rejected */
         uint64_t metadata_pieces;               /* ut_metadata pieces served */

@@ -7,6 +7,7 @@
 #include "list.h"
 #include "log.h"
 #include "piece-picker.h"
+#include "piece-verifier.h"
 #include "random-util.h"
 #include "swarm.h"
 
@@ -16,6 +17,10 @@
 #define MAX_FAILURES 3
 #define STRIKES_BAN 2
 #define REFILL_BATCH 16                 /* request in batches: fewer picker walks */
+/* A piece a peer declined is not asked of it again for 2-4 s: a seed declines a piece that another
+ * peer holds or is being sent (seed-ledger.h); that peer announces it within about a pipeline's
+ * worth of the seed's upload, and the seed serves the piece when asked again after a second. */
+#define DECLINED_USEC (2 * USEC_PER_SEC)
 
 typedef enum PeerState {
         PEER_IDLE,                      /* not connected, may be called */
@@ -36,6 +41,12 @@ struct SwarmPeer {
         uint64_t retry_at, last_activity;
         unsigned strikes;
         unsigned failures_in_row;       /* since it last delivered a good piece */
+        /* Pieces it declined (rejected while unchoking us): in this period and the one before
+         * (DECLINED_USEC each); and the bitfield offered to the picker less those. Allocated at the
+         * first decline. */
+        uint8_t *declined[2], *offered;
+        bool any_declined;
+        uint64_t declined_since;
         SwarmPeerStats stats;
 };
 
@@ -48,6 +59,7 @@ struct Swarm {
         void *userdata;
         ContentStore *store;
         PiecePicker *picker;
+        PieceVerifier *verifier;
         SwarmPeer *peers;
         unsigned n_peers, n_connected;
         bool started, finished, served;
@@ -215,16 +227,46 @@ static void on_choke(PeerConn *c, bool choked, void *userdata) {
         }
 }
 
+/* Every block of a piece is here: verified and written on the verifier's threads, on_verified() after. */
 static void piece_complete(Swarm *s, uint32_t index) {
         const uint8_t *data = piece_picker_piece_data(s->picker, index);
         uint32_t size = torrent_piece_size(content_store_geometry(s->store), index);
-        void *senders[PICKER_SENDERS_MAX];
-        size_t n_senders;
         int r;
 
         assert(data);
+        r = piece_verifier_submit(s->verifier, index, data, size);
+        if (r < 0)
+                finish(s, r, "cannot verify piece %" PRIu32 ": %s", index, strerror(-r));
+}
+
+/* Starts making the written pieces durable, unless a sync runs. */
+static void flush_start(Swarm *s) {
+        int r;
+
+        if (piece_verifier_syncing(s->verifier))
+                return;
+        s->last_flush = now_usec();
+        r = piece_verifier_sync(s->verifier);
+        if (r < 0)
+                finish(s, r, "syncing %s failed: %s", content_store_path(s->store), strerror(-r));
+}
+
+static void on_synced(PieceVerifier *v, int r, void *userdata) {
+        Swarm *s = userdata;
+
+        if (r < 0 && !s->finished)
+                finish(s, r, "syncing %s failed: %s", content_store_path(s->store), strerror(-r));
+}
+
+static void on_verified(PieceVerifier *v, uint32_t index, int r, void *userdata) {
+        Swarm *s = userdata;
+        uint32_t size = torrent_piece_size(content_store_geometry(s->store), index);
+        void *senders[PICKER_SENDERS_MAX];
+        size_t n_senders;
+
+        if (s->finished)
+                return;
         n_senders = piece_picker_piece_senders(s->picker, index, senders, ELEMENTSOF(senders));
-        r = content_store_put_piece(s->store, index, data, size);
         if (r == -EBADMSG) {
                 s->result.pieces_failed++;
                 s->result.bytes_wasted += size;
@@ -239,7 +281,7 @@ static void piece_complete(Swarm *s, uint32_t index) {
                 fill_all(s);
                 return;
         }
-        if (r < 0 && r != -EALREADY) {
+        if (r < 0) {
                 if (r == -ENOSPC)
                         finish(s, r, "disk full writing %s", content_store_path(s->store));
                 else
@@ -263,13 +305,16 @@ static void piece_complete(Swarm *s, uint32_t index) {
                 finish(s, 0, NULL);
                 return;
         }
-        if (content_store_unflushed(s->store) >= FLUSH_BYTES) {
-                r = content_store_flush(s->store);
-                s->last_flush = now_usec();
-                if (r < 0)
-                        finish(s, r, "syncing %s failed: %s", content_store_path(s->store), strerror(-r));
-        }
+        if (content_store_unflushed(s->store) >= FLUSH_BYTES)
+                flush_start(s);
+        /* The piece's memory is free again: room for a new one. */
+        fill_all(s);
 }
+
+static const PieceVerifierCallbacks verifier_callbacks = {
+        .piece = on_verified,
+        .synced = on_synced,
+};
 
 static void on_block(PeerConn *c, uint32_t index, uint32_t begin, const void *data, size_t size, void *userdata) {
         SwarmPeer *p = userdata;
@@ -300,11 +345,61 @@ static void on_block(PeerConn *c, uint32_t index, uint32_t begin, const void *da
                 peer_fill(s, p);
 }
 
+/* Remembers that p declined piece index; false without memory for it. */
+static bool peer_declined(Swarm *s, SwarmPeer *p, uint32_t index) {
+        size_t size = bitfield_size(content_store_geometry(s->store)->n_pieces) ?: 1;
+
+        if (!p->offered) {
+                p->declined[0] = calloc(1, size);
+                p->declined[1] = calloc(1, size);
+                p->offered = malloc(size);
+                if (!p->declined[0] || !p->declined[1] || !p->offered) {
+                        free(p->declined[0]);
+                        free(p->declined[1]);
+                        free(p->offered);
+                        p->declined[0] = p->declined[1] = p->offered = NULL;
+                        return false;
+                }
+        }
+        if (!p->any_declined)
+                p->declined_since = now_usec();
+        bitfield_set(p->declined[0], index);
+        p->any_declined = true;
+        return true;
+}
+
+/* Starts a new period of declines every DECLINED_USEC, forgetting the one before. */
+static void peer_declined_age(SwarmPeer *p, uint64_t now) {
+        uint8_t *t;
+        size_t size;
+
+        if (!p->any_declined || now < p->declined_since + DECLINED_USEC)
+                return;
+        size = bitfield_size(content_store_geometry(p->swarm->store)->n_pieces) ?: 1;
+        if (now >= p->declined_since + 2 * DECLINED_USEC) {
+                memset(p->declined[0], 0, size);
+                memset(p->declined[1], 0, size);
+                p->any_declined = false;
+                return;
+        }
+        t = p->declined[1];
+        p->declined[1] = p->declined[0];
+        p->declined[0] = t;
+        memset(p->declined[0], 0, size);
+        p->declined_since += DECLINED_USEC;
+}
+
 static void on_rejected(PeerConn *c, uint32_t index, uint32_t begin, uint32_t length, void *userdata) {
         SwarmPeer *p = userdata;
         Swarm *s = p->swarm;
 
-        piece_picker_block_abandon(s->picker, p, index, begin);
+        /* A reject while the peer unchokes us is its choice about this piece (a seed sending each
+         * piece once first): ask others, and this peer later. Otherwise (choked, reqq full ...) the
+         * block just goes back. */
+        if (!peer_conn_peer_choking(c) && peer_declined(s, p, index))
+                piece_picker_block_declined(s->picker, p, index, begin);
+        else
+                piece_picker_block_abandon(s->picker, p, index, begin);
         /* Others may take it; this peer asks again later only if it is still the one to ask. */
         fill_all(s);
 }
@@ -350,7 +445,15 @@ static void peer_fill(Swarm *s, SwarmPeer *p) {
         cap = MIN(in_flight + room, (size_t) s->config.pipeline);
         if (in_flight > 0 && want < MIN((size_t) REFILL_BATCH, cap / 2) && !piece_picker_endgame(s->picker))
                 return;
-        n = piece_picker_pick(s->picker, p, p->counted_seed ? NULL : bf, blocks, want);
+        peer_declined_age(p, now_usec());
+        if (p->any_declined) {
+                size_t size = bitfield_size(content_store_geometry(s->store)->n_pieces);
+                for (size_t k = 0; k < size; k++)
+                        p->offered[k] = (p->counted_seed ? 0xff : bf[k]) & ~(p->declined[0][k] | p->declined[1][k]);
+                bf = p->offered;
+        } else if (p->counted_seed)
+                bf = NULL;
+        n = piece_picker_pick(s->picker, p, bf, blocks, want);
         if (n > 0 && in_flight == 0)
                 p->last_activity = now_usec();
         for (size_t i = 0; i < n; i++) {
@@ -473,12 +576,9 @@ static int on_tick(sd_event_source *src, uint64_t usec, void *userdata) {
                 return 0;
         }
         if (content_store_unflushed(s->store) > 0 && now >= s->last_flush + FLUSH_USEC) {
-                int r = content_store_flush(s->store);
-                s->last_flush = now;
-                if (r < 0) {
-                        finish(s, r, "syncing %s failed: %s", content_store_path(s->store), strerror(-r));
+                flush_start(s);
+                if (s->finished)
                         return 0;
-                }
         }
         connect_more(s);
         fill_all(s);
@@ -537,6 +637,9 @@ int swarm_new(sd_event *e, const SwarmConfig *config, SwarmDoneCallback done, vo
                              (unsigned) MAX(UINT64_C(2), s->config.memory_max / piece_length), &s->picker);
         if (r < 0)
                 return r;
+        r = piece_verifier_new(e, s->store, s->config.verify_threads, &verifier_callbacks, s, &s->verifier);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(s);
         return 0;
 }
@@ -547,6 +650,8 @@ Swarm *swarm_free(Swarm *s) {
         s->done = NULL;
         s->tick = sd_event_source_disable_unref(s->tick);
         s->done_source = sd_event_source_disable_unref(s->done_source);
+        /* First: its threads may be reading pieces the picker holds. */
+        s->verifier = piece_verifier_free(s->verifier);
         while (s->peers) {
                 SwarmPeer *p = s->peers;
                 if (p->conn) {
@@ -554,6 +659,9 @@ Swarm *swarm_free(Swarm *s) {
                         peer_conn_free(p->conn);
                 }
                 LIST_REMOVE(s->peers, p);
+                free(p->declined[0]);
+                free(p->declined[1]);
+                free(p->offered);
                 free(p);
         }
         piece_picker_free(s->picker);

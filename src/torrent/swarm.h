@@ -15,8 +15,9 @@
  * first with `pipeline` blocks in flight per peer and endgame duplicates at the end (piece-picker.h),
  * verifies every piece against the piece layer before it counts, and writes it to the ContentStore in
  * dir (content-store.h: resumable after a crash, the final DIR/<id hex> appearing only when whole;
- * no name a peer sends is ever used). The stores's pieces are flushed (fdatasync + state) every
- * second and every 16 MiB.
+ * no name a peer sends is ever used). Verifying (SHA-256) and writing run on verify_threads worker
+ * threads (piece-verifier.h), so that the loop only receives; the store's pieces are made durable
+ * (fdatasync there, then the state file) every second and every 16 MiB, one sync at a time.
  *
  * A peer whose piece fails verification is banned for this content (disconnected and never called
  * again) and the piece is fetched from another; when a bad piece had blocks from several peers
@@ -53,7 +54,8 @@ typedef struct SwarmConfig {
         uint64_t deadline_usec;                 /* 0: none */
         uint64_t stall_usec;                    /* 15 s */
         uint64_t retry_usec;                    /* pause before calling a failed peer again (2 s) */
-        uint64_t memory_max;                    /* bytes of pieces assembled at once (64 MiB) */
+        uint64_t memory_max;                    /* bytes of pieces assembled (and being verified) at once (64 MiB) */
+        unsigned verify_threads;                /* threads verifying and writing pieces (2) */
         bool remove_partial_on_error;
         const PeerConnConfig *conn;             /* NULL: defaults (the sink above in any case) */
         /* After each verified piece (may be NULL). */

@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Eight hosts fetch one 256 MiB input at once, each in its own network namespace with its uplink
 shaped (tbf, 400 Mbit/s) like the seeder's: every copy is verified, and the seeder uploads at most
-2.5 times the content. The other 5.5 copies or more must come from the fetchers serving each other
-while they download: with one source, the seeder would send 8 times the content. (The bound is on
-bytes, not on time: the shaping makes the seeder's uplink no better than any other host's, as in a
-cluster, and keeps the run short.)
+1.35 times the content. The other 6.65 copies or more must come from the fetchers serving each other
+while they download: with one source, the seeder would send 8 times the content. The seeder sends
+each piece once first (src/torrent/seed-ledger.h: ~1.05 F measured in bench/p2p); without that it
+sent 1.40-1.65 F, which this bound catches. (The bound is on bytes, not on time: the shaping makes
+the seeder's uplink no better than any other host's, as in a cluster, and keeps the run short.)
 
 - test_tools_swarm: the fetchers are test/torrent/mc-swarm-tool (fetch --serve-port --stay), told
   the seeder's and each other's addresses, started at the same moment (SIGUSR2).
@@ -25,7 +26,7 @@ from p2ptest import MIB, Tool, fields, make_input, memdir, sha256, shaped_networ
 N = 8
 SIZE = 256 * MIB
 RATE = "400mbit"
-BOUND = 2.5             # the seeder's upload, in contents
+BOUND = 1.35            # the seeder's upload, in contents
 PORT = 6881
 DEADLINE = 240          # for all downloads; F/U is 5.4 s, and 8 F/U (one source) 43 s
 

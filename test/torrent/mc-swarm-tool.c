@@ -11,6 +11,8 @@
  *        picks how blocks are sent: "default" (pread + send), or the io_uring block sender with a
  *        SEND_PATH ("auto", "send-zc", "splice", "sendfile"); fetch takes it too, for serving.
  *        --timeouts H,I,K sets the connections' handshake and idle timeouts and keep-alive period (ms).
+ *        --no-seed-sharing serves every request of a complete content (no seed-ledger.h declines;
+ *        fetch takes it too, for serving once done), for comparisons.
  *   fetch ID --manifest FILE.torrent --peer HOST:PORT... --out DIR [--timeout S] [--deadline S]
  *        [--max-peers N] [--abort-after N] [--flush-every N] [--serve-port P] [--remove-partial]
  *        Downloads content ID into DIR, printing a "peer ..." line per peer and "done ..." (exit 0)
@@ -40,6 +42,7 @@ static sd_event *event;
 static int exit_status;
 
 static const char *bind_address;       /* --bind: NULL for 127.0.0.1 */
+static bool no_seed_sharing;            /* --no-seed-sharing: serve every request, also as a seed */
 
 static int listen_on(uint16_t port, uint16_t *ret_port) {
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -139,10 +142,10 @@ static void print_stats(SwarmServer *srv) {
         printf("stats accepted=%" PRIu64 " refused_global=%" PRIu64 " refused_address=%" PRIu64
                " unknown_info_hash=%" PRIu64 " violations=%" PRIu64 " timeouts=%" PRIu64 " closed_clean=%" PRIu64
                " requests_rejected=%" PRIu64 " bytes_sent=%" PRIu64 " hash_requests=%" PRIu64 " hash_rejects=%" PRIu64
-               " metadata_pieces=%" PRIu64 " connections=%u\n",
+               " metadata_pieces=%" PRIu64 " requests_declined=%" PRIu64 " connections=%u\n",
                st.accepted, st.refused_global, st.refused_address, st.unknown_info_hash, st.violations, st.timeouts,
                st.closed_clean, st.requests_rejected, st.bytes_sent, st.hash_requests, st.hash_rejects,
-               st.metadata_pieces, st.connections);
+               st.metadata_pieces, st.requests_declined, st.connections);
         fflush(stdout);
 }
 
@@ -213,6 +216,7 @@ static int cmd_seed(int argc, char **argv) {
                 { "timeouts", required_argument, NULL, 'T' },
                 { "have", required_argument, NULL, 'H' },
                 { "bind", required_argument, NULL, 'b' },
+                { "no-seed-sharing", no_argument, NULL, 'N' },
                 {}
         };
         _cleanup_(peer_sink_freep) PeerSink *sink = NULL;
@@ -251,6 +255,7 @@ static int cmd_seed(int argc, char **argv) {
                         break;
                 }
                 case 'b': bind_address = optarg; break;
+                case 'N': no_seed_sharing = true; break;
                 case 'T': {
                         unsigned hs, idle, ka;
                         if (sscanf(optarg, "%u,%u,%u", &hs, &idle, &ka) != 3)
@@ -310,7 +315,7 @@ static int cmd_seed(int argc, char **argv) {
                 return log_error_errno(r, "Cannot make the sink: %m");
         r = swarm_server_new(event, &(SwarmServerConfig) { .listen_fd = lfd, .sink = sink, .max_connections = max_conns,
                                                            .max_per_address = max_per_addr, .closed = on_server_closed,
-                                                           .conn = &conn },
+                                                           .conn = &conn, .no_seed_sharing = no_seed_sharing },
                              &srv);
         if (r < 0)
                 return log_error_errno(r, "Cannot start the server: %m");
@@ -423,6 +428,7 @@ static int cmd_fetch(int argc, char **argv) {
                 { "flush-every", required_argument, NULL, 'F' },
                 { "sink", required_argument, NULL, 'k' },
                 { "bind", required_argument, NULL, 'b' },
+                { "no-seed-sharing", no_argument, NULL, 'N' },
                 { "wait-start", no_argument, NULL, 'W' },
                 { "stay", no_argument, NULL, 'S' },
                 {}
@@ -459,6 +465,7 @@ static int cmd_fetch(int argc, char **argv) {
                 case 'F': flush_every = (unsigned) atoi(optarg); break;
                 case 'k': sink_kind = optarg; break;
                 case 'b': bind_address = optarg; break;
+                case 'N': no_seed_sharing = true; break;
                 case 'W': wait_start = true; break;
                 case 'S': stay = true; break;
                 default: return -EINVAL;
@@ -482,7 +489,8 @@ static int cmd_fetch(int argc, char **argv) {
                 lfd = listen_on((uint16_t) serve_port, &port);
                 if (lfd < 0)
                         return log_error_errno(lfd, "Cannot listen: %m");
-                r = swarm_server_new(event, &(SwarmServerConfig) { .listen_fd = lfd, .sink = sink }, &srv);
+                r = swarm_server_new(event, &(SwarmServerConfig) { .listen_fd = lfd, .sink = sink,
+                                                                   .no_seed_sharing = no_seed_sharing }, &srv);
                 if (r < 0)
                         return log_error_errno(r, "Cannot start the server: %m");
                 printf("serving port=%u\n", port);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* PiecePicker: rarest first, one piece per peer, the active limit, abandoned blocks going back,
- * endgame duplicates with the peers to cancel, bad pieces fetched again, senders named. */
+ * declined pieces leaving their peer, endgame duplicates with the peers to cancel, bad pieces
+ * fetched again, senders named. */
 
 #include "content-store.h"
 #include "piece-picker.h"
@@ -224,12 +225,61 @@ static void test_empty_and_single(void) {
         ASSERT_INT_EQ(piece_picker_block_received(q, A, 0, 0, zeros, 1, NULL, NULL), 1);
 }
 
+static void test_declined(void) {
+        TorrentGeometry g;
+        _cleanup_(piece_picker_freep) PiecePicker *p = NULL;
+        uint8_t all_but[1], b_has[1];
+        PickedBlock blk[16];
+        uint32_t first;
+        size_t n;
+
+        /* 4 pieces of 2 blocks. A is a seed that declines what it is asked first (another peer
+         * holds it); B holds that piece. */
+        ASSERT_INT_EQ(torrent_geometry_init(&g, 4 * 32 * KIB, 32 * KIB), 0);
+        ASSERT_INT_EQ(piece_picker_new(&g, NULL, 8, &p), 0);
+        piece_picker_peer_add(p, NULL);
+        n = piece_picker_pick(p, A, NULL, blk, 2);
+        ASSERT_UINT_EQ(n, 2);
+        first = blk[0].piece;
+        ASSERT_UINT_EQ(blk[1].piece, first);
+        ASSERT_UINT_EQ(piece_picker_active(p), 1);
+
+        /* The first block declined: the piece stays active (its second block is still asked of A)
+         * but is A's no longer; A, offering everything but it, gets another piece, not the rest of
+         * it. */
+        piece_picker_block_declined(p, A, first, 0);
+        ASSERT_UINT_EQ(piece_picker_active(p), 1);
+        bits(all_but, sizeof(all_but), (uint32_t[]) { 0, 1, 2, 3 }, 4);
+        all_but[0] &= (uint8_t) ~(0x80 >> first);
+        n = piece_picker_pick(p, A, all_but, blk, 2);
+        ASSERT_UINT_EQ(n, 2);
+        ASSERT_TRUE(blk[0].piece != first && blk[1].piece == blk[0].piece);
+        ASSERT_UINT_EQ(piece_picker_active(p), 2);
+
+        /* The second block declined: nothing received or asked, the piece is dropped (no memory
+         * held while waiting), and B, which holds it, starts it as a new piece, rarest first. */
+        piece_picker_block_declined(p, A, first, 16 * KIB);
+        ASSERT_UINT_EQ(piece_picker_active(p), 1);
+        bits(b_has, sizeof(b_has), (uint32_t[]) { first }, 1);
+        piece_picker_peer_add(p, b_has);
+        n = piece_picker_pick(p, B, b_has, blk, 16);
+        ASSERT_UINT_EQ(n, 2);
+        ASSERT_UINT_EQ(blk[0].piece, first);
+        ASSERT_UINT_EQ(blk[1].piece, first);
+
+        /* A late decline of a piece now B's changes nothing. */
+        piece_picker_block_declined(p, A, first, 0);
+        ASSERT_UINT_EQ(piece_picker_active(p), 2);
+        ASSERT_UINT_EQ(piece_picker_pick(p, C, b_has, blk, 16), 0);
+}
+
 int main(void) {
         RUN_TEST(test_rarest_first);
         RUN_TEST(test_seeds_and_interest);
         RUN_TEST(test_one_piece_per_peer_and_active_limit);
         RUN_TEST(test_endgame);
         RUN_TEST(test_abandon);
+        RUN_TEST(test_declined);
         RUN_TEST(test_empty_and_single);
         return TESTS_DONE();
 }

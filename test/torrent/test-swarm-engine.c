@@ -7,7 +7,9 @@
  *  - a peer that handshakes, has everything, unchokes and then never answers is dropped after the
  *    stall timeout and its requests go to another peer;
  *  - a disk too small for the content fails the fetch with -ENOSPC before anything is fetched (a
- *    1 MiB tmpfs in a private mount namespace, in a child). */
+ *    1 MiB tmpfs in a private mount namespace, in a child);
+ *  - a seed declines a piece another connected peer is being sent while some piece is held by
+ *    nobody, and serves everything with no_seed_sharing. */
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -305,10 +307,134 @@ static void test_disk_full(void) {
         fixture_done(&f);
 }
 
+/* A client connection to a seed, with what it got. */
+typedef struct Client {
+        PeerConn *conn;
+        ContentStore *store;
+        bool ready, closed;
+        unsigned blocks, rejects;
+        uint32_t last_index;
+} Client;
+
+static void client_bitfield(PeerConn *c, void *userdata) {
+        ((Client *) userdata)->ready = true;
+}
+
+static void client_block(PeerConn *c, uint32_t index, uint32_t begin, const void *data, size_t size, void *userdata) {
+        Client *cl = userdata;
+        cl->blocks++;
+        cl->last_index = index;
+}
+
+static void client_rejected(PeerConn *c, uint32_t index, uint32_t begin, uint32_t length, void *userdata) {
+        Client *cl = userdata;
+        cl->rejects++;
+        cl->last_index = index;
+}
+
+static void client_closed(PeerConn *c, int error, const char *reason, void *userdata) {
+        ((Client *) userdata)->closed = true;
+}
+
+static const PeerConnCallbacks client_callbacks = {
+        .bitfield = client_bitfield,
+        .block = client_block,
+        .rejected = client_rejected,
+        .closed = client_closed,
+};
+
+static void client_wait(sd_event *e, Client *cl, unsigned answers) {
+        uint64_t end = now_usec() + 60 * USEC_PER_SEC;
+        while (cl->blocks + cl->rejects < answers && !cl->closed && now_usec() < end)
+                ASSERT_TRUE(sd_event_run(e, 100 * USEC_PER_MSEC) >= 0);
+        ASSERT_TRUE(!cl->closed);
+        ASSERT_UINT_EQ(cl->blocks + cl->rejects, answers);
+}
+
+/* A seed declines a piece that another connected peer is being sent while some piece is held by
+ * nobody, and serves the others; with no_seed_sharing it serves everything. Two clients speak to
+ * the server directly (PeerConn), so that which request comes first is the test's choice. */
+static void test_seed_sharing(void) {
+        Fixture f;
+
+        fixture_init(&f, 4 * 16 * KIB, 3);     /* 4 pieces of 16 KiB */
+        for (int sharing = 1; sharing >= 0; sharing--) {
+                sd_event *e = NULL;
+                PeerSink *sink = NULL;
+                SwarmServer *srv = NULL;
+                ContentStore *source = NULL;
+                Client x = {}, y = {};
+                char dir[128];
+                uint16_t port;
+                int lfd;
+                struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+                PeerConnConfig cc = {};
+                SwarmServerStats st;
+                uint64_t end;
+
+                ASSERT_INT_EQ(sd_event_new(&e), 0);
+                ASSERT_INT_EQ(peer_sink_default_new(e, &sink), 0);
+                cc.sink = sink;
+                lfd = listen_loopback(&port);
+                sa.sin_port = htons(port);
+                ASSERT_INT_EQ(swarm_server_new(e, &(SwarmServerConfig) { .listen_fd = lfd, .sink = sink,
+                                                                         .no_seed_sharing = !sharing }, &srv), 0);
+                ASSERT_INT_EQ(content_store_open_file(f.file, f.m, &source), 0);
+                ASSERT_INT_EQ(swarm_server_add(srv, source), 0);
+                snprintf(dir, sizeof(dir), "%s/x%d", f.dir, sharing);
+                ASSERT_INT_EQ(mkdir(dir, 0755), 0);
+                ASSERT_INT_EQ(content_store_open_dir(dir, f.m, &x.store), 0);
+                snprintf(dir, sizeof(dir), "%s/y%d", f.dir, sharing);
+                ASSERT_INT_EQ(mkdir(dir, 0755), 0);
+                ASSERT_INT_EQ(content_store_open_dir(dir, f.m, &y.store), 0);
+                ASSERT_INT_EQ(peer_conn_connect(e, (struct sockaddr *) &sa, sizeof(sa), x.store, &cc, &client_callbacks,
+                                                &x, &x.conn), 0);
+                ASSERT_INT_EQ(peer_conn_connect(e, (struct sockaddr *) &sa, sizeof(sa), y.store, &cc, &client_callbacks,
+                                                &y, &y.conn), 0);
+                end = now_usec() + 60 * USEC_PER_SEC;
+                while (!(x.ready && y.ready && !peer_conn_peer_choking(x.conn) && !peer_conn_peer_choking(y.conn)) &&
+                       now_usec() < end)
+                        ASSERT_TRUE(sd_event_run(e, 100 * USEC_PER_MSEC) >= 0);
+                ASSERT_TRUE(peer_conn_fast(x.conn) && peer_conn_fast(y.conn));
+                ASSERT_TRUE(!peer_conn_peer_choking(x.conn) && !peer_conn_peer_choking(y.conn));
+
+                /* X is sent piece 0; Y asks for it: declined (shared), served (not). */
+                ASSERT_INT_EQ(peer_conn_request(x.conn, 0, 0, 16 * KIB), 0);
+                client_wait(e, &x, 1);
+                ASSERT_UINT_EQ(x.blocks, 1);
+                ASSERT_INT_EQ(peer_conn_request(y.conn, 0, 0, 16 * KIB), 0);
+                client_wait(e, &y, 1);
+                ASSERT_UINT_EQ(y.rejects, sharing ? 1 : 0);
+                ASSERT_UINT_EQ(y.last_index, 0);
+                /* A piece nobody holds is served either way. */
+                ASSERT_INT_EQ(peer_conn_request(y.conn, 2, 0, 16 * KIB), 0);
+                client_wait(e, &y, 2);
+                ASSERT_UINT_EQ(y.blocks, sharing ? 1 : 2);
+                ASSERT_UINT_EQ(y.last_index, 2);
+
+                swarm_server_get_stats(srv, &st);
+                ASSERT_UINT_EQ(st.requests_declined, sharing ? 1 : 0);
+                ASSERT_UINT_EQ(st.requests_rejected, sharing ? 1 : 0);
+                ASSERT_UINT_EQ(st.bytes_sent, (sharing ? 2 : 3) * 16 * KIB);
+
+                peer_conn_free(x.conn);
+                peer_conn_free(y.conn);
+                content_store_unref(x.store);
+                content_store_unref(y.store);
+                swarm_server_free(srv);
+                content_store_unref(source);
+                peer_sink_free(sink);
+                sd_event_unref(e);
+                close(lfd);
+        }
+        fixture_done(&f);
+}
+
 int main(void) {
         signal(SIGPIPE, SIG_IGN);
         RUN_TEST(test_relay_through_partial_download);
         RUN_TEST(test_stalled_peer_dropped);
         RUN_TEST(test_disk_full);
+        RUN_TEST(test_seed_sharing);
         return TESTS_DONE();
 }
