@@ -264,6 +264,8 @@ static void on_done(CurlRequest *req, const CurlResponse *resp, void *userdata) 
         };
 
         call->request = NULL;
+        if (resp->tls_failed)
+                tls_client_log_failure(call->url, resp->error_message);
         /* No answer, or a replica that cannot serve (database unreachable, stopping): try the next. */
         if (failed) {
                 ssize_t next;

@@ -147,6 +147,8 @@ static void on_put_done(CurlRequest *req, const CurlResponse *resp, void *userda
 
         if (resp->error < 0 || resp->code >= 500 || resp->code == 408 || resp->code == 429) {
                 /* This replica cannot take it now; the next one may. */
+                if (resp->tls_failed)
+                        tls_client_log_failure(url, resp->error_message);
                 if (resp->error < 0)
                         set_error(e, "%s: %s", strna(url), resp->error_message ?: strerror(-resp->error));
                 else
