@@ -326,7 +326,7 @@ static int call_send(ControlCall *call, size_t idx) {
                         .url = full,
                         .body = call->body,
                         .body_size = call->body ? strlen(call->body) : 0,
-                        .bearer_token = c->token,
+                        .bearer_token = isempty(c->token) ? NULL : c->token,  /* none: a client certificate, or auth off */
                         .headers = call->accept ? (const char *const[]) { call->accept, NULL } : NULL,
                         .timeout_usec = call->timeout_usec,
                         .connect_timeout_usec = MIN(call->timeout_usec, CONNECT_TIMEOUT_USEC),

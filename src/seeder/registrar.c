@@ -207,7 +207,7 @@ static int try_url(Entry *e) {
                         .body = (const char *) e->torrent,
                         .body_size = e->size,
                         .content_type = "application/x-bittorrent",
-                        .bearer_token = r->token,
+                        .bearer_token = isempty(r->token) ? NULL : r->token,
                         .timeout_usec = REQUEST_TIMEOUT_USEC,
                         .connect_timeout_usec = CONNECT_TIMEOUT_USEC,
                         .max_body = 64 * 1024,
