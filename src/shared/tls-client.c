@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "daemon-util.h"
@@ -63,4 +65,21 @@ void tls_client_log_failure(const char *url, const char *message) {
                   "TLS with the control %s failed: %s. Check CONTROL_CA (the CA that signed the control's "
                   "certificate), the URL's host name against the certificate, and TLS_CERT/TLS_KEY.",
                   strna(url), strna(message));
+}
+
+int tls_client_found_urls(const TlsClientSettings *s, char **urls) {
+        if (isempty(s->ca_file) && isempty(s->cert_file))
+                return 0;
+        for (char **u = urls; u && *u; u++) {
+                const char *rest = startswith(*u, "http://");
+                char *n;
+
+                if (!rest)
+                        continue;
+                if (asprintf(&n, "https://%s", rest) < 0)
+                        return -ENOMEM;
+                free(*u);
+                *u = n;
+        }
+        return 0;
 }

@@ -44,3 +44,8 @@ bool tls_client_has_cert(const TlsClientSettings *s);
  * control's certificate did not verify against CONTROL_CA, or ours could not be used. At error
  * priority at most every 30 s per process (the calls retry), at debug in between. */
 void tls_client_log_failure(const char *url, const char *message);
+
+/* Replicas found in the DHT come as http://ADDRESS:PORT (an announcement carries no scheme): with a
+ * CONTROL_CA or a client certificate configured, the controls serve HTTPS, so those become https://.
+ * Changes urls (NULL-terminated) in place; -ENOMEM. */
+int tls_client_found_urls(const TlsClientSettings *s, char **urls);
