@@ -302,6 +302,9 @@ void tls_server_mhd_options(TlsServer *t, void *items) {
         assert(t);
 
         o[n++] = (struct MHD_OptionItem) { MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *) on_retrieve_cert };
+        /* TLS 1.2 and 1.3 only: every client of ours (libcurl, curl, Python) speaks them. */
+        o[n++] = (struct MHD_OptionItem) { MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                           (void *) "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" };
         if (t->client_ca_pem)
                 o[n++] = (struct MHD_OptionItem) { MHD_OPTION_HTTPS_MEM_TRUST, 0, t->client_ca_pem };
         o[n++] = (struct MHD_OptionItem) { MHD_OPTION_END, 0, NULL };
