@@ -21,7 +21,9 @@ import mctest
 from mctest import Daemon, Postgres, check, free_port, wait_until
 
 sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "agent"))
+sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "seeder"))
 import agenttest as at  # noqa: E402
+import seedertest as st  # noqa: E402
 from controltest import USER_TOKEN, write_tokens  # noqa: E402
 
 MC_CERTS = os.path.join(mctest.source_dir(), "tools", "mc-certs")
@@ -87,7 +89,7 @@ class TlsControl:
         try:
             c.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
             r = c.getresponse()
-            text = r.read().decode()
+            text = r.read().decode(errors="replace")
         finally:
             if conn is None:
                 c.close()
@@ -209,6 +211,25 @@ def test_agent_with_certificate_runs_task():
     status, logs = c.request("GET", f"/api/tasks/{tid}/logs", token=USER_TOKEN)
     check(status == 200 and "over-tls" in str(logs), f"its output: {status} {logs}")
     check("MC_EVENT=control_tls_failed" not in a.log(), "no TLS failure logged")
+
+
+def test_seeder_registers_over_https():
+    """`mc-seeder add` registers its content with the control over HTTPS with CONTROL_CA; with another
+    CA it stores the content, logs control_tls_failed, and the control never gets it."""
+    c, _ = setup("seeder", client_ca=False)
+    store = st.Store(env={"MC_CONTROL_URLS": c.url, "MC_CONTROL_CA": c.file("ca.crt"), "MC_TOKEN": USER_TOKEN})
+    cid = store.add(st.random_file(10_000))
+    status, r = c.request("GET", f"/api/contents/{cid}", token=USER_TOKEN)
+    check(status == 200, f"registered over HTTPS: {status} {r}")
+
+    wrong = st.Store(env={"MC_CONTROL_URLS": c.url, "MC_CONTROL_CA": os.path.join(c.pki, "other", "ca.crt"),
+                          "MC_TOKEN": USER_TOKEN})
+    p = wrong.cli("add", st.random_file(5_000))
+    cid = p.stdout.strip()
+    check("MC_EVENT=control_tls_failed" in p.stderr and f"CONTROL_URL={c.url}" in p.stderr,
+          f"control_tls_failed from mc-seeder add: {p.stderr}")
+    status, r = c.request("GET", f"/api/contents/{cid}", token=USER_TOKEN)
+    check(status == 404, f"a seeder that refused the control's certificate registered: {status} {r}")
 
 
 def test_sighup_adds_token_keeping_connections():
