@@ -279,7 +279,7 @@ static void on_mhd_log(void *arg, const char *fmt, va_list ap) {
 }
 
 static int listener_init(HttpServer *s, HttpListener *l, int fd) {
-        /* HTTPS: what tls-server.c adds (its certificate callback); plain HTTP: nothing. */
+        /* HTTPS: what tls-server.c adds (certificate callback, TLS versions, client CA); plain HTTP: nothing. */
         struct MHD_OptionItem tls_options[TLS_SERVER_MHD_OPTIONS_MAX] = { { MHD_OPTION_END, 0, NULL } };
         const union MHD_DaemonInfo *info;
         int r;
