@@ -192,12 +192,16 @@ def test_certificate_binds_node():
 
 def test_agent_with_certificate_runs_task():
     """A real agent with its node certificate and no token: it registers over mutual TLS, leases the
-    task targeted at it, runs it and reports it succeeded."""
-    c, (a_node, _) = setup("mtls-agent")
+    task targeted at it, runs it and reports it succeeded. Another, with its token over TLS and no
+    certificate, registers too."""
+    c, (a_node, b_node) = setup("mtls-agent")
     a = tls_agent(c, a_node, {"MC_TLS_CERT": c.file(f"{a_node}.crt"), "MC_TLS_KEY": c.file(f"{a_node}.key"),
                               "MC_AGENT_TOKEN": ""})
     a.start()
+    b = tls_agent(c, b_node, {"MC_AGENT_TOKEN": at.agent_token(b_node)})
+    b.start()
     wait_until(lambda: registered(c, a_node), msg="the agent registered over mutual TLS")
+    wait_until(lambda: registered(c, b_node), msg="the agent with a token registered over TLS")
     status, r = c.request("POST", "/api/tasks/push", {"image": at.IMAGE, "cmd": ["sh", "-c", "echo over-tls"],
                                                       "labels": {"target_node": a_node}}, token=USER_TOKEN)
     check(status == 201, f"push: {status} {r}")
