@@ -124,7 +124,9 @@ static void on_controls(int error, char **urls, void *userdata) {
         info_hash_hex(name, ih);
 
         if (error >= 0 && strv_length(found) > 0) {
-                r = merge_found(a, found);
+                r = tls_client_found_urls(&a->config.tls, found);
+                if (r >= 0)
+                        r = merge_found(a, found);
                 if (r < 0)
                         return (void) log_oom();
                 joined = strv_join(a->dht_urls, ", ");

@@ -73,6 +73,7 @@ static const ConfigOption agent_options[] = {
         { "INPUT_FETCHES", NULL, CONFIG_INT, offsetof(AgentConfig, input_fetches), 1, 64, "4",
           "Inputs downloaded at once" },
         /* For the agent, DHT_PORT=0 with DHT_BOOTSTRAP set means any free port (see agent-discovery.c). */
+        TLS_CLIENT_CONFIG_OPTIONS(AgentConfig, tls),
         DHT_CONFIG_OPTIONS(AgentConfig, dht),
 };
 
@@ -146,8 +147,12 @@ static int finish_config(AgentConfig *c) {
                                 return r;
                 }
         }
-        if (isempty(c->token))
-                log_warning("No agent token configured (AGENT_TOKEN): the control will refuse us unless its auth is off.");
+        r = tls_client_settings_check(&c->tls, c->control_urls);
+        if (r < 0)
+                return r;
+        if (isempty(c->token) && !tls_client_has_cert(&c->tls))
+                log_warning("No agent token (AGENT_TOKEN) nor client certificate (TLS_CERT) configured: the control "
+                            "will refuse us unless its auth is off.");
         if (!isempty(c->log_level)) {
                 int l = log_level_from_string(c->log_level);
                 if (l < 0)

@@ -216,6 +216,9 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         r = curl_event_new(a->event, &a->curl);
         if (r < 0)
                 return r;
+        r = curl_event_set_tls(a->curl, &config->tls);
+        if (r < 0)
+                return log_oom();
         r = control_client_new(a->event, a->curl, config->control_urls, config->token, &a->control);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up the control client: %m");

@@ -43,6 +43,7 @@ typedef struct AgentConfig {
         bool bus;
         char *bus_group;
         char *log_level;
+        TlsClientSettings tls;  /* CONTROL_CA, TLS_CERT, TLS_KEY */
         DhtSettings dht;        /* with DHT_BOOTSTRAP (or DHT_PORT), controls are also found in the DHT */
         /* Task inputs (agent-inputs.c, inputs/). */
         char **seeders;                 /* SEEDERS: HOST:PORT of mc-seeders, resolved at start */

@@ -264,6 +264,8 @@ static void on_done(CurlRequest *req, const CurlResponse *resp, void *userdata) 
         };
 
         call->request = NULL;
+        if (resp->tls_failed)
+                tls_client_log_failure(call->url, resp->error_message);
         /* No answer, or a replica that cannot serve (database unreachable, stopping): try the next. */
         if (failed) {
                 ssize_t next;
@@ -324,7 +326,7 @@ static int call_send(ControlCall *call, size_t idx) {
                         .url = full,
                         .body = call->body,
                         .body_size = call->body ? strlen(call->body) : 0,
-                        .bearer_token = c->token,
+                        .bearer_token = isempty(c->token) ? NULL : c->token,  /* none: a client certificate, or auth off */
                         .headers = call->accept ? (const char *const[]) { call->accept, NULL } : NULL,
                         .timeout_usec = call->timeout_usec,
                         .connect_timeout_usec = MIN(call->timeout_usec, CONNECT_TIMEOUT_USEC),

@@ -40,7 +40,7 @@ static int decode_body(HttpRequest *req, AgentBodyKind kind, const AuthIdentity 
                 return -EINVAL;
         }
         if (id->kind == AUTH_AGENT && !streq(b.node_id, id->name)) {
-                http_request_reply_error(req, 403, "node_id", "This token belongs to node \"%s\", not \"%s\".",
+                http_request_reply_error(req, 403, "node_id", "This token or certificate belongs to node \"%s\", not \"%s\".",
                                          id->name, b.node_id);
                 return -EPERM;
         }

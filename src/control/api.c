@@ -237,12 +237,33 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
         http_request_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, size);
 }
 
-static bool authorize(Control *c, HttpRequest *req, Access access, AuthIdentity *ret) {
+/* A client certificate that verifies against TLS_CLIENT_CA makes the agent it names, without a token;
+ * one that does not verify is refused even with a token, so that a misconfigured agent learns why. A
+ * token, when sent, decides who asks. */
+static bool authorize_certificate(Control *c, HttpRequest *req, AuthIdentity *id, char *cert_node, size_t size) {
+        const char *reason = NULL;
+        int r;
+
+        if (!tls_server_has_client_ca(c->tls))
+                return true;
+        r = tls_server_peer_name(c->tls, http_request_tls_session(req), cert_node, size, &reason);
+        if (r < 0) {
+                http_request_reply_error(req, 401, NULL, "Client certificate refused: %s.", reason);
+                return false;
+        }
+        if (r > 0 && id->kind == AUTH_NONE && !http_request_header(req, "Authorization"))
+                *id = (AuthIdentity) { .kind = AUTH_AGENT, .name = cert_node };
+        return true;
+}
+
+static bool authorize(Control *c, HttpRequest *req, Access access, ApiCall *call) {
         AuthIdentity id;
 
         if (access == ACCESS_PUBLIC)
                 return true;
         id = auth_check_header(c->auth, http_request_header(req, "Authorization"));
+        if (!authorize_certificate(c, req, &id, call->cert_node, sizeof(call->cert_node)))
+                return false;
         if (id.kind == AUTH_NONE) {
                 http_request_add_header(req, "WWW-Authenticate", "Bearer realm=\"mc\"");
                 http_request_reply_error(req, 401, NULL, http_request_header(req, "Authorization") ?
@@ -258,7 +279,7 @@ static bool authorize(Control *c, HttpRequest *req, Access access, AuthIdentity 
                 http_request_reply_error(req, 403, NULL, "This endpoint is for agents; use an agent token.");
                 return false;
         }
-        *ret = id;
+        call->identity = id;
         return true;
 }
 
@@ -488,7 +509,7 @@ void control_http_handler(HttpRequest *req, void *userdata) {
                 else
                         call.content_id = value.value;
         }
-        if (!authorize(c, req, route->access, &call.identity))
+        if (!authorize(c, req, route->access, &call))
                 return;
         if (route->body != BODY_NONE && !content_type_matches(http_request_header(req, "Content-Type"), route->body)) {
                 http_request_reply_error(req, 415, NULL, "The body must be %s, sent with "

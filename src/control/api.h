@@ -2,6 +2,7 @@
 #pragma once
 
 #include "control.h"
+#include "id-util.h"
 #include "json-check.h"
 
 /* Shared by api.c (routing, user endpoints) and api-agents.c. */
@@ -12,6 +13,7 @@ void api_reply_check_error(HttpRequest *req, const CheckError *e);
 /* What the router found out about a request before its handler runs. */
 typedef struct ApiCall {
         AuthIdentity identity;  /* who asks (kind AUTH_NONE on public endpoints) */
+        char cert_node[ID_MAX + 1]; /* identity.name when a client certificate proved it */
         const char *task_id;    /* the {id} of the path, a valid task id; NULL when the path has none */
         const char *content_id; /* the {content} of the path, a valid content id; NULL when none */
 } ApiCall;

@@ -24,7 +24,13 @@ static const ConfigOption control_options[] = {
         { "PORT", NULL, CONFIG_INT, offsetof(ControlConfig, port), 0, 65535, "8080",
           "TCP port to listen on when not socket-activated" },
         { "LISTEN_ADDRESS", NULL, CONFIG_STRING, offsetof(ControlConfig, listen_address), 0, 0, "",
-          "Address to listen on when not socket-activated (empty: all)" },
+          "Address to listen on when not socket-activated (empty: all with TLS, 127.0.0.1 with plain HTTP)" },
+        { "TLS_CERT", NULL, CONFIG_STRING, offsetof(ControlConfig, tls_cert), 0, 0, "",
+          "PEM certificate (then its intermediates) to serve HTTPS with (empty: plain HTTP, development only)" },
+        { "TLS_KEY", NULL, CONFIG_STRING, offsetof(ControlConfig, tls_key), 0, 0, "",
+          "PEM private key of TLS_CERT" },
+        { "TLS_CLIENT_CA", NULL, CONFIG_STRING, offsetof(ControlConfig, tls_client_ca), 0, 0, "",
+          "PEM CA whose client certificates (CN = node id, clientAuth) authenticate agents without a token" },
         { "TOKENS_FILE", NULL, CONFIG_STRING, offsetof(ControlConfig, tokens_file), 0, 0, "/etc/mc/tokens",
           "File of \"user|agent NAME TOKEN\" lines, mode 0600" },
         { "CONTROL_TOKEN", "CONTROL_TOKEN", CONFIG_STRING, offsetof(ControlConfig, control_token), 0, 0, NULL,
@@ -128,6 +134,13 @@ static int open_listeners(Control *c, int **ret_fds, size_t *ret_n) {
                 *ret_n = (size_t) n;
                 return 0;
         }
+        /* Plain HTTP carries the tokens in clear: by hand, it serves this machine unless told otherwise. */
+        if (isempty(c->config.listen_address) && !c->tls) {
+                free(c->config.listen_address);
+                c->config.listen_address = strdup("127.0.0.1");
+                if (!c->config.listen_address)
+                        return log_oom();
+        }
         fd = daemon_listen_tcp(c->config.listen_address, (uint16_t) c->config.port);
         if (fd < 0)
                 return fd;
@@ -137,7 +150,7 @@ static int open_listeners(Control *c, int **ret_fds, size_t *ret_n) {
                 return log_oom();
         }
         fds[0] = fd;
-        log_info("Serving HTTP on %s port %" PRIi64 ".", isempty(c->config.listen_address) ? "*" : c->config.listen_address,
+        log_info("Serving %s on %s port %" PRIi64 ".", c->tls ? "HTTPS" : "HTTP", isempty(c->config.listen_address) ? "*" : c->config.listen_address,
                  c->config.port);
         *ret_fds = TAKE_PTR(fds);
         *ret_n = 1;
@@ -170,6 +183,7 @@ static void control_done(Control *c) {
         c->bus = sd_bus_flush_close_unref(c->bus);
         c->http = http_server_free(c->http);
         c->auth = auth_free(c->auth);
+        c->tls = tls_server_free(c->tls);
         c->event = sd_event_unref(c->event);
         config_free(&control_config_spec, &c->config);
 }
@@ -201,7 +215,14 @@ static int run(int argc, char *argv[]) {
                                     "lines, mode 0600), or set CONTROL_TOKEN; MC_DISABLE_AUTH=1 is for development only.",
                                     c.config.tokens_file);
 
+        r = control_tls_setup(&c);
+        if (r < 0)
+                return r;
+
         r = daemon_event_new_with_terminate(on_terminate, &c, &c.event);
+        if (r < 0)
+                return r;
+        r = control_reload_setup(&c);
         if (r < 0)
                 return r;
 
@@ -231,7 +252,9 @@ static int run(int argc, char *argv[]) {
                  * are held to 1 MiB by their handler. */
                 .max_body = 4 * 1024 * 1024,
                 .connection_timeout_sec = 90,
+                .tls = c.tls,
         };
+        control_warn_plaintext(&c, fds, n_fds);
         r = http_server_new(c.event, fds, n_fds, &hc, control_http_handler, control_http_completed, &c, &c.http);
         if (r < 0)
                 return r;

@@ -23,6 +23,9 @@ typedef struct ControlConfig {
         char *listen_address;
         char *tokens_file;
         char *control_token;
+        char *tls_cert;
+        char *tls_key;
+        char *tls_client_ca;
         bool disable_auth;
         int64_t lease_ttl_ms;
         int64_t lease_grace_ms;
@@ -52,6 +55,7 @@ typedef struct Control {
         sd_event *event;
         Db *db;
         Auth *auth;
+        TlsServer *tls;         /* NULL: plain HTTP */
         HttpServer *http;
         sd_bus *bus;
         Metrics metrics;
@@ -92,6 +96,14 @@ void control_task_changed(Control *c, const char *id, TaskStatus s, McEvent even
 int control_bus_setup(Control *c);
 void control_bus_emit_counts_changed(Control *c);
 void control_bus_emit_task_changed(Control *c, const char *id, const char *status);
+
+/* TLS, plain-HTTP warnings, SIGHUP: control-tls.c */
+int control_tls_setup(Control *c);
+/* Plain HTTP on a socket another machine can reach is said loudly (MC_EVENT=plaintext_http). */
+void control_warn_plaintext(Control *c, const int *fds, size_t n_fds);
+/* Re-reads the tokens file and the certificate; on any error keeps what it had. */
+int control_reload(Control *c);
+int control_reload_setup(Control *c);
 
 /* HTTP: api.c */
 void control_http_handler(HttpRequest *req, void *userdata);

@@ -147,6 +147,8 @@ static void on_put_done(CurlRequest *req, const CurlResponse *resp, void *userda
 
         if (resp->error < 0 || resp->code >= 500 || resp->code == 408 || resp->code == 429) {
                 /* This replica cannot take it now; the next one may. */
+                if (resp->tls_failed)
+                        tls_client_log_failure(url, resp->error_message);
                 if (resp->error < 0)
                         set_error(e, "%s: %s", strna(url), resp->error_message ?: strerror(-resp->error));
                 else
@@ -205,7 +207,7 @@ static int try_url(Entry *e) {
                         .body = (const char *) e->torrent,
                         .body_size = e->size,
                         .content_type = "application/x-bittorrent",
-                        .bearer_token = r->token,
+                        .bearer_token = isempty(r->token) ? NULL : r->token,
                         .timeout_usec = REQUEST_TIMEOUT_USEC,
                         .connect_timeout_usec = CONNECT_TIMEOUT_USEC,
                         .max_body = 64 * 1024,

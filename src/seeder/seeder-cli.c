@@ -169,7 +169,7 @@ static void register_once(SeederConfig *c, Store *store, const char *id) {
                 log_info("No CONTROL_URLS: the daemon registers the content when it starts.");
                 return;
         }
-        if (sd_event_new(&e) < 0 || curl_event_new(e, &curl) < 0 ||
+        if (sd_event_new(&e) < 0 || curl_event_new(e, &curl) < 0 || curl_event_set_tls(curl, &c->tls) < 0 ||
             registrar_new(e, curl, c->token, true, on_registered_once, &o, &reg) < 0 ||
             store_torrent(store, id, &torrent, &size) < 0) {
                 log_oom();

@@ -36,6 +36,7 @@ static const ConfigOption seeder_options[] = {
           "Group whose members may call Add, AddFd and Remove (besides root)" },
         { "LOG_LEVEL", NULL, CONFIG_STRING, offsetof(SeederConfig, log_level), 0, 0, "info",
           "debug, info, notice, warning, err" },
+        TLS_CLIENT_CA_OPTION(SeederConfig, tls),
         DHT_CONFIG_OPTIONS(SeederConfig, dht),
 };
 
@@ -80,6 +81,9 @@ int seeder_config_finish(SeederConfig *c) {
                         return log_error_errno(EINVAL, "CONTROL_URLS: \"%s\" is not an http(s) URL.", *u);
         if (isempty(c->dht.cluster_name))
                 return log_error_errno(EINVAL, "CLUSTER_NAME must not be empty.");
+        r = tls_client_settings_check(&c->tls, c->control_urls);
+        if (r < 0)
+                return r;
         for (size_t i = 0; i < ELEMENTSOF(send_paths); i++)
                 known = known || streq(c->send_path, send_paths[i]);
         if (!known)

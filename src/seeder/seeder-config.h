@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "dht-daemon.h"
+#include "tls-client.h"
 
 typedef struct SeederConfig {
         int64_t port;
@@ -24,6 +25,7 @@ typedef struct SeederConfig {
         char *send_path;
         int64_t max_peers;
         int64_t max_peers_per_address;
+        TlsClientSettings tls;  /* CONTROL_CA only */
         DhtSettings dht;
 } SeederConfig;
 

@@ -142,6 +142,8 @@ int seeder_new(SeederConfig *config, Seeder **ret) {
                  seeder_store_bytes(s));
 
         r = curl_event_new(s->event, &s->curl);
+        if (r >= 0)
+                r = curl_event_set_tls(s->curl, &config->tls);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up the HTTP client: %m");
         r = registrar_new(s->event, s->curl, config->token,

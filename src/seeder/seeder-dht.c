@@ -46,6 +46,8 @@ static void on_controls(int error, char **urls, void *userdata) {
                 schedule_lookup(s, LOOKUP_RETRY_USEC);
                 return;
         }
+        if (tls_client_found_urls(&s->config->tls, found) < 0)
+                return (void) log_oom();
         strv_free(s->dht_control_urls);
         s->dht_control_urls = TAKE_PTR(found);
         seeder_apply_control_urls(s);

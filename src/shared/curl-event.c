@@ -48,6 +48,7 @@ struct CurlEvent {
         CurlRequest *requests;
         size_t n_requests;
         unsigned in_curl;               /* > 0 while libcurl may be calling us back */
+        TlsClientSettings tls;          /* "" fields unset */
 };
 
 static void request_unlink(CurlRequest *r) {
@@ -102,6 +103,20 @@ static int curl_code_to_errno(CURLcode code) {
         }
 }
 
+/* The errors that TLS itself caused: the peer's certificate, or our own CA file, certificate or key. */
+static bool curl_code_is_tls(CURLcode code) {
+        static const CURLcode tls_codes[] = {
+                CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM,
+                CURLE_SSL_CIPHER, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ENGINE_NOTFOUND,
+                CURLE_SSL_ENGINE_SETFAILED, CURLE_SSL_ENGINE_INITFAILED, CURLE_SSL_ISSUER_ERROR,
+                CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS, CURLE_SSL_CRL_BADFILE,
+        };
+        for (size_t i = 0; i < ELEMENTSOF(tls_codes); i++)
+                if (code == tls_codes[i])
+                        return true;
+        return false;
+}
+
 static void complete(CurlRequest *r, CURLcode code) {
         CurlResponse resp = {};
         curl_off_t total = 0;
@@ -119,8 +134,10 @@ static void complete(CurlRequest *r, CURLcode code) {
                 resp.error = r->data_error;
         else
                 resp.error = curl_code_to_errno(code);
-        if (resp.error < 0)
+        if (resp.error < 0) {
                 resp.error_message = r->errbuf[0] ? r->errbuf : curl_easy_strerror(code);
+                resp.tls_failed = curl_code_is_tls(code);
+        }
         else {
                 (void) curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &resp.code);
                 (void) curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
@@ -408,8 +425,31 @@ CurlEvent *curl_event_free(CurlEvent *c) {
         sd_event_source_disable_unref(c->timer);
         sd_event_source_disable_unref(c->defer);
         sd_event_unref(c->event);
+        free(c->tls.ca_file);
+        free(c->tls.cert_file);
+        free(c->tls.key_file);
         free(c);
         return NULL;
+}
+
+int curl_event_set_tls(CurlEvent *c, const TlsClientSettings *tls) {
+        TlsClientSettings n = {
+                .ca_file = strdup(strempty(tls->ca_file)),
+                .cert_file = strdup(strempty(tls->cert_file)),
+                .key_file = strdup(strempty(tls->key_file)),
+        };
+
+        if (!n.ca_file || !n.cert_file || !n.key_file) {
+                free(n.ca_file);
+                free(n.cert_file);
+                free(n.key_file);
+                return -ENOMEM;
+        }
+        free(c->tls.ca_file);
+        free(c->tls.cert_file);
+        free(c->tls.key_file);
+        c->tls = n;
+        return 0;
 }
 
 long curl_request_response_code(CurlRequest *r) {
@@ -507,6 +547,17 @@ int curl_event_request(CurlEvent *c, const CurlRequestOptions *o, CurlCompletion
 #endif
         if (o->unix_socket)
                 (void) curl_easy_setopt(r->easy, CURLOPT_UNIX_SOCKET_PATH, o->unix_socket);
+        else {
+                /* libcurl's defaults, said explicitly: an https:// peer is always verified, name included. */
+                (void) curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYPEER, 1L);
+                (void) curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYHOST, 2L);
+                if (!isempty(c->tls.ca_file))
+                        (void) curl_easy_setopt(r->easy, CURLOPT_CAINFO, c->tls.ca_file);
+                if (!isempty(c->tls.cert_file)) {
+                        (void) curl_easy_setopt(r->easy, CURLOPT_SSLCERT, c->tls.cert_file);
+                        (void) curl_easy_setopt(r->easy, CURLOPT_SSLKEY, c->tls.key_file);
+                }
+        }
         if (o->timeout_usec > 0)
                 (void) curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS,
                                         (long) MAX(o->timeout_usec / USEC_PER_MSEC, UINT64_C(1)));

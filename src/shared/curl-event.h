@@ -13,6 +13,7 @@
 #include <systemd/sd-event.h>
 
 #include "macro.h"
+#include "tls-client.h"
 
 typedef struct CurlEvent CurlEvent;
 typedef struct CurlRequest CurlRequest;
@@ -25,6 +26,8 @@ typedef struct CurlResponse {
         const char *body;               /* NUL-terminated; "" for none or when streamed to on_data */
         size_t size;
         bool truncated;                 /* the body was longer than max_body */
+        bool tls_failed;                /* error is TLS's: the peer's certificate did not verify, or ours
+                                         * could not be used (error_message says which) */
         uint64_t total_usec;            /* from the start of the request to its end */
 } CurlResponse;
 
@@ -56,6 +59,10 @@ int curl_event_new(sd_event *e, CurlEvent **ret);
 /* Cancels every running request (without completion calls) and frees everything. */
 CurlEvent *curl_event_free(CurlEvent *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(CurlEvent *, curl_event_free);
+
+/* TLS for every request over TCP from now on (copied): CA file, client certificate and key. Requests
+ * over a unix socket (the Docker engine's) get none of it. */
+int curl_event_set_tls(CurlEvent *c, const TlsClientSettings *tls);
 
 /* Starts a request. ret (may be NULL) gets a handle that stays valid until the completion callback
  * returns or the request is cancelled. */

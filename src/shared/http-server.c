@@ -279,12 +279,17 @@ static void on_mhd_log(void *arg, const char *fmt, va_list ap) {
 }
 
 static int listener_init(HttpServer *s, HttpListener *l, int fd) {
+        /* HTTPS: what tls-server.c adds (certificate callback, TLS versions, client CA); plain HTTP: nothing. */
+        struct MHD_OptionItem tls_options[TLS_SERVER_MHD_OPTIONS_MAX] = { { MHD_OPTION_END, 0, NULL } };
         const union MHD_DaemonInfo *info;
         int r;
 
         l->server = s;
+        if (s->config.tls)
+                tls_server_mhd_options(s->config.tls, tls_options);
         l->daemon = MHD_start_daemon(
-                MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+                MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                (s->config.tls ? MHD_USE_TLS : 0),
                 0, NULL, NULL,
                 on_access, l,
                 /* First, so that MHD logs nothing of its own before it knows where to. */
@@ -296,6 +301,7 @@ static int listener_init(HttpServer *s, HttpListener *l, int fd) {
                 MHD_OPTION_CONNECTION_LIMIT, s->config.connection_limit,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
                 MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
+                MHD_OPTION_ARRAY, tls_options,
                 MHD_OPTION_END);
         if (!l->daemon) {
                 close(fd);
@@ -463,6 +469,15 @@ const char *http_request_body(HttpRequest *r, size_t *ret_size) {
         if (ret_size)
                 *ret_size = r->body_size;
         return r->body ?: "";
+}
+
+void *http_request_tls_session(HttpRequest *r) {
+        const union MHD_ConnectionInfo *info;
+
+        if (!r->server->config.tls)
+                return NULL;
+        info = MHD_get_connection_info(r->connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+        return info ? info->tls_session : NULL;
 }
 
 void http_request_set_route(HttpRequest *r, const char *route) {

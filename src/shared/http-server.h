@@ -11,6 +11,7 @@
 #include <systemd/sd-event.h>
 
 #include "macro.h"
+#include "tls-server.h"
 
 typedef struct HttpServer HttpServer;
 typedef struct HttpRequest HttpRequest;
@@ -23,6 +24,7 @@ typedef struct HttpServerConfig {
         size_t max_body;                /* larger bodies get 413 without being read further */
         unsigned connection_timeout_sec;
         unsigned connection_limit;
+        TlsServer *tls;                 /* serve HTTPS with it (borrowed; outlives the server); NULL: plain HTTP */
 } HttpServerConfig;
 
 /* Serves every fd in listen_fds (taking ownership of them). */
@@ -43,6 +45,8 @@ size_t http_request_query_all(HttpRequest *r, const char *key, const char **valu
 const char *http_request_query_unknown(HttpRequest *r, const char *const *allowed);
 const char *http_request_header(HttpRequest *r, const char *name);
 const char *http_request_body(HttpRequest *r, size_t *ret_size);
+/* The connection's gnutls_session_t (for tls_server_peer_name()), NULL over plain HTTP. */
+void *http_request_tls_session(HttpRequest *r);
 
 /* A label the application sets for metrics ("push", "claim", ...); not copied. */
 void http_request_set_route(HttpRequest *r, const char *route);

@@ -50,7 +50,12 @@
         X(SERVING_SUMMARY,      serving_summary,      "496e5e8aa92c46209c25f1401cae9504")       \
         /* an agent fetching a task's inputs */                                                 \
         X(INPUTS_FETCHED,       inputs_fetched,       "61804d4718fd4d65ad62702c766b2ba9")       \
-        X(INPUTS_FAILED,        inputs_failed,        "55dddac9fc014c8ea8127cad72b6593d")
+        X(INPUTS_FAILED,        inputs_failed,        "55dddac9fc014c8ea8127cad72b6593d")       \
+        /* transport security */                                                                \
+        X(PLAINTEXT_HTTP,       plaintext_http,       "a3c8754dd71d4407b0c8e48855578472")       \
+        X(CREDENTIALS_RELOADED, credentials_reloaded, "2200b691a06c409bb9c4eac85fdface5")       \
+        X(CREDENTIALS_RELOAD_FAILED, credentials_reload_failed, "bc091d1ec4204e73a33ccb25254f9026") \
+        X(CONTROL_TLS_FAILED,   control_tls_failed,   "1b04c5bde7f84a9c85a0222db4aafef2")
 
 typedef enum McEvent {
         MC_EVENT_NONE,          /* a plain message: no MC_EVENT= field */

@@ -86,6 +86,10 @@ static inline const char *strna(const char *s) {
         return s ?: "n/a";
 }
 
+static inline const char *strempty(const char *s) {
+        return s ?: "";
+}
+
 /* Returns a pointer past the prefix when s starts with it, NULL otherwise. */
 static inline const char *startswith(const char *s, const char *prefix) {
         size_t l = strlen(prefix);

@@ -752,6 +752,14 @@ def test_journal_fields():
     (e,) = u.ns.wait_journal(TASK_ID=untargeted, MC_STATUS="cancelled", unit="mc-control.service", timeout=TIMEOUT)
     check(e.get("MC_EVENT") == "task_finished" and e.get("PRIORITY") == "6", e)
 
+    # ExecReload= (systemctl reload) is SIGHUP: the same process re-reads its tokens and says so.
+    u.ns.systemctl("reload", "mc-control.service")
+    (e,) = u.ns.wait_journal(MC_EVENT="credentials_reloaded", unit="mc-control.service", timeout=TIMEOUT)
+    check(e.get("_PID") == pid and e.get("PRIORITY") == "6" and e.get("TOKENS") == "4" and e.get("TLS") == "no", e)
+    check(u.show("mc-control.service", "MainPID")["MainPID"] == pid, "reload restarted the service")
+    r = http("GET", f"{u.url}/api/tasks/{targeted}", token=USER_TOKEN)
+    check(r.status == 200, f"after the reload: {r.status} {r.text}")
+
     # Everything mc-control logs goes to the journal natively: no line came through stderr.
     stream = [x for x in u.ns.journal(unit="mc-control.service", _TRANSPORT="stdout")]
     check(stream == [], "lines on stdout/stderr instead of the journal:\n" + "\n".join(str(x.get("MESSAGE")) for x in stream))

@@ -10,6 +10,7 @@
 #include "list.h"
 #include "strv.h"
 #include "tests.h"
+#include "tls-client.h"
 #include "utf8.h"
 
 static char dir[] = "/tmp/mc-test-shared-util-XXXXXX";
@@ -126,6 +127,25 @@ static void test_strv(void) {
         ASSERT_UINT_EQ(strv_length(e), 0);
 }
 
+static void test_tls_client(void) {
+        _cleanup_strv_free_ char **l = strv_split("http://10.0.0.1:8080,https://10.0.0.2:8080,http://[fd00::1]:80");
+        TlsClientSettings none = {}, ca = { .ca_file = (char *) "/etc/mc/tls/ca.crt" };
+        TlsClientSettings half = { .cert_file = (char *) "/etc/ssl/certs" };
+        _cleanup_free_ char *j = NULL;
+
+        /* Replicas found in the DHT: http:// as announced, https:// once a CA is configured. */
+        ASSERT_INT_EQ(tls_client_found_urls(&none, l), 0);
+        ASSERT_STREQ(l[0], "http://10.0.0.1:8080");
+        ASSERT_INT_EQ(tls_client_found_urls(&ca, l), 0);
+        j = strv_join(l, ",");
+        ASSERT_STREQ(j, "https://10.0.0.1:8080,https://10.0.0.2:8080,https://[fd00::1]:80");
+
+        ASSERT_INT_EQ(tls_client_settings_check(&none, l), 0);
+        ASSERT_INT_EQ(tls_client_settings_check(&half, l), -EINVAL);           /* TLS_CERT without TLS_KEY */
+        ca.ca_file = (char *) "/nonexistent/ca.crt";
+        ASSERT_INT_EQ(tls_client_settings_check(&ca, l), -ENOENT);
+}
+
 typedef struct Item {
         int v;
         LIST_FIELDS(struct Item);
@@ -166,6 +186,7 @@ int main(void) {
         RUN_TEST(test_hex);
         RUN_TEST(test_strv);
         RUN_TEST(test_list);
+        RUN_TEST(test_tls_client);
         (void) rmdir(dir);
         return TESTS_DONE();
 }
