@@ -24,7 +24,7 @@ typedef struct LeaseSeen {
         const char *task_id;
         int64_t lease_token;
         int64_t renewals;
-        int64_t ttl_ms;         /* the TTL its holder was last given; <= 0: not known */
+        int64_t ttl_ms;         /* the longest TTL its holder was given; <= 0: not known */
 } LeaseSeen;
 
 typedef struct LeaseWatch LeaseWatch;

@@ -251,8 +251,8 @@ def test_database_clock_steps_neither_expire_nor_keep_leases():
 
 
 def test_lease_keeps_the_ttl_its_holder_was_given():
-    """Replicas with different TTLs: a lease lasts the TTL of the answer that last renewed it, whichever
-    replica sweeps."""
+    """Replicas with different TTLs: a lease lasts the longest TTL an answer gave its holder (who may
+    not have got a later, shorter one), whichever replica sweeps."""
     pg, (short,) = start_cluster(args=["--lease-ttl-ms", 1000, "--lease-grace-ms", 500, "--sweep-interval-ms", 50])
     long = Control(pg, args=["--lease-ttl-ms", 4000, "--lease-grace-ms", 500, "--sweep-interval-ms", 50],
                    tokens=short.tokens, name="mc-control-long").start()
@@ -261,10 +261,13 @@ def test_lease_keeps_the_ttl_its_holder_was_given():
     tid = short.push({"image": "i", "cmd": ["x"]}).json()["id"]
     _, token = a.claim_task()
     b = long.agent("node-a")
-    renewed = db_time(pg, "now()")     # before the renewal, which is what counts
     hb = b.heartbeat([(tid, token)])
     check(hb["renewed"] == [tid] and hb["lease_ttl_ms"] == 4000, hb)
     check(short.task(tid)["lease"]["ttl_ms"] == 4000, short.task(tid)["lease"])
+    renewed = db_time(pg, "now()")     # before the last renewal, which is what counts
+    hb = a.heartbeat([(tid, token)])
+    check(hb["renewed"] == [tid] and hb["lease_ttl_ms"] == 1000, hb)
+    check(short.task(tid)["lease"]["ttl_ms"] == 4000, f"the longer TTL stays: {short.task(tid)['lease']}")
     wait_until(lambda: short.task(tid)["status"] == "queued", timeout=30, msg="re-queued")
     ended = db_time(pg, f"(SELECT ended_at FROM attempts WHERE task_id = '{tid}')")
     check(ended >= renewed + 4.5, f"re-queued {ended - renewed:.3f}s after a renewal of 4 s (grace 0.5 s)")

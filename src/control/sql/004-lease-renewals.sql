@@ -10,7 +10,7 @@
 -- lease_expires_at stays, for people to read; no decision is taken on it any more.
 
 ALTER TABLE tasks ADD COLUMN lease_renewals bigint NOT NULL DEFAULT 0,  -- renewals of the current lease
-                  ADD COLUMN lease_ttl_ms integer;                       -- the TTL its holder was last given
+                  ADD COLUMN lease_ttl_ms integer;                       -- the longest TTL its holder was given
 
 -- The deadline index served the sweep by deadline; nothing reads by deadline now, and without it a
 -- renewal, which changes no indexed column, is a HOT update.
@@ -98,7 +98,9 @@ END
 $$;
 
 -- Renews every lease of the node that is still its own: one the sweep has not taken back is renewed,
--- whatever the time. Each renewal counts, and records the TTL the node is told in the answer.
+-- whatever the time. Each renewal counts. The lease keeps the longest TTL any answer gave its holder:
+-- with replicas of different TTLs, an answer that was lost leaves the holder counting with an earlier,
+-- longer one, and the sweep must wait at least that long.
 CREATE OR REPLACE FUNCTION mc_heartbeat(p_node text, p_leases jsonb, p_ttl_ms integer, p_draining boolean)
 RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
 DECLARE
@@ -115,7 +117,7 @@ BEGIN
                 SELECT x->>'task_id' AS id, (x->>'lease_token')::bigint AS token
                 FROM jsonb_array_elements(p_leases) x
         ), r AS (
-                UPDATE tasks t SET lease_renewals = t.lease_renewals + 1, lease_ttl_ms = p_ttl_ms,
+                UPDATE tasks t SET lease_renewals = t.lease_renewals + 1, lease_ttl_ms = greatest(t.lease_ttl_ms, p_ttl_ms),
                                    lease_expires_at = clock_timestamp() + p_ttl_ms * interval '1 millisecond'
                   FROM l
                  WHERE t.id = l.id AND t.lease_token = l.token AND t.lease_node = p_node
