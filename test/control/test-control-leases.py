@@ -191,15 +191,18 @@ def test_cancel():
 
 
 def test_replica_start_waits_one_ttl_before_requeuing():
-    """Leases that expired while no control was up: the result an agent kept in its outbox is still
-    accepted after the control comes back, and re-queuing waits a TTL after the start."""
+    """Leases whose TTL ran out while no control was up: the outage does not count against them. The
+    result an agent kept in its outbox is still accepted after the control comes back, a holder that
+    renews keeps its lease, and re-queuing the others waits a TTL after the start."""
     pg, (c,) = start_cluster(args=["--lease-ttl-ms", 5000, "--lease-grace-ms", 0, "--sweep-interval-ms", 50])
     a = c.agent("node-a")
     a.register()
     done = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
     lost = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    kept = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
     _, done_token = a.claim_task()
     a.claim_task()
+    _, kept_token = a.claim_task()
     c.kill()
     wait_until(lambda: pg.psql("SELECT bool_and(lease_expires_at < now()) FROM tasks")[0][0] == "t", timeout=30,
                msg="both leases expire while no control runs")
@@ -209,6 +212,8 @@ def test_replica_start_waits_one_ttl_before_requeuing():
     r = a.finish(done, done_token, output="kept in the outbox\n")
     check(r.status == 200 and r.json()["status"] == "succeeded", f"late result: {r.status} {r.text}")
     check(c.task(done)["attempt"] == 1, "one attempt")
+    hb = a.heartbeat([(kept, kept_token)])
+    check(hb["renewed"] == [kept] and hb["revoked"] == [], f"a renewal after the outage: {hb}")
     wait_until(lambda: c.task(lost)["status"] == "queued", timeout=30, msg="the other task is re-queued")
     requeued = db_time(pg, f"(SELECT ended_at FROM attempts WHERE task_id = '{lost}')")
     check(requeued >= started + 5.0, f"re-queued {requeued - started:.3f}s after the control started")
