@@ -278,6 +278,24 @@ def test_lease_keeps_the_ttl_its_holder_was_given():
     check(ended >= renewed + 4.5, f"re-queued {ended - renewed:.3f}s after a renewal of 4 s (grace 0.5 s)")
 
 
+def test_two_replicas_expire_each_lease_once():
+    """Both replicas watch every lease on their own clocks and either may expire it: the expiry is
+    conditional on the lease they saw, so each lease expires once."""
+    args = ["--lease-ttl-ms", 1000, "--lease-grace-ms", 0, "--sweep-interval-ms", 20]
+    pg, (c1, c2) = start_cluster(args=args, replicas=2)
+    a = c1.agent("node-a")
+    a.register()
+    ids = [c1.push({"image": "i", "cmd": ["x"]}).json()["id"] for _ in range(20)]
+    for _ in ids:
+        check(a.claim_task() is not None, "claim")
+    wait_until(lambda: all(c1.task(t)["status"] == "queued" for t in ids), timeout=60, msg="all re-queued")
+    for t in ids:
+        task = c1.task(t)
+        check(task["attempt"] == 1 and [x["status"] for x in task["attempts"]] == ["expired"], task)
+    events = sum(x.daemon.log_text().count("MC_EVENT=lease_expired") for x in (c1, c2))
+    check(events == len(ids), f"{events} lease_expired events for {len(ids)} leases")
+
+
 def test_release_requeues_at_once_then_fails_after_max_attempts():
     """A node that cannot fetch a task's inputs gives the lease back: queued again at once (no wait for
     the TTL), the attempt ended with the node's reason; after max_attempts the task fails with it."""
