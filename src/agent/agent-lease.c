@@ -289,6 +289,10 @@ static void send_heartbeat(Agent *a) {
         if (!h)
                 return (void) log_oom();
         h->agent = a;
+        /* What is past its fence time is fenced first, not renewed: the control no longer refuses a
+         * late renewal (only its sweep takes a lease back), and one it took would keep the lease of a
+         * task that is being killed from expiring. (Both timers are due together after a stop.) */
+        (void) on_fence(a->fence_timer, 0, a);
         for (Task *t = a->tasks; t; t = t->next) {
                 json_object *l;
 

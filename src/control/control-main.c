@@ -40,9 +40,9 @@ static const ConfigOption control_options[] = {
         { "LEASE_TTL_MS", NULL, CONFIG_INT, offsetof(ControlConfig, lease_ttl_ms), 300, 3600000, "15000",
           "Lease time to live; agents renew every third of it" },
         { "LEASE_GRACE_MS", NULL, CONFIG_INT, offsetof(ControlConfig, lease_grace_ms), 0, 600000, "1000",
-          "Extra time after a lease deadline before its task is re-queued" },
+          "A lease expires when not renewed for its TTL plus this" },
         { "SWEEP_INTERVAL_MS", NULL, CONFIG_INT, offsetof(ControlConfig, sweep_interval_ms), 20, 60000, "250",
-          "How often to look for expired leases" },
+          "How often to read the leases' renewal counts and expire what stood still" },
         { "DB_POOL_SIZE", NULL, CONFIG_INT, offsetof(ControlConfig, db_pool_size), 1, 64, "8",
           "Database connections for queries" },
         { "DB_TIMEOUT_MS", NULL, CONFIG_INT, offsetof(ControlConfig, db_timeout_ms), 100, 600000, "10000",
@@ -80,9 +80,9 @@ static void on_db_state(bool available, void *userdata) {
                 return;
         /* Notifications may have been missed while the listener was away. */
         claim_waiters_wake_all(c->waiters);
-        /* Agents could not renew during the outage; give them a TTL before expiring anything. */
-        c->sweep_not_before_usec = MAX(c->sweep_not_before_usec,
-                                       now_usec() + (uint64_t) c->config.lease_ttl_ms * USEC_PER_MSEC);
+        /* The lease watch needs nothing here: agents could not renew during the outage, and fenced
+         * themselves on their own clocks if it lasted; the counts seen before it only make the
+         * sweep wait longer. */
 }
 
 static int on_drain_check(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -180,6 +180,7 @@ static void control_done(Control *c) {
         c->publisher = task_publisher_free(c->publisher);
         c->sweep_timer = sd_event_source_disable_unref(c->sweep_timer);
         c->housekeeping_timer = sd_event_source_disable_unref(c->housekeeping_timer);
+        c->leases = lease_watch_free(c->leases);
         c->bus = sd_bus_flush_close_unref(c->bus);
         c->http = http_server_free(c->http);
         c->auth = auth_free(c->auth);

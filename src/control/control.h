@@ -13,6 +13,7 @@
 #include "db.h"
 #include "dht-daemon.h"
 #include "http-server.h"
+#include "lease-watch.h"
 #include "log-events.h"
 #include "metrics.h"
 #include "task-status.h"
@@ -64,7 +65,7 @@ typedef struct Control {
         TaskPublisher *publisher;
         sd_event_source *sweep_timer;
         sd_event_source *housekeeping_timer;
-        uint64_t sweep_not_before_usec;
+        LeaseWatch *leases;             /* the renewal counts the sweep compares (lease-watch.h) */
         bool stopping;
         bool sweep_running;
         bool housekeeping_running;

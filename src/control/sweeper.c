@@ -6,6 +6,7 @@
 #include "control.h"
 #include "daemon-util.h"
 #include "json-util.h"
+#include "lease-watch.h"
 #include "log.h"
 
 #define HOUSEKEEPING_INTERVAL_USEC (2 * USEC_PER_SEC)
@@ -13,48 +14,81 @@
 #define FINAL_COUNTS_EVERY 5
 #define EXPLAIN_EVERY 5
 
+/* The lease sweep. Each round sends the leases whose renewal count this replica has seen standing
+ * still for their TTL plus the grace (lease-watch.h), which the database expires if they still are as
+ * seen, and reads back every lease held, whose counts the next round compares. Nothing in it reads a
+ * wall clock: the database's own (now()) may step, as may ours. */
+
 static void on_sweep_done(PGresult *r, int error, void *userdata) {
         Control *c = userdata;
+        _cleanup_free_ LeaseSeen *seen = NULL;
+        uint64_t now = boottime_usec();
+        size_t n_seen = 0;
+        int k;
 
         c->sweep_running = false;
         if (error < 0 || !r)
+                return;         /* what we saw stays as it was: stale counts only make us wait longer */
+
+        seen = calloc((size_t) PQntuples(r) + 1, sizeof(LeaseSeen));
+        if (!seen) {
+                log_oom();
                 return;
+        }
         for (int i = 0; i < PQntuples(r); i++) {
                 const char *id = PQgetvalue(r, i, 0);
-                const char *node = PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4);
-                TaskStatus status = task_status_from_string(PQgetvalue(r, i, 1));
+
+                if (PQgetisnull(r, i, 4)) {
+                        /* Held: watched from now on. */
+                        seen[n_seen++] = (LeaseSeen) {
+                                .task_id = id,
+                                .lease_token = strtoll(PQgetvalue(r, i, 1), NULL, 10),
+                                .renewals = strtoll(PQgetvalue(r, i, 2), NULL, 10),
+                                .ttl_ms = PQgetisnull(r, i, 3) ? 0 : strtoll(PQgetvalue(r, i, 3), NULL, 10),
+                        };
+                        continue;
+                }
+
+                const char *node = PQgetisnull(r, i, 6) ? NULL : PQgetvalue(r, i, 6);
+                TaskStatus status = task_status_from_string(PQgetvalue(r, i, 4));
 
                 c->metrics.leases_expired++;
                 /* The schema's CHECK constraint allows only known states; should it ever change
                  * under us, the lease is still counted, only not announced. */
                 if (status < 0) {
-                        log_warning("The sweep returned task %s in unknown state \"%s\".", id, PQgetvalue(r, i, 1));
+                        log_warning("The sweep returned task %s in unknown state \"%s\".", id, PQgetvalue(r, i, 4));
                         continue;
                 }
                 control_task_changed(c, id, status, MC_EVENT_LEASE_EXPIRED,
-                                     node, PQgetvalue(r, i, 3), PQgetvalue(r, i, 2),
+                                     node, PQgetvalue(r, i, 1), PQgetvalue(r, i, 5),
                                      status == TASK_STATUS_FAILED ? "Lease expired on the last attempt" :
                                                                     "Lease expired, task re-queued");
         }
+
+        k = lease_watch_update(c->leases, seen, n_seen, now);
+        if (k < 0)
+                log_warning_errno(k, "Cannot keep the renewal counts of %zu leases: %m", n_seen);
 }
 
 static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
         Control *c = userdata;
-        char grace[32];
-        const char *params[] = { grace };
+        _cleanup_json_ json_object *due = NULL;
+        const char *params[1];
+        int r;
 
         (void) sd_event_source_set_time_relative(s, (uint64_t) c->config.sweep_interval_ms * USEC_PER_MSEC);
 
-        /* Agents could not renew while no replica (or no database) was there: give them one TTL to
-         * come back before calling their leases dead. */
-        if (now_usec() < c->sweep_not_before_usec)
-                return 0;
         if (c->sweep_running || !db_is_available(c->db))
                 return 0;
 
-        snprintf(grace, sizeof(grace), "%" PRIi64, c->config.lease_grace_ms);
-        if (db_query(c->db, "SELECT id, status, attempt, lease_token, node_id FROM mc_sweep($1::integer)", 1, params,
-                     on_sweep_done, c) >= 0)
+        r = lease_watch_due(c->leases, boottime_usec(), c->config.lease_ttl_ms, c->config.lease_grace_ms, &due);
+        if (r < 0) {
+                log_oom();
+                return 0;
+        }
+        params[0] = json_to_string(due);
+        if (db_query(c->db, "SELECT id, lease_token, renewals, ttl_ms, expired, attempt, node_id "
+                            "FROM mc_lease_watch($1::jsonb)", 1, params, on_sweep_done, c) >= 0)
                 c->sweep_running = true;
         return 0;
 }
@@ -118,7 +152,11 @@ static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata) {
 int control_timers_setup(Control *c) {
         int r;
 
-        c->sweep_not_before_usec = now_usec() + (uint64_t) c->config.lease_ttl_ms * USEC_PER_MSEC;
+        /* Nothing watched yet: every lease gets a full TTL from the first look, whatever happened
+         * while no replica was up. */
+        r = lease_watch_new(&c->leases);
+        if (r < 0)
+                return log_oom();
 
         r = sd_event_add_time_relative(c->event, &c->sweep_timer, CLOCK_MONOTONIC,
                                        (uint64_t) c->config.sweep_interval_ms * USEC_PER_MSEC, 10 * USEC_PER_MSEC,

@@ -50,5 +50,7 @@ int daemon_helper_path(const char *name, const char *installed_path, char **ret)
 
 /* Monotonic clock in microseconds. */
 uint64_t now_usec(void);
+/* CLOCK_BOOTTIME: like now_usec(), but it also counts the time the machine was suspended. */
+uint64_t boottime_usec(void);
 /* Wall clock in microseconds since the epoch. */
 uint64_t realtime_usec(void);

@@ -86,14 +86,14 @@ def node_name(base):
     return f"{base}-{RUN}"
 
 
-def cluster(nodes, replicas=1, control_env=None, lease_ttl_ms=10000, grace_ms=500, bus=None):
+def cluster(nodes, replicas=1, control_env=None, lease_ttl_ms=10000, grace_ms=500, bus=None, pg_env=None):
     """PostgreSQL and control replicas that know the agent tokens of `nodes`. Tests of expiry and
     fencing pass a short lease_ttl_ms; the default is long so that a stalled, shared machine does not
     make an agent fence itself (correctly) in a test about something else."""
     Dockerd.ensure()
     env = {"MC_LEASE_TTL_MS": str(lease_ttl_ms), "MC_LEASE_GRACE_MS": str(grace_ms), "MC_SWEEP_INTERVAL_MS": "100"}
     env.update(control_env or {})
-    return start_cluster(nodes=tuple(nodes), env=env, replicas=replicas, bus=bus)
+    return start_cluster(nodes=tuple(nodes), env=env, replicas=replicas, bus=bus, pg_env=pg_env)
 
 
 def push(control, body, **kw):

@@ -199,8 +199,8 @@ def start_bootstrap():
     return f"127.0.0.1:{port}"
 
 
-def start_cluster(nodes=("node-a", "node-b"), args=(), env=None, replicas=1, bus=None):
-    pg = Postgres().start()
+def start_cluster(nodes=("node-a", "node-b"), args=(), env=None, replicas=1, bus=None, pg_env=None):
+    pg = Postgres(env=pg_env).start()
     tokens = write_tokens(nodes)
     controls = [Control(pg, nodes, args=args, env=env, tokens=tokens, name=f"mc-control-{i}", bus=bus).start()
                 for i in range(replicas)]

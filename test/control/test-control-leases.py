@@ -7,7 +7,7 @@ import time
 
 import mctest
 from mctest import check, wait_until
-from controltest import start_cluster
+from controltest import Control, start_cluster
 
 # Generous enough that a test renewing every TTL/3 survives a stalled, shared machine: the renewals
 # here are the test's own, and a lost one would fail it for reasons that are not the control's.
@@ -191,15 +191,18 @@ def test_cancel():
 
 
 def test_replica_start_waits_one_ttl_before_requeuing():
-    """Leases that expired while no control was up: the result an agent kept in its outbox is still
-    accepted after the control comes back, and re-queuing waits a TTL after the start."""
+    """Leases whose TTL ran out while no control was up: the outage does not count against them. The
+    result an agent kept in its outbox is still accepted after the control comes back, a holder that
+    renews keeps its lease, and re-queuing the others waits a TTL after the start."""
     pg, (c,) = start_cluster(args=["--lease-ttl-ms", 5000, "--lease-grace-ms", 0, "--sweep-interval-ms", 50])
     a = c.agent("node-a")
     a.register()
     done = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
     lost = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    kept = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
     _, done_token = a.claim_task()
     a.claim_task()
+    _, kept_token = a.claim_task()
     c.kill()
     wait_until(lambda: pg.psql("SELECT bool_and(lease_expires_at < now()) FROM tasks")[0][0] == "t", timeout=30,
                msg="both leases expire while no control runs")
@@ -209,9 +212,88 @@ def test_replica_start_waits_one_ttl_before_requeuing():
     r = a.finish(done, done_token, output="kept in the outbox\n")
     check(r.status == 200 and r.json()["status"] == "succeeded", f"late result: {r.status} {r.text}")
     check(c.task(done)["attempt"] == 1, "one attempt")
+    hb = a.heartbeat([(kept, kept_token)])
+    check(hb["renewed"] == [kept] and hb["revoked"] == [], f"a renewal after the outage: {hb}")
     wait_until(lambda: c.task(lost)["status"] == "queued", timeout=30, msg="the other task is re-queued")
     requeued = db_time(pg, f"(SELECT ended_at FROM attempts WHERE task_id = '{lost}')")
     check(requeued >= started + 5.0, f"re-queued {requeued - started:.3f}s after the control started")
+
+
+def test_database_clock_steps_neither_expire_nor_keep_leases():
+    """Expiry follows missed renewals, not the database's wall clock (libfaketime, mctest.FakeClock): a
+    lease renewed on time survives the clock a minute ahead, and one no longer renewed expires a TTL
+    plus the grace later although the clock went a minute back."""
+    clock = mctest.FakeClock()
+    pg, (c,) = start_cluster(args=FAST, pg_env=clock.env())
+    a = c.agent("node-a")
+    a.register()
+    tid = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    task, token = a.claim_task()
+    check(task["lease"]["renewals"] == 0 and task["lease"]["ttl_ms"] == TTL_MS, task["lease"])
+
+    clock.step(60)
+    check(db_time(pg, "now()") > time.time() + 50, "the database's clock is a minute ahead")
+    deadline = time.monotonic() + 2 * (TTL_MS + GRACE_MS) / 1000
+    renewals = 0
+    while time.monotonic() < deadline:
+        last = time.monotonic()
+        hb = a.heartbeat([(tid, token)])
+        check(hb["renewed"] == [tid] and hb["revoked"] == [], f"heartbeat after the step: {hb}")
+        renewals += 1
+        time.sleep(TTL_MS / 3000)
+    t = c.task(tid)
+    check(t["status"] == "leased" and t["attempt"] == 1 and t["lease"]["renewals"] == renewals, t)
+
+    clock.step(-120)
+    check(db_time(pg, "now()") < time.time() - 50, "the database's clock is a minute behind")
+    # (The old rule, a deadline on the database's clock, kept it a minute longer.)
+    wait_until(lambda: c.task(tid)["status"] == "queued", timeout=40, msg="re-queued once renewals stopped")
+    waited = time.monotonic() - last
+    check(waited >= (TTL_MS + GRACE_MS) / 1000, f"re-queued {waited:.1f}s after the last renewal")
+    check([x["status"] for x in c.task(tid)["attempts"]] == ["expired"], c.task(tid)["attempts"])
+    hb = a.heartbeat([(tid, token)])
+    check(hb["revoked"] == [{"task_id": tid, "lease_token": token, "reason": "expired"}], hb)
+
+
+def test_lease_keeps_the_ttl_its_holder_was_given():
+    """Replicas with different TTLs: a lease lasts the longest TTL an answer gave its holder (who may
+    not have got a later, shorter one), whichever replica sweeps."""
+    pg, (short,) = start_cluster(args=["--lease-ttl-ms", 1000, "--lease-grace-ms", 500, "--sweep-interval-ms", 50])
+    long = Control(pg, args=["--lease-ttl-ms", 4000, "--lease-grace-ms", 500, "--sweep-interval-ms", 50],
+                   tokens=short.tokens, name="mc-control-long").start()
+    a = short.agent("node-a")
+    a.register()
+    tid = short.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    _, token = a.claim_task()
+    b = long.agent("node-a")
+    hb = b.heartbeat([(tid, token)])
+    check(hb["renewed"] == [tid] and hb["lease_ttl_ms"] == 4000, hb)
+    check(short.task(tid)["lease"]["ttl_ms"] == 4000, short.task(tid)["lease"])
+    renewed = db_time(pg, "now()")     # before the last renewal, which is what counts
+    hb = a.heartbeat([(tid, token)])
+    check(hb["renewed"] == [tid] and hb["lease_ttl_ms"] == 1000, hb)
+    check(short.task(tid)["lease"]["ttl_ms"] == 4000, f"the longer TTL stays: {short.task(tid)['lease']}")
+    wait_until(lambda: short.task(tid)["status"] == "queued", timeout=30, msg="re-queued")
+    ended = db_time(pg, f"(SELECT ended_at FROM attempts WHERE task_id = '{tid}')")
+    check(ended >= renewed + 4.5, f"re-queued {ended - renewed:.3f}s after a renewal of 4 s (grace 0.5 s)")
+
+
+def test_two_replicas_expire_each_lease_once():
+    """Both replicas watch every lease on their own clocks and either may expire it: the expiry is
+    conditional on the lease they saw, so each lease expires once."""
+    args = ["--lease-ttl-ms", 1000, "--lease-grace-ms", 0, "--sweep-interval-ms", 20]
+    pg, (c1, c2) = start_cluster(args=args, replicas=2)
+    a = c1.agent("node-a")
+    a.register()
+    ids = [c1.push({"image": "i", "cmd": ["x"]}).json()["id"] for _ in range(20)]
+    for _ in ids:
+        check(a.claim_task() is not None, "claim")
+    wait_until(lambda: all(c1.task(t)["status"] == "queued" for t in ids), timeout=60, msg="all re-queued")
+    for t in ids:
+        task = c1.task(t)
+        check(task["attempt"] == 1 and [x["status"] for x in task["attempts"]] == ["expired"], task)
+    events = sum(x.daemon.log_text().count("MC_EVENT=lease_expired") for x in (c1, c2))
+    check(events == len(ids), f"{events} lease_expired events for {len(ids)} leases")
 
 
 def test_release_requeues_at_once_then_fails_after_max_attempts():

@@ -420,8 +420,9 @@ class Postgres:
             rows = pg.psql("SELECT 1, 'a'")   # [('1', 'a')]; NULL is None
     """
 
-    def __init__(self, port=5432, settings=None):
+    def __init__(self, port=5432, settings=None, env=None):
         self.bindir = _pg_bindir()
+        self.env = dict(os.environ, **(env or {}))  # e.g. FakeClock.env(): the database host's clock
         self.dir = tmpdir("pg")
         self.datadir = os.path.join(self.dir, "data")
         self.port = port  # only names the socket file: the socket directory is private
@@ -493,7 +494,7 @@ class Postgres:
             argv += ["-c", f"{k}={v}"]
         log = open(self.logfile, "ab")
         try:
-            self.proc = subprocess.Popen(argv, user="postgres", group="postgres", cwd=self.dir,
+            self.proc = subprocess.Popen(argv, user="postgres", group="postgres", cwd=self.dir, env=self.env,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()
@@ -580,6 +581,49 @@ class Postgres:
 
 
 # ---------------------------------------------------------------------------------------------------
+# A wall clock that steps
+
+class FakeClock:
+    """The wall clock of a host, which the test steps: the processes started with env() (PostgreSQL,
+    a daemon) see CLOCK_REALTIME moved by the offset, read by libfaketime (Debian package libfaketime)
+    from a file on every call, so a step takes effect at once. Their CLOCK_MONOTONIC and CLOCK_BOOTTIME
+    stay true (FAKETIME_DONT_FAKE_MONOTONIC), as when NTP steps a real clock or a VM resumes.
+
+        clock = FakeClock()
+        pg = Postgres(env=clock.env()).start()
+        clock.step(60)      # the database host's clock jumps a minute ahead
+    """
+
+    def __init__(self):
+        libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+        if not libs:
+            raise AssertionError("libfaketime is not installed (/usr/lib/*/faketime/libfaketime.so.1): "
+                                 "run tools/install-deps")
+        self.lib = libs[0]
+        self.dir = tmpdir("faketime")
+        self.file = os.path.join(self.dir, "faketimerc")
+        self.offset = 0
+        self._write()
+
+    def env(self):
+        return {"LD_PRELOAD": self.lib, "FAKETIME_TIMESTAMP_FILE": self.file, "FAKETIME_NO_CACHE": "1",
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+    def step(self, seconds):
+        """Moves the clock by seconds (negative: back) from where it is."""
+        self.offset += int(seconds)
+        self._write()
+
+    def _write(self):
+        # Renamed into place: a reader sees the old offset or the new one, never an empty file.
+        tmp = self.file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{self.offset:+d}\n")
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, self.file)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Daemons
 
 def _parse_notify(text):
@@ -622,6 +666,10 @@ class Daemon:
             self.env["WATCHDOG_USEC"] = str(int(watchdog_usec))
         if env:
             self.env.update({k: str(v) for k, v in env.items()})
+        if "LD_PRELOAD" in (env or {}):
+            # A preloaded library (FakeClock's) comes before the ASan runtime, which ASan refuses
+            # unless told that it is meant.
+            self.env["ASAN_OPTIONS"] += ":verify_asan_link_order=0"
         self.proc = None
         self.returncode = None
         self._listen, self._fdnames = [], None
