@@ -19,7 +19,6 @@ import sys
 import mctest
 from mctest import PrivateBus, check, tmpdir, wait_until
 
-import p2ptest
 from p2ptest import MIB, make_input, memdir
 
 sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "agent"))
