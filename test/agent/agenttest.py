@@ -4,6 +4,7 @@ the real dockerd, and what Docker's own event stream says about the containers o
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -30,7 +31,9 @@ class Agent:
     """mc-agent with its own state directory. node is the node id (the tokens file must know it)."""
 
     def __init__(self, controls, node, driver="docker", env=None, args=(), bus=None, lease_ttl_ms=None,
-                 name=None):
+                 name=None, host=None):
+        """host: a mctest Network Host to run in (net_only for the exec driver, which needs this
+        machine's /sys/fs/cgroup)."""
         urls = ",".join(c.url for c in controls)
         self.node = node
         self.driver = driver
@@ -56,7 +59,7 @@ class Agent:
             e["BUS"] = "no"
         e.update(env or {})
         self.daemon = Daemon("mc-agent", list(args), env=e, name=name or f"mc-agent-{node}",
-                             watchdog_usec=None)
+                             watchdog_usec=None, host=host)
 
     def start(self):
         self.daemon.start()
@@ -79,6 +82,19 @@ class Agent:
 
     def log(self):
         return self.daemon.log_text()
+
+
+_FIELD_RE = re.compile(r"\b([A-Z][A-Z0-9_]*)=(\S*)")
+
+
+def events(log, name):
+    """The events of that name in a daemon's console output, each as {FIELD: value} (console lines
+    end with the event's fields)."""
+    out = []
+    for line in log.splitlines():
+        if f"MC_EVENT={name} " in line or line.endswith(f"MC_EVENT={name}"):
+            out.append(dict(_FIELD_RE.findall(line)))
+    return out
 
 
 def node_name(base):

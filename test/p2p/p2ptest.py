@@ -102,3 +102,37 @@ class Tool:
 
     def stop(self):
         self.d.stop()
+
+
+class HostControl:
+    """mc-control in a Host of a Network (net_only: PostgreSQL's unix socket is a path, reachable from
+    any network namespace), for daemons in the other hosts; the test reaches its API through the host
+    (Host.http). Offers what agenttest's push()/wait_final() use: url, push(), task()."""
+
+    def __init__(self, pg, host, nodes, port=8080, env=None):
+        import controltest
+        self.host = host
+        self.url = f"http://{host.address}:{port}"
+        self.token = controltest.USER_TOKEN
+        e = {"MC_DB_DSN": pg.dsn}
+        e.update(env or {})
+        self.daemon = mctest.Daemon("mc-control", ["--port", port, "--tokens-file", controltest.write_tokens(nodes),
+                                                   "--listen-address", host.address, "--no-bus"],
+                                    env=e, host=host, name="mc-control")
+
+    def start(self):
+        self.daemon.start()
+        self.daemon.wait_ready()
+        mctest.wait_until(lambda: self.http("GET", "/api/health").status == 200, msg="control healthy")
+        return self
+
+    def http(self, method, path, body=None, **kw):
+        return self.host.http(method, self.url + path, body=body, token=self.token, **kw)
+
+    def push(self, body):
+        return self.http("POST", "/api/tasks/push", body)
+
+    def task(self, task_id):
+        r = self.http("GET", f"/api/tasks/{task_id}")
+        check(r.status == 200, f"GET task {task_id}: {r.status} {r.text}")
+        return r.json()

@@ -45,8 +45,9 @@ def random_file(size, directory=None, name="content"):
 class Store:
     """A store directory and the environment that points the command line (and a daemon) at it."""
 
-    def __init__(self, bus=None, env=None):
-        self.dir = tmpdir("seeder-state")
+    def __init__(self, bus=None, env=None, directory=None):
+        """directory: the store's (default a new temporary one), e.g. in /dev/shm for large contents."""
+        self.dir = directory or tmpdir("seeder-state")
         self.env = {"STATE_DIRECTORY": self.dir, "MC_LOG_TARGET": "console", "MC_CONFIG": "/dev/null"}
         if bus is not None:
             self.env.update(bus.env())
@@ -98,10 +99,12 @@ class Store:
     def list(self):
         return json.loads(self.cli("list", "--json").stdout)
 
-    def daemon(self, args=(), env=None):
+    def daemon(self, args=(), env=None, host=None, port=0):
+        """The daemon on this store; with host (a mctest Network Host), serving there on port."""
         e = dict(self.env)
         e.update(env or {})
-        d = Daemon("mc-seeder", ["--port", 0, "--listen-address", "127.0.0.1"] + list(args), env=e)
+        address = host.address if host is not None else "127.0.0.1"
+        d = Daemon("mc-seeder", ["--port", port, "--listen-address", address] + list(args), env=e, host=host)
         # The daemon's own directories are its Daemon's; the store is ours.
         d.env["STATE_DIRECTORY"] = self.dir
         return d

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 
 #include "daemon-util.h"
 #include "dht-addr.h"
@@ -153,15 +154,37 @@ static bool is_seeder(InputFetcher *f, const struct sockaddr_storage *sa, sockle
         return false;
 }
 
-/* Ourselves, as the DHT may well return us (we announce what we download): our port on a loopback
- * address. Another address of this host is not recognised; connecting to it costs a connection that
- * has nothing to give. */
+/* Whether a is an address of one of this host's interfaces (as its network namespace sees them). */
+static bool is_local_address(const DhtAddr *a) {
+        struct ifaddrs *ifs;
+        bool found = false;
+
+        if (getifaddrs(&ifs) < 0)
+                return false;
+        for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+                if (!i->ifa_addr || i->ifa_addr->sa_family != a->family)
+                        continue;
+                if (a->family == AF_INET)
+                        found = memcmp(&((const struct sockaddr_in *) i->ifa_addr)->sin_addr, a->ip, 4) == 0;
+                else
+                        found = memcmp(&((const struct sockaddr_in6 *) i->ifa_addr)->sin6_addr, a->ip, 16) == 0;
+        }
+        freeifaddrs(ifs);
+        return found;
+}
+
+/* Ourselves, as the DHT returns us (we announce what we download, and the DHT nodes record the
+ * address our packets come from, which is one of this host's): our port on a loopback address or on
+ * an address of one of our interfaces. A connection to ourselves has nothing to give and would take
+ * one of the download's few connection slots for as long as it runs. */
 static bool is_self(InputFetcher *f, const DhtAddr *a) {
         if (!f->config.server || a->port != input_server_port(f->config.server))
                 return false;
-        if (a->family == AF_INET)
-                return a->ip[0] == 127;
-        return memcmp(a->ip, (const uint8_t[16]) { [15] = 1 }, 16) == 0;
+        if (a->family == AF_INET && a->ip[0] == 127)
+                return true;
+        if (a->family == AF_INET6 && memcmp(a->ip, (const uint8_t[16]) { [15] = 1 }, 16) == 0)
+                return true;
+        return is_local_address(a);
 }
 
 static void schedule_lookup(InputFetch *x, uint64_t delay);
