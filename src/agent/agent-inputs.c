@@ -258,6 +258,12 @@ static void on_input(InputWaiter *w, const InputFetchResult *r) {
                 return;
         }
         log_input_fetched(t, in, r);
+        if (r->cached)
+                t->inputs_bytes_cache += in->length;
+        else if (!r->shared) {
+                t->inputs_bytes_seeders += r->bytes_seeders;
+                t->inputs_bytes_agents += r->bytes_agents;
+        }
         in->ready = true;
         if (++t->n_inputs_ready < t->n_inputs)
                 return;

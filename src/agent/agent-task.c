@@ -204,7 +204,10 @@ void task_report_started(Task *t) {
             json_add_string(o, "container_id", t->handle) < 0 ||
             (t->n_inputs > 0 && t->inputs_ready_usec > 0 &&
              (json_add_int64(o, "inputs_ready_usec", (int64_t) t->inputs_ready_usec) < 0 ||
-              json_add_int64(o, "inputs_bytes", (int64_t) t->inputs_bytes) < 0)) ||
+              json_add_int64(o, "inputs_bytes", (int64_t) t->inputs_bytes) < 0 ||
+              json_add_int64(o, "inputs_bytes_seeders", (int64_t) t->inputs_bytes_seeders) < 0 ||
+              json_add_int64(o, "inputs_bytes_agents", (int64_t) t->inputs_bytes_agents) < 0 ||
+              json_add_int64(o, "inputs_bytes_cache", (int64_t) t->inputs_bytes_cache) < 0)) ||
             asprintf(&path, "/api/tasks/%s/started", t->id) < 0)
                 return;
         r = control_post(t->agent->control, path, o, request_timeout(t->agent), on_started_reply, t, &t->started_call);

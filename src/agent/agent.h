@@ -105,6 +105,10 @@ typedef struct Task {
         bool inputs_ready;              /* every input is in the cache (or there is none) */
         uint64_t inputs_ready_usec;     /* CLOCK_REALTIME, when they were */
         uint64_t inputs_bytes;
+        /* What the task's inputs cost, by source, for the control's /metrics: received from SEEDERS,
+         * from other peers, and found complete in the cache. A download shared by several tasks
+         * counts for the first one told. */
+        uint64_t inputs_bytes_seeders, inputs_bytes_agents, inputs_bytes_cache;
         ControlCall *release_call;      /* giving the lease back (inputs_unavailable, disk_full) */
         LIST_FIELDS(struct Task);
 } Task;

@@ -19,7 +19,8 @@ int agent_body_parse(AgentBodyKind kind, const char *body, size_t size, AgentBod
         static const char *const allowed_claim[] = { "node_id", "wait_ms", NULL };
         static const char *const allowed_heartbeat[] = { "node_id", "leases", "draining", NULL };
         static const char *const allowed_started[] = {
-                "node_id", "lease_token", "container_id", "inputs_ready_usec", "inputs_bytes", NULL,
+                "node_id", "lease_token", "container_id", "inputs_ready_usec", "inputs_bytes", "inputs_bytes_seeders",
+                "inputs_bytes_agents", "inputs_bytes_cache", NULL,
         };
         static const char *const allowed_release[] = { "node_id", "lease_token", "code", "reason", NULL };
         static const char *const allowed_finish[] = {
@@ -152,7 +153,10 @@ static int check_started(AgentBody *b, CheckError *e) {
         if (check_int(o, "lease_token", true, 1, INT64_MAX - 1, &b->lease_token, e) < 0 ||
             check_string(o, "container_id", false, 128, id_is_valid, "container id", &b->container_id, e) == -EINVAL ||
             check_int(o, "inputs_ready_usec", false, 1, INT64_MAX - 1, &b->inputs_ready_usec, e) == -EINVAL ||
-            check_int(o, "inputs_bytes", false, 0, INT64_MAX - 1, &b->inputs_bytes, e) == -EINVAL)
+            check_int(o, "inputs_bytes", false, 0, INT64_MAX - 1, &b->inputs_bytes, e) == -EINVAL ||
+            check_int(o, "inputs_bytes_seeders", false, 0, INT64_MAX - 1, &b->inputs_bytes_by_source[0], e) == -EINVAL ||
+            check_int(o, "inputs_bytes_agents", false, 0, INT64_MAX - 1, &b->inputs_bytes_by_source[1], e) == -EINVAL ||
+            check_int(o, "inputs_bytes_cache", false, 0, INT64_MAX - 1, &b->inputs_bytes_by_source[2], e) == -EINVAL)
                 return -EINVAL;
         return 0;
 }

@@ -40,6 +40,9 @@ typedef struct AgentBody {
         /* started: when the task's inputs were ready (agent's wall clock, usec since the epoch) and
          * how many bytes they are; 0 when the task has none or the agent does not say */
         int64_t inputs_ready_usec, inputs_bytes;
+        /* started: those bytes by source, in InputSource's order (seeders, agents, cache); 0 when
+         * the agent does not say */
+        int64_t inputs_bytes_by_source[3];
         /* release: why the agent gives the lease back before running the task (one of
          * agent_release_codes) */
         const char *code;

@@ -23,6 +23,7 @@ typedef struct AgentCall {
         TaskStatus status;      /* finish: the state the agent reported */
         char attempt[16];
         const char *kind;       /* "register", "heartbeat", "started", "finish", "release" */
+        uint64_t input_bytes[_INPUT_SOURCE_MAX]; /* started: counted in /metrics once accepted */
 } AgentCall;
 
 /* The body of an agent call, decoded and checked (agent-body.c), with node_id checked against the
@@ -121,10 +122,12 @@ static void on_agent_call_done(PGresult *r, int error, void *userdata) {
         if (code == 200) {
                 if (streq(a->kind, "heartbeat"))
                         log_revoked(c, a->node_id, body);
-                else if (streq(a->kind, "started"))
+                else if (streq(a->kind, "started")) {
+                        for (InputSource i = 0; i < _INPUT_SOURCE_MAX; i++)
+                                c->metrics.input_bytes[i] += a->input_bytes[i];
                         control_task_changed(c, a->task_id, TASK_STATUS_RUNNING, MC_EVENT_CONTAINER_STARTED, a->node_id,
                                              a->token, NULL, "Container started");
-                else if (streq(a->kind, "finish")) {
+                } else if (streq(a->kind, "finish")) {
                         _cleanup_json_ json_object *o = NULL;
                         TaskStatus status = a->status;
                         json_object *v;
@@ -227,6 +230,9 @@ void api_task_started(Control *c, HttpRequest *req, const ApiCall *call) {
         if (!a)
                 return;
         snprintf(a->token, sizeof(a->token), "%" PRIi64, b.lease_token);
+        _Static_assert(ELEMENTSOF(b.inputs_bytes_by_source) == _INPUT_SOURCE_MAX, "one count per InputSource");
+        for (InputSource i = 0; i < _INPUT_SOURCE_MAX; i++)
+                a->input_bytes[i] = (uint64_t) b.inputs_bytes_by_source[i];
         char ready_s[32], bytes_s[32];
         snprintf(ready_s, sizeof(ready_s), "%" PRIi64, b.inputs_ready_usec);
         snprintf(bytes_s, sizeof(bytes_s), "%" PRIi64, b.inputs_bytes);

@@ -192,6 +192,7 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
                 return;
         }
         metrics_write_requests(f, &c->metrics);
+        metrics_write_input_bytes(f, &c->metrics);
         fputs("# HELP mc_tasks Tasks by state (refreshed every few seconds).\n# TYPE mc_tasks gauge\n", f);
         for (TaskStatus i = 0; i < _TASK_STATUS_MAX; i++)
                 fprintf(f, "mc_tasks{status=\"%s\"} %" PRIu64 "\n", task_status_to_string(i), c->counts.by_status[i]);

@@ -43,6 +43,20 @@ void metrics_write_histogram(FILE *f, const char *name, const char *help, const 
         fprintf(f, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name, h->sum, name, h->count);
 }
 
+static const char *const input_source_names[_INPUT_SOURCE_MAX] = {
+        [INPUT_SOURCE_SEEDERS] = "seeders",
+        [INPUT_SOURCE_AGENTS] = "agents",
+        [INPUT_SOURCE_CACHE] = "cache",
+};
+
+void metrics_write_input_bytes(FILE *f, const Metrics *m) {
+        fputs("# HELP mc_input_bytes_total Bytes of task inputs in the tasks this replica saw start, by source "
+              "(received from seeders, from other agents, or found in the agent's cache).\n"
+              "# TYPE mc_input_bytes_total counter\n", f);
+        for (InputSource i = 0; i < _INPUT_SOURCE_MAX; i++)
+                fprintf(f, "mc_input_bytes_total{source=\"%s\"} %" PRIu64 "\n", input_source_names[i], m->input_bytes[i]);
+}
+
 void metrics_write_requests(FILE *f, const Metrics *m) {
         fputs("# HELP mc_http_requests_total HTTP requests answered, by endpoint and status code.\n"
               "# TYPE mc_http_requests_total counter\n", f);

@@ -23,6 +23,14 @@ typedef struct Histogram {
         double sum;
 } Histogram;
 
+/* Where the bytes of tasks' inputs came from, as agents report them when a task starts. */
+typedef enum InputSource {
+        INPUT_SOURCE_SEEDERS,   /* received from the agent's SEEDERS */
+        INPUT_SOURCE_AGENTS,    /* received from other peers (agents, seeders found in the DHT) */
+        INPUT_SOURCE_CACHE,     /* already complete in the agent's cache: nothing received */
+        _INPUT_SOURCE_MAX,
+} InputSource;
+
 typedef struct Metrics {
         RequestSeries requests[METRICS_MAX_REQUEST_SERIES];
         size_t n_requests;
@@ -31,6 +39,7 @@ typedef struct Metrics {
         uint64_t tasks_pushed;
         uint64_t leases_granted;
         uint64_t leases_expired;
+        uint64_t input_bytes[_INPUT_SOURCE_MAX];
 } Metrics;
 
 extern const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS];
@@ -40,3 +49,4 @@ void metrics_count_request(Metrics *m, const char *route, unsigned code);
 void histogram_observe(Histogram *h, const double *bounds, double value);
 void metrics_write_histogram(FILE *f, const char *name, const char *help, const Histogram *h, const double *bounds);
 void metrics_write_requests(FILE *f, const Metrics *m);
+void metrics_write_input_bytes(FILE *f, const Metrics *m);

@@ -115,6 +115,7 @@ static void fetch_finish(InputFetch *x, int error, const char *fmt, ...) {
                 LIST_REMOVE(x->waiters, w);
                 w->fetch = NULL;
                 w->done(w, &x->result);
+                x->result.shared = true;
         }
         fetch_free(x);
         schedule_kick(f);

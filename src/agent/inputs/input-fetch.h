@@ -59,6 +59,8 @@ typedef struct InputFetchResult {
         const char *reason;             /* for a person, on failure */
         const char *path;               /* the complete file, on success */
         bool cached;                    /* it was complete before: nothing was fetched */
+        bool shared;                    /* another waiter of the same download was told first: the
+                                         * byte counts below are that download's, counted there */
         uint64_t bytes;                 /* block payload received, wasted included */
         uint64_t bytes_seeders;         /* from the configured SEEDERS */
         uint64_t bytes_agents;          /* from other peers (agents found in the DHT) */
