@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,6 +69,24 @@ void daemon_notify_status(const char *fmt, ...) {
 
 void daemon_notify_stopping(void) {
         sd_notify(false, "STOPPING=1\nSTATUS=Shutting down.");
+}
+
+uint64_t daemon_raise_nofile(void) {
+        struct rlimit rl;
+        rlim_t want;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return 0;
+        want = rl.rlim_max == RLIM_INFINITY ? 65536 : MIN(rl.rlim_max, (rlim_t) 65536);
+        if (want > rl.rlim_cur) {
+                rl.rlim_cur = want;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                        log_debug_errno(errno, "Failed to raise RLIMIT_NOFILE to %llu: %m", (unsigned long long) want);
+                else
+                        log_debug("RLIMIT_NOFILE raised to %llu.", (unsigned long long) want);
+                (void) getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        return rl.rlim_cur;
 }
 
 int daemon_listen_fds(void) {

@@ -33,6 +33,11 @@ void daemon_notify_ready(const char *status);
 void daemon_notify_status(const char *fmt, ...) _printf_(1, 2);
 void daemon_notify_stopping(void);
 
+/* Raises the soft RLIMIT_NOFILE to the hard one (at most 65536): a server's connections are
+ * descriptors, and the default soft limit of 1024 is there for select(), which no daemon of ours uses.
+ * Returns the soft limit in effect. */
+uint64_t daemon_raise_nofile(void);
+
 /* Returns the number of sockets systemd passed (starting at SD_LISTEN_FDS_START), 0 if none. */
 int daemon_listen_fds(void);
 

@@ -1,40 +1,112 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <fcntl.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
 
+#include "address-table.h"
 #include "daemon-util.h"
 #include "http-server.h"
 #include "list.h"
 #include "log.h"
 
 #define MAX_EXTRA_HEADERS 8
+/* Connections accepted per wake-up of a listening socket, before the loop serves anything else. It is
+ * also how far the count may pass max_connections while evicted connections wait to be closed. */
+#define ACCEPT_BURST 64U
+#define LOG_INTERVAL_USEC (10 * USEC_PER_SEC)
+/* How long accepting pauses when not even the spare descriptor can be had. */
+#define ACCEPT_PAUSE_USEC (100 * USEC_PER_MSEC)
+#define DEFAULT_MAX_CONNECTIONS_CEILING 16384U
+
+typedef enum ConnPhase {
+        CONN_HEADERS,   /* waiting for a request's headers (deadline: header timeout) */
+        CONN_BODY,      /* waiting for its body (deadline: body timeout) */
+        CONN_IDLE,      /* between keep-alive requests (deadline: idle timeout) */
+        CONN_BUSY,      /* being handled or answered: no deadline of ours */
+        _CONN_PHASE_MAX,
+} ConnPhase;
+
+static const char *const conn_phase_table[_CONN_PHASE_MAX] = {
+        [CONN_HEADERS] = "headers",
+        [CONN_BODY] = "body",
+        [CONN_IDLE] = "idle",
+        [CONN_BUSY] = "busy",
+};
+
+typedef struct HttpConn HttpConn;
+struct HttpConn {
+        HttpServer *server;
+        struct MHD_Connection *connection;
+        int fd;                         /* owned by libmicrohttpd */
+        AddressKey key;
+        struct sockaddr_storage sa;     /* for the journal */
+        socklen_t sa_len;
+        ConnPhase phase;
+        uint64_t deadline_usec;
+        bool queued;                    /* in server->queue[phase] */
+        bool closing;                   /* shut down by us; libmicrohttpd closes it on its next run */
+        LIST_FIELDS(HttpConn);
+};
 
 typedef struct HttpListener {
         HttpServer *server;
-        struct MHD_Daemon *daemon;
-        sd_event_source *io_source;
-        sd_event_source *timer_source;
-        sd_event_source *wake_source;   /* runs MHD once more after a resume (a defer source) */
+        int fd;
+        sd_event_source *source;
+        /* The watchdog's probe: a connection of ours to this socket, and the address of our end. */
+        int probe_fd;
+        struct sockaddr_storage probe_local;
+        socklen_t probe_local_len;
+        bool probe_accepted;
 } HttpListener;
+
+/* A journal event kept to one entry per interval; the others are counted and named in the next. */
+typedef struct RateLog {
+        uint64_t last_usec;
+        uint64_t suppressed;
+        bool logged_once;
+} RateLog;
 
 struct HttpServer {
         sd_event *event;
         HttpServerConfig config;
+        uint64_t timeouts[_CONN_PHASE_MAX];
         HttpHandler handler;
         HttpCompleted completed;
         void *userdata;
+        struct MHD_Daemon *daemon;
+        sd_event_source *io_source;
+        sd_event_source *timer_source;
+        sd_event_source *wake_source;   /* runs MHD once more after a resume (a defer source) */
+        sd_event_source *deadline_source;
+        sd_event_source *accept_pause_source;
         HttpListener *listeners;
         size_t n_listeners;
-        HttpRequest *suspended;        /* list of requests waiting for the application */
+        HttpRequest *suspended;         /* list of requests waiting for the application */
         bool stopping;
+
+        AddressTable *addresses;
+        HttpConn *queue[_CONN_PHASE_MAX], *queue_tail[_CONN_PHASE_MAX];   /* oldest first */
+        unsigned n_conns, n_closing;
+        HttpConn *adding;               /* being handed to MHD_add_connection() */
+        int spare_fd;                   /* given up for a moment when accept() hits EMFILE */
+        HttpServerStats stats;
+        RateLog limit_log, timeout_log, watchdog_log;
+
+        sd_event_source *watchdog_source;
+        uint64_t watchdog_usec;
+        bool probing;                   /* a round of probes is under way */
 };
 
 struct HttpRequest {
         HttpServer *server;
-        HttpListener *listener;
         struct MHD_Connection *connection;
         char *method;
         char *path;
@@ -52,53 +124,449 @@ struct HttpRequest {
         LIST_FIELDS(HttpRequest);       /* in server->suspended */
 };
 
-static void listener_arm_timer(HttpListener *l) {
+unsigned http_default_max_connections(void) {
+        struct rlimit rl;
+        rlim_t n, reserve;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+                return DEFAULT_MAX_CONNECTIONS_CEILING;
+        n = rl.rlim_cur;
+        reserve = MAX((rlim_t) HTTP_RESERVED_FDS, n / 4);
+        if (n <= reserve + 16)
+                return 16;
+        return (unsigned) MIN(n - reserve, (rlim_t) DEFAULT_MAX_CONNECTIONS_CEILING);
+}
+
+static uint64_t server_now(HttpServer *s) {
+        uint64_t t = 0;
+
+        if (sd_event_now(s->event, CLOCK_MONOTONIC, &t) < 0)
+                t = now_usec();
+        return t;
+}
+
+static bool rate_log_allow(RateLog *l, uint64_t now, uint64_t *ret_suppressed) {
+        if (l->logged_once && now < l->last_usec + LOG_INTERVAL_USEC) {
+                l->suppressed++;
+                return false;
+        }
+        *ret_suppressed = l->suppressed;
+        l->suppressed = 0;
+        l->last_usec = now;
+        l->logged_once = true;
+        return true;
+}
+
+static void format_address(const struct sockaddr *sa, socklen_t len, char *buf, size_t size) {
+        char host[INET6_ADDRSTRLEN] = "?";
+
+        if (sa && sa->sa_family == AF_INET && len >= (socklen_t) sizeof(struct sockaddr_in)) {
+                const struct sockaddr_in *in = (const struct sockaddr_in *) sa;
+                inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+                snprintf(buf, size, "%s:%u", host, ntohs(in->sin_port));
+        } else if (sa && sa->sa_family == AF_INET6 && len >= (socklen_t) sizeof(struct sockaddr_in6)) {
+                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) sa;
+                inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+                snprintf(buf, size, "[%s]:%u", host, ntohs(in6->sin6_port));
+        } else
+                snprintf(buf, size, "local");
+}
+
+/* ---- running libmicrohttpd from the loop */
+
+static void server_arm_timer(HttpServer *s) {
         MHD_UNSIGNED_LONG_LONG timeout_ms;
         int r;
 
-        if (MHD_get_timeout(l->daemon, &timeout_ms) != MHD_YES) {
-                (void) sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+        if (MHD_get_timeout(s->daemon, &timeout_ms) != MHD_YES) {
+                (void) sd_event_source_set_enabled(s->timer_source, SD_EVENT_OFF);
                 return;
         }
         /* MHD's timeout is relative, in milliseconds. */
-        r = sd_event_source_set_time_relative(l->timer_source, (uint64_t) timeout_ms * USEC_PER_MSEC);
+        r = sd_event_source_set_time_relative(s->timer_source, (uint64_t) timeout_ms * USEC_PER_MSEC);
         if (r >= 0)
-                r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_ONESHOT);
+                r = sd_event_source_set_enabled(s->timer_source, SD_EVENT_ONESHOT);
         if (r < 0)
                 log_warning_errno(r, "Failed to arm HTTP timer: %m");
 }
 
-static void listener_run(HttpListener *l) {
-        if (MHD_run(l->daemon) != MHD_YES)
+static void server_run(HttpServer *s) {
+        if (MHD_run(s->daemon) != MHD_YES)
                 log_debug("MHD_run() failed.");
-        listener_arm_timer(l);
+        server_arm_timer(s);
 }
 
 /* Makes the loop call MHD_run() soon. libmicrohttpd 0.9.75 creates no inter-thread channel when it
  * runs without threads of its own (MHD_USE_ITC is ignored then), so nothing wakes its epoll fd after
- * MHD_resume_connection(): the resumed request would wait for unrelated traffic. MHD_run() must not
- * be called from here directly, since a reply may be given from inside another request's callback. */
-static void listener_wake(HttpListener *l) {
+ * MHD_resume_connection() or MHD_add_connection(): the request would wait for unrelated traffic.
+ * MHD_run() must not be called from here directly, since a reply may be given from inside another
+ * request's callback. */
+static void server_wake(HttpServer *s) {
         /* A defer source rather than a zero timer: it costs no timerfd_settime() calls, which showed as
          * several per cent of the control's CPU with one asynchronous answer per request. */
-        int r = sd_event_source_set_enabled(l->wake_source, SD_EVENT_ONESHOT);
+        int r = sd_event_source_set_enabled(s->wake_source, SD_EVENT_ONESHOT);
         if (r < 0)
                 log_warning_errno(r, "Failed to schedule the HTTP server: %m");
 }
 
-static int on_listener_wake(sd_event_source *s, void *userdata) {
-        listener_run(userdata);
+static int on_server_wake(sd_event_source *source, void *userdata) {
+        server_run(userdata);
         return 0;
 }
 
-static int on_listener_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        listener_run(userdata);
+static int on_server_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        server_run(userdata);
         return 0;
 }
 
-static int on_listener_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        listener_run(userdata);
+static int on_server_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        server_run(userdata);
         return 0;
+}
+
+/* ---- connections: phases, deadlines, closing */
+
+static HttpConn *conn_of(struct MHD_Connection *connection) {
+        const union MHD_ConnectionInfo *info;
+
+        info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        return info ? info->socket_context : NULL;
+}
+
+static void deadline_arm(HttpServer *s, uint64_t usec) {
+        int enabled = SD_EVENT_OFF;
+        uint64_t current;
+
+        (void) sd_event_source_get_enabled(s->deadline_source, &enabled);
+        if (enabled != SD_EVENT_OFF && sd_event_source_get_time(s->deadline_source, &current) >= 0 && current <= usec)
+                return;
+        if (sd_event_source_set_time(s->deadline_source, usec) < 0 ||
+            sd_event_source_set_enabled(s->deadline_source, SD_EVENT_ONESHOT) < 0)
+                log_warning("Failed to arm the HTTP deadline timer.");
+}
+
+static void conn_unqueue(HttpConn *c) {
+        HttpServer *s = c->server;
+
+        if (!c->queued)
+                return;
+        LIST_REMOVE_QUEUED(s->queue[c->phase], s->queue_tail[c->phase], c);
+        c->queued = false;
+}
+
+/* Enters phase: a phase with a timeout starts its deadline now (restart: even when already in it). */
+static void conn_set_phase(HttpConn *c, ConnPhase phase) {
+        HttpServer *s = c->server;
+
+        if (!c || c->closing || c->phase == phase)
+                return;
+        conn_unqueue(c);
+        c->phase = phase;
+        if (s->timeouts[phase] == 0)
+                return;
+        c->deadline_usec = server_now(s) + s->timeouts[phase];
+        LIST_APPEND(s->queue[phase], s->queue_tail[phase], c);
+        c->queued = true;
+        deadline_arm(s, c->deadline_usec);
+}
+
+/* Shuts the socket down: libmicrohttpd sees the hang-up on its next run and closes the connection
+ * (and tells on_connection()). It cannot be closed from here: libmicrohttpd owns the descriptor. */
+static void conn_close(HttpConn *c) {
+        HttpServer *s = c->server;
+
+        if (c->closing)
+                return;
+        conn_unqueue(c);
+        c->closing = true;
+        s->n_closing++;
+        (void) shutdown(c->fd, SHUT_RDWR);
+        server_wake(s);
+}
+
+static void conn_free(HttpConn *c) {
+        HttpServer *s;
+
+        if (!c)
+                return;
+        s = c->server;
+        conn_unqueue(c);
+        if (c->closing)
+                s->n_closing--;
+        address_table_remove(s->addresses, &c->key);
+        s->n_conns--;
+        free(c);
+}
+
+static void log_timeout(HttpServer *s, HttpConn *c) {
+        char address[INET6_ADDRSTRLEN + 16], total[32], since[32];
+        uint64_t suppressed;
+
+        if (!rate_log_allow(&s->timeout_log, server_now(s), &suppressed))
+                return;
+        format_address((struct sockaddr *) &c->sa, c->sa_len, address, sizeof(address));
+        snprintf(total, sizeof(total), "%" PRIu64,
+                 s->stats.header_timeouts + s->stats.body_timeouts + s->stats.idle_timeouts);
+        snprintf(since, sizeof(since), "%" PRIu64, suppressed);
+        log_event(LOG_INFO, MC_EVENT_HTTP_TIMEOUT,
+                  LOG_FIELDS("CLIENT_ADDRESS", address, "HTTP_PHASE", conn_phase_table[c->phase],
+                             "HTTP_TIMED_OUT", total, "HTTP_NOT_LOGGED", since),
+                  "HTTP connection from %s closed: no complete %s in time (%s closed so since start; %s not "
+                  "logged since the last entry).",
+                  address, c->phase == CONN_IDLE ? "request after the last answer" : conn_phase_table[c->phase],
+                  total, since);
+}
+
+static int on_deadline(sd_event_source *source, uint64_t usec, void *userdata) {
+        HttpServer *s = userdata;
+        uint64_t now = server_now(s), next = UINT64_MAX;
+
+        for (ConnPhase p = 0; p < _CONN_PHASE_MAX; p++) {
+                HttpConn *c;
+
+                while ((c = s->queue[p]) && c->deadline_usec <= now) {
+                        uint64_t *counter = p == CONN_HEADERS ? &s->stats.header_timeouts :
+                                            p == CONN_BODY ? &s->stats.body_timeouts : &s->stats.idle_timeouts;
+                        (*counter)++;
+                        log_timeout(s, c);
+                        conn_close(c);
+                }
+                if (c)
+                        next = MIN(next, c->deadline_usec);
+        }
+        if (next != UINT64_MAX)
+                deadline_arm(s, next);
+        return 0;
+}
+
+/* ---- accepting: caps, refusals, evictions */
+
+static void log_limit(HttpServer *s, const char *limit, const struct sockaddr *sa, socklen_t len) {
+        char address[INET6_ADDRSTRLEN + 16], open_now[16], refused[32], evicted[32], since[32];
+        uint64_t suppressed;
+
+        if (!rate_log_allow(&s->limit_log, server_now(s), &suppressed))
+                return;
+        format_address(sa, len, address, sizeof(address));
+        snprintf(open_now, sizeof(open_now), "%u", s->n_conns);
+        snprintf(refused, sizeof(refused), "%" PRIu64,
+                 s->stats.refused_address + s->stats.refused_global + s->stats.refused_descriptors);
+        snprintf(evicted, sizeof(evicted), "%" PRIu64, s->stats.evicted);
+        snprintf(since, sizeof(since), "%" PRIu64, suppressed);
+        log_event(LOG_WARNING, MC_EVENT_HTTP_LIMIT,
+                  LOG_FIELDS("CLIENT_ADDRESS", address, "HTTP_LIMIT", limit, "HTTP_CONNECTIONS", open_now,
+                             "HTTP_REFUSED", refused, "HTTP_EVICTED", evicted, "HTTP_NOT_LOGGED", since),
+                  "HTTP connection from %s hit the %s limit (%s connections open; %s refused and %s waiting ones "
+                  "closed to make room since start; %s not logged since the last entry).",
+                  address, limit, open_now, refused, evicted, since);
+}
+
+/* The answer to a connection over a cap, sent before anything is read and followed by close(): the
+ * client learns at once, and its connection never waits in the backlog. */
+static void refuse(int fd, unsigned code) {
+        const char *reason = code == 429 ? "Too Many Requests" : "Service Unavailable";
+        const char *body = code == 429 ? "{\"error\":\"Too many connections from this address.\"}"
+                                       : "{\"error\":\"Too many connections.\"}";
+        char buf[256];
+        int n;
+
+        n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "Retry-After: 1\r\nConnection: close\r\n\r\n%s",
+                     code, reason, strlen(body), body);
+        if (n > 0)
+                (void) send(fd, buf, MIN((size_t) n, sizeof(buf) - 1), MSG_DONTWAIT | MSG_NOSIGNAL);
+        close(fd);
+}
+
+/* The connection that has waited longest for a request: headers not complete, or idle. */
+static HttpConn *oldest_waiting(HttpServer *s) {
+        HttpConn *h = s->queue[CONN_HEADERS], *i = s->queue[CONN_IDLE];
+
+        if (!h || !i)
+                return h ?: i;
+        /* Deadlines are entry times plus each phase's timeout. */
+        return h->deadline_usec - s->timeouts[CONN_HEADERS] <= i->deadline_usec - s->timeouts[CONN_IDLE] ? h : i;
+}
+
+static void watchdog_probe_accepted(HttpServer *s, HttpListener *l);
+
+static bool is_probe(HttpListener *l, const struct sockaddr_storage *sa, socklen_t len) {
+        if (l->probe_fd < 0 || l->probe_accepted || len != l->probe_local_len)
+                return false;
+        if (sa->ss_family == AF_INET) {
+                const struct sockaddr_in *a = (const struct sockaddr_in *) sa, *b = (const struct sockaddr_in *) &l->probe_local;
+                return b->sin_family == AF_INET && a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+        }
+        if (sa->ss_family == AF_INET6) {
+                const struct sockaddr_in6 *a = (const struct sockaddr_in6 *) sa, *b = (const struct sockaddr_in6 *) &l->probe_local;
+                return b->sin6_family == AF_INET6 && a->sin6_port == b->sin6_port &&
+                       memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
+        }
+        return false;
+}
+
+static void server_take(HttpServer *s, HttpListener *l, int cfd, const struct sockaddr_storage *sa, socklen_t len) {
+        HttpConn *c;
+        AddressKey key;
+        int r;
+
+        if (is_probe(l, sa, len)) {
+                close(cfd);
+                watchdog_probe_accepted(s, l);
+                return;
+        }
+
+        address_key_from_sockaddr((const struct sockaddr *) sa, len, &key);
+        if (address_table_get(s->addresses, &key) >= s->config.max_connections_per_address) {
+                s->stats.refused_address++;
+                refuse(cfd, 429);
+                log_limit(s, "per_address", (const struct sockaddr *) sa, len);
+                return;
+        }
+        if (s->n_conns - s->n_closing >= s->config.max_connections) {
+                HttpConn *victim = oldest_waiting(s);
+
+                /* Evicted connections still hold their descriptors until libmicrohttpd's next run:
+                 * never more than a burst of them. */
+                if (!victim || s->n_conns >= s->config.max_connections + ACCEPT_BURST) {
+                        s->stats.refused_global++;
+                        refuse(cfd, 503);
+                        log_limit(s, "global", (const struct sockaddr *) sa, len);
+                        return;
+                }
+                s->stats.evicted++;
+                log_limit(s, "global_evicted", (const struct sockaddr *) &victim->sa, victim->sa_len);
+                conn_close(victim);
+        }
+
+        c = calloc(1, sizeof(HttpConn));
+        if (!c) {
+                close(cfd);
+                log_oom();
+                return;
+        }
+        r = address_table_add(s->addresses, &key);
+        if (r < 0) {
+                free(c);
+                close(cfd);
+                log_oom();
+                return;
+        }
+        *c = (HttpConn) {
+                .server = s,
+                .fd = cfd,
+                .key = key,
+                .sa_len = MIN(len, (socklen_t) sizeof(c->sa)),
+                .phase = CONN_BUSY,
+        };
+        memcpy(&c->sa, sa, c->sa_len);
+        s->n_conns++;
+        conn_set_phase(c, CONN_HEADERS);
+
+        /* libmicrohttpd tells on_connection() of it from inside MHD_add_connection(), and closes the
+         * socket itself when it fails. */
+        s->adding = c;
+        if (MHD_add_connection(s->daemon, cfd, (const struct sockaddr *) sa, len) != MHD_YES) {
+                if (s->adding)          /* never started: ours to forget */
+                        conn_free(TAKE_PTR(s->adding));
+                log_debug("libmicrohttpd did not take a connection.");
+                return;
+        }
+        s->adding = NULL;
+        s->stats.accepted++;
+        server_wake(s);
+}
+
+static int on_accept_resume(sd_event_source *source, uint64_t usec, void *userdata) {
+        HttpServer *s = userdata;
+
+        for (size_t i = 0; i < s->n_listeners; i++)
+                (void) sd_event_source_set_enabled(s->listeners[i].source, SD_EVENT_ON);
+        return 0;
+}
+
+/* accept() found no descriptor: give up the spare one for a moment to accept the connection and
+ * refuse it, so that it does not wait in the backlog (where it would also keep the listening socket
+ * readable, and the loop spinning). */
+static void refuse_without_descriptors(HttpServer *s, HttpListener *l) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+        int cfd;
+
+        s->stats.refused_descriptors++;
+        if (s->spare_fd >= 0) {
+                s->spare_fd = safe_close(s->spare_fd);
+                cfd = accept4(l->fd, (struct sockaddr *) &sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (cfd >= 0) {
+                        log_limit(s, "descriptors", (struct sockaddr *) &sa, len);
+                        refuse(cfd, 503);
+                }
+                s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                if (s->spare_fd >= 0)
+                        return;
+        }
+        /* Not even that: stop accepting for a moment rather than spin on the readable socket. */
+        log_limit(s, "descriptors", NULL, 0);
+        for (size_t i = 0; i < s->n_listeners; i++)
+                (void) sd_event_source_set_enabled(s->listeners[i].source, SD_EVENT_OFF);
+        (void) sd_event_source_set_time_relative(s->accept_pause_source, ACCEPT_PAUSE_USEC);
+        (void) sd_event_source_set_enabled(s->accept_pause_source, SD_EVENT_ONESHOT);
+}
+
+static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        HttpListener *l = userdata;
+        HttpServer *s = l->server;
+
+        /* A burst at a time, then back to the loop, so that the requests of those let in are read. */
+        for (unsigned i = 0; i < ACCEPT_BURST; i++) {
+                struct sockaddr_storage sa;
+                socklen_t len = sizeof(sa);
+                int cfd;
+
+                cfd = accept4(fd, (struct sockaddr *) &sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (cfd < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return 0;
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                refuse_without_descriptors(s, l);
+                                if (s->spare_fd < 0)
+                                        return 0;
+                                continue;
+                        }
+                        continue;       /* an error of that connection (ECONNABORTED ...) */
+                }
+                server_take(s, l, cfd, &sa, len);
+        }
+        return 0;
+}
+
+/* ---- libmicrohttpd's callbacks */
+
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+        HttpServer *s = cls;
+
+        if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+                HttpConn *c = TAKE_PTR(s->adding);
+
+                if (c)
+                        c->connection = connection;
+                *socket_context = c;
+                return;
+        }
+        conn_free(*socket_context);
+        *socket_context = NULL;
+}
+
+/* The request line of a request has arrived. A keep-alive connection that was idle has a new request:
+ * the header deadline runs from now. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *connection) {
+        HttpConn *c = conn_of(connection);
+
+        if (c && c->phase == CONN_IDLE)
+                conn_set_phase(c, CONN_HEADERS);
+        return NULL;
 }
 
 static void request_free(HttpRequest *r) {
@@ -128,6 +596,7 @@ static void suspended_remove(HttpRequest *r) {
 static enum MHD_Result queue_prepared_response(HttpRequest *r) {
         enum MHD_Result ret;
 
+        conn_set_phase(conn_of(r->connection), CONN_BUSY);
         ret = MHD_queue_response(r->connection, r->code, r->response);
         MHD_destroy_response(r->response);
         r->response = NULL;
@@ -138,18 +607,19 @@ static enum MHD_Result queue_prepared_response(HttpRequest *r) {
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
-        HttpListener *l = cls;
-        HttpServer *s = l->server;
+        HttpServer *s = cls;
         HttpRequest *r = *con_cls;
 
         if (!r) {
                 const char *cl;
 
+                /* The headers are complete: now the body's deadline runs. */
+                conn_set_phase(conn_of(connection), CONN_BODY);
+
                 r = calloc(1, sizeof(HttpRequest));
                 if (!r)
                         return MHD_NO;
                 r->server = s;
-                r->listener = l;
                 r->connection = connection;
                 r->method = strdup(method);
                 r->path = strdup(url);
@@ -214,6 +684,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
         if (r->dispatched)
                 return MHD_YES; /* spurious call while waiting */
         r->dispatched = true;
+        /* Handled from now on: the application decides how long that takes (long polls). */
+        conn_set_phase(conn_of(connection), CONN_BUSY);
 
         if (r->too_large) {
                 r->route = "too_large";
@@ -239,10 +711,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
 
 static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-        HttpListener *l = cls;
-        HttpServer *s = l->server;
+        HttpServer *s = cls;
         HttpRequest *r = *con_cls;
 
+        /* Answered (or given up): until its next request line, the connection is idle. */
+        conn_set_phase(conn_of(connection), CONN_IDLE);
         if (!r)
                 return;
         *con_cls = NULL;
@@ -278,99 +751,341 @@ static void on_mhd_log(void *arg, const char *fmt, va_list ap) {
         log_debug("microhttpd: %s", buf);
 }
 
+/* ---- the watchdog */
+
+static void log_not_serving(HttpServer *s, HttpListener *l, const char *reason) {
+        char address[INET6_ADDRSTRLEN + 16] = "?", withheld[32], since[32];
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+        uint64_t suppressed;
+
+        if (!rate_log_allow(&s->watchdog_log, server_now(s), &suppressed))
+                return;
+        if (getsockname(l->fd, (struct sockaddr *) &sa, &len) >= 0)
+                format_address((struct sockaddr *) &sa, len, address, sizeof(address));
+        snprintf(withheld, sizeof(withheld), "%" PRIu64, s->stats.watchdog_withheld);
+        snprintf(since, sizeof(since), "%" PRIu64, suppressed);
+        log_event(LOG_WARNING, MC_EVENT_HTTP_NOT_SERVING,
+                  LOG_FIELDS("LISTEN_ADDRESS", address, "HTTP_PROBE_ERROR", reason,
+                             "WATCHDOG_WITHHELD", withheld, "HTTP_NOT_LOGGED", since),
+                  "HTTP socket %s does not accept connections (%s): the watchdog is not pinged (%s pings withheld "
+                  "since start; %s not logged since the last entry).",
+                  address, reason, withheld, since);
+}
+
+static void probe_close(HttpListener *l) {
+        l->probe_fd = safe_close(l->probe_fd);
+        l->probe_accepted = false;
+}
+
+/* Connects to the listening socket, as a client would, without waiting. Returns 0, 1 when the
+ * socket's family is not probed (it counts as accepting), or negative errno. */
+static int probe_start(HttpListener *l) {
+        union {
+                struct sockaddr sa;
+                struct sockaddr_in in;
+                struct sockaddr_in6 in6;
+                struct sockaddr_storage ss;
+        } sa;
+        socklen_t len = sizeof(sa);
+        _cleanup_close_ int fd = -1;
+
+        probe_close(l);
+        if (getsockname(l->fd, &sa.sa, &len) < 0)
+                return -errno;
+        if (sa.sa.sa_family == AF_INET) {
+                if (sa.in.sin_addr.s_addr == htonl(INADDR_ANY))
+                        sa.in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        } else if (sa.sa.sa_family == AF_INET6) {
+                if (IN6_IS_ADDR_UNSPECIFIED(&sa.in6.sin6_addr))
+                        sa.in6.sin6_addr = in6addr_loopback;
+        } else
+                return 1;       /* a unix socket: its peers cannot be told apart from ours */
+
+        fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, &sa.sa, len) < 0 && errno != EINPROGRESS)
+                return -errno;
+        l->probe_local_len = sizeof(l->probe_local);
+        if (getsockname(fd, (struct sockaddr *) &l->probe_local, &l->probe_local_len) < 0)
+                return -errno;
+        l->probe_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static void watchdog_ping_if_all_accepted(HttpServer *s) {
+        if (!s->probing)
+                return;
+        for (size_t i = 0; i < s->n_listeners; i++)
+                if (s->listeners[i].probe_fd >= 0 && !s->listeners[i].probe_accepted)
+                        return;
+        s->probing = false;
+        s->stats.watchdog_pings++;
+        (void) sd_notify(false, "WATCHDOG=1");
+}
+
+static void watchdog_probe_accepted(HttpServer *s, HttpListener *l) {
+        l->probe_accepted = true;
+        watchdog_ping_if_all_accepted(s);
+}
+
+static int on_watchdog(sd_event_source *source, uint64_t usec, void *userdata) {
+        HttpServer *s = userdata;
+        bool failed = false;
+
+        /* The last round's probes should all have been accepted by now. */
+        if (s->probing) {
+                for (size_t i = 0; i < s->n_listeners; i++) {
+                        HttpListener *l = s->listeners + i;
+                        if (l->probe_fd >= 0 && !l->probe_accepted) {
+                                failed = true;
+                                log_not_serving(s, l, "not accepted in time");
+                        }
+                }
+                s->stats.watchdog_withheld++;
+        }
+
+        s->probing = true;
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                HttpListener *l = s->listeners + i;
+                int r = probe_start(l);
+
+                if (r < 0) {
+                        probe_close(l);
+                        if (!failed)
+                                s->stats.watchdog_withheld++;
+                        failed = true;
+                        s->probing = false;     /* this round cannot succeed */
+                        log_not_serving(s, l, strerror(-r));
+                        break;
+                }
+        }
+        if (failed)
+                for (size_t i = 0; i < s->n_listeners; i++)
+                        if (!s->probing)
+                                probe_close(s->listeners + i);
+        watchdog_ping_if_all_accepted(s);       /* no socket to probe at all */
+
+        (void) sd_event_source_set_time(source, usec + s->watchdog_usec / 4);
+        return 0;
+}
+
+int http_server_take_watchdog(HttpServer *s) {
+        uint64_t usec = 0;
+        int r;
+
+        assert(s);
+        r = sd_watchdog_enabled(false, &usec);
+        if (r <= 0)
+                return r;
+        r = sd_event_set_watchdog(s->event, false);
+        if (r < 0)
+                return log_error_errno(r, "Failed to stop the event loop's watchdog pings: %m");
+        s->watchdog_usec = usec;
+        r = sd_event_add_time_relative(s->event, &s->watchdog_source, CLOCK_MONOTONIC, 0, usec / 16,
+                                       on_watchdog, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the watchdog timer: %m");
+        (void) sd_event_source_set_description(s->watchdog_source, "http-watchdog");
+        r = sd_event_source_set_enabled(s->watchdog_source, SD_EVENT_ON);
+        if (r < 0)
+                return log_error_errno(r, "Failed to enable the watchdog timer: %m");
+        log_debug("Watchdog pings now follow the HTTP sockets accepting (every %" PRIu64 " ms).",
+                  usec / 4 / USEC_PER_MSEC);
+        return 1;
+}
+
+/* ---- setting up and tearing down */
+
 static int listener_init(HttpServer *s, HttpListener *l, int fd) {
+        int flags, r;
+
+        l->server = s;
+        l->fd = fd;
+        l->probe_fd = -1;
+        /* Sockets passed by systemd come blocking: accept() would then wait inside the loop. */
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                return log_error_errno(errno, "Failed to make the HTTP socket non-blocking: %m");
+        r = sd_event_add_io(s->event, &l->source, fd, EPOLLIN, on_accept, l);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the HTTP socket: %m");
+        (void) sd_event_source_set_description(l->source, "http-accept");
+        return 0;
+}
+
+static int server_start_mhd(HttpServer *s) {
         const union MHD_DaemonInfo *info;
         int r;
 
-        l->server = s;
-        l->daemon = MHD_start_daemon(
-                MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+        s->daemon = MHD_start_daemon(
+                /* We accept connections ourselves (server_take()): libmicrohttpd's own accepting stops
+                 * at its connection limit and lets the backlog fill, and in 0.9.75 it then also left
+                 * connections that clients had closed unnoticed until its timeout. */
+                MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
                 0, NULL, NULL,
-                on_access, l,
+                on_access, s,
                 /* First, so that MHD logs nothing of its own before it knows where to. */
                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-                MHD_OPTION_LISTEN_SOCKET, fd,
-                MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+                MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                MHD_OPTION_URI_LOG_CALLBACK, on_request_line, s,
                 MHD_OPTION_UNESCAPE_CALLBACK, unescape_without_nul, NULL,
-                MHD_OPTION_CONNECTION_TIMEOUT, s->config.connection_timeout_sec,
-                MHD_OPTION_CONNECTION_LIMIT, s->config.connection_limit,
+                /* Inactivity while an answer is sent (our deadlines cover the request). */
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) MAX(s->config.body_timeout_usec / USEC_PER_SEC, (uint64_t) 1),
+                /* Ours is the cap; libmicrohttpd's must only never be the one reached. */
+                MHD_OPTION_CONNECTION_LIMIT, s->config.max_connections + 2 * ACCEPT_BURST,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
-                MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
                 MHD_OPTION_END);
-        if (!l->daemon) {
-                close(fd);
-                return log_error_errno(EINVAL, "Failed to start the HTTP server on fd %d.", fd);
-        }
+        if (!s->daemon)
+                return log_error_errno(EINVAL, "Failed to start the HTTP server.");
 
-        info = MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_EPOLL_FD);
         if (!info)
                 return log_error_errno(EINVAL, "libmicrohttpd gave no epoll fd.");
 
-        r = sd_event_add_io(s->event, &l->io_source, info->epoll_fd, EPOLLIN, on_listener_io, l);
+        r = sd_event_add_io(s->event, &s->io_source, info->epoll_fd, EPOLLIN, on_server_io, s);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch the HTTP server: %m");
-        (void) sd_event_source_set_description(l->io_source, "http-io");
+        (void) sd_event_source_set_description(s->io_source, "http-io");
 
-        /* Created disarmed; listener_arm_timer() sets it from MHD's timeout. (A relative time of
+        /* Created disarmed; server_arm_timer() sets it from MHD's timeout. (A relative time of
          * UINT64_MAX would be refused with EOVERFLOW.) Accuracy 1 µs: the default (0) lets sd-event
-         * coalesce it by up to 250 ms, which listener_wake() would add to every suspended answer. */
-        r = sd_event_add_time(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 1, on_listener_timer, l);
+         * coalesce it by up to 250 ms, which server_wake() would add to every suspended answer. */
+        r = sd_event_add_time(s->event, &s->timer_source, CLOCK_MONOTONIC, 0, 1, on_server_timer, s);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP timer: %m");
-        (void) sd_event_source_set_description(l->timer_source, "http-timer");
-        r = sd_event_add_defer(s->event, &l->wake_source, on_listener_wake, l);
-        if (r < 0)
-                return log_error_errno(r, "Failed to add the HTTP wake source: %m");
-        (void) sd_event_source_set_description(l->wake_source, "http-wake");
-        (void) sd_event_source_set_enabled(l->wake_source, SD_EVENT_OFF);
-        r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(s->timer_source, "http-timer");
+        r = sd_event_source_set_enabled(s->timer_source, SD_EVENT_OFF);
         if (r < 0)
                 return log_error_errno(r, "Failed to disarm the HTTP timer: %m");
+        r = sd_event_add_defer(s->event, &s->wake_source, on_server_wake, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP wake source: %m");
+        (void) sd_event_source_set_description(s->wake_source, "http-wake");
+        (void) sd_event_source_set_enabled(s->wake_source, SD_EVENT_OFF);
+
+        /* Deadlines need no precision: coalesced within 100 ms. */
+        r = sd_event_add_time(s->event, &s->deadline_source, CLOCK_MONOTONIC, 0, 100 * USEC_PER_MSEC, on_deadline, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP deadline timer: %m");
+        (void) sd_event_source_set_description(s->deadline_source, "http-deadlines");
+        (void) sd_event_source_set_enabled(s->deadline_source, SD_EVENT_OFF);
+        r = sd_event_add_time(s->event, &s->accept_pause_source, CLOCK_MONOTONIC, 0, 0, on_accept_resume, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP accept timer: %m");
+        (void) sd_event_source_set_enabled(s->accept_pause_source, SD_EVENT_OFF);
+        return 0;
+}
+
+static int server_check_config(HttpServer *s) {
+        struct rlimit rl;
+
+        if (s->config.max_body == 0)
+                s->config.max_body = 1024 * 1024;
+        if (s->config.max_connections == 0)
+                s->config.max_connections = http_default_max_connections();
+        if (s->config.max_connections_per_address == 0)
+                s->config.max_connections_per_address = HTTP_DEFAULT_MAX_PER_ADDRESS;
+        if (s->config.header_timeout_usec == 0)
+                s->config.header_timeout_usec = HTTP_DEFAULT_HEADER_TIMEOUT_SEC * USEC_PER_SEC;
+        if (s->config.body_timeout_usec == 0)
+                s->config.body_timeout_usec = HTTP_DEFAULT_BODY_TIMEOUT_SEC * USEC_PER_SEC;
+        if (s->config.idle_timeout_usec == 0)
+                s->config.idle_timeout_usec = HTTP_DEFAULT_IDLE_TIMEOUT_SEC * USEC_PER_SEC;
+
+        /* Every connection is a descriptor, and so is each evicted one until it is closed: the cap
+         * plus a burst must leave room for the rest of the daemon. */
+        if (getrlimit(RLIMIT_NOFILE, &rl) >= 0 && rl.rlim_cur != RLIM_INFINITY &&
+            (rlim_t) s->config.max_connections + ACCEPT_BURST + HTTP_RESERVED_FDS > rl.rlim_cur)
+                return log_error_errno(EINVAL, "HTTP_MAX_CONNECTIONS=%u does not fit in this process's descriptor limit "
+                                       "(RLIMIT_NOFILE=%llu, of which %u are kept for the rest of the daemon and %u for "
+                                       "connections being closed): lower it, or raise LimitNOFILE=.",
+                                       s->config.max_connections, (unsigned long long) rl.rlim_cur,
+                                       HTTP_RESERVED_FDS, ACCEPT_BURST);
+        s->config.max_connections_per_address = MIN(s->config.max_connections_per_address, s->config.max_connections);
+
+        s->timeouts[CONN_HEADERS] = s->config.header_timeout_usec;
+        s->timeouts[CONN_BODY] = s->config.body_timeout_usec;
+        s->timeouts[CONN_IDLE] = s->config.idle_timeout_usec;
+        s->timeouts[CONN_BUSY] = 0;
+        s->stats.max_connections = s->config.max_connections;
+        s->stats.max_connections_per_address = s->config.max_connections_per_address;
         return 0;
 }
 
 int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const HttpServerConfig *config,
                     HttpHandler handler, HttpCompleted completed, void *userdata, HttpServer **ret) {
         _cleanup_(http_server_freep) HttpServer *s = NULL;
+        size_t taken = 0;
         int r;
 
         if (n_fds == 0)
                 return log_error_errno(EINVAL, "No socket to serve HTTP on.");
 
         s = calloc(1, sizeof(HttpServer));
-        if (!s)
-                return log_oom();
+        if (!s) {
+                r = log_oom();
+                goto fail;
+        }
         s->event = sd_event_ref(e);
         s->config = *config;
-        if (s->config.max_body == 0)
-                s->config.max_body = 1024 * 1024;
-        if (s->config.connection_limit == 0)
-                s->config.connection_limit = 4096;
+        s->spare_fd = -1;
         s->handler = handler;
         s->completed = completed;
         s->userdata = userdata;
         s->listeners = calloc(n_fds, sizeof(HttpListener));
         if (!s->listeners) {
-                for (size_t i = 0; i < n_fds; i++)
-                        close(listen_fds[i]);
-                return log_oom();
+                r = log_oom();
+                goto fail;
         }
-        for (size_t i = 0; i < n_fds; i++) {
-                s->n_listeners++;
-                r = listener_init(s, s->listeners + i, listen_fds[i]);
+        for (size_t i = 0; i < n_fds; i++)
+                s->listeners[i].fd = s->listeners[i].probe_fd = -1;
+        s->n_listeners = n_fds;
+        for (; taken < n_fds; taken++) {
+                r = listener_init(s, s->listeners + taken, listen_fds[taken]);
                 if (r < 0) {
-                        for (size_t j = i + 1; j < n_fds; j++)
-                                close(listen_fds[j]);
-                        return r;
+                        taken++;        /* this one is the listener's now */
+                        goto fail;
                 }
         }
+
+        r = server_check_config(s);
+        if (r < 0)
+                return r;
+        r = address_table_new(s->config.max_connections, &s->addresses);
+        if (r < 0)
+                return log_oom();
+        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (s->spare_fd < 0)
+                return log_error_errno(errno, "Failed to open /dev/null: %m");
+        r = server_start_mhd(s);
+        if (r < 0)
+                return r;
+        log_debug("HTTP: at most %u connections, %u per address; deadlines %" PRIu64 " s for headers, %" PRIu64
+                  " s for a body, %" PRIu64 " s idle.", s->config.max_connections, s->config.max_connections_per_address,
+                  s->config.header_timeout_usec / USEC_PER_SEC, s->config.body_timeout_usec / USEC_PER_SEC,
+                  s->config.idle_timeout_usec / USEC_PER_SEC);
         *ret = TAKE_PTR(s);
         return 0;
+
+fail:
+        for (size_t i = taken; i < n_fds; i++)
+                close(listen_fds[i]);
+        return r;
 }
 
 void http_server_set_stopping(HttpServer *s) {
         if (s)
                 s->stopping = true;
+}
+
+void http_server_get_stats(const HttpServer *s, HttpServerStats *ret) {
+        assert(s);
+        assert(ret);
+        *ret = s->stats;
+        ret->connections = s->n_conns;
 }
 
 HttpServer *http_server_free(HttpServer *s) {
@@ -386,17 +1101,25 @@ HttpServer *http_server_free(HttpServer *s) {
                         http_request_reply_error(r, 503, NULL, "Server is shutting down.");
                 MHD_resume_connection(r->connection);
         }
+        if (s->daemon) {
+                (void) MHD_run(s->daemon);
+                MHD_stop_daemon(s->daemon);     /* tells on_connection() of every connection closed */
+        }
+        sd_event_source_disable_unref(s->io_source);
+        sd_event_source_disable_unref(s->timer_source);
+        sd_event_source_disable_unref(s->wake_source);
+        sd_event_source_disable_unref(s->deadline_source);
+        sd_event_source_disable_unref(s->accept_pause_source);
+        sd_event_source_disable_unref(s->watchdog_source);
         for (size_t i = 0; i < s->n_listeners; i++) {
                 HttpListener *l = s->listeners + i;
-                if (l->daemon) {
-                        (void) MHD_run(l->daemon);
-                        MHD_stop_daemon(l->daemon);
-                }
-                sd_event_source_disable_unref(l->io_source);
-                sd_event_source_disable_unref(l->timer_source);
-                sd_event_source_disable_unref(l->wake_source);
+                sd_event_source_disable_unref(l->source);
+                safe_close(l->fd);
+                safe_close(l->probe_fd);
         }
         free(s->listeners);
+        address_table_free(s->addresses);
+        safe_close(s->spare_fd);
         sd_event_unref(s->event);
         free(s);
         return NULL;
@@ -507,7 +1230,7 @@ int http_request_reply(HttpRequest *r, unsigned code, const char *content_type, 
         if (r->suspended) {
                 suspended_remove(r);
                 MHD_resume_connection(r->connection);
-                listener_wake(r->listener);
+                server_wake(r->server);
         }
         return 0;
 }
