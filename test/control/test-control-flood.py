@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""mc-control under a connection flood (docs/http-limits.md): 10 000 connections that each sent half a
+request header and then nothing or a byte a second, kept open by a flooder that reopens every one the
+control closes; first from one address, then spread over 2 500 loopback addresses. Meanwhile a client
+pushes tasks one after another from its own address.
+
+The contract: every push is answered 201 while the flood goes on; the control's descriptors stay
+under its cap; once the flooder is gone they come back to what they were before (within 60 s), and
+/api/health answers. The refusals, evictions and deadlines show as http_limit and http_timeout events.
+The push latencies (p50, p99) are printed; bench/control/flood compares them with a quiet control."""
+
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+import mctest
+from mctest import check, http
+from controltest import SAMPLE_TASK, start_cluster
+
+CONNECTIONS = 10000
+MAX_CONNECTIONS = 2000          # the global cap, small enough for the eviction to work hard
+PER_ADDRESS = 64                # the default
+FLOOD_SECONDS = 8
+TIMEOUT = 120
+
+
+def raise_nofile(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    check(hard >= n, f"this test needs RLIMIT_NOFILE of {n} at least (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class Pusher:
+    """Pushes tasks one after another (a new connection each) until stopped; keeps every answer."""
+
+    def __init__(self, control):
+        self.control = control
+        self.results = []       # (seconds, status or exception text)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        n = 0
+        while not self.stopping.is_set():
+            n += 1
+            t = time.monotonic()
+            try:
+                status = self.control.push(dict(SAMPLE_TASK, labels={"job": "flood", "n": str(n)}), timeout=60).status
+            except Exception as e:  # noqa: BLE001 (every failure counts, whatever it is)
+                status = repr(e)
+            self.results.append((time.monotonic() - t, status))
+
+    def mark(self):
+        return len(self.results)
+
+    def since(self, mark):
+        return self.results[mark:]
+
+
+def percentile(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(len(v) * p / 100))] if v else float("nan")
+
+
+def flood(control, sources, mode):
+    """Runs the flooder for FLOOD_SECONDS; returns its counts and the control's largest fd count."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "http-flood.py")
+    p = subprocess.Popen([sys.executable, script, "--port", str(control.port), "--sources", sources,
+                          "--connections", str(CONNECTIONS), "--mode", mode],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    mctest.defer(p.kill)
+    line = p.stdout.readline()
+    check(line.strip() == "ready", f"flooder: {line!r}")
+    peak = 0
+    end = time.monotonic() + FLOOD_SECONDS
+    while time.monotonic() < end:
+        peak = max(peak, fd_count(control.daemon.pid))
+        time.sleep(0.2)
+    out, _ = p.communicate("stop\n", timeout=TIMEOUT)
+    import json
+    return json.loads(out.strip().splitlines()[-1]), peak
+
+
+def check_pushes(results, what):
+    failed = [(round(t, 3), s) for t, s in results if s != 201]
+    check(len(results) >= 5, f"{what}: only {len(results)} pushes")
+    check(not failed, f"{what}: {len(failed)} of {len(results)} pushes failed: {failed[:10]}")
+    lat = [t for t, _ in results]
+    print(f"{what}: {len(results)} pushes, all 201; latency p50 {percentile(lat, 50) * 1000:.1f} ms, "
+          f"p99 {percentile(lat, 99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms", flush=True)
+
+
+def wait_recovered(control, baseline, what):
+    pid = control.daemon.pid
+    mctest.wait_until(lambda: fd_count(pid) <= baseline, TIMEOUT,
+                      msg=f"{what}: the control's descriptors back to {baseline} (now {fd_count(pid)})")
+    r = http("GET", control.url + "/api/health", timeout=10)
+    check(r.status == 200, f"{what}: health {r.status} {r.text}")
+
+
+def events(control, name):
+    """The control's console entries of event name, as dicts of their FIELD=value pairs."""
+    out = []
+    for line in control.daemon.log_text().splitlines():
+        if f" MC_EVENT={name} " not in line:
+            continue
+        fields = {}
+        for word in line.split(" MC_EVENT=", 1)[1].split(" "):
+            k, _, v = word.partition("=")
+            fields[k] = v
+        out.append(fields)
+    return out
+
+
+def test_flood_from_one_address_then_many():
+    raise_nofile(CONNECTIONS + MAX_CONNECTIONS + 1000)
+    pg, (c,) = start_cluster(args=["--http-max-connections", MAX_CONNECTIONS,
+                                   "--http-header-timeout-sec", 5])
+    pusher = Pusher(c)
+    pusher.thread.start()
+    mctest.defer(pusher.stopping.set)
+    mctest.wait_until(lambda: len(pusher.results) >= 20, TIMEOUT, msg="20 pushes before the flood")
+    check_pushes(pusher.results, "quiet")
+    baseline = fd_count(c.daemon.pid)
+
+    # 1. One address: all but PER_ADDRESS of its connections are refused at once (429), again and again.
+    m = pusher.mark()
+    counts, peak = flood(c, "127.0.0.2", "mixed")
+    print(f"one address: flooder {counts}, control's descriptors at most {peak}", flush=True)
+    check_pushes(pusher.since(m), "flood from one address")
+    check(peak <= baseline + PER_ADDRESS + 64 + 10, f"{peak} descriptors with {PER_ADDRESS} allowed per address")
+    wait_recovered(c, baseline, "after the flood from one address")
+    check(any(e.get("HTTP_LIMIT") == "per_address" for e in events(c, "http_limit")), "no per_address http_limit event")
+
+    # 2. 2 500 addresses, 4 connections each: under the per-address cap, over the global one, where the
+    # connections waiting longest for their request make room for new ones.
+    m = pusher.mark()
+    counts, peak = flood(c, "127.1.0.1/2500", "mixed")
+    print(f"2500 addresses: flooder {counts}, control's descriptors at most {peak}", flush=True)
+    check_pushes(pusher.since(m), "flood from 2500 addresses")
+    check(peak <= baseline + MAX_CONNECTIONS + 64 + 64, f"{peak} descriptors with a cap of {MAX_CONNECTIONS}")
+    wait_recovered(c, baseline, "after the flood from 2500 addresses")
+    check(any(e.get("HTTP_LIMIT") == "global_evicted" for e in events(c, "http_limit")),
+          "no global_evicted http_limit event")
+
+    pusher.stopping.set()
+    pusher.thread.join(TIMEOUT)
+    check_pushes(pusher.since(m), "after the floods")
+
+
+mctest.main()
