@@ -8,8 +8,13 @@ pushes tasks one after another from its own address.
 The contract: every push is answered 201 while the flood goes on; the control's descriptors stay
 under its cap; once the flooder is gone they come back to what they were before (within 60 s), and
 /api/health answers. The refusals, evictions and deadlines show as http_limit and http_timeout events.
-The push latencies (p50, p99) are printed; bench/control/flood compares them with a quiet control."""
+The push latencies (p50, p99) are printed; bench/control/flood compares them with a quiet control.
 
+And the watchdog: the control pings it only while its socket accepts connections. With no descriptor
+left (its RLIMIT_NOFILE lowered under the ones it holds, from outside) it cannot accept anyone, its
+event loop still running: the pings stop, http_not_serving says why, and they resume once it can."""
+
+import json
 import os
 import resource
 import subprocess
@@ -19,7 +24,8 @@ import time
 
 import mctest
 from mctest import check, http
-from controltest import SAMPLE_TASK, start_cluster
+from controltest import SAMPLE_TASK, start_cluster, write_tokens
+from mctest import Daemon, Postgres, free_port
 
 CONNECTIONS = 10000
 MAX_CONNECTIONS = 2000          # the global cap, small enough for the eviction to work hard
@@ -85,7 +91,6 @@ def flood(control, sources, mode):
         peak = max(peak, fd_count(control.daemon.pid))
         time.sleep(0.2)
     out, _ = p.communicate("stop\n", timeout=TIMEOUT)
-    import json
     return json.loads(out.strip().splitlines()[-1]), peak
 
 
@@ -107,9 +112,13 @@ def wait_recovered(control, baseline, what):
 
 
 def events(control, name):
-    """The control's console entries of event name, as dicts of their FIELD=value pairs."""
+    return events_of(control.daemon, name)
+
+
+def events_of(daemon, name):
+    """A daemon's console entries of event name, as dicts of their FIELD=value pairs."""
     out = []
-    for line in control.daemon.log_text().splitlines():
+    for line in daemon.log_text().splitlines():
         if f" MC_EVENT={name} " not in line:
             continue
         fields = {}
@@ -154,6 +163,42 @@ def test_flood_from_one_address_then_many():
     pusher.stopping.set()
     pusher.thread.join(TIMEOUT)
     check_pushes(pusher.since(m), "after the floods")
+
+
+def pings(d):
+    return sum(1 for m in d.notifications(since_start=True) if m.get("WATCHDOG") == "1")
+
+
+def lowest_free_fd(pid):
+    used = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+    return next(n for n in range(len(used) + 1) if n not in used)
+
+
+def test_watchdog_follows_accepting():
+    pg = Postgres().start()
+    port = free_port()
+    d = Daemon("mc-control", ["--port", port, "--listen-address", "127.0.0.1", "--no-bus",
+                              "--tokens-file", write_tokens(["node-a"])],
+               env={"MC_DB_DSN": pg.dsn}, watchdog_usec=2_000_000).start()
+    d.wait_ready(timeout=TIMEOUT)
+    d.wait_notify("WATCHDOG", "1", count=3, timeout=TIMEOUT)
+    soft, hard = resource.prlimit(d.pid, resource.RLIMIT_NOFILE)
+
+    # No descriptor to be had: the probe of the socket cannot even be made, nor a client accepted.
+    resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (lowest_free_fd(d.pid), hard))
+    mctest.wait_until(lambda: events_of(d, "http_not_serving"), TIMEOUT, msg="an http_not_serving event")
+    # From here no round of probes can succeed: not a single ping more, for longer than the watchdog
+    # interval (systemd would have restarted the control by then).
+    before = pings(d)
+    time.sleep(3)
+    check(pings(d) == before, f"{pings(d) - before} watchdog pings while the control could not accept")
+    check(d.running, "the control exited")
+
+    resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    mctest.wait_until(lambda: pings(d) >= before + 2, TIMEOUT, msg="watchdog pings again")
+    r = http("GET", f"http://127.0.0.1:{port}/api/health", timeout=10)
+    check(r.status == 200, f"health: {r.status} {r.text}")
+    check(d.stop(timeout=TIMEOUT) == 0, "exit status")
 
 
 mctest.main()
