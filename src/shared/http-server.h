@@ -7,7 +7,7 @@
  * request that has not been answered when the handler returns is suspended, and resumed when
  * http_request_reply*() is called. Every request must be answered exactly once.
  *
- * No client can use it up (docs/http-limits.md):
+ * No client can use it up (docs/api.md, "Connections: caps and deadlines"):
  *  - the server accepts connections itself, always, and hands them to libmicrohttpd; over a cap it
  *    answers 429 (too many from that address) or 503 (too many in all) and closes at once, so the
  *    listen backlog never fills and a client that is let in is served at once;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""mc-control under a connection flood (docs/http-limits.md): 10 000 connections that each sent half a
+"""mc-control under a connection flood (docs/api.md, "Connections: caps and deadlines"): 10 000 connections that each sent half a
 request header and then nothing or a byte a second, kept open by a flooder that reopens every one the
 control closes; first from one address, then spread over 2 500 loopback addresses. Meanwhile a client
 pushes tasks one after another from its own address.
