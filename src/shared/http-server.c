@@ -486,33 +486,9 @@ static int on_accept_resume(sd_event_source *source, uint64_t usec, void *userda
         return 0;
 }
 
-/* accept() found no descriptor: give up the spare one for a moment to accept the connection and
- * refuse it, so that it does not wait in the backlog (where it would also keep the listening socket
- * readable, and the loop spinning). */
-static void refuse_without_descriptors(HttpServer *s, HttpListener *l) {
-        struct sockaddr_storage sa;
-        socklen_t len = sizeof(sa);
-        int cfd;
-
-        s->stats.refused_descriptors++;
-        if (s->spare_fd >= 0) {
-                s->spare_fd = safe_close(s->spare_fd);
-                cfd = accept4(l->fd, (struct sockaddr *) &sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (cfd >= 0) {
-                        log_limit(s, "descriptors", (struct sockaddr *) &sa, len);
-                        refuse(cfd, 503);
-                }
-                s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                if (s->spare_fd >= 0)
-                        return;
-        }
-        /* Not even that: stop accepting for a moment rather than spin on the readable socket. */
-        log_limit(s, "descriptors", NULL, 0);
-        for (size_t i = 0; i < s->n_listeners; i++)
-                (void) sd_event_source_set_enabled(s->listeners[i].source, SD_EVENT_OFF);
-        (void) sd_event_source_set_time_relative(s->accept_pause_source, ACCEPT_PAUSE_USEC);
-        (void) sd_event_source_set_enabled(s->accept_pause_source, SD_EVENT_ONESHOT);
-}
+static const char refusal_503[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 33\r\n"
+        "Retry-After: 1\r\nConnection: close\r\n\r\n{\"error\":\"Too many connections.\"}";
 
 static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         HttpListener *l = userdata;
@@ -521,21 +497,29 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
         /* A burst at a time, then back to the loop, so that the requests of those let in are read. */
         for (unsigned i = 0; i < ACCEPT_BURST; i++) {
                 struct sockaddr_storage sa;
-                socklen_t len = sizeof(sa);
+                socklen_t len;
                 int cfd;
 
-                cfd = accept4(fd, (struct sockaddr *) &sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (cfd < 0) {
-                        if (errno == EAGAIN || errno == EINTR)
-                                return 0;
-                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                                refuse_without_descriptors(s, l);
-                                if (s->spare_fd < 0)
-                                        return 0;
+                cfd = daemon_accept(fd, &s->spare_fd, refusal_503, &sa, &len);
+                if (cfd == -EAGAIN)
+                        return 0;
+                if (cfd == -EMFILE) {
+                        /* No descriptor: shed through the spare one, so that it does not wait in the
+                         * backlog. */
+                        s->stats.refused_descriptors++;
+                        log_limit(s, "descriptors", len > 0 ? (struct sockaddr *) &sa : NULL, len);
+                        if (s->spare_fd >= 0)
                                 continue;
-                        }
-                        continue;       /* an error of that connection (ECONNABORTED ...) */
+                        /* Not even that: stop accepting for a moment rather than spin on the socket. */
+                        for (size_t j = 0; j < s->n_listeners; j++)
+                                (void) sd_event_source_set_enabled(s->listeners[j].source, SD_EVENT_OFF);
+                        (void) sd_event_source_set_time_relative(s->accept_pause_source, ACCEPT_PAUSE_USEC);
+                        (void) sd_event_source_set_enabled(s->accept_pause_source, SD_EVENT_ONESHOT);
+                        s->spare_fd = daemon_spare_fd();
+                        return 0;
                 }
+                if (cfd < 0)
+                        continue;       /* an error of that connection (ECONNABORTED ...) */
                 server_take(s, l, cfd, &sa, len);
         }
         return 0;
@@ -1057,9 +1041,9 @@ int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const Http
         r = address_table_new(s->config.max_connections, &s->addresses);
         if (r < 0)
                 return log_oom();
-        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        s->spare_fd = daemon_spare_fd();
         if (s->spare_fd < 0)
-                return log_error_errno(errno, "Failed to open /dev/null: %m");
+                return log_error_errno(s->spare_fd, "Failed to open /dev/null: %m");
         r = server_start_mhd(s);
         if (r < 0)
                 return r;

@@ -16,6 +16,7 @@ import hashlib
 import os
 import signal
 import struct
+import time
 
 import mctest
 from mctest import check, tmpdir, wait_until
@@ -312,6 +313,30 @@ def test_connection_caps():
     for w in ok:
         w.pump()
         check(not w.closed, "a served connection was closed")
+
+
+def test_global_cap_evicts_handshaking():
+    # At the global cap, connections that never send a handshake (from as many addresses as it takes)
+    # do not keep a peer out: the one waiting longest for its handshake makes room.
+    path = make_file(50000, 13)
+    s = Seeder(path, "--max-per-addr", 2, "--max-conns", 3)
+    ih = bytes.fromhex(s.id)[:20]
+    silent = [Wire(s.port, f"127.0.0.{10 + i}") for i in range(3)]
+
+    def stats():
+        os.kill(s.d.pid, signal.SIGUSR1)    # prints a stats line
+        time.sleep(0.05)
+        return s.stats()
+    wait_until(lambda: stats().get("connections") == 3, 10, msg="three silent connections")
+    w = Wire(s.port, "127.0.0.20")
+    w.send(handshake(ih))
+    w.wait_message(lambda m: m[0] == 1, what="unchoke")   # served
+    silent[0].wait_closed()
+    st = wait_until(lambda: (x := stats()) and x["evicted"] == 1 and x, 10, msg="the eviction counted")
+    check(st["refused_global"] == 0 and st["connections"] == 3, f"{st}")
+    for x in silent[1:]:
+        x.pump()
+        check(not x.closed, "a newer silent connection was closed")
 
 
 mctest.main()
