@@ -107,6 +107,7 @@ int daemon_accept(int fd, int *spare_fd, const char *refusal, struct sockaddr_st
         assert(ret_sa);
         assert(ret_len);
 
+        *ret_len = 0;
         cfd = accept4(fd, (struct sockaddr *) ret_sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd >= 0) {
                 *ret_len = len;

@@ -254,12 +254,13 @@ static void conn_unqueue(HttpConn *c) {
         c->queued = false;
 }
 
-/* Enters phase: a phase with a timeout starts its deadline now (restart: even when already in it). */
+/* Enters phase (c may be NULL: nothing happens): a phase with a timeout starts its deadline now. */
 static void conn_set_phase(HttpConn *c, ConnPhase phase) {
-        HttpServer *s = c->server;
+        HttpServer *s;
 
         if (!c || c->closing || c->phase == phase)
                 return;
+        s = c->server;
         conn_unqueue(c);
         c->phase = phase;
         if (s->timeouts[phase] == 0)
