@@ -215,6 +215,26 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
                    "mc_leases_granted_total %" PRIu64 "\n", c->metrics.leases_granted);
         fprintf(f, "# HELP mc_leases_expired_total Leases this replica found expired.\n# TYPE mc_leases_expired_total counter\n"
                    "mc_leases_expired_total %" PRIu64 "\n", c->metrics.leases_expired);
+        {
+                HttpServerStats hs;
+                http_server_get_stats(c->http, &hs);
+                fprintf(f, "# HELP mc_http_connections HTTP connections open, and the caps.\n# TYPE mc_http_connections gauge\n"
+                           "mc_http_connections %u\n"
+                           "mc_http_connections{limit=\"global\"} %u\n"
+                           "mc_http_connections{limit=\"per_address\"} %u\n"
+                           "# HELP mc_http_connections_closed_total HTTP connections refused or closed by the server's "
+                           "defences, by reason.\n# TYPE mc_http_connections_closed_total counter\n"
+                           "mc_http_connections_closed_total{reason=\"refused_per_address\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"refused_global\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"refused_descriptors\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"evicted\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"header_timeout\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"body_timeout\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"idle_timeout\"} %" PRIu64 "\n",
+                        hs.connections, hs.max_connections, hs.max_connections_per_address,
+                        hs.refused_address, hs.refused_global, hs.refused_descriptors, hs.evicted,
+                        hs.header_timeouts, hs.body_timeouts, hs.idle_timeouts);
+        }
         if (c->publisher) {
                 TaskPublisherStats ps;
                 task_publisher_stats(c->publisher, &ps);

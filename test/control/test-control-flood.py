@@ -164,6 +164,18 @@ def test_flood_from_one_address_then_many():
     pusher.thread.join(TIMEOUT)
     check_pushes(pusher.since(m), "after the floods")
 
+    # The counters in /metrics: the per-address refusals, the evictions, the header deadline (5 s,
+    # shorter than a flood: the connections let in from the single address were cut by it).
+    text = http("GET", c.url + "/metrics").text
+    closed = {}
+    for line in text.splitlines():
+        if line.startswith("mc_http_connections_closed_total{reason=\""):
+            reason = line.split('"')[1]
+            closed[reason] = int(line.split()[-1])
+    for reason in ("refused_per_address", "evicted", "header_timeout"):
+        check(closed.get(reason, 0) > 0, f"mc_http_connections_closed_total{{reason={reason}}}: {closed}")
+    check(f'mc_http_connections{{limit="global"}} {MAX_CONNECTIONS}' in text, "the global cap in /metrics")
+
 
 def pings(d):
     return sum(1 for m in d.notifications(since_start=True) if m.get("WATCHDOG") == "1")
