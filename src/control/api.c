@@ -519,6 +519,32 @@ void control_http_handler(HttpRequest *req, void *userdata) {
         route->handler(c, req, &call);
 }
 
+/* Before the body: a request for an endpoint that needs a token, sent without a valid one (or with one of
+ * the wrong kind), gets its 401 (403) now, as the handler would give it, but without its body being
+ * read: otherwise anyone could hold a connection past its headers, by sending a body a byte at a time,
+ * where the server no longer closes it to make room for others. Everything else waits for the body,
+ * so that the answers stay those of control_http_handler(), in its order. */
+void control_http_headers(HttpRequest *req, void *userdata) {
+        Control *c = userdata;
+        const char *path = http_request_path(req);
+        const Route *found = NULL, *route;
+        PathValue value = {};
+        AuthIdentity id;
+
+        for (size_t i = 0; i < ELEMENTSOF(routes) && !found; i++)
+                if (path_match(routes[i].pattern, path, &value) == PATH_MATCH)
+                        found = &routes[i];
+        if (!found)
+                return;
+        route = route_for_method(found, http_request_method(req));
+        if (!route || route->access == ACCESS_PUBLIC)
+                return;
+        if (value.has && !path_params[value.kind].valid(value.value))
+                return;
+        http_request_set_route(req, route->label);
+        (void) authorize(c, req, route->access, &id);
+}
+
 void control_http_completed(HttpRequest *req, unsigned code, void *userdata) {
         Control *c = userdata;
         metrics_count_request(&c->metrics, http_request_route(req), code);

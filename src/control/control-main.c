@@ -253,6 +253,8 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return r;
 
+        http_server_set_headers_handler(c.http, control_http_headers);
+
         /* The watchdog is pinged only while the HTTP sockets really accept (http-server.h). */
         r = http_server_take_watchdog(c.http);
         if (r < 0)

@@ -100,6 +100,7 @@ void control_bus_emit_task_changed(Control *c, const char *id, const char *statu
 
 /* HTTP: api.c */
 void control_http_handler(HttpRequest *req, void *userdata);
+void control_http_headers(HttpRequest *req, void *userdata);
 void control_http_completed(HttpRequest *req, unsigned code, void *userdata);
 
 /* Sweeps and periodic work: sweeper.c */

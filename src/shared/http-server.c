@@ -79,6 +79,7 @@ struct HttpServer {
         HttpServerConfig config;
         uint64_t timeouts[_CONN_PHASE_MAX];
         HttpHandler handler;
+        HttpHandler headers_handler;
         HttpCompleted completed;
         void *userdata;
         struct MHD_Daemon *daemon;
@@ -630,6 +631,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                                 return queue_prepared_response(r);
                         }
                 }
+                if (s->headers_handler && !s->stopping) {
+                        s->headers_handler(r, s->userdata);
+                        if (r->response)
+                                return queue_prepared_response(r);
+                }
                 return MHD_YES;
         }
 
@@ -1059,6 +1065,11 @@ fail:
         for (size_t i = taken; i < n_fds; i++)
                 close(listen_fds[i]);
         return r;
+}
+
+void http_server_set_headers_handler(HttpServer *s, HttpHandler headers) {
+        assert(s);
+        s->headers_handler = headers;
 }
 
 void http_server_set_stopping(HttpServer *s) {

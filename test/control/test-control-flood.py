@@ -17,6 +17,7 @@ event loop still running: the pings stop, http_not_serving says why, and they re
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ import time
 
 import mctest
 from mctest import check, http
-from controltest import SAMPLE_TASK, start_cluster, write_tokens
+from controltest import SAMPLE_TASK, USER_TOKEN, start_cluster, write_tokens
 from mctest import Daemon, Postgres, free_port
 
 CONNECTIONS = 10000
@@ -175,6 +176,30 @@ def test_flood_from_one_address_then_many():
     for reason in ("refused_per_address", "evicted", "header_timeout"):
         check(closed.get(reason, 0) > 0, f"mc_http_connections_closed_total{{reason={reason}}}: {closed}")
     check(f'mc_http_connections{{limit="global"}} {MAX_CONNECTIONS}' in text, "the global cap in /metrics")
+
+
+def test_no_token_no_body():
+    # A request that needs a token, without one, is answered 401 as soon as its headers are in: a
+    # client cannot hold the connection by sending its body slowly (past the headers, the control no
+    # longer closes it to make room). With a token, the same request waits for its body.
+    pg, (c,) = start_cluster()
+    head = (b"POST /api/tasks/push HTTP/1.1\r\nHost: control\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n")
+    s = socket.create_connection(("127.0.0.1", c.port), timeout=TIMEOUT)
+    mctest.defer(s.close)
+    s.sendall(head + b"\r\n{\"image\":")
+    answer = s.recv(4096)
+    check(answer.startswith(b"HTTP/1.1 401 "), f"without a token: {answer[:200]!r}")
+
+    t = socket.create_connection(("127.0.0.1", c.port), timeout=TIMEOUT)
+    mctest.defer(t.close)
+    t.sendall(head + f"Authorization: Bearer {USER_TOKEN}\r\n\r\n{{\"image\":".encode())
+    t.settimeout(1)
+    try:
+        early = t.recv(4096)
+    except socket.timeout:
+        early = None
+    check(early is None, f"with a token, answered before the body: {early!r}")
 
 
 def pings(d):
