@@ -823,39 +823,36 @@ static void watchdog_probe_accepted(HttpServer *s, HttpListener *l) {
 
 static int on_watchdog(sd_event_source *source, uint64_t usec, void *userdata) {
         HttpServer *s = userdata;
-        bool failed = false;
+        HttpListener *stuck = NULL, *failed = NULL;
+        int error = 0;
 
         /* The last round's probes should all have been accepted by now. */
-        if (s->probing) {
-                for (size_t i = 0; i < s->n_listeners; i++) {
-                        HttpListener *l = s->listeners + i;
-                        if (l->probe_fd >= 0 && !l->probe_accepted) {
-                                failed = true;
-                                log_not_serving(s, l, "not accepted in time");
-                        }
-                }
-                s->stats.watchdog_withheld++;
-        }
+        if (s->probing)
+                for (size_t i = 0; i < s->n_listeners && !stuck; i++)
+                        if (s->listeners[i].probe_fd >= 0 && !s->listeners[i].probe_accepted)
+                                stuck = s->listeners + i;
 
+        /* A new round. */
         s->probing = true;
         for (size_t i = 0; i < s->n_listeners; i++) {
-                HttpListener *l = s->listeners + i;
-                int r = probe_start(l);
-
+                int r = probe_start(s->listeners + i);
                 if (r < 0) {
-                        probe_close(l);
-                        if (!failed)
-                                s->stats.watchdog_withheld++;
-                        failed = true;
-                        s->probing = false;     /* this round cannot succeed */
-                        log_not_serving(s, l, strerror(-r));
+                        failed = s->listeners + i;
+                        error = r;
                         break;
                 }
         }
-        if (failed)
+        if (failed) {
+                /* This round cannot succeed. */
+                s->probing = false;
                 for (size_t i = 0; i < s->n_listeners; i++)
-                        if (!s->probing)
-                                probe_close(s->listeners + i);
+                        probe_close(s->listeners + i);
+        }
+
+        if (stuck || failed) {
+                s->stats.watchdog_withheld++;
+                log_not_serving(s, stuck ?: failed, stuck ? "not accepted in time" : strerror(-error));
+        }
         watchdog_ping_if_all_accepted(s);       /* no socket to probe at all */
 
         (void) sd_event_source_set_time(source, usec + s->watchdog_usec / 4);
