@@ -79,7 +79,7 @@ def percentile(values, p):
 
 def flood(control, sources, mode):
     """Runs the flooder for FLOOD_SECONDS; returns its counts and the control's largest fd count."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "http-flood.py")
+    script = os.path.join(mctest.source_dir(), "test", "lib", "tcp-flood.py")
     p = subprocess.Popen([sys.executable, script, "--port", str(control.port), "--sources", sources,
                           "--connections", str(CONNECTIONS), "--mode", mode],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

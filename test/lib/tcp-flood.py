@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""An HTTP flooder, as an attacker without a token would run it: keeps CONNECTIONS connections open to
-HOST:PORT, from the given source addresses in turn, each having sent half a request header; "idle"
-ones then send nothing, "trickle" ones one more header byte every second, so that only an absolute
-deadline ends them. A connection the server closes (refused over a cap, timed out, evicted) is opened
+"""A connection flooder, as an attacker without credentials would run it: keeps CONNECTIONS connections
+open to HOST:PORT, from the given source addresses in turn, each having sent half a request: half an
+HTTP request header (--payload http), or half a BitTorrent handshake (--payload bittorrent). "idle"
+ones then send nothing; "trickle" ones (HTTP only) one more header byte every second, so that only an
+absolute deadline ends them. A connection the server closes (refused over a cap, timed out, evicted) is opened
 again, at most REOPEN per 100 ms round, as a client that insists would.
 
 Prints one line "ready" once every connection was opened once, runs until it reads a line on standard
@@ -17,7 +18,10 @@ import socket
 import sys
 import time
 
-HALF = b"POST /api/tasks/push HTTP/1.1\r\nHost: control\r\nContent-Type: application/json\r\nX-Slow: "
+HALF = {
+    "http": b"POST /api/tasks/push HTTP/1.1\r\nHost: control\r\nContent-Type: application/json\r\nX-Slow: ",
+    "bittorrent": b"\x13BitTorrent prot",
+}
 
 
 def main():
@@ -28,6 +32,7 @@ def main():
                    help="source addresses: A (one), or A/N (N addresses from A upwards)")
     p.add_argument("--connections", type=int, default=10000)
     p.add_argument("--mode", choices=("idle", "trickle", "mixed"), default="mixed")
+    p.add_argument("--payload", choices=tuple(HALF), default="http")
     p.add_argument("--reopen", type=int, default=500)
     p.add_argument("--duration", type=float, default=600)
     a = p.parse_args()
@@ -60,8 +65,10 @@ def main():
         socks[i] = [s, 0, False]
         stats["opened"] += 1
 
+    half = HALF[a.payload]
+
     def trickles(i):
-        return a.mode == "trickle" or (a.mode == "mixed" and i % 2 == 1)
+        return a.payload == "http" and (a.mode == "trickle" or (a.mode == "mixed" and i % 2 == 1))
 
     for i in range(a.connections):
         open_one(i)
@@ -84,7 +91,7 @@ def main():
             s, sent, _ = e
             try:
                 if sent == 0:
-                    e[1] = s.send(HALF)
+                    e[1] = s.send(half)
                 elif tick % 10 == i % 10:
                     # Once a second: has the server answered (a refusal) or closed it?
                     try:
