@@ -132,7 +132,8 @@ unsigned http_default_max_connections(void) {
         if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
                 return DEFAULT_MAX_CONNECTIONS_CEILING;
         n = rl.rlim_cur;
-        reserve = MAX((rlim_t) HTTP_RESERVED_FDS, n / 4);
+        /* What server_check_config() demands, and a quarter of the limit when that is more. */
+        reserve = MAX((rlim_t) (HTTP_RESERVED_FDS + ACCEPT_BURST), n / 4);
         if (n <= reserve + 16)
                 return 16;
         return (unsigned) MIN(n - reserve, (rlim_t) DEFAULT_MAX_CONNECTIONS_CEILING);

@@ -58,7 +58,8 @@ typedef struct HttpServerConfig {
 /* Descriptors kept for everything else the daemon opens (database, bus, journal, probes). */
 #define HTTP_RESERVED_FDS 64U
 
-/* The soft RLIMIT_NOFILE minus a quarter of it (at least HTTP_RESERVED_FDS), at most 16384. */
+/* The soft RLIMIT_NOFILE minus a quarter of it (at least 128: HTTP_RESERVED_FDS and a burst of
+ * connections being closed), at most 16384. */
 unsigned http_default_max_connections(void);
 
 typedef struct HttpServerStats {
