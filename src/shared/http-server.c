@@ -1,110 +1,22 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+/* The HTTP server (http-server.h): libmicrohttpd on the loop, its callbacks, the requests, setting up.
+ * Accepting and the connections' deadlines are in http-connections.c, the watchdog in
+ * http-watchdog.c. */
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <fcntl.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <systemd/sd-daemon.h>
 
-#include "address-table.h"
 #include "daemon-util.h"
-#include "http-server.h"
-#include "list.h"
+#include "http-server-internal.h"
 #include "log.h"
 
 #define MAX_EXTRA_HEADERS 8
-/* Connections accepted per wake-up of a listening socket, before the loop serves anything else. It is
- * also how far the count may pass max_connections while evicted connections wait to be closed. */
-#define ACCEPT_BURST 64U
-#define LOG_INTERVAL_USEC (10 * USEC_PER_SEC)
-/* How long accepting pauses when not even the spare descriptor can be had. */
-#define ACCEPT_PAUSE_USEC (100 * USEC_PER_MSEC)
-#define DEFAULT_MAX_CONNECTIONS_CEILING 16384U
-
-typedef enum ConnPhase {
-        CONN_HEADERS,   /* waiting for a request's headers (deadline: header timeout) */
-        CONN_BODY,      /* waiting for its body (deadline: body timeout) */
-        CONN_IDLE,      /* between keep-alive requests (deadline: idle timeout) */
-        CONN_BUSY,      /* being handled or answered: no deadline of ours */
-        _CONN_PHASE_MAX,
-} ConnPhase;
-
-static const char *const conn_phase_table[_CONN_PHASE_MAX] = {
-        [CONN_HEADERS] = "headers",
-        [CONN_BODY] = "body",
-        [CONN_IDLE] = "idle",
-        [CONN_BUSY] = "busy",
-};
-
-typedef struct HttpConn HttpConn;
-struct HttpConn {
-        HttpServer *server;
-        struct MHD_Connection *connection;
-        int fd;                         /* owned by libmicrohttpd */
-        AddressKey key;
-        struct sockaddr_storage sa;     /* for the journal */
-        socklen_t sa_len;
-        ConnPhase phase;
-        uint64_t deadline_usec;
-        bool queued;                    /* in server->queue[phase] */
-        bool closing;                   /* shut down by us; libmicrohttpd closes it on its next run */
-        LIST_FIELDS(HttpConn);
-};
-
-typedef struct HttpListener {
-        HttpServer *server;
-        int fd;
-        sd_event_source *source;
-        /* The watchdog's probe: a connection of ours to this socket, and the address of our end. */
-        int probe_fd;
-        struct sockaddr_storage probe_local;
-        socklen_t probe_local_len;
-        bool probe_accepted;
-} HttpListener;
-
-/* A journal event kept to one entry per interval; the others are counted and named in the next. */
-typedef struct RateLog {
-        uint64_t last_usec;
-        uint64_t suppressed;
-        bool logged_once;
-} RateLog;
-
-struct HttpServer {
-        sd_event *event;
-        HttpServerConfig config;
-        uint64_t timeouts[_CONN_PHASE_MAX];
-        HttpHandler handler;
-        HttpHandler headers_handler;
-        HttpCompleted completed;
-        void *userdata;
-        struct MHD_Daemon *daemon;
-        sd_event_source *io_source;
-        sd_event_source *timer_source;
-        sd_event_source *wake_source;   /* runs MHD once more after a resume (a defer source) */
-        sd_event_source *deadline_source;
-        sd_event_source *accept_pause_source;
-        HttpListener *listeners;
-        size_t n_listeners;
-        HttpRequest *suspended;         /* list of requests waiting for the application */
-        bool stopping;
-
-        AddressTable *addresses;
-        HttpConn *queue[_CONN_PHASE_MAX], *queue_tail[_CONN_PHASE_MAX];   /* oldest first */
-        unsigned n_conns, n_closing;
-        HttpConn *adding;               /* being handed to MHD_add_connection() */
-        int spare_fd;                   /* given up for a moment when accept() hits EMFILE */
-        HttpServerStats stats;
-        RateLog limit_log, timeout_log, watchdog_log;
-
-        sd_event_source *watchdog_source;
-        uint64_t watchdog_usec;
-        bool probing;                   /* a round of probes is under way */
-};
 
 struct HttpRequest {
         HttpServer *server;
@@ -125,21 +37,7 @@ struct HttpRequest {
         LIST_FIELDS(HttpRequest);       /* in server->suspended */
 };
 
-unsigned http_default_max_connections(void) {
-        struct rlimit rl;
-        rlim_t n, reserve;
-
-        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
-                return DEFAULT_MAX_CONNECTIONS_CEILING;
-        n = rl.rlim_cur;
-        /* What server_check_config() demands, and a quarter of the limit when that is more. */
-        reserve = MAX((rlim_t) (HTTP_RESERVED_FDS + ACCEPT_BURST), n / 4);
-        if (n <= reserve + 16)
-                return 16;
-        return (unsigned) MIN(n - reserve, (rlim_t) DEFAULT_MAX_CONNECTIONS_CEILING);
-}
-
-static uint64_t server_now(HttpServer *s) {
+uint64_t http_server_now(HttpServer *s) {
         uint64_t t = 0;
 
         if (sd_event_now(s->event, CLOCK_MONOTONIC, &t) < 0)
@@ -147,7 +45,7 @@ static uint64_t server_now(HttpServer *s) {
         return t;
 }
 
-static bool rate_log_allow(RateLog *l, uint64_t now, uint64_t *ret_suppressed) {
+bool http_rate_log_allow(RateLog *l, uint64_t now, uint64_t *ret_suppressed) {
         if (l->logged_once && now < l->last_usec + LOG_INTERVAL_USEC) {
                 l->suppressed++;
                 return false;
@@ -159,7 +57,7 @@ static bool rate_log_allow(RateLog *l, uint64_t now, uint64_t *ret_suppressed) {
         return true;
 }
 
-static void format_address(const struct sockaddr *sa, socklen_t len, char *buf, size_t size) {
+void http_format_address(const struct sockaddr *sa, socklen_t len, char *buf, size_t size) {
         char host[INET6_ADDRSTRLEN] = "?";
 
         if (sa && sa->sa_family == AF_INET && len >= (socklen_t) sizeof(struct sockaddr_in)) {
@@ -173,7 +71,6 @@ static void format_address(const struct sockaddr *sa, socklen_t len, char *buf, 
         } else
                 snprintf(buf, size, "local");
 }
-
 /* ---- running libmicrohttpd from the loop */
 
 static void server_arm_timer(HttpServer *s) {
@@ -203,7 +100,7 @@ static void server_run(HttpServer *s) {
  * MHD_resume_connection() or MHD_add_connection(): the request would wait for unrelated traffic.
  * MHD_run() must not be called from here directly, since a reply may be given from inside another
  * request's callback. */
-static void server_wake(HttpServer *s) {
+void http_server_wake(HttpServer *s) {
         /* A defer source rather than a zero timer: it costs no timerfd_settime() calls, which showed as
          * several per cent of the control's CPU with one asynchronous answer per request. */
         int r = sd_event_source_set_enabled(s->wake_source, SD_EVENT_ONESHOT);
@@ -225,309 +122,6 @@ static int on_server_timer(sd_event_source *source, uint64_t usec, void *userdat
         server_run(userdata);
         return 0;
 }
-
-/* ---- connections: phases, deadlines, closing */
-
-static HttpConn *conn_of(struct MHD_Connection *connection) {
-        const union MHD_ConnectionInfo *info;
-
-        info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-        return info ? info->socket_context : NULL;
-}
-
-static void deadline_arm(HttpServer *s, uint64_t usec) {
-        int enabled = SD_EVENT_OFF;
-        uint64_t current;
-
-        (void) sd_event_source_get_enabled(s->deadline_source, &enabled);
-        if (enabled != SD_EVENT_OFF && sd_event_source_get_time(s->deadline_source, &current) >= 0 && current <= usec)
-                return;
-        if (sd_event_source_set_time(s->deadline_source, usec) < 0 ||
-            sd_event_source_set_enabled(s->deadline_source, SD_EVENT_ONESHOT) < 0)
-                log_warning("Failed to arm the HTTP deadline timer.");
-}
-
-static void conn_unqueue(HttpConn *c) {
-        HttpServer *s = c->server;
-
-        if (!c->queued)
-                return;
-        LIST_REMOVE_QUEUED(s->queue[c->phase], s->queue_tail[c->phase], c);
-        c->queued = false;
-}
-
-/* Enters phase (c may be NULL: nothing happens): a phase with a timeout starts its deadline now. */
-static void conn_set_phase(HttpConn *c, ConnPhase phase) {
-        HttpServer *s;
-
-        if (!c || c->closing || c->phase == phase)
-                return;
-        s = c->server;
-        conn_unqueue(c);
-        c->phase = phase;
-        if (s->timeouts[phase] == 0)
-                return;
-        c->deadline_usec = server_now(s) + s->timeouts[phase];
-        LIST_APPEND(s->queue[phase], s->queue_tail[phase], c);
-        c->queued = true;
-        deadline_arm(s, c->deadline_usec);
-}
-
-/* Shuts the socket down: libmicrohttpd sees the hang-up on its next run and closes the connection
- * (and tells on_connection()). It cannot be closed from here: libmicrohttpd owns the descriptor. */
-static void conn_close(HttpConn *c) {
-        HttpServer *s = c->server;
-
-        if (c->closing)
-                return;
-        conn_unqueue(c);
-        c->closing = true;
-        s->n_closing++;
-        (void) shutdown(c->fd, SHUT_RDWR);
-        server_wake(s);
-}
-
-static void conn_free(HttpConn *c) {
-        HttpServer *s;
-
-        if (!c)
-                return;
-        s = c->server;
-        conn_unqueue(c);
-        if (c->closing)
-                s->n_closing--;
-        address_table_remove(s->addresses, &c->key);
-        s->n_conns--;
-        free(c);
-}
-
-static void log_timeout(HttpServer *s, HttpConn *c) {
-        char address[INET6_ADDRSTRLEN + 16], total[32], since[32];
-        uint64_t suppressed;
-
-        if (!rate_log_allow(&s->timeout_log, server_now(s), &suppressed))
-                return;
-        format_address((struct sockaddr *) &c->sa, c->sa_len, address, sizeof(address));
-        snprintf(total, sizeof(total), "%" PRIu64,
-                 s->stats.header_timeouts + s->stats.body_timeouts + s->stats.idle_timeouts);
-        snprintf(since, sizeof(since), "%" PRIu64, suppressed);
-        log_event(LOG_INFO, MC_EVENT_HTTP_TIMEOUT,
-                  LOG_FIELDS("CLIENT_ADDRESS", address, "HTTP_PHASE", conn_phase_table[c->phase],
-                             "HTTP_TIMED_OUT", total, "HTTP_NOT_LOGGED", since),
-                  "HTTP connection from %s closed: no complete %s in time (%s closed so since start; %s not "
-                  "logged since the last entry).",
-                  address, c->phase == CONN_IDLE ? "request after the last answer" : conn_phase_table[c->phase],
-                  total, since);
-}
-
-static int on_deadline(sd_event_source *source, uint64_t usec, void *userdata) {
-        HttpServer *s = userdata;
-        uint64_t now = server_now(s), next = UINT64_MAX;
-
-        for (ConnPhase p = 0; p < _CONN_PHASE_MAX; p++) {
-                HttpConn *c;
-
-                while ((c = s->queue[p]) && c->deadline_usec <= now) {
-                        uint64_t *counter = p == CONN_HEADERS ? &s->stats.header_timeouts :
-                                            p == CONN_BODY ? &s->stats.body_timeouts : &s->stats.idle_timeouts;
-                        (*counter)++;
-                        log_timeout(s, c);
-                        conn_close(c);
-                }
-                if (c)
-                        next = MIN(next, c->deadline_usec);
-        }
-        if (next != UINT64_MAX)
-                deadline_arm(s, next);
-        return 0;
-}
-
-/* ---- accepting: caps, refusals, evictions */
-
-static void log_limit(HttpServer *s, const char *limit, const struct sockaddr *sa, socklen_t len) {
-        char address[INET6_ADDRSTRLEN + 16], open_now[16], refused[32], evicted[32], since[32];
-        uint64_t suppressed;
-
-        if (!rate_log_allow(&s->limit_log, server_now(s), &suppressed))
-                return;
-        format_address(sa, len, address, sizeof(address));
-        snprintf(open_now, sizeof(open_now), "%u", s->n_conns);
-        snprintf(refused, sizeof(refused), "%" PRIu64,
-                 s->stats.refused_address + s->stats.refused_global + s->stats.refused_descriptors);
-        snprintf(evicted, sizeof(evicted), "%" PRIu64, s->stats.evicted);
-        snprintf(since, sizeof(since), "%" PRIu64, suppressed);
-        log_event(LOG_WARNING, MC_EVENT_HTTP_LIMIT,
-                  LOG_FIELDS("CLIENT_ADDRESS", address, "HTTP_LIMIT", limit, "HTTP_CONNECTIONS", open_now,
-                             "HTTP_REFUSED", refused, "HTTP_EVICTED", evicted, "HTTP_NOT_LOGGED", since),
-                  "HTTP connection from %s hit the %s limit (%s connections open; %s refused and %s waiting ones "
-                  "closed to make room since start; %s not logged since the last entry).",
-                  address, limit, open_now, refused, evicted, since);
-}
-
-/* The answer to a connection over a cap, sent before anything is read and followed by close(): the
- * client learns at once, and its connection never waits in the backlog. */
-static void refuse(int fd, unsigned code) {
-        const char *reason = code == 429 ? "Too Many Requests" : "Service Unavailable";
-        const char *body = code == 429 ? "{\"error\":\"Too many connections from this address.\"}"
-                                       : "{\"error\":\"Too many connections.\"}";
-        char buf[256];
-        int n;
-
-        n = snprintf(buf, sizeof(buf),
-                     "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                     "Retry-After: 1\r\nConnection: close\r\n\r\n%s",
-                     code, reason, strlen(body), body);
-        if (n > 0)
-                (void) send(fd, buf, MIN((size_t) n, sizeof(buf) - 1), MSG_DONTWAIT | MSG_NOSIGNAL);
-        close(fd);
-}
-
-/* The connection that has waited longest for a request: headers not complete, or idle. */
-static HttpConn *oldest_waiting(HttpServer *s) {
-        HttpConn *h = s->queue[CONN_HEADERS], *i = s->queue[CONN_IDLE];
-
-        if (!h || !i)
-                return h ?: i;
-        /* Deadlines are entry times plus each phase's timeout. */
-        return h->deadline_usec - s->timeouts[CONN_HEADERS] <= i->deadline_usec - s->timeouts[CONN_IDLE] ? h : i;
-}
-
-static void watchdog_probe_accepted(HttpServer *s, HttpListener *l);
-
-static bool is_probe(HttpListener *l, const struct sockaddr_storage *sa, socklen_t len) {
-        if (l->probe_fd < 0 || l->probe_accepted || len != l->probe_local_len)
-                return false;
-        if (sa->ss_family == AF_INET) {
-                const struct sockaddr_in *a = (const struct sockaddr_in *) sa, *b = (const struct sockaddr_in *) &l->probe_local;
-                return b->sin_family == AF_INET && a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
-        }
-        if (sa->ss_family == AF_INET6) {
-                const struct sockaddr_in6 *a = (const struct sockaddr_in6 *) sa, *b = (const struct sockaddr_in6 *) &l->probe_local;
-                return b->sin6_family == AF_INET6 && a->sin6_port == b->sin6_port &&
-                       memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
-        }
-        return false;
-}
-
-static void server_take(HttpServer *s, HttpListener *l, int cfd, const struct sockaddr_storage *sa, socklen_t len) {
-        HttpConn *c;
-        AddressKey key;
-        int r;
-
-        if (is_probe(l, sa, len)) {
-                close(cfd);
-                watchdog_probe_accepted(s, l);
-                return;
-        }
-
-        address_key_from_sockaddr((const struct sockaddr *) sa, len, &key);
-        if (address_table_get(s->addresses, &key) >= s->config.max_connections_per_address) {
-                s->stats.refused_address++;
-                refuse(cfd, 429);
-                log_limit(s, "per_address", (const struct sockaddr *) sa, len);
-                return;
-        }
-        if (s->n_conns - s->n_closing >= s->config.max_connections) {
-                HttpConn *victim = oldest_waiting(s);
-
-                /* Evicted connections still hold their descriptors until libmicrohttpd's next run:
-                 * never more than a burst of them. */
-                if (!victim || s->n_conns >= s->config.max_connections + ACCEPT_BURST) {
-                        s->stats.refused_global++;
-                        refuse(cfd, 503);
-                        log_limit(s, "global", (const struct sockaddr *) sa, len);
-                        return;
-                }
-                s->stats.evicted++;
-                log_limit(s, "global_evicted", (const struct sockaddr *) &victim->sa, victim->sa_len);
-                conn_close(victim);
-        }
-
-        c = calloc(1, sizeof(HttpConn));
-        if (!c) {
-                close(cfd);
-                log_oom();
-                return;
-        }
-        r = address_table_add(s->addresses, &key);
-        if (r < 0) {
-                free(c);
-                close(cfd);
-                log_oom();
-                return;
-        }
-        *c = (HttpConn) {
-                .server = s,
-                .fd = cfd,
-                .key = key,
-                .sa_len = MIN(len, (socklen_t) sizeof(c->sa)),
-                .phase = CONN_BUSY,
-        };
-        memcpy(&c->sa, sa, c->sa_len);
-        s->n_conns++;
-        conn_set_phase(c, CONN_HEADERS);
-
-        /* libmicrohttpd tells on_connection() of it from inside MHD_add_connection(), and closes the
-         * socket itself when it fails. */
-        s->adding = c;
-        if (MHD_add_connection(s->daemon, cfd, (const struct sockaddr *) sa, len) != MHD_YES) {
-                if (s->adding)          /* never started: ours to forget */
-                        conn_free(TAKE_PTR(s->adding));
-                log_debug("libmicrohttpd did not take a connection.");
-                return;
-        }
-        s->adding = NULL;
-        s->stats.accepted++;
-        server_wake(s);
-}
-
-static int on_accept_resume(sd_event_source *source, uint64_t usec, void *userdata) {
-        HttpServer *s = userdata;
-
-        for (size_t i = 0; i < s->n_listeners; i++)
-                (void) sd_event_source_set_enabled(s->listeners[i].source, SD_EVENT_ON);
-        return 0;
-}
-
-static const char refusal_503[] =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 33\r\n"
-        "Retry-After: 1\r\nConnection: close\r\n\r\n{\"error\":\"Too many connections.\"}";
-
-static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
-        HttpListener *l = userdata;
-        HttpServer *s = l->server;
-
-        /* A burst at a time, then back to the loop, so that the requests of those let in are read. */
-        for (unsigned i = 0; i < ACCEPT_BURST; i++) {
-                struct sockaddr_storage sa;
-                socklen_t len;
-                int cfd;
-
-                cfd = daemon_accept(fd, &s->spare_fd, refusal_503, &sa, &len);
-                if (cfd == -EAGAIN)
-                        return 0;
-                if (cfd == -EMFILE) {
-                        /* No descriptor: shed through the spare one, so that it does not wait in the
-                         * backlog. */
-                        s->stats.refused_descriptors++;
-                        log_limit(s, "descriptors", len > 0 ? (struct sockaddr *) &sa : NULL, len);
-                        if (s->spare_fd >= 0)
-                                continue;
-                        /* Not even that: stop accepting for a moment rather than spin on the socket. */
-                        for (size_t j = 0; j < s->n_listeners; j++)
-                                (void) sd_event_source_set_enabled(s->listeners[j].source, SD_EVENT_OFF);
-                        (void) sd_event_source_set_time_relative(s->accept_pause_source, ACCEPT_PAUSE_USEC);
-                        (void) sd_event_source_set_enabled(s->accept_pause_source, SD_EVENT_ONESHOT);
-                        s->spare_fd = daemon_spare_fd();
-                        return 0;
-                }
-                if (cfd < 0)
-                        continue;       /* an error of that connection (ECONNABORTED ...) */
-                server_take(s, l, cfd, &sa, len);
-        }
-        return 0;
-}
-
 /* ---- libmicrohttpd's callbacks */
 
 static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
@@ -542,17 +136,17 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
                 *socket_context = c;
                 return;
         }
-        conn_free(*socket_context);
+        http_conn_free(*socket_context);
         *socket_context = NULL;
 }
 
 /* The request line of a request has arrived. A keep-alive connection that was idle has a new request:
  * the header deadline runs from now. */
 static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *connection) {
-        HttpConn *c = conn_of(connection);
+        HttpConn *c = http_conn_of(connection);
 
         if (c && c->phase == CONN_IDLE)
-                conn_set_phase(c, CONN_HEADERS);
+                http_conn_set_phase(c, CONN_HEADERS);
         return NULL;
 }
 
@@ -583,7 +177,7 @@ static void suspended_remove(HttpRequest *r) {
 static enum MHD_Result queue_prepared_response(HttpRequest *r) {
         enum MHD_Result ret;
 
-        conn_set_phase(conn_of(r->connection), CONN_BUSY);
+        http_conn_set_phase(http_conn_of(r->connection), CONN_BUSY);
         ret = MHD_queue_response(r->connection, r->code, r->response);
         MHD_destroy_response(r->response);
         r->response = NULL;
@@ -601,7 +195,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                 const char *cl;
 
                 /* The headers are complete: now the body's deadline runs. */
-                conn_set_phase(conn_of(connection), CONN_BODY);
+                http_conn_set_phase(http_conn_of(connection), CONN_BODY);
 
                 r = calloc(1, sizeof(HttpRequest));
                 if (!r)
@@ -677,7 +271,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                 return MHD_YES; /* spurious call while waiting */
         r->dispatched = true;
         /* Handled from now on: the application decides how long that takes (long polls). */
-        conn_set_phase(conn_of(connection), CONN_BUSY);
+        http_conn_set_phase(http_conn_of(connection), CONN_BUSY);
 
         if (r->too_large) {
                 r->route = "too_large";
@@ -707,7 +301,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
         HttpRequest *r = *con_cls;
 
         /* Answered (or given up): until its next request line, the connection is idle. */
-        conn_set_phase(conn_of(connection), CONN_IDLE);
+        http_conn_set_phase(http_conn_of(connection), CONN_IDLE);
         if (!r)
                 return;
         *con_cls = NULL;
@@ -742,149 +336,6 @@ static void on_mhd_log(void *arg, const char *fmt, va_list ap) {
         buf[strcspn(buf, "\n")] = 0;
         log_debug("microhttpd: %s", buf);
 }
-
-/* ---- the watchdog */
-
-static void log_not_serving(HttpServer *s, HttpListener *l, const char *reason) {
-        char address[INET6_ADDRSTRLEN + 16] = "?", withheld[32], since[32];
-        struct sockaddr_storage sa;
-        socklen_t len = sizeof(sa);
-        uint64_t suppressed;
-
-        if (!rate_log_allow(&s->watchdog_log, server_now(s), &suppressed))
-                return;
-        if (getsockname(l->fd, (struct sockaddr *) &sa, &len) >= 0)
-                format_address((struct sockaddr *) &sa, len, address, sizeof(address));
-        snprintf(withheld, sizeof(withheld), "%" PRIu64, s->stats.watchdog_withheld);
-        snprintf(since, sizeof(since), "%" PRIu64, suppressed);
-        log_event(LOG_WARNING, MC_EVENT_HTTP_NOT_SERVING,
-                  LOG_FIELDS("LISTEN_ADDRESS", address, "HTTP_PROBE_ERROR", reason,
-                             "WATCHDOG_WITHHELD", withheld, "HTTP_NOT_LOGGED", since),
-                  "HTTP socket %s does not accept connections (%s): the watchdog is not pinged (%s pings withheld "
-                  "since start; %s not logged since the last entry).",
-                  address, reason, withheld, since);
-}
-
-static void probe_close(HttpListener *l) {
-        l->probe_fd = safe_close(l->probe_fd);
-        l->probe_accepted = false;
-}
-
-/* Connects to the listening socket, as a client would, without waiting. Returns 0, 1 when the
- * socket's family is not probed (it counts as accepting), or negative errno. */
-static int probe_start(HttpListener *l) {
-        union {
-                struct sockaddr sa;
-                struct sockaddr_in in;
-                struct sockaddr_in6 in6;
-                struct sockaddr_storage ss;
-        } sa;
-        socklen_t len = sizeof(sa);
-        _cleanup_close_ int fd = -1;
-
-        probe_close(l);
-        if (getsockname(l->fd, &sa.sa, &len) < 0)
-                return -errno;
-        if (sa.sa.sa_family == AF_INET) {
-                if (sa.in.sin_addr.s_addr == htonl(INADDR_ANY))
-                        sa.in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        } else if (sa.sa.sa_family == AF_INET6) {
-                if (IN6_IS_ADDR_UNSPECIFIED(&sa.in6.sin6_addr))
-                        sa.in6.sin6_addr = in6addr_loopback;
-        } else
-                return 1;       /* a unix socket: its peers cannot be told apart from ours */
-
-        fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        if (connect(fd, &sa.sa, len) < 0 && errno != EINPROGRESS)
-                return -errno;
-        l->probe_local_len = sizeof(l->probe_local);
-        if (getsockname(fd, (struct sockaddr *) &l->probe_local, &l->probe_local_len) < 0)
-                return -errno;
-        l->probe_fd = TAKE_FD(fd);
-        return 0;
-}
-
-static void watchdog_ping_if_all_accepted(HttpServer *s) {
-        if (!s->probing)
-                return;
-        for (size_t i = 0; i < s->n_listeners; i++)
-                if (s->listeners[i].probe_fd >= 0 && !s->listeners[i].probe_accepted)
-                        return;
-        s->probing = false;
-        s->stats.watchdog_pings++;
-        (void) sd_notify(false, "WATCHDOG=1");
-}
-
-static void watchdog_probe_accepted(HttpServer *s, HttpListener *l) {
-        l->probe_accepted = true;
-        watchdog_ping_if_all_accepted(s);
-}
-
-static int on_watchdog(sd_event_source *source, uint64_t usec, void *userdata) {
-        HttpServer *s = userdata;
-        HttpListener *stuck = NULL, *failed = NULL;
-        int error = 0;
-
-        /* The last round's probes should all have been accepted by now. */
-        if (s->probing)
-                for (size_t i = 0; i < s->n_listeners && !stuck; i++)
-                        if (s->listeners[i].probe_fd >= 0 && !s->listeners[i].probe_accepted)
-                                stuck = s->listeners + i;
-
-        /* A new round. */
-        s->probing = true;
-        for (size_t i = 0; i < s->n_listeners; i++) {
-                int r = probe_start(s->listeners + i);
-                if (r < 0) {
-                        failed = s->listeners + i;
-                        error = r;
-                        break;
-                }
-        }
-        if (failed) {
-                /* This round cannot succeed. */
-                s->probing = false;
-                for (size_t i = 0; i < s->n_listeners; i++)
-                        probe_close(s->listeners + i);
-        }
-
-        if (stuck || failed) {
-                s->stats.watchdog_withheld++;
-                log_not_serving(s, stuck ?: failed, stuck ? "not accepted in time" : strerror(-error));
-        }
-        watchdog_ping_if_all_accepted(s);       /* no socket to probe at all */
-
-        (void) sd_event_source_set_time(source, usec + s->watchdog_usec / 4);
-        return 0;
-}
-
-int http_server_take_watchdog(HttpServer *s) {
-        uint64_t usec = 0;
-        int r;
-
-        assert(s);
-        r = sd_watchdog_enabled(false, &usec);
-        if (r <= 0)
-                return r;
-        r = sd_event_set_watchdog(s->event, false);
-        if (r < 0)
-                return log_error_errno(r, "Failed to stop the event loop's watchdog pings: %m");
-        s->watchdog_usec = usec;
-        r = sd_event_add_time_relative(s->event, &s->watchdog_source, CLOCK_MONOTONIC, 0, usec / 16,
-                                       on_watchdog, s);
-        if (r < 0)
-                return log_error_errno(r, "Failed to add the watchdog timer: %m");
-        (void) sd_event_source_set_description(s->watchdog_source, "http-watchdog");
-        r = sd_event_source_set_enabled(s->watchdog_source, SD_EVENT_ON);
-        if (r < 0)
-                return log_error_errno(r, "Failed to enable the watchdog timer: %m");
-        log_debug("Watchdog pings now follow the HTTP sockets accepting (every %" PRIu64 " ms).",
-                  usec / 4 / USEC_PER_MSEC);
-        return 1;
-}
-
 /* ---- setting up and tearing down */
 
 static int listener_init(HttpServer *s, HttpListener *l, int fd) {
@@ -897,7 +348,7 @@ static int listener_init(HttpServer *s, HttpListener *l, int fd) {
         flags = fcntl(fd, F_GETFL);
         if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
                 return log_error_errno(errno, "Failed to make the HTTP socket non-blocking: %m");
-        r = sd_event_add_io(s->event, &l->source, fd, EPOLLIN, on_accept, l);
+        r = sd_event_add_io(s->event, &l->source, fd, EPOLLIN, http_on_accept, l);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch the HTTP socket: %m");
         (void) sd_event_source_set_description(l->source, "http-accept");
@@ -941,7 +392,7 @@ static int server_start_mhd(HttpServer *s) {
 
         /* Created disarmed; server_arm_timer() sets it from MHD's timeout. (A relative time of
          * UINT64_MAX would be refused with EOVERFLOW.) Accuracy 1 µs: the default (0) lets sd-event
-         * coalesce it by up to 250 ms, which server_wake() would add to every suspended answer. */
+         * coalesce it by up to 250 ms, which http_server_wake() would add to every suspended answer. */
         r = sd_event_add_time(s->event, &s->timer_source, CLOCK_MONOTONIC, 0, 1, on_server_timer, s);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP timer: %m");
@@ -956,12 +407,12 @@ static int server_start_mhd(HttpServer *s) {
         (void) sd_event_source_set_enabled(s->wake_source, SD_EVENT_OFF);
 
         /* Deadlines need no precision: coalesced within 100 ms. */
-        r = sd_event_add_time(s->event, &s->deadline_source, CLOCK_MONOTONIC, 0, 100 * USEC_PER_MSEC, on_deadline, s);
+        r = sd_event_add_time(s->event, &s->deadline_source, CLOCK_MONOTONIC, 0, 100 * USEC_PER_MSEC, http_on_deadline, s);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP deadline timer: %m");
         (void) sd_event_source_set_description(s->deadline_source, "http-deadlines");
         (void) sd_event_source_set_enabled(s->deadline_source, SD_EVENT_OFF);
-        r = sd_event_add_time(s->event, &s->accept_pause_source, CLOCK_MONOTONIC, 0, 0, on_accept_resume, s);
+        r = sd_event_add_time(s->event, &s->accept_pause_source, CLOCK_MONOTONIC, 0, 0, http_on_accept_resume, s);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP accept timer: %m");
         (void) sd_event_source_set_enabled(s->accept_pause_source, SD_EVENT_OFF);
@@ -1224,7 +675,7 @@ int http_request_reply(HttpRequest *r, unsigned code, const char *content_type, 
         if (r->suspended) {
                 suspended_remove(r);
                 MHD_resume_connection(r->connection);
-                server_wake(r->server);
+                http_server_wake(r->server);
         }
         return 0;
 }
