@@ -57,7 +57,7 @@ static const ConfigOption control_options[] = {
         { "HTTP_HEADER_TIMEOUT_SEC", NULL, CONFIG_INT, offsetof(ControlConfig, http_header_timeout_sec), 1, 3600, "10",
           "Longest a client may take to send a request's headers" },
         { "HTTP_BODY_TIMEOUT_SEC", NULL, CONFIG_INT, offsetof(ControlConfig, http_body_timeout_sec), 1, 3600, "60",
-          "Longest a client may take to send a request's body (and, without progress, to read an answer)" },
+          "Longest a client may take to send a request's body" },
         { "HTTP_IDLE_TIMEOUT_SEC", NULL, CONFIG_INT, offsetof(ControlConfig, http_idle_timeout_sec), 1, 3600, "30",
           "Longest a keep-alive connection may stay idle between requests" },
         { "LOG_LEVEL", NULL, CONFIG_STRING, offsetof(ControlConfig, log_level), 0, 0, "info",

@@ -355,6 +355,10 @@ static int listener_init(HttpServer *s, HttpListener *l, int fd) {
         return 0;
 }
 
+static uint64_t server_longest_deadline_usec(HttpServer *s) {
+        return MAX(MAX(s->config.header_timeout_usec, s->config.body_timeout_usec), s->config.idle_timeout_usec);
+}
+
 static int server_start_mhd(HttpServer *s) {
         const union MHD_DaemonInfo *info;
         int r;
@@ -372,8 +376,9 @@ static int server_start_mhd(HttpServer *s) {
                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                 MHD_OPTION_URI_LOG_CALLBACK, on_request_line, s,
                 MHD_OPTION_UNESCAPE_CALLBACK, unescape_without_nul, NULL,
-                /* Inactivity while an answer is sent (our deadlines cover the request). */
-                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) MAX(s->config.body_timeout_usec / USEC_PER_SEC, (uint64_t) 1),
+                /* Inactivity while an answer is sent: our deadlines cover the request, and must be
+                 * the ones that end it (they are counted and logged), so this one is longer. */
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) (server_longest_deadline_usec(s) / USEC_PER_SEC + 1),
                 /* Ours is the cap; libmicrohttpd's must only never be the one reached. */
                 MHD_OPTION_CONNECTION_LIMIT, s->config.max_connections + 2 * ACCEPT_BURST,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,

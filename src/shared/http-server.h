@@ -20,7 +20,7 @@
  *    accepted (or after the request line of a later request on it); its body body_timeout after its
  *    headers; an idle keep-alive connection is closed after idle_timeout. A request being handled
  *    has none (long polls); sending the answer is bounded by libmicrohttpd's inactivity timeout
- *    (body_timeout without progress);
+ *    (the longest of the three deadlines plus a second without progress);
  *  - EMFILE on accept() does not leave the connection in the backlog: a spare descriptor is given
  *    up for a moment to accept and refuse it;
  *  - refusals, evictions and timeouts are counted (http_server_get_stats()) and logged as
