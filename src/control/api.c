@@ -216,6 +216,26 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
                    "mc_leases_granted_total %" PRIu64 "\n", c->metrics.leases_granted);
         fprintf(f, "# HELP mc_leases_expired_total Leases this replica found expired.\n# TYPE mc_leases_expired_total counter\n"
                    "mc_leases_expired_total %" PRIu64 "\n", c->metrics.leases_expired);
+        {
+                HttpServerStats hs;
+                http_server_get_stats(c->http, &hs);
+                fprintf(f, "# HELP mc_http_connections HTTP connections open, and the caps.\n# TYPE mc_http_connections gauge\n"
+                           "mc_http_connections %u\n"
+                           "mc_http_connections{limit=\"global\"} %u\n"
+                           "mc_http_connections{limit=\"per_address\"} %u\n"
+                           "# HELP mc_http_connections_closed_total HTTP connections refused or closed by the server's "
+                           "defences, by reason.\n# TYPE mc_http_connections_closed_total counter\n"
+                           "mc_http_connections_closed_total{reason=\"refused_per_address\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"refused_global\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"refused_descriptors\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"evicted\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"header_timeout\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"body_timeout\"} %" PRIu64 "\n"
+                           "mc_http_connections_closed_total{reason=\"idle_timeout\"} %" PRIu64 "\n",
+                        hs.connections, hs.max_connections, hs.max_connections_per_address,
+                        hs.refused_address, hs.refused_global, hs.refused_descriptors, hs.evicted,
+                        hs.header_timeouts, hs.body_timeouts, hs.idle_timeouts);
+        }
         if (c->publisher) {
                 TaskPublisherStats ps;
                 task_publisher_stats(c->publisher, &ps);
@@ -519,6 +539,32 @@ void control_http_handler(HttpRequest *req, void *userdata) {
                 return;
         }
         route->handler(c, req, &call);
+}
+
+/* Before the body: a request for an endpoint that needs a token, sent without a valid one (or with one of
+ * the wrong kind), gets its 401 (403) now, as the handler would give it, but without its body being
+ * read: otherwise anyone could hold a connection past its headers, by sending a body a byte at a time,
+ * where the server no longer closes it to make room for others. Everything else waits for the body,
+ * so that the answers stay those of control_http_handler(), in its order. */
+void control_http_headers(HttpRequest *req, void *userdata) {
+        Control *c = userdata;
+        const char *path = http_request_path(req);
+        const Route *found = NULL, *route;
+        PathValue value = {};
+        ApiCall call = {};
+
+        for (size_t i = 0; i < ELEMENTSOF(routes) && !found; i++)
+                if (path_match(routes[i].pattern, path, &value) == PATH_MATCH)
+                        found = &routes[i];
+        if (!found)
+                return;
+        route = route_for_method(found, http_request_method(req));
+        if (!route || route->access == ACCESS_PUBLIC)
+                return;
+        if (value.has && !path_params[value.kind].valid(value.value))
+                return;
+        http_request_set_route(req, route->label);
+        (void) authorize(c, req, route->access, &call);
 }
 
 void control_http_completed(HttpRequest *req, unsigned code, void *userdata) {

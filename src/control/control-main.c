@@ -55,6 +55,17 @@ static const ConfigOption control_options[] = {
           "Serve org.mutualcloud.Control1 on the system bus (DBUS_SYSTEM_BUS_ADDRESS)" },
         { "BUS_GROUP", NULL, CONFIG_STRING, offsetof(ControlConfig, bus_group), 0, 0, "mc",
           "Group whose members may use the D-Bus methods (besides root)" },
+        { "HTTP_MAX_CONNECTIONS", NULL, CONFIG_INT, offsetof(ControlConfig, http_max_connections), 0, 1048576, "0",
+          "HTTP connections at once; at the cap the one waiting longest for its request is closed for a new one "
+          "(0: RLIMIT_NOFILE less a quarter, at most 16384)" },
+        { "HTTP_MAX_CONNECTIONS_PER_ADDRESS", NULL, CONFIG_INT, offsetof(ControlConfig, http_max_per_address), 1, 1048576, "64",
+          "HTTP connections at once from one IPv4 address or IPv6 /64; more are refused with 429" },
+        { "HTTP_HEADER_TIMEOUT_SEC", NULL, CONFIG_INT, offsetof(ControlConfig, http_header_timeout_sec), 1, 3600, "10",
+          "Longest a client may take to send a request's headers" },
+        { "HTTP_BODY_TIMEOUT_SEC", NULL, CONFIG_INT, offsetof(ControlConfig, http_body_timeout_sec), 1, 3600, "60",
+          "Longest a client may take to send a request's body" },
+        { "HTTP_IDLE_TIMEOUT_SEC", NULL, CONFIG_INT, offsetof(ControlConfig, http_idle_timeout_sec), 1, 3600, "30",
+          "Longest a keep-alive connection may stay idle between requests" },
         { "LOG_LEVEL", NULL, CONFIG_STRING, offsetof(ControlConfig, log_level), 0, 0, "info",
           "debug, info, notice, warning, err" },
         DHT_CONFIG_OPTIONS(ControlConfig, dht),
@@ -245,6 +256,8 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return r;
 
+        /* Before the HTTP server derives its connection cap from it. */
+        (void) daemon_raise_nofile();
         r = open_listeners(&c, &fds, &n_fds);
         if (r < 0)
                 return r;
@@ -252,11 +265,22 @@ static int run(int argc, char *argv[]) {
                 /* Room for a finished task's captured output (OUTPUT_MAX_BYTES) plus its tails; pushes
                  * are held to 1 MiB by their handler. */
                 .max_body = 4 * 1024 * 1024,
-                .connection_timeout_sec = 90,
+                .max_connections = (unsigned) c.config.http_max_connections,
+                .max_connections_per_address = (unsigned) c.config.http_max_per_address,
+                .header_timeout_usec = (uint64_t) c.config.http_header_timeout_sec * USEC_PER_SEC,
+                .body_timeout_usec = (uint64_t) c.config.http_body_timeout_sec * USEC_PER_SEC,
+                .idle_timeout_usec = (uint64_t) c.config.http_idle_timeout_sec * USEC_PER_SEC,
                 .tls = c.tls,
         };
         control_warn_plaintext(&c, fds, n_fds);
         r = http_server_new(c.event, fds, n_fds, &hc, control_http_handler, control_http_completed, &c, &c.http);
+        if (r < 0)
+                return r;
+
+        http_server_set_headers_handler(c.http, control_http_headers);
+
+        /* The watchdog is pinged only while the HTTP sockets really accept (http-server.h). */
+        r = http_server_take_watchdog(c.http);
         if (r < 0)
                 return r;
 

@@ -35,6 +35,11 @@ typedef struct ControlConfig {
         int64_t db_timeout_ms;
         int64_t claim_wait_max_ms;
         int64_t output_max_bytes;
+        int64_t http_max_connections;
+        int64_t http_max_per_address;
+        int64_t http_header_timeout_sec;
+        int64_t http_body_timeout_sec;
+        int64_t http_idle_timeout_sec;
         bool bus;
         char *bus_group;
         char *log_level;
@@ -108,6 +113,7 @@ int control_reload_setup(Control *c);
 
 /* HTTP: api.c */
 void control_http_handler(HttpRequest *req, void *userdata);
+void control_http_headers(HttpRequest *req, void *userdata);
 void control_http_completed(HttpRequest *req, unsigned code, void *userdata);
 
 /* Sweeps and periodic work: sweeper.c */

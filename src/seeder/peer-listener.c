@@ -17,6 +17,7 @@ struct PeerListener {
         size_t n;
         PeerAccepted accepted;
         void *userdata;
+        int spare_fd;                   /* for daemon_accept() */
 };
 
 PeerListener *peer_listener_free(PeerListener *l) {
@@ -27,6 +28,7 @@ PeerListener *peer_listener_free(PeerListener *l) {
                 if (l->fds[i] >= 0)
                         close(l->fds[i]);
         }
+        safe_close(l->spare_fd);
         free(l);
         return NULL;
 }
@@ -36,14 +38,24 @@ static int on_listen(sd_event_source *s, int fd, uint32_t revents, void *userdat
 
         /* A burst at a time, then back to the loop so that nothing else waits behind a flood. */
         for (int i = 0; i < 64; i++) {
-                int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (c < 0) {
-                        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-                                return 0;
-                        /* EMFILE and the like: the connection stays in the backlog until fds are free. */
-                        log_warning_errno(errno, "Cannot accept a peer connection: %m");
+                struct sockaddr_storage sa;
+                socklen_t len;
+                int c = daemon_accept(fd, &l->spare_fd, NULL, &sa, &len);
+
+                if (c == -EAGAIN)
                         return 0;
+                if (c == -EMFILE) {
+                        /* Shed through the spare descriptor rather than left in the backlog (where
+                         * it would keep the socket readable and the loop spinning). */
+                        log_debug("No descriptor for a peer connection: closed it at once.");
+                        if (l->spare_fd < 0) {
+                                l->spare_fd = daemon_spare_fd();
+                                return 0;
+                        }
+                        continue;
                 }
+                if (c < 0)
+                        continue;       /* an error of that connection (ECONNABORTED ...) */
                 l->accepted(l, c, l->userdata);
         }
         return 0;
@@ -66,6 +78,7 @@ int peer_listener_new(sd_event *e, const int *fds, size_t n, const char *address
         }
         l->accepted = accepted;
         l->userdata = userdata;
+        l->spare_fd = daemon_spare_fd();
         if (n > PEER_LISTENER_MAX_SOCKETS) {
                 for (size_t i = 0; i < n; i++)
                         close(fds[i]);

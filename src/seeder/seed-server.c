@@ -49,7 +49,9 @@ uint64_t seed_server_violations(const SwarmServerStats *st) {
 }
 
 uint64_t seed_server_refused(const SwarmServerStats *st) {
-        return st->refused_global + st->refused_address;
+        /* Those closed without a handshake to make room at MAX_PEERS, and those shed for want of a
+         * descriptor, went over a cap too. */
+        return st->refused_global + st->refused_address + st->evicted + st->refused_descriptors;
 }
 
 static uint64_t now_usec(SeedServer *s) {

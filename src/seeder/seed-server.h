@@ -57,6 +57,7 @@ int seed_server_remove(SeedServer *s, const uint8_t id[TORRENT_ID_SIZE]);
 
 BlockSendPath seed_server_send_path(const SeedServer *s);
 void seed_server_get_stats(const SeedServer *s, SwarmServerStats *ret);
-/* Connections closed for a protocol violation or an unknown info-hash, and refused over a cap. */
+/* Connections closed for a protocol violation or an unknown info-hash, and refused over a cap (or
+ * closed without a handshake to make room at it, or shed for want of a descriptor). */
 uint64_t seed_server_violations(const SwarmServerStats *st);
 uint64_t seed_server_refused(const SwarmServerStats *st);

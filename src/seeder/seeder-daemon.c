@@ -91,11 +91,26 @@ static void serve_content(Seeder *s, const StoreContent *c) {
                 log_warning_errno(r, "Cannot serve content %s from %s: %m", c->id, path);
 }
 
+/* Descriptors kept for the rest of the daemon (store, bus, DHT, journal) and for a burst of
+ * connections accepted and closed at once. */
+#define SEEDER_RESERVED_FDS 128U
+
 static int start_serving(Seeder *s) {
         BlockSendPath path = block_send_path_from_string(s->config->send_path);
+        uint64_t nofile, needed;
         int r;
 
         assert(path >= 0);      /* checked with the configuration */
+
+        /* Each peer connection holds two descriptors (ours and the block sender's duplicate), each
+         * served content one: MAX_PEERS must fit, or a flood of connections would exhaust them. */
+        nofile = daemon_raise_nofile();
+        needed = 2 * (uint64_t) s->config->max_peers + store_n_contents(s->store) + SEEDER_RESERVED_FDS;
+        if (nofile > 0 && needed > nofile)
+                return log_error_errno(EINVAL, "MAX_PEERS=%" PRIi64 " does not fit in this process's descriptor limit "
+                                       "(RLIMIT_NOFILE=%" PRIu64 "): each connection takes two, each content one, and %u "
+                                       "are kept for the rest. Lower MAX_PEERS, or raise LimitNOFILE=.",
+                                       s->config->max_peers, nofile, SEEDER_RESERVED_FDS);
         r = seed_server_new(s->event, &(SeedServerConfig) {
                                     .send_path = path,
                                     .max_peers = (unsigned) s->config->max_peers,

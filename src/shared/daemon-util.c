@@ -1,15 +1,20 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "daemon-util.h"
 #include "log.h"
+
+/* accept() failing for want of a descriptor or of kernel memory. */
+#define IN_SET_ERRNO_NOFD(e) ((e) == EMFILE || (e) == ENFILE || (e) == ENOBUFS || (e) == ENOMEM)
 
 int daemon_event_new(sd_event **ret) {
         return daemon_event_new_with_terminate(NULL, NULL, ret);
@@ -68,6 +73,63 @@ void daemon_notify_status(const char *fmt, ...) {
 
 void daemon_notify_stopping(void) {
         sd_notify(false, "STOPPING=1\nSTATUS=Shutting down.");
+}
+
+uint64_t daemon_raise_nofile(void) {
+        struct rlimit rl;
+        rlim_t want;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return 0;
+        want = rl.rlim_max == RLIM_INFINITY ? 65536 : MIN(rl.rlim_max, (rlim_t) 65536);
+        if (want > rl.rlim_cur) {
+                rl.rlim_cur = want;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                        log_debug_errno(errno, "Failed to raise RLIMIT_NOFILE to %llu: %m", (unsigned long long) want);
+                else
+                        log_debug("RLIMIT_NOFILE raised to %llu.", (unsigned long long) want);
+                (void) getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        return rl.rlim_cur;
+}
+
+int daemon_spare_fd(void) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
+int daemon_accept(int fd, int *spare_fd, const char *refusal, struct sockaddr_storage *ret_sa, socklen_t *ret_len) {
+        socklen_t len = sizeof(struct sockaddr_storage);
+        int cfd;
+
+        assert(fd >= 0);
+        assert(spare_fd);
+        assert(ret_sa);
+        assert(ret_len);
+
+        *ret_len = 0;
+        cfd = accept4(fd, (struct sockaddr *) ret_sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd >= 0) {
+                *ret_len = len;
+                return cfd;
+        }
+        if (errno == EINTR)
+                return -EAGAIN;
+        if (!IN_SET_ERRNO_NOFD(errno))
+                return -errno;
+        if (*spare_fd < 0)
+                return -EMFILE;
+        *spare_fd = safe_close(*spare_fd);
+        len = sizeof(struct sockaddr_storage);
+        cfd = accept4(fd, (struct sockaddr *) ret_sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd >= 0) {
+                if (refusal)
+                        (void) send(cfd, refusal, strlen(refusal), MSG_DONTWAIT | MSG_NOSIGNAL);
+                close(cfd);
+        }
+        *spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        *ret_len = cfd >= 0 ? len : 0;
+        return -EMFILE;
 }
 
 int daemon_listen_fds(void) {

@@ -33,6 +33,22 @@ void daemon_notify_ready(const char *status);
 void daemon_notify_status(const char *fmt, ...) _printf_(1, 2);
 void daemon_notify_stopping(void);
 
+/* Raises the soft RLIMIT_NOFILE to the hard one (at most 65536): a server's connections are
+ * descriptors, and the default soft limit of 1024 is there for select(), which no daemon of ours uses.
+ * Returns the soft limit in effect. */
+uint64_t daemon_raise_nofile(void);
+
+/* accept4() (non-blocking, close-on-exec) that never leaves a connection in the backlog for lack of a
+ * descriptor: on EMFILE/ENFILE it gives up *spare_fd (an fd of /dev/null the caller opened for this,
+ * see daemon_spare_fd()) for a moment to accept the connection and close it at once, then opens it
+ * again. Returns the accepted fd; -EAGAIN when none waits; -EMFILE when one was shed so, after
+ * writing refusal (if not NULL) to it; -EMFILE with *spare_fd < 0 when even that failed (the caller
+ * should stop accepting for a moment rather than spin on the readable socket); another negative
+ * errno for an error of that one connection (try the next). */
+int daemon_accept(int fd, int *spare_fd, const char *refusal, struct sockaddr_storage *ret_sa, socklen_t *ret_len);
+/* An fd of /dev/null for daemon_accept(), or negative errno. */
+int daemon_spare_fd(void);
+
 /* Returns the number of sockets systemd passed (starting at SD_LISTEN_FDS_START), 0 if none. */
 int daemon_listen_fds(void);
 

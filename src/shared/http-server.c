@@ -1,40 +1,25 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+/* The HTTP server (http-server.h): libmicrohttpd on the loop, its callbacks, the requests, setting up.
+ * Accepting and the connections' deadlines are in http-connections.c, the watchdog in
+ * http-watchdog.c. */
+
+#include <arpa/inet.h>
 #include <ctype.h>
-#include <microhttpd.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 
 #include "daemon-util.h"
-#include "http-server.h"
-#include "list.h"
+#include "http-server-internal.h"
 #include "log.h"
 
 #define MAX_EXTRA_HEADERS 8
 
-typedef struct HttpListener {
-        HttpServer *server;
-        struct MHD_Daemon *daemon;
-        sd_event_source *io_source;
-        sd_event_source *timer_source;
-        sd_event_source *wake_source;   /* runs MHD once more after a resume (a defer source) */
-} HttpListener;
-
-struct HttpServer {
-        sd_event *event;
-        HttpServerConfig config;
-        HttpHandler handler;
-        HttpCompleted completed;
-        void *userdata;
-        HttpListener *listeners;
-        size_t n_listeners;
-        HttpRequest *suspended;        /* list of requests waiting for the application */
-        bool stopping;
-};
-
 struct HttpRequest {
         HttpServer *server;
-        HttpListener *listener;
         struct MHD_Connection *connection;
         char *method;
         char *path;
@@ -52,53 +37,117 @@ struct HttpRequest {
         LIST_FIELDS(HttpRequest);       /* in server->suspended */
 };
 
-static void listener_arm_timer(HttpListener *l) {
+uint64_t http_server_now(HttpServer *s) {
+        uint64_t t = 0;
+
+        if (sd_event_now(s->event, CLOCK_MONOTONIC, &t) < 0)
+                t = now_usec();
+        return t;
+}
+
+bool http_rate_log_allow(RateLog *l, uint64_t now, uint64_t *ret_suppressed) {
+        if (l->logged_once && now < l->last_usec + LOG_INTERVAL_USEC) {
+                l->suppressed++;
+                return false;
+        }
+        *ret_suppressed = l->suppressed;
+        l->suppressed = 0;
+        l->last_usec = now;
+        l->logged_once = true;
+        return true;
+}
+
+void http_format_address(const struct sockaddr *sa, socklen_t len, char *buf, size_t size) {
+        char host[INET6_ADDRSTRLEN] = "?";
+
+        if (sa && sa->sa_family == AF_INET && len >= (socklen_t) sizeof(struct sockaddr_in)) {
+                const struct sockaddr_in *in = (const struct sockaddr_in *) sa;
+                inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+                snprintf(buf, size, "%s:%u", host, ntohs(in->sin_port));
+        } else if (sa && sa->sa_family == AF_INET6 && len >= (socklen_t) sizeof(struct sockaddr_in6)) {
+                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) sa;
+                inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+                snprintf(buf, size, "[%s]:%u", host, ntohs(in6->sin6_port));
+        } else
+                snprintf(buf, size, "local");
+}
+/* ---- running libmicrohttpd from the loop */
+
+static void server_arm_timer(HttpServer *s) {
         MHD_UNSIGNED_LONG_LONG timeout_ms;
         int r;
 
-        if (MHD_get_timeout(l->daemon, &timeout_ms) != MHD_YES) {
-                (void) sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+        if (MHD_get_timeout(s->daemon, &timeout_ms) != MHD_YES) {
+                (void) sd_event_source_set_enabled(s->timer_source, SD_EVENT_OFF);
                 return;
         }
         /* MHD's timeout is relative, in milliseconds. */
-        r = sd_event_source_set_time_relative(l->timer_source, (uint64_t) timeout_ms * USEC_PER_MSEC);
+        r = sd_event_source_set_time_relative(s->timer_source, (uint64_t) timeout_ms * USEC_PER_MSEC);
         if (r >= 0)
-                r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_ONESHOT);
+                r = sd_event_source_set_enabled(s->timer_source, SD_EVENT_ONESHOT);
         if (r < 0)
                 log_warning_errno(r, "Failed to arm HTTP timer: %m");
 }
 
-static void listener_run(HttpListener *l) {
-        if (MHD_run(l->daemon) != MHD_YES)
+static void server_run(HttpServer *s) {
+        if (MHD_run(s->daemon) != MHD_YES)
                 log_debug("MHD_run() failed.");
-        listener_arm_timer(l);
+        server_arm_timer(s);
 }
 
 /* Makes the loop call MHD_run() soon. libmicrohttpd 0.9.75 creates no inter-thread channel when it
  * runs without threads of its own (MHD_USE_ITC is ignored then), so nothing wakes its epoll fd after
- * MHD_resume_connection(): the resumed request would wait for unrelated traffic. MHD_run() must not
- * be called from here directly, since a reply may be given from inside another request's callback. */
-static void listener_wake(HttpListener *l) {
+ * MHD_resume_connection() or MHD_add_connection(): the request would wait for unrelated traffic.
+ * MHD_run() must not be called from here directly, since a reply may be given from inside another
+ * request's callback. */
+void http_server_wake(HttpServer *s) {
         /* A defer source rather than a zero timer: it costs no timerfd_settime() calls, which showed as
          * several per cent of the control's CPU with one asynchronous answer per request. */
-        int r = sd_event_source_set_enabled(l->wake_source, SD_EVENT_ONESHOT);
+        int r = sd_event_source_set_enabled(s->wake_source, SD_EVENT_ONESHOT);
         if (r < 0)
                 log_warning_errno(r, "Failed to schedule the HTTP server: %m");
 }
 
-static int on_listener_wake(sd_event_source *s, void *userdata) {
-        listener_run(userdata);
+static int on_server_wake(sd_event_source *source, void *userdata) {
+        server_run(userdata);
         return 0;
 }
 
-static int on_listener_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        listener_run(userdata);
+static int on_server_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        server_run(userdata);
         return 0;
 }
 
-static int on_listener_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        listener_run(userdata);
+static int on_server_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        server_run(userdata);
         return 0;
+}
+/* ---- libmicrohttpd's callbacks */
+
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+        HttpServer *s = cls;
+
+        if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+                HttpConn *c = TAKE_PTR(s->adding);
+
+                if (c)
+                        c->connection = connection;
+                *socket_context = c;
+                return;
+        }
+        http_conn_free(*socket_context);
+        *socket_context = NULL;
+}
+
+/* The request line of a request has arrived. A keep-alive connection that was idle has a new request:
+ * the header deadline runs from now. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *connection) {
+        HttpConn *c = http_conn_of(connection);
+
+        if (c && c->phase == CONN_IDLE)
+                http_conn_set_phase(c, CONN_HEADERS);
+        return NULL;
 }
 
 static void request_free(HttpRequest *r) {
@@ -128,6 +177,7 @@ static void suspended_remove(HttpRequest *r) {
 static enum MHD_Result queue_prepared_response(HttpRequest *r) {
         enum MHD_Result ret;
 
+        http_conn_set_phase(http_conn_of(r->connection), CONN_BUSY);
         ret = MHD_queue_response(r->connection, r->code, r->response);
         MHD_destroy_response(r->response);
         r->response = NULL;
@@ -138,18 +188,19 @@ static enum MHD_Result queue_prepared_response(HttpRequest *r) {
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
-        HttpListener *l = cls;
-        HttpServer *s = l->server;
+        HttpServer *s = cls;
         HttpRequest *r = *con_cls;
 
         if (!r) {
                 const char *cl;
 
+                /* The headers are complete: now the body's deadline runs. */
+                http_conn_set_phase(http_conn_of(connection), CONN_BODY);
+
                 r = calloc(1, sizeof(HttpRequest));
                 if (!r)
                         return MHD_NO;
                 r->server = s;
-                r->listener = l;
                 r->connection = connection;
                 r->method = strdup(method);
                 r->path = strdup(url);
@@ -174,6 +225,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                                                          s->config.max_body);
                                 return queue_prepared_response(r);
                         }
+                }
+                if (s->headers_handler && !s->stopping) {
+                        s->headers_handler(r, s->userdata);
+                        if (r->response)
+                                return queue_prepared_response(r);
                 }
                 return MHD_YES;
         }
@@ -214,6 +270,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
         if (r->dispatched)
                 return MHD_YES; /* spurious call while waiting */
         r->dispatched = true;
+        /* Handled from now on: the application decides how long that takes (long polls). */
+        http_conn_set_phase(http_conn_of(connection), CONN_BUSY);
 
         if (r->too_large) {
                 r->route = "too_large";
@@ -239,10 +297,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
 
 static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-        HttpListener *l = cls;
-        HttpServer *s = l->server;
+        HttpServer *s = cls;
         HttpRequest *r = *con_cls;
 
+        /* Answered (or given up): until its next request line, the connection is idle. */
+        http_conn_set_phase(http_conn_of(connection), CONN_IDLE);
         if (!r)
                 return;
         *con_cls = NULL;
@@ -277,106 +336,212 @@ static void on_mhd_log(void *arg, const char *fmt, va_list ap) {
         buf[strcspn(buf, "\n")] = 0;
         log_debug("microhttpd: %s", buf);
 }
+/* ---- setting up and tearing down */
 
 static int listener_init(HttpServer *s, HttpListener *l, int fd) {
+        int flags, r;
+
+        l->server = s;
+        l->fd = fd;
+        l->probe_fd = -1;
+        /* Sockets passed by systemd come blocking: accept() would then wait inside the loop. */
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                return log_error_errno(errno, "Failed to make the HTTP socket non-blocking: %m");
+        r = sd_event_add_io(s->event, &l->source, fd, EPOLLIN, http_on_accept, l);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the HTTP socket: %m");
+        (void) sd_event_source_set_description(l->source, "http-accept");
+        return 0;
+}
+
+static uint64_t server_longest_deadline_usec(HttpServer *s) {
+        return MAX(MAX(s->config.header_timeout_usec, s->config.body_timeout_usec), s->config.idle_timeout_usec);
+}
+
+static int server_start_mhd(HttpServer *s) {
         /* HTTPS: what tls-server.c adds (certificate callback, TLS versions, client CA); plain HTTP: nothing. */
         struct MHD_OptionItem tls_options[TLS_SERVER_MHD_OPTIONS_MAX] = { { MHD_OPTION_END, 0, NULL } };
         const union MHD_DaemonInfo *info;
         int r;
 
-        l->server = s;
         if (s->config.tls)
                 tls_server_mhd_options(s->config.tls, tls_options);
-        l->daemon = MHD_start_daemon(
-                MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+        s->daemon = MHD_start_daemon(
+                /* We accept connections ourselves (server_take()): libmicrohttpd's own accepting stops
+                 * at its connection limit and lets the backlog fill, and in 0.9.75 it then also left
+                 * connections that clients had closed unnoticed until its timeout. */
+                MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                 (s->config.tls ? MHD_USE_TLS : 0),
                 0, NULL, NULL,
-                on_access, l,
+                on_access, s,
                 /* First, so that MHD logs nothing of its own before it knows where to. */
                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-                MHD_OPTION_LISTEN_SOCKET, fd,
-                MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+                MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                MHD_OPTION_URI_LOG_CALLBACK, on_request_line, s,
                 MHD_OPTION_UNESCAPE_CALLBACK, unescape_without_nul, NULL,
-                MHD_OPTION_CONNECTION_TIMEOUT, s->config.connection_timeout_sec,
-                MHD_OPTION_CONNECTION_LIMIT, s->config.connection_limit,
+                /* Inactivity while an answer is sent: our deadlines cover the request, and must be
+                 * the ones that end it (they are counted and logged), so this one is longer. */
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) (server_longest_deadline_usec(s) / USEC_PER_SEC + 1),
+                /* Ours is the cap; libmicrohttpd's must only never be the one reached. */
+                MHD_OPTION_CONNECTION_LIMIT, s->config.max_connections + 2 * ACCEPT_BURST,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
-                MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
                 MHD_OPTION_ARRAY, tls_options,
                 MHD_OPTION_END);
-        if (!l->daemon) {
-                close(fd);
-                return log_error_errno(EINVAL, "Failed to start the HTTP server on fd %d.", fd);
-        }
+        if (!s->daemon)
+                return log_error_errno(EINVAL, "Failed to start the HTTP server.");
 
-        info = MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_EPOLL_FD);
         if (!info)
                 return log_error_errno(EINVAL, "libmicrohttpd gave no epoll fd.");
 
-        r = sd_event_add_io(s->event, &l->io_source, info->epoll_fd, EPOLLIN, on_listener_io, l);
+        r = sd_event_add_io(s->event, &s->io_source, info->epoll_fd, EPOLLIN, on_server_io, s);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch the HTTP server: %m");
-        (void) sd_event_source_set_description(l->io_source, "http-io");
+        (void) sd_event_source_set_description(s->io_source, "http-io");
 
-        /* Created disarmed; listener_arm_timer() sets it from MHD's timeout. (A relative time of
+        /* Created disarmed; server_arm_timer() sets it from MHD's timeout. (A relative time of
          * UINT64_MAX would be refused with EOVERFLOW.) Accuracy 1 µs: the default (0) lets sd-event
-         * coalesce it by up to 250 ms, which listener_wake() would add to every suspended answer. */
-        r = sd_event_add_time(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 1, on_listener_timer, l);
+         * coalesce it by up to 250 ms, which http_server_wake() would add to every suspended answer. */
+        r = sd_event_add_time(s->event, &s->timer_source, CLOCK_MONOTONIC, 0, 1, on_server_timer, s);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP timer: %m");
-        (void) sd_event_source_set_description(l->timer_source, "http-timer");
-        r = sd_event_add_defer(s->event, &l->wake_source, on_listener_wake, l);
-        if (r < 0)
-                return log_error_errno(r, "Failed to add the HTTP wake source: %m");
-        (void) sd_event_source_set_description(l->wake_source, "http-wake");
-        (void) sd_event_source_set_enabled(l->wake_source, SD_EVENT_OFF);
-        r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(s->timer_source, "http-timer");
+        r = sd_event_source_set_enabled(s->timer_source, SD_EVENT_OFF);
         if (r < 0)
                 return log_error_errno(r, "Failed to disarm the HTTP timer: %m");
+        r = sd_event_add_defer(s->event, &s->wake_source, on_server_wake, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP wake source: %m");
+        (void) sd_event_source_set_description(s->wake_source, "http-wake");
+        (void) sd_event_source_set_enabled(s->wake_source, SD_EVENT_OFF);
+
+        /* Deadlines need no precision: coalesced within 100 ms. */
+        r = sd_event_add_time(s->event, &s->deadline_source, CLOCK_MONOTONIC, 0, 100 * USEC_PER_MSEC, http_on_deadline, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP deadline timer: %m");
+        (void) sd_event_source_set_description(s->deadline_source, "http-deadlines");
+        (void) sd_event_source_set_enabled(s->deadline_source, SD_EVENT_OFF);
+        r = sd_event_add_time(s->event, &s->accept_pause_source, CLOCK_MONOTONIC, 0, 0, http_on_accept_resume, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP accept timer: %m");
+        (void) sd_event_source_set_enabled(s->accept_pause_source, SD_EVENT_OFF);
+        return 0;
+}
+
+static int server_check_config(HttpServer *s) {
+        struct rlimit rl;
+
+        if (s->config.max_body == 0)
+                s->config.max_body = 1024 * 1024;
+        if (s->config.max_connections == 0)
+                s->config.max_connections = http_default_max_connections();
+        if (s->config.max_connections_per_address == 0)
+                s->config.max_connections_per_address = HTTP_DEFAULT_MAX_PER_ADDRESS;
+        if (s->config.header_timeout_usec == 0)
+                s->config.header_timeout_usec = HTTP_DEFAULT_HEADER_TIMEOUT_SEC * USEC_PER_SEC;
+        if (s->config.body_timeout_usec == 0)
+                s->config.body_timeout_usec = HTTP_DEFAULT_BODY_TIMEOUT_SEC * USEC_PER_SEC;
+        if (s->config.idle_timeout_usec == 0)
+                s->config.idle_timeout_usec = HTTP_DEFAULT_IDLE_TIMEOUT_SEC * USEC_PER_SEC;
+
+        /* Every connection is a descriptor, and so is each evicted one until it is closed: the cap
+         * plus a burst must leave room for the rest of the daemon. */
+        if (getrlimit(RLIMIT_NOFILE, &rl) >= 0 && rl.rlim_cur != RLIM_INFINITY &&
+            (rlim_t) s->config.max_connections + ACCEPT_BURST + HTTP_RESERVED_FDS > rl.rlim_cur)
+                return log_error_errno(EINVAL, "HTTP_MAX_CONNECTIONS=%u does not fit in this process's descriptor limit "
+                                       "(RLIMIT_NOFILE=%llu, of which %u are kept for the rest of the daemon and %u for "
+                                       "connections being closed): lower it, or raise LimitNOFILE=.",
+                                       s->config.max_connections, (unsigned long long) rl.rlim_cur,
+                                       HTTP_RESERVED_FDS, ACCEPT_BURST);
+        s->config.max_connections_per_address = MIN(s->config.max_connections_per_address, s->config.max_connections);
+
+        s->timeouts[CONN_HEADERS] = s->config.header_timeout_usec;
+        s->timeouts[CONN_BODY] = s->config.body_timeout_usec;
+        s->timeouts[CONN_IDLE] = s->config.idle_timeout_usec;
+        s->timeouts[CONN_BUSY] = 0;
+        s->stats.max_connections = s->config.max_connections;
+        s->stats.max_connections_per_address = s->config.max_connections_per_address;
         return 0;
 }
 
 int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const HttpServerConfig *config,
                     HttpHandler handler, HttpCompleted completed, void *userdata, HttpServer **ret) {
         _cleanup_(http_server_freep) HttpServer *s = NULL;
+        size_t taken = 0;
         int r;
 
         if (n_fds == 0)
                 return log_error_errno(EINVAL, "No socket to serve HTTP on.");
 
         s = calloc(1, sizeof(HttpServer));
-        if (!s)
-                return log_oom();
+        if (!s) {
+                r = log_oom();
+                goto fail;
+        }
         s->event = sd_event_ref(e);
         s->config = *config;
-        if (s->config.max_body == 0)
-                s->config.max_body = 1024 * 1024;
-        if (s->config.connection_limit == 0)
-                s->config.connection_limit = 4096;
+        s->spare_fd = -1;
         s->handler = handler;
         s->completed = completed;
         s->userdata = userdata;
         s->listeners = calloc(n_fds, sizeof(HttpListener));
         if (!s->listeners) {
-                for (size_t i = 0; i < n_fds; i++)
-                        close(listen_fds[i]);
-                return log_oom();
+                r = log_oom();
+                goto fail;
         }
-        for (size_t i = 0; i < n_fds; i++) {
-                s->n_listeners++;
-                r = listener_init(s, s->listeners + i, listen_fds[i]);
+        for (size_t i = 0; i < n_fds; i++)
+                s->listeners[i].fd = s->listeners[i].probe_fd = -1;
+        s->n_listeners = n_fds;
+        for (; taken < n_fds; taken++) {
+                r = listener_init(s, s->listeners + taken, listen_fds[taken]);
                 if (r < 0) {
-                        for (size_t j = i + 1; j < n_fds; j++)
-                                close(listen_fds[j]);
-                        return r;
+                        taken++;        /* this one is the listener's now */
+                        goto fail;
                 }
         }
+
+        r = server_check_config(s);
+        if (r < 0)
+                return r;
+        r = address_table_new(s->config.max_connections, &s->addresses);
+        if (r < 0)
+                return log_oom();
+        s->spare_fd = daemon_spare_fd();
+        if (s->spare_fd < 0)
+                return log_error_errno(s->spare_fd, "Failed to open /dev/null: %m");
+        r = server_start_mhd(s);
+        if (r < 0)
+                return r;
+        log_debug("HTTP: at most %u connections, %u per address; deadlines %" PRIu64 " s for headers, %" PRIu64
+                  " s for a body, %" PRIu64 " s idle.", s->config.max_connections, s->config.max_connections_per_address,
+                  s->config.header_timeout_usec / USEC_PER_SEC, s->config.body_timeout_usec / USEC_PER_SEC,
+                  s->config.idle_timeout_usec / USEC_PER_SEC);
         *ret = TAKE_PTR(s);
         return 0;
+
+fail:
+        for (size_t i = taken; i < n_fds; i++)
+                close(listen_fds[i]);
+        return r;
+}
+
+void http_server_set_headers_handler(HttpServer *s, HttpHandler headers) {
+        assert(s);
+        s->headers_handler = headers;
 }
 
 void http_server_set_stopping(HttpServer *s) {
         if (s)
                 s->stopping = true;
+}
+
+void http_server_get_stats(const HttpServer *s, HttpServerStats *ret) {
+        assert(s);
+        assert(ret);
+        *ret = s->stats;
+        ret->connections = s->n_conns;
 }
 
 HttpServer *http_server_free(HttpServer *s) {
@@ -392,17 +557,25 @@ HttpServer *http_server_free(HttpServer *s) {
                         http_request_reply_error(r, 503, NULL, "Server is shutting down.");
                 MHD_resume_connection(r->connection);
         }
+        if (s->daemon) {
+                (void) MHD_run(s->daemon);
+                MHD_stop_daemon(s->daemon);     /* tells on_connection() of every connection closed */
+        }
+        sd_event_source_disable_unref(s->io_source);
+        sd_event_source_disable_unref(s->timer_source);
+        sd_event_source_disable_unref(s->wake_source);
+        sd_event_source_disable_unref(s->deadline_source);
+        sd_event_source_disable_unref(s->accept_pause_source);
+        sd_event_source_disable_unref(s->watchdog_source);
         for (size_t i = 0; i < s->n_listeners; i++) {
                 HttpListener *l = s->listeners + i;
-                if (l->daemon) {
-                        (void) MHD_run(l->daemon);
-                        MHD_stop_daemon(l->daemon);
-                }
-                sd_event_source_disable_unref(l->io_source);
-                sd_event_source_disable_unref(l->timer_source);
-                sd_event_source_disable_unref(l->wake_source);
+                sd_event_source_disable_unref(l->source);
+                safe_close(l->fd);
+                safe_close(l->probe_fd);
         }
         free(s->listeners);
+        address_table_free(s->addresses);
+        safe_close(s->spare_fd);
         sd_event_unref(s->event);
         free(s);
         return NULL;
@@ -522,7 +695,7 @@ int http_request_reply(HttpRequest *r, unsigned code, const char *content_type, 
         if (r->suspended) {
                 suspended_remove(r);
                 MHD_resume_connection(r->connection);
-                listener_wake(r->listener);
+                http_server_wake(r->server);
         }
         return 0;
 }

@@ -5,7 +5,30 @@
  * as systemd-journal-remote does it. The handler is called once per request, after the whole body has
  * arrived. It may answer at once or later (after a database round trip, or a long-poll wait): a
  * request that has not been answered when the handler returns is suspended, and resumed when
- * http_request_reply*() is called. Every request must be answered exactly once. */
+ * http_request_reply*() is called. Every request must be answered exactly once.
+ *
+ * No client can use it up (docs/api.md, "Connections: caps and deadlines"):
+ *  - the server accepts connections itself, always, and hands them to libmicrohttpd; over a cap it
+ *    answers 429 (too many from that address) or 503 (too many in all) and closes at once, so the
+ *    listen backlog never fills and a client that is let in is served at once;
+ *  - at most max_connections at once, which must stay below RLIMIT_NOFILE; when a new connection
+ *    comes at that cap, the connection that has been waiting longest for its request (headers not
+ *    complete, or idle between keep-alive requests) is closed to make room; only when every
+ *    connection is past its headers is the new one refused;
+ *  - at most max_connections_per_address from one IPv4 address or IPv6 /64;
+ *  - deadlines: a request's headers must be complete header_timeout after the connection was
+ *    accepted (or after the request line of a later request on it); its body body_timeout after its
+ *    headers; an idle keep-alive connection is closed after idle_timeout. A request being handled
+ *    has none (long polls); sending the answer is bounded by libmicrohttpd's inactivity timeout
+ *    (the longest of the three deadlines plus a second without progress);
+ *  - EMFILE on accept() does not leave the connection in the backlog: a spare descriptor is given
+ *    up for a moment to accept and refuse it;
+ *  - refusals, evictions and timeouts are counted (http_server_get_stats()) and logged as
+ *    `http_limit` and `http_timeout` events, at most one of each every 10 s, with the counts.
+ *
+ * http_server_take_watchdog() makes the service watchdog (WatchdogSec=) depend on the server really
+ * accepting: the daemon pings only after each listening socket accepted a connection the daemon made
+ * to itself. */
 
 #include <json-c/json.h>
 #include <systemd/sd-event.h>
@@ -21,11 +44,37 @@ typedef void (*HttpHandler)(HttpRequest *req, void *userdata);
 typedef void (*HttpCompleted)(HttpRequest *req, unsigned code, void *userdata);
 
 typedef struct HttpServerConfig {
-        size_t max_body;                /* larger bodies get 413 without being read further */
-        unsigned connection_timeout_sec;
-        unsigned connection_limit;
-        TlsServer *tls;                 /* serve HTTPS with it (borrowed; outlives the server); NULL: plain HTTP */
+        size_t max_body;                        /* larger bodies get 413 without being read further (0: 1 MiB) */
+        unsigned max_connections;               /* 0: http_default_max_connections() */
+        unsigned max_connections_per_address;   /* 0: HTTP_DEFAULT_MAX_PER_ADDRESS */
+        uint64_t header_timeout_usec;           /* 0: HTTP_DEFAULT_HEADER_TIMEOUT_SEC */
+        uint64_t body_timeout_usec;             /* 0: HTTP_DEFAULT_BODY_TIMEOUT_SEC */
+        uint64_t idle_timeout_usec;             /* 0: HTTP_DEFAULT_IDLE_TIMEOUT_SEC */
+        TlsServer *tls;                         /* serve HTTPS with it (borrowed; outlives the server); NULL: plain HTTP */
 } HttpServerConfig;
+
+#define HTTP_DEFAULT_MAX_PER_ADDRESS 64U
+#define HTTP_DEFAULT_HEADER_TIMEOUT_SEC 10U
+#define HTTP_DEFAULT_BODY_TIMEOUT_SEC 60U
+#define HTTP_DEFAULT_IDLE_TIMEOUT_SEC 30U
+/* Descriptors kept for everything else the daemon opens (database, bus, journal, probes). */
+#define HTTP_RESERVED_FDS 64U
+
+/* The soft RLIMIT_NOFILE minus a quarter of it (at least 128: HTTP_RESERVED_FDS and a burst of
+ * connections being closed), at most 16384. */
+unsigned http_default_max_connections(void);
+
+typedef struct HttpServerStats {
+        uint64_t accepted;                      /* handed to the HTTP parser */
+        uint64_t refused_address;               /* over max_connections_per_address (429) */
+        uint64_t refused_global;                /* over max_connections, none to evict (503) */
+        uint64_t refused_descriptors;           /* EMFILE/ENFILE on accept() */
+        uint64_t evicted;                       /* closed at max_connections to make room */
+        uint64_t header_timeouts, body_timeouts, idle_timeouts;
+        uint64_t watchdog_pings, watchdog_withheld;
+        unsigned connections;                   /* open now */
+        unsigned max_connections, max_connections_per_address;
+} HttpServerStats;
 
 /* Serves every fd in listen_fds (taking ownership of them). */
 int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const HttpServerConfig *config,
@@ -33,8 +82,21 @@ int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const Http
 /* Answers every still-suspended request with 503 and stops serving. */
 HttpServer *http_server_free(HttpServer *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
+/* Called when a request's headers are complete, before its body is read: it may answer the request at
+ * once (the body is then never read, and the connection is closed after the answer), which is how a
+ * request without a valid token is refused before a client can hold its connection by sending a body
+ * slowly; or leave it to the handler. The request's path, method, query and headers are there; its
+ * body is not. */
+void http_server_set_headers_handler(HttpServer *s, HttpHandler headers);
 /* New requests get 503 from now on; those in progress are answered normally. */
 void http_server_set_stopping(HttpServer *s);
+void http_server_get_stats(const HttpServer *s, HttpServerStats *ret);
+/* When the service has a watchdog (WATCHDOG_USEC), stops the event loop's own pings and pings instead
+ * each time every listening socket accepted a probe connection the server makes to itself, a quarter
+ * of the watchdog interval apart. A server that cannot accept (no descriptors, loop stuck, socket
+ * broken) then stops pinging, and systemd restarts it; `http_not_serving` says why. 0 when there is no
+ * watchdog, 1 when taken over, negative errno. */
+int http_server_take_watchdog(HttpServer *s);
 
 const char *http_request_method(HttpRequest *r);
 const char *http_request_path(HttpRequest *r);

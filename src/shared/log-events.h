@@ -48,6 +48,10 @@
         X(PEER_VIOLATION,       peer_violation,       "b1156933d8bc4aafa6e49b5463a09ca6")       \
         X(PEER_LIMIT,           peer_limit,           "275b9588db4c481193b93441830a7ed1")       \
         X(SERVING_SUMMARY,      serving_summary,      "496e5e8aa92c46209c25f1401cae9504")       \
+        /* HTTP servers under load or attack */                                                  \
+        X(HTTP_LIMIT,           http_limit,           "91975fb2cd55434d8e0cb1c8c7911676")       \
+        X(HTTP_TIMEOUT,         http_timeout,         "5722a1126e9f410cade55a7bc578255f")       \
+        X(HTTP_NOT_SERVING,     http_not_serving,     "653a33e45c85417daefbc0fb05ca62b2")       \
         /* an agent fetching a task's inputs */                                                 \
         X(INPUTS_FETCHED,       inputs_fetched,       "61804d4718fd4d65ad62702c766b2ba9")       \
         X(INPUTS_FAILED,        inputs_failed,        "55dddac9fc014c8ea8127cad72b6593d")       \

@@ -68,6 +68,12 @@ static inline void closep(int *fd) {
 }
 #define _cleanup_close_ _cleanup_(closep)
 
+/* Closes fd if it is one, keeping errno; returns -1 for `fd = safe_close(fd);`. */
+static inline int safe_close(int fd) {
+        closep(&fd);
+        return -1;
+}
+
 static inline void fclosep(FILE **f) {
         if (*f)
                 fclose(*f);

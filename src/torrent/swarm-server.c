@@ -31,8 +31,9 @@ struct SwarmServer {
         SwarmServerConfig config;
         PeerConnConfig conn_config;
         ServedContent *contents;
-        ServerConn *conns;
+        ServerConn *conns;              /* newest first */
         SwarmServerStats stats;
+        int spare_fd;                   /* for daemon_accept() */
 };
 
 static bool same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
@@ -136,24 +137,42 @@ static const PeerConnCallbacks server_callbacks = {
         .closed = on_closed,
 };
 
-/* Takes an accepted connection: refused (closed) over the caps, else served. */
+/* The connection that has waited longest for its peer's handshake, or NULL. */
+static ServerConn *oldest_handshaking(SwarmServer *srv) {
+        ServerConn *found = NULL;
+
+        for (ServerConn *o = srv->conns; o; o = o->next)
+                if (!peer_conn_is_ready(o->conn))
+                        found = o;      /* the list is newest first: the last one is the oldest */
+        return found;
+}
+
+/* Takes an accepted connection: refused (closed) over the caps, else served. At the global cap, a
+ * connection still without a handshake makes room: otherwise connections that never send one, from
+ * enough addresses, would keep every peer out until their handshake timeout, again and again. */
 static int server_take(SwarmServer *srv, int cfd, const struct sockaddr_storage *sa) {
         unsigned same = 0;
         ServerConn *sc;
         int r;
 
         srv->stats.accepted++;
-        if (srv->stats.connections >= srv->config.max_connections) {
-                srv->stats.refused_global++;
-                close(cfd);
-                return -EBUSY;
-        }
         for (ServerConn *o = srv->conns; o; o = o->next)
                 same += same_ip(&o->sa, sa);
         if (same >= srv->config.max_per_address) {
                 srv->stats.refused_address++;
                 close(cfd);
                 return -EBUSY;
+        }
+        if (srv->stats.connections >= srv->config.max_connections) {
+                ServerConn *victim = oldest_handshaking(srv);
+
+                if (!victim) {
+                        srv->stats.refused_global++;
+                        close(cfd);
+                        return -EBUSY;
+                }
+                srv->stats.evicted++;
+                server_conn_free(victim);
         }
         sc = calloc(1, sizeof(*sc));
         if (!sc) {
@@ -192,12 +211,22 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
         /* A bounded batch per wake-up, so that a connection storm does not starve the loop. */
         for (unsigned k = 0; k < 64; k++) {
                 struct sockaddr_storage sa;
-                socklen_t len = sizeof(sa);
+                socklen_t len;
                 int cfd;
 
-                cfd = accept4(fd, (struct sockaddr *) &sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                cfd = daemon_accept(fd, &srv->spare_fd, NULL, &sa, &len);
+                if (cfd == -EAGAIN)
+                        return 0;
+                if (cfd == -EMFILE) {
+                        srv->stats.refused_descriptors++;
+                        if (srv->spare_fd < 0) {
+                                srv->spare_fd = daemon_spare_fd();
+                                return 0;
+                        }
+                        continue;
+                }
                 if (cfd < 0)
-                        return 0;       /* EAGAIN, or an error of one connection (ECONNABORTED ...) */
+                        continue;       /* an error of that connection (ECONNABORTED ...) */
                 (void) server_take(srv, cfd, &sa);
         }
         return 0;
@@ -216,6 +245,7 @@ int swarm_server_new(sd_event *e, const SwarmServerConfig *config, SwarmServer *
                 return -ENOMEM;
         srv->event = sd_event_ref(e);
         srv->config = *config;
+        srv->spare_fd = -1;
         if (srv->config.max_connections == 0)
                 srv->config.max_connections = 256;
         if (srv->config.max_per_address == 0)
@@ -224,6 +254,7 @@ int swarm_server_new(sd_event *e, const SwarmServerConfig *config, SwarmServer *
                 srv->conn_config = *config->conn;
         srv->conn_config.sink = config->sink;
         if (config->listen_fd >= 0) {
+                srv->spare_fd = daemon_spare_fd();
                 r = sd_event_add_io(e, &srv->accept_source, config->listen_fd, EPOLLIN, on_accept, srv);
                 if (r < 0) {
                         swarm_server_free(srv);
@@ -247,6 +278,7 @@ SwarmServer *swarm_server_free(SwarmServer *srv) {
                 free(sv);
         }
         sd_event_source_disable_unref(srv->accept_source);
+        safe_close(srv->spare_fd);
         sd_event_unref(srv->event);
         free(srv);
         return NULL;

@@ -10,6 +10,10 @@
  *
  * Caps: at most max_connections connections at once and max_per_address from one IP address;
  * connections beyond are accepted and closed at once (counted), so that the backlog does not fill.
+ * At max_connections, the connection that has waited longest for its peer's handshake is closed to
+ * make room (counted as evicted); only when every one has shaken hands is the new one refused. A
+ * connection that cannot be accepted for want of a descriptor is accepted through a spare one and
+ * closed (daemon_accept()).
  *
  * A complete content is served as a seed: a request for a piece that another connected peer holds
  * or is being sent is declined once while some piece is held by nobody (seed-ledger.h), so that the
@@ -42,6 +46,8 @@ typedef struct SwarmServerConfig {
 typedef struct SwarmServerStats {
         uint64_t accepted;
         uint64_t refused_global, refused_address;       /* over the caps */
+        uint64_t refused_descriptors;           /* shed for want of a descriptor (EMFILE on accept()) */
+        uint64_t evicted;                       /* closed without a handshake to make room at max_connections */
         uint64_t unknown_info_hash;
         uint64_t violations;                    /* closed for a protocol violation (any negative errno but timeouts and resets) */
         uint64_t timeouts;

@@ -766,4 +766,37 @@ def test_journal_fields():
     u.stop()
 
 
+def test_watchdog_restarts_a_control_that_cannot_accept():
+    # The watchdog is pinged only while the control's socket accepts connections (http-server.h). Left
+    # without a descriptor (its RLIMIT_NOFILE lowered under those it holds, from outside), its event
+    # loop runs on but it can accept no one: the manager must see the pings stop and restart it, and
+    # the new process serves on the same socket.
+    import resource
+    u = ControlUnits()
+    dropin = os.path.join(u.config_home, "systemd", "user", "mc-control.service.d", "60-watchdog.conf")
+    with open(dropin, "w") as f:
+        f.write("[Service]\n# Short, for the test: 30 s as shipped.\nWatchdogSec=4s\n")
+    u.ns.daemon_reload()
+    u.start()
+    u.wait_running()
+    s = u.show("mc-control.service", "MainPID", "NRestarts", "WatchdogUSec")
+    check(s["WatchdogUSec"] == "4s" and s["NRestarts"] == "0", s)
+    pid = int(s["MainPID"])
+
+    used = {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
+    lowest_free = next(n for n in range(len(used) + 1) if n not in used)
+    _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
+
+    wait_until(lambda: u.show("mc-control.service", "NRestarts")["NRestarts"] != "0", TIMEOUT,
+               msg=f"the manager to restart mc-control ({pid})\n{u.unit_log()}")
+    (e, *_) = u.ns.wait_journal(MC_EVENT="http_not_serving", unit="mc-control.service", timeout=TIMEOUT)
+    check(e.get("_PID") == str(pid) and e.get("HTTP_PROBE_ERROR"), f"http_not_serving: {e}")
+    u.wait_running()
+    check(int(u.show("mc-control.service", "MainPID")["MainPID"]) != pid, "the same process again")
+    tid = u.push(SAMPLE_TASK)
+    check(tid, "push after the restart")
+    u.ns.systemctl("stop", "mc-control.service", timeout=TIMEOUT)
+
+
 mctest.main()

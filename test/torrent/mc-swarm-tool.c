@@ -142,10 +142,11 @@ static void print_stats(SwarmServer *srv) {
         printf("stats accepted=%" PRIu64 " refused_global=%" PRIu64 " refused_address=%" PRIu64
                " unknown_info_hash=%" PRIu64 " violations=%" PRIu64 " timeouts=%" PRIu64 " closed_clean=%" PRIu64
                " requests_rejected=%" PRIu64 " bytes_sent=%" PRIu64 " hash_requests=%" PRIu64 " hash_rejects=%" PRIu64
-               " metadata_pieces=%" PRIu64 " requests_declined=%" PRIu64 " connections=%u\n",
+               " metadata_pieces=%" PRIu64 " requests_declined=%" PRIu64 " evicted=%" PRIu64
+               " refused_descriptors=%" PRIu64 " connections=%u\n",
                st.accepted, st.refused_global, st.refused_address, st.unknown_info_hash, st.violations, st.timeouts,
                st.closed_clean, st.requests_rejected, st.bytes_sent, st.hash_requests, st.hash_rejects,
-               st.metadata_pieces, st.requests_declined, st.connections);
+               st.metadata_pieces, st.requests_declined, st.evicted, st.refused_descriptors, st.connections);
         fflush(stdout);
 }
 

@@ -10,12 +10,19 @@ over loopback, through mc-swarm-tool:
   ends with -ETIMEDOUT and a sentence;
 - a fetch killed with abort() resumes from the durable pieces, fetching only the others;
 - 33 malformed peer-wire inputs each close the connection with their errno, 9 more get their
-  reject (or their answer), and the seeder keeps serving; the connection caps hold."""
+  reject (or their answer), and the seeder keeps serving; the connection caps hold;
+- 10 000 connections that send half a handshake and wait, from one address and from 2 500: a peer is
+  served all along, and the seeder's descriptors come back afterwards."""
 
 import hashlib
+import json
 import os
+import resource
 import signal
 import struct
+import subprocess
+import sys
+import time
 
 import mctest
 from mctest import check, tmpdir, wait_until
@@ -312,6 +319,76 @@ def test_connection_caps():
     for w in ok:
         w.pump()
         check(not w.closed, "a served connection was closed")
+
+
+def test_global_cap_evicts_handshaking():
+    # At the global cap, connections that never send a handshake (from as many addresses as it takes)
+    # do not keep a peer out: the one waiting longest for its handshake makes room.
+    path = make_file(50000, 13)
+    s = Seeder(path, "--max-per-addr", 2, "--max-conns", 3)
+    ih = bytes.fromhex(s.id)[:20]
+    silent = [Wire(s.port, f"127.0.0.{10 + i}") for i in range(3)]
+
+    def stats():
+        os.kill(s.d.pid, signal.SIGUSR1)    # prints a stats line
+        time.sleep(0.05)
+        return s.stats()
+    wait_until(lambda: stats().get("connections") == 3, 10, msg="three silent connections")
+    w = Wire(s.port, "127.0.0.20")
+    w.send(handshake(ih))
+    w.wait_message(lambda m: m[0] == 1, what="unchoke")   # served
+    silent[0].wait_closed()
+    st = wait_until(lambda: (x := stats()) and x["evicted"] == 1 and x, 10, msg="the eviction counted")
+    check(st["refused_global"] == 0 and st["connections"] == 3, f"{st}")
+    for x in silent[1:]:
+        x.pump()
+        check(not x.closed, "a newer silent connection was closed")
+
+
+def test_flood_of_half_handshakes():
+    # A flooder keeps 10 000 connections that sent half a handshake, reopening those the seeder closes
+    # (test/lib/tcp-flood.py): from one address (over its per-address cap: refused at once), then from
+    # 2 500 (over the global cap: the connections waiting longest for their handshake make room). A
+    # peer that connects meanwhile is served every time; afterwards the descriptors are back.
+    connections = 10000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    check(hard >= connections + 1000, f"this test needs RLIMIT_NOFILE of {connections + 1000} (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    s = Seeder(make_file(50000, 14))          # its default caps: 256 connections, 16 per address
+    ih = bytes.fromhex(s.id)[:20]
+    pid = s.d.pid
+
+    def fds():
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    def serve_once(what):
+        w = Wire(s.port, "127.0.0.1")
+        w.send(handshake(ih))
+        w.wait_message(lambda m: m[0] == 1, what=f"unchoke {what}")
+        w.sock.close()
+    # Served once first: the seeder opens its file then, and keeps it.
+    serve_once("before the floods")
+    wait_until(lambda: (os.kill(pid, signal.SIGUSR1), s.stats().get("connections") == 0)[1], 60,
+               msg="the first peer's connection gone")
+    baseline = fds()
+    flooder = os.path.join(mctest.source_dir(), "test", "lib", "tcp-flood.py")
+    for sources in ("127.0.0.2", "127.1.0.1/2500"):
+        p = subprocess.Popen([sys.executable, flooder, "--port", str(s.port), "--sources", sources,
+                              "--connections", str(connections), "--mode", "idle", "--payload", "bittorrent"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        mctest.defer(p.kill)
+        check(p.stdout.readline().strip() == "ready", "the flooder did not start")
+        served, peak, end = 0, 0, time.monotonic() + 6
+        while time.monotonic() < end:
+            serve_once(f"during the flood from {sources}")
+            served += 1
+            peak = max(peak, fds())
+        counts = json.loads(p.communicate("stop\n", timeout=120)[0].strip().splitlines()[-1])
+        print(f"flood from {sources}: {counts}; a peer served {served} times; seeder's descriptors at most {peak}")
+        check(served >= 3, f"served only {served} times")
+        # Two descriptors a connection (the block sender keeps a duplicate), a burst of 64 accepted at once.
+        check(peak <= baseline + 2 * 256 + 64, f"{peak} descriptors with a cap of 256 connections")
+        wait_until(lambda: fds() <= baseline, 120, msg=f"the seeder's descriptors back to {baseline} (now {fds()})")
 
 
 mctest.main()
