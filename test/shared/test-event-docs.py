@@ -387,7 +387,8 @@ def test_journalctl_explains_events():
     r = http("POST", url + "/api/agents/register", {"node_id": "node-x", "capacity": {
         "nano_cpus": 1000000000, "memory_bytes": 1 << 30}}, token=agent)
     check(r.status == 200, f"register: {r.status} {r.text}")
-    r = http("POST", url + "/api/agents/claim", {"node_id": "node-x", "wait_ms": 0}, token=agent)
+    # A long poll: the claim is answered as soon as the task can be had, not sampled once.
+    r = http("POST", url + "/api/agents/claim", {"node_id": "node-x", "wait_ms": 20000}, token=agent, timeout=60)
     check(r.status == 200 and r.json()["task"]["id"] == "explained-1", f"claim: {r.status} {r.text}")
 
     for name, match in (("task_queued", {"MC_EVENT": "task_queued", "TASK_ID": "explained-1"}),
