@@ -185,6 +185,12 @@ static enum MHD_Result queue_prepared_response(HttpRequest *r) {
         return ret;
 }
 
+static bool request_has_body(struct MHD_Connection *connection, const char *content_length) {
+        if (content_length)
+                return !streq(content_length, "0");
+        return MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
@@ -226,7 +232,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                                 return queue_prepared_response(r);
                         }
                 }
-                if (s->headers_handler && !s->stopping) {
+                /* Only a request with a body is answered before it: libmicrohttpd closes the
+                 * connection after an answer given this early, which a bodyless request, answered
+                 * as soon as it is handled anyway, need not pay with its keep-alive. */
+                if (s->headers_handler && !s->stopping && request_has_body(connection, cl)) {
                         s->headers_handler(r, s->userdata);
                         if (r->response)
                                 return queue_prepared_response(r);

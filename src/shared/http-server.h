@@ -82,11 +82,12 @@ int http_server_new(sd_event *e, const int *listen_fds, size_t n_fds, const Http
 /* Answers every still-suspended request with 503 and stops serving. */
 HttpServer *http_server_free(HttpServer *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
-/* Called when a request's headers are complete, before its body is read: it may answer the request at
- * once (the body is then never read, and the connection is closed after the answer), which is how a
- * request without a valid token is refused before a client can hold its connection by sending a body
- * slowly; or leave it to the handler. The request's path, method, query and headers are there; its
- * body is not. */
+/* Called when the headers of a request that has a body (Content-Length > 0, or chunked) are complete,
+ * before its body is read: it may answer the request at once (the body is then never read, and the
+ * connection is closed after the answer), which is how a request without a valid token is refused
+ * before a client can hold its connection by sending a body slowly; or leave it to the handler. The
+ * request's path, method, query and headers are there; its body is not. A request without a body
+ * goes straight to the handler, keeping its connection alive whatever the answer. */
 void http_server_set_headers_handler(HttpServer *s, HttpHandler headers);
 /* New requests get 503 from now on; those in progress are answered normally. */
 void http_server_set_stopping(HttpServer *s);
