@@ -10,6 +10,7 @@
 #include "list.h"
 #include "log.h"
 #include "peer-sink-uring.h"
+#include "rate-log.h"
 #include "seed-server.h"
 
 typedef struct Served Served;
@@ -18,12 +19,6 @@ struct Served {
         ContentStore *store;
 };
 
-/* A journal event kept to one entry per interval; the others are counted and named in the next. */
-typedef struct RateLog {
-        uint64_t last_usec;
-        uint64_t suppressed;
-        bool logged_once;
-} RateLog;
 
 struct SeedServer {
         sd_event *event;
@@ -58,19 +53,6 @@ static uint64_t now_usec(SeedServer *s) {
         uint64_t t = 0;
         (void) sd_event_now(s->event, CLOCK_MONOTONIC, &t);
         return t;
-}
-
-/* Whether the entry is to be logged now; otherwise it is counted for the next one. */
-static bool rate_log_allow(RateLog *l, uint64_t now, uint64_t *ret_suppressed) {
-        if (l->logged_once && now < l->last_usec + SEED_SERVER_LOG_INTERVAL_USEC) {
-                l->suppressed++;
-                return false;
-        }
-        *ret_suppressed = l->suppressed;
-        l->suppressed = 0;
-        l->last_usec = now;
-        l->logged_once = true;
-        return true;
 }
 
 /* ---- the bus: PropertiesChanged at most once a second */
@@ -157,7 +139,7 @@ static void on_closed(SwarmServer *srv, const char *address, int error, const ch
                 log_debug("Peer %s: connection closed%s%s.", address, error ? ": " : "", error ? strerror(-error) : "");
                 return;
         }
-        if (!rate_log_allow(&s->violation_log, now_usec(s), &suppressed)) {
+        if (!rate_log_allow(&s->violation_log, now_usec(s), SEED_SERVER_LOG_INTERVAL_USEC, &suppressed)) {
                 log_debug("Peer %s disconnected: %s", address, reason ?: strerror(-error));
                 return;
         }
@@ -181,7 +163,7 @@ static void log_refused(SeedServer *s, const char *address) {
         char total[32], since[32];
         uint64_t suppressed;
 
-        if (!rate_log_allow(&s->limit_log, now_usec(s), &suppressed)) {
+        if (!rate_log_allow(&s->limit_log, now_usec(s), SEED_SERVER_LOG_INTERVAL_USEC, &suppressed)) {
                 log_debug("Peer %s refused: over the connection caps.", address);
                 return;
         }

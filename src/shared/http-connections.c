@@ -111,7 +111,7 @@ static void log_timeout(HttpServer *s, HttpConn *c) {
         char address[INET6_ADDRSTRLEN + 16], total[32], since[32];
         uint64_t suppressed;
 
-        if (!http_rate_log_allow(&s->timeout_log, http_server_now(s), &suppressed))
+        if (!rate_log_allow(&s->timeout_log, http_server_now(s), LOG_INTERVAL_USEC, &suppressed))
                 return;
         http_format_address((struct sockaddr *) &c->sa, c->sa_len, address, sizeof(address));
         snprintf(total, sizeof(total), "%" PRIu64,
@@ -154,7 +154,7 @@ static void log_limit(HttpServer *s, const char *limit, const struct sockaddr *s
         char address[INET6_ADDRSTRLEN + 16], open_now[16], refused[32], evicted[32], since[32];
         uint64_t suppressed;
 
-        if (!http_rate_log_allow(&s->limit_log, http_server_now(s), &suppressed))
+        if (!rate_log_allow(&s->limit_log, http_server_now(s), LOG_INTERVAL_USEC, &suppressed))
                 return;
         http_format_address(sa, len, address, sizeof(address));
         snprintf(open_now, sizeof(open_now), "%u", s->n_conns);

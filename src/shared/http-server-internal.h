@@ -12,6 +12,7 @@
 #include "address-table.h"
 #include "http-server.h"
 #include "list.h"
+#include "rate-log.h"
 
 /* Connections accepted per wake-up of a listening socket, before the loop serves anything else. It is
  * also how far the count may pass max_connections while evicted connections wait to be closed. */
@@ -55,12 +56,6 @@ typedef struct HttpListener {
         bool probe_accepted;
 } HttpListener;
 
-/* A journal event kept to one entry per interval; the others are counted and named in the next. */
-typedef struct RateLog {
-        uint64_t last_usec;
-        uint64_t suppressed;
-        bool logged_once;
-} RateLog;
 
 struct HttpServer {
         sd_event *event;
@@ -97,7 +92,6 @@ struct HttpServer {
 /* http-server.c */
 uint64_t http_server_now(HttpServer *s);
 /* Whether the entry is to be logged now; otherwise it is counted for the next one. */
-bool http_rate_log_allow(RateLog *l, uint64_t now, uint64_t *ret_suppressed);
 void http_format_address(const struct sockaddr *sa, socklen_t len, char *buf, size_t size);
 /* Makes the loop run libmicrohttpd soon. */
 void http_server_wake(HttpServer *s);

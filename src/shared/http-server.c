@@ -45,18 +45,6 @@ uint64_t http_server_now(HttpServer *s) {
         return t;
 }
 
-bool http_rate_log_allow(RateLog *l, uint64_t now, uint64_t *ret_suppressed) {
-        if (l->logged_once && now < l->last_usec + LOG_INTERVAL_USEC) {
-                l->suppressed++;
-                return false;
-        }
-        *ret_suppressed = l->suppressed;
-        l->suppressed = 0;
-        l->last_usec = now;
-        l->logged_once = true;
-        return true;
-}
-
 void http_format_address(const struct sockaddr *sa, socklen_t len, char *buf, size_t size) {
         char host[INET6_ADDRSTRLEN] = "?";
 

@@ -20,7 +20,7 @@ static void log_not_serving(HttpServer *s, HttpListener *l, const char *reason) 
         socklen_t len = sizeof(sa);
         uint64_t suppressed;
 
-        if (!http_rate_log_allow(&s->watchdog_log, http_server_now(s), &suppressed))
+        if (!rate_log_allow(&s->watchdog_log, http_server_now(s), LOG_INTERVAL_USEC, &suppressed))
                 return;
         if (getsockname(l->fd, (struct sockaddr *) &sa, &len) >= 0)
                 http_format_address((struct sockaddr *) &sa, len, address, sizeof(address));
