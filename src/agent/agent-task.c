@@ -34,6 +34,11 @@ Task *task_new(Agent *a, const char *id, int64_t lease_token, int64_t attempt) {
         }
         t->agent = a;
         t->lease_token = lease_token;
+        if (task_fence_init(t) < 0) {
+                free(t->id);
+                free(t);
+                return NULL;
+        }
         t->attempt = attempt;
         t->exit_code = -1;
         t->status = _TASK_STATUS_INVALID;
@@ -57,6 +62,7 @@ void task_free(Task *t) {
         json_object_put(t->record);
         json_object_put(t->finish);
         free(t->handle);
+        free(t->fence_dir);
         free(t->id);
         free(t);
 }
@@ -116,6 +122,7 @@ void task_abandon(Task *t, StopReason why, const char *reason) {
                 if (t->job)
                         (void) driver_job_stop(t->job, 0);
                 else {
+                        task_fence_remove(t);
                         task_free(t);
                         schedule_claim(a, 0);
                         return;
@@ -314,6 +321,7 @@ static void on_job_removed(int error, void *userdata) {
 
         if (error < 0)
                 log_task(LOG_WARNING, t, MC_EVENT_NONE, "cannot remove its container: %s", strerror(-error));
+        task_fence_remove(t);
         if (t->drop_result) {
                 Agent *a = t->agent;
                 /* Revoked after its result was put away: nobody wants it now. */
@@ -341,6 +349,14 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
         if (was_running)
                 agent_bus_running_changed(a);
 
+        if (!t->drop_result && task_fenced_by_init(t, e)) {
+                /* We were away (stopped, say) past our own fence; the init was not. */
+                t->drop_result = true;
+                t->stop_reason = STOP_FENCE;
+                log_task(LOG_WARNING, t, MC_EVENT_LEASE_EXPIRED,
+                         "its fence init killed it: the lease was not renewed in time.");
+                update_fence_timer(a);
+        }
         if (t->drop_result) {
                 log_task(LOG_NOTICE, t, MC_EVENT_CONTAINER_EXITED,
                          "process gone (exit %" PRIi64 "); no result is sent.",
@@ -427,6 +443,13 @@ void task_start(Task *t) {
                 return;
         }
         task_inputs_for_driver(t, inputs);
+        /* Its lease file first: the job's init reads it from its first instant. */
+        r = task_fence_prepare(t);
+        if (r < 0) {
+                log_task(LOG_ERR, t, MC_EVENT_NONE, "cannot write its lease file for the fence init: %s", strerror(-r));
+                task_abandon(t, STOP_REVOKED, "its lease file could not be written");
+                return;
+        }
         t->state = TASK_STARTING;
         r = driver_job_start(a->driver, &(DriverJobSpec) {
                         .task_id = t->id,
@@ -441,6 +464,7 @@ void task_start(Task *t) {
                         .runtime = runtime,
                         .inputs = inputs,
                         .n_inputs = t->n_inputs,
+                        .fence_dir = t->fence_dir,
                 }, &job_callbacks, t, &t->job);
         if (r < 0) {
                 log_task(LOG_ERR, t, MC_EVENT_NONE, "cannot start it: %s", strerror(-r));
