@@ -185,17 +185,22 @@ static _Noreturn void fence(pid_t child, const char *why) {
         _exit(FENCE_EXIT_FENCED);
 }
 
-static _Noreturn void start_command(char **cmd, const sigset_t *orig) {
+static _Noreturn void start_command(char **cmd, const sigset_t *orig, pid_t parent) {
         struct sigaction sa = { .sa_handler = SIG_DFL };
 
         for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
                 (void) sigaction(forwarded[i], &sa, NULL);
         (void) sigaction(SIGCHLD, &sa, NULL);
         (void) sigprocmask(SIG_SETMASK, orig, NULL);
-        /* A process group of its own, so that a fence outside a container reaches what it forked
-         * without us. */
-        if (getpid() != 1)
+        if (parent != 1) {
+                /* A process group of its own, so that a fence outside a container reaches what it
+                 * forked without us; and should we be killed, the command goes with us (the cgroup's
+                 * other processes the supervisor kills, if it is alive). */
                 (void) setpgid(0, 0);
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+                if (getppid() != parent)
+                        _exit(FENCE_EXIT_FENCED);
+        }
         execvp(cmd[0], cmd);
         say("cannot execute %s: %s", cmd[0], strerror(errno));
         _exit(errno == ENOENT ? FENCE_EXIT_NOT_FOUND : FENCE_EXIT_CANNOT_EXECUTE);
@@ -210,7 +215,7 @@ int main(int argc, char *argv[]) {
         FenceWatch w = {};
         FenceVerdict v;
         sigset_t set, orig;
-        pid_t child;
+        pid_t child, self;
         char **cmd = NULL;
         int status = 0, i;
 
@@ -270,13 +275,14 @@ int main(int argc, char *argv[]) {
                 return FENCE_EXIT_FENCED;
         }
 
+        self = getpid();
         child = fork();
         if (child < 0) {
                 say("cannot fork: %s", strerror(errno));
                 return FENCE_EXIT_CANNOT_EXECUTE;
         }
         if (child == 0)
-                start_command(cmd, &orig);
+                start_command(cmd, &orig, self);
 
         for (;;) {
                 uint64_t now = now_usec(), wait = POLL_USEC;
