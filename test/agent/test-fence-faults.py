@@ -173,8 +173,7 @@ def test_fence_without_mc_processes():
     for n in nodes:
         mctest.defer(at.cleanup_node_containers, n)
     pg, (c,) = at.cluster(nodes, lease_ttl_ms=TTL_MS, grace_ms=500)
-    if DRIVER == "docker":
-        at.record_events()
+    rec = at.record_events() if DRIVER == "docker" else None
     agents = {n: at.Agent([c], n, driver=DRIVER).start() for n in nodes}
     runs = os.path.join(mctest.tmpdir("fence-runs"), "runs")
     tids = []
@@ -217,8 +216,16 @@ def test_fence_without_mc_processes():
             iv = at.check_no_overlap(tid, since)
             check(2 <= len(iv) <= t["attempt"] if t["attempt"] >= 2 else len(iv) == 1,
                   f"round {i}: a container per attempt: {iv}")
-            print(f"#   containers: " + ", ".join(
+            print("#   containers: " + ", ".join(
                 f"{(s - iv[0][0]) / 1e9:.3f}-{(e - iv[0][0]) / 1e9:.3f} s" for s, e in iv))
+            if kind in ("kill_all", "sigstop", "kill_agent_keeper"):
+                # Nobody of ours was left to kill it (the agent dead or stopped, its keeper dead): the
+                # first container's init did, and said so in its exit code.
+                with rec._lock:
+                    dies = [e for e in rec.events if e.get("Action") == "die"
+                            and e.get("Actor", {}).get("Attributes", {}).get("mc.task_id") == tid]
+                code = dies[0]["Actor"]["Attributes"].get("exitCode") if dies else None
+                check(code == "250", f"round {i} ({kind}): the first container fenced by its init: exit {code}")
         else:
             starts = run_starts(log)
             check(len(starts) == t["attempt"], f"round {i}: a run per attempt: {starts}")
