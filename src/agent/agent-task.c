@@ -510,6 +510,7 @@ static void on_finish_reply(const ControlReply *reply, void *userdata) {
                         log_task(LOG_NOTICE, t, MC_EVENT_RESULT_REJECTED, "the control rejected its result (%ld: %s).",
                                  reply->code, strna(reply->message));
                 (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
+                task_fence_remove(t);   /* left by a run before a restart: its job is gone */
                 task_free(t);
                 schedule_claim(a, 0);
                 maybe_finish_stop(a);
