@@ -14,11 +14,16 @@ of the containers labelled mc.task_id). exec: from the processes themselves: eac
 to record its start (wall clock), and every process of the old run is watched with a pidfd, its end
 stamped when the kernel says so (never before it). Every task ends succeeded; none is lost.
 
+Also: a fence keeper that starts (again) long after a lease's fence time kills that job's processes at
+once, and, --persistent (as its unit runs it), stays with no agent.
+
 Usage: test-fence-faults.py docker|exec"""
 
+import json
 import os
 import select
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -247,6 +252,42 @@ def test_fence_without_mc_processes():
         check(t["status"] == "succeeded", f"none lost: {t}")
     for a in agents.values():
         a.stop()
+
+
+def cgroup_root():
+    for d in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if os.path.exists(os.path.join(d, "cgroup.procs")) and os.path.exists(os.path.join(d, "cgroup.controllers")):
+            return d
+    return "/sys/fs/cgroup/memory"
+
+
+def test_restarted_keeper_acts_at_once():
+    name = f"keeper-{DRIVER}-{at.RUN}"
+    cg = os.path.join(cgroup_root(), "mc.test", name)
+    os.makedirs(cg, exist_ok=True)
+    mctest.defer(lambda: os.path.isdir(cg) and os.rmdir(cg))
+
+    def join():
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write("0")
+    victim = subprocess.Popen(["sleep", "600"], preexec_fn=join)
+    mctest.defer(lambda: victim.poll() is None and victim.kill())
+    state = mctest.tmpdir("keeper")
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    now = int(time.monotonic() * 1e6)
+    # Its fence time a minute ago: longer than a running keeper keeps watching a lease after it.
+    lease = {"task_id": "t-" + name, "lease_token": 1, "deadline_usec": now - 59_000_000,
+             "fence_usec": now - 60_000_000, "pid": 0, "cgroup_marker": f"/{name}\n"}
+    with open(os.path.join(state, "leases.json"), "w") as f:
+        json.dump({"boot_id": boot, "ttl_usec": 3_000_000, "agent_pid": 0, "leases": [lease]}, f)
+    keeper = mctest.Daemon("mc-fence-keeper", ["--fence-keeper", os.path.join(state, "leases.json"),
+                                               os.path.join(state, "fence-keeper.pid"), "--persistent"],
+                           notify=False, name=f"mc-fence-keeper-{name}")
+    keeper.start()
+    check(victim.wait(60) == -signal.SIGKILL, "the keeper killed the job's process")
+    check(keeper.running, "the persistent keeper stays with no agent")
+    keeper.stop(expect=None)
 
 
 mctest.main()
