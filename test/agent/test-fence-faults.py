@@ -14,7 +14,8 @@ of the containers labelled mc.task_id). exec: from the processes themselves: eac
 to record its start (wall clock), and every process of the old run is watched with a pidfd, its end
 stamped when the kernel says so (never before it). Every task ends succeeded; none is lost.
 
-Also: a fence keeper that starts (again) long after a lease's fence time kills that job's processes at
+Docker: an image's own ENTRYPOINT still runs, after the init, with the task's cmd, as whatever USER
+the image names. Also: a fence keeper that starts (again) long after a lease's fence time kills that job's processes at
 once, and, --persistent (as its unit runs it), stays with no agent.
 
 Usage: test-fence-faults.py docker|exec"""
@@ -25,6 +26,7 @@ import select
 import signal
 import subprocess
 import sys
+import urllib.parse
 import threading
 import time
 
@@ -252,6 +254,37 @@ def test_fence_without_mc_processes():
         check(t["status"] == "succeeded", f"none lost: {t}")
     for a in agents.values():
         a.stop()
+
+
+def entrypoint_image():
+    """mc-test/fence-ep:<run>: the test image with ENTRYPOINT ["/bin/echo", "ep"] and USER 65534."""
+    r = mctest.docker_api("POST", "/containers/create", {"Image": at.IMAGE, "Cmd": ["true"]})
+    check(r.status == 201, f"create: {r.status} {r.text}")
+    cid = r.json()["Id"]
+    tag = f"mc-test/fence-ep:{at.RUN}"
+    q = urllib.parse.urlencode([("container", cid), ("repo", tag.split(":")[0]), ("tag", tag.split(":")[1]),
+                                ("changes", 'ENTRYPOINT ["/bin/echo", "ep"]'), ("changes", "USER 65534")])
+    r = mctest.docker_api("POST", "/commit?" + q)
+    mctest.docker_api("DELETE", f"/containers/{cid}?force=1")
+    check(r.status == 201, f"commit: {r.status} {r.text}")
+    mctest.defer(mctest.docker_api, "DELETE", f"/images/{urllib.parse.quote(tag, safe='')}?force=1")
+    return tag
+
+
+def image_entrypoint_and_user():
+    node = at.node_name("fence-ep")
+    mctest.defer(at.cleanup_node_containers, node)
+    pg, (c,) = at.cluster([node], lease_ttl_ms=TTL_MS)
+    image = entrypoint_image()
+    at.Agent([c], node).start()
+    tid = at.push(c, {"image": image, "cmd": ["hello", "world"], "timeout_sec": 60})
+    t = at.wait_final(c, tid, 90)
+    # Run as the image's user, the init could read its lease file (or it would have exited 251).
+    check(t["status"] == "succeeded" and t["result"]["stdout_tail"] == "ep hello world\n", t)
+
+
+if DRIVER == "docker":      # images are Docker's
+    test_image_entrypoint_and_user = image_entrypoint_and_user
 
 
 def cgroup_root():
