@@ -208,7 +208,9 @@ def test_fence_without_mc_processes():
         if kind == "kill_keeper":
             at.release(marker)
             t = at.wait_final(c, tid, 90)
-            check(t["status"] == "succeeded" and t["attempt"] == 1, f"round {i} ({kind}): {t}")
+            # Most often on its first lease; a machine stalled past a lease makes the agent fence
+            # itself, which is right too: what matters is below.
+            check(t["status"] == "succeeded", f"round {i} ({kind}): {t}")
         else:
             t = wait_until(lambda: (lambda t: t if t["status"] == "running" and t["attempt"] >= 2 else None)(
                 c.task(tid)), 120, msg=f"round {i} ({kind}): the task running again elsewhere")
@@ -235,7 +237,7 @@ def test_fence_without_mc_processes():
                 check(code == "250", f"round {i} ({kind}): the first container fenced by its init: exit {code}")
         else:
             starts = run_starts(log)
-            check(len(starts) == t["attempt"], f"round {i}: a run per attempt: {starts}")
+            check(1 <= len(starts) <= t["attempt"], f"round {i}: at most a run per attempt: {starts}")
             if t["attempt"] >= 2:
                 wait_until(watch.all_ended, 30, msg=f"round {i}: every process of the first run to end")
                 last_end = max(watch.ends.values())
