@@ -9,6 +9,7 @@
 #include "json-util.h"
 #include "lease-store.h"
 #include "log.h"
+#include "fence-protocol.h"
 #include "outbox.h"
 #include "utf8.h"
 
@@ -236,6 +237,27 @@ static void on_job_started(DriverJob *job, const char *handle, uint64_t started_
         maybe_finish_stop(a);
 }
 
+/* The init's line saying why it could not execute the command (the last one in stderr), or NULL. */
+static char *exec_error(const DriverExit *e) {
+        _cleanup_free_ char *err = NULL;
+        char *p = NULL, *nl;
+
+        if (e->error < 0 || (e->exit_code != FENCE_EXIT_NOT_FOUND && e->exit_code != FENCE_EXIT_CANNOT_EXECUTE))
+                return NULL;
+        err = output_capture_tail(e->output, OUTPUT_STDERR);
+        /* The last such line that starts a line: the init writes it just before it exits. */
+        for (char *s = err; s && (s = strstr(s, FENCE_INIT_EXEC_ERROR_PREFIX)); s++)
+                if (s == err || s[-1] == '\n')
+                        p = s;
+        if (!p)
+                return NULL;
+        p += strlen("mc-fence-init: ");
+        nl = strchr(p, '\n');
+        if (nl)
+                *nl = 0;
+        return strdup(p);
+}
+
 static TaskStatus final_status(Task *t, const DriverExit *e, char **ret_reason) {
         *ret_reason = NULL;
         switch (t->stop_reason == STOP_NONE && t->timed_out_before ? STOP_TIMEOUT : t->stop_reason) {
@@ -253,6 +275,8 @@ static TaskStatus final_status(Task *t, const DriverExit *e, char **ret_reason) 
         }
         if (e->exit_code == 0)
                 return TASK_STATUS_SUCCEEDED;
+        if (!e->reason && (*ret_reason = exec_error(e)))
+                return TASK_STATUS_FAILED;
         if (e->reason)
                 *ret_reason = strdup(e->reason);
         else

@@ -43,6 +43,10 @@ enum {
         FENCE_EXIT_NOT_FOUND = 127,
 };
 
+/* The line the init writes to the command's stderr when it cannot execute it, the rest being
+ * "<command>: <strerror>": the agent gives it as the task's reason. */
+#define FENCE_INIT_EXEC_ERROR_PREFIX "mc-fence-init: cannot execute "
+
 typedef enum FenceLeaseState {
         FENCE_LEASE_CREATED,
         FENCE_LEASE_RUNNING,

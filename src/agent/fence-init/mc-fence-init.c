@@ -202,7 +202,7 @@ static _Noreturn void start_command(char **cmd, const sigset_t *orig, pid_t pare
                         _exit(FENCE_EXIT_FENCED);
         }
         execvp(cmd[0], cmd);
-        say("cannot execute %s: %s", cmd[0], strerror(errno));
+        fprintf(stderr, FENCE_INIT_EXEC_ERROR_PREFIX "%s: %s\n", cmd[0], strerror(errno));
         _exit(errno == ENOENT ? FENCE_EXIT_NOT_FOUND : FENCE_EXIT_CANNOT_EXECUTE);
 }
 
@@ -246,9 +246,14 @@ int main(int argc, char *argv[]) {
                 sigaddset(&set, forwarded[k]);
         sigaddset(&set, SIGCHLD);
         (void) sigprocmask(SIG_BLOCK, &set, &orig);
-        if (getpid() != 1)
+        if (getpid() != 1) {
                 /* Orphans of the command come to us, not to the supervisor: we reap them. */
                 (void) prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+                /* The exec supervisor has us die with it: then the command's children would be
+                 * orphans nobody fences, should every mc process be killed at once. We outlive it;
+                 * whoever kills a job on purpose kills its cgroup, and so us. */
+                (void) prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+        }
 
         {
                 FenceLease l;
