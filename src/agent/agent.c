@@ -71,7 +71,8 @@ int agent_start(Agent *a) {
                 return log_oom();
         r = fence_keeper_ensure(a->lease_file, a->keeper_pid_file);
         if (r < 0)
-                log_warning("Running without a fence keeper: containers are fenced only while the agent runs.");
+                log_warning("Running without a fence keeper: while the agent is away, only each task's own "
+                            "mc-fence-init fences it.");
 
         r = load_outbox(a);
         if (r < 0)
