@@ -104,15 +104,26 @@ static void write_lease(uint64_t seq, FenceLeaseState state, uint64_t remaining_
         ASSERT(write_file_atomic(lease, buf, (size_t) n, 0644, 0) >= 0);
 }
 
-static pid_t spawn(const char *script) {
+/* stderr_fd >= 0: the init's stderr; close_fd >= 0: closed in the child (a pipe's read end). */
+static pid_t spawn_with_stderr(const char *script, int stderr_fd, int close_fd) {
         pid_t pid = fork();
 
         ASSERT(pid >= 0);
         if (pid == 0) {
+                if (stderr_fd >= 0 && dup2(stderr_fd, STDERR_FILENO) < 0)
+                        _exit(98);
+                if (close_fd >= 0)
+                        close(close_fd);
+                /* As the supervisor starts it: SIGPIPE not ignored (whatever we inherited). */
+                (void) signal(SIGPIPE, SIG_DFL);
                 execl(init_path, init_path, lease, "--", "/bin/sh", "-c", script, (char *) NULL);
                 _exit(99);
         }
         return pid;
+}
+
+static pid_t spawn(const char *script) {
+        return spawn_with_stderr(script, -1, -1);
 }
 
 /* Its exit code, within timeout_usec (or abort). */
@@ -171,6 +182,25 @@ static void test_fence_kills_tree(void) {
         ASSERT(wait_exit(pid, 60 * USEC_PER_SEC) == FENCE_EXIT_FENCED);
         /* Not before the time given, less its poll interval. */
         ASSERT(now_usec() - t0 >= 850 * USEC_PER_MSEC);
+        ASSERT(!pid_file_alive(pidfile));
+}
+
+/* Its stderr a pipe nobody reads any more (the exec supervisor killed with every mc process): the
+ * fence still takes everything, and the init says nothing rather than die of SIGPIPE. */
+static void test_fence_with_stderr_gone(void) {
+        char pidfile[320], script[700];
+        int p[2];
+        pid_t pid;
+
+        snprintf(pidfile, sizeof(pidfile), "%s/bg2.pid", dir);
+        (void) unlink(pidfile);
+        snprintf(script, sizeof(script), "sleep 600 & echo $! > %s; wait", pidfile);
+        write_lease(3, FENCE_LEASE_RUNNING, 500);
+        ASSERT(pipe(p) == 0);
+        pid = spawn_with_stderr(script, p[1], p[0]);
+        close(p[1]);
+        close(p[0]);
+        ASSERT(wait_exit(pid, 60 * USEC_PER_SEC) == FENCE_EXIT_FENCED);
         ASSERT(!pid_file_alive(pidfile));
 }
 
@@ -255,6 +285,7 @@ int main(int argc, char *argv[]) {
         RUN_TEST(test_watch);
         RUN_TEST(test_exit_code);
         RUN_TEST(test_fence_kills_tree);
+        RUN_TEST(test_fence_with_stderr_gone);
         RUN_TEST(test_renewals_keep_it);
         RUN_TEST(test_gate);
         RUN_TEST(test_no_lease);

@@ -162,7 +162,7 @@ static int exit_code_of(int status) {
 }
 
 static _Noreturn void fence(pid_t child, const char *why) {
-        say("%s; killing the task's processes.", why);
+        /* The kill first: saying so may fail (the exec supervisor that read our stderr killed too). */
         if (getpid() == 1)
                 (void) kill(-1, SIGKILL);
         else {
@@ -172,6 +172,7 @@ static _Noreturn void fence(pid_t child, const char *why) {
                 }
                 kill_cgroup();
         }
+        say("%s; killed the task's processes.", why);
         /* Collect them, so that none is left a zombie holding the namespace (bounded: a process in
          * uninterruptible sleep dies when it wakes, and the engine sees to the rest). */
         for (int i = 0; i < 200; i++) {
@@ -191,6 +192,7 @@ static _Noreturn void start_command(char **cmd, const sigset_t *orig, pid_t pare
         for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
                 (void) sigaction(forwarded[i], &sa, NULL);
         (void) sigaction(SIGCHLD, &sa, NULL);
+        (void) sigaction(SIGPIPE, &sa, NULL);
         (void) sigprocmask(SIG_SETMASK, orig, NULL);
         if (parent != 1) {
                 /* A process group of its own, so that a fence outside a container reaches what it
@@ -246,6 +248,9 @@ int main(int argc, char *argv[]) {
                 sigaddset(&set, forwarded[k]);
         sigaddset(&set, SIGCHLD);
         (void) sigprocmask(SIG_BLOCK, &set, &orig);
+        /* Our stderr may be a pipe nobody reads any more (the exec supervisor killed): a message must
+         * never cost us our life, and the fence with it. */
+        (void) signal(SIGPIPE, SIG_IGN);
         if (getpid() != 1) {
                 /* Orphans of the command come to us, not to the supervisor: we reap them. */
                 (void) prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
