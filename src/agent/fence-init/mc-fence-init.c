@@ -188,6 +188,7 @@ static _Noreturn void fence(pid_t child, const char *why) {
 
 static _Noreturn void start_command(char **cmd, const sigset_t *orig, pid_t parent) {
         struct sigaction sa = { .sa_handler = SIG_DFL };
+        int e;
 
         for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
                 (void) sigaction(forwarded[i], &sa, NULL);
@@ -204,8 +205,9 @@ static _Noreturn void start_command(char **cmd, const sigset_t *orig, pid_t pare
                         _exit(FENCE_EXIT_FENCED);
         }
         execvp(cmd[0], cmd);
-        fprintf(stderr, FENCE_INIT_EXEC_ERROR_PREFIX "%s: %s\n", cmd[0], strerror(errno));
-        _exit(errno == ENOENT ? FENCE_EXIT_NOT_FOUND : FENCE_EXIT_CANNOT_EXECUTE);
+        e = errno;
+        fprintf(stderr, FENCE_INIT_EXEC_ERROR_PREFIX "%s: %s\n", cmd[0], strerror(e));
+        _exit(e == ENOENT ? FENCE_EXIT_NOT_FOUND : FENCE_EXIT_CANNOT_EXECUTE);
 }
 
 static void usage(void) {
