@@ -114,6 +114,9 @@ def test_chaos_fence():
         t = c.task(tid)
         statuses[t["status"]] = statuses.get(t["status"], 0) + 1
         attempts.append(t["attempt"])
+        if t["status"] != "succeeded":
+            print(f"# {tid} {t['status']}: {(t.get('result') or {}).get('reason')}; attempts "
+                  + ", ".join(f"{a['node_id']} {a['status']} {a.get('reason')}" for a in t["attempts"]))
     print(f"# statuses {statuses}; attempts: max {max(attempts)}, mean {sum(attempts) / len(attempts):.2f}")
 
     overlaps, gaps = [], []

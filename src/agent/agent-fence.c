@@ -14,6 +14,10 @@
 #include "fence-protocol.h"
 #include "file-util.h"
 
+/* How much earlier than promised an init may act (its poll interval, and its poll's own delay), and
+ * so how close to a promise a write may come too late for it. */
+#define INIT_SLACK_USEC (500 * USEC_PER_MSEC)
+
 int task_fence_init(Task *t) {
         Agent *a = t->agent;
 
@@ -65,8 +69,9 @@ static int task_fence_write(Task *t, bool create) {
                 return 0;       /* a job of a previous run without one */
         if (r < 0)
                 return r;
-        /* The previous promise ran out before this write: the init may have acted on it. */
-        if (t->fence_promise_usec > 0 && now >= t->fence_promise_usec)
+        /* The previous promise ran out before this write (or so nearly that the init may have been
+         * first): the init may have acted on it. */
+        if (t->fence_promise_usec > 0 && now + INIT_SLACK_USEC >= t->fence_promise_usec)
                 t->fence_gap = true;
         t->fence_promise_usec = at;
         return 0;
@@ -103,7 +108,7 @@ bool task_fenced_by_init(Task *t, const DriverExit *e) {
          * a command that exits with that code on its own is not taken for a fence. Slack for the
          * init's poll interval, by which it acts early. */
         return e->error >= 0 && e->exit_code == FENCE_EXIT_FENCED && t->fence_promise_usec > 0 &&
-                (t->fence_gap || now_usec() + 500 * USEC_PER_MSEC >= t->fence_promise_usec);
+                (t->fence_gap || now_usec() + INIT_SLACK_USEC >= t->fence_promise_usec);
 }
 
 void fence_dirs_sweep(Agent *a) {
