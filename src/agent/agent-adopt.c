@@ -88,6 +88,7 @@ void adopt_pending(Agent *a, void *heartbeat, bool final) {
                 return;
         /* Adopted tasks whose containers vanished meanwhile are handled by their callbacks. */
         a->adopted = true;
+        fence_dirs_sweep(a);
         driver_leftovers_free(a->pending, a->n_pending);
         a->pending = NULL;
         a->n_pending = 0;
@@ -113,6 +114,7 @@ void on_leftovers(int error, DriverLeftover *l, size_t n, void *userdata) {
                 /* Nothing is adopted then; the control re-queues their tasks after their leases. */
                 log_error_errno(error, "Cannot list what a previous run left behind: %m");
                 a->leftovers_listed = a->adopted = true;
+                fence_dirs_sweep(a);
                 schedule_claim(a, 0);
                 return;
         }
@@ -152,6 +154,8 @@ void on_leftovers(int error, DriverLeftover *l, size_t n, void *userdata) {
                 for (size_t j = 0; j < n_records; j++)
                         if (streq(records[j].task_id, t->id) && records[j].lease_token == t->lease_token) {
                                 t->deadline_usec = records[j].deadline_usec;
+                                /* What the previous run last promised the job's init. */
+                                t->fence_promise_usec = records[j].fence_usec;
                                 /* Not stop_reason: a job still running must be stopped again
                                  * (its re-armed timeout does that at once). */
                                 t->timed_out_before = records[j].timed_out;

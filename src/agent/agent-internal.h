@@ -44,6 +44,18 @@ void heartbeat_sent_free(void *heartbeat);
 /* Whether the heartbeat whose answer is being handled carried t's lease. */
 bool heartbeat_included(void *heartbeat, Task *t);
 
+/* agent-fence.c: the lease files of mc-fence-init */
+int task_fence_init(Task *t);
+/* Before the job is created: its directory and a first lease file (the init starts nothing yet). */
+int task_fence_prepare(Task *t);
+/* Every job's lease file, after a renewal or a change of state. */
+void fence_write_all(Agent *a);
+void task_fence_remove(Task *t);
+/* Whether the job ended because its init fenced it (and not with that exit code of its own). */
+bool task_fenced_by_init(Task *t, const DriverExit *e);
+/* Removes the directories of jobs no task holds (left by a previous run). */
+void fence_dirs_sweep(Agent *a);
+
 /* agent-claim.c */
 void schedule_claim(Agent *a, uint64_t delay_usec);
 int on_claim_timer(sd_event_source *s, uint64_t usec, void *userdata);

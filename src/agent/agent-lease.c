@@ -31,6 +31,8 @@ void save_leases(Agent *a) {
                                 .cgroup_marker = t->job ? t->job->cgroup_marker : NULL,
                                 .timed_out = t->stop_reason == STOP_TIMEOUT || t->timed_out_before,
                         };
+        /* The inits' first: they fence without anyone's help. */
+        fence_write_all(a);
         r = lease_store_save(a->lease_file, a->ttl_usec, getpid(), l, n);
         if (r < 0)
                 log_warning_errno(r, "Cannot save the lease deadlines to %s: %m", a->lease_file);

@@ -9,6 +9,7 @@
 #include "json-util.h"
 #include "lease-store.h"
 #include "log.h"
+#include "fence-protocol.h"
 #include "outbox.h"
 #include "utf8.h"
 
@@ -34,6 +35,11 @@ Task *task_new(Agent *a, const char *id, int64_t lease_token, int64_t attempt) {
         }
         t->agent = a;
         t->lease_token = lease_token;
+        if (task_fence_init(t) < 0) {
+                free(t->id);
+                free(t);
+                return NULL;
+        }
         t->attempt = attempt;
         t->exit_code = -1;
         t->status = _TASK_STATUS_INVALID;
@@ -57,6 +63,7 @@ void task_free(Task *t) {
         json_object_put(t->record);
         json_object_put(t->finish);
         free(t->handle);
+        free(t->fence_dir);
         free(t->id);
         free(t);
 }
@@ -116,6 +123,7 @@ void task_abandon(Task *t, StopReason why, const char *reason) {
                 if (t->job)
                         (void) driver_job_stop(t->job, 0);
                 else {
+                        task_fence_remove(t);
                         task_free(t);
                         schedule_claim(a, 0);
                         return;
@@ -232,6 +240,27 @@ static void on_job_started(DriverJob *job, const char *handle, uint64_t started_
         maybe_finish_stop(a);
 }
 
+/* The init's line saying why it could not execute the command (the last one in stderr), or NULL. */
+static char *exec_error(const DriverExit *e) {
+        _cleanup_free_ char *err = NULL;
+        char *p = NULL, *nl;
+
+        if (e->error < 0 || (e->exit_code != FENCE_EXIT_NOT_FOUND && e->exit_code != FENCE_EXIT_CANNOT_EXECUTE))
+                return NULL;
+        err = output_capture_tail(e->output, OUTPUT_STDERR);
+        /* The last such line that starts a line: the init writes it just before it exits. */
+        for (char *s = err; s && (s = strstr(s, FENCE_INIT_EXEC_ERROR_PREFIX)); s++)
+                if (s == err || s[-1] == '\n')
+                        p = s;
+        if (!p)
+                return NULL;
+        p += strlen("mc-fence-init: ");
+        nl = strchr(p, '\n');
+        if (nl)
+                *nl = 0;
+        return strdup(p);
+}
+
 static TaskStatus final_status(Task *t, const DriverExit *e, char **ret_reason) {
         *ret_reason = NULL;
         switch (t->stop_reason == STOP_NONE && t->timed_out_before ? STOP_TIMEOUT : t->stop_reason) {
@@ -249,6 +278,8 @@ static TaskStatus final_status(Task *t, const DriverExit *e, char **ret_reason) 
         }
         if (e->exit_code == 0)
                 return TASK_STATUS_SUCCEEDED;
+        if (!e->reason && (*ret_reason = exec_error(e)))
+                return TASK_STATUS_FAILED;
         if (e->reason)
                 *ret_reason = strdup(e->reason);
         else
@@ -317,6 +348,7 @@ static void on_job_removed(int error, void *userdata) {
 
         if (error < 0)
                 log_task(LOG_WARNING, t, MC_EVENT_NONE, "cannot remove its container: %s", strerror(-error));
+        task_fence_remove(t);
         if (t->drop_result) {
                 Agent *a = t->agent;
                 /* Revoked after its result was put away: nobody wants it now. */
@@ -344,6 +376,14 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
         if (was_running)
                 agent_bus_running_changed(a);
 
+        if (!t->drop_result && task_fenced_by_init(t, e)) {
+                /* We were away (stopped, say) past our own fence; the init was not. */
+                t->drop_result = true;
+                t->stop_reason = STOP_FENCE;
+                log_task(LOG_WARNING, t, MC_EVENT_LEASE_EXPIRED,
+                         "its fence init killed it: the lease was not renewed in time.");
+                update_fence_timer(a);
+        }
         if (t->drop_result) {
                 log_task(LOG_NOTICE, t, MC_EVENT_CONTAINER_EXITED,
                          "process gone (exit %" PRIi64 "); no result is sent.",
@@ -430,6 +470,13 @@ void task_start(Task *t) {
                 return;
         }
         task_inputs_for_driver(t, inputs);
+        /* Its lease file first: the job's init reads it from its first instant. */
+        r = task_fence_prepare(t);
+        if (r < 0) {
+                log_task(LOG_ERR, t, MC_EVENT_NONE, "cannot write its lease file for the fence init: %s", strerror(-r));
+                task_abandon(t, STOP_REVOKED, "its lease file could not be written");
+                return;
+        }
         t->state = TASK_STARTING;
         r = driver_job_start(a->driver, &(DriverJobSpec) {
                         .task_id = t->id,
@@ -444,6 +491,7 @@ void task_start(Task *t) {
                         .runtime = runtime,
                         .inputs = inputs,
                         .n_inputs = t->n_inputs,
+                        .fence_dir = t->fence_dir,
                 }, &job_callbacks, t, &t->job);
         if (r < 0) {
                 log_task(LOG_ERR, t, MC_EVENT_NONE, "cannot start it: %s", strerror(-r));
@@ -489,6 +537,7 @@ static void on_finish_reply(const ControlReply *reply, void *userdata) {
                         log_task(LOG_NOTICE, t, MC_EVENT_RESULT_REJECTED, "the control rejected its result (%ld: %s).",
                                  reply->code, strna(reply->message));
                 (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
+                task_fence_remove(t);   /* left by a run before a restart: its job is gone */
                 task_free(t);
                 schedule_claim(a, 0);
                 maybe_finish_stop(a);

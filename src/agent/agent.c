@@ -11,6 +11,10 @@
 #include "json-util.h"
 #include "lease-store.h"
 #include "log.h"
+
+#ifndef MC_FENCE_INIT_PATH
+#define MC_FENCE_INIT_PATH "/usr/libexec/mc-fence-init"
+#endif
 #include "outbox.h"
 
 /* How long SIGTERM waits for tasks being started to reach their container. */
@@ -67,7 +71,8 @@ int agent_start(Agent *a) {
                 return log_oom();
         r = fence_keeper_ensure(a->lease_file, a->keeper_pid_file);
         if (r < 0)
-                log_warning("Running without a fence keeper: containers are fenced only while the agent runs.");
+                log_warning("Running without a fence keeper: while the agent is away, only each task's own "
+                            "mc-fence-init fences it.");
 
         r = load_outbox(a);
         if (r < 0)
@@ -173,6 +178,7 @@ static int add_timer(Agent *a, sd_event_source **ret, sd_event_time_handler_t cb
 
 int agent_new(const AgentConfig *config, Agent **ret) {
         _cleanup_(agent_freep) Agent *a = NULL;
+        _cleanup_free_ char *fence_init = NULL;
         const char *state;
         int r;
 
@@ -190,10 +196,19 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         state = daemon_state_directory("/var/lib/mc-agent");
         a->state_dir = strdup(state);
         if (!a->state_dir || asprintf(&a->outbox_dir, "%s/outbox", state) < 0 ||
-            asprintf(&a->lease_file, "%s/leases.json", state) < 0)
+            asprintf(&a->lease_file, "%s/leases.json", state) < 0 || asprintf(&a->fence_dir, "%s/fence", state) < 0)
                 return log_oom();
         if (mkdir(a->state_dir, 0700) < 0 && errno != EEXIST)
                 return log_error_errno(errno, "Cannot create the state directory %s: %m", a->state_dir);
+        /* Bind-mounted from here into containers, read by the init as whatever user the image has. */
+        if (mkdir(a->fence_dir, 0755) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Cannot create %s: %m", a->fence_dir);
+        r = daemon_helper_path("mc-fence-init", MC_FENCE_INIT_PATH, &fence_init);
+        if (r < 0)
+                return log_oom();
+        if (access(fence_init, X_OK) < 0)
+                return log_error_errno(errno, "Cannot find mc-fence-init (%s), which every task runs under: %m",
+                                       fence_init);
         r = outbox_init(a->outbox_dir);
         if (r < 0)
                 return r;
@@ -236,6 +251,7 @@ int agent_new(const AgentConfig *config, Agent **ret) {
                                 .network = isempty(config->docker_network) ? NULL : config->docker_network,
                                 .output_cap = (size_t) config->output_cap_bytes,
                                 .tail_max = (size_t) config->tail_bytes,
+                                .fence_init = fence_init,
                         }, &a->driver);
         else {
                 _cleanup_free_ char *work = NULL, *cg = NULL;
@@ -249,6 +265,7 @@ int agent_new(const AgentConfig *config, Agent **ret) {
                                 .work_dir = work,
                                 .output_cap = (size_t) config->output_cap_bytes,
                                 .tail_max = (size_t) config->tail_bytes,
+                                .fence_init = fence_init,
                         }, &a->driver);
         }
         if (r < 0)
@@ -305,6 +322,7 @@ Agent *agent_free(Agent *a) {
         free(a->state_dir);
         free(a->outbox_dir);
         free(a->lease_file);
+        free(a->fence_dir);
         free(a->keeper_pid_file);
         free(a);
         return NULL;

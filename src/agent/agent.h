@@ -110,6 +110,10 @@ typedef struct Task {
          * counts for the first one told. */
         uint64_t inputs_bytes_seeders, inputs_bytes_agents, inputs_bytes_cache;
         ControlCall *release_call;      /* giving the lease back (inputs_unavailable, disk_full) */
+        /* Its lease file for mc-fence-init (agent-lease.c, fence-init/fence-protocol.h). */
+        char *fence_dir;                /* <state>/fence/<task>-<lease>: the lease file's directory */
+        uint64_t fence_promise_usec;    /* CLOCK_MONOTONIC: the fence time the last write promised */
+        bool fence_gap;                 /* a promise ran out before the next write: the init may have fenced */
         LIST_FIELDS(struct Task);
 } Task;
 
@@ -122,6 +126,8 @@ struct Agent {
         sd_bus *bus;
         sd_bus_slot *bus_slot;
         char *state_dir, *outbox_dir, *lease_file, *keeper_pid_file;
+        char *fence_dir;                /* <state>/fence: a directory per job, its lease file for the init */
+        uint64_t fence_seq;             /* the last seq written to a lease file */
 
         int64_t capacity_nano_cpus, capacity_memory_bytes;
         uint64_t ttl_usec;

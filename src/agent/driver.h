@@ -36,6 +36,9 @@ typedef struct DriverJobSpec {
          * directory, with MC_INPUTS in the environment. */
         const DriverInput *inputs;
         size_t n_inputs;
+        /* The directory of the job's lease file (fence-init/fence-protocol.h): the job runs under
+         * mc-fence-init, which reads it. NULL: the command runs bare (the drivers' own tests). */
+        const char *fence_dir;
 } DriverJobSpec;
 
 typedef struct DriverExit {
@@ -158,6 +161,7 @@ typedef struct DockerDriverConfig {
         const char *node_id;
         const char *network;            /* NULL: the engine's default */
         size_t output_cap, tail_max;
+        const char *fence_init;         /* mc-fence-init on the host, bind-mounted into every container */
 } DockerDriverConfig;
 
 typedef struct CurlEvent CurlEvent;
@@ -172,6 +176,7 @@ typedef struct ExecDriverConfig {
         const char *work_dir;
         const char *supervisor_path;    /* NULL: mc-exec-supervisor next to our binary, else installed */
         size_t output_cap, tail_max;
+        const char *fence_init;         /* mc-fence-init: the command's parent when a job has a fence_dir */
 } ExecDriverConfig;
 
 int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret);

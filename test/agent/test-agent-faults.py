@@ -184,8 +184,9 @@ def test_controls_unreachable_result_in_outbox():
 
 
 def test_agent_gone_keeper_fences():
-    """The agent is killed and does not come back: the fence keeper stops its container before the
-    lease deadline, and the task runs again elsewhere, never twice at once."""
+    """The agent is killed and does not come back: the fence keeper (or the container's own
+    mc-fence-init, at the same time) stops its container before the lease deadline, and the task runs
+    again elsewhere, never twice at once."""
     nx, ny = at.node_name("node-x"), at.node_name("node-y")
     for n in (nx, ny):
         mctest.defer(at.cleanup_node_containers, n)
@@ -209,8 +210,12 @@ def test_agent_gone_keeper_fences():
     check(t["status"] == "succeeded" and t["attempt"] == 2 and t["attempts"][1]["node_id"] == ny, t)
     check(ts_ns(t["attempts"][1]["leased_at"]) > die_ns, t["attempts"])
     at.check_no_overlap(tid, since)
-    # The keeper's event (a field, not its wording), which it logs just after its kill.
-    wait_until(lambda: "MC_FENCED_BY=keeper" in x.log(), 60, msg="the keeper's lease_expired event")
+    # Whoever came first, at the same fence time: the keeper (its event, a field, not its wording,
+    # logged just after its kill) or the container's own mc-fence-init (its exit code).
+    codes = [e.get("Actor", {}).get("Attributes", {}).get("exitCode") for e in mctest.docker_events(
+        {"type": ["container"], "label": [f"mc.task_id={tid}"], "event": ["die"]}, since=since)]
+    wait_until(lambda: "MC_FENCED_BY=keeper" in x.log() or (codes and codes[0] == "250"), 60,
+               msg=f"the keeper's lease_expired event or the init's exit code (die codes {codes})")
 
 
 def test_stop_and_restart_keeps_tasks():
@@ -409,8 +414,9 @@ def test_exec_stop_and_restart_keeps_tasks():
 
 
 def test_exec_agent_gone_keeper_fences():
-    """The agent is killed and does not come back: the fence keeper kills its exec task's processes
-    before the lease deadline (its supervisor records that), and the task runs again elsewhere, never
+    """The agent is killed and does not come back: the fence keeper (or the job's own mc-fence-init,
+    at the same time) kills its exec task's processes before the lease deadline (its supervisor
+    records that), and the task runs again elsewhere, never
     twice at once: each run checks, as it starts, that no earlier run's process is alive."""
     nx, ny = at.node_name("node-x"), at.node_name("node-y")
     d = mctest.tmpdir("exec-keeper")
@@ -440,8 +446,12 @@ def test_exec_agent_gone_keeper_fences():
     with open(runs) as f:
         check(len(f.read().split()) == 2, "two runs")
     check(not os.path.exists(overlap), "no run overlapped another")
-    # The keeper's event (a field, not its wording), which it logs just after its kill.
-    wait_until(lambda: "MC_FENCED_BY=keeper" in x.log(), 60, msg="the keeper's lease_expired event")
+    # Whoever came first, at the same fence time: the keeper (its event, a field, not its wording,
+    # logged just after its kill) or the job's own mc-fence-init (its exit code, 250).
+    results = glob.glob(os.path.join(x.state_dir, "exec", "*.job", "result"))
+    fenced_by_init = any("exit_code=250\n" in open(r, errors="replace").read() for r in results)
+    wait_until(lambda: fenced_by_init or "MC_FENCED_BY=keeper" in x.log(), 60,
+               msg="the keeper's lease_expired event or the init's exit code")
 
 
 mctest.main()

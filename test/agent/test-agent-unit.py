@@ -4,7 +4,9 @@
 loading the unit the build made for the tests): Type=notify start, watchdog, the journal fields, and
 what the unit promises about restarts: a SIGKILL of the agent (Restart=on-failure) and a
 `systemctl restart` leave the running task alone (KillMode=process); it finishes once. The same with
-the exec driver, whose jobs' supervisors must outlive the agent in the unit's cgroup."""
+the exec driver, whose jobs' supervisors must outlive the agent in the unit's cgroup. And
+units/mc-fence-keeper.service: started again whenever it is killed (Restart=always), and staying while
+no agent runs (--persistent)."""
 
 import os
 import time
@@ -105,6 +107,56 @@ Environment=MC_DRIVER={driver} MC_CGROUP_PATH=mc.test/agent-{node} MC_PEER_PORT=
     # journald files what it is sent when it gets to it: waited for, not sampled.
     ns.wait_journal(unit=UNIT, MC_EVENT="container_adopted", timeout=60)
     ns.systemctl("stop", UNIT)
+
+
+KEEPER = "mc-fence-keeper.service"
+
+
+def test_keeper_unit_restarts():
+    path = os.path.join(mctest.build_dir(), "units", "test", KEEPER)
+    p = mctest.run(["systemd-analyze", "verify", path], check=False)
+    check(p.returncode == 0 and p.stderr.strip() == "", f"systemd-analyze verify: {p.returncode} {p.stderr}")
+    with open(path) as f:
+        text = f.read()
+    for line in ("Restart=always", "--persistent", "/var/lib/mc-agent/leases.json",
+                 "/var/lib/mc-agent/fence-keeper.pid"):
+        check(line in text, f"{line} in the unit")
+    check(not any(line.startswith(("PartOf=", "BindsTo=", "Requisite=")) for line in text.splitlines()),
+          "not tied to the agent's unit")
+    check(f"Wants=docker.socket network-online.target {KEEPER}" in unit_text(), "the agent's unit wants it")
+
+    ns = SystemdNamespace()
+    state = mctest.tmpdir("keeper-state")
+    exe = text.split("ExecStart=", 1)[1].split()[0]
+    ns.add_unit(KEEPER, text)
+    os.makedirs(os.path.join(ns.unit_dir, KEEPER + ".d"))
+    # Its files in a directory of the test's; without the sandboxing a manager in the test's private
+    # mount namespace cannot set up (see unit_runs_and_restarts).
+    ns.add_unit(KEEPER + ".d/test.conf", f"""[Service]
+ExecStart=
+ExecStart={exe} --fence-keeper {state}/leases.json {state}/fence-keeper.pid --persistent
+ReadWritePaths=
+ProtectSystem=no
+ProtectHome=no
+PrivateTmp=no
+PrivateNetwork=no
+ProtectKernelModules=no
+ProtectKernelLogs=no
+Environment=ASAN_OPTIONS=detect_leaks=0
+""")
+    ns.daemon_reload()
+    ns.systemctl("start", KEEPER)
+    pid = wait_until(lambda: int(ns.show(KEEPER, "MainPID")) or None, 60, msg="the keeper's MainPID")
+    pid_file = os.path.join(state, "fence-keeper.pid")
+    wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip() == str(pid), 60,
+               msg="the keeper's pid file")
+    for _ in range(2):
+        ns.systemctl("kill", "-s", "SIGKILL", KEEPER)
+        wait_until(lambda: ns.show(KEEPER, "ActiveState") == "active" and int(ns.show(KEEPER, "MainPID")) not in (0, pid),
+                   60, msg="the keeper started again after SIGKILL")
+        pid = int(ns.show(KEEPER, "MainPID"))
+        wait_until(lambda: open(pid_file).read().strip() == str(pid), 60, msg="the new keeper's pid file")
+    ns.systemctl("stop", KEEPER)
 
 
 def test_unit_runs_and_restarts():

@@ -4,7 +4,13 @@
  * restarted agent needs to take it over (mc.task_id, mc.lease_token, mc.attempt, mc.timeout_sec,
  * mc.node). create (pulling the image first when the engine does not have it), start, wait, then
  * inspect (exit code, OOM kill) and read the logs; the container is removed only when the agent says
- * so (after the result is safe on disk). */
+ * so (after the result is safe on disk).
+ *
+ * A job with a lease file runs under mc-fence-init (../fence-init/): the init is bind-mounted
+ * read-only at FENCE_INIT_CONTAINER_PATH and made the entrypoint, the job's lease directory is
+ * bind-mounted read-only at FENCE_LEASE_CONTAINER_DIR, and the image's own entrypoint (read from the
+ * image before the create) and the task's cmd follow on the init's command line, as the engine would
+ * have run them. */
 
 #include <signal.h>
 #include <sys/syscall.h>
@@ -14,6 +20,7 @@
 #include "docker-image.h"
 #include "docker-logs.h"
 #include "driver.h"
+#include "fence-protocol.h"
 #include "json-util.h"
 #include "log.h"
 #include "daemon-util.h"
@@ -27,9 +34,11 @@ typedef struct DockerDriver {
         char *node_id;
         char *network;
         size_t output_cap, tail_max;
+        char *fence_init;
 } DockerDriver;
 
 typedef enum DockerJobState {
+        JOB_INSPECTING,                 /* the image's entrypoint, for the fence init */
         JOB_CREATING,
         JOB_PULLING,
         JOB_STARTING,
@@ -51,6 +60,8 @@ typedef struct DockerJob {
         sd_event_source *retry_timer;
         OutputCapture capture;
         bool pulled, conflict_retried;
+        bool fenced;                    /* runs under mc-fence-init */
+        bool entrypoint_set;            /* the init's command line is in spec */
         bool stop_requested;
         unsigned stop_grace;
         unsigned wait_retries;
@@ -181,6 +192,7 @@ _printf_(3, 4) static void fail(DockerJob *j, int error, const char *fmt, ...) {
 
 static void start_container(DockerJob *j);
 static void create_container(DockerJob *j);
+static void prepare_container(DockerJob *j);
 static void wait_container(DockerJob *j);
 
 /* "2026-11-27T01:02:59.074153137Z" → microseconds since the epoch; 0 when it cannot be read (or is
@@ -378,7 +390,7 @@ static void on_pull(const DockerResult *res, void *userdata) {
                 return;
         }
         log_info("Task %s: pulled image %s.", j->job.task_id, j->image);
-        create_container(j);
+        prepare_container(j);
 }
 
 static void on_conflict_removed(const DockerResult *res, void *userdata) {
@@ -396,6 +408,7 @@ static void on_create(const DockerResult *res, void *userdata) {
         if (res->error == -ENOENT && !j->pulled) {
                 j->pulled = true;
                 j->state = JOB_PULLING;
+                j->entrypoint_set = false;      /* the image pulled may not be the one inspected */
                 log_info("Task %s: image %s is not here; pulling it.", j->job.task_id, j->image);
                 r = docker_image_pull(client(j), j->image, on_pull, j, &j->call);
                 if (r < 0)
@@ -452,6 +465,84 @@ static void create_container(DockerJob *j) {
                 fail(j, r, "cannot create the container: %s", strerror(-r));
 }
 
+/* The init's command line: the init, its lease file, then what the engine would have run (the
+ * image's entrypoint; the task's cmd stays the container's Cmd and follows it). */
+static int set_entrypoint(DockerJob *j, json_object *image) {
+        _cleanup_json_ json_object *ep = json_object_new_array();
+        json_object *config, *own = NULL;
+
+        if (!ep)
+                return -ENOMEM;
+        if (json_object_object_get_ex(image, "Config", &config))
+                (void) json_object_object_get_ex(config, "Entrypoint", &own);
+        if (json_object_array_add(ep, json_object_new_string(FENCE_INIT_CONTAINER_PATH)) < 0 ||
+            json_object_array_add(ep, json_object_new_string(FENCE_LEASE_CONTAINER_DIR "/" FENCE_LEASE_FILE_NAME)) < 0 ||
+            json_object_array_add(ep, json_object_new_string("--")) < 0)
+                return -ENOMEM;
+        if (own && json_object_is_type(own, json_type_array))
+                for (size_t i = 0; i < json_object_array_length(own); i++) {
+                        json_object *a = json_object_array_get_idx(own, i);
+                        if (!json_object_is_type(a, json_type_string))
+                                return -EBADMSG;
+                        if (json_object_array_add(ep, json_object_get(a)) < 0)
+                                return -ENOMEM;
+                }
+        else if (own && !json_object_is_type(own, json_type_null))
+                return -EBADMSG;
+        json_object_object_add(j->spec, "Entrypoint", TAKE_PTR(ep));
+        j->entrypoint_set = true;
+        return 0;
+}
+
+static void on_image_inspect(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+        int r;
+
+        j->call = NULL;
+        if (res->error == -ENOENT && !j->pulled) {
+                j->pulled = true;
+                j->state = JOB_PULLING;
+                log_info("Task %s: image %s is not here; pulling it.", j->job.task_id, j->image);
+                r = docker_image_pull(client(j), j->image, on_pull, j, &j->call);
+                if (r < 0)
+                        fail(j, r, "cannot pull image %s: %s", j->image, strerror(-r));
+                return;
+        }
+        if (res->error == -ENOENT) {
+                fail(j, -ENOENT, "image %s is not on node %s: %s", j->image, node_id(j), res->message);
+                return;
+        }
+        if (res->error < 0) {
+                fail(j, res->error, "cannot inspect image %s: %s", j->image, res->message);
+                return;
+        }
+        r = set_entrypoint(j, res->json);
+        if (r < 0) {
+                fail(j, r, "cannot read the entrypoint of image %s: %s", j->image,
+                     r == -EBADMSG ? "Config.Entrypoint is not a list of strings" : strerror(-r));
+                return;
+        }
+        create_container(j);
+}
+
+/* A fenced job needs the image's entrypoint before the create; others go straight to it. */
+static void prepare_container(DockerJob *j) {
+        int r;
+
+        if (!j->fenced || j->entrypoint_set) {
+                create_container(j);
+                return;
+        }
+        if (j->stop_requested) {
+                fail(j, -ECANCELED, "stopped before the container was created");
+                return;
+        }
+        j->state = JOB_INSPECTING;
+        r = docker_image_inspect(client(j), j->image, on_image_inspect, j, &j->call);
+        if (r < 0)
+                fail(j, r, "cannot inspect image %s: %s", j->image, strerror(-r));
+}
+
 static DockerJob *job_new(DockerDriver *dd, const char *task_id, int64_t lease, int64_t attempt, int64_t timeout_sec,
                           const DriverJobCallbacks *cb, void *userdata) {
         DockerJob *j = calloc(1, sizeof(DockerJob));
@@ -501,12 +592,22 @@ static int docker_job_start(Driver *d, const DriverJobSpec *spec, const DriverJo
         char lease[32], attempt[32], timeout[32];
         int r;
 
-        binds = calloc(2 * spec->n_inputs + 1, sizeof(char *));
+        binds = calloc(2 * spec->n_inputs + 5, sizeof(char *));
         if (!binds)
                 return -ENOMEM;
         for (size_t i = 0; i < spec->n_inputs; i++) {
                 binds[2 * i] = spec->inputs[i].source;
                 binds[2 * i + 1] = spec->inputs[i].path;
+        }
+        if (spec->fence_dir) {
+                size_t k = 2 * spec->n_inputs;
+
+                if (!dd->fence_init)
+                        return -EINVAL;
+                binds[k] = dd->fence_init;
+                binds[k + 1] = FENCE_INIT_CONTAINER_PATH;
+                binds[k + 2] = spec->fence_dir;
+                binds[k + 3] = FENCE_LEASE_CONTAINER_DIR;
         }
         j = job_new(dd, spec->task_id, spec->lease_token, spec->attempt, spec->timeout_sec, cb, userdata);
         if (!j)
@@ -541,8 +642,9 @@ static int docker_job_start(Driver *d, const DriverJobSpec *spec, const DriverJo
                 docker_job_free(&j->job);
                 return r;
         }
+        j->fenced = spec->fence_dir != NULL;
         /* Callbacks cannot come before we return: curl-event never completes a request synchronously. */
-        create_container(j);
+        prepare_container(j);
         *ret = &j->job;
         return 0;
 }
@@ -767,6 +869,7 @@ static Driver *docker_driver_free(Driver *d) {
         docker_client_free(dd->client);
         free(dd->node_id);
         free(dd->network);
+        free(dd->fence_init);
         sd_event_unref(dd->driver.event);
         free(dd);
         return NULL;
@@ -798,7 +901,8 @@ int docker_driver_new(sd_event *e, CurlEvent *curl, const DockerDriverConfig *co
         dd->network = config->network ? strdup(config->network) : NULL;
         dd->output_cap = config->output_cap;
         dd->tail_max = config->tail_max;
-        if (!dd->node_id || (config->network && !dd->network)) {
+        dd->fence_init = config->fence_init ? strdup(config->fence_init) : NULL;
+        if (!dd->node_id || (config->network && !dd->network) || (config->fence_init && !dd->fence_init)) {
                 docker_driver_free(&dd->driver);
                 return log_oom();
         }

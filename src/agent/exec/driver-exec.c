@@ -18,7 +18,11 @@
  * job is never running unknown to the next agent: an agent that dies in between leaves nothing that
  * runs. Whoever kills a supervisor (a leftover discarded because its lease is gone) kills its command
  * too (PR_SET_PDEATHSIG), and the cgroup is killed with it; the fence keeper kills the command's
- * processes by their cgroup, the supervisor records that and exits. */
+ * processes by their cgroup, the supervisor records that and exits.
+ *
+ * A job with a lease file runs under mc-fence-init (../fence-init/): the supervisor starts the init,
+ * which starts the command and kills every process of the job's cgroup when the lease file stops
+ * promising it time, even when the agent and the supervisor were killed with everything else of ours. */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -37,6 +41,7 @@
 #include "daemon-util.h"
 #include "driver.h"
 #include "exec-job-files.h"
+#include "fence-protocol.h"
 #include "log.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -52,6 +57,7 @@ typedef struct ExecDriver {
         char *cgroup_path;
         char *work_dir;
         char *supervisor;       /* the program */
+        char *fence_init;       /* mc-fence-init */
         CgroupMode mode;
         size_t output_cap, tail_max;
 } ExecDriver;
@@ -343,21 +349,30 @@ static int build_env(const DriverJobSpec *spec, const char *work_dir, char ***re
         return 0;
 }
 
-/* The supervisor's command line: see ../exec-supervisor/exec-supervisor.c. */
+/* The supervisor's command line: see ../exec-supervisor/exec-supervisor.c. With a fence_dir the
+ * supervisor runs the init, which runs the command (found already: its full path) and fences the
+ * job's cgroup (the directory whose cgroup.procs lists every process of the job). */
 static int supervisor_argv(ExecDriver *ed, ExecJob *j, const char *cgpath, char *const *env, char *const *cmd,
-                           char ***ret) {
+                           const char *fence_dir, char ***ret) {
         _cleanup_strv_free_ char **a = calloc(1, sizeof(char *));
+        const char *exe = fence_dir ? ed->fence_init : j->exe;
 
         if (!a || strv_extend(&a, ed->supervisor) < 0 || strv_extend(&a, j->job_dir) < 0 ||
             strv_extend(&a, ed->cgroup_root) < 0 || strv_extend(&a, cgroup_mode_to_string(ed->mode)) < 0 ||
             strv_extend(&a, cgpath) < 0 || strv_extendf(&a, "%zu", ed->output_cap) < 0 ||
             strv_extendf(&a, "%zu", ed->tail_max) < 0 || strv_extend(&a, j->work_dir) < 0 ||
-            strv_extend(&a, j->exe) < 0 || strv_extendf(&a, "%zu", strv_length(env)) < 0)
+            strv_extend(&a, exe) < 0 || strv_extendf(&a, "%zu", strv_length(env)) < 0)
                 return -ENOMEM;
         for (char *const *e = env; *e; e++)
                 if (strv_extend(&a, *e) < 0)
                         return -ENOMEM;
-        for (char *const *c = cmd; *c; c++)
+        if (fence_dir && (strv_extend(&a, ed->fence_init) < 0 ||
+                          strv_extendf(&a, "%s/" FENCE_LEASE_FILE_NAME, fence_dir) < 0 ||
+                          strv_extend(&a, "--cgroup") < 0 ||
+                          strv_extend(&a, j->cgroup->mode == CGROUP_V2 ? j->cgroup->v2 : j->cgroup->memory) < 0 ||
+                          strv_extend(&a, "--") < 0 || strv_extend(&a, j->exe) < 0))
+                return -ENOMEM;
+        for (char *const *c = fence_dir ? cmd + 1 : cmd; *c; c++)
                 if (strv_extend(&a, *c) < 0)
                         return -ENOMEM;
         *ret = TAKE_PTR(a);
@@ -519,7 +534,11 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
         /* Recorded before the command can run, for the fence keeper. */
         job_set_marker(j, 0);
 
-        r = supervisor_argv(ed, j, cgpath, env, spec->cmd, &argv);
+        if (spec->fence_dir && !ed->fence_init) {
+                r = -EINVAL;
+                goto fail_alloc;
+        }
+        r = supervisor_argv(ed, j, cgpath, env, spec->cmd, spec->fence_dir, &argv);
         if (r < 0)
                 goto fail_alloc;
         r = spawn_supervisor(ed, j, spec, argv);
@@ -883,6 +902,7 @@ static Driver *exec_driver_free(Driver *d) {
         free(ed->cgroup_path);
         free(ed->work_dir);
         free(ed->supervisor);
+        free(ed->fence_init);
         sd_event_unref(ed->driver.event);
         free(ed);
         return NULL;
@@ -919,7 +939,9 @@ int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret) {
                 ed->supervisor = strdup(config->supervisor_path);
         else
                 (void) daemon_helper_path("mc-exec-supervisor", MC_EXEC_SUPERVISOR_PATH, &ed->supervisor);
-        if (!ed->cgroup_root || !ed->cgroup_path || !ed->work_dir || !ed->supervisor) {
+        ed->fence_init = config->fence_init ? strdup(config->fence_init) : NULL;
+        if (!ed->cgroup_root || !ed->cgroup_path || !ed->work_dir || !ed->supervisor ||
+            (config->fence_init && !ed->fence_init)) {
                 exec_driver_free(&ed->driver);
                 return log_oom();
         }

@@ -66,12 +66,15 @@ static void kill_marked(char *const *markers, size_t n, unsigned *killed) {
         closedir(d);
 }
 
-_noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
+_noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, bool persistent) {
         struct timespec last_mtime = {};
         LeaseRecord *l = NULL;
         size_t n = 0;
         pid_t agent = 0;
         uint64_t last_scan = 0;
+        /* Until the first scan: a keeper (re)started late still kills what is past its fence, however
+         * long ago that was (it cannot know what came up meanwhile). */
+        bool first = true;
 
         log_setup("mc-agent-fence");
         (void) prctl(PR_SET_NAME, "mc-fence-keeper");
@@ -81,7 +84,7 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
                 int len = snprintf(pid, sizeof(pid), "%d\n", (int) getpid());
                 (void) write_file_atomic(pid_file, pid, (size_t) len, 0644, 0);
         }
-        log_info("Fence keeper %d watching %s.", (int) getpid(), lease_file);
+        log_info("Fence keeper %d watching %s%s.", (int) getpid(), lease_file, persistent ? " (persistent)" : "");
 
         for (;;) {
                 struct stat st;
@@ -115,7 +118,7 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
                                 watching = true;
                                 continue;
                         }
-                        if (now < l[i].fence_usec + AFTER_FENCE_WATCH_USEC) {
+                        if (first || now < l[i].fence_usec + AFTER_FENCE_WATCH_USEC) {
                                 watching = true;
                                 due[n_due++] = l[i].cgroup_marker;
                         }
@@ -124,6 +127,7 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
                  * that nobody renewed it. Whatever carries its mark dies. */
                 if (n_due > 0 && now >= last_scan + SCAN_USEC) {
                         last_scan = now;
+                        first = false;
                         kill_marked(due, n_due, killed);
                         for (size_t i = 0, k = 0; i < n && k < n_due; i++) {
                                 if (!l[i].cgroup_marker || l[i].cgroup_marker != due[k])
@@ -138,7 +142,9 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file) {
                         }
                 }
 
-                if (!watching && !process_alive(agent)) {
+                if (n_due == 0)
+                        first = false;
+                if (!watching && !persistent && !process_alive(agent)) {
                         log_info("Fence keeper: the agent is gone and nothing is left to fence; leaving.");
                         (void) unlink(pid_file);
                         _exit(EXIT_SUCCESS);

@@ -12,12 +12,19 @@
  * the agent records before it asks the engine to start the container, or the exec job's cgroup name):
  * that reaches a container even when the agent died between asking for its start and learning its
  * pid. It leaves once the agent is gone and nothing is left to watch; an agent that starts finds a
- * running keeper by its pid file and leaves it be. */
+ * running keeper by its pid file and leaves it be.
+ *
+ * Under systemd it has a unit of its own (mc-fence-keeper.service, Restart=always, --persistent: it
+ * never leaves), outside mc-agent.service's cgroup, so that `systemctl kill mc-agent` does not take
+ * it. A keeper that (re)starts kills at once whatever is past its fence time in the file, however
+ * long ago that was. */
 
 #include "macro.h"
 
-/* The keeper's main loop (mc-fence-keeper --fence-keeper LEASE_FILE PID_FILE). Never returns. */
-_noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file);
+/* The keeper's main loop (mc-fence-keeper --fence-keeper LEASE_FILE PID_FILE [--persistent]). Never
+ * returns. persistent: stays when the agent is gone and nothing is left to watch (its unit would only
+ * start it again). */
+_noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, bool persistent);
 
 /* Starts a keeper (detached: mc-fence-keeper) unless one runs already. */
 int fence_keeper_ensure(const char *lease_file, const char *pid_file);
