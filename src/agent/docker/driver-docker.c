@@ -393,6 +393,24 @@ static void on_pull(const DockerResult *res, void *userdata) {
         prepare_container(j);
 }
 
+/* The image is not on the node (the create or the inspect said so): pulled once, then a failure. */
+static void image_missing(DockerJob *j, const DockerResult *res) {
+        int r;
+
+        assert(res->error == -ENOENT);
+        if (j->pulled) {
+                fail(j, -ENOENT, "image %s is not on node %s: %s", j->image, node_id(j), res->message);
+                return;
+        }
+        j->pulled = true;
+        j->state = JOB_PULLING;
+        j->entrypoint_set = false;      /* the image pulled may not be the one inspected */
+        log_info("Task %s: image %s is not here; pulling it.", j->job.task_id, j->image);
+        r = docker_image_pull(client(j), j->image, on_pull, j, &j->call);
+        if (r < 0)
+                fail(j, r, "cannot pull image %s: %s", j->image, strerror(-r));
+}
+
 static void on_conflict_removed(const DockerResult *res, void *userdata) {
         DockerJob *j = userdata;
 
@@ -405,18 +423,8 @@ static void on_create(const DockerResult *res, void *userdata) {
         int r;
 
         j->call = NULL;
-        if (res->error == -ENOENT && !j->pulled) {
-                j->pulled = true;
-                j->state = JOB_PULLING;
-                j->entrypoint_set = false;      /* the image pulled may not be the one inspected */
-                log_info("Task %s: image %s is not here; pulling it.", j->job.task_id, j->image);
-                r = docker_image_pull(client(j), j->image, on_pull, j, &j->call);
-                if (r < 0)
-                        fail(j, r, "cannot pull image %s: %s", j->image, strerror(-r));
-                return;
-        }
         if (res->error == -ENOENT) {
-                fail(j, -ENOENT, "image %s is not on node %s: %s", j->image, node_id(j), res->message);
+                image_missing(j, res);
                 return;
         }
         if (res->error == -EBUSY && !j->conflict_retried) {
@@ -499,17 +507,8 @@ static void on_image_inspect(const DockerResult *res, void *userdata) {
         int r;
 
         j->call = NULL;
-        if (res->error == -ENOENT && !j->pulled) {
-                j->pulled = true;
-                j->state = JOB_PULLING;
-                log_info("Task %s: image %s is not here; pulling it.", j->job.task_id, j->image);
-                r = docker_image_pull(client(j), j->image, on_pull, j, &j->call);
-                if (r < 0)
-                        fail(j, r, "cannot pull image %s: %s", j->image, strerror(-r));
-                return;
-        }
         if (res->error == -ENOENT) {
-                fail(j, -ENOENT, "image %s is not on node %s: %s", j->image, node_id(j), res->message);
+                image_missing(j, res);
                 return;
         }
         if (res->error < 0) {
