@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Task inputs, end to end: real mc-control and PostgreSQL, real agents (Docker and exec drivers),
 seeders serving contents over BitTorrent v2 (test/torrent/mc-swarm-tool seed: the swarm engine's own
-server, as mc-seeder will serve), and the DHT between agents.
+server, which mc-seeder embeds; it can also serve a partial content), and the DHT between agents.
+The real mc-seeder in front of agents: test/p2p/test-p2p-seeder-agent.py.
 
 - a task with a 64 MiB input at /data/in sees exactly that file (its SHA-256), in Docker and with the
   exec driver ($MC_INPUTS/data/in); the attempt records when the inputs were ready and their size,
