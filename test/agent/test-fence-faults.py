@@ -134,7 +134,24 @@ class DeathWatch:
                 os.close(fd)
 
     def all_ended(self):
-        return all(p in self.ends for p in self.pids)
+        """True once every process ended; otherwise raises, naming those left (wait_until() reports
+        the last such error when it times out)."""
+        left = [p for p in self.pids if p not in self.ends]
+        if left:
+            raise AssertionError("still there: " + "; ".join(describe_process(p) for p in left))
+        return True
+
+
+def describe_process(pid):
+    """pid, state, parent and command line, as /proc has them now (for a failure's message)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        cmdline = _cmdline(pid).replace(b"\0", b" ").decode(errors="replace")[:200]
+        return f"{pid} state {state} ppid {ppid}: {cmdline}"
+    except OSError as e:
+        return f"{pid}: {e}"
 
 
 def run_starts(path):
