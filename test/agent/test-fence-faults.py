@@ -203,7 +203,8 @@ def test_fence_without_mc_processes():
     tids = []
 
     for i, kind in enumerate(ROUNDS):
-        marker = f"fence-{DRIVER}-{i}-{at.RUN}"
+        # Not a prefix of any node name: the agents' and keepers' command lines hold those.
+        marker = f"held-{DRIVER}-round{i}-{at.RUN}"
         log = f"{runs}-{i}"
         since = time.time()
         # Held until released, so that the old run is surely alive when the fault comes and the new
