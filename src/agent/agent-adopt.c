@@ -25,25 +25,22 @@ static void adopt_task(Task *t, const DriverLeftover *l) {
         }
 }
 
+/* Nothing is allocated for the answer: a stop may free the driver, and the call with it, before the
+ * engine answers. The handle is in the CONTAINER_DISCARDED event just before. */
 static void on_discarded(int error, void *userdata) {
-        char *handle = userdata;
         if (error < 0)
-                log_warning("Cannot remove container %s: %s", handle, strerror(-error));
-        free(handle);
+                log_warning_errno(error, "Cannot remove a leftover container: %m");
 }
 
 static void discard_leftover(Agent *a, const DriverLeftover *l, const char *why) {
-        char *h = strdup(l->handle);
         int r;
 
         log_event(LOG_NOTICE, MC_EVENT_CONTAINER_DISCARDED,
                   LOG_FIELDS("TASK_ID", l->task_id, "NODE_ID", a->config.node_id),
                   "Removing %s of task %s (lease %" PRIi64 "): %s.", l->handle, l->task_id, l->lease_token, why);
-        r = a->driver->ops->leftover_discard(a->driver, l, on_discarded, h);
-        if (r < 0) {
+        r = a->driver->ops->leftover_discard(a->driver, l, on_discarded, NULL);
+        if (r < 0)
                 log_warning_errno(r, "Cannot remove %s: %m", l->handle);
-                free(h);
-        }
 }
 
 /* Decides over the leftovers found at start: adopts those whose lease is valid (a deadline ahead of

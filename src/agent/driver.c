@@ -46,8 +46,17 @@ void driver_job_set_pid(DriverJob *job, pid_t pid, const char *marker) {
 
 typedef struct Later {
         void (*fn)(void *userdata);
+        void (*destroy)(void *userdata);
         void *userdata;
 } Later;
+
+static void later_free(void *p) {
+        Later *l = p;
+
+        if (l->destroy)
+                l->destroy(l->userdata);
+        free(l);
+}
 
 static int on_later(sd_event_source *s, void *userdata) {
         Later l = *(Later *) userdata;
@@ -59,7 +68,7 @@ static int on_later(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-int driver_call_later(sd_event *e, void (*fn)(void *userdata), void *userdata) {
+int driver_call_later(sd_event *e, void (*fn)(void *userdata), void (*destroy)(void *userdata), void *userdata) {
         sd_event_source *s = NULL;
         Later *l;
         int r;
@@ -67,14 +76,15 @@ int driver_call_later(sd_event *e, void (*fn)(void *userdata), void *userdata) {
         l = malloc(sizeof(Later));
         if (!l)
                 return -ENOMEM;
-        *l = (Later) { fn, userdata };
+        *l = (Later) { fn, destroy, userdata };
         r = sd_event_add_defer(e, &s, on_later, l);
         if (r < 0) {
                 free(l);
                 return r;
         }
-        /* Owned by the loop: if it never fires, freeing the loop frees it and l. */
-        (void) sd_event_source_set_destroy_callback(s, free);
+        /* Owned by the loop: if it never fires (the agent stops first), freeing the loop frees it, l
+         * and userdata. */
+        (void) sd_event_source_set_destroy_callback(s, later_free);
         (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         (void) sd_event_source_set_floating(s, true);
         sd_event_source_unref(s);

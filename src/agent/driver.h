@@ -141,8 +141,9 @@ static inline const char *driver_job_handle(DriverJob *job) {
         return job->driver->ops->job_handle(job);
 }
 
-/* Calls fn(userdata) from the event loop soon, never from within the caller. */
-int driver_call_later(sd_event *e, void (*fn)(void *userdata), void *userdata);
+/* Calls fn(userdata) from the event loop soon, never from within the caller; then, or when the loop
+ * is freed before that, destroy(userdata) if given. */
+int driver_call_later(sd_event *e, void (*fn)(void *userdata), void (*destroy)(void *userdata), void *userdata);
 
 static inline int driver_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobCallbacks *cb,
                                    void *userdata, DriverJob **ret) {

@@ -605,9 +605,8 @@ typedef struct RemoveLater {
 } RemoveLater;
 
 static void remove_later_cb(void *userdata) {
-        RemoveLater rl = *(RemoveLater *) userdata;
-        free(userdata);
-        rl.done(rl.error, rl.userdata);
+        RemoveLater *rl = userdata;
+        rl->done(rl->error, rl->userdata);
 }
 
 static int done_later(Driver *d, DriverDoneCallback done, void *userdata, int error) {
@@ -620,7 +619,7 @@ static int done_later(Driver *d, DriverDoneCallback done, void *userdata, int er
         if (!rl)
                 return -ENOMEM;
         *rl = (RemoveLater) { done, userdata, error };
-        r = driver_call_later(d->event, remove_later_cb, rl);
+        r = driver_call_later(d->event, remove_later_cb, free, rl);
         if (r < 0)
                 free(rl);
         return r;
@@ -738,10 +737,14 @@ typedef struct ListLater {
 } ListLater;
 
 static void list_later_cb(void *userdata) {
-        ListLater ll = *(ListLater *) userdata;
-        free(userdata);
-        ll.cb(ll.error, ll.l, ll.n, ll.userdata);
-        driver_leftovers_free(ll.l, ll.n);
+        ListLater *ll = userdata;
+        ll->cb(ll->error, ll->l, ll->n, ll->userdata);
+}
+
+static void list_later_free(void *userdata) {
+        ListLater *ll = userdata;
+        driver_leftovers_free(ll->l, ll->n);
+        free(ll);
 }
 
 /* Directories of jobs whose cgroup is gone: an agent that died between creating them and creating
@@ -809,11 +812,9 @@ static int exec_list_leftovers(Driver *d, DriverListCallback cb, void *userdata)
                         }
                 }
         }
-        r = driver_call_later(d->event, list_later_cb, ll);
-        if (r < 0) {
-                driver_leftovers_free(ll->l, ll->n);
-                free(ll);
-        }
+        r = driver_call_later(d->event, list_later_cb, list_later_free, ll);
+        if (r < 0)
+                list_later_free(ll);
         return r;
 }
 
