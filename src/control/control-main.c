@@ -251,6 +251,7 @@ static int run(int argc, char *argv[]) {
                 .listen_channel = "mc_queued",
                 .migrations = control_migrations,
                 .n_migrations = control_n_migrations,
+                .functions_sql = control_functions_sql,
         };
         r = db_new(c.event, &dbc, on_db_notify, on_db_state, &c, &c.db);
         if (r < 0)

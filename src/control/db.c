@@ -55,6 +55,7 @@ struct Db {
         char *listen_channel;
         const DbMigration *migrations;
         size_t n_migrations;
+        const char *functions_sql;
         DbNotifyCallback on_notify;
         DbStateCallback on_state;
         void *userdata;
@@ -269,6 +270,12 @@ static void conn_start_migration(DbConn *c) {
                          CONN_MIGRATE_READ);
 }
 
+static int latest_migration(const Db *db) {
+        return db->n_migrations > 0 ? db->migrations[db->n_migrations - 1].version : 0;
+}
+
+/* The migrations after `current`, then the functions, each in a transaction of its own, all under the
+ * advisory lock that conn_start_migration() took. */
 static void conn_apply_migrations(DbConn *c, int current) {
         Db *db = c->db;
         _cleanup_free_ char *sql = NULL;
@@ -290,6 +297,9 @@ static void conn_apply_migrations(DbConn *c, int current) {
                         m->sql, m->version, m->name);
                 applied = m->version;
         }
+        /* A schema newer than ours has a newer control's functions, which ours must not replace. */
+        if (db->functions_sql && current <= latest_migration(db))
+                fprintf(f, "BEGIN;\n%s\nCOMMIT;\n", db->functions_sql);
         fputs("SELECT pg_advisory_unlock(" MIGRATION_LOCK_KEY ");", f);
         if (fclose(f) != 0) {
                 conn_fail(c, "out of memory");
@@ -398,9 +408,9 @@ static void conn_finished(DbConn *c, PGresult *r) {
                 }
                 current = atoi(PQgetvalue(r, 0, 0));
                 PQclear(r);
-                if (current > (int) (db->n_migrations > 0 ? db->migrations[db->n_migrations - 1].version : 0))
+                if (current > latest_migration(db))
                         log_warning("The database schema (version %d) is newer than this mc-control knows; "
-                                    "continuing, as migrations only add.", current);
+                                    "continuing with its functions, as migrations only add.", current);
                 conn_apply_migrations(c, current);
                 return;
         }
@@ -581,6 +591,7 @@ int db_new(sd_event *e, const DbConfig *config, DbNotifyCallback on_notify, DbSt
         db->query_timeout_usec = config->query_timeout_usec ?: 10 * USEC_PER_SEC;
         db->migrations = config->migrations;
         db->n_migrations = config->n_migrations;
+        db->functions_sql = config->functions_sql;
         db->on_notify = on_notify;
         db->on_state = on_state;
         db->userdata = userdata;

@@ -35,6 +35,7 @@ typedef struct DbConfig {
         const char *listen_channel;     /* NULL: no listener */
         const DbMigration *migrations;
         size_t n_migrations;
+        const char *functions_sql;      /* applied after the migrations at every start; NULL: none */
 } DbConfig;
 
 int db_new(sd_event *e, const DbConfig *config, DbNotifyCallback on_notify, DbStateCallback on_state,

@@ -1,0 +1,643 @@
+-- mc's functions: every API call is one statement calling one of them, so each is one round trip and
+-- one transaction.
+--
+-- Unlike the tables (the numbered migrations, applied once each), this file is applied whole at every
+-- start of mc-control, after the migrations and under their advisory lock, so that each function is
+-- written once, as it is now, and a change to one is a change here. Hence CREATE OR REPLACE only; a
+-- change of a function's result type, which REPLACE refuses, needs a migration that drops it first.
+-- A control that finds a schema newer than it knows leaves the functions alone: they are a newer
+-- control's.
+--
+-- Bodies are checked when called, not here (as pg_dump does): a function may call one defined below.
+SET LOCAL check_function_bodies = off;
+
+-- STABLE like to_char, so that it is inlined into its callers: a SQL function that is not inlined is
+-- parsed and planned again on every statement that calls it.
+CREATE OR REPLACE FUNCTION mc_ts(t timestamptz) RETURNS text LANGUAGE sql STABLE AS $$
+        SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+-- The task record served by the API. with_detail adds attempts and the output tails. PL/pgSQL rather
+-- than SQL, which cannot be inlined here (sub-select) and so would be parsed and planned on every call
+-- (every claim): PL/pgSQL keeps its plan for the session.
+-- The lease shows its renewals and TTL; expires_at is the database's reading of its clock at the last
+-- renewal plus the TTL, for people (no decision is taken on it).
+CREATE OR REPLACE FUNCTION mc_task_json(t tasks, with_detail boolean) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+        RETURN t.spec || jsonb_build_object(
+                'id', t.id,
+                'status', t.status,
+                'attempt', t.attempt,
+                'max_attempts', t.max_attempts,
+                'created_at', mc_ts(t.created_at),
+                'updated_at', mc_ts(t.updated_at),
+                'finished_at', mc_ts(t.finished_at),
+                'pending_reason', t.pending_reason,
+                'lease', CASE WHEN t.status IN ('leased', 'running') THEN jsonb_build_object(
+                                'node_id', t.lease_node, 'lease_token', t.lease_token,
+                                'expires_at', mc_ts(t.lease_expires_at), 'renewals', t.lease_renewals,
+                                'ttl_ms', t.lease_ttl_ms) END,
+                'result', CASE WHEN t.finished_at IS NOT NULL THEN jsonb_build_object(
+                                'exit_code', t.exit_code, 'reason', t.reason,
+                                'stdout_tail', CASE WHEN with_detail THEN t.stdout_tail END,
+                                'stderr_tail', CASE WHEN with_detail THEN t.stderr_tail END,
+                                'truncated', coalesce(t.truncated, false)) END)
+        || CASE WHEN with_detail THEN jsonb_build_object('attempts', coalesce((
+                SELECT jsonb_agg(jsonb_build_object(
+                        'attempt', a.attempt, 'node_id', a.node_id, 'lease_token', a.lease_token,
+                        'leased_at', mc_ts(a.leased_at), 'started_at', mc_ts(a.started_at),
+                        'ended_at', mc_ts(a.ended_at), 'status', a.status, 'exit_code', a.exit_code,
+                        'reason', a.reason, 'inputs_ready_at', mc_ts(a.inputs_ready_at),
+                        'inputs_bytes', a.inputs_bytes) ORDER BY a.attempt)
+                FROM attempts a WHERE a.task_id = t.id), '[]'::jsonb))
+           ELSE '{}'::jsonb END;
+END
+$$;
+
+-- The inputs of task t as an agent plans its cache with them: each input's content and path, in the
+-- order pushed, with the content's length and piece length.
+CREATE OR REPLACE FUNCTION mc_task_inputs(t tasks) RETURNS jsonb LANGUAGE sql STABLE AS $$
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'content', e.x->>'content', 'path', e.x->>'path',
+                        'length', c.length, 'piece_length', c.piece_length) ORDER BY e.idx), '[]'::jsonb)
+        FROM jsonb_array_elements(coalesce(t.spec->'inputs', '[]'::jsonb)) WITH ORDINALITY AS e(x, idx)
+        LEFT JOIN contents c ON c.id = e.x->>'content'
+$$;
+
+-- The summary served as JSON. The magnet link is the one src/torrent/magnet.c makes for an id without
+-- peers: BEP 52's btmh with the SHA-256 multihash prefix 1220.
+CREATE OR REPLACE FUNCTION mc_content_json(c contents) RETURNS jsonb LANGUAGE sql STABLE AS $$
+        SELECT jsonb_build_object(
+                'id', c.id, 'name', c.name, 'length', c.length, 'piece_length', c.piece_length,
+                'pieces', c.pieces, 'created_at', mc_ts(c.created_at), 'created_by', c.created_by,
+                'magnet', 'magnet:?xt=urn:btmh:1220' || c.id)
+$$;
+
+-- Wakes waiting claims on every replica: "<n>" for n tasks any node may take, "@<node>" for a node.
+CREATE OR REPLACE FUNCTION mc_notify_queued(n_untargeted integer, targets text[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+        t text;
+BEGIN
+        IF n_untargeted > 0 THEN
+                PERFORM pg_notify('mc_queued', n_untargeted::text);
+        END IF;
+        FOREACH t IN ARRAY coalesce(targets, '{}'::text[]) LOOP
+                PERFORM pg_notify('mc_queued', '@' || t);
+        END LOOP;
+END
+$$;
+
+-- Push a batch of validated tasks in one transaction (one commit for many pushes). Each element of
+-- p_tasks is {"id","spec","target_node","nano_cpus","memory_bytes","labels","max_attempts"}. Returns one
+-- row per element: 'created' (with created_at), 'exists' (same id, same spec: the stored record) or
+-- 'conflict' (same id, other spec), or 'retry' (a concurrent push of the same id just committed).
+-- Every input must name a registered content: a task with an
+-- unknown content is not inserted; its row answers 'invalid' with the {"error", "field"} to return
+-- (the first unknown input, "inputs[<0-based index>].content"). Done here, in the push's own
+-- statement, so that the check and the insert are one transaction.
+CREATE OR REPLACE FUNCTION mc_push(p_tasks jsonb)
+RETURNS TABLE (id text, result text, record jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        n_untargeted integer;
+        targets text[];
+BEGIN
+        RETURN QUERY
+        WITH input AS (
+                SELECT x->>'id' AS id, x->'spec' AS spec, x->>'target_node' AS target_node,
+                       (x->>'nano_cpus')::bigint AS nano_cpus, (x->>'memory_bytes')::bigint AS memory_bytes,
+                       x->'labels' AS labels, (x->>'max_attempts')::integer AS max_attempts, o AS ord
+                FROM jsonb_array_elements(p_tasks) WITH ORDINALITY AS e(x, o)
+        ), unknown AS (
+                SELECT DISTINCT ON (i.ord) i.ord, e.idx - 1 AS idx, e.x->>'content' AS content
+                FROM input i, jsonb_array_elements(coalesce(i.spec->'inputs', '[]'::jsonb)) WITH ORDINALITY AS e(x, idx)
+                WHERE NOT EXISTS (SELECT 1 FROM contents c WHERE c.id = e.x->>'content')
+                ORDER BY i.ord, e.idx
+        ), inserted AS (
+                INSERT INTO tasks AS t (id, spec, target_node, nano_cpus, memory_bytes, labels, max_attempts)
+                SELECT i.id, i.spec, i.target_node, i.nano_cpus, i.memory_bytes, i.labels, i.max_attempts
+                FROM input i WHERE NOT EXISTS (SELECT 1 FROM unknown u WHERE u.ord = i.ord)
+                ORDER BY i.ord
+                ON CONFLICT ON CONSTRAINT tasks_pkey DO NOTHING
+                RETURNING t.id, t.created_at
+        )
+        SELECT i.id,
+               CASE WHEN u.ord IS NOT NULL THEN 'invalid'
+                    WHEN ins.id IS NOT NULL THEN 'created'
+                    -- inserted by a transaction that committed after this statement's snapshot
+                    WHEN old.t IS NULL THEN 'retry'
+                    WHEN (old.t).spec = i.spec THEN 'exists'
+                    ELSE 'conflict' END,
+               CASE WHEN u.ord IS NOT NULL THEN jsonb_build_object(
+                            'error', format('unknown content %s: register its manifest first (PUT /api/contents/%s)',
+                                            u.content, u.content),
+                            'field', format('inputs[%s].content', u.idx))
+                    WHEN ins.id IS NOT NULL THEN jsonb_build_object('created_at', mc_ts(ins.created_at))
+                    WHEN (old.t).spec = i.spec THEN mc_task_json(old.t, true) END
+        FROM input i
+        LEFT JOIN unknown u ON u.ord = i.ord
+        LEFT JOIN inserted ins ON ins.id = i.id
+        -- Only a push that inserted nothing looks for the stored task: one index probe. OFFSET 0 keeps
+        -- this a per-row probe; as a plain join the planner, which guesses 100 input rows, hashes the
+        -- whole table on every push for as long as it is small (below some 30 000 rows).
+        LEFT JOIN LATERAL (SELECT o AS t FROM tasks o WHERE ins.id IS NULL AND u.ord IS NULL AND o.id = i.id
+                           OFFSET 0) old ON true
+        ORDER BY i.ord;
+
+        SELECT count(*) FILTER (WHERE x->>'target_node' IS NULL),
+               array_agg(DISTINCT x->>'target_node') FILTER (WHERE x->>'target_node' IS NOT NULL)
+          INTO n_untargeted, targets
+          FROM jsonb_array_elements(p_tasks) x;
+        PERFORM mc_notify_queued(n_untargeted, targets);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mc_cancel(p_id text)
+RETURNS TABLE (code integer, body jsonb, lease_node text) LANGUAGE plpgsql AS $$
+DECLARE
+        t tasks;
+        was text;
+BEGIN
+        SELECT * INTO t FROM tasks WHERE tasks.id = p_id FOR UPDATE;
+        IF NOT FOUND THEN
+                RETURN QUERY SELECT 404, jsonb_build_object('error', 'no such task', 'field', 'id'), NULL::text;
+                RETURN;
+        END IF;
+        IF t.status NOT IN ('queued', 'leased', 'running') THEN
+                RETURN QUERY SELECT 409, jsonb_build_object('error', format('task already ended (%s)', t.status),
+                                                            'field', 'id'), NULL::text;
+                RETURN;
+        END IF;
+        was := t.status;
+        -- The lease node and token stay, so that the next heartbeat answers "cancelled" for them.
+        UPDATE tasks SET status = 'cancelled', reason = 'cancelled by user', finished_at = now(), updated_at = now(),
+                         pending_reason = NULL
+         WHERE tasks.id = p_id RETURNING * INTO t;
+        IF was <> 'queued' THEN
+                UPDATE attempts SET status = 'cancelled', reason = 'cancelled by user'
+                 WHERE task_id = p_id AND attempt = t.attempt;
+        END IF;
+        RETURN QUERY SELECT 200, mc_task_json(t, true), CASE WHEN was <> 'queued' THEN t.lease_node END;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mc_list(p_status text, p_labels jsonb, p_limit integer, p_after bigint)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+        WITH page AS (
+                SELECT t FROM tasks t
+                 WHERE (p_status IS NULL OR t.status = p_status)
+                   AND (p_labels IS NULL OR t.labels @> p_labels)
+                   AND (p_after IS NULL OR t.seq < p_after)
+                 ORDER BY t.seq DESC
+                 LIMIT p_limit + 1
+        ), numbered AS (
+                SELECT p.t, row_number() OVER (ORDER BY (p.t).seq DESC) AS n FROM page p
+        )
+        SELECT jsonb_build_object(
+                'tasks', coalesce((SELECT jsonb_agg(mc_task_json(x.t, false) ORDER BY (x.t).seq DESC)
+                                   FROM numbered x WHERE x.n <= p_limit), '[]'::jsonb),
+                'next', (SELECT ((x.t).seq)::text FROM numbered x WHERE x.n = p_limit
+                         AND EXISTS (SELECT 1 FROM numbered y WHERE y.n = p_limit + 1)))
+$$;
+
+CREATE OR REPLACE FUNCTION mc_register(p_node text, p_nano_cpus bigint, p_memory_bytes bigint, p_labels jsonb,
+                            p_runtime text, p_driver text, p_version text)
+RETURNS void LANGUAGE sql AS $$
+        INSERT INTO nodes AS n (node_id, nano_cpus, memory_bytes, labels, runtime, driver, version)
+        VALUES (p_node, p_nano_cpus, p_memory_bytes, p_labels, p_runtime, p_driver, p_version)
+        ON CONFLICT (node_id) DO UPDATE SET
+                nano_cpus = EXCLUDED.nano_cpus, memory_bytes = EXCLUDED.memory_bytes,
+                labels = EXCLUDED.labels, runtime = EXCLUDED.runtime, driver = EXCLUDED.driver,
+                version = EXCLUDED.version, draining = false, last_heartbeat = now();
+$$;
+
+-- Leases one queued task that fits the node, or returns no row. Claims of one node are serialised by a
+-- transaction-scoped advisory lock, so that two of them cannot both take its last free capacity; unlike
+-- a row lock it assigns no transaction id, so a claim that finds nothing writes nothing (no commit to
+-- flush), and the node's free capacity is summed once.
+-- The answer has the task's inputs with their sizes (mc_task_inputs). A new lease starts with no
+-- renewals and records its TTL. A claim that finds nothing free waits for an explained task that
+-- mc_explain_pending holds (its update is short) and looks again, rather than answering that there is
+-- nothing while that update runs.
+CREATE OR REPLACE FUNCTION mc_claim(p_node text, p_ttl_ms integer)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        n nodes;
+        t tasks;
+        free_cpus bigint;
+        free_memory bigint;
+        held text;
+BEGIN
+        SELECT * INTO n FROM nodes WHERE node_id = p_node;
+        IF NOT FOUND THEN
+                RETURN QUERY SELECT 404, jsonb_build_object('error', 'node is not registered', 'field', 'node_id');
+                RETURN;
+        END IF;
+        IF n.draining THEN
+                RETURN;
+        END IF;
+
+        PERFORM pg_advisory_xact_lock(hashtext('mc-claim:' || p_node));
+        SELECT n.nano_cpus - coalesce(sum(x.nano_cpus), 0), n.memory_bytes - coalesce(sum(x.memory_bytes), 0)
+          INTO free_cpus, free_memory
+          FROM tasks x WHERE x.lease_node = p_node AND x.status IN ('leased', 'running');
+
+        SELECT * INTO t FROM tasks x
+         WHERE x.status = 'queued'
+           AND (x.target_node IS NULL OR x.target_node = p_node)
+           AND x.nano_cpus <= free_cpus AND x.memory_bytes <= free_memory
+         ORDER BY x.seq LIMIT 1
+         FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+                -- Passed over, maybe, only because mc_explain_pending() is changing its explanation:
+                -- wait for that row (its update is short) rather than answer that there is nothing.
+                -- Only explained tasks can be held so; one another claimer holds is, once it commits,
+                -- no longer queued, and is passed over again.
+                -- The lock is taken on that one row by id, so that the re-check after the wait is
+                -- on its status alone (the explanation's update changes pending_reason).
+                SELECT x.id INTO held FROM tasks x
+                 WHERE x.status = 'queued' AND x.pending_reason IS NOT NULL
+                   AND (x.target_node IS NULL OR x.target_node = p_node)
+                   AND x.nano_cpus <= free_cpus AND x.memory_bytes <= free_memory
+                 ORDER BY x.seq LIMIT 1;
+                IF held IS NULL THEN
+                        RETURN;
+                END IF;
+                SELECT * INTO t FROM tasks x WHERE x.id = held AND x.status = 'queued' FOR UPDATE;
+                IF NOT FOUND THEN
+                        RETURN;
+                END IF;
+        END IF;
+
+        UPDATE tasks SET status = 'leased', attempt = attempt + 1, lease_token = lease_token + 1,
+                         lease_node = p_node, lease_renewals = 0, lease_ttl_ms = p_ttl_ms,
+                         lease_expires_at = clock_timestamp() + p_ttl_ms * interval '1 millisecond',
+                         updated_at = now(), pending_reason = NULL
+         WHERE tasks.id = t.id
+        RETURNING * INTO t;
+        INSERT INTO attempts (task_id, attempt, node_id, lease_token) VALUES (t.id, t.attempt, p_node, t.lease_token);
+
+        RETURN QUERY SELECT 200, jsonb_build_object('task', mc_task_json(t, false), 'lease_token', t.lease_token,
+                                                     'attempt', t.attempt, 'lease_ttl_ms', p_ttl_ms,
+                                                     'inputs', mc_task_inputs(t));
+END
+$$;
+
+-- Renews every lease of the node that is still its own: one the sweep has not taken back is renewed,
+-- whatever the time. Each renewal counts. The lease keeps the longest TTL any answer gave its holder:
+-- with replicas of different TTLs, an answer that was lost leaves the holder counting with an earlier,
+-- longer one, and the sweep must wait at least that long.
+CREATE OR REPLACE FUNCTION mc_heartbeat(p_node text, p_leases jsonb, p_ttl_ms integer, p_draining boolean)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        renewed jsonb;
+        revoked jsonb;
+BEGIN
+        UPDATE nodes SET last_heartbeat = now(), draining = p_draining WHERE node_id = p_node;
+        IF NOT FOUND THEN
+                RETURN QUERY SELECT 404, jsonb_build_object('error', 'node is not registered', 'field', 'node_id');
+                RETURN;
+        END IF;
+
+        WITH l AS (
+                SELECT x->>'task_id' AS id, (x->>'lease_token')::bigint AS token
+                FROM jsonb_array_elements(p_leases) x
+        ), r AS (
+                UPDATE tasks t SET lease_renewals = t.lease_renewals + 1, lease_ttl_ms = greatest(t.lease_ttl_ms, p_ttl_ms),
+                                   lease_expires_at = clock_timestamp() + p_ttl_ms * interval '1 millisecond'
+                  FROM l
+                 WHERE t.id = l.id AND t.lease_token = l.token AND t.lease_node = p_node
+                   AND t.status IN ('leased', 'running')
+                RETURNING t.id
+        )
+        SELECT coalesce((SELECT jsonb_agg(r.id) FROM r), '[]'::jsonb),
+               coalesce((SELECT jsonb_agg(jsonb_build_object(
+                        'task_id', l.id, 'lease_token', l.token,
+                        'reason', CASE
+                                WHEN t.id IS NULL OR t.lease_token < l.token THEN 'unknown'
+                                WHEN t.lease_token > l.token THEN 'superseded'
+                                WHEN t.status = 'cancelled' THEN 'cancelled'
+                                WHEN t.status IN ('succeeded', 'failed', 'timed_out') THEN 'finished'
+                                WHEN t.status <> 'queued' AND t.lease_node IS DISTINCT FROM p_node THEN 'superseded'
+                                ELSE 'expired' END))
+                        FROM l LEFT JOIN tasks t ON t.id = l.id
+                        WHERE l.id NOT IN (SELECT r.id FROM r)), '[]'::jsonb)
+          INTO renewed, revoked;
+
+        RETURN QUERY SELECT 200, jsonb_build_object('lease_ttl_ms', p_ttl_ms, 'renewed', renewed, 'revoked', revoked);
+END
+$$;
+
+-- The fencing check of the agents' writes, in one place: locks task p_id and returns it, or the answer
+-- to give instead (404: no such task; 409: the token is not the current lease of p_node, or the task is
+-- past the point where this write means anything). A task cancelled while leased still takes the one
+-- result of its last lease when p_allow_cancelled.
+CREATE OR REPLACE FUNCTION mc_lock_lease(p_id text, p_node text, p_token bigint, p_allow_cancelled boolean,
+                              OUT t tasks, OUT code integer, OUT body jsonb) LANGUAGE plpgsql AS $$
+BEGIN
+        SELECT * INTO t FROM tasks WHERE tasks.id = p_id FOR UPDATE;
+        IF NOT FOUND THEN
+                code := 404;
+                body := jsonb_build_object('error', 'no such task', 'field', 'id');
+        ELSIF t.lease_token <> p_token OR t.lease_node IS DISTINCT FROM p_node
+              OR NOT (t.status IN ('leased', 'running')
+                      OR (p_allow_cancelled AND t.status = 'cancelled' AND t.exit_code IS NULL)) THEN
+                code := 409;
+                body := jsonb_build_object('error', format('stale lease token %s (task is %s, current token %s)',
+                                                           p_token, t.status, t.lease_token), 'field', 'lease_token');
+        END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mc_started(p_id text, p_node text, p_token bigint, p_container text)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        t tasks;
+        lk record;
+BEGIN
+        SELECT * INTO lk FROM mc_lock_lease(p_id, p_node, p_token, false);
+        IF lk.code IS NOT NULL THEN
+                RETURN QUERY SELECT lk.code, lk.body;
+                RETURN;
+        END IF;
+        t := lk.t;
+        IF t.status = 'leased' THEN
+                UPDATE tasks SET status = 'running', updated_at = now() WHERE tasks.id = p_id RETURNING * INTO t;
+        END IF;
+        UPDATE attempts SET started_at = coalesce(started_at, now()), status = 'running',
+                            container_id = coalesce(p_container, container_id)
+         WHERE task_id = p_id AND attempt = t.attempt;
+        RETURN QUERY SELECT 200, mc_task_json(t, false);
+END
+$$;
+
+-- mc_started with the inputs' readiness. The four-argument form stays for replicas of the previous
+-- version during a rolling upgrade.
+CREATE OR REPLACE FUNCTION mc_started(p_id text, p_node text, p_token bigint, p_container text,
+                           p_inputs_ready_usec bigint, p_inputs_bytes bigint)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        r record;
+        n integer;
+BEGIN
+        SELECT * INTO r FROM mc_started(p_id, p_node, p_token, p_container);
+        IF r.code = 200 AND (p_inputs_ready_usec IS NOT NULL OR p_inputs_bytes IS NOT NULL) THEN
+                n := (r.body->>'attempt')::integer;
+                UPDATE attempts SET inputs_ready_at = CASE WHEN p_inputs_ready_usec IS NOT NULL
+                                        THEN to_timestamp(p_inputs_ready_usec / 1e6) END,
+                                    inputs_bytes = p_inputs_bytes
+                 WHERE task_id = p_id AND attempt = n;
+        END IF;
+        RETURN QUERY SELECT r.code, r.body;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mc_finish(p_id text, p_node text, p_token bigint, p_status text, p_exit_code integer,
+                          p_reason text, p_stdout text, p_stderr text, p_truncated boolean,
+                          p_output text, p_output_truncated boolean)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        t tasks;
+        lk record;
+BEGIN
+        SELECT * INTO lk FROM mc_lock_lease(p_id, p_node, p_token, true);
+        IF lk.code IS NOT NULL THEN
+                RETURN QUERY SELECT lk.code, lk.body;
+                RETURN;
+        END IF;
+        t := lk.t;
+
+        -- A task cancelled while it ran keeps its status; its result is still worth recording.
+        UPDATE tasks SET status = CASE WHEN t.status = 'cancelled' THEN 'cancelled' ELSE p_status END,
+                         exit_code = p_exit_code, reason = coalesce(p_reason, reason),
+                         stdout_tail = p_stdout, stderr_tail = p_stderr, truncated = p_truncated,
+                         finished_at = coalesce(finished_at, now()), updated_at = now(),
+                         lease_expires_at = NULL
+         WHERE tasks.id = p_id RETURNING * INTO t;
+        UPDATE attempts SET ended_at = now(), status = p_status, exit_code = p_exit_code, reason = p_reason
+         WHERE task_id = p_id AND attempt = t.attempt;
+        IF p_output IS NOT NULL THEN
+                INSERT INTO task_output (task_id, output, truncated) VALUES (p_id, p_output, p_output_truncated)
+                ON CONFLICT (task_id) DO UPDATE SET output = EXCLUDED.output, truncated = EXCLUDED.truncated;
+        END IF;
+        -- The node has capacity again.
+        PERFORM mc_notify_queued(0, ARRAY[p_node]);
+        RETURN QUERY SELECT 200, mc_task_json(t, true);
+END
+$$;
+
+-- Gives the lease back: the attempt ends 'released' with the agent's reason, and the task is queued
+-- again at once, or fails with that reason once it has had max_attempts. A task cancelled meanwhile
+-- stays cancelled.
+CREATE OR REPLACE FUNCTION mc_release(p_id text, p_node text, p_token bigint, p_code text, p_reason text)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        t tasks;
+        lk record;
+        why text := p_code || CASE WHEN p_reason IS NOT NULL THEN ': ' || p_reason ELSE '' END;
+BEGIN
+        SELECT * INTO lk FROM mc_lock_lease(p_id, p_node, p_token, true);
+        IF lk.code IS NOT NULL THEN
+                RETURN QUERY SELECT lk.code, lk.body;
+                RETURN;
+        END IF;
+        t := lk.t;
+
+        UPDATE attempts SET ended_at = now(), status = 'released', reason = why
+         WHERE task_id = p_id AND attempt = t.attempt;
+        IF t.status <> 'cancelled' THEN
+                UPDATE tasks SET
+                        status = CASE WHEN t.attempt >= t.max_attempts THEN 'failed' ELSE 'queued' END,
+                        reason = CASE WHEN t.attempt >= t.max_attempts THEN why ELSE t.reason END,
+                        finished_at = CASE WHEN t.attempt >= t.max_attempts THEN now() END,
+                        lease_node = NULL, lease_expires_at = NULL, updated_at = now()
+                 WHERE tasks.id = p_id RETURNING * INTO t;
+                IF t.status = 'queued' THEN
+                        PERFORM mc_notify_queued(CASE WHEN t.target_node IS NULL THEN 1 ELSE 0 END,
+                                                 CASE WHEN t.target_node IS NULL THEN NULL ELSE ARRAY[t.target_node] END);
+                END IF;
+        ELSE
+                UPDATE tasks SET lease_expires_at = NULL, updated_at = now() WHERE tasks.id = p_id RETURNING * INTO t;
+        END IF;
+        -- The node has capacity again.
+        PERFORM mc_notify_queued(0, ARRAY[p_node]);
+        RETURN QUERY SELECT 200, mc_task_json(t, true);
+END
+$$;
+
+-- The sweep of schema version 1-3 expired leases by the database's clock. A replica of those versions,
+-- still running during a rolling upgrade, calls it: it does nothing now, and the lease watch
+-- (mc_lease_watch) of the newer replicas expires.
+CREATE OR REPLACE FUNCTION mc_sweep(p_grace_ms integer)
+RETURNS TABLE (id text, status text, attempt integer, lease_token bigint, node_id text) LANGUAGE sql AS $$
+        SELECT NULL::text, NULL::text, NULL::integer, NULL::bigint, NULL::text WHERE false
+$$;
+
+-- One round of a replica's lease watch. p_expire lists the leases [{"task_id", "lease_token",
+-- "renewals"}] whose renewal count the replica has seen standing still for their TTL plus the grace:
+-- each is re-queued (or failed, after max_attempts) only if it still is that lease with that count,
+-- under its row lock (a renewal that committed meanwhile keeps it; one that comes after finds it
+-- expired). Returns first what it expired (expired = the task's new status), then every lease still
+-- held, with its current count and TTL (expired NULL), which the replica watches next.
+CREATE OR REPLACE FUNCTION mc_lease_watch(p_expire jsonb)
+RETURNS TABLE (id text, lease_token bigint, renewals bigint, ttl_ms integer, expired text, attempt integer,
+               node_id text) LANGUAGE plpgsql AS $$
+DECLARE
+        swept jsonb;
+        n_untargeted integer;
+        targets text[];
+BEGIN
+        IF jsonb_array_length(p_expire) > 0 THEN
+                WITH want AS (
+                        SELECT x->>'task_id' AS id, (x->>'lease_token')::bigint AS token,
+                               (x->>'renewals')::bigint AS renewals
+                        FROM jsonb_array_elements(p_expire) x
+                ), expired AS (
+                        -- SKIP LOCKED: a row locked by a renewal (or another replica's sweep) is looked at
+                        -- again next round, with what that transaction left.
+                        SELECT x.id, x.lease_node FROM tasks x JOIN want w
+                            ON x.id = w.id AND x.lease_token = w.token AND x.lease_renewals = w.renewals
+                         WHERE x.status IN ('leased', 'running')
+                         FOR UPDATE OF x SKIP LOCKED
+                ), changed AS (
+                        UPDATE tasks t SET
+                                status = CASE WHEN t.attempt >= t.max_attempts THEN 'failed' ELSE 'queued' END,
+                                reason = CASE WHEN t.attempt >= t.max_attempts THEN 'lost' ELSE t.reason END,
+                                finished_at = CASE WHEN t.attempt >= t.max_attempts THEN now() END,
+                                lease_node = NULL, lease_expires_at = NULL, updated_at = now()
+                          FROM expired e WHERE t.id = e.id
+                        RETURNING t.id, t.status, t.attempt, t.lease_token, e.lease_node AS node_id, t.target_node
+                ), attempts_ended AS (
+                        UPDATE attempts a SET ended_at = now(), status = 'expired', reason = 'lease expired'
+                          FROM changed c WHERE a.task_id = c.id AND a.attempt = c.attempt
+                )
+                SELECT jsonb_agg(to_jsonb(c)) INTO swept FROM changed c;
+        END IF;
+
+        IF swept IS NOT NULL THEN
+                SELECT count(*) FILTER (WHERE x->>'status' = 'queued' AND x->>'target_node' IS NULL),
+                       array_agg(DISTINCT x->>'target_node') FILTER (WHERE x->>'status' = 'queued' AND x->>'target_node' IS NOT NULL)
+                  INTO n_untargeted, targets FROM jsonb_array_elements(swept) x;
+                PERFORM mc_notify_queued(n_untargeted, targets);
+                RETURN QUERY SELECT x->>'id', (x->>'lease_token')::bigint, NULL::bigint, NULL::integer, x->>'status',
+                                    (x->>'attempt')::integer, x->>'node_id'
+                               FROM jsonb_array_elements(swept) x;
+        END IF;
+
+        RETURN QUERY SELECT t.id, t.lease_token, t.lease_renewals, t.lease_ttl_ms, NULL::text, t.attempt, t.lease_node
+                       FROM tasks t WHERE t.status IN ('leased', 'running');
+END
+$$;
+
+-- Explains queued tasks that no registered node could ever take.
+CREATE OR REPLACE FUNCTION mc_explain_pending(p_lost_after_ms integer) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+        n_untargeted integer;
+        targets text[];
+BEGIN
+        WITH ready AS (
+                SELECT * FROM nodes WHERE last_heartbeat > now() - p_lost_after_ms * interval '1 millisecond'
+        ), q AS (
+                SELECT t.id, CASE
+                        WHEN NOT EXISTS (SELECT 1 FROM ready)
+                                THEN 'no agent node is registered and alive'
+                        WHEN t.target_node IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ready r WHERE r.node_id = t.target_node)
+                                THEN format('target node %s is not registered or not alive', t.target_node)
+                        WHEN NOT EXISTS (SELECT 1 FROM ready r WHERE (t.target_node IS NULL OR r.node_id = t.target_node)
+                                                                   AND r.nano_cpus >= t.nano_cpus AND r.memory_bytes >= t.memory_bytes)
+                                THEN format('no node is large enough: the task needs %s nano_cpus and %s memory_bytes; the largest node offers %s nano_cpus and %s memory_bytes',
+                                            t.nano_cpus, t.memory_bytes,
+                                            coalesce((SELECT max(r.nano_cpus) FROM ready r), 0),
+                                            coalesce((SELECT max(r.memory_bytes) FROM ready r), 0))
+                        END AS why
+                FROM tasks t WHERE t.status = 'queued'
+                ORDER BY t.seq LIMIT 1000
+        ), changed AS (
+                UPDATE tasks t SET pending_reason = q.why FROM q
+                 WHERE t.id = q.id AND t.pending_reason IS DISTINCT FROM q.why
+                RETURNING t.target_node
+        )
+        SELECT count(*) FILTER (WHERE target_node IS NULL),
+               array_agg(DISTINCT target_node) FILTER (WHERE target_node IS NOT NULL)
+          INTO n_untargeted, targets FROM changed;
+        -- Notifications are delivered at commit: after the locks are gone.
+        PERFORM mc_notify_queued(n_untargeted, targets);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mc_nodes(p_lost_after_ms integer) RETURNS jsonb LANGUAGE sql STABLE AS $$
+        SELECT jsonb_build_object('nodes', coalesce(jsonb_agg(jsonb_build_object(
+                'node_id', n.node_id,
+                'state', CASE WHEN n.last_heartbeat < now() - p_lost_after_ms * interval '1 millisecond' THEN 'lost'
+                              WHEN n.draining THEN 'draining' ELSE 'ready' END,
+                'capacity', jsonb_build_object('nano_cpus', n.nano_cpus, 'memory_bytes', n.memory_bytes),
+                'reserved', jsonb_build_object('nano_cpus', coalesce(r.cpus, 0), 'memory_bytes', coalesce(r.mem, 0)),
+                'running_tasks', coalesce(r.n, 0),
+                'labels', n.labels, 'runtime', n.runtime, 'driver', n.driver, 'version', n.version,
+                'registered_at', mc_ts(n.registered_at), 'last_heartbeat', mc_ts(n.last_heartbeat))
+                ORDER BY n.node_id), '[]'::jsonb))
+        FROM nodes n
+        LEFT JOIN LATERAL (SELECT sum(t.nano_cpus) AS cpus, sum(t.memory_bytes) AS mem, count(*) AS n
+                           FROM tasks t WHERE t.lease_node = n.node_id AND t.status IN ('leased', 'running')) r ON true
+$$;
+
+-- Counts for metrics and D-Bus properties. The states a task passes through (queued, leased, running)
+-- come from the partial indexes and stay cheap however many tasks have finished; the finished states
+-- cost a scan of the status index, so callers ask for them (p_final) only now and then.
+CREATE OR REPLACE FUNCTION mc_counts(p_lost_after_ms integer, p_final boolean) RETURNS jsonb LANGUAGE sql STABLE AS $$
+        SELECT jsonb_build_object(
+                'tasks', jsonb_build_object(
+                        'queued', (SELECT count(*) FROM tasks WHERE status = 'queued'),
+                        'leased', (SELECT count(*) FROM tasks WHERE status = 'leased'),
+                        'running', (SELECT count(*) FROM tasks WHERE status = 'running'))
+                  || CASE WHEN p_final THEN coalesce((SELECT jsonb_object_agg(s.status, s.n) FROM
+                        (SELECT status, count(*) AS n FROM tasks
+                          WHERE status IN ('succeeded', 'failed', 'timed_out', 'cancelled') GROUP BY status) s),
+                        '{}'::jsonb) ELSE '{}'::jsonb END,
+                'nodes_ready', (SELECT count(*) FROM nodes
+                                WHERE last_heartbeat > now() - p_lost_after_ms * interval '1 millisecond'
+                                  AND NOT draining))
+$$;
+
+-- Registers a checked manifest: 201 created, 200 when the same bytes are stored under the id already,
+-- 409 when other bytes are (which two valid canonical manifests of one id cannot be). A concurrent PUT
+-- of the same id waits on the insert (ON CONFLICT) and then finds the row, in this statement's or the
+-- next statement's snapshot.
+CREATE OR REPLACE FUNCTION mc_content_put(p_id text, p_torrent bytea, p_name text, p_length bigint, p_piece_length integer,
+                               p_pieces integer, p_by text)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        c contents;
+BEGIN
+        INSERT INTO contents AS x (id, torrent, name, length, piece_length, pieces, created_by)
+        VALUES (p_id, p_torrent, p_name, p_length, p_piece_length, p_pieces, p_by)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING * INTO c;
+        IF FOUND THEN
+                RETURN QUERY SELECT 201, mc_content_json(c);
+                RETURN;
+        END IF;
+        SELECT * INTO c FROM contents x WHERE x.id = p_id;
+        IF c.torrent = p_torrent THEN
+                RETURN QUERY SELECT 200, mc_content_json(c);
+        ELSE
+                RETURN QUERY SELECT 409, jsonb_build_object(
+                        'error', 'a content with this id is stored with a different manifest', 'field', 'id');
+        END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mc_contents_list(p_limit integer, p_after bigint) RETURNS jsonb LANGUAGE sql STABLE AS $$
+        WITH page AS (
+                SELECT c FROM contents c
+                 WHERE p_after IS NULL OR c.seq < p_after
+                 ORDER BY c.seq DESC
+                 LIMIT p_limit + 1
+        ), numbered AS (
+                SELECT p.c, row_number() OVER (ORDER BY (p.c).seq DESC) AS n FROM page p
+        )
+        SELECT jsonb_build_object(
+                'contents', coalesce((SELECT jsonb_agg(mc_content_json(x.c) ORDER BY (x.c).seq DESC)
+                                      FROM numbered x WHERE x.n <= p_limit), '[]'::jsonb),
+                'next', (SELECT ((x.c).seq)::text FROM numbered x WHERE x.n = p_limit
+                         AND EXISTS (SELECT 1 FROM numbered y WHERE y.n = p_limit + 1)))
+$$;
