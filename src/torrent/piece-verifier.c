@@ -37,7 +37,7 @@ struct PieceVerifier {
 
         pthread_mutex_t lock;
         pthread_cond_t cond;
-        JobQueue todo, done;            /* under lock */
+        JobQueue queued, done;          /* under lock */
         bool stopping;                  /* under lock */
         pthread_t *threads;
         unsigned n_threads;             /* started */
@@ -78,11 +78,11 @@ static void *worker(void *userdata) {
         for (;;) {
                 Job *j;
 
-                while (!v->todo.head && !v->stopping)
+                while (!v->queued.head && !v->stopping)
                         pthread_cond_wait(&v->cond, &v->lock);
                 if (v->stopping)
                         break;
-                j = queue_pop(&v->todo);
+                j = queue_pop(&v->queued);
                 pthread_mutex_unlock(&v->lock);
 
                 if (j->kind == JOB_PIECE)
@@ -194,7 +194,7 @@ PieceVerifier *piece_verifier_free(PieceVerifier *v) {
         pthread_mutex_unlock(&v->lock);
         for (unsigned i = 0; i < v->n_threads; i++)
                 pthread_join(v->threads[i], NULL);
-        for (Job *j; (j = queue_pop(&v->todo)); )
+        for (Job *j; (j = queue_pop(&v->queued)); )
                 job_free(j);
         for (Job *j; (j = queue_pop(&v->done)); )
                 job_free(j);
@@ -211,7 +211,7 @@ PieceVerifier *piece_verifier_free(PieceVerifier *v) {
 
 static void submit(PieceVerifier *v, Job *j) {
         pthread_mutex_lock(&v->lock);
-        queue_push(&v->todo, j);
+        queue_push(&v->queued, j);
         pthread_cond_signal(&v->cond);
         pthread_mutex_unlock(&v->lock);
 }
