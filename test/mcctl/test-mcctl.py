@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""mcctl against a live cluster (real PostgreSQL, mc-control, an mc-agent with the exec driver): run
+and push with --wait end with the task's exit code; get, list, nodes, cancel, logs; the exit status
+of usage errors, of an unreachable control and of a refused token."""
+
+import json
+import os
+import sys
+
+import mctest
+from mctest import check, run
+
+sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "agent"))
+import agenttest as at  # noqa: E402
+from controltest import start_cluster  # noqa: E402
+
+MCCTL = os.path.join(mctest.build_dir(), "src", "mcctl", "mcctl")
+
+
+def mcctl(control, *args, token=at.USER_TOKEN, timeout=120, input=None):
+    env = {"MC_URL": control.url if control else "http://127.0.0.1:1", "MC_TOKEN": token,
+           "HOME": mctest.tmpdir("home")}
+    return run([MCCTL, *args], env=env, check=False, timeout=timeout, input=input)
+
+
+def cluster():
+    node = at.node_name("node-m")
+    pg, (c,) = start_cluster(nodes=(node,), env={"MC_LEASE_TTL_MS": "10000", "MC_SWEEP_INTERVAL_MS": "100"})
+    agent = at.Agent([c], node, driver="exec").start()
+    return c, node, agent
+
+
+def test_usage_errors_and_unreachable_control():
+    p = mcctl(None, "--help")
+    check(p.returncode == 0 and "watch" in p.stdout, f"--help: {p.returncode} {p.stdout}")
+    for args in (["frob"], ["run", "--", "true"], ["run", "--image=x", "--memory=lots", "true"],
+                 ["run", "--image=x"], ["get"], ["get", "../etc"], ["list", "--status=done"],
+                 ["drain"], ["logs", "a", "b"]):
+        p = mcctl(None, *args)
+        check(p.returncode == 2, f"{args}: exit {p.returncode}, wanted 2 (usage)\n{p.stderr}")
+        check(p.stderr.strip() != "", f"{args}: no message")
+    p = mcctl(None, "list")
+    check(p.returncode == 3 and "127.0.0.1:1" in p.stderr, f"unreachable: {p.returncode} {p.stderr}")
+
+
+def test_run_wait_ends_with_the_exit_code():
+    c, node, _ = cluster()
+    p = mcctl(c, "run", "--image", at.IMAGE, "--wait", "--label", "suite=mcctl", "--",
+              "sh", "-c", "echo out-line; exit 7")
+    check(p.returncode == 7, f"run --wait: exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    tid = p.stdout.split()[0]
+    t = c.task(tid)
+    check(t["status"] == "failed" and t["result"]["exit_code"] == 7, t)
+    check(t["labels"] == {"suite": "mcctl"} and t["cmd"] == ["sh", "-c", "echo out-line; exit 7"], t)
+    p = mcctl(c, "logs", tid)
+    check(p.returncode == 0 and "out-line" in p.stdout, f"logs: {p.returncode} {p.stdout!r}")
+
+    # A task file, from standard input, on the node named.
+    body = {"image": at.IMAGE, "cmd": ["sh", "-c", "echo from-file"], "labels": {"target_node": node}}
+    p = mcctl(c, "push", "-f", "-", "--wait", input=json.dumps(body))
+    check(p.returncode == 0, f"push --wait: exit {p.returncode}\n{p.stderr}")
+    pushed = p.stdout.split()[0]
+    check(c.task(pushed)["status"] == "succeeded", c.task(pushed))
+
+    p = mcctl(c, "get", "-o", "json", pushed)
+    check(p.returncode == 0 and json.loads(p.stdout)["id"] == pushed, p.stdout)
+    p = mcctl(c, "get", pushed)
+    check(p.returncode == 0 and pushed in p.stdout and "succeeded" in p.stdout, p.stdout)
+    p = mcctl(c, "list", "-o", "json", "--status", "failed")
+    ids = [t["id"] for t in json.loads(p.stdout)]
+    check(p.returncode == 0 and ids == [tid], f"list --status failed: {ids}")
+    p = mcctl(c, "list", "--label", "suite=mcctl")
+    rows = p.stdout.splitlines()
+    check(p.returncode == 0 and rows[0].split()[:2] == ["ID", "STATUS"] and len(rows) == 2 and rows[1].split()[:2] == [tid, "failed"],
+          f"list table: {p.stdout}")
+    p = mcctl(c, "nodes", "-o", "json")
+    check(p.returncode == 0 and [n["node_id"] for n in json.loads(p.stdout)] == [node], p.stdout)
+    p = mcctl(c, "nodes")
+    check(p.returncode == 0 and p.stdout.splitlines()[1].split()[:2] == [node, "ready"], p.stdout)
+
+
+def test_cancel_watch_and_errors():
+    c, node, _ = cluster()
+    marker = f"mcctl-held-{at.RUN}"
+    p = mcctl(c, "run", "--image", at.IMAGE, "--", "sh", "-c", at.held_cmd(marker))
+    check(p.returncode == 0, p.stderr)
+    tid = p.stdout.strip()
+    at.wait_status(c, tid, "running")
+    watcher = mctest.background(mcctl, c, "watch", tid)
+    p = mcctl(c, "cancel", tid)
+    check(p.returncode == 0 and p.stdout.split() == [tid, "cancelled"], f"cancel: {p.stdout} {p.stderr}")
+    w = watcher.get(timeout=120)
+    check(w.returncode == 1, f"watch of a cancelled task: exit {w.returncode}\n{w.stderr}")
+    p = mcctl(c, "cancel", tid)
+    check(p.returncode == 1 and "409" in p.stderr, f"cancel again: {p.returncode} {p.stderr}")
+    p = mcctl(c, "get", "no-such-task")
+    check(p.returncode == 1 and "404" in p.stderr, f"unknown id: {p.returncode} {p.stderr}")
+    p = mcctl(c, "list", token="not-a-token")
+    check(p.returncode == 1 and "401" in p.stderr, f"bad token: {p.returncode} {p.stderr}")
+    bad = os.path.join(mctest.tmpdir("bad"), "task.json")
+    with open(bad, "w") as f:
+        f.write("{not json")
+    p = mcctl(c, "push", "-f", bad)
+    check(p.returncode == 1 and bad in p.stderr, f"bad file: {p.returncode} {p.stderr}")
+    p = mcctl(c, "push", "-f", "-", input='{"image": "x"}')
+    check(p.returncode == 1 and "400" in p.stderr, f"refused push: {p.returncode} {p.stderr}")
+
+
+mctest.main()
