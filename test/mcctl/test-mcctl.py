@@ -6,6 +6,8 @@ of usage errors, of an unreachable control and of a refused token."""
 
 import json
 import os
+import re
+import shlex
 import sys
 
 import mctest
@@ -22,6 +24,39 @@ def mcctl(control, *args, token=at.USER_TOKEN, timeout=120, input=None):
     env = {"MC_URL": control.url if control else "http://127.0.0.1:1", "MC_TOKEN": token,
            "HOME": mctest.tmpdir("home")}
     return run([MCCTL, *args], env=env, check=False, timeout=timeout, input=input)
+
+
+def commands_of_help():
+    out = mcctl(None, "--help").stdout
+    return re.findall(r"^  ([a-z]+) ", out.split("Commands:", 1)[1], re.M)
+
+
+def bash_complete(*words):
+    """What mcctl's bash completion offers for the last of words (as typed so far)."""
+    script = os.path.join(mctest.source_dir(), "shell-completion", "mcctl.bash")
+    line = " ".join(words)
+    p = run(["bash", "-c", "source /usr/share/bash-completion/bash_completion; source " + shlex.quote(script) + "; "
+             f"COMP_WORDS=({' '.join(shlex.quote(w) for w in words)}); COMP_CWORD={len(words) - 1}; "
+             f"COMP_LINE={shlex.quote(line)}; COMP_POINT={len(line)}; _mcctl; printf '%s\\n' \"${{COMPREPLY[@]}}\""])
+    return p.stdout.split()
+
+
+def test_completion_knows_every_command_and_option():
+    commands = commands_of_help()
+    check(len(commands) >= 11, f"commands in --help: {commands}")
+    for c in commands:
+        check(bash_complete("mcctl", "--url", "http://x", c[:-1]) == [c] or c in bash_complete("mcctl", c[:-1]),
+              f"bash completion of {c}: {bash_complete('mcctl', c[:-1])}")
+        lines = mcctl(None, c, "--help").stdout.splitlines()
+        # The usage line and the option lines (prose may mention another command's options).
+        listed = [lines[0]] + [ln for ln in lines if re.match(r"\s+-", ln)]
+        for opt in sorted(set(re.findall(r"(--[a-z][a-z-]+)", "\n".join(listed)))):
+            check(opt in bash_complete("mcctl", c, opt[:4]), f"bash completion of `mcctl {c} {opt}`")
+    for f in ("_mcctl", "mcctl.fish"):
+        with open(os.path.join(mctest.source_dir(), "shell-completion", f)) as fh:
+            text = fh.read()
+        for c in commands:
+            check(re.search(rf"\b{c}\b", text), f"{f} does not know the command {c}")
 
 
 def cluster():
