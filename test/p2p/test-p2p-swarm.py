@@ -2,11 +2,15 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Eight hosts fetch one 256 MiB input at once, each in its own network namespace with its uplink
 shaped (tbf, 400 Mbit/s) like the seeder's: every copy is verified, and the seeder uploads at most
-1.35 times the content. The other 6.65 copies or more must come from the fetchers serving each other
-while they download: with one source, the seeder would send 8 times the content. The seeder sends
-each piece once first (src/torrent/seed-ledger.h: ~1.05 F measured in bench/p2p); without that it
-sent 1.40-1.65 F, which this bound catches. (The bound is on bytes, not on time: the shaping makes
-the seeder's uplink no better than any other host's, as in a cluster, and keeps the run short.)
+twice the content. The other 6 copies or more must come from the fetchers serving each other while
+they download: with one source, the seeder would send 8 times the content. (The bound is on bytes,
+not on time: the shaping makes the seeder's uplink no better than any other host's, as in a cluster,
+and keeps the run short.)
+
+How close the seeder gets to one copy is a figure, not a property: it sends each piece once first
+(src/torrent/seed-ledger.h), ~1.05 F on an idle machine (bench/p2p, which is where a regression of
+that shows), but fetchers starved of CPU (sanitizer builds next to two busy loops) pass pieces on
+later and the seeder fills in: 1.38 F was seen so, where a bound of 1.35 F failed a green build.
 
 - test_tools_swarm: the fetchers are test/torrent/mc-swarm-tool (fetch --serve-port --stay), told
   the seeder's and each other's addresses, started at the same moment (SIGUSR2).
@@ -26,7 +30,7 @@ from p2ptest import MIB, Tool, fields, make_input, memdir, sha256, shaped_networ
 N = 8
 SIZE = 256 * MIB
 RATE = "400mbit"
-BOUND = 1.35            # the seeder's upload, in contents
+BOUND = 2.0             # the seeder's upload, in contents
 PORT = 6881
 DEADLINE = 240          # for all downloads; F/U is 5.4 s, and 8 F/U (one source) 43 s
 
