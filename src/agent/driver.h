@@ -46,6 +46,8 @@ typedef struct DriverExit {
         const char *reason;             /* for a person; also set for an OOM kill */
         int64_t exit_code;              /* 0..255 when it ran (128 + signal when killed) */
         bool oom_killed;
+        bool lost;                      /* ended by the engine (it restarted without live-restore), not by the
+                                         * task: to be run again, not reported */
         OutputCapture *output;          /* what it printed, valid during the callback */
 } DriverExit;
 

@@ -19,6 +19,7 @@
         X(CONTAINER_STARTED,    container_started,    "1d372d6c54f24ef5ae13a5b41283177f")       \
         X(TASK_TIMEOUT,         task_timeout,         "4c9330f259234bf5b0e12b8632ac096e")       \
         X(CONTAINER_EXITED,     container_exited,     "2c09291be5a24c42af5e5ea95e31b8ba")       \
+        X(CONTAINER_LOST,       container_lost,       "1875656dff0a468a87420173eeccb43c")       \
         X(RESULT_QUEUED,        result_queued,        "f79210b7eadb4425ac125ab17df22e84")       \
         X(RESULT_REJECTED,      result_rejected,      "f7b1f8f4ecf244949403c4bd5c192b27")       \
         X(TASK_FINISHED,        task_finished,        "e2f0c4e808fa4d01827457f7dd1acede")       \

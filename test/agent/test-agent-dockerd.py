@@ -47,7 +47,9 @@ def _cmdline(pid):
 
 
 class PrivateDockerd:
-    """A dockerd of our own. Its containerd is its own too (started by it, under its exec root)."""
+    """A dockerd of our own, with a containerd of our own that outlives its lives, as the system's
+    containerd.service does (a containerd that dockerd starts itself is its child, and hangs, its log
+    pipe full, once a SIGKILLed dockerd no longer reads it)."""
 
     def __init__(self):
         self.dir = mctest.tmpdir("dockerd")
@@ -56,6 +58,8 @@ class PrivateDockerd:
         self.log_path = os.path.join(self.dir, "dockerd.log")
         self.namespace = f"mc-test-{at.RUN}"
         self.proc = None
+        self.containerd = None
+        self.containerd_socket = os.path.join(self.dir, "containerd.sock")
         self.lives = 0
         self.live_restore = False       # of the life running now
         self.set_live_restore(False)
@@ -67,7 +71,31 @@ class PrivateDockerd:
         with open(self.config, "w") as f:
             json.dump({"live-restore": on}, f)
 
+    def start_containerd(self):
+        conf = os.path.join(self.dir, "containerd.toml")
+        with open(conf, "w") as f:
+            f.write(f"""version = 2
+root = "{self.dir}/containerd-root"
+state = "{self.dir}/containerd-state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{self.containerd_socket}"
+[ttrpc]
+  address = "{self.containerd_socket}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+""")
+        log = open(os.path.join(self.dir, "containerd.log"), "a")
+        self.containerd = subprocess.Popen(["containerd", "--config", conf], stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        wait_until(lambda: os.path.exists(self.containerd_socket), 60, msg="containerd's socket")
+
     def start(self):
+        if self.containerd is None:
+            self.start_containerd()
         self.lives += 1
         self.live_restore = self._next_live_restore
         log = open(self.log_path, "a")
@@ -77,6 +105,7 @@ class PrivateDockerd:
             ["dockerd", "--host", f"unix://{self.socket}", "--data-root", os.path.join(self.dir, "data"),
              "--exec-root", os.path.join(self.dir, "exec"), "--pidfile", os.path.join(self.dir, "dockerd.pid"),
              "--config-file", self.config, "--iptables=false", "--ip-masq=false", "--bridge=none",
+             "--containerd", self.containerd_socket,
              "--containerd-namespace", self.namespace,
              "--containerd-plugins-namespace", self.namespace + "-plugins"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -143,7 +172,8 @@ class PrivateDockerd:
         return r.json()
 
     def _leftover_pids(self):
-        """Its containerd and the shims of its containers: they hold the exec root in their command lines."""
+        """The shims of its containers (their command lines hold containerd's socket), and what else names
+        its directory."""
         key = self.dir.encode()
         return [int(p) for p in os.listdir("/proc") if p.isdigit() and key in _cmdline(p)]
 
@@ -152,7 +182,13 @@ class PrivateDockerd:
             for c in self.containers():
                 self.api("DELETE", f"/containers/{c['Id']}?force=1")
             self.stop()
-        # A SIGKILLed life's containerd is taken over by the next one; what is left of the last goes.
+        if self.containerd is not None:
+            self.containerd.terminate()
+            try:
+                self.containerd.wait(60)
+            except subprocess.TimeoutExpired:
+                self.containerd.kill()
+                self.containerd.wait()
         for p in self._leftover_pids():
             try:
                 os.kill(p, signal.SIGKILL)
