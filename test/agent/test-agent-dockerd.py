@@ -331,15 +331,18 @@ def test_dockerd_restart():
             info = dockerd.api("GET", "/info").json()
             check(info["LiveRestoreEnabled"] == live, f"{name}: live-restore {info['LiveRestoreEnabled']}")
 
-        # Long tasks, held until the test lets them go, running when the engine goes.
+        # Long tasks, held until the test lets them go, running when the engine goes. The first ignores
+        # SIGTERM: an engine that stops it kills it (exit 137) after its stop timeout.
         markers = [f"long-r{rnd}-{i}-{at.RUN}" for i in range(N_LONG)]
-        longs = [at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", at.held_cmd(m, f"echo done {m}")],
-                             "timeout_sec": 600, "max_attempts": 5}) for m in markers]
+        longs = [at.push(c, {"image": at.IMAGE,
+                             "cmd": ["sh", "-c", ("trap '' TERM; " if i == 0 else "") + at.held_cmd(m, f"echo done {m}")],
+                             "timeout_sec": 600, "max_attempts": 5}) for i, m in enumerate(markers)]
         tids += longs
         for tid, m in zip(longs, markers):
             at.wait_status(c, tid, "running", 120)
             wait_until(lambda: at.trapping_pids(m, signal.SIGUSR1), 120, msg=f"{name}: the shell of {tid}")
         first = {tid: c.task(tid) for tid in longs}
+        lost_before = {a.node: len(at.events(a.log(), "container_lost")) for a in agents}
         watches = {tid: ProcessWatch(m) for tid, m in zip(longs, markers)}
         for tid, w in watches.items():
             check(w.pids, f"{name}: processes of {tid}")
@@ -354,7 +357,7 @@ def test_dockerd_restart():
                               "timeout_sec": 600, "max_attempts": 5}) for i in range(N_SHORT)]
         tids += shorts
         for tid in shorts:
-            wait_until(lambda: c.task(tid)["status"] != "queued", 120, msg=f"{name}: short task {tid} claimed")
+            wait_until(lambda: c.task(tid)["status"] == "leased", 120, msg=f"{name}: short task {tid} claimed")
         dockerd.start()
         up = time.monotonic()
         print(f"# {name}: dockerd down {down - t0:.1f} s after the signal, answering again "
@@ -392,8 +395,12 @@ def test_dockerd_restart():
                       f"{name}: {tid}: one run on one lease: attempt {t['attempt']}, starts {len(runs)}")
         for i, tid in enumerate(shorts):
             t = at.wait_final(c, tid, 180)
-            check(t["status"] == "succeeded" and t["result"]["stdout_tail"] == f"short-r{rnd}-{i}\n",
-                  f"{name}: short {tid}: {t}")
+            # Claimed while the engine was away, started once it was back: its first attempt, one run.
+            check(t["status"] == "succeeded" and t["result"]["stdout_tail"] == f"short-r{rnd}-{i}\n"
+                  and t["attempt"] == 1 and len(events.of_task(tid, "start")) == 1, f"{name}: short {tid}: {t}")
+        # The agents said what the engine did: each long task's run lost once without live-restore.
+        lost = [e["TASK_ID"] for a in agents for e in at.events(a.log(), "container_lost")[lost_before[a.node]:]]
+        check(sorted(lost) == ([] if live else sorted(longs)), f"{name}: container_lost for {lost}, long tasks {longs}")
 
         # Every container of every task of the round: no two alive at once (by the engine's events,
         # where it reported both the start and the end).
