@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """The Docker engine restarted under running tasks. Two docker-driver agents share a dockerd of this
-test's own (its own socket, data root, exec root and containerd namespace: restarting it disturbs no
-other test), and each round restarts it while long tasks run and short ones are claimed:
+test's own (its own socket, data root, exec root, and a containerd of its own that outlives it, as
+containerd.service does: restarting it disturbs no other test), and each round restarts it while long
+tasks run (one of them ignoring SIGTERM) and short ones are claimed:
 
 - default settings, dockerd stopped cleanly (SIGTERM): the engine stops the containers;
 - default settings, dockerd SIGKILLed: the containers outlive it, and its next life stops them;

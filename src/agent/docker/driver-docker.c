@@ -29,6 +29,8 @@
  * long as it takes. The lease stays ours meanwhile, and a running container can still be killed
  * without the engine (its pidfd, the fence keeper, its init). */
 #define ENGINE_RETRY_USEC (1 * USEC_PER_SEC)
+/* An engine that answers a wait with an error (not "no such container") is asked again, this many times. */
+#define WAIT_ERRORS_MAX 120
 
 typedef struct DockerDriver {
         Driver driver;
@@ -73,6 +75,7 @@ struct DockerJob {
         bool entrypoint_set;            /* the init's command line is in spec */
         bool stop_requested;
         unsigned stop_grace;
+        unsigned wait_errors;
         int64_t exit_code;
         bool oom_killed;
         bool lost;                      /* ended by the engine's restart, not by the task */
@@ -210,20 +213,27 @@ static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         DockerJob *j = userdata;
 
         j->retry_timer = sd_event_source_disable_unref(j->retry_timer);
+        if (j->stop_requested && (j->state == JOB_INSPECTING || j->state == JOB_PULLING || j->state == JOB_CREATING)) {
+                /* Nothing of it can run yet: no need to wait for the engine to say so. */
+                fail(j, -ECANCELED, "stopped before the container was started");
+                return 0;
+        }
         j->retry_step(j);
         return 0;
 }
 
-/* step (the one whose call got no answer) runs again in a while. */
+/* step (the one whose call got no answer, or an error worth asking again) runs again in a while. */
 static void retry_later(DockerJob *j, DockerJobStep step, const DockerResult *res) {
         int r;
 
-        if (!j->engine_away)
+        if (!engine_unreachable(res))
+                log_warning("Task %s: the Docker engine answered: %s; asking again.", j->job.task_id, res->message);
+        else if (!j->engine_away) {
                 log_warning("Task %s: the Docker engine does not answer (%s); trying again every %u s until it does.",
                             j->job.task_id, res->message, (unsigned) (ENGINE_RETRY_USEC / USEC_PER_SEC));
-        else
+                j->engine_away = true;
+        } else
                 log_debug("Task %s: the Docker engine still does not answer (%s).", j->job.task_id, res->message);
-        j->engine_away = true;
         j->retry_step = step;
         r = sd_event_add_time_relative(j->job.driver->event, &j->retry_timer, CLOCK_MONOTONIC, ENGINE_RETRY_USEC, 0,
                                        on_retry, j);
@@ -393,7 +403,12 @@ static void on_wait(const DockerResult *res, void *userdata) {
                 return;
         }
         if (res->error < 0) {
-                fail(j, res->error, "cannot wait for the container: %s", res->message);
+                /* The engine answered, with an error: it may be in the middle of restoring. */
+                if (++j->wait_errors > WAIT_ERRORS_MAX) {
+                        fail(j, res->error, "cannot wait for the container: %s", res->message);
+                        return;
+                }
+                retry_later(j, wait_container, res);
                 return;
         }
         engine_answered(j);
