@@ -335,9 +335,9 @@ def test_dockerd_restart():
         # Long tasks, held until the test lets them go, running when the engine goes. The first ignores
         # SIGTERM: an engine that stops it kills it (exit 137) after its stop timeout.
         markers = [f"long-r{rnd}-{i}-{at.RUN}" for i in range(N_LONG)]
-        longs = [at.push(c, {"image": at.IMAGE,
-                             "cmd": ["sh", "-c", ("trap '' TERM; " if i == 0 else "") + at.held_cmd(m, f"echo done {m}")],
-                             "timeout_sec": 600, "max_attempts": 5}) for i, m in enumerate(markers)]
+        cmds = [("trap '' TERM; " if i == 0 else "") + at.held_cmd(m, f"echo done {m}") for i, m in enumerate(markers)]
+        longs = [at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", cmd], "timeout_sec": 600, "max_attempts": 5})
+                 for cmd in cmds]
         tids += longs
         for tid, m in zip(longs, markers):
             at.wait_status(c, tid, "running", 120)

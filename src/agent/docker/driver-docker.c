@@ -68,7 +68,7 @@ struct DockerJob {
         DockerJobStep retry_step;       /* what the retry timer runs again */
         bool engine_away;               /* the last call got no answer: said once, not every second */
         uint64_t lost_usec;             /* wall clock when the engine stopped answering while the container ran */
-        bool lost_at_exit;              /* the engine did not answer (a new connection) just after the container ended */
+        bool lost_at_exit;              /* no engine (on a new connection) just after the container ended */
         OutputCapture capture;
         bool pulled, conflict_retried;
         bool fenced;                    /* runs under mc-fence-init */
