@@ -7,7 +7,10 @@ tasks run (one of them ignoring SIGTERM) and short ones are claimed:
 
 - default settings, dockerd stopped cleanly (SIGTERM): the engine stops the containers;
 - default settings, dockerd SIGKILLed: the containers outlive it, and its next life stops them;
-- `live-restore: true`, stopped cleanly, then SIGKILLed: the containers live through both.
+- `live-restore: true`, stopped cleanly, then SIGKILLed: the containers live through both;
+- the same SIGKILL with both agents killed (kill -9) while the engine is down, started again once it
+  is back: they adopt their containers (the lease TTL is long enough for that, so that neither
+  their fence keepers nor the containers' inits fence them meanwhile).
 
 Whatever happens, every task ends succeeded with its output, none is lost, and no two runs of one
 task are ever alive at once. Without live-restore a run the engine killed is run again (a later
@@ -33,7 +36,8 @@ import mctest
 from mctest import check, wait_until
 import agenttest as at
 
-TTL_MS = 10000
+# Long enough for an agent killed with the engine to be back before its leases' fence time.
+TTL_MS = 30000
 N_LONG = 3
 N_SHORT = 3
 APPLETS = "sh echo sleep cat ls uname true false env id printf head tail wc seq yes kill".split()
@@ -305,11 +309,12 @@ class ProcessWatch:
 
 
 ROUNDS = (
-    # (name, live_restore, signal)
-    ("default-stop", False, signal.SIGTERM),
-    ("default-kill", False, signal.SIGKILL),
-    ("live-restore-stop", True, signal.SIGTERM),
-    ("live-restore-kill", True, signal.SIGKILL),
+    # (name, live_restore, signal, agents killed too)
+    ("default-stop", False, signal.SIGTERM, False),
+    ("default-kill", False, signal.SIGKILL, False),
+    ("live-restore-stop", True, signal.SIGTERM, False),
+    ("live-restore-kill", True, signal.SIGKILL, False),
+    ("live-restore-kill-agents", True, signal.SIGKILL, True),
 )
 
 
@@ -322,7 +327,7 @@ def test_dockerd_restart():
     agents = [at.Agent([c], n, env={"MC_DOCKER_SOCKET": dockerd.socket}).start() for n in nodes]
     tids = []
 
-    for rnd, (name, live, sig) in enumerate(ROUNDS):
+    for rnd, (name, live, sig, kill_agents) in enumerate(ROUNDS):
         if live != dockerd.live_restore:
             # A planned restart with nothing running, to take the setting.
             check(not dockerd.containers(), f"{name}: nothing left from the round before: {dockerd.containers()}")
@@ -350,6 +355,9 @@ def test_dockerd_restart():
         print(f"# {name}: {len(longs)} long tasks running on "
               + ", ".join(sorted({t['lease']['node_id'] for t in first.values()})))
 
+        if kill_agents:
+            for a in agents:
+                a.kill()
         t0 = time.monotonic()
         dockerd.stop(sig)
         down = time.monotonic()
@@ -357,10 +365,13 @@ def test_dockerd_restart():
         shorts = [at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", f"echo short-r{rnd}-{i}"],
                               "timeout_sec": 600, "max_attempts": 5}) for i in range(N_SHORT)]
         tids += shorts
-        for tid in shorts:
+        for tid in shorts if not kill_agents else ():
             wait_until(lambda: c.task(tid)["status"] == "leased", 120, msg=f"{name}: short task {tid} claimed")
         dockerd.start()
         up = time.monotonic()
+        if kill_agents:
+            for a in agents:
+                a.start()
         print(f"# {name}: dockerd down {down - t0:.1f} s after the signal, answering again "
               f"{up - down:.1f} s later")
 
@@ -397,8 +408,11 @@ def test_dockerd_restart():
         for i, tid in enumerate(shorts):
             t = at.wait_final(c, tid, 180)
             # Claimed while the engine was away, started once it was back: its first attempt, one run.
+            # (With the agents killed, a claim they had waiting may have been answered to nobody: that
+            # lease expires, and the next attempt runs.)
             check(t["status"] == "succeeded" and t["result"]["stdout_tail"] == f"short-r{rnd}-{i}\n"
-                  and t["attempt"] == 1 and len(events.of_task(tid, "start")) == 1, f"{name}: short {tid}: {t}")
+                  and (t["attempt"] == 1 or kill_agents) and len(events.of_task(tid, "start")) == 1,
+                  f"{name}: short {tid}: {t}")
         # The agents said what the engine did: each long task's run lost once without live-restore.
         lost = [e["TASK_ID"] for a in agents for e in at.events(a.log(), "container_lost")[lost_before[a.node]:]]
         check(sorted(lost) == ([] if live else sorted(longs)), f"{name}: container_lost for {lost}, long tasks {longs}")
