@@ -35,6 +35,8 @@
         X(NODE_REGISTERED,      node_registered,      "d6a843a67fdb499bb335eeff77134e59")       \
         X(NODE_DRAINING,        node_draining,        "238305f40a6a45acb040fab4101c6b70")       \
         X(NODE_RESUMED,         node_resumed,         "a685a475006545b1b68d24c27d7225bb")       \
+        X(ENGINE_UNAVAILABLE,   engine_unavailable,   "c6634b9ae96c44229d6c54fa74a22d4a")       \
+        X(ENGINE_AVAILABLE,     engine_available,     "2cc706f1aa094de2930700ae48687fd2")       \
         /* an agent finding the controls */                                                     \
         X(CONTROL_URLS_CHANGED, control_urls_changed, "59f76b2a54f3418b8b75b17bf9679324")       \
         X(CONTROLS_FOUND,       controls_found,       "8cca37b6b48148f99145ae77adf803cf")       \

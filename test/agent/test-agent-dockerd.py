@@ -348,7 +348,9 @@ def test_dockerd_restart():
             at.wait_status(c, tid, "running", 120)
             wait_until(lambda: at.trapping_pids(m, signal.SIGUSR1), 120, msg=f"{name}: the shell of {tid}")
         first = {tid: c.task(tid) for tid in longs}
+        busy = {t["lease"]["node_id"] for t in first.values()}
         lost_before = {a.node: len(at.events(a.log(), "container_lost")) for a in agents}
+        away_before = {a.node: len(at.events(a.log(), "engine_unavailable")) for a in agents}
         watches = {tid: ProcessWatch(m) for tid, m in zip(longs, markers)}
         for tid, w in watches.items():
             check(w.pids, f"{name}: processes of {tid}")
@@ -361,12 +363,20 @@ def test_dockerd_restart():
         t0 = time.monotonic()
         dockerd.stop(sig)
         down = time.monotonic()
-        # Short tasks, claimed while the engine is away.
+        if not kill_agents:
+            # An agent whose containers run sees the engine go, and stops claiming.
+            for a in agents:
+                if a.node in busy:
+                    wait_until(lambda: len(at.events(a.log(), "engine_unavailable")) > away_before[a.node], 120,
+                               msg=f"{name}: {a.node} to see the engine gone")
+        # Short tasks pushed while the engine is away: at most the claim each agent had waiting at the
+        # control takes one (it waits on that node for the engine); the others wait in the queue.
         shorts = [at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", f"echo short-r{rnd}-{i}"],
                               "timeout_sec": 600, "max_attempts": 5}) for i in range(N_SHORT)]
         tids += shorts
-        for tid in shorts if not kill_agents else ():
-            wait_until(lambda: c.task(tid)["status"] == "leased", 120, msg=f"{name}: short task {tid} claimed")
+        if not kill_agents and busy == set(nodes):
+            taken = [t for t in (c.task(tid) for tid in shorts) if t["status"] != "queued"]
+            check(len(taken) <= len(agents), f"{name}: agents without an engine claimed {taken}")
         dockerd.start()
         up = time.monotonic()
         if kill_agents:

@@ -39,6 +39,8 @@ typedef struct DockerDriver {
         char *network;
         size_t output_cap, tail_max;
         char *fence_init;
+        bool engine_away;               /* the last call of a job got no answer; claims wait */
+        DockerCall *probe_call;         /* is it back? (asked when a claim would be made) */
 } DockerDriver;
 
 typedef enum DockerJobState {
@@ -226,6 +228,11 @@ static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
 static void retry_later(DockerJob *j, DockerJobStep step, const DockerResult *res) {
         int r;
 
+        if (engine_unreachable(res) && !docker_driver(j->job.driver)->engine_away) {
+                log_event(LOG_WARNING, MC_EVENT_ENGINE_UNAVAILABLE, LOG_FIELDS("NODE_ID", node_id(j)),
+                          "The Docker engine does not answer: claiming no tasks until it does.");
+                docker_driver(j->job.driver)->engine_away = true;
+        }
         if (!engine_unreachable(res))
                 log_warning("Task %s: the Docker engine answered: %s; asking again.", j->job.task_id, res->message);
         else if (!j->engine_away) {
@@ -241,10 +248,18 @@ static void retry_later(DockerJob *j, DockerJobStep step, const DockerResult *re
                 fail(j, r, "cannot wait for the Docker engine to come back: %s", strerror(-r));
 }
 
+static void driver_engine_answered(DockerDriver *dd) {
+        if (dd->engine_away)
+                log_event(LOG_INFO, MC_EVENT_ENGINE_AVAILABLE, LOG_FIELDS("NODE_ID", dd->node_id),
+                          "The Docker engine answers again: claiming tasks again.");
+        dd->engine_away = false;
+}
+
 static void engine_answered(DockerJob *j) {
         if (j->engine_away)
                 log_info("Task %s: the Docker engine answers again.", j->job.task_id);
         j->engine_away = false;
+        driver_engine_answered(docker_driver(j->job.driver));
 }
 
 static void start_container(DockerJob *j);
@@ -995,6 +1010,30 @@ static int docker_leftover_discard(Driver *d, const DriverLeftover *l, DriverDon
         return remove_by_name(docker_driver(d), l->handle, done, userdata);
 }
 
+static void on_probe(const DockerResult *res, void *userdata) {
+        DockerDriver *dd = userdata;
+
+        dd->probe_call = NULL;
+        if (!engine_unreachable(res))
+                driver_engine_answered(dd);
+}
+
+static bool docker_available(Driver *d) {
+        DockerDriver *dd = docker_driver(d);
+
+        if (!dd->engine_away)
+                return true;
+        /* Nothing else may ask it (no job left): a ping, on a new connection, says when it is back. */
+        if (!dd->probe_call)
+                (void) docker_call(dd->client, &(DockerCallOptions) {
+                                .method = "GET",
+                                .path = "/_ping",
+                                .timeout_usec = 5 * USEC_PER_SEC,
+                                .fresh_connect = true,
+                        }, on_probe, dd, &dd->probe_call);
+        return false;
+}
+
 static Driver *docker_driver_free(Driver *d) {
         DockerDriver *dd = docker_driver(d);
 
@@ -1019,6 +1058,7 @@ static const DriverOps docker_ops = {
         .job_adopt = docker_job_adopt,
         .leftover_discard = docker_leftover_discard,
         .job_handle = docker_job_handle,
+        .available = docker_available,
         .free = docker_driver_free,
 };
 
