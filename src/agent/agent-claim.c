@@ -121,6 +121,11 @@ int on_claim_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
         if (a->claim_call || !a->registered || a->draining || a->stopping || !a->adopted || !has_room(a))
                 return 0;
+        if (!driver_available(a->driver)) {
+                /* A task claimed now would wait here while another node could run it: ask again soon. */
+                schedule_claim(a, USEC_PER_SEC);
+                return 0;
+        }
         send_claim(a);
         return 0;
 }

@@ -168,11 +168,10 @@ static void on_release_reply(const ControlReply *reply, void *userdata) {
                 log_task(LOG_DEBUG, t, MC_EVENT_NONE, "lease given back (%ld).", reply->code);
         task_free(t);
         schedule_claim(a, 0);
+        maybe_finish_stop(a);
 }
 
-/* The task cannot run here: its lease goes back to the control, which queues it again (or fails it
- * after max_attempts). Nothing of it is renewed or reported any more. */
-static void task_release(Task *t, const char *code, const char *reason) {
+void task_release(Task *t, const char *code, const char *reason) {
         Agent *a = t->agent;
         _cleanup_json_ json_object *o = json_object_new_object();
         _cleanup_free_ char *path = NULL, *why = NULL;

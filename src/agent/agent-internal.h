@@ -82,6 +82,10 @@ int task_inputs_fetch(Task *t);
 void task_inputs_stop_fetching(Task *t);
 /* ... and unpins them. */
 void task_inputs_free(Task *t);
+/* The task cannot run here, or its run was not its own end (code engine_lost): its lease goes back to
+ * the control (POST /api/tasks/{id}/release), which queues it again or fails it after max_attempts.
+ * Nothing of it is renewed or reported any more; t is freed once the control answered. */
+void task_release(Task *t, const char *code, const char *reason);
 /* The claim's inputs could not be taken (task_inputs_parse() failed with error): the lease goes back. */
 void task_release_bad_inputs(Task *t, int error);
 /* The mounts for the driver: n_inputs elements, valid while t is. */

@@ -63,6 +63,7 @@ void task_free(Task *t) {
         json_object_put(t->record);
         json_object_put(t->finish);
         free(t->handle);
+        free(t->lost_reason);
         free(t->fence_dir);
         free(t->id);
         free(t);
@@ -358,6 +359,11 @@ static void on_job_removed(int error, void *userdata) {
                 maybe_finish_stop(a);
                 return;
         }
+        if (t->lost_reason) {
+                /* Its container is gone for sure (the engine said it exited): another run may start. */
+                task_release(t, "engine_lost", t->lost_reason);
+                return;
+        }
         t->state = TASK_REPORTING;
         task_send_finish(t);
         schedule_claim(t->agent, 0);
@@ -388,6 +394,16 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                 log_task(LOG_NOTICE, t, MC_EVENT_CONTAINER_EXITED,
                          "process gone (exit %" PRIi64 "); no result is sent.",
                          e->exit_code);
+        } else if (e->lost && t->stop_reason == STOP_NONE && !t->timed_out_before) {
+                /* Not the task's end but the engine's (a restart without live-restore): no result; the
+                 * control queues it again once the container is removed. */
+                t->lost_reason = strdup(e->reason ?: "the container engine ended it");
+                log_task(LOG_WARNING, t, MC_EVENT_CONTAINER_LOST, "%s; giving its lease back to run it again.",
+                         strna(t->lost_reason));
+                if (!t->lost_reason) {
+                        log_oom();
+                        task_abandon(t, STOP_REVOKED, "out of memory");
+                }
         } else {
                 t->status = final_status(t, e, &reason);
                 status = task_status_to_string(t->status);

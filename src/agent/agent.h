@@ -91,6 +91,7 @@ typedef struct Task {
         StopReason stop_reason;
         bool timed_out_before;          /* a previous run of the agent stopped it for its timeout */
         bool drop_result;
+        char *lost_reason;              /* the engine ended its container: the lease goes back once it is removed */
         bool started_reported, started_in_flight;
         sd_event_source *timeout_timer;
         ControlCall *started_call, *finish_call;

@@ -46,6 +46,8 @@ typedef struct DriverExit {
         const char *reason;             /* for a person; also set for an OOM kill */
         int64_t exit_code;              /* 0..255 when it ran (128 + signal when killed) */
         bool oom_killed;
+        bool lost;                      /* ended by the engine (it restarted without live-restore), not by the
+                                         * task: to be run again, not reported */
         OutputCapture *output;          /* what it printed, valid during the callback */
 } DriverExit;
 
@@ -97,6 +99,9 @@ typedef struct DriverOps {
         /* Kills and removes a leftover that is not to be adopted. */
         int (*leftover_discard)(Driver *d, const DriverLeftover *l, DriverDoneCallback done, void *userdata);
         const char *(*job_handle)(DriverJob *job);
+        /* false while what runs the jobs does not answer (the Docker engine restarting): a task claimed
+         * now would only wait here. Asking may start a check of it. NULL: always true. */
+        bool (*available)(Driver *d);
         Driver *(*free)(Driver *d);
 } DriverOps;
 
@@ -148,6 +153,10 @@ int driver_call_later(sd_event *e, void (*fn)(void *userdata), void (*destroy)(v
 static inline int driver_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobCallbacks *cb,
                                    void *userdata, DriverJob **ret) {
         return d->ops->job_start(d, spec, cb, userdata, ret);
+}
+
+static inline bool driver_available(Driver *d) {
+        return !d->ops->available || d->ops->available(d);
 }
 
 static inline Driver *driver_free(Driver *d) {

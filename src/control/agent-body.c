@@ -7,7 +7,7 @@
 #include "strv.h"
 #include "task-status.h"
 
-const char *const agent_release_codes[] = { "inputs_unavailable", "disk_full", NULL };
+const char *const agent_release_codes[] = { "inputs_unavailable", "disk_full", "engine_lost", NULL };
 
 void agent_body_done(AgentBody *b) {
         json_object_put(b->json);
@@ -140,7 +140,7 @@ static int check_release(AgentBody *b, CheckError *e) {
         json_object *o = b->json;
 
         if (check_int(o, "lease_token", true, 1, INT64_MAX - 1, &b->lease_token, e) < 0 ||
-            check_string(o, "code", true, 32, valid_release_code, "release code (inputs_unavailable or disk_full)",
+            check_string(o, "code", true, 32, valid_release_code, "release code (inputs_unavailable, disk_full or engine_lost)",
                          &b->code, e) < 0 ||
             check_string(o, "reason", false, AGENT_REASON_MAX_BYTES, NULL, NULL, &b->reason, e) == -EINVAL)
                 return -EINVAL;

@@ -561,6 +561,8 @@ int curl_event_request(CurlEvent *c, const CurlRequestOptions *o, CurlCompletion
         if (o->timeout_usec > 0)
                 (void) curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS,
                                         (long) MAX(o->timeout_usec / USEC_PER_MSEC, UINT64_C(1)));
+        if (o->fresh_connect)
+                (void) curl_easy_setopt(r->easy, CURLOPT_FRESH_CONNECT, 1L);
         if (o->connect_timeout_usec > 0)
                 (void) curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS,
                                         (long) MAX(o->connect_timeout_usec / USEC_PER_MSEC, UINT64_C(1)));

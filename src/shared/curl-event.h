@@ -53,6 +53,7 @@ typedef struct CurlRequestOptions {
         uint64_t connect_timeout_usec;  /* 0: libcurl's default */
         size_t max_body;                /* collected body cap; 0: 16 MiB */
         CurlDataHandler on_data;        /* stream the body instead of collecting it */
+        bool fresh_connect;             /* a new connection, not one kept alive: is the server accepting now? */
 } CurlRequestOptions;
 
 int curl_event_new(sd_event *e, CurlEvent **ret);

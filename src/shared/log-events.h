@@ -19,6 +19,7 @@
         X(CONTAINER_STARTED,    container_started,    "1d372d6c54f24ef5ae13a5b41283177f")       \
         X(TASK_TIMEOUT,         task_timeout,         "4c9330f259234bf5b0e12b8632ac096e")       \
         X(CONTAINER_EXITED,     container_exited,     "2c09291be5a24c42af5e5ea95e31b8ba")       \
+        X(CONTAINER_LOST,       container_lost,       "1875656dff0a468a87420173eeccb43c")       \
         X(RESULT_QUEUED,        result_queued,        "f79210b7eadb4425ac125ab17df22e84")       \
         X(RESULT_REJECTED,      result_rejected,      "f7b1f8f4ecf244949403c4bd5c192b27")       \
         X(TASK_FINISHED,        task_finished,        "e2f0c4e808fa4d01827457f7dd1acede")       \
@@ -34,6 +35,8 @@
         X(NODE_REGISTERED,      node_registered,      "d6a843a67fdb499bb335eeff77134e59")       \
         X(NODE_DRAINING,        node_draining,        "238305f40a6a45acb040fab4101c6b70")       \
         X(NODE_RESUMED,         node_resumed,         "a685a475006545b1b68d24c27d7225bb")       \
+        X(ENGINE_UNAVAILABLE,   engine_unavailable,   "c6634b9ae96c44229d6c54fa74a22d4a")       \
+        X(ENGINE_AVAILABLE,     engine_available,     "2cc706f1aa094de2930700ae48687fd2")       \
         /* an agent finding the controls */                                                     \
         X(CONTROL_URLS_CHANGED, control_urls_changed, "59f76b2a54f3418b8b75b17bf9679324")       \
         X(CONTROLS_FOUND,       controls_found,       "8cca37b6b48148f99145ae77adf803cf")       \

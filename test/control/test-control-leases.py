@@ -345,6 +345,24 @@ def test_release_requeues_at_once_then_fails_after_max_attempts():
     check(int(pg.psql("SELECT count(*) FROM attempts")[0][0]) == int(before) + 2, "two attempts in all")
 
 
+def test_release_of_a_running_task_whose_engine_ended_it():
+    """engine_lost: the container engine (a dockerd restarted without live-restore) ended the run, not
+    the task. The lease of a running task goes back, and the task is queued again at once."""
+    pg, (c,) = start_cluster()
+    a = c.agent("node-a")
+    a.register()
+    tid = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    _, token = a.claim_task()
+    check(a.started(tid, token).status == 200, "started")
+    r = a.release(tid, token, code="engine_lost", reason="the Docker engine ended the container (exit 143)")
+    check(r.status == 200, f"release: {r.status} {r.text}")
+    t = r.json()
+    check(t["status"] == "queued" and t["attempts"][0]["status"] == "released"
+          and t["attempts"][0]["reason"].startswith("engine_lost: the Docker engine"), f"queued again: {t}")
+    task, token2 = a.claim_task()
+    check(task["id"] == tid and task["attempt"] == 2 and token2 > token, f"attempt 2: {task}")
+
+
 def test_release_of_a_cancelled_task_keeps_it_cancelled():
     pg, (c,) = start_cluster()
     a = c.agent("node-a")

@@ -236,6 +236,7 @@ int docker_call(DockerClient *c, const DockerCallOptions *o, DockerCallback cb, 
                         .connect_timeout_usec = 5 * USEC_PER_SEC,
                         .max_body = 64U * 1024U * 1024U,
                         .on_data = o->on_data ? on_call_data : NULL,
+                        .fresh_connect = o->fresh_connect,
                 }, on_call_done, call, &call->request);
         if (r < 0) {
                 free(call);     /* the caller still owns userdata */

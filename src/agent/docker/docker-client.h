@@ -59,6 +59,8 @@ typedef struct DockerCallOptions {
         uint64_t timeout_usec;          /* 0: none (wait, logs, events may take as long as they take) */
         DockerDataHandler on_data;      /* stream a 2xx answer (logs, events, pull), with the callback's userdata */
         void (*destroy)(void *userdata);/* called when the call is gone (after its callback, or cancelled) */
+        bool fresh_connect;             /* on a new connection: an engine shutting down still answers on
+                                         * the ones it has, but accepts no new one */
 } DockerCallOptions;
 
 int docker_call(DockerClient *c, const DockerCallOptions *o, DockerCallback cb, void *userdata, DockerCall **ret);

@@ -139,6 +139,19 @@ int docker_container_inspect(DockerClient *c, const char *id, DockerCallback cb,
         return simple_call(c, "GET", path, NULL, SHORT_TIMEOUT, cb, userdata, ret);
 }
 
+int docker_container_inspect_fresh(DockerClient *c, const char *id, DockerCallback cb, void *userdata, DockerCall **ret) {
+        _cleanup_free_ char *path = NULL;
+        int r = container_path(&path, id, "/json");
+        if (r < 0)
+                return r;
+        return docker_call(c, &(DockerCallOptions) {
+                        .method = "GET",
+                        .path = path,
+                        .timeout_usec = SHORT_TIMEOUT,
+                        .fresh_connect = true,
+                }, cb, userdata, ret);
+}
+
 int docker_container_stop(DockerClient *c, const char *id, unsigned grace_sec,
                           DockerCallback cb, void *userdata, DockerCall **ret) {
         _cleanup_free_ char *path = NULL;

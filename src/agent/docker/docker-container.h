@@ -30,6 +30,10 @@ int docker_container_start(DockerClient *c, const char *id, DockerCallback cb, v
 /* Answers once the container is not running (at once if it is not): result exit_code. */
 int docker_container_wait(DockerClient *c, const char *id, DockerCallback cb, void *userdata, DockerCall **ret);
 int docker_container_inspect(DockerClient *c, const char *id, DockerCallback cb, void *userdata, DockerCall **ret);
+/* The same on a new connection: fails (no answer) when the engine is shutting down, which still answers
+ * on the connections it has. */
+int docker_container_inspect_fresh(DockerClient *c, const char *id, DockerCallback cb, void *userdata,
+                                   DockerCall **ret);
 /* SIGTERM (or the image's stop signal), SIGKILL after grace_sec. Answers when it has stopped. */
 int docker_container_stop(DockerClient *c, const char *id, unsigned grace_sec,
                           DockerCallback cb, void *userdata, DockerCall **ret);

@@ -25,8 +25,12 @@
 #include "log.h"
 #include "daemon-util.h"
 
-#define WAIT_RETRY_USEC (1 * USEC_PER_SEC)
-#define WAIT_RETRIES_MAX 120
+/* The engine not answering (restarting, say): every call of a job is tried again this often, for as
+ * long as it takes. The lease stays ours meanwhile, and a running container can still be killed
+ * without the engine (its pidfd, the fence keeper, its init). */
+#define ENGINE_RETRY_USEC (1 * USEC_PER_SEC)
+/* An engine that answers a wait with an error (not "no such container") is asked again, this many times. */
+#define WAIT_ERRORS_MAX 120
 
 typedef struct DockerDriver {
         Driver driver;
@@ -35,6 +39,8 @@ typedef struct DockerDriver {
         char *network;
         size_t output_cap, tail_max;
         char *fence_init;
+        bool engine_away;               /* the last call of a job got no answer; claims wait */
+        DockerCall *probe_call;         /* is it back? (asked when a claim would be made) */
 } DockerDriver;
 
 typedef enum DockerJobState {
@@ -47,7 +53,10 @@ typedef enum DockerJobState {
         JOB_DONE,
 } DockerJobState;
 
-typedef struct DockerJob {
+typedef struct DockerJob DockerJob;
+typedef void (*DockerJobStep)(DockerJob *j);
+
+struct DockerJob {
         DriverJob job;
         DockerJobState state;
         char *name;
@@ -58,21 +67,26 @@ typedef struct DockerJob {
         DockerCall *wait_call;
         DockerCall *stop_call;
         sd_event_source *retry_timer;
+        DockerJobStep retry_step;       /* what the retry timer runs again */
+        bool engine_away;               /* the last call got no answer: said once, not every second */
+        uint64_t lost_usec;             /* wall clock when the engine stopped answering while the container ran */
+        bool lost_at_exit;              /* no engine (on a new connection) just after the container ended */
         OutputCapture capture;
         bool pulled, conflict_retried;
         bool fenced;                    /* runs under mc-fence-init */
         bool entrypoint_set;            /* the init's command line is in spec */
         bool stop_requested;
         unsigned stop_grace;
-        unsigned wait_retries;
+        unsigned wait_errors;
         int64_t exit_code;
         bool oom_killed;
+        bool lost;                      /* ended by the engine's restart, not by the task */
         int error;
         char *reason;
         bool reported;
         int pidfd;                      /* the container's init, to kill it without the engine */
         DockerCall *pid_call;
-} DockerJob;
+};
 
 static DockerDriver *docker_driver(Driver *d) {
         return (DockerDriver *) d;
@@ -164,6 +178,7 @@ static void report(DockerJob *j) {
                 .reason = j->reason,
                 .exit_code = j->error < 0 ? -1 : j->exit_code,
                 .oom_killed = j->oom_killed,
+                .lost = j->lost,
                 .output = &j->capture,
         };
 
@@ -188,6 +203,63 @@ _printf_(3, 4) static void fail(DockerJob *j, int error, const char *fmt, ...) {
         j->error = error < 0 ? error : -EIO;
         log_info("Task %s: %s", j->job.task_id, strna(j->reason));
         report(j);
+}
+
+/* No answer at all, or one cut off: the engine is restarting or gone, which says nothing about the
+ * job. (An answer, even an error, is the engine's word.) */
+static bool engine_unreachable(const DockerResult *res) {
+        return res->error < 0 && res->error != -ENOMEM && (res->code == 0 || (res->code >= 200 && res->code < 300));
+}
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        DockerJob *j = userdata;
+
+        j->retry_timer = sd_event_source_disable_unref(j->retry_timer);
+        if (j->stop_requested && (j->state == JOB_INSPECTING || j->state == JOB_PULLING || j->state == JOB_CREATING)) {
+                /* Nothing of it can run yet: no need to wait for the engine to say so. */
+                fail(j, -ECANCELED, "stopped before the container was started");
+                return 0;
+        }
+        j->retry_step(j);
+        return 0;
+}
+
+/* step (the one whose call got no answer, or an error worth asking again) runs again in a while. */
+static void retry_later(DockerJob *j, DockerJobStep step, const DockerResult *res) {
+        int r;
+
+        if (engine_unreachable(res) && !docker_driver(j->job.driver)->engine_away) {
+                log_event(LOG_WARNING, MC_EVENT_ENGINE_UNAVAILABLE, LOG_FIELDS("NODE_ID", node_id(j)),
+                          "The Docker engine does not answer: claiming no tasks until it does.");
+                docker_driver(j->job.driver)->engine_away = true;
+        }
+        if (!engine_unreachable(res))
+                log_warning("Task %s: the Docker engine answered: %s; asking again.", j->job.task_id, res->message);
+        else if (!j->engine_away) {
+                log_warning("Task %s: the Docker engine does not answer (%s); trying again every %u s until it does.",
+                            j->job.task_id, res->message, (unsigned) (ENGINE_RETRY_USEC / USEC_PER_SEC));
+                j->engine_away = true;
+        } else
+                log_debug("Task %s: the Docker engine still does not answer (%s).", j->job.task_id, res->message);
+        j->retry_step = step;
+        r = sd_event_add_time_relative(j->job.driver->event, &j->retry_timer, CLOCK_MONOTONIC, ENGINE_RETRY_USEC, 0,
+                                       on_retry, j);
+        if (r < 0)
+                fail(j, r, "cannot wait for the Docker engine to come back: %s", strerror(-r));
+}
+
+static void driver_engine_answered(DockerDriver *dd) {
+        if (dd->engine_away)
+                log_event(LOG_INFO, MC_EVENT_ENGINE_AVAILABLE, LOG_FIELDS("NODE_ID", dd->node_id),
+                          "The Docker engine answers again: claiming tasks again.");
+        dd->engine_away = false;
+}
+
+static void engine_answered(DockerJob *j) {
+        if (j->engine_away)
+                log_info("Task %s: the Docker engine answers again.", j->job.task_id);
+        j->engine_away = false;
+        driver_engine_answered(docker_driver(j->job.driver));
 }
 
 static void start_container(DockerJob *j);
@@ -219,10 +291,30 @@ static uint64_t parse_docker_time(const char *s) {
         return (uint64_t) t * USEC_PER_SEC + usec;
 }
 
+static void collect_logs(DockerJob *j);
+
 static void on_logs(const DockerResult *res, void *userdata) {
         DockerJob *j = userdata;
+        int r;
 
         j->call = NULL;
+        if (engine_unreachable(res)) {
+                /* Read again from the start once the engine is back: the container (and its log) stays
+                 * until the agent removes it. */
+                OutputCapture fresh;
+
+                r = output_capture_init(&fresh, docker_driver(j->job.driver)->output_cap,
+                                        docker_driver(j->job.driver)->tail_max);
+                if (r < 0) {
+                        log_oom();
+                        report(j);      /* with what came */
+                        return;
+                }
+                output_capture_done(&j->capture);
+                j->capture = fresh;
+                retry_later(j, collect_logs, res);
+                return;
+        }
         if (res->error < 0)
                 /* The exit code is what matters; output that cannot be read is said so in it. */
                 log_warning("Task %s: cannot read the container's output: %s", j->job.task_id, res->message);
@@ -240,18 +332,54 @@ static void collect_logs(DockerJob *j) {
         }
 }
 
+static void finish_exited(DockerJob *j);
+
+/* Killed by SIGTERM or SIGKILL (not by the agent, not out of memory) while the engine went away: what
+ * an engine without live-restore does to its containers when it stops (it stops accepting connections
+ * first, then stops the containers, answering our wait on the connection it has, then exits: the
+ * inspect that follows, on a new connection, finds nobody), or when it starts again after a crash (the
+ * container ended after our wait lost the engine). Not the task's doing, as far as anyone can tell:
+ * run again. A task that ended otherwise meanwhile keeps its result. */
+static bool killed_by_engine(DockerJob *j, json_object *state) {
+        const char *finished = NULL;
+        uint64_t t;
+
+        if (j->stop_requested || j->oom_killed || (j->exit_code != 128 + SIGTERM && j->exit_code != 128 + SIGKILL))
+                return false;
+        if (j->lost_at_exit)
+                return true;
+        if (j->lost_usec == 0)
+                return false;
+        (void) json_get_string(state, "FinishedAt", &finished);
+        t = parse_docker_time(finished);
+        return t == 0 || t >= j->lost_usec;
+}
+
 static void on_final_inspect(const DockerResult *res, void *userdata) {
         DockerJob *j = userdata;
-        json_object *state;
+        json_object *state = NULL;
         bool oom;
 
         j->call = NULL;
+        if (engine_unreachable(res)) {
+                j->lost_at_exit = true;
+                retry_later(j, finish_exited, res);
+                return;
+        }
+        engine_answered(j);
         if (res->error >= 0 && json_object_object_get_ex(res->json, "State", &state)) {
                 int64_t code;
                 if (json_get_bool(state, "OOMKilled", &oom) >= 0)
                         j->oom_killed = oom;
                 if (j->exit_code < 0 && json_get_int64(state, "ExitCode", &code) >= 0)
                         j->exit_code = code;
+        }
+        if (state && killed_by_engine(j, state)) {
+                j->lost = true;
+                free(j->reason);
+                if (asprintf(&j->reason, "the Docker engine ended the container (exit %" PRIi64 ") while it "
+                             "restarted", j->exit_code) < 0)
+                        j->reason = NULL;
         }
         if (j->oom_killed) {
                 free(j->reason);
@@ -267,17 +395,10 @@ static void finish_exited(DockerJob *j) {
         int r;
 
         j->state = JOB_COLLECTING;
-        r = docker_container_inspect(client(j), j->container_id, on_final_inspect, j, &j->call);
+        /* On a new connection: whether the engine is going away as the container ended (see above). */
+        r = docker_container_inspect_fresh(client(j), j->container_id, on_final_inspect, j, &j->call);
         if (r < 0)
                 collect_logs(j);
-}
-
-static int on_wait_retry(sd_event_source *s, uint64_t usec, void *userdata) {
-        DockerJob *j = userdata;
-
-        j->retry_timer = sd_event_source_disable_unref(j->retry_timer);
-        wait_container(j);
-        return 0;
 }
 
 static void on_wait(const DockerResult *res, void *userdata) {
@@ -288,19 +409,24 @@ static void on_wait(const DockerResult *res, void *userdata) {
                 fail(j, -ENOENT, "the container %s disappeared (removed outside the agent?)", j->container_id);
                 return;
         }
-        if (res->error < 0) {
-                /* The engine restarting, or the connection lost: the container is still there. */
-                if (++j->wait_retries > WAIT_RETRIES_MAX) {
-                        fail(j, res->error, "lost track of the container: %s", res->message);
-                        return;
-                }
-                log_warning("Task %s: waiting for the container failed (%s); trying again.", j->job.task_id,
-                            res->message);
-                if (sd_event_add_time_relative(j->job.driver->event, &j->retry_timer, CLOCK_MONOTONIC,
-                                               WAIT_RETRY_USEC, 0, on_wait_retry, j) < 0)
-                        fail(j, res->error, "lost track of the container: %s", res->message);
+        if (engine_unreachable(res)) {
+                /* The engine restarting: the container may live on (live-restore), or be stopped by
+                 * it. Which one, and when, the engine says once it answers again. */
+                if (j->lost_usec == 0)
+                        j->lost_usec = realtime_usec();
+                retry_later(j, wait_container, res);
                 return;
         }
+        if (res->error < 0) {
+                /* The engine answered, with an error: it may be in the middle of restoring. */
+                if (++j->wait_errors > WAIT_ERRORS_MAX) {
+                        fail(j, res->error, "cannot wait for the container: %s", res->message);
+                        return;
+                }
+                retry_later(j, wait_container, res);
+                return;
+        }
+        engine_answered(j);
         j->exit_code = res->exit_code;
         log_debug("Task %s: container exited with %" PRIi64 ".", j->job.task_id, j->exit_code);
         finish_exited(j);
@@ -350,10 +476,17 @@ static void on_start(const DockerResult *res, void *userdata) {
         DockerJob *j = userdata;
 
         j->call = NULL;
+        if (engine_unreachable(res)) {
+                /* Started or not, the engine says when it is back: a second start of a running
+                 * container answers 304. */
+                retry_later(j, start_container, res);
+                return;
+        }
         if (res->error < 0) {
                 fail(j, res->error, "Docker could not start the container: %s", res->message);
                 return;
         }
+        engine_answered(j);
         if (j->job.cb.started)
                 j->job.cb.started(&j->job, j->container_id, realtime_usec(), j->job.userdata);
         if (j->reported)
@@ -384,6 +517,12 @@ static void on_pull(const DockerResult *res, void *userdata) {
         DockerJob *j = userdata;
 
         j->call = NULL;
+        if (engine_unreachable(res)) {
+                /* Asked again from the start: the image may have come meanwhile. */
+                j->pulled = false;
+                retry_later(j, prepare_container, res);
+                return;
+        }
         if (res->error < 0) {
                 fail(j, -ENOENT, "image %s is not on node %s and pulling it failed: %s", j->image, node_id(j),
                      res->message);
@@ -423,6 +562,12 @@ static void on_create(const DockerResult *res, void *userdata) {
         int r;
 
         j->call = NULL;
+        if (engine_unreachable(res)) {
+                /* Created or not: a second create of the same name is a conflict, handled below. */
+                retry_later(j, create_container, res);
+                return;
+        }
+        engine_answered(j);
         if (res->error == -ENOENT) {
                 image_missing(j, res);
                 return;
@@ -507,6 +652,11 @@ static void on_image_inspect(const DockerResult *res, void *userdata) {
         int r;
 
         j->call = NULL;
+        if (engine_unreachable(res)) {
+                retry_later(j, prepare_container, res);
+                return;
+        }
+        engine_answered(j);
         if (res->error == -ENOENT) {
                 image_missing(j, res);
                 return;
@@ -860,6 +1010,30 @@ static int docker_leftover_discard(Driver *d, const DriverLeftover *l, DriverDon
         return remove_by_name(docker_driver(d), l->handle, done, userdata);
 }
 
+static void on_probe(const DockerResult *res, void *userdata) {
+        DockerDriver *dd = userdata;
+
+        dd->probe_call = NULL;
+        if (!engine_unreachable(res))
+                driver_engine_answered(dd);
+}
+
+static bool docker_available(Driver *d) {
+        DockerDriver *dd = docker_driver(d);
+
+        if (!dd->engine_away)
+                return true;
+        /* Nothing else may ask it (no job left): a ping, on a new connection, says when it is back. */
+        if (!dd->probe_call)
+                (void) docker_call(dd->client, &(DockerCallOptions) {
+                                .method = "GET",
+                                .path = "/_ping",
+                                .timeout_usec = 5 * USEC_PER_SEC,
+                                .fresh_connect = true,
+                        }, on_probe, dd, &dd->probe_call);
+        return false;
+}
+
 static Driver *docker_driver_free(Driver *d) {
         DockerDriver *dd = docker_driver(d);
 
@@ -884,6 +1058,7 @@ static const DriverOps docker_ops = {
         .job_adopt = docker_job_adopt,
         .leftover_discard = docker_leftover_discard,
         .job_handle = docker_job_handle,
+        .available = docker_available,
         .free = docker_driver_free,
 };
 
