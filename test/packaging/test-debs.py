@@ -51,9 +51,9 @@ NEVER = re.compile(r"^/usr/local/|^/etc/|^/usr/lib/debug/")
 UNITS = ("mc-control.socket", "mc-control.service", "mc-agent.service", "mc-fence-keeper.service",
          "mc-seeder.socket", "mc-seeder.service")
 
-# The machine's root: debootstrap's minbase with systemd, D-Bus, PostgreSQL (mc-control recommends it)
-# and curl. Built once per machine (about 2 minutes) and kept as a tarball; each run unpacks a copy.
-ROOT_INCLUDE = "systemd,systemd-sysv,dbus,curl,ca-certificates,postgresql,iproute2"
+# The machine's root: debootstrap's minbase with systemd, D-Bus, PostgreSQL (mc-control recommends it),
+# curl, and sshd for the remote install. Built once per machine (about 2 minutes) and kept as a tarball; each run unpacks a copy.
+ROOT_INCLUDE = "systemd,systemd-sysv,dbus,curl,ca-certificates,postgresql,iproute2,openssh-server,openssl"
 ROOT_CACHE = "/var/cache/mc-test"
 MIRROR = "http://deb.debian.org/debian"
 
@@ -192,9 +192,12 @@ class Machine:
                            capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
         check(p.returncode == 0, f"downloading the dependencies failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
 
-    def boot(self):
+    def boot(self, netns=None):
+        """Boots the machine: with netns, in that network namespace (/run/netns/NAME), else with a
+        private network of its own (loopback only)."""
         self.log = open(os.path.join(self.root, "..", "nspawn.log"), "w")
-        self.proc = subprocess.Popen(nspawn_argv(self.root, "-M", "mcpkg", "-b", "--private-network"),
+        net = [f"--network-namespace-path=/run/netns/{netns}"] if netns else ["--private-network"]
+        self.proc = subprocess.Popen(nspawn_argv(self.root, "-M", "mcpkg", "-b", *net),
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         defer(self.stop)
 
@@ -338,6 +341,94 @@ def test_install_upgrade_purge():
     check(not running, f"units still loaded and active after purge: {running}")
     ids = m.sh("getent passwd mc-control mc-seeder | cut -d: -f1").stdout.split()
     check(ids == ["mc-control", "mc-seeder"], f"users after purge: {ids}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Makefile's remote install, over real ssh
+
+def host_network():
+    """A network namespace whose eth0 has ADDR.2/24, the host's end of the veth pair ADDR.1; removed at
+    the end of the test. Returns (namespace, the machine's address)."""
+    n = os.getpid() % 200 + 20
+    ns, veth, net = f"mcpkg{os.getpid()}", f"mcpkg{os.getpid() % 100000}", f"10.231.{n}"
+    run(["ip", "netns", "add", ns])
+    defer(run, ["ip", "netns", "del", ns], check=False)
+    run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    defer(run, ["ip", "link", "del", veth], check=False)
+    run(["ip", "addr", "add", f"{net}.1/24", "dev", veth])
+    run(["ip", "link", "set", veth, "up"])
+    run(["ip", "-n", ns, "addr", "add", f"{net}.2/24", "dev", "eth0"])
+    run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    return ns, f"{net}.2"
+
+
+def make(target, ssh, debs, **vars):
+    argv = ["make", "-s", "-C", mctest.source_dir(), target] + [f"{k}={v}" for k, v in vars.items()]
+    env = dict(os.environ, SSH=ssh, DEBS=debs, APT_OPTIONS="--no-install-recommends")
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    check(p.returncode == 0, f"make {target} exited with {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p.stdout
+
+
+def test_remote_install():
+    """make install-control and install-agent against a machine that runs sshd and systemd as PID 1
+    (control and agent on one machine): from nothing to healthy and registered; again, and nothing
+    restarts; with newer packages, an upgrade in place; agent-restart, logs-agent and status."""
+    need_debs()
+    m = Machine()
+    newer = tmpdir("newer")
+    for deb in DEBS.values():
+        repack_newer(deb, newer)
+    m.prepare(list(DEBS.values()) + [os.path.join(newer, f) for f in os.listdir(newer)])
+    # Nothing installed yet: the packages go over ssh, not through /debs.
+    shutil.rmtree(os.path.join(m.root, "debs"))
+    keys = tmpdir("ssh")
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(keys, "id")])
+    os.makedirs(os.path.join(m.root, "root", ".ssh"), mode=0o700, exist_ok=True)
+    shutil.copy(os.path.join(keys, "id.pub"), os.path.join(m.root, "root", ".ssh", "authorized_keys"))
+    ns, addr = host_network()
+    m.boot(netns=ns)
+    ssh = (f"ssh -i {keys}/id -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+           "-o LogLevel=ERROR -o ConnectTimeout=10")
+    wait_until(lambda: subprocess.run(ssh.split() + [f"root@{addr}", "true"], capture_output=True,
+                                      timeout=30).returncode == 0, 120, interval=0.5, msg="sshd on the machine")
+    host = f"root@{addr}"
+    old = os.path.dirname(next(iter(DEBS.values())))
+    control = dict(HOST=host, PORT="8080", TIMEOUT="120")
+    agent = dict(HOST=host, CONTROL_URL="http://127.0.0.1:8080", CONTROL_HOST=host, NODE_ID="node-b", TIMEOUT="120")
+
+    out = make("install-control", ssh, old, **control)
+    check("healthy" in out, f"install-control: {out}")
+    out = make("install-agent", ssh, old, **agent)
+    check("registered" in out, f"install-agent: {out}")
+    pids = {u: m.show(u, "MainPID")["MainPID"] for u in ("mc-control.service", "mc-agent.service")}
+    tokens = m.sh("cat /etc/mc/tokens").stdout
+
+    # Again: nothing changes, nothing restarts.
+    make("install-control", ssh, old, **control)
+    make("install-agent", ssh, old, **agent)
+    check({u: m.show(u, "MainPID")["MainPID"] for u in pids} == pids, "a second run restarted a daemon")
+    check(m.sh("cat /etc/mc/tokens").stdout == tokens, "a second run changed the tokens")
+    check(tokens.count("agent node-b ") == 1, f"one token for node-b: {tokens}")
+    mode = m.sh("stat -c '%a %U' /etc/mc/agent.conf").stdout.strip()
+    check(mode == "600 root", f"agent.conf: {mode}")
+
+    # Newer packages: upgraded in place, registered again.
+    make("install-control", ssh, newer, **control)
+    out = make("install-agent", ssh, newer, **agent)
+    check("registered" in out, f"install-agent (upgrade): {out}")
+    versions = m.sh("dpkg-query -W -f '${Version}\\n' mc-control mc-agent mc-tools").stdout.split()
+    check(all(v.endswith(".1") for v in versions), f"versions after the upgrade: {versions}")
+    check(m.show("mc-agent.service", "MainPID")["MainPID"] != pids["mc-agent.service"], "the agent was restarted")
+
+    before = m.show("mc-agent.service", "MainPID")["MainPID"]
+    make("agent-restart", ssh, newer, HOST=host)
+    check(m.show("mc-agent.service", "MainPID")["MainPID"] != before, "agent-restart restarted the agent")
+    logs = make("logs-agent", ssh, newer, HOST=host)
+    check("mc-agent" in logs, f"logs-agent: {logs[-500:]}")
+    status = make("status", ssh, newer, HOST=host)
+    check("mc-agent.service" in status and "mc-control.socket" in status, f"status: {status}")
 
 
 if __name__ == "__main__":
