@@ -15,6 +15,7 @@ with dpkg -i restarts both; purge removes configuration and state, and the users
 Besides, for this build's own prefix: each installed unit waits for the configuration file its daemon
 reads (one sysconfdir for both)."""
 
+import hashlib
 import json
 import os
 import re
@@ -159,7 +160,7 @@ def nspawn_argv(root, *args):
 
 def cached_root():
     """The root tarball, made once with debootstrap (the include list names the cache file)."""
-    key = re.sub(r"[^a-z0-9]+", "-", ROOT_INCLUDE)[:80]
+    key = hashlib.sha256(f"{MIRROR} bookworm minbase {ROOT_INCLUDE}".encode()).hexdigest()[:16]
     tarball = os.path.join(ROOT_CACHE, f"bookworm-minbase-{key}.tar")
     if os.path.exists(tarball):
         return tarball
@@ -427,6 +428,9 @@ def test_remote_install():
     check(m.show("mc-agent.service", "MainPID")["MainPID"] != before, "agent-restart restarted the agent")
     logs = make("logs-agent", ssh, newer, HOST=host)
     check("mc-agent" in logs, f"logs-agent: {logs[-500:]}")
+    # A seeder on the same machine: configured, its socket listening.
+    out = make("install-seeder", ssh, newer, HOST=host, CONTROL_URL="http://127.0.0.1:8080", TIMEOUT="120")
+    check(m.show("mc-seeder.socket", "ActiveState")["ActiveState"] == "active", f"install-seeder: {out}")
     status = make("status", ssh, newer, HOST=host)
     check("mc-agent.service" in status and "mc-control.socket" in status, f"status: {status}")
 
