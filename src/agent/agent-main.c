@@ -82,7 +82,7 @@ static const ConfigSpec agent_config_spec = {
         .summary = "The mc agent: runs leased tasks in Docker (or as processes in cgroups), with self-fencing. "
                    "It talks to the controls in CONTROL_URLS and to those it finds in the DHT through "
                    "DHT_BOOTSTRAP (on DHT_PORT, or any free port when that is 0).",
-        .default_path = "/etc/mc/agent.conf",
+        .default_path = MC_PKGSYSCONFDIR "/agent.conf",
         .options = agent_options,
         .n_options = ELEMENTSOF(agent_options),
 };

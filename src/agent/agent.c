@@ -13,7 +13,7 @@
 #include "log.h"
 
 #ifndef MC_FENCE_INIT_PATH
-#define MC_FENCE_INIT_PATH "/usr/libexec/mc-fence-init"
+#define MC_FENCE_INIT_PATH "/usr/libexec/mc/mc-fence-init"
 #endif
 #include "outbox.h"
 

@@ -31,7 +31,7 @@ static const ConfigOption control_options[] = {
           "PEM private key of TLS_CERT" },
         { "TLS_CLIENT_CA", NULL, CONFIG_STRING, offsetof(ControlConfig, tls_client_ca), 0, 0, "",
           "PEM CA whose client certificates (CN = node id, clientAuth) authenticate agents without a token" },
-        { "TOKENS_FILE", NULL, CONFIG_STRING, offsetof(ControlConfig, tokens_file), 0, 0, "/etc/mc/tokens",
+        { "TOKENS_FILE", NULL, CONFIG_STRING, offsetof(ControlConfig, tokens_file), 0, 0, MC_PKGSYSCONFDIR "/tokens",
           "File of \"user|agent NAME TOKEN\" lines, mode 0600" },
         { "CONTROL_TOKEN", "CONTROL_TOKEN", CONFIG_STRING, offsetof(ControlConfig, control_token), 0, 0, NULL,
           "One user token (seed compatibility)" },
@@ -74,7 +74,7 @@ static const ConfigOption control_options[] = {
 static const ConfigSpec control_config_spec = {
         .program = "mc-control",
         .summary = "The mc control server: task API over PostgreSQL, leases, long-poll claims.",
-        .default_path = "/etc/mc/control.conf",
+        .default_path = MC_PKGSYSCONFDIR "/control.conf",
         .options = control_options,
         .n_options = ELEMENTSOF(control_options),
 };

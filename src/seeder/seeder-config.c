@@ -54,7 +54,7 @@ const ConfigSpec seeder_config_spec = {
                    "  magnet ID       Print a content's magnet link\n\n"
                    "The commands go through the running daemon (D-Bus org.mutualcloud.Seeder1); with none on "
                    "the bus they use the store themselves, with this configuration.",
-        .default_path = "/etc/mc/seeder.conf",
+        .default_path = MC_PKGSYSCONFDIR "/seeder.conf",
         .options = seeder_options,
         .n_options = ELEMENTSOF(seeder_options),
 };

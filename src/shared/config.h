@@ -31,11 +31,17 @@ typedef struct ConfigOption {
         char short_name;        /* -X on the command line (a tool's convenience), or 0 */
 } ConfigOption;
 
+/* The directory of the daemons' configuration files: meson passes sysconfdir/mc, the path the units and
+ * tmpfiles.d name too, so that daemons and units agree whatever the prefix. */
+#ifndef MC_PKGSYSCONFDIR
+#define MC_PKGSYSCONFDIR "/etc/mc"
+#endif
+
 typedef struct ConfigSpec {
         const char *program;            /* for --help */
         const char *summary;            /* one line for --help */
         const char *usage;              /* e.g. "[OPTIONS...] COMMAND", or NULL */
-        const char *default_path;       /* e.g. "/etc/mc/control.conf"; a missing default file is fine */
+        const char *default_path;       /* e.g. MC_PKGSYSCONFDIR "/control.conf"; a missing default file is fine */
         const ConfigOption *options;
         size_t n_options;
 } ConfigSpec;

@@ -379,7 +379,7 @@ _users = None
 
 
 def shipped_users():
-    """Creates the users and groups of sysusers.d/mc.conf (mc-control, mc) with systemd-sysusers in a
+    """Creates the users and groups of sysusers.d/mc-control.conf (mc-control, mc) with systemd-sysusers in a
     copy of /etc/passwd, group, shadow and gshadow, bind-mounted over the originals in this process's
     private mount namespace: the machine's own files stay untouched. Returns {"mc": gid, ...}."""
     global _users
@@ -391,7 +391,7 @@ def shipped_users():
     files = ("passwd", "group", "shadow", "gshadow")
     for f in files:
         shutil.copy2(os.path.join("/etc", f), os.path.join(root, "etc", f))
-    conf = os.path.abspath(os.path.join(source_dir(), "sysusers.d", "mc.conf"))
+    conf = os.path.abspath(os.path.join(source_dir(), "sysusers.d", "mc-control.conf"))
     run(["systemd-sysusers", f"--root={root}", conf])
     for f in files:
         subprocess.run(["mount", "--bind", os.path.join(root, "etc", f), os.path.join("/etc", f)], check=True)

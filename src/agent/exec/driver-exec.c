@@ -46,7 +46,7 @@
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #ifndef MC_EXEC_SUPERVISOR_PATH
-#define MC_EXEC_SUPERVISOR_PATH "/usr/libexec/mc-exec-supervisor"
+#define MC_EXEC_SUPERVISOR_PATH "/usr/libexec/mc/mc-exec-supervisor"
 #endif
 
 extern char **environ;

@@ -19,7 +19,7 @@
 #define POLL_USEC (50 * USEC_PER_MSEC)
 #define KEEPER_ARG "--fence-keeper"
 #ifndef MC_FENCE_KEEPER_PATH
-#define MC_FENCE_KEEPER_PATH "/usr/libexec/mc-fence-keeper"
+#define MC_FENCE_KEEPER_PATH "/usr/libexec/mc/mc-fence-keeper"
 #endif
 
 /* After its fence time a lease is still watched for a while: a container whose start the engine was

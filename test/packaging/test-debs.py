@@ -1,0 +1,446 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The Debian packages (debian/, tools/build-debs), built from this tree and installed for real.
+
+tools/build-debs builds mc-control, mc-agent, mc-seeder and mc-tools; `dpkg-deb -c` lists the paths
+each must ship; lintian reports no error. Then a Debian 12 machine with systemd as PID 1
+(systemd-nspawn -b, a debootstrap root cached in /var/cache/mc-test/, a private network) gets them with
+apt-get, which fetches nothing but the packages' real dependencies (downloaded into the root before it
+boots: the machine has no route to the archive): users and tmpfiles are created, every unit is enabled
+and none is started (ConditionPathExists= on its configuration file). With the example control.conf, a
+database and a token, mc-control starts from its socket and answers, over HTTP and on the system bus
+(the policy is where dbus-daemon reads it); an exec-driver agent registers. A newer version installed
+with dpkg -i restarts both; purge removes configuration and state, and the users stay.
+
+Besides, for this build's own prefix: each installed unit waits for the configuration file its daemon
+reads (one sysconfdir for both)."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import mctest
+from mctest import check, defer, run, tmpdir, wait_until
+
+PACKAGES = ("mc-control", "mc-agent", "mc-seeder", "mc-tools")
+
+# What each package must ship (dpkg-deb -c, without the leading "."), and must not.
+SHIPS = {
+    "mc-control": ["/usr/bin/mc-control", "/lib/systemd/system/mc-control.service",
+                   "/lib/systemd/system/mc-control.socket", "/usr/lib/sysusers.d/mc-control.conf",
+                   "/usr/lib/tmpfiles.d/mc-control.conf", "/usr/share/dbus-1/system.d/org.mutualcloud.Control1.conf",
+                   "/usr/share/doc/mc/examples/control.conf", "/usr/share/doc/mc/examples/tokens",
+                   "/usr/share/man/man8/mc-control.8.gz"],
+    "mc-agent": ["/usr/bin/mc-agent", "/usr/libexec/mc/mc-fence-keeper", "/usr/libexec/mc/mc-fence-init",
+                 "/usr/libexec/mc/mc-exec-supervisor", "/lib/systemd/system/mc-agent.service",
+                 "/lib/systemd/system/mc-fence-keeper.service", "/usr/lib/sysusers.d/mc-agent.conf",
+                 "/usr/lib/tmpfiles.d/mc-agent.conf", "/usr/share/dbus-1/system.d/org.mutualcloud.Agent1.conf",
+                 "/usr/share/doc/mc/examples/agent.conf", "/usr/share/man/man8/mc-agent.8.gz",
+                 "/usr/share/man/man8/mc-fence-init.8.gz"],
+    "mc-seeder": ["/usr/bin/mc-seeder", "/lib/systemd/system/mc-seeder.service",
+                  "/lib/systemd/system/mc-seeder.socket", "/usr/lib/sysusers.d/mc-seeder.conf",
+                  "/usr/lib/tmpfiles.d/mc-seeder.conf", "/usr/share/dbus-1/system.d/org.mutualcloud.Seeder1.conf",
+                  "/usr/share/doc/mc/examples/seeder.conf", "/usr/share/man/man8/mc-seeder.8.gz"],
+    "mc-tools": ["/usr/bin/mc-dhtget", "/usr/bin/mc-certs", "/usr/lib/systemd/catalog/mc.catalog",
+                 "/usr/share/doc/mc/events.md", "/usr/share/doc/mc/api.md", "/usr/bin/mcctl",
+                 "/usr/share/man/man1/mcctl.1.gz", "/usr/share/man/man7/mc-api.7.gz", "/usr/share/man/man5/mc.conf.5.gz",
+                 "/usr/share/bash-completion/completions/mcctl"],
+}
+NEVER = re.compile(r"^/usr/local/|^/etc/|^/usr/lib/debug/")
+
+UNITS = ("mc-control.socket", "mc-control.service", "mc-agent.service", "mc-fence-keeper.service",
+         "mc-seeder.socket", "mc-seeder.service")
+
+# The machine's root: debootstrap's minbase with systemd, D-Bus, PostgreSQL (mc-control recommends it),
+# curl, and sshd for the remote install. Built once per machine (about 2 minutes) and kept as a tarball; each run unpacks a copy.
+ROOT_INCLUDE = "systemd,systemd-sysv,dbus,curl,ca-certificates,postgresql,iproute2,openssh-server,openssl"
+ROOT_CACHE = "/var/cache/mc-test"
+MIRROR = "http://deb.debian.org/debian"
+
+USER_TOKEN = "packaging-test-user-token-0123456789abcdef"
+AGENT_TOKEN = "packaging-test-agent-token-0123456789abcdef"
+
+DEBS = {}          # package -> path of its .deb, from test_build
+
+
+def deb_paths(deb, files_only=False):
+    """The paths dpkg-deb -c lists (without the leading "."); with files_only, no directories."""
+    out = run(["dpkg-deb", "-c", deb]).stdout
+    paths = set()
+    for line in out.splitlines():
+        # "-rwxr-xr-x root/root 12345 2026-01-01 00:00 ./usr/bin/x" (a link adds " -> target")
+        fields = line.split(None, 5)
+        if len(fields) < 6 or (files_only and fields[0].startswith("d")):
+            continue
+        paths.add(fields[5].split(" -> ")[0][1:].rstrip("/"))
+    return paths
+
+
+def test_build():
+    out = tmpdir("debs")
+    env = dict(os.environ, DEB_BUILD_OPTIONS="nocheck parallel=2")
+    t0 = time.monotonic()
+    p = subprocess.run([os.path.join(mctest.source_dir(), "tools", "build-debs"), "--out", out],
+                       env=env, capture_output=True, text=True, timeout=900)
+    check(p.returncode == 0, f"tools/build-debs exited with {p.returncode}:\n{p.stderr[-4000:]}")
+    check(p.stdout.strip().splitlines()[-1] == out, f"build-debs names its output directory last: {p.stdout!r}")
+    print(f"# built in {time.monotonic() - t0:.0f}s")
+    for pkg in PACKAGES:
+        found = [f for f in os.listdir(out) if f.startswith(pkg + "_") and f.endswith(".deb")]
+        check(len(found) == 1, f"one {pkg} package in {out}: {os.listdir(out)}")
+        DEBS[pkg] = os.path.join(out, found[0])
+
+
+def need_debs():
+    check(len(DEBS) == len(PACKAGES), "the packages were not built (test_build failed)")
+
+
+def test_contents():
+    need_debs()
+    for pkg, deb in DEBS.items():
+        paths = deb_paths(deb)
+        missing = [p for p in SHIPS[pkg] if p not in paths]
+        check(not missing, f"{pkg} does not ship {missing}; it ships {sorted(paths)}")
+        stray = sorted(p for p in paths if NEVER.search(p))
+        check(not stray, f"{pkg} ships {stray}")
+        fields = json.loads(run(["dpkg-deb", "--showformat",
+                                 '{"depends": "${Depends}", "recommends": "${Recommends}"}', "-W", deb]).stdout)
+        # shlibs:Depends filled in (libc at least), misc:Depends (systemd-sysusers) where users are made.
+        check("libc6" in fields["depends"], f"{pkg} Depends: {fields['depends']}")
+        if pkg != "mc-tools":
+            check("systemd" in fields["depends"], f"{pkg} Depends: {fields['depends']}")
+        if pkg == "mc-agent":
+            check("docker.io" in fields["recommends"], f"mc-agent Recommends: {fields['recommends']}")
+        if pkg == "mc-control":
+            check("postgresql" in fields["recommends"], f"mc-control Recommends: {fields['recommends']}")
+    # No two packages ship one file (dpkg would refuse the second).
+    owners = {}
+    for pkg, deb in DEBS.items():
+        for p in deb_paths(deb, files_only=True):
+            owners.setdefault(p, []).append(pkg)
+    shared = {p: pk for p, pk in owners.items() if len(pk) > 1}
+    check(not shared, f"files in several packages: {shared}")
+
+
+def test_lintian():
+    need_debs()
+    p = run(["lintian", "--tag-display-limit", "0", *DEBS.values()], check=False, timeout=600)
+    lines = (p.stdout + p.stderr).splitlines()
+    errors = [line for line in lines if line.startswith("E:")]
+    check(not errors, "lintian errors:\n" + "\n".join(errors))
+    print(f"# lintian: {sum(1 for line in lines if line.startswith('W:'))} warnings, no error")
+
+
+def test_paths_agree_for_this_prefix():
+    """The units installed by this build (its prefix, whatever it is) wait for the very file the daemon
+    reads, and run the binary where it is installed."""
+    units = os.path.join(mctest.build_dir(), "units")
+    for daemon, unit in (("mc-control", "mc-control.service"), ("mc-agent", "mc-agent.service"),
+                         ("mc-seeder", "mc-seeder.service")):
+        with open(os.path.join(units, unit)) as f:
+            text = f.read()
+        m = re.search(r"^ConditionPathExists=(\S+)$", text, re.M)
+        check(m, f"{unit} has a ConditionPathExists=")
+        helptext = run([mctest.binary(daemon), "--help"]).stdout
+        check(f"KEY=value line in {m.group(1)}," in helptext,
+              f"{daemon} reads another file than {unit} waits for ({m.group(1)}): {helptext.splitlines()[:6]}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# A Debian 12 machine booted with systemd-nspawn
+
+def nspawn_argv(root, *args):
+    """systemd-nspawn as this machine allows it: its PID 1 is not systemd, so no registration, and a
+    private /run/systemd/nspawn (a mount namespace of its own)."""
+    inner = ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "-D", root, *args]
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mkdir -p /run/systemd/nspawn && mount -t tmpfs tmpfs /run/systemd/nspawn && exec "$@"', "sh", *inner]
+
+
+def cached_root():
+    """The root tarball, made once with debootstrap (the include list names the cache file)."""
+    key = hashlib.sha256(f"{MIRROR} bookworm minbase {ROOT_INCLUDE}".encode()).hexdigest()[:16]
+    tarball = os.path.join(ROOT_CACHE, f"bookworm-minbase-{key}.tar")
+    if os.path.exists(tarball):
+        return tarball
+    os.makedirs(ROOT_CACHE, exist_ok=True)
+    root = tmpdir("debootstrap")
+    p = subprocess.run(["debootstrap", "--variant=minbase", f"--include={ROOT_INCLUDE}", "bookworm", root, MIRROR],
+                       capture_output=True, text=True, timeout=900)
+    check(p.returncode == 0, f"debootstrap failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    run(["tar", "-C", root, "-cf", tarball + ".new", "."], timeout=600)
+    os.rename(tarball + ".new", tarball)
+    shutil.rmtree(root, ignore_errors=True)
+    return tarball
+
+
+class Machine:
+    def __init__(self):
+        self.root = tmpdir("machine")
+        run(["tar", "-C", self.root, "-xf", cached_root()], timeout=600)
+        self.proc = None
+
+    def prepare(self, debs):
+        """Copies the packages in and downloads their dependencies into the root's apt cache, with the
+        host's network (the booted machine has none)."""
+        os.makedirs(os.path.join(self.root, "debs"))
+        for d in debs:
+            shutil.copy(d, os.path.join(self.root, "debs"))
+        script = ("apt-get install -y -q --download-only --no-install-recommends /debs/*.deb || "
+                  "{ apt-get update -q && apt-get install -y -q --download-only --no-install-recommends /debs/*.deb; }")
+        p = subprocess.run(nspawn_argv(self.root, "--resolv-conf=copy-host", "--pipe", "sh", "-c", script),
+                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        check(p.returncode == 0, f"downloading the dependencies failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+
+    def boot(self, netns=None):
+        """Boots the machine: with netns, in that network namespace (/run/netns/NAME), else with a
+        private network of its own (loopback only)."""
+        self.log = open(os.path.join(self.root, "..", "nspawn.log"), "w")
+        net = [f"--network-namespace-path=/run/netns/{netns}"] if netns else ["--private-network"]
+        self.proc = subprocess.Popen(nspawn_argv(self.root, "-M", "mcpkg", "-b", *net),
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        defer(self.stop)
+
+        def leader():
+            check(self.proc.poll() is None, f"systemd-nspawn exited with {self.proc.returncode}")
+            p = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-x", "systemd"], capture_output=True, text=True)
+            return p.stdout.split()[0] if p.returncode == 0 else None
+        self.leader = wait_until(leader, 120, msg="the machine's systemd")
+        # Until its manager answers, systemctl says nothing (it cannot connect); then --wait waits for
+        # the boot to finish.
+        def booted():
+            p = self.sh("systemctl is-system-running --wait", check=False, timeout=180)
+            return p.stdout.strip() in ("running", "degraded") or None
+        wait_until(booted, 180, interval=0.5, msg="the machine to boot (systemctl is-system-running)")
+
+    def sh(self, script, check=True, timeout=120):
+        """Runs a shell script in the booted machine (all of its namespaces), as root."""
+        return run(["nsenter", "-t", self.leader, "-a", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                    "LANG=C.UTF-8", "sh", "-ec", script], check=check, timeout=timeout)
+
+    def show(self, unit, *props):
+        out = self.sh(f"systemctl show -p {','.join(props)} {unit}").stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def api(self, path, token=USER_TOKEN):
+        p = self.sh(f"curl -sS -f -H 'Authorization: Bearer {token}' http://127.0.0.1:8080{path}", check=False)
+        return json.loads(p.stdout) if p.returncode == 0 else None
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)           # nspawn shuts the machine down in order
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+        self.log.close()
+
+
+def repack_newer(deb, out):
+    """The same package with a higher version (VERSION.1), as a newer build would be."""
+    d = tmpdir("repack")
+    run(["dpkg-deb", "-R", deb, d])
+    control = os.path.join(d, "DEBIAN", "control")
+    with open(control) as f:
+        text = f.read()
+    text = re.sub(r"^Version: (.*)$", r"Version: \1.1", text, flags=re.M)
+    with open(control, "w") as f:
+        f.write(text)
+    run(["dpkg-deb", "-b", d, out])
+    shutil.rmtree(d)
+
+
+def test_install_upgrade_purge():
+    need_debs()
+    m = Machine()
+    newer = tmpdir("newer")
+    for deb in DEBS.values():
+        repack_newer(deb, newer)
+    m.prepare(list(DEBS.values()) + [os.path.join(newer, f) for f in os.listdir(newer)])
+    m.boot()
+
+    # Installed with apt-get, offline: every dependency is one the packages name.
+    m.sh("apt-get install -y -q --no-install-recommends "
+         + " ".join(f"/debs/{os.path.basename(d)}" for d in DEBS.values()), timeout=300)
+
+    # Users (sysusers.d), directories and modes (tmpfiles.d).
+    ids = m.sh("getent passwd mc-control mc-seeder | cut -d: -f1; getent group mc docker | cut -d: -f1").stdout.split()
+    check(ids == ["mc-control", "mc-seeder", "mc", "docker"], f"users and groups: {ids}")
+    modes = m.sh("stat -c '%n %a %U' /etc/mc /etc/mc/tokens /etc/mc/seeder-token /var/lib/mc-control "
+                 "/var/lib/mc-agent /var/lib/mc-seeder").stdout.splitlines()
+    check(modes == ["/etc/mc 755 root", "/etc/mc/tokens 600 root", "/etc/mc/seeder-token 600 root",
+                    "/var/lib/mc-control 700 mc-control", "/var/lib/mc-agent 750 root",
+                    "/var/lib/mc-seeder 750 mc-seeder"], f"paths: {modes}")
+
+    # Every unit enabled; none started: postinst tried (ConditionResult=no), the condition held it.
+    for unit in UNITS:
+        s = m.show(unit, "UnitFileState", "ActiveState", "ConditionResult", "FragmentPath")
+        check(s == {"UnitFileState": "enabled", "ActiveState": "inactive", "ConditionResult": "no",
+                    "FragmentPath": f"/lib/systemd/system/{unit}"}, f"{unit} after installation: {s}")
+    check(m.show("mc-control.service", "ExecStart")["ExecStart"].startswith("{ path=/usr/bin/mc-control "),
+          "mc-control.service runs /usr/bin/mc-control")
+    # The installed units as systemd reads them there (verify exits 0 on warnings: its stderr counts).
+    p = m.sh("systemd-analyze verify " + " ".join(f"/lib/systemd/system/{u}" for u in UNITS), check=False)
+    check(p.returncode == 0 and not p.stderr.strip(), f"systemd-analyze verify: {p.returncode} {p.stderr}")
+
+    # Configured: a database, the example control.conf (it names that database), a user token.
+    m.sh("runuser -u postgres -- createuser mc-control && runuser -u postgres -- createdb -O mc-control mc")
+    m.sh("cp /usr/share/doc/mc/examples/control.conf /etc/mc/control.conf && "
+         f"echo 'user alice {USER_TOKEN}' >> /etc/mc/tokens && systemctl start mc-control.socket")
+    health = wait_until(lambda: (lambda h: h if h and h.get("status") == "ok" else None)(m.api("/api/health")),
+                        120, msg="mc-control to answer /api/health with status ok")
+    check(m.show("mc-control.service", "ActiveState")["ActiveState"] == "active", "mc-control.service is active")
+    print(f"# health: {health}")
+    # The system bus reads the policy: mc-control owns its name and answers (root may call it).
+    q = m.sh("busctl get-property org.mutualcloud.Control1 /org/mutualcloud/Control1 "
+             "org.mutualcloud.Control1 TasksQueued").stdout.split()
+    check(q == ["u", "0"], f"TasksQueued over D-Bus: {q}")
+
+    # A reload works (ExecReload= is procps's /bin/kill, a dependency).
+    m.sh("systemctl reload mc-control.service")
+    # An agent (exec driver: the machine has no Docker): its token, and the node registers. The tokens
+    # reach the service as a credential, a copy made when it starts: a new token needs a restart.
+    m.sh(f"echo 'agent node-a {AGENT_TOKEN}' >> /etc/mc/tokens && systemctl restart mc-control.service && "
+         f"printf 'CONTROL_URLS=http://127.0.0.1:8080\\nNODE_ID=node-a\\nAGENT_TOKEN={AGENT_TOKEN}\\nDRIVER=exec\\n' "
+         "> /etc/mc/agent.conf && chmod 600 /etc/mc/agent.conf && systemctl start mc-agent.service")
+
+    def node_ready():
+        nodes = m.api("/api/nodes")
+        return nodes and [n for n in nodes["nodes"] if n["node_id"] == "node-a" and n["state"] == "ready"]
+    try:
+        wait_until(node_ready, 120, msg="node-a to register")
+    except AssertionError:
+        print(m.sh("systemctl status --no-pager mc-agent.service mc-control.service; "
+                   "journalctl --no-pager -n 40 -u mc-agent -u mc-control", check=False).stdout)
+        raise
+    check(m.show("mc-fence-keeper.service", "ActiveState")["ActiveState"] == "active", "the fence keeper runs")
+
+    # Upgrade: dpkg -i of a newer version restarts what runs (the agent: KillMode=process, its tasks
+    # stay for the next agent to adopt) and starts nothing unconfigured.
+    before = {u: m.show(u, "MainPID")["MainPID"] for u in ("mc-control.service", "mc-agent.service")}
+    m.sh("dpkg -i " + " ".join(f"/debs/{f}" for f in sorted(os.listdir(newer))), timeout=300)
+    versions = m.sh("dpkg-query -W -f '${Version}\\n' " + " ".join(PACKAGES)).stdout.split()
+    check(all(v.endswith(".1") for v in versions), f"versions after the upgrade: {versions}")
+    for unit, pid in before.items():
+        s = wait_until(lambda: (lambda s: s if s["ActiveState"] == "active" and s["MainPID"] not in ("0", pid)
+                                else None)(m.show(unit, "ActiveState", "MainPID")),
+                       120, msg=f"{unit} restarted by the upgrade")
+        print(f"# {unit}: MainPID {pid} -> {s['MainPID']}")
+    check(m.show("mc-agent.service", "KillMode")["KillMode"] == "process", "the agent's tasks outlive it")
+    wait_until(lambda: m.api("/api/health") and m.api("/api/health")["status"] == "ok", 120,
+               msg="the upgraded control to answer")
+    wait_until(node_ready, 120, msg="node-a to be ready after the upgrade")
+    for unit in ("mc-seeder.socket", "mc-seeder.service"):
+        check(m.show(unit, "ActiveState")["ActiveState"] == "inactive", f"{unit} stays down, unconfigured")
+
+    # Purge: configuration and state go, the units go, the users stay.
+    m.sh("apt-get purge -y -q " + " ".join(PACKAGES), timeout=300)
+    left = m.sh("ls -d /etc/mc /etc/mc/* /var/lib/mc-control /var/lib/mc-agent /var/lib/mc-seeder "
+                "/lib/systemd/system/mc-* /etc/systemd/system/*/mc-* 2>/dev/null || true").stdout.split()
+    check(not left, f"left after purge: {left}")
+    running = m.sh("systemctl list-units --no-legend --plain 'mc-*' | grep -v ' inactive ' || true").stdout.strip()
+    check(not running, f"units still loaded and active after purge: {running}")
+    ids = m.sh("getent passwd mc-control mc-seeder | cut -d: -f1").stdout.split()
+    check(ids == ["mc-control", "mc-seeder"], f"users after purge: {ids}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Makefile's remote install, over real ssh
+
+def host_network():
+    """A network namespace whose eth0 has ADDR.2/24, the host's end of the veth pair ADDR.1; removed at
+    the end of the test. Returns (namespace, the machine's address)."""
+    n = os.getpid() % 200 + 20
+    ns, veth, net = f"mcpkg{os.getpid()}", f"mcpkg{os.getpid() % 100000}", f"10.231.{n}"
+    run(["ip", "netns", "add", ns])
+    defer(run, ["ip", "netns", "del", ns], check=False)
+    run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    defer(run, ["ip", "link", "del", veth], check=False)
+    run(["ip", "addr", "add", f"{net}.1/24", "dev", veth])
+    run(["ip", "link", "set", veth, "up"])
+    run(["ip", "-n", ns, "addr", "add", f"{net}.2/24", "dev", "eth0"])
+    run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    return ns, f"{net}.2"
+
+
+def make(target, ssh, debs, **vars):
+    argv = ["make", "-s", "-C", mctest.source_dir(), target] + [f"{k}={v}" for k, v in vars.items()]
+    env = dict(os.environ, SSH=ssh, DEBS=debs, APT_OPTIONS="--no-install-recommends")
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    check(p.returncode == 0, f"make {target} exited with {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p.stdout
+
+
+def test_remote_install():
+    """make install-control and install-agent against a machine that runs sshd and systemd as PID 1
+    (control and agent on one machine): from nothing to healthy and registered; again, and nothing
+    restarts; with newer packages, an upgrade in place; agent-restart, logs-agent and status."""
+    need_debs()
+    m = Machine()
+    newer = tmpdir("newer")
+    for deb in DEBS.values():
+        repack_newer(deb, newer)
+    m.prepare(list(DEBS.values()) + [os.path.join(newer, f) for f in os.listdir(newer)])
+    # Nothing installed yet: the packages go over ssh, not through /debs.
+    shutil.rmtree(os.path.join(m.root, "debs"))
+    keys = tmpdir("ssh")
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(keys, "id")])
+    os.makedirs(os.path.join(m.root, "root", ".ssh"), mode=0o700, exist_ok=True)
+    shutil.copy(os.path.join(keys, "id.pub"), os.path.join(m.root, "root", ".ssh", "authorized_keys"))
+    ns, addr = host_network()
+    m.boot(netns=ns)
+    ssh = (f"ssh -i {keys}/id -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+           "-o LogLevel=ERROR -o ConnectTimeout=10")
+    wait_until(lambda: subprocess.run(ssh.split() + [f"root@{addr}", "true"], capture_output=True,
+                                      timeout=30).returncode == 0, 120, interval=0.5, msg="sshd on the machine")
+    host = f"root@{addr}"
+    old = os.path.dirname(next(iter(DEBS.values())))
+    control = dict(HOST=host, PORT="8080", TIMEOUT="120")
+    agent = dict(HOST=host, CONTROL_URL="http://127.0.0.1:8080", CONTROL_HOST=host, NODE_ID="node-b", TIMEOUT="120")
+
+    out = make("install-control", ssh, old, **control)
+    check("healthy" in out, f"install-control: {out}")
+    out = make("install-agent", ssh, old, **agent)
+    check("registered" in out, f"install-agent: {out}")
+    pids = {u: m.show(u, "MainPID")["MainPID"] for u in ("mc-control.service", "mc-agent.service")}
+    tokens = m.sh("cat /etc/mc/tokens").stdout
+
+    # Again: nothing changes, nothing restarts.
+    make("install-control", ssh, old, **control)
+    make("install-agent", ssh, old, **agent)
+    check({u: m.show(u, "MainPID")["MainPID"] for u in pids} == pids, "a second run restarted a daemon")
+    check(m.sh("cat /etc/mc/tokens").stdout == tokens, "a second run changed the tokens")
+    check(tokens.count("agent node-b ") == 1, f"one token for node-b: {tokens}")
+    mode = m.sh("stat -c '%a %U' /etc/mc/agent.conf").stdout.strip()
+    check(mode == "600 root", f"agent.conf: {mode}")
+
+    # Newer packages: upgraded in place, registered again.
+    make("install-control", ssh, newer, **control)
+    out = make("install-agent", ssh, newer, **agent)
+    check("registered" in out, f"install-agent (upgrade): {out}")
+    versions = m.sh("dpkg-query -W -f '${Version}\\n' mc-control mc-agent mc-tools").stdout.split()
+    check(all(v.endswith(".1") for v in versions), f"versions after the upgrade: {versions}")
+    check(m.show("mc-agent.service", "MainPID")["MainPID"] != pids["mc-agent.service"], "the agent was restarted")
+
+    before = m.show("mc-agent.service", "MainPID")["MainPID"]
+    make("agent-restart", ssh, newer, HOST=host)
+    check(m.show("mc-agent.service", "MainPID")["MainPID"] != before, "agent-restart restarted the agent")
+    logs = make("logs-agent", ssh, newer, HOST=host)
+    check("mc-agent" in logs, f"logs-agent: {logs[-500:]}")
+    # A seeder on the same machine: configured, its socket listening.
+    out = make("install-seeder", ssh, newer, HOST=host, CONTROL_URL="http://127.0.0.1:8080", TIMEOUT="120")
+    check(m.show("mc-seeder.socket", "ActiveState")["ActiveState"] == "active", f"install-seeder: {out}")
+    status = make("status", ssh, newer, HOST=host)
+    check("mc-agent.service" in status and "mc-control.socket" in status, f"status: {status}")
+
+
+if __name__ == "__main__":
+    mctest.main()
