@@ -97,6 +97,9 @@ typedef struct DriverOps {
         /* Kills and removes a leftover that is not to be adopted. */
         int (*leftover_discard)(Driver *d, const DriverLeftover *l, DriverDoneCallback done, void *userdata);
         const char *(*job_handle)(DriverJob *job);
+        /* While the job runs: up to max bytes of its output (both streams, as captured) from offset on,
+         * for the live output the agent sends the control. NULL: the driver cannot (Docker). */
+        int (*job_output_read)(DriverJob *job, uint64_t offset, void *buf, size_t max, size_t *ret_size);
         Driver *(*free)(Driver *d);
 } DriverOps;
 
@@ -139,6 +142,11 @@ static inline void driver_job_free(DriverJob *job) {
 }
 static inline const char *driver_job_handle(DriverJob *job) {
         return job->driver->ops->job_handle(job);
+}
+static inline int driver_job_output_read(DriverJob *job, uint64_t offset, void *buf, size_t max, size_t *ret_size) {
+        if (!job->driver->ops->job_output_read)
+                return -EOPNOTSUPP;
+        return job->driver->ops->job_output_read(job, offset, buf, max, ret_size);
 }
 
 /* Calls fn(userdata) from the event loop soon, never from within the caller; then, or when the loop
