@@ -136,9 +136,9 @@ int control_get_task(Control *c, const char *id, TaskOpCallback cb, void *userda
 
 int control_task_logs(Control *c, const char *id, TaskOpCallback cb, void *userdata) {
         const char *params[] = { id };
-        /* A task with no captured output yet has an empty log, not a missing one. */
-        return op_run(c, "SELECT coalesce(o.output, '') FROM tasks t LEFT JOIN task_output o ON o.task_id = t.id "
-                         "WHERE t.id = $1", 1, params, false, NULL, id, cb, userdata);
+        /* The result's output once it came; before, what the agent sent while the task runs (empty when
+         * nothing yet: an empty log, not a missing one). */
+        return op_run(c, "SELECT data FROM mc_task_logs($1, NULL, 0)", 1, params, false, NULL, id, cb, userdata);
 }
 
 int control_cancel_task(Control *c, const char *id, TaskOpCallback cb, void *userdata) {
