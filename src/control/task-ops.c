@@ -68,10 +68,12 @@ static void log_operation(const char *what, const char *id) {
         if (streq(what, "delete"))
                 log_event(LOG_INFO, MC_EVENT_TASKS_DELETED, LOG_FIELDS("TASK_ID", id, "MC_COUNT", "1"),
                           "Task %s deleted.", id);
-        else if (streq(what, "drain") || streq(what, "undrain"))
-                log_event(LOG_INFO, streq(what, "drain") ? MC_EVENT_NODE_DRAINING : MC_EVENT_NODE_RESUMED,
+        else if (streq(what, "drain") || streq(what, "undrain")) {
+                bool drain = streq(what, "drain");
+                log_event(LOG_INFO, drain ? MC_EVENT_NODE_DRAINING : MC_EVENT_NODE_RESUMED,
                           LOG_FIELDS("NODE_ID", id, "MC_REASON", "control"),
-                          "Node %s %s through the control.", id, streq(what, "drain") ? "drained" : "undrained");
+                          "Node %s %s through the control.", id, drain ? "drained" : "undrained");
+        }
         else if (streq(what, "remove"))
                 log_event(LOG_INFO, MC_EVENT_NODE_REMOVED, LOG_FIELDS("NODE_ID", id), "Lost node %s removed.", id);
 }
