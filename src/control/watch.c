@@ -141,11 +141,10 @@ static ssize_t on_stream_read(void *userdata, char *buf, size_t max) {
         size_t left = w->buf_size - w->buf_sent, n;
 
         if (left == 0) {
-                if (w->ended)
-                        return -1;
-                if (w->kind == WATCH_FOLLOW && w->query_again && !w->query_running)
+                if (!w->ended && w->kind == WATCH_FOLLOW && w->query_again && !w->query_running)
                         follow_query(w);
-                return 0;
+                /* Also when that query could not even be queued. */
+                return w->ended ? -1 : 0;
         }
         n = MIN(left, max);
         memcpy(buf, w->buf + w->buf_sent, n);

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""Watching a task a real agent (exec driver) runs, across two control replicas: the agent talks to the
-first, the user watches on the second. Live output while the task runs (GET /logs), followed
+"""Watching a task a real agent runs (exec or docker driver: the first argument), across two control
+replicas: the agent talks to the first, the user watches on the second. Live output while the task runs (GET /logs), followed
 (?follow=1) until the end, the long poll (?wait=) and the event stream (GET /api/events); and a drain
 from the control, which the agent learns in its heartbeat."""
 
 import http.client
 import json
+import sys
 import threading
 import urllib.parse
 
@@ -14,6 +15,10 @@ import mctest
 from mctest import check, http as request, wait_until
 import agenttest as at
 from agenttest import USER_TOKEN
+
+DRIVER = "exec"
+if len(sys.argv) > 1 and sys.argv[1] in ("docker", "exec"):
+    DRIVER = sys.argv.pop(1)
 
 
 class Stream:
@@ -71,7 +76,8 @@ def get(c, path):
 def test_watch_across_replicas():
     node = at.node_name("node-watch")
     pg, (c0, c1) = at.cluster([node], replicas=2)
-    a = at.Agent([c0], node, driver="exec").start()
+    mctest.defer(at.cleanup_node_containers, node)
+    a = at.Agent([c0], node, driver=DRIVER).start()
     events = Stream(c1.url + "/api/events")
     check(events.resp.status == 200 and events.resp.getheader("Content-Type") == "text/event-stream",
           f"events: {events.resp.status} {events.resp.getheader('Content-Type')}")
@@ -130,7 +136,8 @@ def test_watch_across_replicas():
 def test_drain_from_control():
     node = at.node_name("node-drain")
     pg, (c0, c1) = at.cluster([node], replicas=2)
-    a = at.Agent([c0], node, driver="exec").start()
+    mctest.defer(at.cleanup_node_containers, node)
+    a = at.Agent([c0], node, driver=DRIVER).start()
     r = request("POST", f"{c1.url}/api/nodes/{node}/drain", token=USER_TOKEN)
     check(r.status == 200 and r.json()["drained"] is True, f"drain: {r.status} {r.text}")
     wait_until(lambda: any(e.get("MC_REASON") == "control" for e in at.events(a.log(), "node_draining")), 60,
