@@ -43,8 +43,8 @@ class Stream:
                 if not line:
                     break
                 self.lines.append(line.decode())
-        except OSError:
-            pass
+        except (OSError, AttributeError, ValueError):
+            pass        # closed by the test (http.client drops its socket under the reader)
         finally:
             self.ended.set()
 
@@ -138,6 +138,8 @@ def test_drain_from_control():
     pg, (c0, c1) = at.cluster([node], replicas=2)
     mctest.defer(at.cleanup_node_containers, node)
     a = at.Agent([c0], node, driver=DRIVER).start()
+    wait_until(lambda: any(n["node_id"] == node for n in get(c1, "/api/nodes").json()["nodes"]), 60,
+               msg="the node to register")
     r = request("POST", f"{c1.url}/api/nodes/{node}/drain", token=USER_TOKEN)
     check(r.status == 200 and r.json()["drained"] is True, f"drain: {r.status} {r.text}")
     wait_until(lambda: any(e.get("MC_REASON") == "control" for e in at.events(a.log(), "node_draining")), 60,
