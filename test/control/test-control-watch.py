@@ -4,6 +4,10 @@
 live output chunks and their fencing, drain and undrain of a node from the control, removing a lost
 node, deleting a finished task, and retention."""
 
+import http.client as httpclient
+import re
+import threading
+
 import mctest
 from mctest import check, http, wait_until
 from controltest import USER_TOKEN, agent_token, start_cluster
@@ -173,6 +177,53 @@ def test_retention():
     rows = pg.psql(f"SELECT count(*) FROM task_output WHERE task_id = '{old}'")
     check(rows == [("0",)], f"its output: {rows}")
     check("MC_EVENT=tasks_deleted" in c.daemon.log_text(), "tasks_deleted logged")
+
+
+
+class Events:
+    """GET /api/events, its lines read on a thread as they come."""
+
+    def __init__(self, c):
+        self.conn = httpclient.HTTPConnection("127.0.0.1", c.port, timeout=120)
+        self.conn.request("GET", "/api/events", headers={"Authorization": f"Bearer {USER_TOKEN}"})
+        self.resp = self.conn.getresponse()
+        self.lines = []
+        if self.resp.status == 200:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            while line := self.resp.readline():
+                self.lines.append(line.decode())
+        except (OSError, AttributeError, ValueError):
+            pass
+
+
+def streams_open(c):
+    m = re.search(r"^mc_http_streams (\d+)$", http("GET", c.url + "/metrics").text, re.M)
+    return int(m.group(1))
+
+
+def test_streams_are_capped_and_outlive_the_deadlines():
+    # Every deadline at a second: a stream outlives them all, and the idle rule does not cut it.
+    pg, (c,) = start_cluster(nodes=("node-a",), env={
+        "MC_HTTP_MAX_STREAMS": "2", "MC_HTTP_HEADER_TIMEOUT_SEC": "1", "MC_HTTP_BODY_TIMEOUT_SEC": "1",
+        "MC_HTTP_IDLE_TIMEOUT_SEC": "1"})
+    e1, e2 = Events(c), Events(c)
+    check(e1.resp.status == 200 and e2.resp.status == 200, "two streams")
+    third = Events(c)
+    check(third.resp.status == 503 and third.resp.getheader("Retry-After") == "1", f"third: {third.resp.status}")
+    r = http("GET", f"{c.url}/api/tasks/x?wait=5", token=USER_TOKEN)
+    check(r.status == 503, f"a long poll counts too: {r.status}")
+    check(streams_open(c) == 2, "mc_http_streams")
+    # The keep-alive comment comes every 10 s: by then the stream lived far past every deadline.
+    wait_until(lambda: ":\n" in e1.lines, 60, msg="a keep-alive comment")
+    tid = push(c, TASK)
+    wait_until(lambda: any(tid in line for line in e1.lines), 60, msg="the event after the deadlines")
+    # A client that leaves is noticed (within the 10 s round) and its stream no longer counts.
+    e2.conn.close()
+    wait_until(lambda: streams_open(c) == 1, 60, msg="the closed stream to end")
+    check(Events(c).resp.status == 200, "room again")
 
 
 mctest.main()
