@@ -119,7 +119,7 @@ static void send_claim(Agent *a) {
 int on_claim_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Agent *a = userdata;
 
-        if (a->claim_call || !a->registered || a->draining || a->stopping || !a->adopted || !has_room(a))
+        if (a->claim_call || !a->registered || a->draining || a->drained || a->stopping || !a->adopted || !has_room(a))
                 return 0;
         if (!driver_available(a->driver)) {
                 /* A task claimed now would wait here while another node could run it: ask again soon. */
@@ -135,6 +135,22 @@ void schedule_claim(Agent *a, uint64_t delay_usec) {
                 return;
         (void) sd_event_source_set_time_relative(a->claim_timer, delay_usec);
         (void) sd_event_source_set_enabled(a->claim_timer, SD_EVENT_ONESHOT);
+}
+
+/* The control says the node is drained (POST /api/nodes/{id}/drain), or no longer: no claims meanwhile,
+ * whatever the node's own (D-Bus) drain says. */
+void agent_set_drained(Agent *a, bool drained) {
+        if (a->drained == drained)
+                return;
+        a->drained = drained;
+        log_event(LOG_INFO, drained ? MC_EVENT_NODE_DRAINING : MC_EVENT_NODE_RESUMED,
+                  LOG_FIELDS("NODE_ID", a->config.node_id, "MC_REASON", "control"),
+                  drained ? "Drained through the control: no new claims; running tasks finish." :
+                            "Undrained through the control.");
+        if (drained)
+                control_call_cancel(TAKE_PTR(a->claim_call));
+        else
+                schedule_claim(a, 0);
 }
 
 void agent_set_draining(Agent *a, bool draining) {

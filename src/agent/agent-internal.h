@@ -32,6 +32,10 @@ void task_lease_confirmed(Task *t);
 void task_send_finish(Task *t);
 extern const DriverJobCallbacks job_callbacks;
 
+/* agent-output.c: the live output of a running task */
+void task_live_output_start(Task *t);
+void task_live_output_stop(Task *t);
+
 /* agent-lease.c */
 void save_leases(Agent *a);
 void update_fence_timer(Agent *a);

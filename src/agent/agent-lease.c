@@ -237,6 +237,9 @@ static void on_heartbeat_reply(const ControlReply *reply, void *userdata) {
                 a->ttl_usec = ttl;
         }
 
+        agent_set_drained(a, json_object_object_get_ex(reply->json, "drain", &renewed) &&
+                             json_object_is_type(renewed, json_type_boolean) && json_object_get_boolean(renewed));
+
         if (json_object_object_get_ex(reply->json, "renewed", &renewed) && json_object_is_type(renewed, json_type_array))
                 for (size_t i = 0; i < json_object_array_length(renewed); i++) {
                         const char *id = json_object_get_string(json_object_array_get_idx(renewed, i));

@@ -53,6 +53,7 @@ void task_free(Task *t) {
 
         LIST_REMOVE(a->tasks, t);
         a->n_tasks--;
+        task_live_output_stop(t);
         driver_job_free(t->job);
         control_call_cancel(t->started_call);
         control_call_cancel(t->finish_call);
@@ -235,6 +236,7 @@ static void on_job_started(DriverJob *job, const char *handle, uint64_t started_
         log_task(LOG_INFO, t, MC_EVENT_CONTAINER_STARTED, "running as %s.", handle);
         task_arm_timeout(t);
         task_report_started(t);
+        task_live_output_start(t);
         save_leases(a);
         agent_bus_task_started(a, t->id);
         agent_bus_running_changed(a);

@@ -115,6 +115,15 @@ typedef struct Task {
         char *fence_dir;                /* <state>/fence/<task>-<lease>: the lease file's directory */
         uint64_t fence_promise_usec;    /* CLOCK_MONOTONIC: the fence time the last write promised */
         bool fence_gap;                 /* a promise ran out before the next write: the init may have fenced */
+        /* Live output (agent-output.c): what of the job's output went to the control so far. */
+        sd_event_source *live_timer;
+        ControlCall *live_call;
+        char *live_pending;             /* the chunk being sent (valid UTF-8), until accepted */
+        size_t live_pending_raw;        /* the output bytes it was made of */
+        uint64_t live_raw_offset;       /* output bytes sent */
+        int64_t live_sent;              /* text bytes the control stored */
+        unsigned live_chunks;           /* sent in this flush interval */
+        bool live_stopped;
         LIST_FIELDS(struct Task);
 } Task;
 
@@ -137,6 +146,7 @@ struct Agent {
         unsigned n_tasks;
 
         bool registered, draining, stopping, adopted, leftovers_listed;
+        bool drained;                   /* drained through the control (the heartbeat's "drain") */
         DriverLeftover *pending;        /* found at start, waiting for the first renewal */
         size_t n_pending;
         void *heartbeat_sent;           /* what the heartbeat in flight renews */
@@ -175,6 +185,7 @@ int agent_start(Agent *a);
 void agent_stop(Agent *a);
 
 void agent_set_draining(Agent *a, bool draining);
+void agent_set_drained(Agent *a, bool drained);
 unsigned agent_n_running(Agent *a);
 unsigned agent_n_fetching(Agent *a);
 /* JSON array describing every task the agent holds. */

@@ -102,6 +102,9 @@ typedef struct DriverOps {
         /* false while what runs the jobs does not answer (the Docker engine restarting): a task claimed
          * now would only wait here. Asking may start a check of it. NULL: always true. */
         bool (*available)(Driver *d);
+        /* While the job runs: up to max bytes of its output (both streams, as captured) from offset on,
+         * for the live output the agent sends the control. NULL: the driver cannot. */
+        int (*job_output_read)(DriverJob *job, uint64_t offset, void *buf, size_t max, size_t *ret_size);
         Driver *(*free)(Driver *d);
 } DriverOps;
 
@@ -144,6 +147,11 @@ static inline void driver_job_free(DriverJob *job) {
 }
 static inline const char *driver_job_handle(DriverJob *job) {
         return job->driver->ops->job_handle(job);
+}
+static inline int driver_job_output_read(DriverJob *job, uint64_t offset, void *buf, size_t max, size_t *ret_size) {
+        if (!job->driver->ops->job_output_read)
+                return -EOPNOTSUPP;
+        return job->driver->ops->job_output_read(job, offset, buf, max, ret_size);
 }
 
 /* Calls fn(userdata) from the event loop soon, never from within the caller; then, or when the loop

@@ -23,6 +23,7 @@ int agent_body_parse(AgentBodyKind kind, const char *body, size_t size, AgentBod
                 "inputs_bytes_agents", "inputs_bytes_cache", NULL,
         };
         static const char *const allowed_release[] = { "node_id", "lease_token", "code", "reason", NULL };
+        static const char *const allowed_output[] = { "node_id", "lease_token", "offset", "data", NULL };
         static const char *const allowed_finish[] = {
                 "node_id", "lease_token", "status", "exit_code", "reason", "stdout_tail", "stderr_tail",
                 "truncated", "output", NULL,
@@ -34,6 +35,7 @@ int agent_body_parse(AgentBodyKind kind, const char *body, size_t size, AgentBod
                 [AGENT_BODY_STARTED] = allowed_started,
                 [AGENT_BODY_FINISH] = allowed_finish,
                 [AGENT_BODY_RELEASE] = allowed_release,
+                [AGENT_BODY_OUTPUT] = allowed_output,
         };
         _cleanup_json_ json_object *o = NULL;
         const char *node;
@@ -161,6 +163,16 @@ static int check_started(AgentBody *b, CheckError *e) {
         return 0;
 }
 
+static int check_output(AgentBody *b, CheckError *e) {
+        json_object *o = b->json;
+
+        if (check_int(o, "lease_token", true, 1, INT64_MAX - 1, &b->lease_token, e) < 0 ||
+            check_int(o, "offset", true, 0, INT64_C(1) << 40, &b->offset, e) < 0 ||
+            check_string(o, "data", true, AGENT_CHUNK_MAX_BYTES, NULL, NULL, &b->data, e) < 0)
+                return -EINVAL;
+        return 0;
+}
+
 int agent_body_check(AgentBody *b, int64_t claim_wait_max_ms, CheckError *e) {
         switch (b->kind) {
         case AGENT_BODY_REGISTER:
@@ -177,6 +189,8 @@ int agent_body_check(AgentBody *b, int64_t claim_wait_max_ms, CheckError *e) {
                 return check_finish(b, e);
         case AGENT_BODY_RELEASE:
                 return check_release(b, e);
+        case AGENT_BODY_OUTPUT:
+                return check_output(b, e);
         case _AGENT_BODY_MAX:
                 break;
         }

@@ -18,6 +18,7 @@ typedef enum AgentBodyKind {
         AGENT_BODY_STARTED,
         AGENT_BODY_FINISH,
         AGENT_BODY_RELEASE,
+        AGENT_BODY_OUTPUT,
         _AGENT_BODY_MAX,
 } AgentBodyKind;
 
@@ -46,6 +47,9 @@ typedef struct AgentBody {
         /* release: why the agent gives the lease back before running the task (one of
          * agent_release_codes) */
         const char *code;
+        /* output: a chunk of the lease's live output, starting at byte offset of it */
+        int64_t offset;
+        const char *data;
         /* finish */
         const char *status, *reason, *stdout_tail, *stderr_tail, *output;
         bool truncated, have_exit_code;
@@ -55,6 +59,8 @@ typedef struct AgentBody {
 #define AGENT_TAIL_MAX_BYTES (64 * 1024)
 #define AGENT_REASON_MAX_BYTES 1024
 #define AGENT_HEARTBEAT_MAX_LEASES 10000
+/* The most one chunk of live output may carry. */
+#define AGENT_CHUNK_MAX_BYTES (64 * 1024)
 
 /* Why an agent may give a lease back before its task ran: the inputs could not be fetched (no peer
  * within the deadline, a content that fails verification everywhere), or the node's disk cannot hold

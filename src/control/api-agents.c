@@ -259,6 +259,24 @@ void api_task_release(Control *c, HttpRequest *req, const ApiCall *call) {
         run_call(a, "SELECT code, body FROM mc_release($1, $2, $3::bigint, $4, $5)", 5, params);
 }
 
+void api_task_output(Control *c, HttpRequest *req, const ApiCall *call) {
+        _cleanup_(agent_body_done) AgentBody b = {};
+        char offset_s[32], max_s[32];
+        AgentCall *a;
+
+        assert(call->task_id);
+        if (decode_body(req, AGENT_BODY_OUTPUT, &call->identity, 0, &b) < 0)
+                return;
+        a = call_new(c, req, "output", b.node_id, call->task_id);
+        if (!a)
+                return;
+        snprintf(a->token, sizeof(a->token), "%" PRIi64, b.lease_token);
+        snprintf(offset_s, sizeof(offset_s), "%" PRIi64, b.offset);
+        snprintf(max_s, sizeof(max_s), "%" PRIi64, c->config.live_output_max_bytes);
+        const char *params[] = { call->task_id, b.node_id, a->token, offset_s, b.data, max_s };
+        run_call(a, "SELECT code, body FROM mc_output_chunk($1, $2, $3::bigint, $4::bigint, $5, $6::bigint)", 6, params);
+}
+
 void api_task_finish(Control *c, HttpRequest *req, const ApiCall *call) {
         _cleanup_(agent_body_done) AgentBody b = {};
         _cleanup_free_ char *output_cut = NULL;

@@ -16,8 +16,12 @@
 #include "push.h"
 #include "task-publisher.h"
 #include "task-spec.h"
+#include "utf8.h"
+#include "watch.h"
 
 #define PUSH_MAX_BODY (1024 * 1024)
+/* The longest ?wait= of GET /api/tasks/{id}, in seconds. */
+#define WAIT_MAX_SEC 300
 
 typedef enum Access {
         ACCESS_PUBLIC,
@@ -124,20 +128,150 @@ static void handle_list(Control *c, HttpRequest *req, const ApiCall *call) {
                 reply_op_failed(req, r);
 }
 
+/* A query parameter not in allowed (NULL-terminated) gets 400 naming it; returns false then. */
+static bool check_query_known(HttpRequest *req, const char *const *allowed, const char *known) {
+        const char *unknown = http_request_query_unknown(req, allowed);
+
+        if (!unknown)
+                return true;
+        http_request_reply_error(req, 400, unknown, "Unknown query parameter \"%.64s\" (known: %s).", unknown, known);
+        return false;
+}
+
+/* A boolean query parameter: absent, "0"/"false"/"no" or "1"/"true"/"yes". */
+static int query_bool(HttpRequest *req, const char *key, bool *ret) {
+        const char *v = http_request_query(req, key);
+
+        *ret = false;
+        if (!v)
+                return 0;
+        if (streq(v, "1") || streq(v, "true") || streq(v, "yes") || isempty(v))
+                *ret = true;
+        else if (!streq(v, "0") && !streq(v, "false") && !streq(v, "no")) {
+                http_request_reply_error(req, 400, key, "Query parameter \"%s\" must be 1 or 0.", key);
+                return -EINVAL;
+        }
+        return 0;
+}
+
 static void handle_get(Control *c, HttpRequest *req, const ApiCall *call) {
+        static const char *const allowed[] = { "wait", "since", NULL };
+        const char *wait = http_request_query(req, "wait"), *since = http_request_query(req, "since");
         int r;
 
         assert(call->task_id);
+        if (!check_query_known(req, allowed, "wait, since"))
+                return;
+        if (wait) {
+                char *end;
+                long n;
+
+                errno = 0;
+                n = strtol(wait, &end, 10);
+                if (errno != 0 || end == wait || *end != 0 || n < 0 || n > WAIT_MAX_SEC) {
+                        http_request_reply_error(req, 400, "wait", "Query parameter \"wait\" must be whole seconds, 0..%d.",
+                                                 WAIT_MAX_SEC);
+                        return;
+                }
+                if (since && (strlen(since) > 64 || !utf8_is_valid(since, strlen(since)))) {
+                        http_request_reply_error(req, 400, "since", "Query parameter \"since\" must be a status or an "
+                                                 "\"updated_at\" of the task.");
+                        return;
+                }
+                if (n > 0) {
+                        r = watch_task_wait(c, req, call->task_id, (uint64_t) n * USEC_PER_SEC, since);
+                        if (r < 0)
+                                reply_op_failed(req, r);
+                        return;
+                }
+        } else if (since) {
+                http_request_reply_error(req, 400, "since", "Query parameter \"since\" goes with \"wait\".");
+                return;
+        }
         r = control_get_task(c, call->task_id, api_reply_op, req);
         if (r < 0)
                 reply_op_failed(req, r);
 }
 
 static void handle_logs(Control *c, HttpRequest *req, const ApiCall *call) {
+        static const char *const allowed[] = { "follow", NULL };
+        bool follow;
         int r;
 
         assert(call->task_id);
-        r = control_task_logs(c, call->task_id, reply_text_op, req);
+        if (!check_query_known(req, allowed, "follow") || query_bool(req, "follow", &follow) < 0)
+                return;
+        if (follow)
+                r = watch_task_follow(c, req, call->task_id);
+        else
+                r = control_task_logs(c, call->task_id, reply_text_op, req);
+        if (r < 0)
+                reply_op_failed(req, r);
+}
+
+static void handle_events(Control *c, HttpRequest *req, const ApiCall *call) {
+        static const char *const allowed[] = { "since", "task", NULL };
+        const char *since = http_request_query(req, "since"), *task = http_request_query(req, "task");
+        int r;
+
+        if (!check_query_known(req, allowed, "since, task"))
+                return;
+        if (task && !id_is_valid(task)) {
+                http_request_reply_error(req, 400, "task", "Invalid task id ([A-Za-z0-9][A-Za-z0-9._-]{0,127}).");
+                return;
+        }
+        /* The standard resumption of an EventSource that reconnects; a since given says it too. */
+        if (!since)
+                since = http_request_header(req, "Last-Event-ID");
+        if (since && (isempty(since) || strlen(since) > 64 || !utf8_is_valid(since, strlen(since)))) {
+                http_request_reply_error(req, 400, "since", "The cursor must be an event's id.");
+                return;
+        }
+        r = watch_events(c, req, task, since);
+        if (r < 0)
+                reply_op_failed(req, r);
+}
+
+/* The answer of a delete: 204 and nothing, or the error. */
+static void reply_delete_op(Control *c, unsigned code, const char *body, void *userdata) {
+        if (code == 204)
+                http_request_reply(userdata, 204, NULL, "", 0);
+        else
+                http_request_reply(userdata, code, "application/json", body, strlen(body));
+}
+
+static void handle_delete(Control *c, HttpRequest *req, const ApiCall *call) {
+        int r;
+
+        assert(call->task_id);
+        r = control_delete_task(c, call->task_id, reply_delete_op, req);
+        if (r < 0)
+                reply_op_failed(req, r);
+}
+
+static void handle_node_drain(Control *c, HttpRequest *req, const ApiCall *call) {
+        int r;
+
+        assert(call->node_id);
+        r = control_drain_node(c, call->node_id, true, api_reply_op, req);
+        if (r < 0)
+                reply_op_failed(req, r);
+}
+
+static void handle_node_undrain(Control *c, HttpRequest *req, const ApiCall *call) {
+        int r;
+
+        assert(call->node_id);
+        r = control_drain_node(c, call->node_id, false, api_reply_op, req);
+        if (r < 0)
+                reply_op_failed(req, r);
+}
+
+static void handle_node_delete(Control *c, HttpRequest *req, const ApiCall *call) {
+        int r;
+
+        assert(call->node_id);
+        r = control_delete_node(c, call->node_id, reply_delete_op, req);
         if (r < 0)
                 reply_op_failed(req, r);
 }
@@ -210,6 +344,8 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
                    "mc_db_pending_queries %zu\n", db_n_pending(c->db));
         fprintf(f, "# HELP mc_claims_waiting Long-poll claims waiting for a task.\n# TYPE mc_claims_waiting gauge\n"
                    "mc_claims_waiting %zu\n", claim_waiters_n(c->waiters));
+        fprintf(f, "# HELP mc_http_streams Long polls, followed logs and event streams open on this replica.\n"
+                   "# TYPE mc_http_streams gauge\nmc_http_streams %zu\n", watchers_n(c->watchers));
         fprintf(f, "# HELP mc_tasks_pushed_total Tasks created by this replica.\n# TYPE mc_tasks_pushed_total counter\n"
                    "mc_tasks_pushed_total %" PRIu64 "\n", c->metrics.tasks_pushed);
         fprintf(f, "# HELP mc_leases_granted_total Leases granted by this replica.\n# TYPE mc_leases_granted_total counter\n"
@@ -358,7 +494,9 @@ static const Route routes[] = {
         { "GET",   "/api/tasks",              ACCESS_USER,   BODY_NONE,    "list",        handle_list },
         { "POST",  "/api/tasks",              ACCESS_USER,   BODY_JSON,    "push",        handle_push },
         { "GET",   "/api/tasks/{id}",         ACCESS_USER,   BODY_NONE,    "get",         handle_get },
+        { "DELETE", "/api/tasks/{id}",        ACCESS_USER,   BODY_NONE,    "delete",      handle_delete },
         { "GET",   "/api/tasks/{id}/logs",    ACCESS_USER,   BODY_NONE,    "logs",        handle_logs },
+        { "POST",  "/api/tasks/{id}/output",  ACCESS_AGENT,  BODY_JSON,    "output",      api_task_output },
         { "POST",  "/api/tasks/{id}/cancel",  ACCESS_USER,   BODY_NONE,    "cancel",      handle_cancel },
         { "POST",  "/api/tasks/{id}/started", ACCESS_AGENT,  BODY_JSON,    "started",     api_task_started },
         { "POST",  "/api/tasks/{id}/finish",  ACCESS_AGENT,  BODY_JSON,    "finish",      api_task_finish },
@@ -367,6 +505,10 @@ static const Route routes[] = {
         { "GET",   "/api/contents/{content}", ACCESS_ANY,    BODY_NONE,    "content_get", api_content_get },
         { "PUT",   "/api/contents/{content}", ACCESS_USER,   BODY_TORRENT, "content_put", api_content_put },
         { "GET",   "/api/nodes",              ACCESS_USER,   BODY_NONE,    "nodes",       handle_nodes },
+        { "DELETE", "/api/nodes/{node}",      ACCESS_USER,   BODY_NONE,    "node_delete", handle_node_delete },
+        { "POST",  "/api/nodes/{node}/drain", ACCESS_USER,   BODY_NONE,    "drain",       handle_node_drain },
+        { "POST",  "/api/nodes/{node}/undrain", ACCESS_USER, BODY_NONE,    "undrain",     handle_node_undrain },
+        { "GET",   "/api/events",             ACCESS_USER,   BODY_NONE,    "events",      handle_events },
         { "POST",  "/api/agents/register",    ACCESS_AGENT,  BODY_JSON,    "register",    api_agent_register },
         { "POST",  "/api/agents/claim",       ACCESS_AGENT,  BODY_JSON,    "claim",       api_agent_claim },
         { "POST",  "/api/agents/heartbeat",   ACCESS_AGENT,  BODY_JSON,    "heartbeat",   api_agent_heartbeat },
@@ -377,6 +519,7 @@ static const Route routes[] = {
 typedef enum PathParamKind {
         PARAM_TASK,
         PARAM_CONTENT,
+        PARAM_NODE,
         _PARAM_MAX,
 } PathParamKind;
 
@@ -387,6 +530,7 @@ static const struct {
 } path_params[_PARAM_MAX] = {
         [PARAM_TASK]    = { "{id}",      id_is_valid,      "Invalid task id in the path ([A-Za-z0-9][A-Za-z0-9._-]{0,127})." },
         [PARAM_CONTENT] = { "{content}", valid_content_id, "Invalid content id in the path (64 lowercase hex digits)." },
+        [PARAM_NODE]    = { "{node}",    id_is_valid,      "Invalid node id in the path ([A-Za-z0-9][A-Za-z0-9._-]{0,127})." },
 };
 
 /* The labels of requests no route took. */
@@ -527,6 +671,8 @@ void control_http_handler(HttpRequest *req, void *userdata) {
                 }
                 if (value.kind == PARAM_TASK)
                         call.task_id = value.value;
+                else if (value.kind == PARAM_NODE)
+                        call.node_id = value.value;
                 else
                         call.content_id = value.value;
         }

@@ -16,6 +16,7 @@ typedef struct ApiCall {
         char cert_node[ID_MAX + 1]; /* identity.name when a client certificate proved it */
         const char *task_id;    /* the {id} of the path, a valid task id; NULL when the path has none */
         const char *content_id; /* the {content} of the path, a valid content id; NULL when none */
+        const char *node_id;    /* the {node} of the path, a valid node id; NULL when none */
 } ApiCall;
 
 /* An endpoint (the table in api.c): answers req, now or later. */
@@ -29,6 +30,8 @@ void api_agent_heartbeat(Control *c, HttpRequest *req, const ApiCall *call);
 void api_task_started(Control *c, HttpRequest *req, const ApiCall *call);
 void api_task_finish(Control *c, HttpRequest *req, const ApiCall *call);
 void api_task_release(Control *c, HttpRequest *req, const ApiCall *call);
+/* A chunk of the live output of the task's lease. */
+void api_task_output(Control *c, HttpRequest *req, const ApiCall *call);
 
 /* Contents (api-contents.c): PUT and GET call->content_id, and the list. */
 void api_content_put(Control *c, HttpRequest *req, const ApiCall *call);

@@ -15,6 +15,7 @@
 #include "migrations.h"
 #include "push.h"
 #include "task-publisher.h"
+#include "watch.h"
 
 #define DRAIN_TIMEOUT_USEC (5 * USEC_PER_SEC)
 
@@ -66,6 +67,12 @@ static const ConfigOption control_options[] = {
           "Longest a client may take to send a request's body" },
         { "HTTP_IDLE_TIMEOUT_SEC", NULL, CONFIG_INT, offsetof(ControlConfig, http_idle_timeout_sec), 1, 3600, "30",
           "Longest a keep-alive connection may stay idle between requests" },
+        { "HTTP_MAX_STREAMS", NULL, CONFIG_INT, offsetof(ControlConfig, http_max_streams), 1, 1048576, "1024",
+          "Long polls, followed logs and event streams served at once (beyond: 503)" },
+        { "RETENTION_SEC", NULL, CONFIG_INT, offsetof(ControlConfig, retention_sec), 0, INT64_C(3153600000), "604800",
+          "Finished tasks and their output are deleted this long after they ended (0: never)" },
+        { "LIVE_OUTPUT_MAX_BYTES", NULL, CONFIG_INT, offsetof(ControlConfig, live_output_max_bytes), 0, 16777216, "1048576",
+          "Output an agent may send while a lease runs (GET /api/tasks/{id}/logs before the end)" },
         { "LOG_LEVEL", NULL, CONFIG_STRING, offsetof(ControlConfig, log_level), 0, 0, "info",
           "debug, info, notice, warning, err" },
         DHT_CONFIG_OPTIONS(ControlConfig, dht),
@@ -79,9 +86,15 @@ static const ConfigSpec control_config_spec = {
         .n_options = ELEMENTSOF(control_options),
 };
 
-static void on_db_notify(const char *payload, void *userdata) {
+static void on_db_notify(const char *channel, const char *payload, void *userdata) {
         Control *c = userdata;
-        claim_waiters_notify(c->waiters, payload);
+
+        if (streq(channel, "mc_events"))
+                watchers_task_event(c->watchers, payload);
+        else if (streq(channel, "mc_output"))
+                watchers_task_output(c->watchers, payload);
+        else
+                claim_waiters_notify(c->waiters, payload);
 }
 
 static void on_db_state(bool available, void *userdata) {
@@ -91,6 +104,7 @@ static void on_db_state(bool available, void *userdata) {
                 return;
         /* Notifications may have been missed while the listener was away. */
         claim_waiters_wake_all(c->waiters);
+        watchers_recheck_all(c->watchers);
         /* The lease watch needs nothing here: agents could not renew during the outage, and fenced
          * themselves on their own clocks if it lasted; the counts seen before it only make the
          * sweep wait longer. */
@@ -188,6 +202,7 @@ static void control_done(Control *c) {
         c->db = db_free(c->db);
         c->pusher = push_batcher_free(c->pusher);
         c->waiters = claim_waiters_free(c->waiters);
+        c->watchers = watchers_free(c->watchers);
         c->publisher = task_publisher_free(c->publisher);
         c->sweep_timer = sd_event_source_disable_unref(c->sweep_timer);
         c->housekeeping_timer = sd_event_source_disable_unref(c->housekeeping_timer);
@@ -241,6 +256,8 @@ static int run(int argc, char *argv[]) {
         r = claim_waiters_new(&c, &c.waiters);
         if (r >= 0)
                 r = push_batcher_new(&c, &c.pusher);
+        if (r >= 0)
+                r = watchers_new(&c, &c.watchers);
         if (r < 0)
                 return log_oom();
 
@@ -248,7 +265,8 @@ static int run(int argc, char *argv[]) {
                 .dsn = c.config.db_dsn,
                 .pool_size = (unsigned) c.config.db_pool_size,
                 .query_timeout_usec = (uint64_t) c.config.db_timeout_ms * USEC_PER_MSEC,
-                .listen_channel = "mc_queued",
+                /* Claims wait for mc_queued; watches and streams for the others (watch.h). */
+                .listen_channels = (const char *const[]) { "mc_queued", "mc_events", "mc_output", NULL },
                 .migrations = control_migrations,
                 .n_migrations = control_n_migrations,
                 .functions_sql = control_functions_sql,

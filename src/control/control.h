@@ -40,6 +40,9 @@ typedef struct ControlConfig {
         int64_t http_header_timeout_sec;
         int64_t http_body_timeout_sec;
         int64_t http_idle_timeout_sec;
+        int64_t http_max_streams;
+        int64_t retention_sec;
+        int64_t live_output_max_bytes;
         bool bus;
         char *bus_group;
         char *log_level;
@@ -49,6 +52,7 @@ typedef struct ControlConfig {
 typedef struct PushBatcher PushBatcher;
 typedef struct TaskPublisher TaskPublisher;
 typedef struct ClaimWaiters ClaimWaiters;
+typedef struct Watchers Watchers;
 
 typedef struct TaskCounts {
         uint64_t by_status[_TASK_STATUS_MAX];
@@ -67,6 +71,7 @@ typedef struct Control {
         Metrics metrics;
         PushBatcher *pusher;
         ClaimWaiters *waiters;
+        Watchers *watchers;             /* long polls, live output, event streams (watch.h) */
         TaskPublisher *publisher;
         sd_event_source *sweep_timer;
         sd_event_source *housekeeping_timer;
@@ -74,6 +79,7 @@ typedef struct Control {
         bool stopping;
         bool sweep_running;
         bool housekeeping_running;
+        bool retention_running;
         unsigned housekeeping_round;
         TaskCounts counts;
 } Control;
@@ -88,6 +94,9 @@ int control_list_tasks(Control *c, const char *status, json_object *labels, int6
 int control_cancel_task(Control *c, const char *id, TaskOpCallback cb, void *userdata);
 int control_task_logs(Control *c, const char *id, TaskOpCallback cb, void *userdata);
 int control_list_nodes(Control *c, TaskOpCallback cb, void *userdata);
+int control_delete_task(Control *c, const char *id, TaskOpCallback cb, void *userdata);
+int control_drain_node(Control *c, const char *node, bool drain, TaskOpCallback cb, void *userdata);
+int control_delete_node(Control *c, const char *node, TaskOpCallback cb, void *userdata);
 
 /* Helpers for callbacks: an error body as JSON text (static buffer-free: returns malloc'd). */
 char *control_error_body(const char *field, const char *format, ...) _printf_(2, 3);

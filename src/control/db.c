@@ -52,7 +52,7 @@ struct Db {
         char *dsn;
         unsigned pool_size;
         uint64_t query_timeout_usec;
-        char *listen_channel;
+        char *listen_sql;               /* "LISTEN a; LISTEN b; "; NULL: no listener */
         const DbMigration *migrations;
         size_t n_migrations;
         const char *functions_sql;
@@ -250,8 +250,7 @@ static void conn_start_setup(DbConn *c) {
 
         /* Server-side limits, so a stuck statement or an abandoned transaction never holds locks long. */
         if (c->listener)
-                snprintf(sql, sizeof(sql), "SET application_name = 'mc-control-listener'; LISTEN %s;",
-                         c->db->listen_channel);
+                snprintf(sql, sizeof(sql), "SET application_name = 'mc-control-listener'; %s", c->db->listen_sql);
         else
                 snprintf(sql, sizeof(sql),
                          "SET application_name = 'mc-control'; SET statement_timeout = %" PRIu64 "; "
@@ -460,7 +459,7 @@ static void conn_read(DbConn *c) {
                 PGnotify *n;
                 while ((n = PQnotifies(c->conn))) {
                         if (c->db->on_notify)
-                                c->db->on_notify(n->extra, c->db->userdata);
+                                c->db->on_notify(n->relname, n->extra, c->db->userdata);
                         PQfreemem(n);
                 }
         }
@@ -584,9 +583,23 @@ int db_new(sd_event *e, const DbConfig *config, DbNotifyCallback on_notify, DbSt
                 return log_oom();
         db->event = sd_event_ref(e);
         db->dsn = strdup(config->dsn ?: "");
-        db->listen_channel = config->listen_channel ? strdup(config->listen_channel) : NULL;
-        if (!db->dsn || (config->listen_channel && !db->listen_channel))
+        if (!db->dsn)
                 return log_oom();
+        if (config->listen_channels && config->listen_channels[0]) {
+                _cleanup_free_ char *sql = NULL;
+                size_t size = 0;
+                FILE *f = open_memstream(&sql, &size);
+
+                if (!f)
+                        return log_oom();
+                for (const char *const *ch = config->listen_channels; *ch; ch++)
+                        fprintf(f, "LISTEN %s; ", *ch);
+                if (fclose(f) != 0)
+                        return log_oom();
+                if (size > 400)
+                        return -E2BIG;  /* conn_start_setup()'s buffer */
+                db->listen_sql = TAKE_PTR(sql);
+        }
         db->pool_size = config->pool_size;
         db->query_timeout_usec = config->query_timeout_usec ?: 10 * USEC_PER_SEC;
         db->migrations = config->migrations;
@@ -596,7 +609,7 @@ int db_new(sd_event *e, const DbConfig *config, DbNotifyCallback on_notify, DbSt
         db->on_state = on_state;
         db->userdata = userdata;
 
-        db->n_conns = config->pool_size + (db->listen_channel ? 1 : 0);
+        db->n_conns = config->pool_size + (db->listen_sql ? 1 : 0);
         db->conns = calloc(db->n_conns, sizeof(DbConn));
         if (!db->conns)
                 return log_oom();
@@ -636,7 +649,7 @@ Db *db_free(Db *db) {
         sd_event_source_disable_unref(db->watch_timer);
         free(db->conns);
         free(db->dsn);
-        free(db->listen_channel);
+        free(db->listen_sql);
         sd_event_unref(db->event);
         free(db);
         return NULL;

@@ -18,7 +18,7 @@ typedef struct Db Db;
  * connection broke, -ETIMEDOUT it waited or ran too long, -ECANCELED shutting down); otherwise it is
  * the query's result, which may be an error result (check PQresultStatus). Db frees it afterwards. */
 typedef void (*DbCallback)(PGresult *result, int error, void *userdata);
-typedef void (*DbNotifyCallback)(const char *payload, void *userdata);
+typedef void (*DbNotifyCallback)(const char *channel, const char *payload, void *userdata);
 /* Called when the database becomes usable (schema applied, listener up) or stops being so. */
 typedef void (*DbStateCallback)(bool available, void *userdata);
 
@@ -32,7 +32,7 @@ typedef struct DbConfig {
         const char *dsn;                /* libpq keyword/value string or URI */
         unsigned pool_size;
         uint64_t query_timeout_usec;    /* queued plus running */
-        const char *listen_channel;     /* NULL: no listener */
+        const char *const *listen_channels; /* NULL-terminated; NULL or empty: no listener */
         const DbMigration *migrations;
         size_t n_migrations;
         const char *functions_sql;      /* applied after the migrations at every start; NULL: none */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* Periodic work: the lease sweep, and housekeeping (counts for metrics and D-Bus, explanations for
- * queued tasks nobody can take). */
+ * queued tasks nobody can take, retention). */
 
 #include "control.h"
 #include "daemon-util.h"
@@ -13,6 +13,9 @@
 /* Every so many rounds: counting finished tasks and explaining waiting ones cost a scan each. */
 #define FINAL_COUNTS_EVERY 5
 #define EXPLAIN_EVERY 5
+/* Retention deletes at most this many tasks per transaction: each is short, and holds the rows it
+ * deletes only; a backlog is worked off batch after batch. */
+#define RETENTION_BATCH 200
 
 /* The lease sweep. Each round sends the leases whose renewal count this replica has seen standing
  * still for their TTL plus the grace (lease-watch.h), which the database expires if they still are as
@@ -128,6 +131,43 @@ static void on_explain_done(PGresult *r, int error, void *userdata) {
         /* Best effort: the explanation is refreshed next time. */
 }
 
+static void retention_run(Control *c);
+
+static void on_retention_done(PGresult *r, int error, void *userdata) {
+        Control *c = userdata;
+        long n;
+        char count[32];
+
+        c->retention_running = false;
+        if (error < 0 || !r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+                if (r && PQresultStatus(r) != PGRES_TUPLES_OK)
+                        log_warning("Retention failed: %s", PQresultErrorMessage(r));
+                return;         /* next round */
+        }
+        n = atol(PQgetvalue(r, 0, 0));
+        if (n <= 0)
+                return;
+        snprintf(count, sizeof(count), "%ld", n);
+        log_event(LOG_INFO, MC_EVENT_TASKS_DELETED, LOG_FIELDS("MC_COUNT", count, "MC_REASON", "retention"),
+                  "Deleted %ld tasks that ended more than %" PRIi64 " s ago.", n, c->config.retention_sec);
+        if (n >= RETENTION_BATCH && !c->stopping)
+                retention_run(c);
+}
+
+/* Deletes the tasks that ended more than RETENTION_SEC ago, with their attempts and output. Every
+ * replica does it; they skip each other's rows (SKIP LOCKED). */
+static void retention_run(Control *c) {
+        char age[32], batch[16];
+        const char *params[] = { age, batch };
+
+        if (c->config.retention_sec <= 0 || c->retention_running)
+                return;
+        snprintf(age, sizeof(age), "%" PRIi64, c->config.retention_sec * 1000);
+        snprintf(batch, sizeof(batch), "%d", RETENTION_BATCH);
+        if (db_query(c->db, "SELECT mc_retention($1::bigint, $2::integer)", 2, params, on_retention_done, c) >= 0)
+                c->retention_running = true;
+}
+
 static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata) {
         Control *c = userdata;
         char lost[32];
@@ -145,6 +185,7 @@ static int on_housekeeping(sd_event_source *s, uint64_t usec, void *userdata) {
                 c->housekeeping_running = true;
         if (c->housekeeping_round % EXPLAIN_EVERY == 0)
                 (void) db_query(c->db, "SELECT mc_explain_pending($1::integer)", 1, params, on_explain_done, c);
+        retention_run(c);
         c->housekeeping_round++;
         return 0;
 }

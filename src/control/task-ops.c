@@ -63,6 +63,21 @@ void control_task_changed(Control *c, const char *id, TaskStatus s, McEvent even
         task_publisher_changed(c->publisher, id, s, node, lease_token, attempt);
 }
 
+/* What an operator did through the API, in the journal. */
+static void log_operation(const char *what, const char *id) {
+        if (streq(what, "delete"))
+                log_event(LOG_INFO, MC_EVENT_TASKS_DELETED, LOG_FIELDS("TASK_ID", id, "MC_COUNT", "1"),
+                          "Task %s deleted.", id);
+        else if (streq(what, "drain") || streq(what, "undrain")) {
+                bool drain = streq(what, "drain");
+                log_event(LOG_INFO, drain ? MC_EVENT_NODE_DRAINING : MC_EVENT_NODE_RESUMED,
+                          LOG_FIELDS("NODE_ID", id, "MC_REASON", "control"),
+                          "Node %s %s through the control.", id, drain ? "drained" : "undrained");
+        }
+        else if (streq(what, "remove"))
+                log_event(LOG_INFO, MC_EVENT_NODE_REMOVED, LOG_FIELDS("NODE_ID", id), "Lost node %s removed.", id);
+}
+
 typedef struct Op {
         Control *control;
         TaskOpCallback callback;
@@ -91,6 +106,8 @@ static void on_op_done(PGresult *r, int error, void *userdata) {
                                              node ? MC_EVENT_LEASE_REVOKED : MC_EVENT_TASK_FINISHED,
                                              node, NULL, NULL, "Task cancelled by user");
                 }
+                if (code < 300 && op->what)
+                        log_operation(op->what, op->id);
                 op->callback(c, code, PQgetvalue(r, 0, 1), op->userdata);
         } else
                 op->callback(c, 200, PQgetvalue(r, 0, 0), op->userdata);
@@ -121,9 +138,9 @@ int control_get_task(Control *c, const char *id, TaskOpCallback cb, void *userda
 
 int control_task_logs(Control *c, const char *id, TaskOpCallback cb, void *userdata) {
         const char *params[] = { id };
-        /* A task with no captured output yet has an empty log, not a missing one. */
-        return op_run(c, "SELECT coalesce(o.output, '') FROM tasks t LEFT JOIN task_output o ON o.task_id = t.id "
-                         "WHERE t.id = $1", 1, params, false, NULL, id, cb, userdata);
+        /* The result's output once it came; before, what the agent sent while the task runs (empty when
+         * nothing yet: an empty log, not a missing one). */
+        return op_run(c, "SELECT data FROM mc_task_logs($1, NULL, 0)", 1, params, false, NULL, id, cb, userdata);
 }
 
 int control_cancel_task(Control *c, const char *id, TaskOpCallback cb, void *userdata) {
@@ -152,4 +169,27 @@ int control_list_nodes(Control *c, TaskOpCallback cb, void *userdata) {
         /* A node that missed three heartbeat rounds (one TTL) is shown as lost. */
         snprintf(lost, sizeof(lost), "%" PRIi64, c->config.lease_ttl_ms);
         return op_run(c, "SELECT mc_nodes($1::integer)", 1, params, false, NULL, NULL, cb, userdata);
+}
+
+int control_delete_task(Control *c, const char *id, TaskOpCallback cb, void *userdata) {
+        const char *params[] = { id };
+        return op_run(c, "SELECT code, body FROM mc_task_delete($1)", 1, params, true, "delete", id, cb, userdata);
+}
+
+int control_drain_node(Control *c, const char *node, bool drain, TaskOpCallback cb, void *userdata) {
+        char lost[32];
+        const char *params[] = { node, drain ? "true" : "false", lost };
+
+        snprintf(lost, sizeof(lost), "%" PRIi64, c->config.lease_ttl_ms);
+        return op_run(c, "SELECT code, body FROM mc_node_drain($1, $2::boolean, $3::integer)", 3, params, true,
+                      drain ? "drain" : "undrain", node, cb, userdata);
+}
+
+int control_delete_node(Control *c, const char *node, TaskOpCallback cb, void *userdata) {
+        char lost[32];
+        const char *params[] = { node, lost };
+
+        snprintf(lost, sizeof(lost), "%" PRIi64, c->config.lease_ttl_ms);
+        return op_run(c, "SELECT code, body FROM mc_node_delete($1, $2::integer)", 2, params, true, "remove", node,
+                      cb, userdata);
 }

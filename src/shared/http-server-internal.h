@@ -74,6 +74,8 @@ struct HttpServer {
         HttpListener *listeners;
         size_t n_listeners;
         HttpRequest *suspended;         /* list of requests waiting for the application */
+        HttpRequest *streams;           /* requests answered with a stream, until they complete */
+        size_t n_streams;
         bool stopping;
 
         AddressTable *addresses;

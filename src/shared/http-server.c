@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -34,7 +35,14 @@ struct HttpRequest {
         const char *route;
         char *extra_headers[MAX_EXTRA_HEADERS][2];
         size_t n_extra_headers;
-        LIST_FIELDS(HttpRequest);       /* in server->suspended */
+        /* A streamed answer (http_request_reply_stream()): in server->streams from then on. */
+        bool streaming;
+        bool stream_suspended;          /* the reader had nothing: waiting for http_request_stream_wake() */
+        bool stream_end;
+        HttpStreamRead stream_read;
+        HttpStreamClosed stream_closed;
+        void *stream_userdata;
+        LIST_FIELDS(HttpRequest);       /* in server->suspended, then (streams) in server->streams */
 };
 
 uint64_t http_server_now(HttpServer *s) {
@@ -305,6 +313,12 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
         if (s->completed)
                 s->completed(r, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->code : 0, s->userdata);
         suspended_remove(r);
+        if (r->streaming) {
+                LIST_REMOVE(s->streams, r);
+                s->n_streams--;
+                if (r->stream_closed)
+                        r->stream_closed(r->stream_userdata);
+        }
         request_free(r);
 }
 
@@ -545,7 +559,8 @@ HttpServer *http_server_free(HttpServer *s) {
         if (!s)
                 return NULL;
 
-        /* MHD refuses to stop with suspended connections: answer them first. */
+        /* MHD refuses to stop with suspended connections: answer them first, and end the streams (the
+         * application hears nothing more of them). */
         s->stopping = true;
         while (s->suspended) {
                 HttpRequest *r = s->suspended;
@@ -553,6 +568,15 @@ HttpServer *http_server_free(HttpServer *s) {
                 if (!r->response)
                         http_request_reply_error(r, 503, NULL, "Server is shutting down.");
                 MHD_resume_connection(r->connection);
+        }
+        for (HttpRequest *r = s->streams; r; r = r->next) {
+                r->stream_read = NULL;
+                r->stream_closed = NULL;
+                r->stream_end = true;
+                if (r->stream_suspended) {
+                        r->stream_suspended = false;
+                        MHD_resume_connection(r->connection);
+                }
         }
         if (s->daemon) {
                 (void) MHD_run(s->daemon);
@@ -672,6 +696,8 @@ int http_request_add_header(HttpRequest *r, const char *name, const char *value)
         return 0;
 }
 
+static int request_set_response(HttpRequest *r, unsigned code, const char *content_type, struct MHD_Response *resp);
+
 int http_request_reply(HttpRequest *r, unsigned code, const char *content_type, const char *body, size_t size) {
         struct MHD_Response *resp;
 
@@ -682,6 +708,95 @@ int http_request_reply(HttpRequest *r, unsigned code, const char *content_type, 
         resp = MHD_create_response_from_buffer(size, (void *) body, MHD_RESPMEM_MUST_COPY);
         if (!resp)
                 return log_oom();
+        return request_set_response(r, code, content_type, resp);
+}
+
+/* libmicrohttpd asks for the next bytes of a streamed answer. With none to give, the connection is
+ * suspended (no deadline, no busy loop) until the application wakes it. */
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+        HttpRequest *r = cls;
+        ssize_t n;
+
+        if (r->stream_end || !r->stream_read)
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        n = r->stream_read(r->stream_userdata, buf, max);
+        if (n < 0) {
+                r->stream_end = true;
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        if (n == 0) {
+                MHD_suspend_connection(r->connection);
+                r->stream_suspended = true;
+        }
+        return n;
+}
+
+int http_request_reply_stream(HttpRequest *r, unsigned code, const char *content_type, HttpStreamRead read,
+                              HttpStreamClosed closed, void *userdata) {
+        struct MHD_Response *resp;
+        int ret;
+
+        assert(read);
+        if (r->response || r->queued)
+                return log_warning_errno(EALREADY, "Request %s %s answered twice; ignoring the second answer.",
+                                         r->method, r->path);
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, r, NULL);
+        if (!resp)
+                return log_oom();
+        r->stream_read = read;
+        r->stream_closed = closed;
+        r->stream_userdata = userdata;
+        /* Not in server->suspended any more once the response is set below: the list fields are free. */
+        ret = request_set_response(r, code, content_type, resp);
+        if (ret < 0)
+                return ret;
+        r->streaming = true;
+        LIST_PREPEND(r->server->streams, r);
+        r->server->n_streams++;
+        return 0;
+}
+
+void http_request_stream_wake(HttpRequest *r) {
+        assert(r);
+        if (!r->stream_suspended)
+                return;
+        r->stream_suspended = false;
+        MHD_resume_connection(r->connection);
+        http_server_wake(r->server);
+}
+
+void http_request_stream_end(HttpRequest *r) {
+        assert(r);
+        r->stream_end = true;
+        http_request_stream_wake(r);
+}
+
+void http_request_stream_detach(HttpRequest *r) {
+        assert(r);
+        r->stream_read = NULL;
+        r->stream_closed = NULL;
+        r->stream_userdata = NULL;
+        http_request_stream_end(r);
+}
+
+bool http_request_peer_gone(HttpRequest *r) {
+        const union MHD_ConnectionInfo *info;
+        struct pollfd p = { .events = POLLRDHUP };
+
+        info = MHD_get_connection_info(r->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!info)
+                return false;
+        p.fd = info->connect_fd;
+        if (poll(&p, 1, 0) <= 0)
+                return false;
+        return p.revents & (POLLRDHUP | POLLHUP | POLLERR);
+}
+
+size_t http_server_n_streams(const HttpServer *s) {
+        return s ? s->n_streams : 0;
+}
+
+static int request_set_response(HttpRequest *r, unsigned code, const char *content_type, struct MHD_Response *resp) {
         if (content_type)
                 MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
         for (size_t i = 0; i < r->n_extra_headers; i++)

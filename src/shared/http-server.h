@@ -123,3 +123,25 @@ int http_request_reply_json(HttpRequest *r, unsigned code, json_object *o);
 int http_request_reply_error(HttpRequest *r, unsigned code, const char *field, const char *format, ...) _printf_(4, 5);
 /* Adds a header to the response that will be sent; call before replying. */
 int http_request_add_header(HttpRequest *r, const char *name, const char *value);
+
+/* Streamed answers (chunked): long-lived, like GET /api/events. read fills buf with up to max bytes
+ * and returns their number; 0 when it has nothing now (the connection then waits, with no deadline
+ * and no busy loop, until http_request_stream_wake()); negative to end the answer. closed is called
+ * once the request is gone (the answer ended, or the client left): r must not be used after it.
+ * While it waits for data the server does not see a client leave; http_request_peer_gone() looks. A
+ * stream is a request being handled (phase busy): the header, body and idle deadlines do not apply,
+ * and a stream is never closed to make room; sending must make progress within the longest deadline
+ * plus a second, as for any answer. The application counts and caps its streams. */
+typedef ssize_t (*HttpStreamRead)(void *userdata, char *buf, size_t max);
+typedef void (*HttpStreamClosed)(void *userdata);
+int http_request_reply_stream(HttpRequest *r, unsigned code, const char *content_type, HttpStreamRead read,
+                              HttpStreamClosed closed, void *userdata);
+/* There is more to read (or the end): calls read again soon. */
+void http_request_stream_wake(HttpRequest *r);
+/* Ends the answer after what read gave so far; closed still follows. */
+void http_request_stream_end(HttpRequest *r);
+/* Ends it and forgets the callbacks: neither read nor closed is called any more. */
+void http_request_stream_detach(HttpRequest *r);
+/* Whether the client closed its end (poll()s the connection's socket). */
+bool http_request_peer_gone(HttpRequest *r);
+size_t http_server_n_streams(const HttpServer *s);

@@ -37,6 +37,9 @@
         X(NODE_RESUMED,         node_resumed,         "a685a475006545b1b68d24c27d7225bb")       \
         X(ENGINE_UNAVAILABLE,   engine_unavailable,   "c6634b9ae96c44229d6c54fa74a22d4a")       \
         X(ENGINE_AVAILABLE,     engine_available,     "2cc706f1aa094de2930700ae48687fd2")       \
+        X(NODE_REMOVED,         node_removed,         "99baeba4b92841f4a8118f5800be2a8c")       \
+        /* what the control deletes: DELETE /api/tasks/{id}, retention */                      \
+        X(TASKS_DELETED,        tasks_deleted,        "b14765cb541f4217a5e7a3c54a869edb")       \
         /* an agent finding the controls */                                                     \
         X(CONTROL_URLS_CHANGED, control_urls_changed, "59f76b2a54f3418b8b75b17bf9679324")       \
         X(CONTROLS_FOUND,       controls_found,       "8cca37b6b48148f99145ae77adf803cf")       \

@@ -57,6 +57,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (b.lease_token < 1 || !b.status || (b.have_exit_code && (b.exit_code < -1 || b.exit_code > 255)))
                         abort();
                 break;
+        case AGENT_BODY_OUTPUT:
+                if (b.lease_token < 1 || b.offset < 0 || !b.data || strlen(b.data) > AGENT_CHUNK_MAX_BYTES)
+                        abort();
+                break;
         case AGENT_BODY_RELEASE:
                 if (b.lease_token < 1 || !b.code || !strv_contains((char *const *) agent_release_codes, b.code))
                         abort();

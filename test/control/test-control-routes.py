@@ -20,14 +20,19 @@ ENDPOINTS = {
     "/metrics": ({"GET", "HEAD"}, None),
     "/api/tasks/push": ({"POST"}, "user"),
     "/api/tasks": ({"GET", "HEAD", "POST"}, "user"),
-    "/api/tasks/TASK": ({"GET", "HEAD"}, "user"),
+    "/api/tasks/TASK": ({"GET", "HEAD", "DELETE"}, "user"),
     "/api/tasks/TASK/logs": ({"GET", "HEAD"}, "user"),
     "/api/tasks/TASK/cancel": ({"POST"}, "user"),
     "/api/tasks/TASK/started": ({"POST"}, "agent"),
     "/api/tasks/TASK/finish": ({"POST"}, "agent"),
+    "/api/tasks/TASK/output": ({"POST"}, "agent"),
+    "/api/events": ({"GET", "HEAD"}, "user"),
     "/api/contents": ({"GET", "HEAD"}, "user"),
     "/api/contents/CONTENT": ({"GET", "HEAD", "PUT"}, {"GET": "any", "HEAD": "any", "PUT": "user"}),
     "/api/nodes": ({"GET", "HEAD"}, "user"),
+    "/api/nodes/NODE": ({"DELETE"}, "user"),
+    "/api/nodes/NODE/drain": ({"POST"}, "user"),
+    "/api/nodes/NODE/undrain": ({"POST"}, "user"),
     "/api/agents/register": ({"POST"}, "agent"),
     "/api/agents/claim": ({"POST"}, "agent"),
     "/api/agents/heartbeat": ({"POST"}, "agent"),
@@ -78,7 +83,7 @@ def test_405_names_every_method_of_the_path():
     before = db_fingerprint(pg)
     failures = []
     for pattern, (allowed, _) in ENDPOINTS.items():
-        path = pattern.replace("TASK", task).replace("CONTENT", CONTENT)
+        path = pattern.replace("TASK", task).replace("CONTENT", CONTENT).replace("NODE", "node-a")
         for method in METHODS:
             if method in allowed:
                 continue
@@ -107,7 +112,7 @@ def test_allow_is_true():
     before = db_fingerprint(pg)
     failures = []
     for pattern, (allowed, whom) in ENDPOINTS.items():
-        path = pattern.replace("TASK", task).replace("CONTENT", CONTENT)
+        path = pattern.replace("TASK", task).replace("CONTENT", CONTENT).replace("NODE", "node-a")
         for method in sorted(allowed):
             who = whom.get(method) if isinstance(whom, dict) else whom
             if who is None:

@@ -86,6 +86,11 @@ struct DockerJob {
         bool reported;
         int pidfd;                      /* the container's init, to kill it without the engine */
         DockerCall *pid_call;
+        /* Live output: the container's logs followed while it runs, from the first time they are
+         * asked for (docker_job_output_read()) until it exits; the result reads them again whole. */
+        DockerCall *live_call;
+        OutputCapture live;
+        bool live_started;
 };
 
 static DockerDriver *docker_driver(Driver *d) {
@@ -394,6 +399,7 @@ static void on_final_inspect(const DockerResult *res, void *userdata) {
 static void finish_exited(DockerJob *j) {
         int r;
 
+        docker_call_cancel(TAKE_PTR(j->live_call));
         j->state = JOB_COLLECTING;
         /* On a new connection: whether the engine is going away as the container ended (see above). */
         r = docker_container_inspect_fresh(client(j), j->container_id, on_final_inspect, j, &j->call);
@@ -720,17 +726,52 @@ static void docker_job_free(DriverJob *job) {
         docker_call_cancel(j->wait_call);
         docker_call_cancel(j->stop_call);
         docker_call_cancel(j->pid_call);
+        docker_call_cancel(j->live_call);
         if (j->pidfd >= 0)
                 close(j->pidfd);
         sd_event_source_disable_unref(j->retry_timer);
         json_object_put(j->spec);
         output_capture_done(&j->capture);
+        output_capture_done(&j->live);
         free(j->name);
         free(j->image);
         free(j->container_id);
         free(j->reason);
         driver_job_done(&j->job);
         free(j);
+}
+
+static void on_live_logs(const DockerResult *res, void *userdata) {
+        DockerJob *j = userdata;
+
+        /* The container stopped, or the engine went away: what came stays readable. */
+        j->live_call = NULL;
+}
+
+static int docker_job_output_read(DriverJob *job, uint64_t offset, void *buf, size_t max, size_t *ret_size) {
+        DockerJob *j = docker_job(job);
+        int r;
+
+        if (!j->live_started) {
+                if (j->state != JOB_RUNNING || !j->container_id) {
+                        *ret_size = 0;
+                        return 0;
+                }
+                r = output_capture_init(&j->live, docker_driver(job->driver)->output_cap, 1);
+                if (r < 0)
+                        return r;
+                j->live_started = true;
+                r = docker_container_logs(client(j), j->container_id, true, &j->live, on_live_logs, j, &j->live_call);
+                if (r < 0)
+                        return r;
+        }
+        if (offset >= j->live.output_size) {
+                *ret_size = 0;
+                return 0;
+        }
+        *ret_size = MIN(max, j->live.output_size - (size_t) offset);
+        memcpy(buf, j->live.output + offset, *ret_size);
+        return 0;
 }
 
 static int docker_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobCallbacks *cb, void *userdata,
@@ -1059,6 +1100,7 @@ static const DriverOps docker_ops = {
         .leftover_discard = docker_leftover_discard,
         .job_handle = docker_job_handle,
         .available = docker_available,
+        .job_output_read = docker_job_output_read,
         .free = docker_driver_free,
 };
 

@@ -666,6 +666,29 @@ static const char *exec_job_handle(DriverJob *job) {
         return exec_job(job)->handle;
 }
 
+/* The supervisor appends to <job>/output as the command prints (exec-job-files.h). */
+static int exec_job_output_read_live(DriverJob *job, uint64_t offset, void *buf, size_t max, size_t *ret_size) {
+        ExecJob *j = exec_job(job);
+        _cleanup_free_ char *path = NULL;
+        _cleanup_close_ int fd = -1;
+        ssize_t n;
+
+        if (asprintf(&path, "%s/output", j->job_dir) < 0)
+                return -ENOMEM;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+                if (errno != ENOENT)
+                        return -errno;
+                *ret_size = 0;          /* not started yet */
+                return 0;
+        }
+        n = pread(fd, buf, max, (off_t) offset);
+        if (n < 0)
+                return -errno;
+        *ret_size = (size_t) n;
+        return 0;
+}
+
 /* "<task>-<lease>": the task id may itself contain '-', the lease token never does. */
 static int parse_job_name(const char *name, char **ret_task, int64_t *ret_lease) {
         const char *dash = strrchr(name, '-');
@@ -919,6 +942,7 @@ static const DriverOps exec_ops = {
         .job_adopt = exec_job_adopt,
         .leftover_discard = exec_leftover_discard,
         .job_handle = exec_job_handle,
+        .job_output_read = exec_job_output_read_live,
         .free = exec_driver_free,
 };
 

@@ -232,7 +232,7 @@ BEGIN
                 RETURN QUERY SELECT 404, jsonb_build_object('error', 'node is not registered', 'field', 'node_id');
                 RETURN;
         END IF;
-        IF n.draining THEN
+        IF n.draining OR n.drained THEN
                 RETURN;
         END IF;
 
@@ -323,7 +323,8 @@ BEGIN
                         WHERE l.id NOT IN (SELECT r.id FROM r)), '[]'::jsonb)
           INTO renewed, revoked;
 
-        RETURN QUERY SELECT 200, jsonb_build_object('lease_ttl_ms', p_ttl_ms, 'renewed', renewed, 'revoked', revoked);
+        RETURN QUERY SELECT 200, jsonb_build_object('lease_ttl_ms', p_ttl_ms, 'renewed', renewed, 'revoked', revoked,
+                                                     'drain', (SELECT n.drained FROM nodes n WHERE n.node_id = p_node));
 END
 $$;
 
@@ -415,6 +416,8 @@ BEGIN
          WHERE tasks.id = p_id RETURNING * INTO t;
         UPDATE attempts SET ended_at = now(), status = p_status, exit_code = p_exit_code, reason = p_reason
          WHERE task_id = p_id AND attempt = t.attempt;
+        -- The result's output is the authority from now on: the live chunks go.
+        DELETE FROM task_output_chunks WHERE task_id = p_id;
         IF p_output IS NOT NULL THEN
                 INSERT INTO task_output (task_id, output, truncated) VALUES (p_id, p_output, p_output_truncated)
                 ON CONFLICT (task_id) DO UPDATE SET output = EXCLUDED.output, truncated = EXCLUDED.truncated;
@@ -564,20 +567,27 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION mc_nodes(p_lost_after_ms integer) RETURNS jsonb LANGUAGE sql STABLE AS $$
-        SELECT jsonb_build_object('nodes', coalesce(jsonb_agg(jsonb_build_object(
+-- A node as GET /api/nodes shows it. "draining" is the node's own (D-Bus) drain or one asked for
+-- through the control ("drained"), which only the control's undrain ends.
+CREATE OR REPLACE FUNCTION mc_node_json(n nodes, p_lost_after_ms integer) RETURNS jsonb LANGUAGE sql STABLE AS $$
+        SELECT jsonb_build_object(
                 'node_id', n.node_id,
                 'state', CASE WHEN n.last_heartbeat < now() - p_lost_after_ms * interval '1 millisecond' THEN 'lost'
-                              WHEN n.draining THEN 'draining' ELSE 'ready' END,
+                              WHEN n.draining OR n.drained THEN 'draining' ELSE 'ready' END,
+                'drained', n.drained,
                 'capacity', jsonb_build_object('nano_cpus', n.nano_cpus, 'memory_bytes', n.memory_bytes),
                 'reserved', jsonb_build_object('nano_cpus', coalesce(r.cpus, 0), 'memory_bytes', coalesce(r.mem, 0)),
                 'running_tasks', coalesce(r.n, 0),
                 'labels', n.labels, 'runtime', n.runtime, 'driver', n.driver, 'version', n.version,
                 'registered_at', mc_ts(n.registered_at), 'last_heartbeat', mc_ts(n.last_heartbeat))
-                ORDER BY n.node_id), '[]'::jsonb))
+        FROM (SELECT sum(t.nano_cpus) AS cpus, sum(t.memory_bytes) AS mem, count(*) AS n
+              FROM tasks t WHERE t.lease_node = n.node_id AND t.status IN ('leased', 'running')) r
+$$;
+
+CREATE OR REPLACE FUNCTION mc_nodes(p_lost_after_ms integer) RETURNS jsonb LANGUAGE sql STABLE AS $$
+        SELECT jsonb_build_object('nodes', coalesce(jsonb_agg(mc_node_json(n, p_lost_after_ms) ORDER BY n.node_id),
+                                                    '[]'::jsonb))
         FROM nodes n
-        LEFT JOIN LATERAL (SELECT sum(t.nano_cpus) AS cpus, sum(t.memory_bytes) AS mem, count(*) AS n
-                           FROM tasks t WHERE t.lease_node = n.node_id AND t.status IN ('leased', 'running')) r ON true
 $$;
 
 -- Counts for metrics and D-Bus properties. The states a task passes through (queued, leased, running)
@@ -595,7 +605,7 @@ CREATE OR REPLACE FUNCTION mc_counts(p_lost_after_ms integer, p_final boolean) R
                         '{}'::jsonb) ELSE '{}'::jsonb END,
                 'nodes_ready', (SELECT count(*) FROM nodes
                                 WHERE last_heartbeat > now() - p_lost_after_ms * interval '1 millisecond'
-                                  AND NOT draining))
+                                  AND NOT draining AND NOT drained))
 $$;
 
 -- Registers a checked manifest: 201 created, 200 when the same bytes are stored under the id already,
@@ -640,4 +650,202 @@ CREATE OR REPLACE FUNCTION mc_contents_list(p_limit integer, p_after bigint) RET
                                       FROM numbered x WHERE x.n <= p_limit), '[]'::jsonb),
                 'next', (SELECT ((x.c).seq)::text FROM numbered x WHERE x.n = p_limit
                          AND EXISTS (SELECT 1 FROM numbered y WHERE y.n = p_limit + 1)))
+$$;
+
+-- ---- Watching: every change of a task's status (or of its record's time: a cancelled task's result)
+-- is announced on the channel mc_events to every replica, which passes it to the long polls
+-- (GET /api/tasks/{id}?wait=) and event streams (GET /api/events) it serves. The payload is the event
+-- as the stream sends it (well under NOTIFY's 8000 bytes: an id is at most 128).
+CREATE OR REPLACE FUNCTION mc_event_json(t tasks) RETURNS jsonb LANGUAGE sql STABLE AS $$
+        SELECT jsonb_build_object('id', t.id, 'status', t.status, 'attempt', t.attempt,
+                                  'node_id', CASE WHEN t.status IN ('leased', 'running') THEN t.lease_node END,
+                                  'exit_code', t.exit_code, 'updated_at', mc_ts(t.updated_at))
+$$;
+
+CREATE OR REPLACE FUNCTION mc_task_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+        PERFORM pg_notify('mc_events', mc_event_json(NEW)::text);
+        RETURN NULL;
+END
+$$;
+
+-- The triggers that call it are bound to the table but hold nothing but the call: created here, once
+-- (creating a trigger locks the table against writes, which a start of every replica should not do),
+-- and what they do changes with mc_task_event. A renewal (lease_renewals) sets neither column and
+-- fires nothing.
+DO $$
+BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname = 'mc_task_inserted') THEN
+                CREATE TRIGGER mc_task_inserted AFTER INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION mc_task_event();
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname = 'mc_task_changed') THEN
+                CREATE TRIGGER mc_task_changed AFTER UPDATE OF status, updated_at ON tasks FOR EACH ROW
+                        WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.updated_at IS DISTINCT FROM NEW.updated_at)
+                        EXECUTE FUNCTION mc_task_event();
+        END IF;
+END
+$$;
+
+-- The catch-up of an event stream that names a cursor: the tasks changed at or after p_since (their
+-- current state), oldest change first.
+CREATE OR REPLACE FUNCTION mc_events_since(p_since timestamptz, p_limit integer) RETURNS SETOF jsonb LANGUAGE sql STABLE AS $$
+        SELECT mc_event_json(t) FROM tasks t WHERE t.updated_at >= p_since ORDER BY t.updated_at, t.seq LIMIT p_limit
+$$;
+
+-- ---- Live output. A chunk of lease p_token's output that starts at p_pos, the bytes stored so far:
+-- stored (200 {"stored": bytes now}); already stored (p_pos below that: an agent that sends again after
+-- a lost answer) 200 as well; a gap 400; 409 for a stale lease; 413 once the lease has p_max bytes.
+-- Followers on every replica are told on mc_output.
+CREATE OR REPLACE FUNCTION mc_output_chunk(p_id text, p_node text, p_token bigint, p_pos bigint, p_data text, p_max bigint)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        lk record;
+        have bigint;
+BEGIN
+        SELECT * INTO lk FROM mc_lock_lease(p_id, p_node, p_token, false);
+        IF lk.code IS NOT NULL THEN
+                RETURN QUERY SELECT lk.code, lk.body;
+                RETURN;
+        END IF;
+        -- The last chunk's end is the lease's size: one index probe, however many chunks.
+        SELECT c.pos + octet_length(c.data) INTO have FROM task_output_chunks c
+         WHERE c.task_id = p_id AND c.lease_token = p_token ORDER BY c.pos DESC LIMIT 1;
+        have := coalesce(have, 0);
+        IF p_pos < have THEN
+                RETURN QUERY SELECT 200, jsonb_build_object('stored', have);
+                RETURN;
+        END IF;
+        IF p_pos > have THEN
+                RETURN QUERY SELECT 400, jsonb_build_object('error', format('chunk starts at %s, but %s bytes are stored', p_pos, have),
+                                                            'field', 'offset');
+                RETURN;
+        END IF;
+        IF have >= p_max THEN
+                RETURN QUERY SELECT 413, jsonb_build_object('error', format('the live output of a lease is at most %s bytes', p_max),
+                                                            'field', 'data');
+                RETURN;
+        END IF;
+        IF p_data <> '' THEN
+                INSERT INTO task_output_chunks (task_id, lease_token, pos, data) VALUES (p_id, p_token, p_pos, p_data);
+                PERFORM pg_notify('mc_output', p_id);
+        END IF;
+        RETURN QUERY SELECT 200, jsonb_build_object('stored', have + octet_length(p_data));
+END
+$$;
+
+-- What GET /api/tasks/{id}/logs serves: no row for an unknown task. Once the result came with its
+-- output, that output (authoritative); before, the live chunks of the current lease (or of lease
+-- p_token when given) from byte p_from on. next_pos is where the text returned ends; lease_token is the
+-- task's current lease.
+CREATE OR REPLACE FUNCTION mc_task_logs(p_id text, p_token bigint, p_from bigint)
+RETURNS TABLE (status text, authoritative boolean, lease_token bigint, next_pos bigint, data text)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+        t tasks;
+        o text;
+        tok bigint;
+BEGIN
+        SELECT * INTO t FROM tasks x WHERE x.id = p_id;
+        IF NOT FOUND THEN
+                RETURN;
+        END IF;
+        SELECT x.output INTO o FROM task_output x WHERE x.task_id = p_id;
+        IF FOUND THEN
+                RETURN QUERY SELECT t.status, true, t.lease_token, octet_length(o)::bigint, o;
+                RETURN;
+        END IF;
+        tok := coalesce(p_token, t.lease_token);
+        RETURN QUERY SELECT t.status, false, t.lease_token,
+                            coalesce(max(c.pos + octet_length(c.data)), p_from),
+                            coalesce(string_agg(c.data, '' ORDER BY c.pos), '')
+                       FROM task_output_chunks c
+                      WHERE c.task_id = p_id AND c.lease_token = tok AND c.pos >= p_from;
+END
+$$;
+
+-- ---- Nodes, from the control.
+CREATE OR REPLACE FUNCTION mc_node_drain(p_node text, p_drained boolean, p_lost_after_ms integer)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        n nodes;
+BEGIN
+        UPDATE nodes SET drained = p_drained WHERE node_id = p_node RETURNING * INTO n;
+        IF NOT FOUND THEN
+                RETURN QUERY SELECT 404, jsonb_build_object('error', 'no such node', 'field', 'id');
+                RETURN;
+        END IF;
+        IF NOT p_drained THEN
+                -- Claims of the node waiting meanwhile look again.
+                PERFORM mc_notify_queued(0, ARRAY[p_node]);
+        END IF;
+        RETURN QUERY SELECT 200, mc_node_json(n, p_lost_after_ms);
+END
+$$;
+
+-- Removes a lost node: refused (409) while it heartbeats (within p_lost_after_ms) or holds a lease.
+CREATE OR REPLACE FUNCTION mc_node_delete(p_node text, p_lost_after_ms integer)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        n nodes;
+        held integer;
+BEGIN
+        SELECT * INTO n FROM nodes WHERE node_id = p_node FOR UPDATE;
+        IF NOT FOUND THEN
+                RETURN QUERY SELECT 404, jsonb_build_object('error', 'no such node', 'field', 'id');
+                RETURN;
+        END IF;
+        IF n.last_heartbeat >= now() - p_lost_after_ms * interval '1 millisecond' THEN
+                RETURN QUERY SELECT 409, jsonb_build_object('error', 'the node is alive (it heartbeats); only a lost node can be removed',
+                                                            'field', 'id');
+                RETURN;
+        END IF;
+        SELECT count(*) INTO held FROM tasks t WHERE t.lease_node = p_node AND t.status IN ('leased', 'running');
+        IF held > 0 THEN
+                RETURN QUERY SELECT 409, jsonb_build_object('error', format('the node holds %s leases; they must expire first', held),
+                                                            'field', 'id');
+                RETURN;
+        END IF;
+        DELETE FROM nodes WHERE node_id = p_node;
+        RETURN QUERY SELECT 204, NULL::jsonb;
+END
+$$;
+
+-- ---- Deleting tasks: one that has ended (409 otherwise), or, by retention, those that ended more than
+-- p_age_ms ago, at most p_batch of them per call (short transactions, rows others hold skipped).
+-- Attempts, output and live chunks go with them (ON DELETE CASCADE).
+CREATE OR REPLACE FUNCTION mc_task_delete(p_id text)
+RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        t tasks;
+BEGIN
+        SELECT * INTO t FROM tasks x WHERE x.id = p_id FOR UPDATE;
+        IF NOT FOUND THEN
+                RETURN QUERY SELECT 404, jsonb_build_object('error', 'no such task', 'field', 'id');
+                RETURN;
+        END IF;
+        IF t.status IN ('queued', 'leased', 'running') THEN
+                RETURN QUERY SELECT 409, jsonb_build_object('error', format('task has not ended (%s); cancel it first', t.status),
+                                                            'field', 'id');
+                RETURN;
+        END IF;
+        DELETE FROM tasks x WHERE x.id = p_id;
+        RETURN QUERY SELECT 204, NULL::jsonb;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mc_retention(p_age_ms bigint, p_batch integer) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+        n integer;
+BEGIN
+        WITH old AS (
+                SELECT x.id FROM tasks x
+                 WHERE x.finished_at < now() - p_age_ms * interval '1 millisecond'
+                   AND x.status NOT IN ('queued', 'leased', 'running')
+                 ORDER BY x.finished_at LIMIT p_batch
+                 FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM tasks t USING old WHERE t.id = old.id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        RETURN n;
+END
 $$;
