@@ -11,7 +11,12 @@
 #include "json-util.h"
 #include "mcctl.h"
 
+typedef struct Stream Stream;
+
+/* The userdata of a request: libcurl-on-sd-event hands the same one to its completion and, for a
+ * stream, to its data handler. */
 typedef struct Pending {
+        Stream *stream;                 /* NULL unless streamed */
         bool done;
         McctlAnswer *answer;
         int error;
@@ -45,8 +50,8 @@ static void on_done(CurlRequest *req, const CurlResponse *resp, void *userdata) 
                 (void) json_parse_strict(p->answer->body, resp->size, &p->answer->json, NULL);
 }
 
-static int run_request(Mcctl *m, const CurlRequestOptions *o, McctlAnswer *ret) {
-        Pending p = { .answer = ret };
+static int run_request(Mcctl *m, const CurlRequestOptions *o, Stream *stream, McctlAnswer *ret) {
+        Pending p = { .stream = stream, .answer = ret };
         int r;
 
         *ret = (McctlAnswer) {};
@@ -96,18 +101,18 @@ int mcctl_call(Mcctl *m, const char *method, const char *path, json_object *body
                 .timeout_usec = timeout_usec ?: (uint64_t) m->timeout_sec * USEC_PER_SEC,
                 .connect_timeout_usec = 10 * USEC_PER_SEC,
         };
-        return run_request(m, &o, ret);
+        return run_request(m, &o, NULL, ret);
 }
 
-typedef struct Stream {
+struct Stream {
         CurlDataHandler on_data;
         void *userdata;
         char *error_body;               /* what a non-200 answer said */
         size_t error_size;
-} Stream;
+};
 
 static int on_stream_data(CurlRequest *req, const void *data, size_t size, void *userdata) {
-        Stream *s = userdata;
+        Stream *s = ((Pending *) userdata)->stream;
 
         if (curl_request_response_code(req) != 200) {
                 /* An error answer is small: keep it for the message. */
@@ -136,7 +141,7 @@ int mcctl_stream(Mcctl *m, const char *path, CurlDataHandler on_data, void *user
                 .connect_timeout_usec = 10 * USEC_PER_SEC,
                 .on_data = on_stream_data,
         };
-        r = run_request(m, &o, ret);
+        r = run_request(m, &o, &s, ret);
         if (r == 0 && ret->code != 200 && s.error_body) {
                 free(ret->body);
                 ret->body = TAKE_PTR(s.error_body);

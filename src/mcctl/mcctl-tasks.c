@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "id-util.h"
 #include "json-util.h"
@@ -506,18 +505,34 @@ static void say_transition(json_object *t) {
         fputc('\n', stderr);
 }
 
+/* Long polls of the record (?wait), each answered when the task changed from the version we saw, or at
+ * the deadline: no polling loop, and a change on any replica counts. */
+#define WATCH_WAIT_SEC 60
+
 int mcctl_follow_task(Mcctl *m, const char *id) {
-        _cleanup_free_ char *seen = NULL;
+        _cleanup_free_ char *seen = NULL, *since = NULL;
 
         for (;;) {
                 _cleanup_(mcctl_answer_done) McctlAnswer a = {};
-                _cleanup_free_ char *now = NULL;
-                const char *status;
+                _cleanup_free_ char *now = NULL, *path = NULL;
+                const char *status, *updated;
                 int r;
 
-                r = get_task(m, id, &a);
+                if (since) {
+                        char *e = curl_easy_escape(NULL, since, 0);
+                        if (!e)
+                                return MCCTL_EXIT_ERROR;
+                        r = asprintf(&path, "/api/tasks/%s?wait=%d&since=%s", id, WATCH_WAIT_SEC, e);
+                        curl_free(e);
+                } else
+                        r = asprintf(&path, "/api/tasks/%s", id);
+                if (r < 0)
+                        return MCCTL_EXIT_ERROR;
+                r = mcctl_call(m, "GET", path, NULL, (WATCH_WAIT_SEC + 30) * USEC_PER_SEC, &a);
                 if (r != 0)
                         return r;
+                if (a.code != 200 || !a.json)
+                        return mcctl_answer_failed(&a, a.code == 404 ? "no such task" : "cannot get the task");
                 status = record_string(a.json, "status");
                 if (asprintf(&now, "%s %s %s", strna(status), strna(lease_node(a.json)),
                              strna(record_string(a.json, "pending_reason"))) < 0)
@@ -529,7 +544,15 @@ int mcctl_follow_task(Mcctl *m, const char *id) {
                 }
                 if (status_final(status))
                         return task_exit_status(a.json);
-                (void) usleep(500 * 1000);
+                updated = record_string(a.json, "updated_at");
+                if (!updated) {
+                        fprintf(stderr, "mcctl: the control's task record has no updated_at.\n");
+                        return MCCTL_EXIT_ERROR;
+                }
+                free(since);
+                since = strdup(updated);
+                if (!since)
+                        return MCCTL_EXIT_ERROR;
         }
 }
 
@@ -545,24 +568,17 @@ int cmd_watch(Mcctl *m, int argc, char *argv[]) {
         return mcctl_follow_task(m, id);
 }
 
-static int get_logs(Mcctl *m, const char *id, McctlAnswer *a) {
-        _cleanup_free_ char *path = NULL;
-        int r;
-
-        if (asprintf(&path, "/api/tasks/%s/logs", id) < 0)
-                return MCCTL_EXIT_ERROR;
-        r = mcctl_call(m, "GET", path, NULL, 0, a);
-        if (r != 0)
-                return r;
-        if (a->code != 200)
-                return mcctl_answer_failed(a, a->code == 404 ? "no such task" : "cannot get the output");
+static int on_output(CurlRequest *req, const void *data, size_t size, void *userdata) {
+        if (fwrite(data, 1, size, stdout) != size || fflush(stdout) != 0)
+                return -errno;          /* a closed pipe (| head): stop */
         return 0;
 }
 
 int cmd_logs(Mcctl *m, int argc, char *argv[]) {
+        _cleanup_(mcctl_answer_done) McctlAnswer a = {};
+        _cleanup_free_ char *path = NULL;
         const char *id;
         bool follow = false;
-        size_t printed = 0;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "f", (const struct option[]) {
@@ -574,30 +590,13 @@ int cmd_logs(Mcctl *m, int argc, char *argv[]) {
         r = one_id(argc, argv, "task", &id);
         if (r != 0)
                 return r;
-        for (;;) {
-                _cleanup_(mcctl_answer_done) McctlAnswer t = {}, a = {};
-                bool final = false;
-
-                if (follow) {
-                        /* The state first: output fetched after seeing the end is complete. */
-                        r = get_task(m, id, &t);
-                        if (r != 0)
-                                return r;
-                        final = status_final(record_string(t.json, "status"));
-                }
-                r = get_logs(m, id, &a);
-                if (r != 0)
-                        return r;
-                /* The output only grows while the task runs; the final one replaces it (and may be cut
-                 * to its tail), so print it whole if it no longer continues what was printed. */
-                if (a.size >= printed)
-                        fwrite(a.body + printed, 1, a.size - printed, stdout);
-                else
-                        fwrite(a.body, 1, a.size, stdout);
-                printed = a.size;
-                fflush(stdout);
-                if (!follow || final)
-                        return 0;
-                (void) usleep(500 * 1000);
-        }
+        /* The output so far (while it runs) or all of it; with follow=1 streamed until the task ends. */
+        if (asprintf(&path, "/api/tasks/%s/logs%s", id, follow ? "?follow=1" : "") < 0)
+                return MCCTL_EXIT_ERROR;
+        r = mcctl_stream(m, path, on_output, NULL, &a);
+        if (r != 0)
+                return r;
+        if (a.code != 200)
+                return mcctl_answer_failed(&a, a.code == 404 ? "no such task" : "cannot get the output");
+        return 0;
 }

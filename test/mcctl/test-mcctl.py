@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """mcctl against a live cluster (real PostgreSQL, mc-control, an mc-agent with the exec driver): run
-and push with --wait end with the task's exit code; get, list, nodes, cancel, logs; the exit status
-of usage errors, of an unreachable control and of a refused token."""
+and push with --wait end with the task's exit code; get, list, nodes, cancel; logs -f shows a line
+while the task runs; drain stops new work on a node; the exit status of usage errors, of an
+unreachable control and of a refused token; shell completion that knows every command and option."""
 
 import json
 import os
@@ -11,7 +12,7 @@ import shlex
 import sys
 
 import mctest
-from mctest import check, run
+from mctest import check, http, run
 
 sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "agent"))
 import agenttest as at  # noqa: E402
@@ -63,6 +64,9 @@ def cluster():
     node = at.node_name("node-m")
     pg, (c,) = start_cluster(nodes=(node,), env={"MC_LEASE_TTL_MS": "10000", "MC_SWEEP_INTERVAL_MS": "100"})
     agent = at.Agent([c], node, driver="exec").start()
+    mctest.wait_until(lambda: any(n["node_id"] == node for n in
+                                  http("GET", c.url + "/api/nodes", token=at.USER_TOKEN).json()["nodes"]),
+                      60, msg=f"{node} to register")
     return c, node, agent
 
 
@@ -140,6 +144,44 @@ def test_cancel_watch_and_errors():
     check(p.returncode == 1 and bad in p.stderr, f"bad file: {p.returncode} {p.stderr}")
     p = mcctl(c, "push", "-f", "-", input='{"image": "x"}')
     check(p.returncode == 1 and "400" in p.stderr, f"refused push: {p.returncode} {p.stderr}")
+
+
+def test_logs_follow_shows_output_while_running():
+    c, node, _ = cluster()
+    marker = f"mcctl-follow-{at.RUN}"
+    p = mcctl(c, "run", "--image", at.IMAGE, "--", "sh", "-c", "echo first-line; " + at.held_cmd(marker, "echo second-line"))
+    check(p.returncode == 0, p.stderr)
+    tid = p.stdout.strip()
+    follower = mctest.background(mcctl, c, "logs", "-f", tid)
+    # The task prints its first line and is held: the line reaches the control while it runs.
+    mctest.wait_until(lambda: "first-line" in mcctl(c, "logs", tid).stdout, 60, msg="the first line while it runs")
+    check(c.task(tid)["status"] == "running", c.task(tid))
+    check(not follower.done, "logs -f ended while the task runs")
+    at.release(marker)
+    f = follower.get(timeout=120)
+    check(f.returncode == 0 and f.stdout.count("first-line") == 1 and "second-line" in f.stdout,
+          f"logs -f: {f.returncode} {f.stdout!r} {f.stderr}")
+    check(c.task(tid)["status"] == "succeeded", c.task(tid))
+
+
+def test_drain_stops_new_work():
+    c, node, _ = cluster()
+    p = mcctl(c, "drain", node)
+    check(p.returncode == 0 and p.stdout.split() == [node, "draining"], f"drain: {p.stdout} {p.stderr}")
+    p = mcctl(c, "nodes", "-o", "json")
+    check(json.loads(p.stdout)[0]["state"] == "draining", p.stdout)
+    p = mcctl(c, "run", "--image", at.IMAGE, "--", "true")
+    tid = p.stdout.strip()
+    # Long enough for several of the agent's claims and heartbeats: it must not take the task.
+    for _ in range(3):
+        t = http("GET", f"{c.url}/api/tasks/{tid}?wait=2&since=queued", token=at.USER_TOKEN).json()
+        check(t["status"] == "queued", f"a drained node took the task: {t}")
+    p = mcctl(c, "undrain", node)
+    check(p.returncode == 0 and p.stdout.split() == [node, "ready"], f"undrain: {p.stdout} {p.stderr}")
+    p = mcctl(c, "watch", tid)
+    check(p.returncode == 0, f"watch after undrain: {p.returncode} {p.stderr}")
+    p = mcctl(c, "drain", "no-such-node")
+    check(p.returncode == 1 and "404" in p.stderr, f"drain of an unknown node: {p.returncode} {p.stderr}")
 
 
 mctest.main()
