@@ -55,13 +55,16 @@ END
 $$;
 
 -- The inputs of task t as an agent plans its cache with them: each input's content and path, in the
--- order pushed, with the content's length and piece length.
-CREATE OR REPLACE FUNCTION mc_task_inputs(t tasks) RETURNS jsonb LANGUAGE sql STABLE AS $$
-        SELECT coalesce(jsonb_agg(jsonb_build_object(
-                        'content', e.x->>'content', 'path', e.x->>'path',
-                        'length', c.length, 'piece_length', c.piece_length) ORDER BY e.idx), '[]'::jsonb)
-        FROM jsonb_array_elements(coalesce(t.spec->'inputs', '[]'::jsonb)) WITH ORDINALITY AS e(x, idx)
-        LEFT JOIN contents c ON c.id = e.x->>'content'
+-- order pushed, with the content's length and piece length. PL/pgSQL, as mc_task_json, for its plan to
+-- be kept: as a SQL function (a FROM clause cannot be inlined) it was planned again at every claim.
+CREATE OR REPLACE FUNCTION mc_task_inputs(t tasks) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+        RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                'content', e.x->>'content', 'path', e.x->>'path',
+                                'length', c.length, 'piece_length', c.piece_length) ORDER BY e.idx), '[]'::jsonb)
+                FROM jsonb_array_elements(coalesce(t.spec->'inputs', '[]'::jsonb)) WITH ORDINALITY AS e(x, idx)
+                LEFT JOIN contents c ON c.id = e.x->>'content');
+END
 $$;
 
 -- The summary served as JSON. The magnet link is the one src/torrent/magnet.c makes for an id without
