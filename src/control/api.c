@@ -306,15 +306,6 @@ static void handle_health(Control *c, HttpRequest *req, const ApiCall *call) {
         http_request_reply_json(req, ok ? 200 : 503, o);
 }
 
-static uint64_t resident_memory_bytes(void) {
-        _cleanup_fclose_ FILE *f = fopen("/proc/self/statm", "re");
-        unsigned long size, resident;
-
-        if (!f || fscanf(f, "%lu %lu", &size, &resident) != 2)
-                return 0;
-        return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
-}
-
 static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
         _cleanup_free_ char *text = NULL;
         size_t size = 0;
@@ -385,8 +376,8 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
                            "# HELP mc_dht_nodes Nodes in the DHT routing table.\n# TYPE mc_dht_nodes gauge\n"
                            "mc_dht_nodes %zu\n", ps.published, ps.failed, ps.dropped, ps.pending, ps.dht_nodes);
         }
-        fprintf(f, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\n"
-                   "process_resident_memory_bytes %" PRIu64 "\n", resident_memory_bytes());
+        metrics_write_build_info(f, "mc-control");
+        metrics_write_process(f);
         if (fclose(f) != 0) {
                 http_request_reply_error(req, 500, NULL, "Out of memory.");
                 return;
@@ -715,5 +706,6 @@ void control_http_headers(HttpRequest *req, void *userdata) {
 
 void control_http_completed(HttpRequest *req, unsigned code, void *userdata) {
         Control *c = userdata;
-        metrics_count_request(&c->metrics, http_request_route(req), code);
+        metrics_count_request(&c->metrics, http_request_route(req), code,
+                              (double) http_request_age_usec(req) / USEC_PER_SEC);
 }

@@ -2,16 +2,21 @@
 
 #include "metrics.h"
 
-const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS] = {
-        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 5,
-};
+static void observe_latency(Metrics *m, const char *route, double seconds) {
+        for (size_t i = 0; i < m->n_endpoints; i++)
+                if (streq(m->endpoints[i].route, route)) {
+                        histogram_observe(&m->endpoints[i].latency, metrics_latency_bounds, seconds);
+                        return;
+                }
+        if (m->n_endpoints < METRICS_MAX_ENDPOINTS) {
+                m->endpoints[m->n_endpoints].route = route;
+                histogram_observe(&m->endpoints[m->n_endpoints++].latency, metrics_latency_bounds, seconds);
+        }
+}
 
-const double metrics_batch_bounds[METRICS_LATENCY_BUCKETS] = {
-        1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096,
-};
-
-void metrics_count_request(Metrics *m, const char *route, unsigned code) {
+void metrics_count_request(Metrics *m, const char *route, unsigned code, double seconds) {
         route = route ?: "other";
+        observe_latency(m, route, seconds);
         for (size_t i = 0; i < m->n_requests; i++)
                 if (m->requests[i].code == code && streq(m->requests[i].route, route)) {
                         m->requests[i].count++;
@@ -19,28 +24,6 @@ void metrics_count_request(Metrics *m, const char *route, unsigned code) {
                 }
         if (m->n_requests < METRICS_MAX_REQUEST_SERIES)
                 m->requests[m->n_requests++] = (RequestSeries) { .route = route, .code = code, .count = 1 };
-}
-
-void histogram_observe(Histogram *h, const double *bounds, double value) {
-        for (size_t i = 0; i < METRICS_LATENCY_BUCKETS; i++)
-                if (value <= bounds[i]) {
-                        h->buckets[i]++;
-                        break;
-                }
-        h->count++;
-        h->sum += value;
-}
-
-void metrics_write_histogram(FILE *f, const char *name, const char *help, const Histogram *h, const double *bounds) {
-        uint64_t cumulative = 0;
-
-        fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-        for (size_t i = 0; i < METRICS_LATENCY_BUCKETS; i++) {
-                cumulative += h->buckets[i];
-                fprintf(f, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, bounds[i], cumulative);
-        }
-        fprintf(f, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, h->count);
-        fprintf(f, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name, h->sum, name, h->count);
 }
 
 static const char *const input_source_names[_INPUT_SOURCE_MAX] = {
@@ -63,4 +46,12 @@ void metrics_write_requests(FILE *f, const Metrics *m) {
         for (size_t i = 0; i < m->n_requests; i++)
                 fprintf(f, "mc_http_requests_total{endpoint=\"%s\",code=\"%u\"} %" PRIu64 "\n",
                         m->requests[i].route, m->requests[i].code, m->requests[i].count);
+        metrics_write_histogram_header(f, "mc_http_request_duration_seconds",
+                                       "Time from a request's headers to its answer, by endpoint.");
+        for (size_t i = 0; i < m->n_endpoints; i++) {
+                char labels[128];
+                snprintf(labels, sizeof(labels), "endpoint=\"%s\"", m->endpoints[i].route);
+                metrics_write_histogram_series(f, "mc_http_request_duration_seconds", labels,
+                                               &m->endpoints[i].latency, metrics_latency_bounds);
+        }
 }

@@ -7,9 +7,10 @@
 #include <stdio.h>
 
 #include "macro.h"
+#include "prometheus.h"
 
 #define METRICS_MAX_REQUEST_SERIES 96
-#define METRICS_LATENCY_BUCKETS 12
+#define METRICS_MAX_ENDPOINTS 48
 
 typedef struct RequestSeries {
         const char *route;      /* static string */
@@ -17,11 +18,11 @@ typedef struct RequestSeries {
         uint64_t count;
 } RequestSeries;
 
-typedef struct Histogram {
-        uint64_t buckets[METRICS_LATENCY_BUCKETS]; /* cumulative at output time, per-bucket here */
-        uint64_t count;
-        double sum;
-} Histogram;
+/* How long answering took, by endpoint (long polls and streams included: their wait counts). */
+typedef struct EndpointLatency {
+        const char *route;      /* static string */
+        Histogram latency;
+} EndpointLatency;
 
 /* Where the bytes of tasks' inputs came from, as agents report them when a task starts. */
 typedef enum InputSource {
@@ -34,6 +35,8 @@ typedef enum InputSource {
 typedef struct Metrics {
         RequestSeries requests[METRICS_MAX_REQUEST_SERIES];
         size_t n_requests;
+        EndpointLatency endpoints[METRICS_MAX_ENDPOINTS];
+        size_t n_endpoints;
         Histogram claim_latency;        /* the claim transaction */
         Histogram push_batch_size;
         uint64_t tasks_pushed;
@@ -42,11 +45,7 @@ typedef struct Metrics {
         uint64_t input_bytes[_INPUT_SOURCE_MAX];
 } Metrics;
 
-extern const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS];
-extern const double metrics_batch_bounds[METRICS_LATENCY_BUCKETS];
-
-void metrics_count_request(Metrics *m, const char *route, unsigned code);
-void histogram_observe(Histogram *h, const double *bounds, double value);
-void metrics_write_histogram(FILE *f, const char *name, const char *help, const Histogram *h, const double *bounds);
+/* A request answered with code after seconds. */
+void metrics_count_request(Metrics *m, const char *route, unsigned code, double seconds);
 void metrics_write_requests(FILE *f, const Metrics *m);
 void metrics_write_input_bytes(FILE *f, const Metrics *m);

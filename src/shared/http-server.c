@@ -33,6 +33,7 @@ struct HttpRequest {
         unsigned code;
         bool queued;
         const char *route;
+        uint64_t headers_usec;          /* CLOCK_MONOTONIC when its headers were complete */
         char *extra_headers[MAX_EXTRA_HEADERS][2];
         size_t n_extra_headers;
         /* A streamed answer (http_request_reply_stream()): in server->streams from then on. */
@@ -204,6 +205,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                         return MHD_NO;
                 r->server = s;
                 r->connection = connection;
+                r->headers_usec = http_server_now(s);
                 r->method = strdup(method);
                 r->path = strdup(url);
                 if (!r->method || !r->path) {
@@ -680,6 +682,11 @@ void http_request_set_route(HttpRequest *r, const char *route) {
 
 const char *http_request_route(HttpRequest *r) {
         return r->route;
+}
+
+uint64_t http_request_age_usec(HttpRequest *r) {
+        uint64_t now = now_usec();
+        return now > r->headers_usec ? now - r->headers_usec : 0;
 }
 
 int http_request_add_header(HttpRequest *r, const char *name, const char *value) {

@@ -114,6 +114,8 @@ void *http_request_tls_session(HttpRequest *r);
 /* A label the application sets for metrics ("push", "claim", ...); not copied. */
 void http_request_set_route(HttpRequest *r, const char *route);
 const char *http_request_route(HttpRequest *r);
+/* How long ago its headers were complete: in the completion callback, the time it took to answer. */
+uint64_t http_request_age_usec(HttpRequest *r);
 
 /* Takes a copy of body. */
 int http_request_reply(HttpRequest *r, unsigned code, const char *content_type, const char *body, size_t size);

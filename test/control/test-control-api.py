@@ -175,8 +175,12 @@ def test_logs_nodes_health_and_metrics():
                    "mc_db_errors_total 0",
                    "mc_db_available 1",
                    "mc_nodes_ready 1",
-                   "process_resident_memory_bytes "]:
+                   'mc_http_request_duration_seconds_count{endpoint="push"} 1',
+                   'mc_build_info{program="mc-control",version="',
+                   "process_resident_memory_bytes ", "process_cpu_seconds_total ", "process_open_fds ",
+                   "process_max_fds ", "process_start_time_seconds "]:
         check(needle in m, f"{needle!r} not in /metrics:\n{m}")
+    mctest.check_prometheus_text(m)
 
 
 mctest.main()

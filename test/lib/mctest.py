@@ -209,6 +209,14 @@ class Background:
         return self._result
 
 
+def check_prometheus_text(text):
+    """`promtool check metrics` finds nothing to say about a /metrics answer (format errors and the
+    Prometheus naming rules: units, _total counters, HELP on every family)."""
+    p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0 and not (p.stdout + p.stderr).strip(),
+          f"promtool check metrics: exit {p.returncode}\n{p.stdout}{p.stderr}")
+
+
 def background(fn, *args, **kwargs):
     return Background(fn, *args, **kwargs)
 
