@@ -21,6 +21,7 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
 
         a->claim_call = NULL;
         if (reply->error < 0 || (reply->code != 200 && reply->code != 204)) {
+                a->claims_failed++;
                 a->claim_backoff_usec = MIN(MAX(a->claim_backoff_usec * 2, BACKOFF_MIN_USEC), BACKOFF_MAX_USEC);
                 log_full(a->claim_backoff_usec <= 2 * BACKOFF_MIN_USEC ? LOG_WARNING : LOG_DEBUG,
                          "Claim failed (%s%s); again in %" PRIu64 " ms.",
@@ -37,6 +38,7 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
         }
         a->claim_backoff_usec = 0;
         if (reply->code == 204) {
+                a->claims_empty++;
                 schedule_claim(a, 0);
                 return;
         }
@@ -75,6 +77,7 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
         /* The control's deadline is later than this: it started the lease after we sent the claim. */
         t->deadline_usec = reply->sent_usec + a->ttl_usec;
         t->state = TASK_CLAIMED;
+        a->claims_leased++;
         log_task(LOG_INFO, t, MC_EVENT_LEASE_ACQUIRED, "leased (attempt %" PRIi64 ").", c.attempt);
         save_leases(a);
         update_fence_timer(a);

@@ -257,11 +257,14 @@ static void on_input(InputWaiter *w, const InputFetchResult *r) {
                 return;
         }
         log_input_fetched(t, in, r);
-        if (r->cached)
+        if (r->cached) {
                 t->inputs_bytes_cache += in->length;
-        else if (!r->shared) {
+                a->input_bytes_cache += in->length;
+        } else if (!r->shared) {
                 t->inputs_bytes_seeders += r->bytes_seeders;
                 t->inputs_bytes_agents += r->bytes_agents;
+                a->input_bytes_seeders += r->bytes_seeders;
+                a->input_bytes_agents += r->bytes_agents;
         }
         in->ready = true;
         if (++t->n_inputs_ready < t->n_inputs)

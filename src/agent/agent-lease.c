@@ -61,6 +61,7 @@ int on_fence(sd_event_source *s, uint64_t usec, void *userdata) {
                         snprintf(why, sizeof(why), "its lease could not be renewed; deadline in %" PRIi64
                                  " ms, at %.3f", ((int64_t) t->deadline_usec - (int64_t) now) / 1000,
                                  (double) (realtime_usec() + t->deadline_usec - now) / 1e6);
+                        a->fences++;
                         task_abandon(t, STOP_FENCE, why);
                 }
         }

@@ -72,6 +72,10 @@ static const ConfigOption agent_options[] = {
           "A fetch that makes no progress for this long fails (the lease goes back: inputs_unavailable)" },
         { "INPUT_FETCHES", NULL, CONFIG_INT, offsetof(AgentConfig, input_fetches), 1, 64, "4",
           "Inputs downloaded at once" },
+        { "METRICS_PORT", NULL, CONFIG_INT, offsetof(AgentConfig, metrics_port), 0, 65535, "0",
+          "TCP port of GET /metrics, Prometheus text (0: none)" },
+        { "METRICS_ADDRESS", NULL, CONFIG_STRING, offsetof(AgentConfig, metrics_address), 0, 0, "127.0.0.1",
+          "Address of the metrics port (empty: every address)" },
         /* For the agent, DHT_PORT=0 with DHT_BOOTSTRAP set means any free port (see agent-discovery.c). */
         TLS_CLIENT_CONFIG_OPTIONS(AgentConfig, tls),
         DHT_CONFIG_OPTIONS(AgentConfig, dht),

@@ -80,6 +80,10 @@ int agent_start(Agent *a) {
         for (Task *t = a->tasks; t; t = t->next)
                 task_send_finish(t);
 
+        r = agent_metrics_start(a);
+        if (r < 0)
+                return r;
+
         r = a->driver->ops->list_leftovers(a->driver, on_leftovers, a);
         if (r < 0)
                 return log_error_errno(r, "Cannot look for what a previous run left behind: %m");
@@ -299,6 +303,7 @@ Agent *agent_free(Agent *a) {
         while (a->tasks)
                 task_free(a->tasks);
         driver_leftovers_free(a->pending, a->n_pending);
+        agent_metrics_stop(a);
         inputs_done(a);
         discovery_done(a);
         control_call_cancel(a->register_call);

@@ -52,6 +52,9 @@ typedef struct AgentConfig {
         int64_t cache_max_bytes;        /* CACHE_MAX_BYTES */
         int64_t input_fetch_timeout_sec;/* INPUT_FETCH_TIMEOUT_SEC: no progress for this long fails */
         int64_t input_fetches;          /* INPUT_FETCHES: downloads at once */
+        /* GET /metrics (agent-metrics.c). */
+        int64_t metrics_port;           /* METRICS_PORT: 0 = none */
+        char *metrics_address;          /* METRICS_ADDRESS */
 } AgentConfig;
 
 typedef enum TaskState {
@@ -173,6 +176,12 @@ struct Agent {
         struct InputServer *input_server;       /* NULL with PEER_PORT=-1 */
         struct InputCache *input_cache;
         struct InputFetcher *input_fetcher;
+
+        /* GET /metrics (agent-metrics.c): counted where they happen. */
+        struct HttpServer *metrics_server;      /* NULL without METRICS_PORT */
+        uint64_t claims_leased, claims_empty, claims_failed;
+        uint64_t fences;                        /* tasks killed because their lease could not be renewed */
+        uint64_t input_bytes_seeders, input_bytes_agents, input_bytes_cache;
 };
 
 int agent_new(const AgentConfig *config, Agent **ret);
@@ -191,6 +200,9 @@ unsigned agent_n_fetching(Agent *a);
 /* JSON array describing every task the agent holds. */
 char *agent_list_tasks_json(Agent *a);
 const char *task_state_to_string(TaskState s);
+/* METRICS_PORT: serves GET /metrics on it; 0 when none is configured, negative errno. */
+int agent_metrics_start(Agent *a);
+void agent_metrics_stop(Agent *a);
 
 /* D-Bus (agent-bus.c). */
 int agent_bus_init(Agent *a);

@@ -2,6 +2,7 @@
 
 #include "config.h"
 #include "control-client.h"
+#include "prometheus.h"
 #include "daemon-util.h"
 #include "id-util.h"
 #include "json-util.h"
@@ -20,6 +21,7 @@ struct ControlClient {
         ControlCall *calls;
         ControlUnreachableCallback unreachable_cb;
         void *unreachable_userdata;
+        Histogram latency;      /* of answered calls that are not long polls */
 };
 
 struct ControlCall {
@@ -249,6 +251,10 @@ static void call_complete(ControlCall *call, const ControlReply *reply, bool unr
 
 static int call_send(ControlCall *call, size_t idx);
 
+const Histogram *control_client_latency(ControlClient *c) {
+        return &c->latency;
+}
+
 static void on_done(CurlRequest *req, const CurlResponse *resp, void *userdata) {
         ControlCall *call = userdata;
         ControlClient *c = call->client;
@@ -264,6 +270,9 @@ static void on_done(CurlRequest *req, const CurlResponse *resp, void *userdata) 
         };
 
         call->request = NULL;
+        /* A claim is a long poll: its time is its wait, not the round trip. */
+        if (resp->error >= 0 && !streq(call->path, "/api/agents/claim"))
+                histogram_observe(&c->latency, metrics_latency_bounds, (double) resp->total_usec / USEC_PER_SEC);
         if (resp->tls_failed)
                 tls_client_log_failure(call->url, resp->error_message);
         /* No answer, or a replica that cannot serve (database unreachable, stopping): try the next. */

@@ -83,3 +83,7 @@ int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret);
 const char *control_client_current_url(ControlClient *c);
 /* "http://host:port/" -> "http://host:port" (a new string). */
 char *control_url_normalize(const char *url);
+
+/* How long the control took to answer calls that are not long polls (the claims), for /metrics. */
+struct Histogram;
+const struct Histogram *control_client_latency(ControlClient *c);

@@ -82,6 +82,28 @@ def test_exit_code():
     check("3" in (t["result"]["reason"] or ""), t["result"])
 
 
+def test_metrics():
+    """GET /metrics on METRICS_PORT: claims, the tasks by state, control round trips, the process, in a
+    text promtool finds nothing to say about; only /metrics is served."""
+    port = mctest.free_port()
+    pg, (c,), (a,) = setup(env={"MC_METRICS_PORT": str(port)})
+    tid = at.push(c, task_body("echo metered"))
+    check(at.wait_final(c, tid)["status"] == "succeeded", c.task(tid))
+    url = f"http://127.0.0.1:{port}/metrics"
+    # The lease is counted when the claim's answer is handled, the task when it is held.
+    m = wait_until(lambda: (lambda t: t if 'mc_agent_claims_total{outcome="leased"} 1' in t else None)(http("GET", url).text),
+                   60, msg="the claim counted")
+    for needle in ['mc_agent_tasks{state="running"} ', "mc_agent_fences_total 0",
+                   'mc_agent_input_bytes_total{source="seeders"} 0', "mc_agent_control_request_duration_seconds_count ",
+                   'mc_build_info{program="mc-agent",version="', "process_resident_memory_bytes ", "process_open_fds "]:
+        check(needle in m, f"{needle!r} not in the agent's /metrics:\n{m}")
+    count = int(m.split("mc_agent_control_request_duration_seconds_count ")[1].split()[0])
+    check(count >= 2, f"register and started at least: {count} round trips")
+    mctest.check_prometheus_text(m)
+    check(http("GET", f"http://127.0.0.1:{port}/api/tasks").status == 404, "only /metrics")
+    check(http("POST", url, body=b"x").status == 405, "GET only")
+
+
 def test_timeout():
     pg, (c,), (a,) = setup()
     # It would sleep far longer than the wait below: ending within it, it was stopped (no bound on
