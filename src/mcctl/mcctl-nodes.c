@@ -14,11 +14,6 @@
 #include "mcctl-table.h"
 #include "mcctl.h"
 
-static int usage_error(const char *command, const char *message) {
-        fprintf(stderr, "mcctl %s: %s (see mcctl %s --help).\n", command, message, command);
-        return MCCTL_EXIT_USAGE;
-}
-
 static const char *member_string(json_object *o, const char *key) {
         const char *s = NULL;
         (void) json_get_string(o, key, &s);
@@ -43,27 +38,22 @@ static void format_capacity(json_object *c, char *cpus, size_t cpus_size, char *
 int cmd_nodes(Mcctl *m, int argc, char *argv[]) {
         _cleanup_(mcctl_answer_done) McctlAnswer a = {};
         _cleanup_(table_freep) Table *t = NULL;
-        const char *output = NULL;
         json_object *nodes;
-        int c, r;
+        bool json;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "o:", (const struct option[]) {
-                                { "output", required_argument, NULL, 'o' }, {} }, NULL)) >= 0)
-                if (c == 'o')
-                        output = optarg;
-                else
-                        return MCCTL_EXIT_USAGE;
-        if (output && !streq(output, "json") && !streq(output, "table"))
-                return usage_error(argv[0], "-o wants json or table");
+        r = mcctl_output_option(argc, argv, &json);
+        if (r != 0)
+                return r;
         if (optind < argc)
-                return usage_error(argv[0], "unexpected argument");
+                return mcctl_usage_error(argv[0], "unexpected argument");
         r = mcctl_call(m, "GET", "/api/nodes", NULL, 0, &a);
         if (r != 0)
                 return r;
         if (a.code != 200 || !a.json || !json_object_object_get_ex(a.json, "nodes", &nodes) ||
             !json_object_is_type(nodes, json_type_array))
                 return mcctl_answer_failed(&a, "cannot list nodes");
-        if (output && streq(output, "json")) {
+        if (json) {
                 printf("%s\n", json_object_to_json_string_ext(nodes, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
                 return 0;
         }
@@ -99,7 +89,7 @@ static int set_drain(Mcctl *m, int argc, char *argv[], const char *action) {
         if (getopt_long(argc, argv, "", (const struct option[]) { {} }, NULL) >= 0)
                 return MCCTL_EXIT_USAGE;
         if (optind + 1 != argc)
-                return usage_error(argv[0], "give one node id");
+                return mcctl_usage_error(argv[0], "give one node id");
         if (!id_is_valid(argv[optind])) {
                 fprintf(stderr, "mcctl %s: \"%s\" is not a valid node id.\n", argv[0], argv[optind]);
                 return MCCTL_EXIT_USAGE;
@@ -129,9 +119,9 @@ int cmd_content(Mcctl *m, int argc, char *argv[]) {
         if (getopt_long(argc, argv, "+", (const struct option[]) { {} }, NULL) >= 0)
                 return MCCTL_EXIT_USAGE;
         if (optind >= argc || !streq(argv[optind], "add"))
-                return usage_error(argv[0], "the one subcommand is: content add FILE");
+                return mcctl_usage_error(argv[0], "the one subcommand is: content add FILE");
         if (optind + 2 != argc)
-                return usage_error(argv[0], "give one FILE");
+                return mcctl_usage_error(argv[0], "give one FILE");
         fflush(stdout);
         execlp(m->seeder, m->seeder, "add", argv[optind + 1], (char *) NULL);
         fprintf(stderr, "mcctl content: cannot run %s: %s (is mc-seeder installed? SEEDER= names it)\n",

@@ -21,25 +21,6 @@
 /* ---------------------------------------------------------------------------------------------- */
 /* Helpers */
 
-static int usage_error(const char *command, const char *message) {
-        fprintf(stderr, "mcctl %s: %s (see mcctl %s --help).\n", command, message, command);
-        return MCCTL_EXIT_USAGE;
-}
-
-/* The one ID argument of a command, checked so that it cannot name another path. */
-static int one_id(int argc, char *argv[], const char *what, const char **ret) {
-        if (optind >= argc)
-                return usage_error(argv[0], what[0] == 't' ? "which task? give its ID" : "which node? give its id");
-        if (optind + 1 < argc)
-                return usage_error(argv[0], "one argument only");
-        if (!id_is_valid(argv[optind])) {
-                fprintf(stderr, "mcctl %s: \"%s\" is not a valid %s id ([A-Za-z0-9][A-Za-z0-9._-], at most 128).\n",
-                        argv[0], argv[optind], what);
-                return MCCTL_EXIT_USAGE;
-        }
-        *ret = argv[optind];
-        return 0;
-}
 
 static int read_task_file(const char *path, char **ret, size_t *ret_size) {
         _cleanup_free_ char *buf = NULL;
@@ -130,9 +111,9 @@ int cmd_push(Mcctl *m, int argc, char *argv[]) {
         if (!file && optind < argc)
                 file = argv[optind++];
         if (!file)
-                return usage_error(argv[0], "which task? give -f FILE (- for standard input)");
+                return mcctl_usage_error(argv[0], "which task? give -f FILE (- for standard input)");
         if (optind < argc)
-                return usage_error(argv[0], "one task file only");
+                return mcctl_usage_error(argv[0], "one task file only");
         r = read_task_file(file, &text, &size);
         if (r != 0)
                 return r;
@@ -208,22 +189,22 @@ int cmd_run(Mcctl *m, int argc, char *argv[]) {
                 case 'i': image = optarg; break;
                 case 'n':
                         if (!id_is_valid(optarg))
-                                return usage_error(argv[0], "--node wants a node id");
+                                return mcctl_usage_error(argv[0], "--node wants a node id");
                         r = json_add_string(labels, "target_node", optarg) < 0 ? MCCTL_EXIT_ERROR : 0;
                         break;
                 case 'c':
                         if (parse_cpus(optarg, &v) < 0)
-                                return usage_error(argv[0], "--cpus wants a positive number of CPUs, e.g. 0.5");
+                                return mcctl_usage_error(argv[0], "--cpus wants a positive number of CPUs, e.g. 0.5");
                         r = json_add_int64(resources, "nano_cpus", v) < 0 ? MCCTL_EXIT_ERROR : 0;
                         break;
                 case 'm':
                         if (parse_bytes(optarg, &v) < 0)
-                                return usage_error(argv[0], "--memory wants a size, e.g. 256M or 1G");
+                                return mcctl_usage_error(argv[0], "--memory wants a size, e.g. 256M or 1G");
                         r = json_add_int64(resources, "memory_bytes", v) < 0 ? MCCTL_EXIT_ERROR : 0;
                         break;
                 case 't':
                         if (parse_bytes(optarg, &v) < 0 || strpbrk(optarg, "KkMmGgTt"))
-                                return usage_error(argv[0], "--timeout wants whole seconds");
+                                return mcctl_usage_error(argv[0], "--timeout wants whole seconds");
                         r = json_add_int64(body, "timeout_sec", v) < 0 ? MCCTL_EXIT_ERROR : 0;
                         break;
                 case 'I': r = add_input(inputs, optarg); break;
@@ -232,7 +213,7 @@ int cmd_run(Mcctl *m, int argc, char *argv[]) {
                 case ARG_ID: r = json_add_string(body, "id", optarg) < 0 ? MCCTL_EXIT_ERROR : 0; break;
                 case ARG_MAX_ATTEMPTS:
                         if (parse_bytes(optarg, &v) < 0 || strpbrk(optarg, "KkMmGgTt"))
-                                return usage_error(argv[0], "--max-attempts wants a number");
+                                return mcctl_usage_error(argv[0], "--max-attempts wants a number");
                         r = json_add_int64(body, "max_attempts", v) < 0 ? MCCTL_EXIT_ERROR : 0;
                         break;
                 case ARG_RUNTIME: r = json_add_string(body, "runtime", optarg) < 0 ? MCCTL_EXIT_ERROR : 0; break;
@@ -243,9 +224,9 @@ int cmd_run(Mcctl *m, int argc, char *argv[]) {
                         return r;
         }
         if (!image)
-                return usage_error(argv[0], "--image is required");
+                return mcctl_usage_error(argv[0], "--image is required");
         if (optind >= argc)
-                return usage_error(argv[0], "no command given: put it after the options (and a --)");
+                return mcctl_usage_error(argv[0], "no command given: put it after the options (and a --)");
         for (int i = optind; i < argc; i++)
                 json_object_array_add(cmd, json_object_new_string(argv[i]));
         if (json_add_string(body, "image", image) < 0 || json_add(body, "cmd", TAKE_PTR(cmd)) < 0)
@@ -263,16 +244,6 @@ int cmd_run(Mcctl *m, int argc, char *argv[]) {
 
 /* ---------------------------------------------------------------------------------------------- */
 /* get, list, cancel */
-
-static bool want_json(const char *o, const char *command, int *ret) {
-        if (!o)
-                return false;
-        if (streq(o, "json"))
-                return true;
-        if (!streq(o, "table"))
-                *ret = usage_error(command, "-o wants json or table");
-        return false;
-}
 
 static int get_task(Mcctl *m, const char *id, McctlAnswer *a) {
         _cleanup_free_ char *path = NULL;
@@ -320,19 +291,14 @@ static void print_task(json_object *t) {
 
 int cmd_get(Mcctl *m, int argc, char *argv[]) {
         _cleanup_(mcctl_answer_done) McctlAnswer a = {};
-        const char *id, *output = NULL;
-        int c, r = 0;
+        const char *id;
+        bool json;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "o:", (const struct option[]) {
-                                { "output", required_argument, NULL, 'o' }, {} }, NULL)) >= 0)
-                if (c == 'o')
-                        output = optarg;
-                else
-                        return MCCTL_EXIT_USAGE;
-        bool json = want_json(output, argv[0], &r);
+        r = mcctl_output_option(argc, argv, &json);
         if (r != 0)
                 return r;
-        r = one_id(argc, argv, "task", &id);
+        r = mcctl_id_argument(argc, argv, "task", &id);
         if (r != 0)
                 return r;
         r = get_task(m, id, &a);
@@ -368,8 +334,7 @@ int cmd_list(Mcctl *m, int argc, char *argv[]) {
         _cleanup_(table_freep) Table *table = NULL;
         _cleanup_json_ json_object *all = json_object_new_array();
         _cleanup_free_ char *query = NULL, *cursor = NULL;
-        const char *output = NULL;
-        bool every_page = false;
+        bool every_page = false, json = false;
         int64_t limit = 100;
         int c, r = 0;
 
@@ -380,7 +345,7 @@ int cmd_list(Mcctl *m, int argc, char *argv[]) {
                 switch (c) {
                 case 's':
                         if (task_status_from_string(optarg) < 0)
-                                return usage_error(argv[0], "--status wants queued, leased, running, succeeded, failed, timed_out or cancelled");
+                                return mcctl_usage_error(argv[0], "--status wants queued, leased, running, succeeded, failed, timed_out or cancelled");
                         /* fall through */
                 case 'l':
                         e = curl_easy_escape(NULL, optarg, 0);
@@ -394,18 +359,19 @@ int cmd_list(Mcctl *m, int argc, char *argv[]) {
                         break;
                 case 'n':
                         if (parse_bytes(optarg, &limit) < 0 || limit < 1 || limit > 1000 || strpbrk(optarg, "KkMmGgTt"))
-                                return usage_error(argv[0], "--limit wants 1..1000");
+                                return mcctl_usage_error(argv[0], "--limit wants 1..1000");
                         break;
                 case 'a': every_page = true; break;
-                case 'o': output = optarg; break;
+                case 'o':
+                        r = mcctl_parse_output(argv[0], optarg, &json);
+                        if (r != 0)
+                                return r;
+                        break;
                 default: return MCCTL_EXIT_USAGE;
                 }
         }
-        bool json = want_json(output, argv[0], &r);
-        if (r != 0)
-                return r;
         if (optind < argc)
-                return usage_error(argv[0], "unexpected argument");
+                return mcctl_usage_error(argv[0], "unexpected argument");
         table = table_new((const char *[]) { "ID", "STATUS", "NODE", "ATTEMPT", "IMAGE", "CREATED" }, 6);
         if (!table)
                 return MCCTL_EXIT_ERROR;
@@ -450,9 +416,7 @@ int cmd_cancel(Mcctl *m, int argc, char *argv[]) {
         const char *id;
         int r;
 
-        if (getopt_long(argc, argv, "", (const struct option[]) { {} }, NULL) >= 0)
-                return MCCTL_EXIT_USAGE;
-        r = one_id(argc, argv, "task", &id);
+        r = mcctl_only_id(argc, argv, "task", &id);
         if (r != 0)
                 return r;
         if (asprintf(&path, "/api/tasks/%s/cancel", id) < 0)
@@ -560,9 +524,7 @@ int cmd_watch(Mcctl *m, int argc, char *argv[]) {
         const char *id;
         int r;
 
-        if (getopt_long(argc, argv, "", (const struct option[]) { {} }, NULL) >= 0)
-                return MCCTL_EXIT_USAGE;
-        r = one_id(argc, argv, "task", &id);
+        r = mcctl_only_id(argc, argv, "task", &id);
         if (r != 0)
                 return r;
         return mcctl_follow_task(m, id);
@@ -587,7 +549,7 @@ int cmd_logs(Mcctl *m, int argc, char *argv[]) {
                         follow = true;
                 else
                         return MCCTL_EXIT_USAGE;
-        r = one_id(argc, argv, "task", &id);
+        r = mcctl_id_argument(argc, argv, "task", &id);
         if (r != 0)
                 return r;
         /* The output so far (while it runs) or all of it; with follow=1 streamed until the task ends. */

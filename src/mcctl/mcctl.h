@@ -51,6 +51,17 @@ int mcctl_stream(Mcctl *m, const char *path, CurlDataHandler on_data, void *user
 /* Says what an error answer means ("mcctl: no such task (HTTP 404)") and returns the exit status. */
 int mcctl_answer_failed(const McctlAnswer *a, const char *what);
 
+/* Arguments (mcctl-args.c). "mcctl run: message (see mcctl run --help)." on stderr; MCCTL_EXIT_USAGE. */
+int mcctl_usage_error(const char *command, const char *message);
+/* The one ID argument of a command (after getopt), checked so that it cannot name another path;
+ * what is "task" or "node". 0 or an exit status. */
+int mcctl_id_argument(int argc, char *argv[], const char *what, const char **ret);
+/* The same for a command that takes no option. */
+int mcctl_only_id(int argc, char *argv[], const char *what, const char **ret);
+/* -o/--output json|table: the value, and the one option of get and nodes. 0 or an exit status. */
+int mcctl_parse_output(const char *command, const char *value, bool *ret_json);
+int mcctl_output_option(int argc, char *argv[], bool *ret_json);
+
 /* "0.5" CPUs as nano_cpus, "256M" (K, M, G, T: powers of 1024; plain bytes) as bytes. */
 int parse_cpus(const char *s, int64_t *ret);
 int parse_bytes(const char *s, int64_t *ret);
