@@ -60,6 +60,10 @@ class Agent:
         e.update(env or {})
         self.daemon = Daemon("mc-agent", list(args), env=e, name=name or f"mc-agent-{node}",
                              watchdog_usec=None, host=host)
+        if driver == "exec":
+            # Exec tasks run as another user (EXEC_USER), who must get through to their work
+            # directories in the state directory (mkdtemp made the daemon's directory 0700).
+            os.chmod(self.daemon.dir, 0o711)
 
     def start(self):
         self.daemon.start()

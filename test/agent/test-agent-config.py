@@ -30,6 +30,21 @@ def refused(node):
     check(lines, f"no message names NODE_ID:\n{a.log()[-2000:]}")
 
 
+def test_exec_user_unknown_is_refused_at_start():
+    """An EXEC_USER that names no user or group, or is no user at all, stops the agent at start,
+    naming the key."""
+    for value in ("no-such-user-mc", "root:no-such-group-mc", "4242:", ":4242", "-1"):
+        a = at.Agent([], at.node_name("node-user"), driver="exec",
+                     env={"MC_CONTROL_URLS": "http://127.0.0.1:9", "MC_EXEC_USER": value}, name="mc-agent-bad-user")
+        a.daemon.start()
+        rc = a.daemon.wait(timeout=60)
+        check(rc != 0, f"EXEC_USER={value}: exit status {rc}")
+        check(not any(m.get("READY") == "1" for m in a.daemon.notifications(since_start=True)),
+              f"EXEC_USER={value}: the agent said it was ready")
+        lines = [line for line in a.log().splitlines() if "EXEC_USER" in line and not line.startswith("--- start")]
+        check(lines, f"EXEC_USER={value}: no message names EXEC_USER:\n{a.log()[-2000:]}")
+
+
 def test_node_id_too_long_is_refused_at_start():
     refused("n" * 200)
     refused("n" * 129)
