@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* The exec driver: a task's cmd runs as a process in a session and a cgroup of its own (limits
- * applied there). A stop signals the whole cgroup, so that nothing the task forked survives it.
+ * applied there), as EXEC_USER with no capabilities and no_new_privs (exec-user.h), in a work
+ * directory that user owns. A stop signals the whole cgroup, so that nothing the task forked survives it.
  *
  * Jobs survive an agent restart (systemctl restart, a crash) and are adopted by the next agent, as
  * containers are. For that the command is not our child: each job has a supervisor,
