@@ -99,6 +99,12 @@ static _noreturn_ void task_child(const Job *j, pid_t parent, const int procs[2]
                 errno = -r;
                 goto fail;
         }
+        /* The kernel clears the parent-death signal when the uid or gid changes: again, and we may
+         * have missed our parent's death meanwhile. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+                goto fail;
+        if (getppid() != parent)
+                _exit(127);
         /* As the task: a work directory it cannot enter is said now, not found by the command. */
         ce.step = CHILD_WORK_DIR;
         if (chdir(j->work_dir) < 0)
