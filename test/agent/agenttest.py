@@ -101,6 +101,14 @@ def events(log, name):
     return out
 
 
+def task_dir(name):
+    """A directory of the test's that exec tasks may write in: they run as another user (EXEC_USER,
+    nobody where there is no mc-task), and mkdtemp makes directories only root may enter."""
+    d = mctest.tmpdir(name)
+    os.chmod(d, 0o777)
+    return d
+
+
 def node_name(base):
     """Node ids must be in the control's tokens file: tests use fixed names, made unique per run."""
     return f"{base}-{RUN}"
