@@ -80,6 +80,10 @@ BindPaths={state} {runs_dir}
 # The manager's notify socket is under its runtime directory, which PrivateTmp= hides (a system
 # manager's /run/systemd/notify is not); the build-tree binaries too, where the checkout is under /tmp.
 BindReadOnlyPaths={ns.runtime_dir}/systemd/notify
+# The journal's sockets are on the test's own tmpfs over /run/systemd, which the unit's namespace does
+# not get with ProtectKernelTunables= (it sees the host's /run): without them the agent would log plain
+# text to stdout, with no MC_EVENT= fields. A system manager's are in /run itself.
+BindReadOnlyPaths=/run/systemd/journal
 BindReadOnlyPaths={mctest.build_dir()}
 # LeakSanitizer stops the world with ptrace at exit, which the unit's system call filter forbids: it
 # would spin until TimeoutStopSec. Leaks are checked by every other agent test.
@@ -87,16 +91,23 @@ Environment=ASAN_OPTIONS=detect_leaks=0
 Environment=MC_DRIVER={driver} MC_CGROUP_PATH=mc.test/agent-{node} MC_PEER_PORT=0
 """)
     ns.daemon_reload()
-    p = ns.systemctl("start", UNIT, check=False)     # Type=notify: returns once READY=1 came
-    if p.returncode != 0:
+
+    def unit_log():
         log = "\n".join(e.get("MESSAGE", "") if isinstance(e.get("MESSAGE"), str) else str(e.get("MESSAGE"))
                         for e in ns.journal(unit=UNIT) + ns.journal(f"USER_UNIT={UNIT}") + ns.journal(f"UNIT={UNIT}"))
         st = ns.systemctl("status", UNIT, check=False).stdout
         mlog = open(ns.logfile, errors="replace").read()[-3000:]
-        raise AssertionError(f"systemctl start: {p.stderr}\n{log[-3000:]}\n{st}\n{mlog}")
+        return f"{log[-3000:]}\n{st}\n{mlog}"
+
+    p = ns.systemctl("start", UNIT, check=False)     # Type=notify: returns once READY=1 came
+    if p.returncode != 0:
+        raise AssertionError(f"systemctl start: {p.stderr}\n{unit_log()}")
     check(ns.show(UNIT, "ActiveState") == "active", "active")
     check(ns.show(UNIT, "WatchdogUSec") == "30s", ns.show(UNIT, "WatchdogUSec"))
-    ns.wait_journal(unit=UNIT, MC_EVENT="node_registered")
+    try:
+        ns.wait_journal(unit=UNIT, MC_EVENT="node_registered")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{unit_log()}")
 
     since = time.time()
     # Held running until released after the restarts (a 6 s sleep could end before, on a slow machine).
