@@ -9,6 +9,7 @@ units/mc-fence-keeper.service: started again whenever it is killed (Restart=alwa
 no agent runs (--persistent)."""
 
 import os
+import shutil
 import time
 
 import mctest
@@ -57,9 +58,14 @@ def unit_runs_and_restarts(driver):
     pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
     ns = SystemdNamespace()
     mctest.make_inaccessible_nodes()
-    state = mctest.tmpdir("unit-state")
-    # Exec tasks run as another user (EXEC_USER): the way to their work directories must let them by.
+    # Not under /tmp, like /var/lib/mc-agent: a restart gives the unit a new PrivateTmp= and systemd
+    # empties the old one, where the exec supervisors that outlive the agent (in its old mount
+    # namespace) would then no longer find their job directories. Exec tasks run as another user
+    # (EXEC_USER): the way to their work directories must let them by.
+    state = f"/var/lib/mc-test-unit-{driver}-{at.RUN}"
+    os.makedirs(state, mode=0o711)
     os.chmod(state, 0o711)
+    mctest.defer(shutil.rmtree, state, ignore_errors=True)
     # An exec task's runs each leave a line (there are no Docker events to count them by); a container
     # cannot reach the file. Written by the task's user.
     runs_dir = mctest.tmpdir("unit-runs")
