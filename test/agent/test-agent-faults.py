@@ -397,6 +397,7 @@ def test_exec_stop_and_restart_keeps_tasks():
     for i in range(3):
         sub = os.path.join(d, str(i))
         os.mkdir(sub)
+        os.chmod(sub, 0o777)    # written by the task's user (at.task_dir)
         b, runs, gate = exec_task(sub, f"echo t{i}")
         tasks.append((at.push(c, b), runs, gate))
     for tid, runs, _ in tasks:
