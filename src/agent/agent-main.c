@@ -53,6 +53,9 @@ static const ConfigOption agent_options[] = {
           "Where cgroups are mounted" },
         { "CGROUP_PATH", NULL, CONFIG_STRING, offsetof(AgentConfig, cgroup_path), 0, 0, "",
           "exec driver: cgroup of the tasks, relative to the root [mc.agent/NODE_ID]" },
+        { "EXEC_USER", NULL, CONFIG_STRING, offsetof(AgentConfig, exec_user), 0, 0, "",
+          "exec driver: the user tasks run as, NAME, UID, NAME:GROUP or UID:GID, without capabilities "
+          "[mc-task, else nobody]" },
         { "BUS", NULL, CONFIG_BOOL, offsetof(AgentConfig, bus), 0, 0, "yes",
           "Serve org.mutualcloud.Agent1 on the system bus (DBUS_SYSTEM_BUS_ADDRESS)" },
         { "BUS_GROUP", NULL, CONFIG_STRING, offsetof(AgentConfig, bus_group), 0, 0, "mc",

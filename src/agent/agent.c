@@ -202,7 +202,9 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         if (!a->state_dir || asprintf(&a->outbox_dir, "%s/outbox", state) < 0 ||
             asprintf(&a->lease_file, "%s/leases.json", state) < 0 || asprintf(&a->fence_dir, "%s/fence", state) < 0)
                 return log_oom();
-        if (mkdir(a->state_dir, 0700) < 0 && errno != EEXIST)
+        /* Searchable, not listable: exec tasks, which run as another user, reach their work directories
+         * and lease files in here by name; everything else in it is mode 0600/0700 itself. */
+        if (mkdir(a->state_dir, 0711) < 0 && errno != EEXIST)
                 return log_error_errno(errno, "Cannot create the state directory %s: %m", a->state_dir);
         /* Bind-mounted from here into containers, read by the init as whatever user the image has. */
         if (mkdir(a->fence_dir, 0755) < 0 && errno != EEXIST)
@@ -270,6 +272,7 @@ int agent_new(const AgentConfig *config, Agent **ret) {
                                 .output_cap = (size_t) config->output_cap_bytes,
                                 .tail_max = (size_t) config->tail_bytes,
                                 .fence_init = fence_init,
+                                .user = config->exec_user,
                         }, &a->driver);
         }
         if (r < 0)

@@ -40,6 +40,7 @@ typedef struct AgentConfig {
         int64_t request_timeout_ms;
         char *cgroup_root;
         char *cgroup_path;
+        char *exec_user;                /* EXEC_USER: "" = mc-task, else nobody (exec-user.h) */
         bool bus;
         char *bus_group;
         char *log_level;

@@ -195,6 +195,7 @@ typedef struct ExecDriverConfig {
         const char *supervisor_path;    /* NULL: mc-exec-supervisor next to our binary, else installed */
         size_t output_cap, tail_max;
         const char *fence_init;         /* mc-fence-init: the command's parent when a job has a fence_dir */
+        const char *user;               /* EXEC_USER (exec-user.h); NULL: the default */
 } ExecDriverConfig;
 
 int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret);

@@ -60,6 +60,10 @@ class Agent:
         e.update(env or {})
         self.daemon = Daemon("mc-agent", list(args), env=e, name=name or f"mc-agent-{node}",
                              watchdog_usec=None, host=host)
+        if driver == "exec":
+            # Exec tasks run as another user (EXEC_USER), who must get through to their work
+            # directories in the state directory (mkdtemp made the daemon's directory 0700).
+            os.chmod(self.daemon.dir, 0o711)
 
     def start(self):
         self.daemon.start()
@@ -95,6 +99,14 @@ def events(log, name):
         if f"MC_EVENT={name} " in line or line.endswith(f"MC_EVENT={name}"):
             out.append(dict(_FIELD_RE.findall(line)))
     return out
+
+
+def task_dir(name):
+    """A directory of the test's that exec tasks may write in: they run as another user (EXEC_USER,
+    nobody where there is no mc-task), and mkdtemp makes directories only root may enter."""
+    d = mctest.tmpdir(name)
+    os.chmod(d, 0o777)
+    return d
 
 
 def node_name(base):

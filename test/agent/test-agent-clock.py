@@ -60,7 +60,7 @@ def setup(name, n_agents):
     env = {"MC_LEASE_TTL_MS": TTL_MS, "MC_LEASE_GRACE_MS": GRACE_MS, "MC_SWEEP_INTERVAL_MS": 100}
     env.update(control_clock.env())
     pg, (c,) = at.start_cluster(nodes=tuple(nodes), env=env, pg_env=db_clock.env())
-    d = mctest.tmpdir(name)
+    d = at.task_dir(name)
     agents = [at.Agent([c], n, driver="exec") for n in nodes]
     mctest.defer(kill_leftovers, d + "/", *(a.state_dir + "/" for a in agents))
     return pg, c, agents, d, db_clock, control_clock

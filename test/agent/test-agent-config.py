@@ -3,7 +3,10 @@
 """mc-agent checks NODE_ID at start by the control's own rule (src/shared/id-util.h: 1 to 128
 characters of [A-Za-z0-9._-], the first a letter or digit): a name the control would refuse at
 register stops the agent before it is ready, with an error naming NODE_ID, instead of leaving it
-retrying; the longest valid name starts and registers."""
+retrying; the longest valid name starts and registers. Likewise an EXEC_USER that names no user, and
+a state directory the exec tasks' user cannot get through."""
+
+import os
 
 import mctest
 from mctest import check, http, wait_until
@@ -28,6 +31,34 @@ def refused(node):
           "the agent said it was ready")
     lines = [line for line in a.log().splitlines() if "NODE_ID" in line and not line.startswith("--- start")]
     check(lines, f"no message names NODE_ID:\n{a.log()[-2000:]}")
+
+
+def test_exec_user_unknown_is_refused_at_start():
+    """An EXEC_USER that names no user or group, or is no user at all, stops the agent at start,
+    naming the key."""
+    for value in ("no-such-user-mc", "root:no-such-group-mc", "4242:", ":4242", "-1"):
+        a = at.Agent([], at.node_name("node-user"), driver="exec",
+                     env={"MC_CONTROL_URLS": "http://127.0.0.1:9", "MC_EXEC_USER": value}, name="mc-agent-bad-user")
+        a.daemon.start()
+        rc = a.daemon.wait(timeout=60)
+        check(rc != 0, f"EXEC_USER={value}: exit status {rc}")
+        check(not any(m.get("READY") == "1" for m in a.daemon.notifications(since_start=True)),
+              f"EXEC_USER={value}: the agent said it was ready")
+        lines = [line for line in a.log().splitlines() if "EXEC_USER" in line and not line.startswith("--- start")]
+        check(lines, f"EXEC_USER={value}: no message names EXEC_USER:\n{a.log()[-2000:]}")
+
+
+def test_exec_work_dir_out_of_the_task_users_reach_is_refused_at_start():
+    """Exec tasks run as another user: a state directory that user cannot get through stops the agent
+    at start, naming the directory, rather than failing every task."""
+    a = at.Agent([], at.node_name("node-reach"), driver="exec",
+                 env={"MC_CONTROL_URLS": "http://127.0.0.1:9", "MC_EXEC_USER": "4242:4242"}, name="mc-agent-reach")
+    os.chmod(a.daemon.dir, 0o700)
+    a.daemon.start()
+    rc = a.daemon.wait(timeout=60)
+    check(rc != 0, f"exit status {rc}")
+    lines = [line for line in a.log().splitlines() if a.daemon.dir in line and not line.startswith("--- start")]
+    check(lines, f"no message names {a.daemon.dir}:\n{a.log()[-2000:]}")
 
 
 def test_node_id_too_long_is_refused_at_start():

@@ -304,7 +304,7 @@ def exec_setup(name):
     """A control and an exec-driver agent on node-a (10 s leases), and a directory for the test's files;
     whatever the test leaves running is killed at its end."""
     node = at.node_name("node-a")
-    d = mctest.tmpdir(name)
+    d = at.task_dir(name)
     pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
     a = at.Agent([c], node, driver="exec")
     mctest.defer(kill_exec_leftovers, a.state_dir + "/", d + "/")
@@ -397,6 +397,7 @@ def test_exec_stop_and_restart_keeps_tasks():
     for i in range(3):
         sub = os.path.join(d, str(i))
         os.mkdir(sub)
+        os.chmod(sub, 0o777)    # written by the task's user (at.task_dir)
         b, runs, gate = exec_task(sub, f"echo t{i}")
         tasks.append((at.push(c, b), runs, gate))
     for tid, runs, _ in tasks:
@@ -419,7 +420,7 @@ def test_exec_agent_gone_keeper_fences():
     records that), and the task runs again elsewhere, never
     twice at once: each run checks, as it starts, that no earlier run's process is alive."""
     nx, ny = at.node_name("node-x"), at.node_name("node-y")
-    d = mctest.tmpdir("exec-keeper")
+    d = at.task_dir("exec-keeper")
     runs, overlap, gate = os.path.join(d, "runs"), os.path.join(d, "overlap"), os.path.join(d, "gate")
     pg, (c,) = at.cluster([nx, ny], lease_ttl_ms=3000, grace_ms=500)
     x = at.Agent([c], nx, driver="exec")

@@ -143,6 +143,16 @@ def test_exec_end_to_end():
     c, a, s = run_one("exec", ["sh", "-c", 'sha256sum "$MC_INPUTS/data/in"'])
     # The job's directory (and its link) went with the job; the cache file stays.
     check(os.path.exists(os.path.join(cache_dir(a), s.id)), "the cache file went with the job")
+    # Readable, but neither writable nor removable by the task's user (EXEC_USER), though the
+    # directory around it is its own.
+    tid = at.push(c, task_body(a.node, s.id, "/data/in", [
+        "sh", "-c", 'if echo x >> "$MC_INPUTS/data/in"; then echo input-writable; else echo input-refused; fi; '
+                    'if rm -f "$MC_INPUTS/data/in" 2>/dev/null; then echo input-removed; else echo input-kept; fi; '
+                    'head -c 1 "$MC_INPUTS/data/in" >/dev/null && echo input-readable']))
+    t = at.wait_final(c, tid, 120)
+    out = t["result"]["stdout_tail"].split()
+    check(t["status"] == "succeeded" and out == ["input-refused", "input-kept", "input-readable"],
+          f"the task and its input: {t['result']}")
 
 
 def test_several_inputs():

@@ -278,6 +278,56 @@ def test_failover_between_controls():
     check(t["status"] == "succeeded" and "via-second" in t["result"]["stdout_tail"], t)
 
 
+if DRIVER == "exec":
+    # Exec tasks run on the host, as EXEC_USER: what they may do is the driver's to restrict.
+    PRIVILEGE_CMD = ("echo uid=$(id -u) gid=$(id -g) groups=$(id -G | tr ' ' ,); "
+                     "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status | tr -d ' \\t'; "
+                     "if touch /etc/mc-x-$MC_TASK_ID 2>/dev/null; then echo etc=written; else echo etc=refused; fi; "
+                     "if echo x > $HOME/own; then echo home=written; fi; "
+                     "echo sid=$(cut -d' ' -f6 /proc/$$/stat)")
+
+    def privileges_of(c, tid):
+        t = at.wait_final(c, tid)
+        check(t["status"] == "succeeded", t)
+        out = dict(line.split("=", 1) if "=" in line else line.split(":", 1)
+                   for line in t["result"]["stdout_tail"].split() if "=" in line or ":" in line)
+        return t, out
+
+    def check_unprivileged(out, uid, gid, agent):
+        check(out["uid"] == str(uid) and out["uid"] != "0", f"the task's uid: {out}")
+        check(out["gid"] == str(gid) and out["groups"] == str(gid), f"the task's gid and groups: {out}")
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            check(int(out[cap], 16) == 0, f"{cap} of the task: {out}")
+        check(out["NoNewPrivs"] == "1", f"NoNewPrivs of the task: {out}")
+        check(out["etc"] == "refused", f"the task wrote to /etc: {out}")
+        check(out["home"] == "written", f"the task cannot write its work directory: {out}")
+        # A session of its own: neither the agent's nor the supervisor's.
+        with open(f"/proc/{agent.daemon.pid}/stat") as f:
+            agent_sid = f.read().rsplit(")", 1)[1].split()[3]
+        check(out["sid"] != agent_sid, f"the task is in the agent's session {agent_sid}: {out}")
+
+    def test_exec_task_user_configured():
+        """EXEC_USER=UID:GID (a uid no user has): the task runs as that, with no capabilities, bounding
+        set included, no_new_privs, a session of its own; /etc refuses it, its work directory does not."""
+        pg, (c,), (a,) = setup(env={"MC_EXEC_USER": "4242:4243"})
+        tid = at.push(c, task_body(PRIVILEGE_CMD))
+        t, out = privileges_of(c, tid)
+        check_unprivileged(out, 4242, 4243, a)
+        check(not os.path.exists(f"/etc/mc-x-{tid}"), "/etc/mc-x written")
+
+    def test_exec_task_user_default():
+        """No EXEC_USER: the dedicated user mc-task, or nobody where there is none."""
+        import pwd
+        try:
+            pw = pwd.getpwnam("mc-task")
+        except KeyError:
+            pw = pwd.getpwuid(65534)
+        pg, (c,), (a,) = setup()
+        tid = at.push(c, task_body(PRIVILEGE_CMD))
+        t, out = privileges_of(c, tid)
+        check_unprivileged(out, pw.pw_uid, pw.pw_gid, a)
+
+
 def test_several_at_once():
     """Several tasks run at the same time, up to the node's capacity."""
     pg, (c,), (a,) = setup()

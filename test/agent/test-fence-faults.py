@@ -199,7 +199,7 @@ def test_fence_without_mc_processes():
     pg, (c,) = at.cluster(nodes, lease_ttl_ms=TTL_MS, grace_ms=500)
     rec = at.record_events() if DRIVER == "docker" else None
     agents = {n: at.Agent([c], n, driver=DRIVER).start() for n in nodes}
-    runs = os.path.join(mctest.tmpdir("fence-runs"), "runs")
+    runs = os.path.join(at.task_dir("fence-runs"), "runs")
     tids = []
 
     for i, kind in enumerate(ROUNDS):

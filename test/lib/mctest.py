@@ -1240,6 +1240,25 @@ def _rmdir(path):
     return True
 
 
+def make_inaccessible_nodes():
+    """/run/systemd/inaccessible/*: what PID 1 creates at boot for ProtectHome=, InaccessiblePaths=,
+    PrivateDevices= and friends to mount over what they hide. A SystemdNamespace has a fresh tmpfs on
+    /run/systemd: without these, a unit with such settings fails with status 226/NAMESPACE."""
+    d = "/run/systemd/inaccessible"
+    os.makedirs(d, exist_ok=True)
+    if os.path.exists(os.path.join(d, "blk")):
+        return
+    os.mkdir(os.path.join(d, "dir"), 0)
+    open(os.path.join(d, "reg"), "w").close()
+    os.mkfifo(os.path.join(d, "fifo"), 0)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(os.path.join(d, "sock"))
+    os.mknod(os.path.join(d, "chr"), 0o020000, os.makedev(0, 0))
+    os.mknod(os.path.join(d, "blk"), 0o060000, os.makedev(0, 0))
+    for n in ("dir", "reg", "fifo", "sock", "chr", "blk"):
+        os.chmod(os.path.join(d, n), 0)
+
+
 class SystemdNamespace:
     """A private systemd-journald and a real `systemd --user` manager, for testing units (socket
     activation, Type=notify, watchdog, journal fields). Calling it moves the whole test process into

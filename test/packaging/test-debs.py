@@ -271,12 +271,13 @@ def test_install_upgrade_purge():
          + " ".join(f"/debs/{os.path.basename(d)}" for d in DEBS.values()), timeout=300)
 
     # Users (sysusers.d), directories and modes (tmpfiles.d).
-    ids = m.sh("getent passwd mc-control mc-seeder | cut -d: -f1; getent group mc docker | cut -d: -f1").stdout.split()
-    check(ids == ["mc-control", "mc-seeder", "mc", "docker"], f"users and groups: {ids}")
+    # mc-task: the exec driver's tasks run as it (EXEC_USER). No docker group: the agent, root, needs none.
+    ids = m.sh("getent passwd mc-control mc-seeder mc-task | cut -d: -f1; getent group mc | cut -d: -f1").stdout.split()
+    check(ids == ["mc-control", "mc-seeder", "mc-task", "mc"], f"users and groups: {ids}")
     modes = m.sh("stat -c '%n %a %U' /etc/mc /etc/mc/tokens /etc/mc/seeder-token /var/lib/mc-control "
                  "/var/lib/mc-agent /var/lib/mc-seeder").stdout.splitlines()
     check(modes == ["/etc/mc 755 root", "/etc/mc/tokens 600 root", "/etc/mc/seeder-token 600 root",
-                    "/var/lib/mc-control 700 mc-control", "/var/lib/mc-agent 750 root",
+                    "/var/lib/mc-control 700 mc-control", "/var/lib/mc-agent 711 root",
                     "/var/lib/mc-seeder 750 mc-seeder"], f"paths: {modes}")
 
     # Every unit enabled; none started: postinst tried (ConditionResult=no), the condition held it.

@@ -12,8 +12,13 @@
  * what it left in its cgroup, and record the exit status and the tails in <job>/result (see
  * exec-job-files.h). The agent, whichever one runs by then, watches us with a pidfd and reads that.
  *
+ * The command (or the mc-fence-init that starts it) runs as USER ("UID:GID", or "-" to keep ours),
+ * set in the child after it has joined the cgroup and just before execve(): no supplementary groups,
+ * no capabilities, no_new_privs, a session of its own (exec-user.h). The supervisor itself stays
+ * root: it writes the job's files, which the task cannot touch.
+ *
  * Usage (internal): mc-exec-supervisor JOB_DIR CGROUP_ROOT v1|v2 CGROUP_PATH CAP TAIL_MAX WORK_DIR
- *                                      EXE N_ENV ENV... ARGV... */
+ *                                      USER EXE N_ENV ENV... ARGV... */
 
 #include <fcntl.h>
 #include <poll.h>
@@ -27,6 +32,7 @@
 #include "config.h"
 #include "daemon-util.h"
 #include "exec-job-files.h"
+#include "exec-user.h"
 #include "log.h"
 #include "output-capture.h"
 
@@ -34,8 +40,22 @@
  * left the cgroup) must not keep the result back for long. */
 #define DRAIN_TIMEOUT_USEC (2 * USEC_PER_SEC)
 
+/* What the child did not get to: sent through the error pipe with the errno, before it exits. */
+typedef enum ChildStep {
+        CHILD_SETUP,            /* signals, the cgroup, the session, stdio */
+        CHILD_PRIVILEGES,       /* + an ExecPrivStep */
+        CHILD_WORK_DIR = CHILD_PRIVILEGES + _EXEC_PRIV_STEP_MAX,
+        CHILD_EXECUTE,
+} ChildStep;
+
+typedef struct ChildError {
+        int step;
+        int error;
+} ChildError;
+
 typedef struct Job {
         const char *dir, *work_dir, *exe;
+        ExecUser user;
         char **argv, **envp;
         size_t cap;
         Cgroup *cgroup;
@@ -49,8 +69,10 @@ typedef struct Job {
 static _noreturn_ void task_child(const Job *j, pid_t parent, const int procs[2], int devnull, int out_w, int err_w,
                                   int errpipe) {
         struct sigaction sa = { .sa_handler = SIG_DFL };
+        ChildError ce = { .step = CHILD_SETUP };
+        ExecPrivStep ps;
         sigset_t ss;
-        int err;
+        int r;
 
         for (int sig = 1; sig < _NSIG; sig++)
                 (void) sigaction(sig, &sa, NULL);
@@ -70,15 +92,31 @@ static _noreturn_ void task_child(const Job *j, pid_t parent, const int procs[2]
                         goto fail;
         if (dup2(devnull, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
                 goto fail;
+        /* In the cgroup already: the task's user from here on. */
+        r = exec_user_drop_privileges(&j->user, &ps);
+        if (r < 0) {
+                ce.step = CHILD_PRIVILEGES + (int) ps;
+                errno = -r;
+                goto fail;
+        }
+        /* The kernel clears the parent-death signal when the uid or gid changes: again, and we may
+         * have missed our parent's death meanwhile. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+                goto fail;
+        if (getppid() != parent)
+                _exit(127);
+        /* As the task: a work directory it cannot enter is said now, not found by the command. */
+        ce.step = CHILD_WORK_DIR;
         if (chdir(j->work_dir) < 0)
                 goto fail;
 #ifdef SYS_close_range
         (void) syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
 #endif
+        ce.step = CHILD_EXECUTE;
         execve(j->exe, j->argv, j->envp);
 fail:
-        err = errno;
-        (void) write(errpipe, &err, sizeof(err));
+        ce.error = errno;
+        (void) write(errpipe, &ce, sizeof(ce));
         _exit(127);
 }
 
@@ -141,7 +179,8 @@ static int record_result(Job *j, const char *error, int64_t exit_code) {
 static int run_job(Job *j, const char *cg_root, CgroupMode mode, const char *cg_path) {
         int out[2] = { -1, -1 }, err[2] = { -1, -1 }, errpipe[2] = { -1, -1 }, procs[2] = { -1, -1 };
         _cleanup_free_ char *error = NULL, *output_path = NULL;
-        int devnull = -1, pidfd = -1, exec_errno = 0, r;
+        ChildError child_error = {};
+        int devnull = -1, pidfd = -1, r;
         bool exited = false;
         int64_t exit_code = -1;
         uint64_t drain_end = 0;
@@ -226,14 +265,14 @@ static int run_job(Job *j, const char *cg_root, CgroupMode mode, const char *cg_
                         }
                 }
                 if (errpipe[0] >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
-                        int e = 0;
+                        ChildError e = {};
                         ssize_t k = read(errpipe[0], &e, sizeof(e));
                         if (k < 0 && errno == EINTR)
                                 continue;
                         close(errpipe[0]);
                         errpipe[0] = -1;
-                        if (k == (ssize_t) sizeof(e) && e > 0)
-                                exec_errno = e;
+                        if (k == (ssize_t) sizeof(e) && e.error > 0)
+                                child_error = e;
                         else {
                                 /* EOF: close-on-exec closed it, the command runs. */
                                 r = exec_job_started_write(j->dir, &(ExecJobStarted) {
@@ -266,8 +305,21 @@ static int run_job(Job *j, const char *cg_root, CgroupMode mode, const char *cg_
         if (pidfd >= 0)
                 close(pidfd);
 
-        if (exec_errno > 0) {
-                (void) asprintf(&error, "cannot execute %s: %s", j->exe, strerror(exec_errno));
+        if (child_error.error > 0) {
+                int s = child_error.step;
+                const char *what = s >= CHILD_PRIVILEGES && s < CHILD_WORK_DIR ?
+                                   exec_priv_step_to_string((ExecPrivStep) (s - CHILD_PRIVILEGES)) : NULL;
+
+                if (what)
+                        (void) asprintf(&error, "cannot %s (%u:%u) before running the command: %s", what,
+                                        (unsigned) j->user.uid, (unsigned) j->user.gid, strerror(child_error.error));
+                else if (s == CHILD_WORK_DIR)
+                        (void) asprintf(&error, "cannot enter the work directory %s as uid %u: %s", j->work_dir,
+                                        (unsigned) j->user.uid, strerror(child_error.error));
+                else if (s == CHILD_EXECUTE)
+                        (void) asprintf(&error, "cannot execute %s: %s", j->exe, strerror(child_error.error));
+                else
+                        (void) asprintf(&error, "cannot set the command up: %s", strerror(child_error.error));
                 return record_result(j, error ?: "cannot execute the command", -1);
         }
         return record_result(j, NULL, exit_code);
@@ -283,10 +335,11 @@ static int run(int argc, char *argv[]) {
         int r;
 
         log_setup("mc-exec-supervisor");
-        if (argc < 11 || parse_int64(argv[5], &cap) < 0 || parse_int64(argv[6], &tail_max) < 0 ||
-            parse_int64(argv[9], &n_env) < 0 || cap < 0 || tail_max < 0 || n_env < 0 || n_env > argc - 11 ||
+        if (argc < 12 || parse_int64(argv[5], &cap) < 0 || parse_int64(argv[6], &tail_max) < 0 ||
+            exec_user_parse_numeric(argv[8], &j.user) < 0 ||
+            parse_int64(argv[10], &n_env) < 0 || cap < 0 || tail_max < 0 || n_env < 0 || n_env > argc - 12 ||
             (!streq(argv[3], "v1") && !streq(argv[3], "v2"))) {
-                fprintf(stderr, "Usage: %s JOB_DIR CGROUP_ROOT v1|v2 CGROUP_PATH CAP TAIL_MAX WORK_DIR EXE N_ENV ENV... ARGV...\n"
+                fprintf(stderr, "Usage: %s JOB_DIR CGROUP_ROOT v1|v2 CGROUP_PATH CAP TAIL_MAX WORK_DIR UID:GID|- EXE N_ENV ENV... ARGV...\n"
                         "(started by mc-agent's exec driver, not by hand)\n", argv[0]);
                 return 2;
         }
@@ -296,7 +349,7 @@ static int run(int argc, char *argv[]) {
         cg_path = argv[4];
         j.cap = (size_t) cap;
         j.work_dir = argv[7];
-        j.exe = argv[8];
+        j.exe = argv[9];
 
         /* The env entries are copied into a NULL-terminated array of their own; the command's argv
          * runs to the end of ours, NULL included. */
@@ -304,8 +357,8 @@ static int run(int argc, char *argv[]) {
         if (!j.envp)
                 return log_oom();
         for (int64_t i = 0; i < n_env; i++)
-                j.envp[i] = argv[10 + i];
-        j.argv = argv + 10 + n_env;
+                j.envp[i] = argv[11 + i];
+        j.argv = argv + 11 + n_env;
         if (!j.argv[0]) {
                 free(j.envp);
                 return 2;

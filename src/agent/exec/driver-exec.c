@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* The exec driver: a task's cmd runs as a process in a session and a cgroup of its own (limits
- * applied there). A stop signals the whole cgroup, so that nothing the task forked survives it.
+ * applied there), as EXEC_USER with no capabilities and no_new_privs (exec-user.h), in a work
+ * directory that user owns. A stop signals the whole cgroup, so that nothing the task forked survives it.
  *
  * Jobs survive an agent restart (systemctl restart, a crash) and are adopted by the next agent, as
  * containers are. For that the command is not our child: each job has a supervisor,
@@ -41,6 +42,7 @@
 #include "daemon-util.h"
 #include "driver.h"
 #include "exec-job-files.h"
+#include "exec-user.h"
 #include "fence-protocol.h"
 #include "log.h"
 
@@ -60,6 +62,8 @@ typedef struct ExecDriver {
         char *fence_init;       /* mc-fence-init */
         CgroupMode mode;
         size_t output_cap, tail_max;
+        ExecUser user;          /* whom the tasks run as */
+        char *user_arg;         /* the same for the supervisor: "UID:GID" or "-" */
 } ExecDriver;
 
 typedef struct ExecJob {
@@ -361,7 +365,7 @@ static int supervisor_argv(ExecDriver *ed, ExecJob *j, const char *cgpath, char 
             strv_extend(&a, ed->cgroup_root) < 0 || strv_extend(&a, cgroup_mode_to_string(ed->mode)) < 0 ||
             strv_extend(&a, cgpath) < 0 || strv_extendf(&a, "%zu", ed->output_cap) < 0 ||
             strv_extendf(&a, "%zu", ed->tail_max) < 0 || strv_extend(&a, j->work_dir) < 0 ||
-            strv_extend(&a, exe) < 0 || strv_extendf(&a, "%zu", strv_length(env)) < 0)
+            strv_extend(&a, ed->user_arg) < 0 || strv_extend(&a, exe) < 0 || strv_extendf(&a, "%zu", strv_length(env)) < 0)
                 return -ENOMEM;
         for (char *const *e = env; *e; e++)
                 if (strv_extend(&a, *e) < 0)
@@ -517,6 +521,13 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                 goto fail_alloc;
         if (r < 0)
                 goto fail_task;
+        /* The task's own, to write in; the inputs in it stay root's and read-only, the job's files
+         * next to it are out of its reach. */
+        if (ed->user.change && chown(j->work_dir, ed->user.uid, ed->user.gid) < 0) {
+                (void) asprintf(&j->early_error, "cannot give the work directory %s to uid %u: %s", j->work_dir,
+                                (unsigned) ed->user.uid, strerror(errno));
+                goto fail_task;
+        }
         r = build_env(spec, j->work_dir, &env, &path);
         if (r < 0)
                 goto fail_alloc;
@@ -927,6 +938,7 @@ static Driver *exec_driver_free(Driver *d) {
         free(ed->work_dir);
         free(ed->supervisor);
         free(ed->fence_init);
+        free(ed->user_arg);
         sd_event_unref(ed->driver.event);
         free(ed);
         return NULL;
@@ -981,14 +993,52 @@ int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret) {
                 return log_error_errno(r, "No cgroup hierarchy found under %s (neither v2 nor v1 with a memory controller).",
                                        config->cgroup_root ?: CGROUP_ROOT_DEFAULT);
         }
-        r = mkdir_p(ed->work_dir, 0700);
+        r = exec_user_resolve(config->user, &ed->user);
+        if (r < 0) {
+                exec_driver_free(&ed->driver);
+                if (r == -ESRCH)
+                        return log_error_errno(r, "EXEC_USER=%s: no such user or group.", config->user);
+                if (r == -EPERM)
+                        return log_error_errno(r, "EXEC_USER=%s: cannot run tasks as another user while the agent "
+                                               "is not root (uid %u).", config->user, (unsigned) geteuid());
+                if (r == -EINVAL)
+                        return log_error_errno(r, "EXEC_USER=%s is not a user: NAME, UID, NAME:GROUP or UID:GID.",
+                                               config->user);
+                return log_error_errno(r, "Cannot resolve EXEC_USER=%s: %m", strempty(config->user));
+        }
+        r = exec_user_format(&ed->user, &ed->user_arg);
+        if (r < 0) {
+                exec_driver_free(&ed->driver);
+                return log_oom();
+        }
+        /* Searchable by all (not listable): the task reaches its own directory, not the others' names. */
+        r = mkdir_p(ed->work_dir, 0711);
+        if (r >= 0 && chmod(ed->work_dir, 0711) < 0)
+                r = -errno;
         if (r < 0) {
                 log_error_errno(r, "Cannot create %s: %m", ed->work_dir);
                 exec_driver_free(&ed->driver);
                 return r;
         }
-        log_info("exec driver: cgroup %s under %s/%s, jobs supervised by %s.", cgroup_mode_to_string(ed->mode), ed->cgroup_root,
-                 ed->cgroup_path, ed->supervisor);
+        if (ed->user.change) {
+                _cleanup_free_ char *blocking = NULL;
+                r = exec_user_path_check(&ed->user, ed->work_dir, &blocking);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot check the way to %s: %m", ed->work_dir);
+                        exec_driver_free(&ed->driver);
+                        return r;
+                }
+                if (blocking) {
+                        log_error("exec driver: tasks run as uid %u, which cannot get through %s to their work "
+                                  "directories under %s: give it the search bit (chmod o+x), or set EXEC_USER.",
+                                  (unsigned) ed->user.uid, blocking, ed->work_dir);
+                        exec_driver_free(&ed->driver);
+                        return -EACCES;
+                }
+        }
+        log_info("exec driver: cgroup %s under %s/%s, jobs supervised by %s, tasks run as uid %u gid %u.",
+                 cgroup_mode_to_string(ed->mode), ed->cgroup_root, ed->cgroup_path, ed->supervisor,
+                 (unsigned) ed->user.uid, (unsigned) ed->user.gid);
         *ret = &ed->driver;
         return 0;
 }
