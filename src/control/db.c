@@ -45,6 +45,7 @@ typedef struct DbConn {
         DbQuery *query;                 /* in flight */
         uint64_t busy_since_usec;
         PGresult *result;               /* kept result of the statement in flight */
+        bool commit_unconfirmed;        /* the server gave up waiting for the synchronous standby */
 } DbConn;
 
 struct Db {
@@ -72,6 +73,8 @@ struct Db {
         bool available;
         bool closing;
         uint64_t n_errors;
+        uint64_t unavailable_since_usec;        /* 0: available, or never was */
+        char last_error[256];                   /* why the last connection failed, for the event */
 };
 
 static void conn_dispatch(DbConn *c);
@@ -199,12 +202,20 @@ static void conn_fail(DbConn *c, const char *why) {
         Db *db = c->db;
         DbQuery *q = TAKE_PTR(c->query);
         bool was_up = c->state >= CONN_SETUP;
+        size_t n;
 
         if (was_up || c->backoff_usec == RECONNECT_MIN_USEC)
                 log_warning("Database connection %s: %s", was_up ? "lost" : "failed", why);
         else
                 log_debug("Database connection failed: %s", why);
         db->n_errors++;
+        /* libpq's messages end with a newline, and may hold several lines (one per host tried). */
+        snprintf(db->last_error, sizeof(db->last_error), "%s", why);
+        for (n = strlen(db->last_error); n > 0 && strchr("\n\r ", db->last_error[n - 1]); n--)
+                db->last_error[n - 1] = 0;
+        for (char *p = db->last_error; *p; p++)
+                if (*p == '\n' || *p == '\r' || *p == '\t')
+                        *p = ' ';
         if (c->state == CONN_MIGRATE_READ || c->state == CONN_MIGRATE_APPLY)
                 db->migrating = false;
         conn_close(c);
@@ -299,6 +310,43 @@ static void conn_apply_migrations(DbConn *c, int current) {
         (void) conn_send(c, sql, CONN_MIGRATE_APPLY);
 }
 
+/* The server a query connection is on now: with several hosts in the DSN, the one that was
+ * read-write when it connected. */
+static PGconn *current_server(Db *db) {
+        for (size_t i = 0; i < db->n_conns; i++) {
+                DbConn *c = db->conns + i;
+                if (!c->listener && c->state >= CONN_SETUP && c->conn)
+                        return c->conn;
+        }
+        return NULL;
+}
+
+static void log_available(Db *db) {
+        PGconn *server = current_server(db);
+        const char *host = server ? PQhost(server) : NULL, *port = server ? PQport(server) : NULL;
+        const char *fields[9];
+        char version[16], outage[32];
+        size_t n = 0;
+
+        snprintf(version, sizeof(version), "%d", db->schema_version);
+        fields[n++] = "DB_HOST";
+        fields[n++] = host ?: "";
+        fields[n++] = "DB_PORT";
+        fields[n++] = port ?: "";
+        fields[n++] = "DB_SCHEMA_VERSION";
+        fields[n++] = version;
+        if (db->unavailable_since_usec > 0) {
+                snprintf(outage, sizeof(outage), "%" PRIu64, now_usec() - db->unavailable_since_usec);
+                fields[n++] = "DB_OUTAGE_USEC";
+                fields[n++] = outage;
+        }
+        fields[n] = NULL;
+        log_event(LOG_INFO, MC_EVENT_DATABASE_AVAILABLE, fields,
+                  "Database is available at %s port %s (schema version %d)%s%s%s.", host ?: "?", port ?: "?",
+                  db->schema_version, db->unavailable_since_usec > 0 ? " after an outage of " : "",
+                  db->unavailable_since_usec > 0 ? outage : "", db->unavailable_since_usec > 0 ? " us" : "");
+}
+
 static void db_update_available(Db *db) {
         bool listener_ok = true, available;
 
@@ -309,10 +357,14 @@ static void db_update_available(Db *db) {
         if (available == db->available)
                 return;
         db->available = available;
-        if (available)
-                log_info("Database is available (schema version %d).", db->schema_version);
-        else
-                log_warning("Database is unavailable; answering 503 until it returns.");
+        if (available) {
+                log_available(db);
+                db->unavailable_since_usec = 0;
+        } else {
+                db->unavailable_since_usec = now_usec();
+                log_event(LOG_WARNING, MC_EVENT_DATABASE_UNAVAILABLE, LOG_FIELDS("DB_ERROR", db->last_error),
+                          "Database is unavailable (%s); answering 503 until it returns.", db->last_error);
+        }
         if (db->on_state)
                 db->on_state(available, db->userdata);
 }
@@ -345,6 +397,7 @@ static void conn_dispatch(DbConn *c) {
                 return;
         }
         c->query = q;
+        c->commit_unconfirmed = false;
         db->n_running++;
         if (!PQsendQueryParams(c->conn, q->sql, q->n_params, NULL, (const char *const *) q->params,
                                NULL, NULL, 0)) {
@@ -364,6 +417,24 @@ static void schema_became_ready(Db *db) {
                 if (db->conns[i].state == CONN_WAIT_SCHEMA)
                         conn_dispatch(db->conns + i);
         db_update_available(db);
+}
+
+/* SQLSTATEs after which the connection is of no more use, though only the query failed: the server is
+ * going away (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now), or it is a standby,
+ * which cannot write (25006 read_only_sql_transaction: a failover demoted it, or the DSN let us reach
+ * it). Class 08 (connection exception) too. Whether the query committed is unknown or it did not run:
+ * the caller answers 503, and the connection is made again, to whichever host is read-write now. */
+static const char *const connection_gone_sqlstates[] = { "57P01", "57P02", "57P03", "25006" };
+
+static bool result_means_connection_gone(DbConn *c, const PGresult *r) {
+        const char *state = db_result_sqlstate(r);
+
+        if (PQstatus(c->conn) == CONNECTION_BAD || startswith(state, "08"))
+                return true;
+        for (size_t i = 0; i < ELEMENTSOF(connection_gone_sqlstates); i++)
+                if (streq(state, connection_gone_sqlstates[i]))
+                        return true;
+        return false;
 }
 
 /* A statement sequence finished on c (PQgetResult returned NULL); r is its kept result. */
@@ -418,8 +489,31 @@ static void conn_finished(DbConn *c, PGresult *r) {
                 return;
 
         case CONN_BUSY: {
-                DbQuery *q = TAKE_PTR(c->query);
+                DbQuery *q;
+
+                if (!ok && result_means_connection_gone(c, r)) {
+                        /* conn_fail() answers the query with -ECONNRESET: 503, never 500. */
+                        conn_fail(c, r ? PQresultErrorMessage(r) : "no result");
+                        PQclear(r);
+                        return;
+                }
+                q = TAKE_PTR(c->query);
                 db->n_running--;
+                if (ok && c->commit_unconfirmed) {
+                        /* The transaction committed here, but the server stopped waiting for the
+                         * synchronous standby (its wait was cancelled): after a failover now it may be
+                         * gone. Not acknowledged, as if the connection had broken; a retry with the
+                         * same id is safe. */
+                        log_warning("The database committed without confirming it reached the synchronous standby; "
+                                    "answering as if the outcome were unknown.");
+                        db->n_errors++;
+                        c->state = CONN_IDLE;
+                        query_complete(q, NULL, -ECONNRESET);
+                        PQclear(r);
+                        if (c->state == CONN_IDLE && c->conn)
+                                conn_dispatch(c);
+                        return;
+                }
                 if (!ok) {
                         db->n_errors++;
                         log_warning("Database query failed (%s): %s", db_result_sqlstate(r),
@@ -520,8 +614,29 @@ static int on_conn_io(sd_event_source *s, int fd, uint32_t revents, void *userda
         return 0;
 }
 
+/* Notices come with every statement's result; the one that matters is the warning that a commit stopped
+ * waiting for the synchronous standby (the wait was cancelled: pg_cancel_backend(), a signal). The
+ * server then reports success for a transaction the standby may not have: see CONN_BUSY. The routine
+ * name is the one field of that warning that neither translation nor rewording changes. */
+static void on_notice(void *userdata, const PGresult *r) {
+        DbConn *c = userdata;
+        const char *routine = PQresultErrorField(r, PG_DIAG_SOURCE_FUNCTION);
+
+        if (c->state == CONN_BUSY && routine && streq(routine, "SyncRepWaitForLSN"))
+                c->commit_unconfirmed = true;
+        log_debug("Database notice: %s", PQresultErrorMessage(r));
+}
+
 static void conn_connect(DbConn *c) {
-        c->conn = PQconnectStart(c->db->dsn);
+        /* The control writes: a connection to a standby is of no use to it. Unless the DSN (or
+         * PGTARGETSESSIONATTRS) says otherwise, take only a read-write server, so that with several
+         * hosts (host=a,b) libpq skips the standbys and finds the primary, whichever it is now. The
+         * DSN comes after our default and overrides it (expand_dbname). */
+        static const char *const keywords[] = { "target_session_attrs", "dbname", NULL };
+        const char *values[] = { "read-write", c->db->dsn, NULL };
+        size_t skip = getenv("PGTARGETSESSIONATTRS") ? 1 : 0;
+
+        c->conn = PQconnectStartParams(keywords + skip, values + skip, /* expand_dbname= */ 1);
         if (!c->conn) {
                 conn_fail(c, "out of memory");
                 return;
@@ -530,6 +645,7 @@ static void conn_connect(DbConn *c) {
                 conn_fail(c, PQerrorMessage(c->conn));
                 return;
         }
+        (void) PQsetNoticeReceiver(c->conn, on_notice, c);
         c->state = CONN_CONNECTING;
         c->busy_since_usec = now_usec();
         conn_connect_poll(c);

@@ -418,9 +418,14 @@ class Postgres:
         with Postgres() as pg:            # or pg = Postgres().start(); stopped when the test ends
             pg.psql("CREATE TABLE t (x int)")
             rows = pg.psql("SELECT 1, 'a'")   # [('1', 'a')]; NULL is None
+
+    standby_of=primary makes a streaming standby of a running primary instead (pg_basebackup -R: its
+    data is the primary's, it follows the primary's WAL, read-only until promote()). The primary's
+    settings given here (-c) are not copied: synchronous_standby_names=* on the primary leaves a
+    promoted standby without it.
     """
 
-    def __init__(self, port=5432, settings=None, env=None):
+    def __init__(self, port=5432, settings=None, env=None, standby_of=None):
         self.bindir = _pg_bindir()
         self.env = dict(os.environ, **(env or {}))  # e.g. FakeClock.env(): the database host's clock
         self.dir = tmpdir("pg")
@@ -431,6 +436,10 @@ class Postgres:
         self.proc = None
         self._deferred = False
         shutil.chown(self.dir, "postgres", "postgres")
+        if standby_of is not None:
+            self._pg_run(["pg_basebackup", "-D", self.datadir, "-h", standby_of.host, "-p", str(standby_of.port),
+                          "-U", "postgres", "-X", "stream", "-R", "-c", "fast", "--no-sync"])
+            return
         # initdb once per build directory, then copy: 0.1 s instead of 1 s or more per server.
         template = self._template()
         subprocess.run(["cp", "-a", template, self.datadir], check=True)
@@ -509,8 +518,9 @@ class Postgres:
             except FileNotFoundError:
                 return False
             # Line 1 is the postmaster's pid (the file may be a stale one after kill()), line 8 its
-            # status: "ready" once it accepts connections.
-            return len(lines) > 7 and lines[0].strip() == str(self.proc.pid) and lines[7].strip() == "ready"
+            # status: "ready" once it accepts connections ("standby" for a standby's read-only ones).
+            return (len(lines) > 7 and lines[0].strip() == str(self.proc.pid)
+                    and lines[7].strip() in ("ready", "standby"))
 
         wait_until(ready, timeout, interval=0.02, msg="postgres to accept connections",
                    abort=lambda: self.proc.poll() is not None
@@ -542,6 +552,13 @@ class Postgres:
     def restart(self):
         self.stop()
         return self.start()
+
+    def promote(self, timeout=60):
+        """Makes a standby a primary (pg_ctl promote), and waits until it takes writes."""
+        self._pg_run(["pg_ctl", "promote", "-D", self.datadir, "-w", "-t", str(timeout)])
+
+    def in_recovery(self):
+        return self.psql("SELECT pg_is_in_recovery()")[0][0] == "t"
 
     def _cleanup(self):
         if self.running:

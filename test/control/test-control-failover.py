@@ -1,0 +1,217 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""PostgreSQL fails over under load (docs/postgresql-ha.md). A primary with a synchronous streaming
+standby (pg_basebackup -R, synchronous_standby_names='*'), one mc-control given both hosts
+(host=a,b target_session_attrs=read-write), a real mc-agent (exec driver) running long tasks, and
+clients pushing a burst. The primary is killed with SIGKILL (postmaster and backends) mid-burst and the
+standby promoted; nothing is done to mc. Then: every push answered 201 (or 200 to a retry) is on the
+new primary; every answer was 201, 200 or 503 (never 500); the control says so in /api/health while
+the database is away and reconnects by itself; the running tasks keep their lease (same attempt,
+same lease token, no lease expired, each started once) and finish succeeded; pushes are accepted
+again. The time from the kill to the first accepted push is printed (a figure, not a check).
+
+And a commit the server confirms without the synchronous standby (its wait cancelled, as
+pg_cancel_backend() does) is answered 503, not 201: a failover at that moment could lose it."""
+
+import concurrent.futures
+import os
+import signal
+import sys
+import threading
+import time
+
+import mctest
+from mctest import Postgres, background, check, http, wait_until
+
+sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "agent"))
+import agenttest as at  # noqa: E402
+from controltest import Control, USER_TOKEN, write_tokens  # noqa: E402,F401
+
+# Long enough that an agent on a loaded machine renews through the failover (it fences itself a TTL
+# less the margin after the last renewal that got through, and renews every third of the TTL).
+TTL_MS = 30000
+N_HELD = 3
+N_PUSHERS = 4
+
+
+def primary_and_standby():
+    primary = Postgres(settings={"synchronous_standby_names": "*", "synchronous_commit": "on"}).start()
+    standby = Postgres(standby_of=primary).start()
+    wait_for_sync_standby(primary)
+    return primary, standby
+
+
+def wait_for_sync_standby(primary):
+    wait_until(lambda: primary.psql("SELECT sync_state FROM pg_stat_replication WHERE state = 'streaming'")
+               == [("sync",)], 60, msg="the standby streaming, synchronous")
+
+
+def multi_host_dsn(*servers):
+    return (f"host={','.join(s.host for s in servers)} port={','.join(str(s.port) for s in servers)} "
+            "user=postgres dbname=postgres target_session_attrs=read-write")
+
+
+def health(c):
+    r = http("GET", c.url + "/api/health", timeout=10)
+    return r.status, r.json()
+
+
+class Burst:
+    """Pushers that each push tasks with ids of their own, retrying an id after a 503 as a client
+    should (a retry of a push that did commit answers 200). No node may take these tasks."""
+
+    def __init__(self, c, n):
+        self.c = c
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.acked = []         # (id, sent, answered) on time.monotonic()
+        self.unavailable = []   # (sent, answered) of 503s
+        self.other = []         # (id, status, text) of anything else
+        self.ex = concurrent.futures.ThreadPoolExecutor(n)
+        self.futures = [self.ex.submit(self._run, i) for i in range(n)]
+
+    def _run(self, n):
+        i = 0
+        while not self.stop.is_set():
+            tid = f"burst-{n}-{i}"
+            sent = time.monotonic()
+            try:
+                r = self.c.push({"id": tid, "image": at.IMAGE, "cmd": ["true"],
+                                 "labels": {"target_node": "nowhere"}}, timeout=30)
+            except OSError as e:
+                with self.lock:
+                    self.other.append((tid, "exception", repr(e)))
+                time.sleep(0.05)
+                continue
+            answered = time.monotonic()
+            with self.lock:
+                if r.status in (200, 201):
+                    self.acked.append((tid, sent, answered))
+                    i += 1
+                elif r.status == 503:
+                    self.unavailable.append((sent, answered))
+                    time.sleep(0.02)
+                else:
+                    self.other.append((tid, r.status, r.text))
+                    i += 1
+
+    def n_acked(self):
+        with self.lock:
+            return len(self.acked)
+
+    def finish(self):
+        self.stop.set()
+        for f in self.futures:
+            f.result(timeout=120)
+        self.ex.shutdown()
+
+
+def test_failover_loses_no_push_and_no_lease():
+    node = at.node_name("failover")
+    primary, standby = primary_and_standby()
+    c = Control(primary, nodes=(node,), env={
+        "MC_DB_DSN": multi_host_dsn(primary, standby),
+        "MC_LEASE_TTL_MS": str(TTL_MS), "MC_LEASE_GRACE_MS": "1000", "MC_SWEEP_INTERVAL_MS": "100",
+        "MC_DB_TIMEOUT_MS": "10000"}).start()
+    a = at.Agent([c], node, driver="exec").start()
+
+    # Long tasks, held until the test lets them go; each run records its start first.
+    runs = os.path.join(mctest.tmpdir("failover-runs"), "runs")
+    held = {}
+    for i in range(N_HELD):
+        marker = f"held-failover-{i}-{at.RUN}"
+        tid = at.push(c, {"image": at.IMAGE, "timeout_sec": 600, "max_attempts": 3, "cmd": [
+            "sh", "-c", f"echo start $MC_TASK_ID $MC_ATTEMPT $$ >> {runs}; " + at.held_cmd(marker, "echo done")]})
+        held[tid] = marker
+    before = {}
+    for tid, marker in held.items():
+        t = at.wait_status(c, tid, "running", 120)
+        wait_until(lambda: at.trapping_pids(marker, signal.SIGUSR1), 60, msg=f"the shell of task {tid}")
+        before[tid] = (t["attempt"], t["lease"]["lease_token"])
+
+    burst = Burst(c, N_PUSHERS)
+    wait_until(lambda: burst.n_acked() >= 150, 120, msg="pushes flowing")
+
+    killed = time.monotonic()
+    primary.kill()
+    # The control notices at once (its connections break) and says so; the daemon itself is fine.
+    wait_until(lambda: health(c)[0] == 503, 60, msg="/api/health to say the database is unavailable")
+    status, body = health(c)
+    check(body.get("database") == "unavailable" and body.get("status") == "degraded", f"health: {status} {body}")
+    promote_start = time.monotonic()
+    standby.promote()
+    promoted = time.monotonic()
+    check(not standby.in_recovery(), "the standby is a primary now")
+
+    acked_at_kill = burst.n_acked()
+    wait_until(lambda: burst.n_acked() >= acked_at_kill + 150, 120, msg="pushes accepted again after the promotion")
+    wait_until(lambda: health(c)[0] == 200, 60, msg="/api/health to be ok again")
+    burst.finish()
+
+    first_ok = min(answered for _, sent, answered in burst.acked if sent > killed)
+    during = [answered - sent for sent, answered in burst.unavailable if sent > killed]
+    print(f"  failover: kill -> promoted {promoted - killed:.2f} s (pg_ctl promote {promoted - promote_start:.2f} s); "
+          f"promoted -> first accepted push {first_ok - promoted:.2f} s; kill -> first accepted push "
+          f"{first_ok - killed:.2f} s")
+    print(f"  {len(burst.acked)} pushes acknowledged, {len(burst.unavailable)} answered 503"
+          + (f" (slowest 503 {max(during) * 1000:.0f} ms)" if during else ""))
+
+    check(not burst.other, f"answers other than 201, 200 and 503: {burst.other[:5]}")
+    stored = {row[0] for row in standby.psql("SELECT id FROM tasks WHERE id LIKE 'burst-%'")}
+    missing = [tid for tid, _, _ in burst.acked if tid not in stored]
+    check(not missing, f"{len(missing)} of {len(burst.acked)} acknowledged pushes are not on the new primary: "
+          f"{missing[:5]}")
+
+    # The running tasks never left their node: same lease, and none expired.
+    for tid in held:
+        t = c.task(tid)
+        check(t["status"] == "running" and (t["attempt"], t["lease"]["lease_token"]) == before[tid],
+              f"task {tid} after the failover: {t['status']} attempt {t['attempt']} lease {t['lease']}, "
+              f"before {before[tid]}")
+    for marker in held.values():
+        at.release(marker)
+    for tid in held:
+        t = at.wait_final(c, tid, 120)
+        check(t["status"] == "succeeded" and t["attempt"] == before[tid][0] and len(t["attempts"]) == 1,
+              f"task {tid}: {t['status']}, attempts {t['attempts']}")
+    with open(runs) as f:
+        starts = [line.split()[1] for line in f if line.startswith("start ")]
+    check(sorted(starts) == sorted(held), f"each held task started once: {starts}")
+
+    log = c.daemon.log_text()
+    check(not at.events(log, "lease_expired"), "no lease expired")
+    check(len(at.events(log, "database_unavailable")) >= 1, "database_unavailable logged")
+    back = at.events(log, "database_available")
+    check(back and back[-1].get("DB_HOST") == standby.host and "DB_OUTAGE_USEC" in back[-1],
+          f"database_available names the new primary: {back[-1:]}")
+    check(a.daemon.running, "the agent ran throughout")
+
+
+def test_commit_not_confirmed_by_the_standby_is_not_acknowledged():
+    primary, standby = primary_and_standby()
+    c = Control(primary, env={"MC_DB_DSN": multi_host_dsn(primary, standby), "MC_DB_TIMEOUT_MS": "60000"}).start()
+
+    # With the standby gone, a commit waits for it; someone cancels the wait (pg_cancel_backend):
+    # PostgreSQL then confirms the commit with only a warning, though the standby never got it.
+    standby.stop()
+    body = {"id": "unconfirmed", "image": at.IMAGE, "cmd": ["true"]}
+    answer = background(c.push, body, timeout=90)
+    # Housekeeping's commits wait too: cancel every wait of the control's until the push is answered.
+    cancel = ("SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+              "WHERE application_name = 'mc-control' AND wait_event = 'SyncRep'")
+    wait_until(lambda: primary.psql(cancel) is not None and answer.done(), 60, interval=0.2,
+               msg="the push's commit waiting for the standby, cancelled")
+    r = answer.get(60)
+    check(r.status == 503, f"a commit the standby does not have is not acknowledged: {r.status} {r.text}")
+    check(primary.psql("SELECT count(*) FROM tasks WHERE id = 'unconfirmed'") == [("1",)],
+          "(it did commit on the primary: the case is real)")
+
+    # The client retries with the same id once the standby is back: the stored task is confirmed.
+    standby.start()
+    wait_for_sync_standby(primary)
+    r = c.push(body, timeout=60)
+    check(r.status == 200 and r.json()["id"] == "unconfirmed", f"retry: {r.status} {r.text}")
+    check(c.push({"image": at.IMAGE, "cmd": ["true"]}).status == 201, "pushes go on")
+
+
+mctest.main()
