@@ -557,6 +557,17 @@ class Postgres:
         """Makes a standby a primary (pg_ctl promote), and waits until it takes writes."""
         self._pg_run(["pg_ctl", "promote", "-D", self.datadir, "-w", "-t", str(timeout)])
 
+    def rebuild_as_standby_of(self, primary, settings=None):
+        """Makes this (stopped or killed) server a new standby of primary, in its own place (same
+        socket directory and port): what an operator does with a failed primary after a failover,
+        so that it can never come back as a second primary."""
+        check(not self.running, "the server to rebuild is stopped")
+        shutil.rmtree(self.datadir)
+        self.settings = dict(settings or {})
+        self._pg_run(["pg_basebackup", "-D", self.datadir, "-h", primary.host, "-p", str(primary.port),
+                      "-U", "postgres", "-X", "stream", "-R", "-c", "fast", "--no-sync"])
+        return self.start()
+
     def in_recovery(self):
         return self.psql("SELECT pg_is_in_recovery()")[0][0] == "t"
 
