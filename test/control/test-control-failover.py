@@ -8,7 +8,8 @@ standby promoted; nothing is done to mc. Then: every push answered 201 (or 200 t
 new primary; every answer was 201, 200 or 503 (never 500); the control says so in /api/health while
 the database is away and reconnects by itself; the running tasks keep their lease (same attempt,
 same lease token, no lease expired, each started once) and finish succeeded; pushes are accepted
-again. The time from the kill to the first accepted push is printed (a figure, not a check).
+again. The time from the kill to the first accepted push is printed (a figure, not a check). A
+planned switchover (fast shutdown of the primary) is answered the same way: 503, never 500.
 
 And a commit the server confirms without the synchronous standby (its wait cancelled, as
 pg_cancel_backend() does) is answered 503, not 201: a failover at that moment could lose it."""
@@ -223,6 +224,24 @@ def test_failover_loses_no_push_and_no_lease():
     check(len(back) == 3 and back[1].get("DB_HOST") == b_pg.host and back[2].get("DB_HOST") == a_pg.host
           and "DB_OUTAGE_USEC" in back[2], f"database_available names each new primary: {back}")
     check(agent.daemon.running, "the agent ran throughout")
+
+
+def test_switchover_answers_503_never_500():
+    """A planned switchover: the primary is shut down (fast: its backends end their sessions with
+    57P01 admin_shutdown, which pushes in flight get as an error) and the standby promoted."""
+    primary, standby = primary_and_standby()
+    c = Control(primary, env={"MC_DB_DSN": multi_host_dsn(primary, standby)}).start()
+    burst = Burst(c, N_PUSHERS)
+    wait_until(lambda: burst.n_acked() >= 150, 120, msg="pushes flowing")
+    primary.stop()
+    standby.promote()
+    acked = burst.n_acked()
+    wait_until(lambda: burst.n_acked() >= acked + 100, 120, msg="pushes accepted again after the promotion")
+    burst.finish()
+    check(not burst.other, f"answers other than 201, 200 and 503: {burst.other[:5]}")
+    stored = {row[0] for row in standby.psql("SELECT id FROM tasks WHERE id LIKE 'burst-%'")}
+    missing = [tid for tid, _, _ in burst.acked if tid not in stored]
+    check(not missing, f"{len(missing)} acknowledged pushes are not on the new primary: {missing[:5]}")
 
 
 def test_commit_not_confirmed_by_the_standby_is_not_acknowledged():
