@@ -46,6 +46,7 @@ typedef struct DbConn {
         uint64_t busy_since_usec;
         PGresult *result;               /* kept result of the statement in flight */
         bool commit_unconfirmed;        /* the server gave up waiting for the synchronous standby */
+        unsigned rotation;              /* Db.host_rotation when this connection attempt began */
 } DbConn;
 
 struct Db {
@@ -74,6 +75,9 @@ struct Db {
         bool closing;
         uint64_t n_errors;
         uint64_t unavailable_since_usec;        /* 0: available, or never was */
+        char *hosts[3];                         /* the DSN's host, hostaddr and port lists, or NULL */
+        unsigned host_rotation;                 /* connect attempts given up as stuck */
+        uint64_t connect_timeout_usec;
         char last_error[256];                   /* why the last connection failed, for the event */
 };
 
@@ -627,16 +631,59 @@ static void on_notice(void *userdata, const PGresult *r) {
         log_debug("Database notice: %s", PQresultErrorMessage(r));
 }
 
+static const char *const host_keywords[] = { "host", "hostaddr", "port" };
+
+/* list ("a,b,c") with its first k % n entries moved to the end; NULL when it has one entry only. */
+static char *rotate_list(const char *list, unsigned k) {
+        size_t n = 1, len = strlen(list), at = 0;
+        const char *p;
+        char *out;
+
+        for (p = list; (p = strchr(p, ',')); p++)
+                n++;
+        if (n < 2 || k % n == 0)
+                return NULL;
+        for (p = list, k %= n; k > 0; k--)
+                p = strchr(p, ',') + 1;
+        out = malloc(len + 2);
+        if (!out)
+                return NULL;
+        at = len - (size_t) (p - list);
+        memcpy(out, p, at);
+        out[at++] = ',';
+        memcpy(out + at, list, (size_t) (p - list) - 1);
+        out[len] = 0;
+        return out;
+}
+
 static void conn_connect(DbConn *c) {
+        Db *db = c->db;
+        _cleanup_free_ char *rotated[ELEMENTSOF(host_keywords)] = {};
+        const char *keywords[3 + ELEMENTSOF(host_keywords)], *values[3 + ELEMENTSOF(host_keywords)];
+        size_t n = 0;
+
         /* The control writes: a connection to a standby is of no use to it. Unless the DSN (or
          * PGTARGETSESSIONATTRS) says otherwise, take only a read-write server, so that with several
          * hosts (host=a,b) libpq skips the standbys and finds the primary, whichever it is now. The
          * DSN comes after our default and overrides it (expand_dbname). */
-        static const char *const keywords[] = { "target_session_attrs", "dbname", NULL };
-        const char *values[] = { "read-write", c->db->dsn, NULL };
-        size_t skip = getenv("PGTARGETSESSIONATTRS") ? 1 : 0;
+        if (!getenv("PGTARGETSESSIONATTRS")) {
+                keywords[n] = "target_session_attrs";
+                values[n++] = "read-write";
+        }
+        keywords[n] = "dbname";
+        values[n++] = db->dsn;
+        /* libpq tries the hosts in order and, in nonblocking mode, waits on one that does not answer
+         * at all (a host that is off, packets dropped) for as long as TCP does, never reaching the
+         * next. An attempt given up as stuck (on_watch) makes the next ones start one host further. */
+        for (size_t i = 0; i < ELEMENTSOF(host_keywords); i++)
+                if (db->hosts[i] && db->host_rotation > 0 && (rotated[i] = rotate_list(db->hosts[i], db->host_rotation))) {
+                        keywords[n] = host_keywords[i];
+                        values[n++] = rotated[i];
+                }
+        keywords[n] = values[n] = NULL;
+        c->rotation = db->host_rotation;
 
-        c->conn = PQconnectStartParams(keywords + skip, values + skip, /* expand_dbname= */ 1);
+        c->conn = PQconnectStartParams(keywords, values, /* expand_dbname= */ 1);
         if (!c->conn) {
                 conn_fail(c, "out of memory");
                 return;
@@ -667,13 +714,46 @@ static int on_watch(sd_event_source *s, uint64_t usec, void *userdata) {
 
         for (size_t i = 0; i < db->n_conns; i++) {
                 DbConn *c = db->conns + i;
-                bool stuck = (c->state == CONN_BUSY || c->state == CONN_CONNECTING || c->state == CONN_SETUP) &&
+                bool stuck = (c->state == CONN_BUSY || c->state == CONN_SETUP) &&
                              now - c->busy_since_usec > db->query_timeout_usec + USEC_PER_SEC;
-                if (stuck)
+                if (c->state == CONN_CONNECTING && now - c->busy_since_usec > db->connect_timeout_usec) {
+                        /* Once per stuck host: the attempts begun together all get stuck on it. */
+                        if (db->host_rotation == c->rotation)
+                                db->host_rotation++;
+                        conn_fail(c, "no answer in time while connecting");
+                } else if (stuck)
                         conn_fail(c, "no answer in time");
         }
 
         (void) sd_event_source_set_time_relative(s, WATCH_INTERVAL_USEC);
+        return 0;
+}
+
+/* Checks the DSN once, and keeps what conn_connect() rotates and the connect deadline. */
+static int db_parse_dsn(Db *db) {
+        char *error = NULL;
+        PQconninfoOption *options = PQconninfoParse(db->dsn, &error);
+
+        if (!options) {
+                log_error("DB_DSN is not a valid PostgreSQL connection string or URI: %s",
+                          error ?: "out of memory");
+                PQfreemem(error);
+                return -EINVAL;
+        }
+        for (PQconninfoOption *o = options; o->keyword; o++) {
+                if (!o->val)
+                        continue;
+                for (size_t i = 0; i < ELEMENTSOF(host_keywords); i++)
+                        if (streq(o->keyword, host_keywords[i]) && !(db->hosts[i] = strdup(o->val))) {
+                                PQconninfoFree(options);
+                                return log_oom();
+                        }
+                /* libpq's own connect_timeout is not applied in nonblocking mode: ours, per attempt
+                 * (at least 2 s, as libpq would). */
+                if (streq(o->keyword, "connect_timeout") && atoi(o->val) > 0)
+                        db->connect_timeout_usec = (uint64_t) MAX(atoi(o->val), 2) * USEC_PER_SEC;
+        }
+        PQconninfoFree(options);
         return 0;
 }
 
@@ -693,8 +773,13 @@ int db_new(sd_event *e, const DbConfig *config, DbNotifyCallback on_notify, DbSt
         db->listen_channel = config->listen_channel ? strdup(config->listen_channel) : NULL;
         if (!db->dsn || (config->listen_channel && !db->listen_channel))
                 return log_oom();
+        r = db_parse_dsn(db);
+        if (r < 0)
+                return r;
         db->pool_size = config->pool_size;
         db->query_timeout_usec = config->query_timeout_usec ?: 10 * USEC_PER_SEC;
+        if (db->connect_timeout_usec == 0)
+                db->connect_timeout_usec = db->query_timeout_usec + USEC_PER_SEC;
         db->migrations = config->migrations;
         db->n_migrations = config->n_migrations;
         db->on_notify = on_notify;
@@ -741,6 +826,8 @@ Db *db_free(Db *db) {
         sd_event_source_disable_unref(db->watch_timer);
         free(db->conns);
         free(db->dsn);
+        for (size_t i = 0; i < ELEMENTSOF(db->hosts); i++)
+                free(db->hosts[i]);
         free(db->listen_channel);
         sd_event_unref(db->event);
         free(db);

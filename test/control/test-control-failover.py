@@ -9,7 +9,8 @@ new primary; every answer was 201, 200 or 503 (never 500); the control says so i
 the database is away and reconnects by itself; the running tasks keep their lease (same attempt,
 same lease token, no lease expired, each started once) and finish succeeded; pushes are accepted
 again. The time from the kill to the first accepted push is printed (a figure, not a check). A
-planned switchover (fast shutdown of the primary) is answered the same way: 503, never 500.
+planned switchover (fast shutdown of the primary) is answered the same way: 503, never 500. A first
+host that never answers is skipped.
 
 And a commit the server confirms without the synchronous standby (its wait cancelled, as
 pg_cancel_backend() does) is answered 503, not 201: a failover at that moment could lose it."""
@@ -242,6 +243,19 @@ def test_switchover_answers_503_never_500():
     stored = {row[0] for row in standby.psql("SELECT id FROM tasks WHERE id LIKE 'burst-%'")}
     missing = [tid for tid, _, _ in burst.acked if tid not in stored]
     check(not missing, f"{len(missing)} acknowledged pushes are not on the new primary: {missing[:5]}")
+
+
+def test_host_that_never_answers_is_skipped():
+    """The first host of the DSN takes the connection and never answers (a host that is off and whose
+    packets are dropped looks the same to libpq, which in nonblocking mode would wait on it as long as
+    TCP does): the control gives the attempt up after connect_timeout and tries the next host first."""
+    pg = Postgres().start()
+    hole = mctest.listen_socket()
+    dsn = (f"host=127.0.0.1,{pg.host} port={hole.getsockname()[1]},{pg.port} user=postgres dbname=postgres "
+           "connect_timeout=2")
+    c = Control(pg, env={"MC_DB_DSN": dsn}).start()
+    check(c.push({"image": at.IMAGE, "cmd": ["true"]}).status == 201, "the control serves from the second host")
+    hole.close()
 
 
 def test_commit_not_confirmed_by_the_standby_is_not_acknowledged():
