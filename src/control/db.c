@@ -656,20 +656,34 @@ static char *rotate_list(const char *list, unsigned k) {
         return out;
 }
 
+/* What the control asks of every connection unless the DSN says otherwise (it comes after these and
+ * overrides them: expand_dbname), or the environment variable named does. */
+static const struct {
+        const char *keyword, *value, *env;
+} connect_defaults[] = {
+        /* The control writes: a standby is of no use to it. With several hosts (host=a,b), libpq skips
+         * the standbys and takes the primary, whichever it is now. */
+        { "target_session_attrs", "read-write", "PGTARGETSESSIONATTRS" },
+        /* A server whose host vanished (powered off, cut off) sends nothing, not even a reset: without
+         * keepalives an idle connection to it, the listener's above all, would wait for the system's
+         * default of two hours before anyone noticed. With these, about 11 s (TCP only). */
+        { "keepalives_idle",      "5",          NULL },
+        { "keepalives_interval",  "2",          NULL },
+        { "keepalives_count",     "3",          NULL },
+};
+
 static void conn_connect(DbConn *c) {
         Db *db = c->db;
         _cleanup_free_ char *rotated[ELEMENTSOF(host_keywords)] = {};
-        const char *keywords[3 + ELEMENTSOF(host_keywords)], *values[3 + ELEMENTSOF(host_keywords)];
+        const char *keywords[ELEMENTSOF(connect_defaults) + 1 + ELEMENTSOF(host_keywords) + 1];
+        const char *values[ELEMENTSOF(keywords)];
         size_t n = 0;
 
-        /* The control writes: a connection to a standby is of no use to it. Unless the DSN (or
-         * PGTARGETSESSIONATTRS) says otherwise, take only a read-write server, so that with several
-         * hosts (host=a,b) libpq skips the standbys and finds the primary, whichever it is now. The
-         * DSN comes after our default and overrides it (expand_dbname). */
-        if (!getenv("PGTARGETSESSIONATTRS")) {
-                keywords[n] = "target_session_attrs";
-                values[n++] = "read-write";
-        }
+        for (size_t i = 0; i < ELEMENTSOF(connect_defaults); i++)
+                if (!connect_defaults[i].env || !getenv(connect_defaults[i].env)) {
+                        keywords[n] = connect_defaults[i].keyword;
+                        values[n++] = connect_defaults[i].value;
+                }
         keywords[n] = "dbname";
         values[n++] = db->dsn;
         /* libpq tries the hosts in order and, in nonblocking mode, waits on one that does not answer
@@ -703,6 +717,28 @@ static int on_reconnect(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* The server of c did not answer a query, even the cancel its statement_timeout makes: it (or its host,
+ * or the way to it) is gone, and the idle connections to it would each hold the next query that far
+ * again before failing, one after the other. They are made again now instead, like c, to whichever
+ * host is read-write; the listener too, which would otherwise wait for TCP keepalives to notice. */
+static void fail_idle_on_same_server(Db *db, DbConn *c) {
+        _cleanup_free_ char *host = NULL, *port = NULL;
+
+        if (!c->conn || !PQhost(c->conn) || !PQport(c->conn))
+                return;
+        host = strdup(PQhost(c->conn));
+        port = strdup(PQport(c->conn));
+        if (!host || !port)
+                return;
+        for (size_t i = 0; i < db->n_conns; i++) {
+                DbConn *d = db->conns + i;
+
+                if (d != c && d->state == CONN_IDLE && d->conn && streq_ptr(PQhost(d->conn), host) &&
+                    streq_ptr(PQport(d->conn), port))
+                        conn_fail(d, "its server did not answer another connection in time");
+        }
+}
+
 /* Fails queries that waited too long for a connection, and connections whose query ran too long
  * (a database that stopped answering without closing the socket). */
 static int on_watch(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -716,13 +752,19 @@ static int on_watch(sd_event_source *s, uint64_t usec, void *userdata) {
                 DbConn *c = db->conns + i;
                 bool stuck = (c->state == CONN_BUSY || c->state == CONN_SETUP) &&
                              now - c->busy_since_usec > db->query_timeout_usec + USEC_PER_SEC;
-                if (c->state == CONN_CONNECTING && now - c->busy_since_usec > db->connect_timeout_usec) {
-                        /* Once per stuck host: the attempts begun together all get stuck on it. */
-                        if (db->host_rotation == c->rotation)
-                                db->host_rotation++;
-                        conn_fail(c, "no answer in time while connecting");
-                } else if (stuck)
-                        conn_fail(c, "no answer in time");
+                bool stuck_connecting = c->state == CONN_CONNECTING && now - c->busy_since_usec > db->connect_timeout_usec;
+
+                if (!stuck && !stuck_connecting)
+                        continue;
+                /* A server that does not answer may be on a host that is gone: the next attempts begin
+                 * with the next host (conn_connect()); should this one be only slow, they pass over the
+                 * others (standbys: not read-write) back to it. Once per host: the connections to it
+                 * all get stuck together. */
+                if (db->host_rotation == c->rotation)
+                        db->host_rotation++;
+                if (stuck)
+                        fail_idle_on_same_server(db, c);
+                conn_fail(c, stuck_connecting ? "no answer in time while connecting" : "no answer in time");
         }
 
         (void) sd_event_source_set_time_relative(s, WATCH_INTERVAL_USEC);

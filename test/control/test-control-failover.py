@@ -23,7 +23,7 @@ import threading
 import time
 
 import mctest
-from mctest import Postgres, background, check, http, wait_until
+from mctest import Daemon, Postgres, background, check, http, wait_until
 
 sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "agent"))
 import agenttest as at  # noqa: E402
@@ -62,8 +62,8 @@ class Burst:
     """Pushers that each push tasks with ids of their own, retrying an id after a 503 as a client
     should (a retry of a push that did commit answers 200). No node may take these tasks."""
 
-    def __init__(self, c, n):
-        self.c = c
+    def __init__(self, push, n):
+        self.push = push        # push(body, timeout) -> Response
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.acked = []         # (id, sent, answered) on time.monotonic()
@@ -78,7 +78,7 @@ class Burst:
             tid = f"burst-{n}-{i}"
             sent = time.monotonic()
             try:
-                r = self.c.push({"id": tid, "image": at.IMAGE, "cmd": ["true"],
+                r = self.push({"id": tid, "image": at.IMAGE, "cmd": ["true"],
                                  "labels": {"target_node": "nowhere"}}, timeout=30)
             except OSError as e:
                 with self.lock:
@@ -98,6 +98,9 @@ class Burst:
                     i += 1
 
     def n_acked(self):
+        for f in self.futures:
+            if f.done():
+                f.result()  # a pusher that died raises here
         with self.lock:
             return len(self.acked)
 
@@ -173,7 +176,7 @@ def test_failover_loses_no_push_and_no_lease():
         wait_until(lambda: at.trapping_pids(marker, signal.SIGUSR1), 60, msg=f"the shell of task {tid}")
         before[tid] = (t["attempt"], t["lease"]["lease_token"])
 
-    burst = Burst(c, N_PUSHERS)
+    burst = Burst(c.push, N_PUSHERS)
     wait_until(lambda: burst.n_acked() >= 150, 120, msg="pushes flowing")
 
     # Round 1: the standby is promoted at once: the figure of mc's part.
@@ -232,7 +235,7 @@ def test_switchover_answers_503_never_500():
     57P01 admin_shutdown, which pushes in flight get as an error) and the standby promoted."""
     primary, standby = primary_and_standby()
     c = Control(primary, env={"MC_DB_DSN": multi_host_dsn(primary, standby)}).start()
-    burst = Burst(c, N_PUSHERS)
+    burst = Burst(c.push, N_PUSHERS)
     wait_until(lambda: burst.n_acked() >= 150, 120, msg="pushes flowing")
     primary.stop()
     standby.promote()
@@ -256,6 +259,49 @@ def test_host_that_never_answers_is_skipped():
     c = Control(pg, env={"MC_DB_DSN": dsn}).start()
     check(c.push({"image": at.IMAGE, "cmd": ["true"]}).status == 201, "the control serves from the second host")
     hole.close()
+
+
+def test_primary_host_cut_off():
+    """The primary's host vanishes: its cable is cut (packets dropped, nothing reset) and it dies. The
+    control's connections to it hang instead of breaking, and connecting to it hangs too; the control
+    gives them up at its deadlines and finds the promoted standby, second in a DSN that does not even
+    say target_session_attrs (the control asks for read-write by default)."""
+    net = mctest.Network()
+    ha, hb, hc = net.add_host("pg-a"), net.add_host("pg-b"), net.add_host("control")
+    primary = Postgres(net_host=ha, settings={"synchronous_standby_names": "*"}).start()
+    standby = Postgres(standby_of=primary, net_host=hb).start()
+    wait_for_sync_standby(primary)
+    port = 8080
+    d = Daemon("mc-control", ["--port", port, "--listen-address", hc.address, "--tokens-file", write_tokens(()),
+                              "--no-bus"],
+               env={"MC_DB_DSN": f"host={ha.address},{hb.address} port={primary.port} user=postgres dbname=postgres",
+                    "MC_DB_TIMEOUT_MS": "3000"}, host=hc, name="mc-control").start()
+    d.wait_ready()
+    url = f"http://{hc.address}:{port}"
+    wait_until(lambda: hc.http("GET", url + "/api/health").status == 200, 60, msg="control healthy")
+    burst = Burst(lambda body, timeout: hc.http("POST", url + "/api/tasks/push", body=body, token=USER_TOKEN,
+                                                timeout=timeout), N_PUSHERS)
+    wait_until(lambda: burst.n_acked() >= 150, 120, msg="pushes flowing")
+
+    ha.set_link(False)
+    primary.kill()
+    killed = time.monotonic()
+    standby.promote()
+    promoted = time.monotonic()
+
+    def accepted_since_promotion():
+        with burst.lock:
+            return sum(1 for _, sent, _ in burst.acked if sent > promoted)
+    wait_until(lambda: accepted_since_promotion() >= 50, 120, msg="pushes accepted again after the promotion")
+    wait_until(lambda: hc.http("GET", url + "/api/health").status == 200, 60, msg="/api/health to be ok again")
+    burst.finish()
+    first_ok = min(answered for _, sent, answered in burst.acked if sent > killed)
+    print(f"  host cut off: kill -> promoted {promoted - killed:.2f} s; kill -> first accepted push "
+          f"{first_ok - killed:.2f} s (DB_TIMEOUT_MS=3000)")
+    check(not burst.other, f"answers other than 201, 200 and 503: {burst.other[:5]}")
+    stored = {row[0] for row in standby.psql("SELECT id FROM tasks WHERE id LIKE 'burst-%'")}
+    missing = [tid for tid, _, _ in burst.acked if tid not in stored]
+    check(not missing, f"{len(missing)} acknowledged pushes are not on the new primary: {missing[:5]}")
 
 
 def test_commit_not_confirmed_by_the_standby_is_not_acknowledged():

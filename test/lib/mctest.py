@@ -33,6 +33,7 @@ import glob
 import http.client as httpclient
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -423,9 +424,13 @@ class Postgres:
     data is the primary's, it follows the primary's WAL, read-only until promote()). The primary's
     settings given here (-c) are not copied: synchronous_standby_names=* on the primary leaves a
     promoted standby without it.
+
+    net_host=a Network Host runs the server in that host's network namespace, listening on TCP at
+    net_host.address (port `port`) besides its socket directory, trusting every address: reach it as
+    host=<address> from another host, and cut it off with net_host.set_link(False).
     """
 
-    def __init__(self, port=5432, settings=None, env=None, standby_of=None):
+    def __init__(self, port=5432, settings=None, env=None, standby_of=None, net_host=None):
         self.bindir = _pg_bindir()
         self.env = dict(os.environ, **(env or {}))  # e.g. FakeClock.env(): the database host's clock
         self.dir = tmpdir("pg")
@@ -435,14 +440,18 @@ class Postgres:
         self.logfile = os.path.join(self.dir, "postgres.log")
         self.proc = None
         self._deferred = False
+        self.net_host = net_host
         shutil.chown(self.dir, "postgres", "postgres")
         if standby_of is not None:
             self._pg_run(["pg_basebackup", "-D", self.datadir, "-h", standby_of.host, "-p", str(standby_of.port),
                           "-U", "postgres", "-X", "stream", "-R", "-c", "fast", "--no-sync"])
-            return
-        # initdb once per build directory, then copy: 0.1 s instead of 1 s or more per server.
-        template = self._template()
-        subprocess.run(["cp", "-a", template, self.datadir], check=True)
+        else:
+            # initdb once per build directory, then copy: 0.1 s instead of 1 s or more per server.
+            template = self._template()
+            subprocess.run(["cp", "-a", template, self.datadir], check=True)
+        if net_host is not None:
+            with open(os.path.join(self.datadir, "pg_hba.conf"), "a") as f:
+                f.write("host all all 0.0.0.0/0 trust\nhost replication all 0.0.0.0/0 trust\n")
 
     INITDB_ARGS = ["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"]
 
@@ -501,10 +510,17 @@ class Postgres:
                 "-c", "max_connections=200"]
         for k, v in self.settings.items():
             argv += ["-c", f"{k}={v}"]
+        user = {"user": "postgres", "group": "postgres"}
+        if self.net_host is not None:
+            # nsenter execs the server as postgres in the namespace: the pid stays the postmaster's.
+            pw = pwd.getpwnam("postgres")
+            argv = (["nsenter", f"--net=/run/netns/{self.net_host.netns}", "-S", str(pw.pw_uid), "-G", str(pw.pw_gid),
+                     "--"] + argv + ["-c", f"listen_addresses={self.net_host.address}"])
+            user = {}
         log = open(self.logfile, "ab")
         try:
-            self.proc = subprocess.Popen(argv, user="postgres", group="postgres", cwd=self.dir, env=self.env,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(argv, cwd=self.dir, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, **user)
         finally:
             log.close()
         if not self._deferred:
