@@ -20,7 +20,8 @@
 
 static const ConfigOption control_options[] = {
         { "DB_DSN", NULL, CONFIG_STRING, offsetof(ControlConfig, db_dsn), 0, 0, "",
-          "PostgreSQL connection string or URI (empty: libpq's PG* environment defaults)" },
+          "PostgreSQL connection string or URI (empty: libpq's PG* environment defaults); with a standby, "
+          "both hosts (host=a,b): only a read-write server is used" },
         { "PORT", NULL, CONFIG_INT, offsetof(ControlConfig, port), 0, 65535, "8080",
           "TCP port to listen on when not socket-activated" },
         { "LISTEN_ADDRESS", NULL, CONFIG_STRING, offsetof(ControlConfig, listen_address), 0, 0, "",
