@@ -3,6 +3,7 @@
 #include <sys/epoll.h>
 
 #include "daemon-util.h"
+#include "db-hosts.h"
 #include "db.h"
 #include "log.h"
 
@@ -633,29 +634,6 @@ static void on_notice(void *userdata, const PGresult *r) {
 
 static const char *const host_keywords[] = { "host", "hostaddr", "port" };
 
-/* list ("a,b,c") with its first k % n entries moved to the end; NULL when it has one entry only. */
-static char *rotate_list(const char *list, unsigned k) {
-        size_t n = 1, len = strlen(list), at = 0;
-        const char *p;
-        char *out;
-
-        for (p = list; (p = strchr(p, ',')); p++)
-                n++;
-        if (n < 2 || k % n == 0)
-                return NULL;
-        for (p = list, k %= n; k > 0; k--)
-                p = strchr(p, ',') + 1;
-        out = malloc(len + 2);
-        if (!out)
-                return NULL;
-        at = len - (size_t) (p - list);
-        memcpy(out, p, at);
-        out[at++] = ',';
-        memcpy(out + at, list, (size_t) (p - list) - 1);
-        out[len] = 0;
-        return out;
-}
-
 /* What the control asks of every connection unless the DSN says otherwise (it comes after these and
  * overrides them: expand_dbname), or the environment variable named does. */
 static const struct {
@@ -690,7 +668,7 @@ static void conn_connect(DbConn *c) {
          * at all (a host that is off, packets dropped) for as long as TCP does, never reaching the
          * next. An attempt given up as stuck (on_watch) makes the next ones start one host further. */
         for (size_t i = 0; i < ELEMENTSOF(host_keywords); i++)
-                if (db->hosts[i] && db->host_rotation > 0 && (rotated[i] = rotate_list(db->hosts[i], db->host_rotation))) {
+                if (db->hosts[i] && db->host_rotation > 0 && (rotated[i] = db_hosts_rotate(db->hosts[i], db->host_rotation))) {
                         keywords[n] = host_keywords[i];
                         values[n++] = rotated[i];
                 }
