@@ -10,7 +10,7 @@ the database is away and reconnects by itself; the running tasks keep their leas
 same lease token, no lease expired, each started once) and finish succeeded; pushes are accepted
 again. The time from the kill to the first accepted push is printed (a figure, not a check). A
 planned switchover (fast shutdown of the primary) is answered the same way: 503, never 500. A first
-host that never answers is skipped.
+host that never answers is skipped; a DSN libpq cannot parse stops the control at start.
 
 And a commit the server confirms without the synchronous standby (its wait cancelled, as
 pg_cancel_backend() does) is answered 503, not 201: a failover at that moment could lose it."""
@@ -302,6 +302,16 @@ def test_primary_host_cut_off():
     stored = {row[0] for row in standby.psql("SELECT id FROM tasks WHERE id LIKE 'burst-%'")}
     missing = [tid for tid, _, _ in burst.acked if tid not in stored]
     check(not missing, f"{len(missing)} acknowledged pushes are not on the new primary: {missing[:5]}")
+
+
+def test_invalid_dsn_refused_at_start():
+    """A DSN libpq cannot parse stops the control at start with a message naming the setting, rather
+    than a control that retries for ever."""
+    tokens = write_tokens(())
+    for dsn in ("host=pg-a,pg-b port", "postgresql://pg-a:5432,pg-b:x/mc?nosuchoption=1", "nosuchkeyword=1"):
+        p = mctest.run([mctest.binary("mc-control"), "--port", "0", "--tokens-file", tokens, "--no-bus"],
+                       env=dict(os.environ, MC_DB_DSN=dsn), check=False)
+        check(p.returncode != 0 and "DB_DSN" in p.stderr, f"{dsn!r}: {p.returncode} {p.stderr}")
 
 
 def test_commit_not_confirmed_by_the_standby_is_not_acknowledged():
