@@ -31,7 +31,7 @@ from controltest import Control, USER_TOKEN, write_tokens  # noqa: E402,F401
 
 # Long enough that an agent on a loaded machine renews through the failover (it fences itself a TTL
 # less the margin after the last renewal that got through, and renews every third of the TTL).
-TTL_MS = 45000
+TTL_MS = 60000
 N_HELD = 3
 N_PUSHERS = 4
 
