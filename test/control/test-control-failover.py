@@ -221,6 +221,10 @@ def test_failover_loses_no_push_and_no_lease():
         starts = [line.split()[1] for line in f if line.startswith("start ")]
     check(sorted(starts) == sorted(held), f"each held task started once: {starts}")
 
+    # And new work flows: the agent's claim (woken through LISTEN on the last primary) takes a task.
+    t = at.wait_final(c, at.push(c, {"image": at.IMAGE, "cmd": ["true"]}), 120)
+    check(t["status"] == "succeeded", f"a task pushed after the failovers: {t['status']}")
+
     log = c.daemon.log_text()
     check(not at.events(log, "lease_expired"), "no lease expired")
     check(len(at.events(log, "database_unavailable")) == 2, "database_unavailable logged once per outage")
