@@ -4,16 +4,20 @@
 standby (pg_basebackup -R, synchronous_standby_names='*'), one mc-control given both hosts
 (host=a,b target_session_attrs=read-write), a real mc-agent (exec driver) running long tasks, and
 clients pushing a burst. The primary is killed with SIGKILL (postmaster and backends) mid-burst and the
-standby promoted; nothing is done to mc. Then: every push answered 201 (or 200 to a retry) is on the
-new primary; every answer was 201, 200 or 503 (never 500); the control says so in /api/health while
-the database is away and reconnects by itself; the running tasks keep their lease (same attempt,
-same lease token, no lease expired, each started once) and finish succeeded; pushes are accepted
-again. The time from the kill to the first accepted push is printed (a figure, not a check). A
-planned switchover (fast shutdown of the primary) is answered the same way: 503, never 500. A first
-host that never answers is skipped; a DSN libpq cannot parse stops the control at start.
+standby promoted at once; nothing is done to mc. Then the old primary is re-created as a standby of
+the new one, and the new one killed in turn, promoted only once the agent's heartbeats have been
+refused. Then: every push answered 201 (or 200 to a retry) is on the last primary; every answer was
+201, 200 or 503 (never 500), and none was accepted while no server was read-write; /api/health said
+so meanwhile and the control reconnected by itself, naming each new primary in database_available;
+the running tasks kept their lease (same attempt, same lease token, no lease expired, each started
+once) and finished succeeded; new work runs. The time from each kill to the first accepted push is
+printed (a figure, not a check).
 
-And a commit the server confirms without the synchronous standby (its wait cancelled, as
-pg_cancel_backend() does) is answered 503, not 201: a failover at that moment could lose it."""
+Also: a planned switchover (fast shutdown of the primary) is answered the same way; a primary whose
+host is cut off from the network (nothing reset, network namespaces) is given up at the control's
+deadlines; a first host that accepts and never answers is skipped; a DSN libpq cannot parse stops the
+control at start; and a commit the server confirms without the synchronous standby (its wait
+cancelled, as pg_cancel_backend() does) is answered 503, not 201: a failover then could lose it."""
 
 import concurrent.futures
 import os
