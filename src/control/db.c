@@ -650,9 +650,14 @@ static const struct {
         { "keepalives_count",     "3",          NULL },
 };
 
+static void free_rotated(char *(*rotated)[ELEMENTSOF(host_keywords)]) {
+        for (size_t i = 0; i < ELEMENTSOF(*rotated); i++)
+                free((*rotated)[i]);
+}
+
 static void conn_connect(DbConn *c) {
         Db *db = c->db;
-        _cleanup_free_ char *rotated[ELEMENTSOF(host_keywords)] = {};
+        _cleanup_(free_rotated) char *rotated[ELEMENTSOF(host_keywords)] = {};
         const char *keywords[ELEMENTSOF(connect_defaults) + 1 + ELEMENTSOF(host_keywords) + 1];
         const char *values[ELEMENTSOF(keywords)];
         size_t n = 0;
