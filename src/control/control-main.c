@@ -21,7 +21,8 @@
 
 static const ConfigOption control_options[] = {
         { "DB_DSN", NULL, CONFIG_STRING, offsetof(ControlConfig, db_dsn), 0, 0, "",
-          "PostgreSQL connection string or URI (empty: libpq's PG* environment defaults)" },
+          "PostgreSQL connection string or URI (empty: libpq's PG* environment defaults); with a standby, "
+          "both hosts (host=a,b): only a read-write server is used" },
         { "PORT", NULL, CONFIG_INT, offsetof(ControlConfig, port), 0, 65535, "8080",
           "TCP port to listen on when not socket-activated" },
         { "LISTEN_ADDRESS", NULL, CONFIG_STRING, offsetof(ControlConfig, listen_address), 0, 0, "",
@@ -100,14 +101,25 @@ static void on_db_notify(const char *channel, const char *payload, void *userdat
 static void on_db_state(bool available, void *userdata) {
         Control *c = userdata;
 
-        if (!available)
+        /* The daemon itself is fine: the watchdog stays fed (it checks that HTTP is served), and
+         * /api/health, /metrics and this status say the database is not (docs/postgresql-ha.md). */
+        if (!available) {
+                daemon_notify_status("Database unavailable: answering 503, reconnecting.");
                 return;
+        }
+        daemon_notify_status("Serving.");
+        /* Housekeeping puts the counts back into the status at its next round. */
+        c->counts.valid = false;
         /* Notifications may have been missed while the listener was away. */
         claim_waiters_wake_all(c->waiters);
         watchers_recheck_all(c->watchers);
-        /* The lease watch needs nothing here: agents could not renew during the outage, and fenced
-         * themselves on their own clocks if it lasted; the counts seen before it only make the
-         * sweep wait longer. */
+        /* The lease watch needs nothing here. The sweep stood still during the outage and expired
+         * nothing; what it saw before stays. A lease that now looks due (its count seen a TTL plus the
+         * grace ago) is one whose holder has fenced itself meanwhile: the holder counts from an
+         * earlier instant, the renewal it last got through, and could not renew since. A holder
+         * that renews before its fence time (the outage was shorter than its TTL less the margin)
+         * moves the count, and the update of an expiry already sent applies only to the count it saw,
+         * so the renewal keeps the lease. */
 }
 
 static int on_drain_check(sd_event_source *s, uint64_t usec, void *userdata) {

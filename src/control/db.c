@@ -3,6 +3,7 @@
 #include <sys/epoll.h>
 
 #include "daemon-util.h"
+#include "db-hosts.h"
 #include "db.h"
 #include "log.h"
 
@@ -45,6 +46,8 @@ typedef struct DbConn {
         DbQuery *query;                 /* in flight */
         uint64_t busy_since_usec;
         PGresult *result;               /* kept result of the statement in flight */
+        bool commit_unconfirmed;        /* the server gave up waiting for the synchronous standby */
+        unsigned rotation;              /* Db.host_rotation when this connection attempt began */
 } DbConn;
 
 struct Db {
@@ -73,6 +76,11 @@ struct Db {
         bool available;
         bool closing;
         uint64_t n_errors;
+        uint64_t unavailable_since_usec;        /* 0: available, or never was */
+        char *hosts[3];                         /* the DSN's host, hostaddr and port lists, or NULL */
+        unsigned host_rotation;                 /* connect attempts given up as stuck */
+        uint64_t connect_timeout_usec;
+        char last_error[256];                   /* why the last connection failed, for the event */
 };
 
 static void conn_dispatch(DbConn *c);
@@ -200,12 +208,20 @@ static void conn_fail(DbConn *c, const char *why) {
         Db *db = c->db;
         DbQuery *q = TAKE_PTR(c->query);
         bool was_up = c->state >= CONN_SETUP;
+        size_t n;
 
         if (was_up || c->backoff_usec == RECONNECT_MIN_USEC)
                 log_warning("Database connection %s: %s", was_up ? "lost" : "failed", why);
         else
                 log_debug("Database connection failed: %s", why);
         db->n_errors++;
+        /* libpq's messages end with a newline, and may hold several lines (one per host tried). */
+        snprintf(db->last_error, sizeof(db->last_error), "%s", why);
+        for (n = strlen(db->last_error); n > 0 && strchr("\n\r ", db->last_error[n - 1]); n--)
+                db->last_error[n - 1] = 0;
+        for (char *p = db->last_error; *p; p++)
+                if (*p == '\n' || *p == '\r' || *p == '\t')
+                        *p = ' ';
         if (c->state == CONN_MIGRATE_READ || c->state == CONN_MIGRATE_APPLY)
                 db->migrating = false;
         conn_close(c);
@@ -308,6 +324,43 @@ static void conn_apply_migrations(DbConn *c, int current) {
         (void) conn_send(c, sql, CONN_MIGRATE_APPLY);
 }
 
+/* The server a query connection is on now: with several hosts in the DSN, the one that was
+ * read-write when it connected. */
+static PGconn *current_server(Db *db) {
+        for (size_t i = 0; i < db->n_conns; i++) {
+                DbConn *c = db->conns + i;
+                if (!c->listener && c->state >= CONN_SETUP && c->conn)
+                        return c->conn;
+        }
+        return NULL;
+}
+
+static void log_available(Db *db) {
+        PGconn *server = current_server(db);
+        const char *host = server ? PQhost(server) : NULL, *port = server ? PQport(server) : NULL;
+        const char *fields[9];
+        char version[16], outage[32];
+        size_t n = 0;
+
+        snprintf(version, sizeof(version), "%d", db->schema_version);
+        fields[n++] = "DB_HOST";
+        fields[n++] = host ?: "";
+        fields[n++] = "DB_PORT";
+        fields[n++] = port ?: "";
+        fields[n++] = "DB_SCHEMA_VERSION";
+        fields[n++] = version;
+        if (db->unavailable_since_usec > 0) {
+                snprintf(outage, sizeof(outage), "%" PRIu64, now_usec() - db->unavailable_since_usec);
+                fields[n++] = "DB_OUTAGE_USEC";
+                fields[n++] = outage;
+        }
+        fields[n] = NULL;
+        log_event(LOG_INFO, MC_EVENT_DATABASE_AVAILABLE, fields,
+                  "Database is available at %s port %s (schema version %d)%s%s%s.", host ?: "?", port ?: "?",
+                  db->schema_version, db->unavailable_since_usec > 0 ? " after an outage of " : "",
+                  db->unavailable_since_usec > 0 ? outage : "", db->unavailable_since_usec > 0 ? " us" : "");
+}
+
 static void db_update_available(Db *db) {
         bool listener_ok = true, available;
 
@@ -318,10 +371,14 @@ static void db_update_available(Db *db) {
         if (available == db->available)
                 return;
         db->available = available;
-        if (available)
-                log_info("Database is available (schema version %d).", db->schema_version);
-        else
-                log_warning("Database is unavailable; answering 503 until it returns.");
+        if (available) {
+                log_available(db);
+                db->unavailable_since_usec = 0;
+        } else {
+                db->unavailable_since_usec = now_usec();
+                log_event(LOG_WARNING, MC_EVENT_DATABASE_UNAVAILABLE, LOG_FIELDS("DB_ERROR", db->last_error),
+                          "Database is unavailable (%s); answering 503 until it returns.", db->last_error);
+        }
         if (db->on_state)
                 db->on_state(available, db->userdata);
 }
@@ -354,6 +411,7 @@ static void conn_dispatch(DbConn *c) {
                 return;
         }
         c->query = q;
+        c->commit_unconfirmed = false;
         db->n_running++;
         if (!PQsendQueryParams(c->conn, q->sql, q->n_params, NULL, (const char *const *) q->params,
                                NULL, NULL, 0)) {
@@ -373,6 +431,24 @@ static void schema_became_ready(Db *db) {
                 if (db->conns[i].state == CONN_WAIT_SCHEMA)
                         conn_dispatch(db->conns + i);
         db_update_available(db);
+}
+
+/* SQLSTATEs after which the connection is of no more use, though only the query failed: the server is
+ * going away (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now), or it is a standby,
+ * which cannot write (25006 read_only_sql_transaction: a failover demoted it, or the DSN let us reach
+ * it). Class 08 (connection exception) too. Whether the query committed is unknown or it did not run:
+ * the caller answers 503, and the connection is made again, to whichever host is read-write now. */
+static const char *const connection_gone_sqlstates[] = { "57P01", "57P02", "57P03", "25006" };
+
+static bool result_means_connection_gone(DbConn *c, const PGresult *r) {
+        const char *state = db_result_sqlstate(r);
+
+        if (PQstatus(c->conn) == CONNECTION_BAD || startswith(state, "08"))
+                return true;
+        for (size_t i = 0; i < ELEMENTSOF(connection_gone_sqlstates); i++)
+                if (streq(state, connection_gone_sqlstates[i]))
+                        return true;
+        return false;
 }
 
 /* A statement sequence finished on c (PQgetResult returned NULL); r is its kept result. */
@@ -427,8 +503,31 @@ static void conn_finished(DbConn *c, PGresult *r) {
                 return;
 
         case CONN_BUSY: {
-                DbQuery *q = TAKE_PTR(c->query);
+                DbQuery *q;
+
+                if (!ok && result_means_connection_gone(c, r)) {
+                        /* conn_fail() answers the query with -ECONNRESET: 503, never 500. */
+                        conn_fail(c, r ? PQresultErrorMessage(r) : "no result");
+                        PQclear(r);
+                        return;
+                }
+                q = TAKE_PTR(c->query);
                 db->n_running--;
+                if (ok && c->commit_unconfirmed) {
+                        /* The transaction committed here, but the server stopped waiting for the
+                         * synchronous standby (its wait was cancelled): after a failover now it may be
+                         * gone. Not acknowledged, as if the connection had broken; a retry with the
+                         * same id is safe. */
+                        log_warning("The database committed without confirming it reached the synchronous standby; "
+                                    "answering as if the outcome were unknown.");
+                        db->n_errors++;
+                        c->state = CONN_IDLE;
+                        query_complete(q, NULL, -ECONNRESET);
+                        PQclear(r);
+                        if (c->state == CONN_IDLE && c->conn)
+                                conn_dispatch(c);
+                        return;
+                }
                 if (!ok) {
                         db->n_errors++;
                         log_warning("Database query failed (%s): %s", db_result_sqlstate(r),
@@ -529,8 +628,68 @@ static int on_conn_io(sd_event_source *s, int fd, uint32_t revents, void *userda
         return 0;
 }
 
+/* Notices come with every statement's result; the one that matters is the warning that a commit stopped
+ * waiting for the synchronous standby (the wait was cancelled: pg_cancel_backend(), a signal). The
+ * server then reports success for a transaction the standby may not have: see CONN_BUSY. The routine
+ * name is the one field of that warning that neither translation nor rewording changes. */
+static void on_notice(void *userdata, const PGresult *r) {
+        DbConn *c = userdata;
+        const char *routine = PQresultErrorField(r, PG_DIAG_SOURCE_FUNCTION);
+
+        if (c->state == CONN_BUSY && routine && streq(routine, "SyncRepWaitForLSN"))
+                c->commit_unconfirmed = true;
+        log_debug("Database notice: %s", PQresultErrorMessage(r));
+}
+
+static const char *const host_keywords[] = { "host", "hostaddr", "port" };
+
+/* What the control asks of every connection unless the DSN says otherwise (it comes after these and
+ * overrides them: expand_dbname), or the environment variable named does. */
+static const struct {
+        const char *keyword, *value, *env;
+} connect_defaults[] = {
+        /* The control writes: a standby is of no use to it. With several hosts (host=a,b), libpq skips
+         * the standbys and takes the primary, whichever it is now. */
+        { "target_session_attrs", "read-write", "PGTARGETSESSIONATTRS" },
+        /* A server whose host vanished (powered off, cut off) sends nothing, not even a reset: without
+         * keepalives an idle connection to it, the listener's above all, would wait for the system's
+         * default of two hours before anyone noticed. With these, about 11 s (TCP only). */
+        { "keepalives_idle",      "5",          NULL },
+        { "keepalives_interval",  "2",          NULL },
+        { "keepalives_count",     "3",          NULL },
+};
+
+static void free_rotated(char *(*rotated)[ELEMENTSOF(host_keywords)]) {
+        for (size_t i = 0; i < ELEMENTSOF(*rotated); i++)
+                free((*rotated)[i]);
+}
+
 static void conn_connect(DbConn *c) {
-        c->conn = PQconnectStart(c->db->dsn);
+        Db *db = c->db;
+        _cleanup_(free_rotated) char *rotated[ELEMENTSOF(host_keywords)] = {};
+        const char *keywords[ELEMENTSOF(connect_defaults) + 1 + ELEMENTSOF(host_keywords) + 1];
+        const char *values[ELEMENTSOF(keywords)];
+        size_t n = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(connect_defaults); i++)
+                if (!connect_defaults[i].env || !getenv(connect_defaults[i].env)) {
+                        keywords[n] = connect_defaults[i].keyword;
+                        values[n++] = connect_defaults[i].value;
+                }
+        keywords[n] = "dbname";
+        values[n++] = db->dsn;
+        /* libpq tries the hosts in order and, in nonblocking mode, waits on one that does not answer
+         * at all (a host that is off, packets dropped) for as long as TCP does, never reaching the
+         * next. An attempt given up as stuck (on_watch) makes the next ones start one host further. */
+        for (size_t i = 0; i < ELEMENTSOF(host_keywords); i++)
+                if (db->hosts[i] && db->host_rotation > 0 && (rotated[i] = db_hosts_rotate(db->hosts[i], db->host_rotation))) {
+                        keywords[n] = host_keywords[i];
+                        values[n++] = rotated[i];
+                }
+        keywords[n] = values[n] = NULL;
+        c->rotation = db->host_rotation;
+
+        c->conn = PQconnectStartParams(keywords, values, /* expand_dbname= */ 1);
         if (!c->conn) {
                 conn_fail(c, "out of memory");
                 return;
@@ -539,6 +698,7 @@ static void conn_connect(DbConn *c) {
                 conn_fail(c, PQerrorMessage(c->conn));
                 return;
         }
+        (void) PQsetNoticeReceiver(c->conn, on_notice, c);
         c->state = CONN_CONNECTING;
         c->busy_since_usec = now_usec();
         conn_connect_poll(c);
@@ -547,6 +707,28 @@ static void conn_connect(DbConn *c) {
 static int on_reconnect(sd_event_source *s, uint64_t usec, void *userdata) {
         conn_connect(userdata);
         return 0;
+}
+
+/* The server of c did not answer a query, even the cancel its statement_timeout makes: it (or its host,
+ * or the way to it) is gone, and the idle connections to it would each hold the next query that far
+ * again before failing, one after the other. They are made again now instead, like c, to whichever
+ * host is read-write; the listener too, which would otherwise wait for TCP keepalives to notice. */
+static void fail_idle_on_same_server(Db *db, DbConn *c) {
+        _cleanup_free_ char *host = NULL, *port = NULL;
+
+        if (!c->conn || !PQhost(c->conn) || !PQport(c->conn))
+                return;
+        host = strdup(PQhost(c->conn));
+        port = strdup(PQport(c->conn));
+        if (!host || !port)
+                return;
+        for (size_t i = 0; i < db->n_conns; i++) {
+                DbConn *d = db->conns + i;
+
+                if (d != c && d->state == CONN_IDLE && d->conn && streq_ptr(PQhost(d->conn), host) &&
+                    streq_ptr(PQport(d->conn), port))
+                        conn_fail(d, "its server did not answer another connection in time");
+        }
 }
 
 /* Fails queries that waited too long for a connection, and connections whose query ran too long
@@ -560,13 +742,52 @@ static int on_watch(sd_event_source *s, uint64_t usec, void *userdata) {
 
         for (size_t i = 0; i < db->n_conns; i++) {
                 DbConn *c = db->conns + i;
-                bool stuck = (c->state == CONN_BUSY || c->state == CONN_CONNECTING || c->state == CONN_SETUP) &&
+                bool stuck = (c->state == CONN_BUSY || c->state == CONN_SETUP) &&
                              now - c->busy_since_usec > db->query_timeout_usec + USEC_PER_SEC;
+                bool stuck_connecting = c->state == CONN_CONNECTING && now - c->busy_since_usec > db->connect_timeout_usec;
+
+                if (!stuck && !stuck_connecting)
+                        continue;
+                /* A server that does not answer may be on a host that is gone: the next attempts begin
+                 * with the next host (conn_connect()); should this one be only slow, they pass over the
+                 * others (standbys: not read-write) back to it. Once per host: the connections to it
+                 * all get stuck together. */
+                if (db->host_rotation == c->rotation)
+                        db->host_rotation++;
                 if (stuck)
-                        conn_fail(c, "no answer in time");
+                        fail_idle_on_same_server(db, c);
+                conn_fail(c, stuck_connecting ? "no answer in time while connecting" : "no answer in time");
         }
 
         (void) sd_event_source_set_time_relative(s, WATCH_INTERVAL_USEC);
+        return 0;
+}
+
+/* Checks the DSN once, and keeps what conn_connect() rotates and the connect deadline. */
+static int db_parse_dsn(Db *db) {
+        char *error = NULL;
+        PQconninfoOption *options = PQconninfoParse(db->dsn, &error);
+
+        if (!options) {
+                log_error("DB_DSN is not a valid PostgreSQL connection string or URI: %s",
+                          error ?: "out of memory");
+                PQfreemem(error);
+                return -EINVAL;
+        }
+        for (PQconninfoOption *o = options; o->keyword; o++) {
+                if (!o->val)
+                        continue;
+                for (size_t i = 0; i < ELEMENTSOF(host_keywords); i++)
+                        if (streq(o->keyword, host_keywords[i]) && !(db->hosts[i] = strdup(o->val))) {
+                                PQconninfoFree(options);
+                                return log_oom();
+                        }
+                /* libpq's own connect_timeout is not applied in nonblocking mode: ours, per attempt
+                 * (at least 2 s, as libpq would). */
+                if (streq(o->keyword, "connect_timeout") && atoi(o->val) > 0)
+                        db->connect_timeout_usec = (uint64_t) MAX(atoi(o->val), 2) * USEC_PER_SEC;
+        }
+        PQconninfoFree(options);
         return 0;
 }
 
@@ -600,8 +821,13 @@ int db_new(sd_event *e, const DbConfig *config, DbNotifyCallback on_notify, DbSt
                         return -E2BIG;  /* conn_start_setup()'s buffer */
                 db->listen_sql = TAKE_PTR(sql);
         }
+        r = db_parse_dsn(db);
+        if (r < 0)
+                return r;
         db->pool_size = config->pool_size;
         db->query_timeout_usec = config->query_timeout_usec ?: 10 * USEC_PER_SEC;
+        if (db->connect_timeout_usec == 0)
+                db->connect_timeout_usec = db->query_timeout_usec + USEC_PER_SEC;
         db->migrations = config->migrations;
         db->n_migrations = config->n_migrations;
         db->functions_sql = config->functions_sql;
@@ -650,6 +876,8 @@ Db *db_free(Db *db) {
         free(db->conns);
         free(db->dsn);
         free(db->listen_sql);
+        for (size_t i = 0; i < ELEMENTSOF(db->hosts); i++)
+                free(db->hosts[i]);
         sd_event_unref(db->event);
         free(db);
         return NULL;

@@ -5,7 +5,12 @@
  * mode, each watched by an sd-event io source, a FIFO of queries waiting for a free connection, and one
  * extra connection that only LISTENs. Connections that break are re-opened with backoff; while none is
  * up, queries fail at once with -ECONNREFUSED (the API answers 503) instead of piling up. The schema
- * migrations run on the first connection, under an advisory lock, before any query is served. */
+ * migrations run on the first connection, under an advisory lock, before any query is served.
+ *
+ * Failover (docs/postgresql-ha.md): connections go only to a read-write server (target_session_attrs
+ * unless the DSN says otherwise), so with several hosts (host=a,b) every reconnection finds whichever
+ * is the primary now. A server that answers nothing in time is given up on all its connections, and
+ * the next attempts begin with the next host. */
 
 #include <libpq-fe.h>
 #include <systemd/sd-event.h>
@@ -14,9 +19,11 @@
 
 typedef struct Db Db;
 
-/* result is NULL when the query could not run (error: -ECONNREFUSED no connection, -ECONNRESET the
- * connection broke, -ETIMEDOUT it waited or ran too long, -ECANCELED shutting down); otherwise it is
- * the query's result, which may be an error result (check PQresultStatus). Db frees it afterwards. */
+/* result is NULL when the query could not run or its outcome is unknown (error: -ECONNREFUSED no
+ * connection, -ECONNRESET the connection broke or the server is going away or is a standby, or it
+ * committed without the synchronous standby's confirmation; -ETIMEDOUT it waited or ran too long,
+ * -ECANCELED shutting down); otherwise it is the query's result, which may be an error result (check
+ * PQresultStatus; -EIO). Db frees it afterwards. */
 typedef void (*DbCallback)(PGresult *result, int error, void *userdata);
 typedef void (*DbNotifyCallback)(const char *channel, const char *payload, void *userdata);
 /* Called when the database becomes usable (schema applied, listener up) or stops being so. */

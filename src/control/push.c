@@ -76,12 +76,15 @@ static void on_batch_done(PGresult *r, int error, void *userdata) {
 
         if (error < 0 || n_rows != b->n_items) {
                 /* The commit's fate is unknown or it failed: tell the client to retry (with an id, a retry
-                 * is safe). */
+                 * is safe). -ECONNRESET: the connection broke with the commit in flight, or the commit
+                 * was not confirmed by the synchronous standby (db.h); the tasks may be stored. */
                 unsigned code = error == -EIO ? 500 : 503;
+                const char *msg = error == -EIO ? "Database error; the task was not stored." :
+                                  error == -ECONNRESET ? "Database unavailable during the commit; the task may or may not be "
+                                                         "stored: retry with the same id (200 if it was)." :
+                                                         "Database unavailable; the task was not stored, retry.";
                 for (size_t i = 0; i < b->n_items; i++)
-                        item_answer_error(p, b->items[i], code, NULL,
-                                          code == 503 ? "Database unavailable; the task was not stored, retry."
-                                                      : "Database error; the task was not stored.");
+                        item_answer_error(p, b->items[i], code, NULL, msg);
                 goto finish;
         }
 

@@ -31,7 +31,10 @@ static void on_sweep_done(PGresult *r, int error, void *userdata) {
 
         c->sweep_running = false;
         if (error < 0 || !r)
-                return;         /* what we saw stays as it was: stale counts only make us wait longer */
+                /* What we saw stays as it was. A lease found due once the database answers again is
+                 * one whose holder could not renew either, and has fenced itself (control-main.c,
+                 * on_db_state()). */
+                return;
 
         seen = calloc((size_t) PQntuples(r) + 1, sizeof(LeaseSeen));
         if (!seen) {

@@ -58,6 +58,9 @@
         X(HTTP_LIMIT,           http_limit,           "91975fb2cd55434d8e0cb1c8c7911676")       \
         X(HTTP_TIMEOUT,         http_timeout,         "5722a1126e9f410cade55a7bc578255f")       \
         X(HTTP_NOT_SERVING,     http_not_serving,     "653a33e45c85417daefbc0fb05ca62b2")       \
+        /* the control's database */                                                            \
+        X(DATABASE_UNAVAILABLE, database_unavailable, "b3cac9db4beb4720b2e8ff4f4ab51727")       \
+        X(DATABASE_AVAILABLE,   database_available,   "b8a5bd77693e4cff94f6dedf761a221a")       \
         /* an agent fetching a task's inputs */                                                 \
         X(INPUTS_FETCHED,       inputs_fetched,       "61804d4718fd4d65ad62702c766b2ba9")       \
         X(INPUTS_FAILED,        inputs_failed,        "55dddac9fc014c8ea8127cad72b6593d")       \

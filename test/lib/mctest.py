@@ -33,6 +33,7 @@ import glob
 import http.client as httpclient
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -426,9 +427,18 @@ class Postgres:
         with Postgres() as pg:            # or pg = Postgres().start(); stopped when the test ends
             pg.psql("CREATE TABLE t (x int)")
             rows = pg.psql("SELECT 1, 'a'")   # [('1', 'a')]; NULL is None
+
+    standby_of=primary makes a streaming standby of a running primary instead (pg_basebackup -R: its
+    data is the primary's, it follows the primary's WAL, read-only until promote()). The primary's
+    settings given here (-c) are not copied: synchronous_standby_names=* on the primary leaves a
+    promoted standby without it.
+
+    net_host=a Network Host runs the server in that host's network namespace, listening on TCP at
+    net_host.address (port `port`) besides its socket directory, trusting every address: reach it as
+    host=<address> from another host, and cut it off with net_host.set_link(False).
     """
 
-    def __init__(self, port=5432, settings=None, env=None):
+    def __init__(self, port=5432, settings=None, env=None, standby_of=None, net_host=None):
         self.bindir = _pg_bindir()
         self.env = dict(os.environ, **(env or {}))  # e.g. FakeClock.env(): the database host's clock
         self.dir = tmpdir("pg")
@@ -438,10 +448,18 @@ class Postgres:
         self.logfile = os.path.join(self.dir, "postgres.log")
         self.proc = None
         self._deferred = False
+        self.net_host = net_host
         shutil.chown(self.dir, "postgres", "postgres")
-        # initdb once per build directory, then copy: 0.1 s instead of 1 s or more per server.
-        template = self._template()
-        subprocess.run(["cp", "-a", template, self.datadir], check=True)
+        if standby_of is not None:
+            self._pg_run(["pg_basebackup", "-D", self.datadir, "-h", standby_of.host, "-p", str(standby_of.port),
+                          "-U", "postgres", "-X", "stream", "-R", "-c", "fast", "--no-sync"])
+        else:
+            # initdb once per build directory, then copy: 0.1 s instead of 1 s or more per server.
+            template = self._template()
+            subprocess.run(["cp", "-a", template, self.datadir], check=True)
+        if net_host is not None:
+            with open(os.path.join(self.datadir, "pg_hba.conf"), "a") as f:
+                f.write("host all all 0.0.0.0/0 trust\nhost replication all 0.0.0.0/0 trust\n")
 
     INITDB_ARGS = ["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"]
 
@@ -500,10 +518,17 @@ class Postgres:
                 "-c", "max_connections=200"]
         for k, v in self.settings.items():
             argv += ["-c", f"{k}={v}"]
+        user = {"user": "postgres", "group": "postgres"}
+        if self.net_host is not None:
+            # nsenter execs the server as postgres in the namespace: the pid stays the postmaster's.
+            pw = pwd.getpwnam("postgres")
+            argv = (["nsenter", f"--net=/run/netns/{self.net_host.netns}", "-S", str(pw.pw_uid), "-G", str(pw.pw_gid),
+                     "--"] + argv + ["-c", f"listen_addresses={self.net_host.address}"])
+            user = {}
         log = open(self.logfile, "ab")
         try:
-            self.proc = subprocess.Popen(argv, user="postgres", group="postgres", cwd=self.dir, env=self.env,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(argv, cwd=self.dir, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, **user)
         finally:
             log.close()
         if not self._deferred:
@@ -517,8 +542,9 @@ class Postgres:
             except FileNotFoundError:
                 return False
             # Line 1 is the postmaster's pid (the file may be a stale one after kill()), line 8 its
-            # status: "ready" once it accepts connections.
-            return len(lines) > 7 and lines[0].strip() == str(self.proc.pid) and lines[7].strip() == "ready"
+            # status: "ready" once it accepts connections ("standby" for a standby's read-only ones).
+            return (len(lines) > 7 and lines[0].strip() == str(self.proc.pid)
+                    and lines[7].strip() in ("ready", "standby"))
 
         wait_until(ready, timeout, interval=0.02, msg="postgres to accept connections",
                    abort=lambda: self.proc.poll() is not None
@@ -550,6 +576,24 @@ class Postgres:
     def restart(self):
         self.stop()
         return self.start()
+
+    def promote(self, timeout=60):
+        """Makes a standby a primary (pg_ctl promote), and waits until it takes writes."""
+        self._pg_run(["pg_ctl", "promote", "-D", self.datadir, "-w", "-t", str(timeout)])
+
+    def rebuild_as_standby_of(self, primary, settings=None):
+        """Makes this (stopped or killed) server a new standby of primary, in its own place (same
+        socket directory and port): what an operator does with a failed primary after a failover,
+        so that it can never come back as a second primary."""
+        check(not self.running, "the server to rebuild is stopped")
+        shutil.rmtree(self.datadir)
+        self.settings = dict(settings or {})
+        self._pg_run(["pg_basebackup", "-D", self.datadir, "-h", primary.host, "-p", str(primary.port),
+                      "-U", "postgres", "-X", "stream", "-R", "-c", "fast", "--no-sync"])
+        return self.start()
+
+    def in_recovery(self):
+        return self.psql("SELECT pg_is_in_recovery()")[0][0] == "t"
 
     def _cleanup(self):
         if self.running:

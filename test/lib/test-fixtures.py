@@ -64,6 +64,24 @@ def test_postgres_kill_and_restart():
     check(not pg.running, "postgres still running after stop()")
 
 
+def test_postgres_standby_promote_and_rebuild():
+    primary = Postgres(settings={"synchronous_standby_names": "*"}).start()
+    standby = Postgres(standby_of=primary).start()
+    check(standby.in_recovery() and not primary.in_recovery(), "a standby and a primary")
+    wait_until(lambda: primary.psql("SELECT sync_state FROM pg_stat_replication") == [("sync",)], 60,
+               msg="the standby synchronous")
+    primary.psql("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+    check(standby.psql("SELECT x FROM t") == [("1",)], "a synchronous commit is on the standby")
+    primary.kill()
+    standby.promote()
+    check(not standby.in_recovery(), "promoted")
+    standby.psql("INSERT INTO t VALUES (2)")
+    # The old primary, in its own place again, as a standby of the new one.
+    primary.rebuild_as_standby_of(standby)
+    check(primary.in_recovery(), "rebuilt as a standby")
+    wait_until(lambda: primary.psql("SELECT count(*) FROM t") == [("2",)], 60, msg="the rebuilt standby follows")
+
+
 def test_daemon_notify_and_stop():
     d = Daemon(fake_daemon()).start()
     d.wait_ready()
