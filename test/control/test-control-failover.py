@@ -167,7 +167,7 @@ def test_failover_loses_no_push_and_no_lease():
     agent = at.Agent([c], node, driver="exec").start()
 
     # Long tasks, held until the test lets them go; each run records its start first.
-    runs = os.path.join(mctest.tmpdir("failover-runs"), "runs")
+    runs = os.path.join(at.task_dir("failover-runs"), "runs")
     held = {}
     for i in range(N_HELD):
         marker = f"held-failover-{i}-{at.RUN}"
