@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -400,8 +401,8 @@ class ExecNode:
             "MC_STOP_GRACE_SEC": "2",
             "MC_LOG_LEVEL": "info",
             "MC_PEER_PORT": "-1",
-            "BUS": "no",
-            "CGROUP_PATH": f"{self.rel}/jobs",
+            "MC_BUS": "no",
+            "MC_CGROUP_PATH": f"{self.rel}/jobs",
             "EXP_AGENT_CGROUP": os.path.join(self.cg, "agent"),
         }
         e.update(env or {})
@@ -678,6 +679,18 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     attempts = attempt_rows(pg, prefix)
     gt = ground_truth(wl, tasks, attempts, killed)
     rs = recovery_stats(gt["recovery_s"])
+    # The raw ground truth, for a look afterwards: the tasks' records, the attempts, the kills.
+    raw = os.path.join(ex.dir, "raw")
+    os.makedirs(raw, exist_ok=True)
+    shutil.copy(wl.records, os.path.join(raw, f"{label}-records.txt"))
+    with open(os.path.join(raw, f"{label}-attempts.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "attempt", "node", "status", "reason"])
+        w.writerows(attempts)
+    with open(os.path.join(raw, f"{label}-kills.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["node", "killed_at_wall"])
+        w.writerows(sorted(killed.items()))
     row.update({
         "succeeded": gt["succeeded"], "final": gt["final"], "success_share": gt["success_share"],
         "alive_twice": len(gt["overlaps"]),
