@@ -18,10 +18,10 @@ ex = exp.Experiment("failure-ratio", __doc__)
 Q = ex.quick
 AGENTS = 8 if Q else 100
 TASKS = 40 if Q else 1000
-RATIOS = [0.25, 0.75] if Q else [0.1, 0.2, 0.4, 0.6, 0.8, 0.9]
+RATIOS = [0.5] if Q else [0.1, 0.2, 0.4, 0.6, 0.8, 0.9]
 TTL_MS = 3000 if Q else 5000
 TTLS = [2000] if Q else [2000, 3000, 5000, 8000, 15000]
-TTL_SWEEP_RATIO = 0.25 if Q else 0.2
+TTL_SWEEP_RATIO = 0.5 if Q else 0.2
 SECONDS = (1.5, 3.0) if Q else (3.0, 6.0)
 MAX_TASKS = 4
 ex.settings.update(agents=AGENTS, tasks=TASKS, kill_ratios=RATIOS, lease_ttl_ms=TTL_MS, ttl_sweep_ms=TTLS,

@@ -24,7 +24,7 @@ TTL_MS = 3000 if Q else 5000
 SECONDS = (1.0, 2.0) if Q else (2.0, 4.0)
 MAX_TASKS = 2
 TIMEOUT = 90 if Q else 420
-MEM_PER_AGENT = 40 << 20         # what an idle agent, its keeper and a few task processes take, with margin
+MEM_PER_AGENT = 12 << 20         # a first guess; after each size, what the agents of that size took
 ex.settings.update(agents=SIZES, tasks_per_agent=TASKS_PER_AGENT, killed_share=KILL, lease_ttl_ms=TTL_MS,
                    task_seconds=SECONDS, max_tasks_per_agent=MAX_TASKS, kill_after_started=0.3,
                    timeout_per_size_s=TIMEOUT, driver="exec")
@@ -33,7 +33,7 @@ COLS = ["agents", "tasks", "complete", "start_agents_s", "push_s", "push_to_all_
         "alive_twice", "completed_twice", "rerun_after_partial", "rerun_after_complete", "hit_by_death",
         "recovery_p50_s", "recovery_p95_s", "recovery_p99_s", "recovery_max_s", "false_recalls", "control_cpu_s",
         "control_peak_rss_mib", "postgres_cpu_s", "postgres_peak_pss_mib", "claims", "claim_p50_ms", "claim_p99_ms",
-        "loadavg_1m"]
+        "agents_mem_peak_mib", "loadavg_1m"]
 
 
 def mem_available():
@@ -47,8 +47,11 @@ def mem_available():
 def main():
     rows, stopped = [], None
     for n in SIZES:
-        if mem_available() < n * MEM_PER_AGENT:
-            stopped = f"{n} agents: {mem_available() >> 20} MiB available, less than {n} x {MEM_PER_AGENT >> 20} MiB"
+        per_agent = max([MEM_PER_AGENT] + [r["agents_mem_peak_mib"] * 2**20 / r["agents"] * 1.3 for r in rows
+                                           if r.get("agents_mem_peak_mib")])
+        if mem_available() < n * per_agent + (2 << 30):
+            stopped = (f"{n} agents: {mem_available() >> 20} MiB available, less than {n} x {per_agent / 2**20:.1f} MiB "
+                       f"(the last size's peak per agent, + 30 %) + 2 GiB kept for the machine")
             break
         ex.log(f"{n} agents, {n * TASKS_PER_AGENT} tasks")
         row, _, _ = exp.node_death_run(ex, f"s{n}", n, n * TASKS_PER_AGENT, KILL, TTL_MS, seconds=SECONDS,

@@ -705,7 +705,21 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
         "claim_p99_ms": p99 * 1000 if p99 is not None and p99 != float("inf") else None,
         "loadavg_1m": float(open("/proc/loadavg").read().split()[0]),
     })
+    row["agents_mem_peak_mib"] = agents_mem_peak() / 2**20
     teardown_nodes(agents)
     control.stop()
     pg.stop()
     return row, gt["recovery_s"], gt["false_recalls"]
+
+
+def agents_mem_peak():
+    """The peak memory of every node of this run together (agents, keepers, supervisors, tasks): the
+    run's cgroup's high-water mark (v1 memory.max_usage_in_bytes, v2 memory.peak), 0 if unknown."""
+    top = os.path.join(cgroup_base(), f"mc.exp-{RUN}")
+    for f in ("memory.max_usage_in_bytes", "memory.peak"):
+        try:
+            with open(os.path.join(top, f)) as fh:
+                return int(fh.read())
+        except (OSError, ValueError):
+            continue
+    return 0
