@@ -38,7 +38,9 @@ COLS = ["label", "agents", "tasks", "killed_share", "lease_ttl_s", "complete", "
 def main():
     rows, rec_rows, fr_rows = [], [], []
     runs = [(f"kill{int(r * 100)}", r, TTL_MS) for r in RATIOS]
-    runs += [(f"ttl{t}", TTL_SWEEP_RATIO, t) for t in TTLS]
+    # The sweep's point at TTL_MS is the ratio run with the same share killed.
+    runs += [(f"ttl{t}", TTL_SWEEP_RATIO, t) for t in TTLS
+             if not (t == TTL_MS and any(abs(r - TTL_SWEEP_RATIO) < 1e-9 for r in RATIOS))]
     for label, ratio, ttl in runs:
         ex.log(f"run {label}: {AGENTS} agents, {TASKS} tasks, {ratio:.0%} killed, TTL {ttl / 1000:g} s")
         row, rec, fr = exp.node_death_run(ex, label, AGENTS, TASKS, ratio, ttl, seconds=SECONDS, max_tasks=MAX_TASKS,
@@ -75,7 +77,9 @@ def main():
     a2.legend(fontsize=7)
     ex.save(fig, "failure-ratio.png")
 
-    tr = [r for r in rows if r["label"].startswith("ttl")]
+    tr = sorted([r for r in rows if r["label"].startswith("ttl")
+                 or (r["label"].startswith("kill") and abs(r["killed_share"] - TTL_SWEEP_RATIO) < 1e-9)],
+                key=lambda r: r["lease_ttl_s"])
     fig, a1 = ex.figure()
     xs = [r["lease_ttl_s"] for r in tr]
     for k, lab in (("recovery_p50_s", "recovery p50"), ("recovery_p95_s", "recovery p95"), ("recovery_max_s", "recovery max")):

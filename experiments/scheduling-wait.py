@@ -19,7 +19,7 @@ from controltest import start_cluster  # noqa: E402
 ex = exp.Experiment("scheduling-wait", __doc__)
 Q = ex.quick
 LOADS = [0, 4] if Q else [0, 100, 500]
-SAMPLES = 4 if Q else 30
+SAMPLES = 4 if Q else 20
 ex.settings.update(other_agents=LOADS, samples=SAMPLES, lease_ttl_ms=15000, docker_image=at.IMAGE,
                    claim_wait_ms="agent default (20000)")
 COLS = ["other_agents", "driver", "samples", "to_lease_p50_ms", "to_lease_p95_ms", "to_engine_create_p50_ms",
