@@ -90,6 +90,7 @@ def main():
     a2 = a1.twinx()
     a2.bar(xs, [r.get("false_recalls") or 0 for r in tr], width=0.4, color="C3", alpha=0.4, label="false recalls")
     a2.set_ylabel("false recalls (leases expired on live nodes)")
+    a2.set_ylim(0, max([r.get("false_recalls") or 0 for r in tr] + [1]) * 1.2)
     a1.set_title(f"{AGENTS} agents, {TASKS} tasks, {TTL_SWEEP_RATIO:.0%} killed", fontsize=9)
     h1, l1 = a1.get_legend_handles_labels()
     h2, l2 = a2.get_legend_handles_labels()
