@@ -36,7 +36,7 @@ ex.settings.update(agents=AGENTS, tasks=TASKS, task_seconds=SECONDS, outage_seco
 
 def phase(idx, name, replicas, ttl_ms, kill):
     nodes = [f"out{idx}-{i}" for i in range(AGENTS)]
-    pg, controls = start_cluster(nodes=tuple(nodes), env={"MC_LEASE_TTL_MS": str(ttl_ms)}, replicas=replicas)
+    pg, controls = start_cluster(nodes=tuple(nodes), env=dict(exp.CONTROL_ENV, MC_LEASE_TTL_MS=str(ttl_ms)), replicas=replicas)
     agents = [exp.ExecNode(controls, n) for n in nodes]
     mctest.defer(exp.teardown_nodes, agents)
     for a in agents:

@@ -17,7 +17,7 @@ import exp  # noqa: E402
 
 ex = exp.Experiment("scalability", __doc__)
 Q = ex.quick
-SIZES = [4, 8] if Q else [50, 100, 200, 500, 1000]
+SIZES = [4, 8] if Q else [50, 200, 1000]
 TASKS_PER_AGENT = 3 if Q else 10
 KILL = 0.25 if Q else 0.1
 TTL_MS = 3000 if Q else 5000

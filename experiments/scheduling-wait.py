@@ -30,7 +30,7 @@ def measure(load):
     mctest.Dockerd.ensure()
     dnode, enode = f"sw{load}-docker", f"sw{load}-exec"
     others = [f"sw{load}-idle{i}" for i in range(load)]
-    pg, (c,) = start_cluster(nodes=tuple([dnode, enode] + others), env={"MC_LEASE_TTL_MS": "15000"})
+    pg, (c,) = start_cluster(nodes=tuple([dnode, enode] + others), env=dict(exp.CONTROL_ENV, MC_LEASE_TTL_MS="15000"))
     mctest.defer(at.cleanup_node_containers, dnode)
     rec = at.EventRecorder({"type": ["container"], "label": ["mc.task_id"]})
     da = at.Agent([c], dnode, env={"MC_LOG_LEVEL": "info", "MC_BUS": "no"}).start()

@@ -33,6 +33,17 @@ os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 sys.dont_write_bytecode = True
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
+
+# Every agent of an experiment reaches the control from 127.0.0.1, where a real cluster has an
+# address per node: the per-address connection cap (64 by default) would refuse all but the first
+# agents. And a control (and PostgreSQL) serving a thousand agents needs descriptors for them.
+CONTROL_ENV = {"MC_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "1000000"}
+try:
+    import resource
+    _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(_soft, min(_hard, 1 << 20)), _hard))
+except (ValueError, OSError):
+    pass
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -636,7 +647,7 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     import mctest
     t_begin = time.monotonic()
     nodes = [f"{node_prefix}{i}" for i in range(n_agents)]
-    pg, (control,) = start_cluster(nodes=tuple(nodes), env={"MC_LEASE_TTL_MS": str(ttl_ms)})
+    pg, (control,) = start_cluster(nodes=tuple(nodes), env=dict(CONTROL_ENV, MC_LEASE_TTL_MS=str(ttl_ms)))
     agents = [ExecNode([control], n, env={"MC_MAX_TASKS": str(max_tasks)}) for n in nodes]
     mctest.defer(teardown_nodes, agents)
     for a in agents:
