@@ -569,14 +569,28 @@ def attempt_rows(pg, ids_like):
     return [(r[0], int(r[1]), r[2], r[3], r[4]) for r in rows]
 
 
-def wait_all_final(pg, ids_like, n, timeout, abort=None):
+def wait_all_final(pg, ids_like, n, timeout, abort=None, stall=None):
+    """Waits until n tasks are final. stall: give up when none became final for that many seconds
+    (a task held by a live agent that never starts it would otherwise keep the run for its timeout)."""
     import mctest
+    last = {"count": -1, "at": time.monotonic()}
 
     def done():
         c = int(pg.psql(f"SELECT count(*) FROM tasks WHERE id LIKE '{ids_like}%' "
                         f"AND status IN ('succeeded','failed','timed_out','cancelled')")[0][0])
+        if c != last["count"]:
+            last.update(count=c, at=time.monotonic())
         return c >= n
-    mctest.wait_until(done, timeout, interval=1.0, msg=f"{n} tasks final", abort=abort)
+
+    def stalled():
+        if abort is not None and abort():
+            return abort()
+        if stall and time.monotonic() - last["at"] > stall:
+            left = pg.psql(f"SELECT status, count(*) FROM tasks WHERE id LIKE '{ids_like}%' "
+                           f"AND status NOT IN ('succeeded','failed','timed_out','cancelled') GROUP BY 1")
+            return f"no task became final for {stall} s; {last['count']} of {n} final, left: {left}"
+        return None
+    mctest.wait_until(done, timeout, interval=1.0, msg=f"{n} tasks final", abort=stalled)
 
 
 def ground_truth(workload, tasks, attempts, killed_nodes):
@@ -678,7 +692,7 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
             t_kill = kill_nodes(victims)
             killed = {v.node: t_kill for v in victims}
             row["kill_at_s"] = t_kill - t_push
-        wait_all_final(pg, prefix, n_tasks, timeout)
+        wait_all_final(pg, prefix, n_tasks, timeout, stall=max(45, 6 * ttl_ms / 1000))
         row["complete"] = True
     except AssertionError as e:
         row["complete"] = False
@@ -703,7 +717,9 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
         w.writerow(["node", "killed_at_wall"])
         w.writerows(sorted(killed.items()))
     row.update({
-        "succeeded": gt["succeeded"], "final": gt["final"], "success_share": gt["success_share"],
+        "succeeded": gt["succeeded"], "final": gt["final"],
+        "stuck_leased_live_node": sum(1 for t, a, node, st, _ in attempts
+                                      if st == "leased" and node not in killed and tasks.get(t, ("", 0))[1] == a), "success_share": gt["success_share"],
         "alive_twice": len(gt["overlaps"]),
         "rerun_after_partial": len(gt["rerun"]) - len(gt["rerun_after_complete"]),
         "completed_twice": len(gt["completed_twice"]),
