@@ -101,6 +101,9 @@ def machine():
         "mem_total_bytes": mem.get("MemTotal"),
         "mem_available_bytes": mem.get("MemAvailable"),
         "python": platform.python_version(),
+        # Every agent and exec supervisor of an experiment is root's: 128 instances (the default)
+        # fail "Too many open files" for the agents past ~100 on one machine.
+        "inotify_max_user_instances": read("/proc/sys/fs/inotify/max_user_instances"),
     }
 
 
@@ -461,11 +464,18 @@ def kill_nodes(nodes):
             except ProcessLookupError:
                 pass
         time.sleep(0.01)
+    # The last process of these nodes is dead only now: a run that wrote its end record between the
+    # first signal and this moment finished before its node was gone.
+    global KILL_DONE_AFTER
+    KILL_DONE_AFTER = max(KILL_DONE_AFTER, time.time() - t) if t is not None else KILL_DONE_AFTER
     for n in nodes:
         if n.daemon.proc is not None:
             n.daemon.returncode = n.daemon.proc.wait()
         n.killed_at = t
     return t if t is not None else time.time()
+
+
+KILL_DONE_AFTER = 0.0   # the longest a kill_nodes() took from its first signal to the last process gone
 
 
 def teardown_nodes(nodes):
@@ -614,7 +624,7 @@ def ground_truth(workload, tasks, attempts, killed_nodes):
         if len(ended) < 2:
             continue
         lost_with_node = all(by_attempt.get((t, a), ("",))[0] in killed_nodes
-                             and w <= killed_nodes[by_attempt[(t, a)][0]] for a, w in ended[:-1])
+                             and w <= killed_nodes[by_attempt[(t, a)][0]] + KILL_DONE_AFTER for a, w in ended[:-1])
         (rerun_after_complete if lost_with_node else completed_twice).append(t)
     completed_twice.sort()
     recovery, unrecovered = [], []
