@@ -441,11 +441,13 @@ class ExecNode:
         return out
 
     def remove(self):
-        for dirpath, _, _ in sorted(os.walk(self.cg), key=lambda w: -w[0].count("/")):
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass
+        # On cgroup v1 the exec driver makes each job's cgroup in the cpu hierarchy too.
+        for top in (self.cg, os.path.join("/sys/fs/cgroup/cpu", self.rel)):
+            for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
 
 
 def kill_nodes(nodes):
@@ -482,10 +484,11 @@ def teardown_nodes(nodes):
     kill_nodes(nodes)
     for n in nodes:
         n.remove()
-    try:
-        os.rmdir(os.path.join(cgroup_base(), f"mc.exp-{RUN}"))
-    except OSError:
-        pass
+    for base in (cgroup_base(), "/sys/fs/cgroup/cpu"):
+        try:
+            os.rmdir(os.path.join(base, f"mc.exp-{RUN}"))
+        except OSError:
+            pass
 
 
 def wait_registered(pg, count, timeout=300):
