@@ -1,0 +1,76 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Discovery: DHT lookups at 100 to 10 000 nodes with 0-30 % churn, from bench/dht's simulator
+(dht-sim: N of our DHT nodes in one process on loopback addresses; the network forms, 100 nodes
+announce, a share of the nodes is killed without a word, then get_peers lookups from random
+survivors). Success share, rounds and latency percentiles per size and churn."""
+
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import exp  # noqa: E402
+import mctest  # noqa: E402
+
+ex = exp.Experiment("discovery", __doc__)
+Q = ex.quick
+SIZES = [100, 200] if Q else [100, 300, 1000, 3000, 10000]
+CHURN = [0, 30] if Q else [0, 10, 20, 30]
+# A network of 3 000 or 10 000 nodes takes minutes to form (waves of 100 joins): there, 0 and 30 % only.
+CHURN_LARGE = CHURN if Q else [0, 30]
+LOOKUPS = 100 if Q else 1000
+ANNOUNCES = 20 if Q else 100
+ex.settings.update(nodes=SIZES, churn_percent=CHURN, churn_percent_above_1000_nodes=CHURN_LARGE, lookups=LOOKUPS, announces=ANNOUNCES, simulator="bench/dht/dht-sim")
+
+LINE = re.compile(r"churn (\d+)% \((\d+) killed\): (\d+) lookups, success ([\d.]+)%, rounds p50 (\d+) p99 (\d+) "
+                  r"\(mean ([\d.]+)\), latency p50 ([\d.]+) ms p99 ([\d.]+) ms max ([\d.]+) ms, queries per lookup "
+                  r"p50 (\d+) p99 (\d+) \(mean ([\d.]+)\)")
+FORMED = re.compile(r"formed in ([\d.]+) s, (\d+) queries per node, RSS ([\d.]+) KiB per node")
+COLS = ["nodes", "churn_percent", "killed", "lookups", "success_percent", "rounds_p50", "rounds_p99", "latency_p50_ms",
+        "latency_p99_ms", "latency_max_ms", "queries_per_lookup_mean", "formed_s", "rss_kib_per_node"]
+
+
+def main():
+    sim = os.path.join(ex.build_dir, "bench", "dht", "dht-sim")
+    mctest.check(os.access(sim, os.X_OK), f"{sim} is not built")
+    rows = []
+    for n in SIZES:
+        for churn in (CHURN if n <= 1000 else CHURN_LARGE):
+            seed = ex.rnd.randrange(1, 2**31)
+            p = subprocess.run([sim, "--nodes", str(n), "--churn", str(churn), "--lookups", str(LOOKUPS),
+                                "--announces", str(min(ANNOUNCES, n)), "--seed", str(seed)],
+                               capture_output=True, text=True, timeout=900)
+            m, f = LINE.search(p.stdout), FORMED.search(p.stdout)
+            if p.returncode != 0 or not m:
+                ex.check(False, f"dht-sim {n} nodes {churn} %: exit {p.returncode}: {p.stdout[-300:]}{p.stderr[-300:]}")
+                continue
+            g = m.groups()
+            row = [n, churn, int(g[1]), int(g[2]), float(g[3]), int(g[4]), int(g[5]), float(g[7]), float(g[8]),
+                   float(g[9]), float(g[12]), float(f.group(1)) if f else None, float(f.group(3)) if f else None]
+            ex.log(" ".join(f"{c}={exp.fmt(v)}" for c, v in zip(COLS, row)))
+            rows.append(row)
+            ex.check(row[4] >= 99.0, f"{n} nodes, {churn} % churn: success {row[4]} % below 99 %")
+    ex.table("DHT lookups (dht-sim)", COLS, rows)
+    ex.csv("discovery.csv", COLS, rows)
+    fig, (a1, a2) = ex.figure(1, 2, figsize=(10, 3.8))
+    for churn in CHURN:
+        rs = [r for r in rows if r[1] == churn]
+        a1.plot([r[0] for r in rs], [r[7] for r in rs], "o-", label=f"p50, {churn} % churn")
+        a1.plot([r[0] for r in rs], [r[8] for r in rs], "x--", label=f"p99, {churn} % churn")
+        a2.plot([r[0] for r in rs], [r[4] for r in rs], "o-", label=f"{churn} % churn")
+    a1.axhline(5, color="0.6", ls=":", lw=0.8, label="5 ms (the original's target)")
+    for a in (a1, a2):
+        a.set_xscale("log")
+        a.set_xlabel("nodes")
+        a.legend(fontsize=6)
+    a1.set_yscale("log")
+    a1.set_ylabel("lookup latency (ms)")
+    a2.set_ylabel("lookups that found the peer (%)")
+    a2.set_ylim(90, 100.5)
+    ex.save(fig, "discovery.png")
+    return ex.finish({"rows": [dict(zip(COLS, r)) for r in rows]})
+
+
+exp.run(main)

@@ -1,0 +1,107 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Scalability: 50, 200 and 1000 exec agents (100 and 500 left out to fit the time) on this one machine (each agent in a cgroup of
+its own, MAX_TASKS 2), 10 tasks of 2-4 s per agent; once 30 % of the tasks have started, 10 % of the
+agents die at once. Per size: success, copies alive at once, re-runs, recovery (node death to the
+next attempt's own start record), false recalls, and the cost of the control and of PostgreSQL (CPU
+seconds, peak memory, from /proc) and claim latency (the control's /metrics histogram).
+
+The sweep stops at the first size that does not finish (agents not registered, or tasks not final
+within the time limit) or that the machine's free memory cannot hold, and says so."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import exp  # noqa: E402
+
+ex = exp.Experiment("scalability", __doc__)
+Q = ex.quick
+SIZES = [4, 8] if Q else [50, 200, 1000]
+TASKS_PER_AGENT = 3 if Q else 10
+KILL = 0.25 if Q else 0.1
+TTL_MS = 3000 if Q else 5000
+SECONDS = (1.0, 2.0) if Q else (2.0, 4.0)
+MAX_TASKS = 2
+TIMEOUT = 90 if Q else 420
+MEM_PER_AGENT = 12 << 20         # a first guess; after each size, what the agents of that size took
+ex.settings.update(agents=SIZES, tasks_per_agent=TASKS_PER_AGENT, killed_share=KILL, lease_ttl_ms=TTL_MS,
+                   task_seconds=SECONDS, max_tasks_per_agent=MAX_TASKS, kill_after_started=0.3,
+                   timeout_per_size_s=TIMEOUT, driver="exec")
+
+COLS = ["agents", "tasks", "complete", "stuck_leased_live_node", "start_agents_s", "push_s", "push_to_all_final_s", "success_share",
+        "alive_twice", "completed_twice", "rerun_after_partial", "rerun_after_complete", "hit_by_death",
+        "recovery_p50_s", "recovery_p95_s", "recovery_p99_s", "recovery_max_s", "false_recalls", "control_cpu_s",
+        "control_peak_rss_mib", "postgres_cpu_s", "postgres_peak_pss_mib", "claims", "claim_p50_ms", "claim_p99_ms",
+        "agents_mem_peak_mib", "loadavg_1m"]
+
+
+def mem_available():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def main():
+    rows, stopped = [], None
+    for n in SIZES:
+        per_agent = max([MEM_PER_AGENT] + [r["agents_mem_peak_mib"] * 2**20 / r["agents"] * 1.3 for r in rows
+                                           if r.get("agents_mem_peak_mib")])
+        if mem_available() < n * per_agent + (2 << 30):
+            stopped = (f"{n} agents: {mem_available() >> 20} MiB available, less than {n} x {per_agent / 2**20:.1f} MiB "
+                       f"(the last size's peak per agent, + 30 %) + 2 GiB kept for the machine")
+            break
+        ex.log(f"{n} agents, {n * TASKS_PER_AGENT} tasks")
+        row, _, _ = exp.node_death_run(ex, f"s{n}", n, n * TASKS_PER_AGENT, KILL, TTL_MS, seconds=SECONDS,
+                                       max_tasks=MAX_TASKS, timeout=TIMEOUT, node_prefix=f"sc{n}-")
+        ex.log(f"{n} agents: " + ", ".join(f"{k}={exp.fmt(row.get(k))}" for k in COLS[2:]))
+        rows.append(row)
+        ex.check(row.get("alive_twice", 1) == 0, f"{n} agents: no task alive twice at once")
+        ex.check(row.get("completed_twice", 1) == 0, f"{n} agents: no task completed twice")
+        # Tasks held by a live agent that never starts them (an agent bug, counted) do not stop the
+        # sweep; agents that cannot register, or a run that does not end, do.
+        if not row.get("complete") and not row.get("stuck_leased_live_node"):
+            stopped = f"{n} agents: {row.get('error', 'not complete')}"
+            break
+    if stopped:
+        ex.log(f"sweep stopped: {stopped}")
+    if Q:
+        ex.check(not stopped and len(rows) == len(SIZES), f"every size ran ({stopped})")
+    ex.table("scalability (ground truth)", COLS, [[r.get(c) for c in COLS] for r in rows])
+    ex.csv("scalability.csv", COLS, [[r.get(c) for c in COLS] for r in rows])
+
+    done = [r for r in rows if r.get("final")]
+    xs = [r["agents"] for r in done]
+    fig, axes = ex.figure(1, 3, figsize=(13, 3.8))
+    a1, a2, a3 = axes
+    for k, lab in (("recovery_p50_s", "p50"), ("recovery_p95_s", "p95"), ("recovery_p99_s", "p99"), ("recovery_max_s", "max")):
+        a1.plot(xs, [r.get(k) for r in done], "o-", label=lab)
+    a1.axhline(TTL_MS / 1000, color="0.6", ls="--", lw=0.8, label="lease TTL")
+    a1.set_xscale("log")
+    a1.set_xlabel("agents")
+    a1.set_ylabel("node death -> next attempt running (s)")
+    a1.set_title(f"recovery, {KILL:.0%} of the agents killed", fontsize=9)
+    a1.legend(fontsize=7)
+    a2.plot(xs, [r.get("control_cpu_s") for r in done], "o-", label="control CPU s")
+    a2.plot(xs, [r.get("postgres_cpu_s") for r in done], "s-", label="PostgreSQL CPU s")
+    a2.plot(xs, [r.get("push_to_all_final_s") for r in done], "^-", label="push -> all final (wall s)")
+    a2.set_xscale("log")
+    a2.set_yscale("log")
+    a2.set_xlabel("agents")
+    a2.set_title("cost of the whole run", fontsize=9)
+    a2.legend(fontsize=7)
+    a3.plot(xs, [r.get("claim_p50_ms") for r in done], "o-", label="claim p50 (bucket bound)")
+    a3.plot(xs, [r.get("claim_p99_ms") for r in done], "s-", label="claim p99 (bucket bound)")
+    a3.set_xscale("log")
+    a3.set_yscale("log")
+    a3.set_xlabel("agents")
+    a3.set_ylabel("ms")
+    a3.set_title("claim transaction (control /metrics)", fontsize=9)
+    a3.legend(fontsize=7)
+    ex.save(fig, "scalability.png")
+    return ex.finish({"runs": rows, "stopped": stopped, "largest_complete": max([r["agents"] for r in rows if r.get("complete")], default=None)})
+
+
+exp.run(main)
