@@ -120,7 +120,10 @@ Environment=MC_DRIVER={driver} MC_CGROUP_PATH=mc.test/agent-{node} MC_PEER_PORT=
     marker = f"unit-{driver}-{at.RUN}"
     cmd = (f"echo run >> {runs}; " if driver == "exec" else "") + at.held_cmd(marker, "echo unit-ok")
     tid = at.push(c, {"image": at.IMAGE, "cmd": ["sh", "-c", cmd], "timeout_sec": 60})
-    at.wait_status(c, tid, "running")
+    try:
+        at.wait_status(c, tid, "running")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{c.task(tid)}\n{unit_log()}")
     entries = ns.wait_journal(unit=UNIT, MC_EVENT="container_started")
     check(entries[0].get("TASK_ID") == tid and entries[0].get("NODE_ID") == node, entries[0])
 
