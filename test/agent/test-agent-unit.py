@@ -88,8 +88,10 @@ BindPaths={state} {runs_dir}
 BindReadOnlyPaths={ns.runtime_dir}/systemd/notify
 # The journal's sockets are on the test's own tmpfs over /run/systemd, which the unit's namespace does
 # not get with ProtectKernelTunables= (it sees the host's /run): without them the agent would log plain
-# text to stdout, with no MC_EVENT= fields. A system manager's are in /run itself.
+# text to stdout, with no MC_EVENT= fields. A system manager's are in /run itself. The same for the
+# test's dockerd's socket (a connect to a socket on a read-only mount works).
 BindReadOnlyPaths=/run/systemd/journal
+{"BindReadOnlyPaths=" + os.path.realpath(mctest.DOCKER_SOCKET) if driver == "docker" else ""}
 BindReadOnlyPaths={mctest.build_dir()}
 # LeakSanitizer stops the world with ptrace at exit, which the unit's system call filter forbids: it
 # would spin until TimeoutStopSec. Leaks are checked by every other agent test.
