@@ -557,7 +557,11 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                 (void) asprintf(&j->early_error, "cannot start the command's supervisor: %s", strerror(-r));
                 goto fail_task;
         }
-        r = job_watch(j, false);
+        /* With a kick: the supervisor may have recorded "started" before the directory's watch was
+         * added (a busy agent, a quick supervisor), and that rename raises no event then. The kick looks
+         * once the watch is there, so a start is seen either way. Without it such a task stayed
+         * `starting` for good while its lease was renewed (found by experiments/ under load). */
+        r = job_watch(j, true);
         if (r < 0) {
                 /* It runs, but we cannot follow it: stop it, and say so once it has gone. */
                 log_error_errno(r, "Cannot watch the supervisor of task %s: %m", spec->task_id);
