@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "json-check.h"
@@ -141,9 +142,14 @@ static int auth_load_file(Auth *a, const char *path) {
         }
         if (fstat(fileno(f), &st) < 0)
                 return log_error_errno(errno, "Cannot stat %s: %m", path);
-        if (st.st_mode & 0077)
-                return log_error_errno(EPERM, "Tokens file %s is accessible by group or others (mode %03o); "
-                                       "run: chmod 600 %s", path, st.st_mode & 0777, path);
+        /* Readable by its owner, and by its group only when that is the daemon's own (the packaged
+         * 0640 root:mc-control: the service reads the file itself, so a reload sees new tokens, and
+         * cannot change it). Writable by none but the owner, nothing for others. */
+        if ((st.st_mode & 0037) || ((st.st_mode & 0040) && st.st_gid != getegid()))
+                return log_error_errno(EPERM, "Tokens file %s (mode %03o, group %u) may be read or written by "
+                                       "others than its owner and this process's group, or written by a group; "
+                                       "run: chmod 600 %s, or chmod 640 and chgrp it to the service's group", path, st.st_mode & 0777,
+                                       (unsigned) st.st_gid, path);
         return auth_load_stream(a, f, path);
 }
 

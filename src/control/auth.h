@@ -2,9 +2,10 @@
 #pragma once
 
 /* Bearer tokens. User tokens may push and read; agent tokens are bound to one node id and may only act
- * as that node. Tokens come from a file of "KIND NAME TOKEN" lines (mode 0600, like /etc/shadow), plus
- * the seed's single CONTROL_TOKEN as a user token. Comparison is constant-time and walks every token,
- * so timing reveals neither a prefix nor which entry matched. Tokens are never logged. */
+ * as that node. Tokens come from a file of "KIND NAME TOKEN" lines (mode 0600, or 0640 with the
+ * daemon's own group, like /etc/shadow), plus the seed's single CONTROL_TOKEN as a user token.
+ * Comparison is constant-time and walks every token, so timing reveals neither a prefix nor which
+ * entry matched. Tokens are never logged. */
 
 #include "macro.h"
 

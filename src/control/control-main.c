@@ -34,7 +34,7 @@ static const ConfigOption control_options[] = {
         { "TLS_CLIENT_CA", NULL, CONFIG_STRING, offsetof(ControlConfig, tls_client_ca), 0, 0, "",
           "PEM CA whose client certificates (CN = node id, clientAuth) authenticate agents without a token" },
         { "TOKENS_FILE", NULL, CONFIG_STRING, offsetof(ControlConfig, tokens_file), 0, 0, MC_PKGSYSCONFDIR "/tokens",
-          "File of \"user|agent NAME TOKEN\" lines, mode 0600" },
+          "File of \"user|agent NAME TOKEN\" lines, mode 0600 (0640 with the service's group)" },
         { "CONTROL_TOKEN", "CONTROL_TOKEN", CONFIG_STRING, offsetof(ControlConfig, control_token), 0, 0, NULL,
           "One user token (seed compatibility)" },
         { "DISABLE_AUTH", NULL, CONFIG_BOOL, offsetof(ControlConfig, disable_auth), 0, 0, "no",

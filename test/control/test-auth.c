@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "tests.h"
@@ -84,6 +85,30 @@ static void test_file_readable_by_others_is_refused(void) {
         ASSERT_NULL(a);
 }
 
+/* 0640 is taken when the group is this process's own (the packaged root:mc-control), and only then;
+ * a group that may write is refused whatever it is. */
+static void test_file_readable_by_own_group(void) {
+        Auth *a = NULL;
+        gid_t other = getegid() == 65534 ? 65533 : 65534;
+        char *path = write_file("user alice alice-token-0123456789\n", 0640);
+
+        ASSERT_TRUE(path);
+        ASSERT_INT_EQ(auth_new(path, NULL, false, &a), 0);
+        ASSERT_INT_EQ(auth_check_header(a, "Bearer alice-token-0123456789").kind, AUTH_USER);
+        a = auth_free(a);
+
+        ASSERT_INT_EQ(chmod(path, 0660), 0);
+        ASSERT_INT_EQ(auth_new(path, NULL, false, &a), -EPERM);
+        ASSERT_NULL(a);
+
+        /* Tests run as root, which may give the file away. */
+        ASSERT_INT_EQ(chmod(path, 0640), 0);
+        ASSERT_INT_EQ(chown(path, (uid_t) -1, other), 0);
+        ASSERT_INT_EQ(auth_new(path, NULL, false, &a), -EPERM);
+        ASSERT_NULL(a);
+        unlink(path);
+}
+
 static void test_malformed_file_is_refused(void) {
         Auth *a = NULL;
         char *path = write_file("user alice\n", 0600);
@@ -105,6 +130,7 @@ int main(void) {
         RUN_TEST(test_parse_line);
         RUN_TEST(test_file_and_headers);
         RUN_TEST(test_file_readable_by_others_is_refused);
+        RUN_TEST(test_file_readable_by_own_group);
         RUN_TEST(test_malformed_file_is_refused);
         RUN_TEST(test_disabled);
         return TESTS_DONE();

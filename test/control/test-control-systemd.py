@@ -536,32 +536,17 @@ class ControlUnits:
                 del os.environ["XDG_CONFIG_HOME"]
             else:
                 os.environ["XDG_CONFIG_HOME"] = saved
-        self._make_inaccessible_nodes()
-        # LoadCredential= puts the credentials on a ramfs that the manager mounts from a helper process
-        # in a mount namespace of its own; the mount reaches the manager's namespace by propagation,
-        # which needs a shared mount (as / is on a booted system; this process made everything private).
+        mctest.make_inaccessible_nodes()
+        # The runtime directory as a shared mount (as / is on a booted system; this process made
+        # everything private): the service's mount namespace is set up from it, and without it the
+        # service never starts (the first connection is reset). LoadCredential='s ramfs, which a drop-in
+        # may add, reaches the manager the same way.
         rt = self.ns.runtime_dir
         subprocess.run(["mount", "--bind", rt, rt], check=True)
         defer(self._cleanup)
         subprocess.run(["mount", "--make-shared", rt], check=True)
         self.write_dropins()
         self.ns.daemon_reload()
-
-    @staticmethod
-    def _make_inaccessible_nodes():
-        """/run/systemd/inaccessible/*: what PID 1 creates at boot for ProtectHome=, InaccessiblePaths=
-        and friends to mount over what they hide (the namespace has a fresh tmpfs on /run/systemd)."""
-        d = "/run/systemd/inaccessible"
-        os.makedirs(d, exist_ok=True)
-        os.mkdir(os.path.join(d, "dir"), 0)
-        open(os.path.join(d, "reg"), "w").close()
-        os.mkfifo(os.path.join(d, "fifo"), 0)
-        with socket.socket(socket.AF_UNIX) as s:
-            s.bind(os.path.join(d, "sock"))
-        os.mknod(os.path.join(d, "chr"), 0o020000, os.makedev(0, 0))
-        os.mknod(os.path.join(d, "blk"), 0o060000, os.makedev(0, 0))
-        for n in ("dir", "reg", "fifo", "sock", "chr", "blk"):
-            os.chmod(os.path.join(d, n), 0)
 
     def write_dropins(self):
         user_dir = os.path.join(self.config_home, "systemd", "user")
@@ -574,14 +559,15 @@ class ControlUnits:
             f.write(f"""[Service]
 # Site configuration, what /etc/mc/control.conf and /etc/mc/tokens hold on a real host.
 Environment="MC_DB_DSN=host=127.0.0.1 port={self.pg_port} user=postgres dbname=postgres"
-LoadCredential=
-LoadCredential=tokens:{self.tokens}
+Environment=MC_TOKENS_FILE={self.tokens}
+# The service reads the tokens file itself (as the shipped unit reads /etc/mc/tokens), and PrivateTmp=
+# hides this test's temporary directories.
+BindReadOnlyPaths={os.path.dirname(self.tokens)}
 
 # What a user manager cannot do. Its notify socket is $XDG_RUNTIME_DIR/systemd/notify, owned by the
 # manager's user with mode 0755 in a directory of mode 0700, where a system manager has
 # /run/systemd/notify open to all: a service running as another user (User=mc-control) can never send
 # READY=1, and Type=notify never finishes starting. So the service runs as the manager's user (root).
-# LoadCredential= does work for User=mc-control here (the manager chowns the credentials to it).
 User=
 Group=
 # The runtime directory is also hidden by the service's sandbox (PrivateTmp=yes here, where it is
@@ -699,10 +685,10 @@ def test_units_in_user_manager():
     with open(f"/proc/{pid}/mountinfo") as f:
         mounts = f.read()
     check(re.search(r" / / ro[ ,]", mounts), "ProtectSystem=strict: / is not read-only")
-    # The token came through LoadCredential= (MC_TOKENS_FILE=%d/tokens): the push above was authorised.
+    # The service read the tokens file named by MC_TOKENS_FILE (the push above was authorised).
     with open(f"/proc/{pid}/environ", "rb") as f:
         env = dict(kv.split("=", 1) for kv in f.read().decode().split("\0") if "=" in kv)
-    check(env.get("MC_TOKENS_FILE", "").endswith("/credentials/mc-control.service/tokens"), f"MC_TOKENS_FILE={env.get('MC_TOKENS_FILE')}")
+    check(env.get("MC_TOKENS_FILE") == u.tokens, f"MC_TOKENS_FILE={env.get('MC_TOKENS_FILE')}")
 
     # The manager hears the watchdog pings (sd-event pings once a quarter of WatchdogSec= has passed,
     # when its loop wakes up, which it does often: 7.5 s here).
@@ -752,13 +738,20 @@ def test_journal_fields():
     (e,) = u.ns.wait_journal(TASK_ID=untargeted, MC_STATUS="cancelled", unit="mc-control.service", timeout=TIMEOUT)
     check(e.get("MC_EVENT") == "task_finished" and e.get("PRIORITY") == "6", e)
 
-    # ExecReload= (systemctl reload) is SIGHUP: the same process re-reads its tokens and says so.
+    # ExecReload= (systemctl reload) is SIGHUP: the same process re-reads its tokens and says so, and
+    # a token added to the file since the start works (the file, not a copy made at the start).
+    carol = "carol-token-" + "7" * 24
+    r = http("GET", f"{u.url}/api/tasks/{targeted}", token=carol)
+    check(r.status == 401, f"an unknown token before the reload: {r.status} {r.text}")
+    with open(u.tokens, "a") as f:
+        f.write(f"user carol {carol}\n")
     u.ns.systemctl("reload", "mc-control.service")
     (e,) = u.ns.wait_journal(MC_EVENT="credentials_reloaded", unit="mc-control.service", timeout=TIMEOUT)
-    check(e.get("_PID") == pid and e.get("PRIORITY") == "6" and e.get("TOKENS") == "4" and e.get("TLS") == "no", e)
+    check(e.get("_PID") == pid and e.get("PRIORITY") == "6" and e.get("TOKENS") == "5" and e.get("TLS") == "no", e)
     check(u.show("mc-control.service", "MainPID")["MainPID"] == pid, "reload restarted the service")
-    r = http("GET", f"{u.url}/api/tasks/{targeted}", token=USER_TOKEN)
-    check(r.status == 200, f"after the reload: {r.status} {r.text}")
+    for token in (USER_TOKEN, carol):
+        r = http("GET", f"{u.url}/api/tasks/{targeted}", token=token)
+        check(r.status == 200, f"after the reload: {r.status} {r.text}")
 
     # Everything mc-control logs goes to the journal natively: no line came through stderr.
     stream = [x for x in u.ns.journal(unit="mc-control.service", _TRANSPORT="stdout")]

@@ -274,9 +274,10 @@ def test_install_upgrade_purge():
     # mc-task: the exec driver's tasks run as it (EXEC_USER). No docker group: the agent, root, needs none.
     ids = m.sh("getent passwd mc-control mc-seeder mc-task | cut -d: -f1; getent group mc | cut -d: -f1").stdout.split()
     check(ids == ["mc-control", "mc-seeder", "mc-task", "mc"], f"users and groups: {ids}")
-    modes = m.sh("stat -c '%n %a %U' /etc/mc /etc/mc/tokens /etc/mc/seeder-token /var/lib/mc-control "
+    modes = m.sh("stat -c '%n %a %U' /etc/mc; stat -c '%n %a %U %G' /etc/mc/tokens; "
+                 "stat -c '%n %a %U' /etc/mc/seeder-token /var/lib/mc-control "
                  "/var/lib/mc-agent /var/lib/mc-seeder").stdout.splitlines()
-    check(modes == ["/etc/mc 755 root", "/etc/mc/tokens 600 root", "/etc/mc/seeder-token 600 root",
+    check(modes == ["/etc/mc 755 root", "/etc/mc/tokens 640 root mc-control", "/etc/mc/seeder-token 600 root",
                     "/var/lib/mc-control 700 mc-control", "/var/lib/mc-agent 711 root",
                     "/var/lib/mc-seeder 750 mc-seeder"], f"paths: {modes}")
 
@@ -306,10 +307,19 @@ def test_install_upgrade_purge():
 
     # A reload works (ExecReload= is procps's /bin/kill, a dependency).
     m.sh("systemctl reload mc-control.service")
-    # An agent (exec driver: the machine has no Docker): its token, and the node registers. The tokens
-    # reach the service as a credential, a copy made when it starts: a new token needs a restart.
-    m.sh(f"echo 'agent node-a {AGENT_TOKEN}' >> /etc/mc/tokens && systemctl restart mc-control.service && "
-         f"printf 'CONTROL_URLS=http://127.0.0.1:8080\\nNODE_ID=node-a\\nAGENT_TOKEN={AGENT_TOKEN}\\nDRIVER=exec\\n' "
+    # An agent (exec driver: the machine has no Docker): its token, and the node registers. The service
+    # reads the tokens file itself: a reload (same process) is enough for the new token.
+    pid = m.show("mc-control.service", "MainPID")["MainPID"]
+    m.sh(f"echo 'agent node-a {AGENT_TOKEN}' >> /etc/mc/tokens && systemctl reload mc-control.service")
+
+    def agent_token_known():
+        code = m.sh(f"curl -sS -o /dev/null -w '%{{http_code}}' -H 'Authorization: Bearer {AGENT_TOKEN}' "
+                    "http://127.0.0.1:8080/api/tasks", check=False).stdout.strip()
+        return code not in ("", "000", "401") and code
+    code = wait_until(agent_token_known, 120, msg="the agent's token to be known after the reload")
+    print(f"# the agent's token after the reload: {code}")
+    check(m.show("mc-control.service", "MainPID")["MainPID"] == pid, "the reload restarted mc-control")
+    m.sh(f"printf 'CONTROL_URLS=http://127.0.0.1:8080\\nNODE_ID=node-a\\nAGENT_TOKEN={AGENT_TOKEN}\\nDRIVER=exec\\n' "
          "> /etc/mc/agent.conf && chmod 600 /etc/mc/agent.conf && systemctl start mc-agent.service")
 
     def node_ready():
