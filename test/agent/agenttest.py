@@ -5,6 +5,7 @@ the real dockerd, and what Docker's own event stream says about the containers o
 import json
 import os
 import re
+import select
 import signal
 import sys
 import threading
@@ -50,13 +51,13 @@ class Agent:
             "MC_PEER_PORT": "0",
         }
         if driver == "exec":
-            e["CGROUP_PATH"] = f"mc.test/agent-{node}-{RUN}"
+            e["MC_CGROUP_PATH"] = f"mc.test/agent-{node}-{RUN}"
         if lease_ttl_ms:
-            e["LEASE_TTL_MS"] = str(lease_ttl_ms)
+            e["MC_LEASE_TTL_MS"] = str(lease_ttl_ms)
         if bus is not None:
             e.update(bus.env())
         else:
-            e["BUS"] = "no"
+            e["MC_BUS"] = "no"
         e.update(env or {})
         self.daemon = Daemon("mc-agent", list(args), env=e, name=name or f"mc-agent-{node}",
                              watchdog_usec=None, host=host)
@@ -203,12 +204,109 @@ def release(marker, timeout=60):
         os.kill(pid, signal.SIGUSR1)
 
 
+# ------------------------------------------------------------------------------------------------
+# Processes, as /proc and pidfds tell them (the ground truth of what runs on this machine)
+
+
+def cmdline(pid):
+    """The raw command line of pid (NUL-separated), or b"" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def exe_name(pid):
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return ""
+
+
 def _ppid(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def process_tree(marker, exclude_exe=None):
+    """Every process whose command line holds marker (but for those running exclude_exe), and all
+    their descendants."""
+    procs = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    found = {p for p in procs if marker.encode() in cmdline(p) and (not exclude_exe or exe_name(p) != exclude_exe)}
+    grew = True
+    while grew:
+        grew = False
+        for p in procs:
+            if p not in found and _ppid(p) in found:
+                found.add(p)
+                grew = True
+    return sorted(found)
+
+
+def describe_process(pid):
+    """pid, state, parent and command line, as /proc has them now (for a failure's message)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        line = cmdline(pid).replace(b"\0", b" ").decode(errors="replace")[:200]
+        return f"{pid} state {state} ppid {ppid}: {line}"
+    except (OSError, IndexError) as e:
+        return f"{pid}: {e}"
+
+
+class DeathWatch:
+    """The end of each process, as the kernel reports it through a pidfd (stamped once poll() says so,
+    so never earlier than the truth)."""
+
+    def __init__(self, pids):
+        self.pids = list(pids)
+        self.ends = {}
+        self.fds = {}
+        for p in self.pids:
+            try:
+                self.fds[os.pidfd_open(p)] = p
+            except ProcessLookupError:
+                self.ends[p] = time.time_ns()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        poll = select.poll()
+        for fd in self.fds:
+            poll.register(fd, select.POLLIN)
+        left = set(self.fds)
+        while left:
+            for fd, _ in poll.poll(1000):
+                self.ends[self.fds[fd]] = time.time_ns()
+                poll.unregister(fd)
+                left.discard(fd)
+                os.close(fd)
+
+    def alive(self):
+        return [p for p in self.pids if p not in self.ends]
+
+    def all_ended(self):
+        """True once every process ended; otherwise raises, naming those left (wait_until() reports
+        the last such error when it times out)."""
+        left = self.alive()
+        if left:
+            raise AssertionError("still there: " + "; ".join(describe_process(p) for p in left))
+        return True
+
+
+def kill_matching(*paths):
+    """After a failed test: SIGKILL to whatever still runs with one of paths in its command line (the
+    supervisors name the agent's state directory, the commands the test's directory)."""
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        if pid != os.getpid() and any(p.encode() in cmdline(pid) for p in paths):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 class EventRecorder:

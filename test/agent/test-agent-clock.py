@@ -38,21 +38,6 @@ def gated(d, name):
                 f"while [ ! -e {d}/gate ]; do sleep 0.1; done; echo done-{name}")
 
 
-def kill_leftovers(*paths):
-    """After a failed test: what still runs from the test's or the agents' directories."""
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if int(pid) != os.getpid() and any(p in cmdline for p in paths):
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
-
-
 def setup(name, n_agents):
     db_clock, control_clock = FakeClock(), FakeClock()
     nodes = [at.node_name(f"{name}-{i}") for i in range(n_agents)]
@@ -62,7 +47,7 @@ def setup(name, n_agents):
     pg, (c,) = at.start_cluster(nodes=tuple(nodes), env=env, pg_env=db_clock.env())
     d = at.task_dir(name)
     agents = [at.Agent([c], n, driver="exec") for n in nodes]
-    mctest.defer(kill_leftovers, d + "/", *(a.state_dir + "/" for a in agents))
+    mctest.defer(at.kill_matching, d + "/", *(a.state_dir + "/" for a in agents))
     return pg, c, agents, d, db_clock, control_clock
 
 

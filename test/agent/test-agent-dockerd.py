@@ -43,14 +43,6 @@ N_SHORT = 3
 APPLETS = "sh echo sleep cat ls uname true false env id printf head tail wc seq yes kill".split()
 
 
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
 class PrivateDockerd:
     """A dockerd of our own, with a containerd of our own that outlives its lives, as the system's
     containerd.service does (a containerd that dockerd starts itself is its child, and hangs, its log
@@ -180,7 +172,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         """The shims of its containers (their command lines hold containerd's socket), and what else names
         its directory."""
         key = self.dir.encode()
-        return [int(p) for p in os.listdir("/proc") if p.isdigit() and key in _cmdline(p)]
+        return [int(p) for p in os.listdir("/proc") if p.isdigit() and key in at.cmdline(p)]
 
     def cleanup(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -260,52 +252,10 @@ class LifelongEvents:
                 and (action is None or e["Action"] == action)]
 
 
-class ProcessWatch:
+def process_watch(marker):
     """The processes of a run (every process whose command line holds its marker, and their
-    descendants), and when each ended as the kernel says through a pidfd (stamped on notice, so never
-    earlier than the truth)."""
-
-    def __init__(self, marker):
-        procs = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        found = {p for p in procs if marker.encode() in _cmdline(p)}
-        grew = True
-        while grew:
-            grew = False
-            for p in procs:
-                if p not in found and at._ppid(p) in found:
-                    found.add(p)
-                    grew = True
-        self.pids = sorted(found)
-        self.ends = {}
-        self.fds = {}
-        for p in self.pids:
-            try:
-                self.fds[os.pidfd_open(p)] = p
-            except ProcessLookupError:
-                self.ends[p] = time.time_ns()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        import select
-        poll = select.poll()
-        for fd in self.fds:
-            poll.register(fd, select.POLLIN)
-        left = set(self.fds)
-        while left:
-            for fd, _ in poll.poll(1000):
-                self.ends[self.fds[fd]] = time.time_ns()
-                poll.unregister(fd)
-                left.discard(fd)
-                os.close(fd)
-
-    def alive(self):
-        return [p for p in self.pids if p not in self.ends]
-
-    def all_ended(self):
-        left = self.alive()
-        if left:
-            raise AssertionError(f"still alive: {left}")
-        return True
+    descendants), and when each ended."""
+    return at.DeathWatch(at.process_tree(marker))
 
 
 ROUNDS = (
@@ -351,7 +301,7 @@ def test_dockerd_restart():
         busy = {t["lease"]["node_id"] for t in first.values()}
         lost_before = {a.node: len(at.events(a.log(), "container_lost")) for a in agents}
         away_before = {a.node: len(at.events(a.log(), "engine_unavailable")) for a in agents}
-        watches = {tid: ProcessWatch(m) for tid, m in zip(longs, markers)}
+        watches = {tid: process_watch(m) for tid, m in zip(longs, markers)}
         for tid, w in watches.items():
             check(w.pids, f"{name}: processes of {tid}")
         print(f"# {name}: {len(longs)} long tasks running on "

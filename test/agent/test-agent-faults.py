@@ -284,22 +284,6 @@ def exec_task(d, tail):
     return body(cmd), runs, gate
 
 
-def kill_exec_leftovers(*paths):
-    """After a failed test: the supervisors (their command line names the agent's state directory)
-    and the commands (theirs name the test's directory)."""
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if int(pid) != os.getpid() and any(p in cmdline for p in paths):
-            try:
-                os.kill(int(pid), 9)
-            except OSError:
-                pass
-
-
 def exec_setup(name):
     """A control and an exec-driver agent on node-a (10 s leases), and a directory for the test's files;
     whatever the test leaves running is killed at its end."""
@@ -307,7 +291,7 @@ def exec_setup(name):
     d = at.task_dir(name)
     pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
     a = at.Agent([c], node, driver="exec")
-    mctest.defer(kill_exec_leftovers, a.state_dir + "/", d + "/")
+    mctest.defer(at.kill_matching, a.state_dir + "/", d + "/")
     a.start()
     return c, a, d
 
@@ -424,7 +408,7 @@ def test_exec_agent_gone_keeper_fences():
     runs, overlap, gate = os.path.join(d, "runs"), os.path.join(d, "overlap"), os.path.join(d, "gate")
     pg, (c,) = at.cluster([nx, ny], lease_ttl_ms=3000, grace_ms=500)
     x = at.Agent([c], nx, driver="exec")
-    mctest.defer(kill_exec_leftovers, x.state_dir + "/", d + "/")
+    mctest.defer(at.kill_matching, x.state_dir + "/", d + "/")
     x.start()
     cmd = (f"for p in $(cat {runs} 2>/dev/null); do kill -0 $p 2>/dev/null && echo $p >> {overlap}; done; "
            f"echo $$ >> {runs}; while [ ! -e {gate} ]; do sleep 0.05; done; echo ok")
@@ -433,7 +417,7 @@ def test_exec_agent_gone_keeper_fences():
     wait_until(lambda: os.path.exists(runs), 30, msg="the command to run")
     x.kill()                    # the node lives on; its agent does not
     y = at.Agent([c], ny, driver="exec")
-    mctest.defer(kill_exec_leftovers, y.state_dir + "/")
+    mctest.defer(at.kill_matching, y.state_dir + "/")
     y.start()
     # The supervisor outlives the kill of its command and records it.
     wait_until(lambda: glob.glob(os.path.join(x.state_dir, "exec", "*.job", "result")), 60,

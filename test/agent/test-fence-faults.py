@@ -22,12 +22,10 @@ Usage: test-fence-faults.py docker|exec"""
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import urllib.parse
-import threading
 import time
 
 import mctest
@@ -42,32 +40,17 @@ TTL_MS = 3000
 # The node's mc processes
 
 
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def _exe_name(pid):
-    try:
-        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-    except OSError:
-        return ""
-
-
 def keeper_pids(agent):
     """The fence keepers watching this agent's lease file."""
     lease = os.path.join(agent.state_dir, "leases.json").encode()
     return [int(p) for p in os.listdir("/proc") if p.isdigit()
-            and _exe_name(p) == "mc-fence-keeper" and lease in _cmdline(p)]
+            and at.exe_name(p) == "mc-fence-keeper" and lease in at.cmdline(p)]
 
 
 def supervisor_pids(agent):
     state = agent.state_dir.encode()
     return [int(p) for p in os.listdir("/proc") if p.isdigit()
-            and _exe_name(p) == "mc-exec-supervisor" and state in _cmdline(p)]
+            and at.exe_name(p) == "mc-exec-supervisor" and state in at.cmdline(p)]
 
 
 def kill_all(pids, sig=signal.SIGKILL):
@@ -82,76 +65,10 @@ def kill_all(pids, sig=signal.SIGKILL):
 # exec: the processes of a run, and when each ended
 
 
-def _ppid(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def run_processes(marker):
     """Every process whose command line holds marker (the init and the task's shell), and all their
     descendants (its `sleep`); not the supervisor, whose command line holds the task's too."""
-    procs = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    found = {p for p in procs if marker.encode() in _cmdline(p) and _exe_name(p) != "mc-exec-supervisor"}
-    grew = True
-    while grew:
-        grew = False
-        for p in procs:
-            if p not in found and _ppid(p) in found:
-                found.add(p)
-                grew = True
-    return sorted(found)
-
-
-class DeathWatch:
-    """The end of each process, as the kernel reports it through a pidfd (stamped once poll() says so,
-    so never earlier than the truth)."""
-
-    def __init__(self, pids):
-        self.pids = list(pids)
-        self.ends = {}
-        self.fds = {}
-        for p in pids:
-            try:
-                self.fds[os.pidfd_open(p)] = p
-            except ProcessLookupError:
-                self.ends[p] = time.time_ns()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        poll = select.poll()
-        for fd in self.fds:
-            poll.register(fd, select.POLLIN)
-        left = set(self.fds)
-        while left:
-            for fd, _ in poll.poll(1000):
-                self.ends[self.fds[fd]] = time.time_ns()
-                poll.unregister(fd)
-                left.discard(fd)
-                os.close(fd)
-
-    def all_ended(self):
-        """True once every process ended; otherwise raises, naming those left (wait_until() reports
-        the last such error when it times out)."""
-        left = [p for p in self.pids if p not in self.ends]
-        if left:
-            raise AssertionError("still there: " + "; ".join(describe_process(p) for p in left))
-        return True
-
-
-def describe_process(pid):
-    """pid, state, parent and command line, as /proc has them now (for a failure's message)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        cmdline = _cmdline(pid).replace(b"\0", b" ").decode(errors="replace")[:200]
-        return f"{pid} state {state} ppid {ppid}: {cmdline}"
-    except OSError as e:
-        return f"{pid}: {e}"
+    return at.process_tree(marker, exclude_exe="mc-exec-supervisor")
 
 
 def run_starts(path):
@@ -218,7 +135,7 @@ def test_fence_without_mc_processes():
         a = agents[victim]
         # The whole run is up (its trap set) before the fault: nothing of it is still starting.
         wait_until(lambda: at.trapping_pids(marker, signal.SIGUSR1), 60, msg=f"round {i}: the task's shell")
-        watch = DeathWatch(run_processes(marker)) if DRIVER == "exec" else None
+        watch = at.DeathWatch(run_processes(marker)) if DRIVER == "exec" else None
         print(f"# round {i} ({kind}): task {tid} on {victim}")
         expired_before = a.log().count("MC_EVENT=lease_expired")
         undo = fault(kind, a)
