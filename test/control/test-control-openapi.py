@@ -30,7 +30,7 @@ from jsonschema import Draft202012Validator
 
 import mctest
 from mctest import check, http
-from controltest import OTHER_USER_TOKEN, USER_TOKEN, Control, agent_token, small_content, start_cluster
+from controltest import USER_TOKEN, Control, agent_token, small_content, start_cluster
 
 DOC_FILE = os.path.join(mctest.source_dir(), "docs", "openapi.yaml")
 API_C = os.path.join(mctest.source_dir(), "src", "control", "api.c")
