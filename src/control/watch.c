@@ -436,9 +436,10 @@ static void on_events_catchup_done(PGresult *r, int error, void *userdata) {
                 watcher_free(w);
                 return;
         }
-        if (error >= 0 && r && PQresultStatus(r) == PGRES_FATAL_ERROR &&
-            (startswith(db_result_sqlstate(r), "22"))) {
-                /* A cursor PostgreSQL cannot read as a time. */
+        if (error == -EIO && r && PQresultStatus(r) == PGRES_FATAL_ERROR &&
+            startswith(db_result_sqlstate(r), "22")) {
+                /* A cursor PostgreSQL cannot read as a time (class 22, data exception). A query that
+                 * failed comes with -EIO and its result (db.c). */
                 http_request_reply_error(w->req, 400, "since", "The cursor must be an event's id (a time such as "
                                          "2026-11-27T10:00:00.123456Z).");
                 return watcher_done(w);

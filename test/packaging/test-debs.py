@@ -47,7 +47,8 @@ SHIPS = {
                   "/usr/lib/tmpfiles.d/mc-seeder.conf", "/usr/share/dbus-1/system.d/org.mutualcloud.Seeder1.conf",
                   "/usr/share/doc/mc/examples/seeder.conf", "/usr/share/man/man8/mc-seeder.8.gz"],
     "mc-tools": ["/usr/bin/mc-dhtget", "/usr/bin/mc-certs", "/usr/lib/systemd/catalog/mc.catalog",
-                 "/usr/share/doc/mc/events.md", "/usr/share/doc/mc/api.md", "/usr/bin/mcctl",
+                 "/usr/share/doc/mc/events.md", "/usr/share/doc/mc/api.md", "/usr/share/doc/mc/openapi.yaml",
+                 "/usr/bin/mcctl",
                  "/usr/share/man/man1/mcctl.1.gz", "/usr/share/man/man7/mc-api.7.gz", "/usr/share/man/man5/mc.conf.5.gz",
                  "/usr/share/bash-completion/completions/mcctl"],
 }
