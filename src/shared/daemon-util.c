@@ -268,8 +268,7 @@ int daemon_take_sockets(const char *program, DaemonSocket *table, size_t n_table
                                  "its socket units: %s)", program, strna(known));
                         daemon_socket_reject(fd, name, "unknown_name", why);
                 } else if (!socket_fits(d, fd)) {
-                        snprintf(why, sizeof(why), "\"%s\" must be %s%s", name, socket_wanted(d),
-                                 d->type == SOCK_STREAM ? ", not an accepted connection (Accept=no)" : "");
+                        snprintf(why, sizeof(why), "\"%s\" must be %s", name, socket_wanted(d));
                         daemon_socket_reject(fd, name, "wrong_type", why);
                 } else if (d->n_fds >= d->max) {
                         snprintf(why, sizeof(why), "at most %u socket(s) named \"%s\" are used", d->max, name);
