@@ -244,12 +244,14 @@ def test_without_sockets():
 
 
 def test_wrong_sockets():
-    """Sockets of the wrong kind under "metrics" and "dht", and one under a name the agent does not
-    know: each rejected with its reason and closed; the agent runs on, serving the right one."""
+    """Sockets of the wrong kind under "metrics" and "dht" (a stream; a dual-stack IPv6 datagram
+    socket), and one under a name the agent does not know: each rejected with its reason and closed;
+    the agent runs on, serving the right one."""
     node = at.node_name("node-wrongsock")
     ns = SystemdNamespace()
     mport, wrong_mport, wrong_dport, bogus_port = (free_port(), free_port(socket.SOCK_DGRAM), free_port(),
                                                    free_port())
+    dual_port = free_port(socket.SOCK_DGRAM)
     agent_units(ns, node)
     socket_unit(ns, SOCKET, f"ListenStream=\nListenStream=127.0.0.1:{mport}\n")
     # Socket units of an operator's, passing their sockets to the agent under its names.
@@ -263,30 +265,39 @@ ListenStream=127.0.0.1:{wrong_dport}
 FileDescriptorName=dht
 Service={SERVICE}
 """)
+    # IPv6 on every address, IPv4 too (BindIPv6Only=default): the DHT would file IPv4 nodes in its
+    # IPv6 table.
+    ns.add_unit("mc-agent-dual-dht.socket", f"""[Socket]
+ListenDatagram=[::]:{dual_port}
+FileDescriptorName=dht
+Service={SERVICE}
+""")
     ns.add_unit("mc-agent-bogus.socket", f"""[Socket]
 ListenStream=127.0.0.1:{bogus_port}
 FileDescriptorName=bogus
 Service={SERVICE}
 """)
     ns.daemon_reload()
-    ns.systemctl("start", SOCKET, "mc-agent-wrong-metrics.socket", "mc-agent-wrong-dht.socket", "mc-agent-bogus.socket")
+    ns.systemctl("start", SOCKET, "mc-agent-wrong-metrics.socket", "mc-agent-wrong-dht.socket",
+                 "mc-agent-dual-dht.socket", "mc-agent-bogus.socket")
     ns.systemctl("start", SERVICE)
 
-    for name, reason, kind in (("metrics", "wrong_type", "UDP socket on 127.0.0.1:"),
-                               ("dht", "wrong_type", "TCP listening socket on 127.0.0.1:"),
-                               ("bogus", "unknown_name", "TCP listening socket on 127.0.0.1:")):
-        try:
-            e = ns.wait_journal(unit=SERVICE, MC_EVENT="passed_socket_rejected", FD_NAME=name)
-        except AssertionError as err:
-            raise AssertionError(f"{err}\n{unit_log(ns)}")
-        check(e[0].get("REASON") == reason and e[0].get("SOCKET", "").startswith(kind) and
-              e[0].get("PRIORITY") == "3", e[0])
+    try:
+        rejected = ns.wait_journal(unit=SERVICE, MC_EVENT="passed_socket_rejected", count=4)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{unit_log(ns)}")
+    got = sorted((e.get("FD_NAME"), e.get("REASON"), e.get("SOCKET"), e.get("PRIORITY")) for e in rejected)
+    want = sorted([("bogus", "unknown_name", f"TCP listening socket on 127.0.0.1:{bogus_port}", "3"),
+                   ("dht", "wrong_type", f"TCP listening socket on 127.0.0.1:{wrong_dport}", "3"),
+                   ("dht", "wrong_type", f"UDP socket on [::]:{dual_port}", "3"),
+                   ("metrics", "wrong_type", f"UDP socket on 127.0.0.1:{wrong_mport}", "3")])
+    check(got == want, f"rejected: {got}")
     check_metrics(scrape(mport))
     check(ns.show(SERVICE, "ActiveState") == "active", "the agent runs on")
     # Closed, not kept: the agent holds the metrics socket and none of the rejected ones (systemd does).
     held = fd_inodes(main_pid(ns))
     check(socket_inodes("tcp", mport) <= held, "the agent holds its metrics socket")
-    for proto, port in (("udp", wrong_mport), ("tcp", wrong_dport), ("tcp", bogus_port)):
+    for proto, port in (("udp", wrong_mport), ("tcp", wrong_dport), ("tcp", bogus_port), ("udp", dual_port)):
         inodes = socket_inodes(proto, port)
         check(inodes and not inodes & held, f"the agent kept the rejected {proto} socket on port {port}")
     # "dht" rejected, and nothing configured: no DHT node.
