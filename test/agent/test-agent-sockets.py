@@ -46,7 +46,11 @@ def agent_units(ns, node, env=""):
     mctest.defer(shutil.rmtree, state, ignore_errors=True)
     ns.add_unit(SERVICE, unit_text(SERVICE))
     os.makedirs(os.path.join(ns.unit_dir, SERVICE + ".d"))
-    ns.add_unit(SERVICE + ".d/test.conf", f"""[Service]
+    ns.add_unit(SERVICE + ".d/test.conf", f"""# The test starts the agent more often than systemd's default start limit lets a unit (5 in 10 s).
+[Unit]
+StartLimitIntervalSec=0
+
+[Service]
 Environment=MC_CONTROL_URLS=http://127.0.0.1:{free_port()} MC_NODE_ID={node} MC_AGENT_TOKEN=t MC_BUS=no
 Environment=MC_CAPACITY_NANO_CPUS=1000000000 MC_CAPACITY_MEMORY_BYTES=1073741824 MC_LOG_LEVEL=debug
 Environment=MC_DRIVER=exec MC_CGROUP_PATH=mc.test/agent-{node} MC_PEER_PORT=0
