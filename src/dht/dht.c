@@ -627,12 +627,15 @@ int dht_new(sd_event *e, const DhtConfig *c, Dht **ret) {
                 family = inet_pton(AF_INET6, c->bind_address, &tmp) == 1 ? AF_INET6 : AF_INET;
         }
         if (c->n_fds > 0) {
+                /* The passed sockets instead of binding: one per family (no IPv6 one is fine). */
                 for (; adopted < c->n_fds; adopted++) {
-                        DhtSocket *s = &d->sock[d->n_sock];
+                        DhtSocket *s;
+
                         if (d->n_sock >= ELEMENTSOF(d->sock)) {
                                 r = -E2BIG;
                                 goto fail;
                         }
+                        s = &d->sock[d->n_sock];
                         r = socket_adopt(d, s, c->fds[adopted]);
                         if (r < 0) {
                                 s->fd = -1;
@@ -648,7 +651,6 @@ int dht_new(sd_event *e, const DhtConfig *c, Dht **ret) {
                                 goto fail;
                         }
                 }
-                family = AF_UNSPEC;
         } else if (family == AF_UNSPEC || family == AF_INET) {
                 r = socket_open(d, &d->sock[d->n_sock], AF_INET, c->bind_address, c->port);
                 if (r < 0) {
