@@ -209,17 +209,26 @@ static void on_controls_unreachable(ControlClient *c, void *userdata) {
 
 int discovery_init(Agent *a) {
         const AgentConfig *c = &a->config;
-        int r;
+        int fds[DAEMON_SOCKETS_PER_NAME], r;
+        unsigned n;
 
-        if (!dht_wanted(c))
+        /* A socket passed as "dht" (units/mc-agent-dht.socket) is the node's port, whatever DHT_PORT
+         * says, and makes the agent join the DHT. */
+        n = agent_socket_take(a, AGENT_SOCKET_DHT, fds);
+        if (n == 0 && !dht_wanted(c))
                 return 0;
+        agent_socket_check_config(a, AGENT_SOCKET_DHT, fds, n, "DHT_PORT", c->dht.port, NULL, NULL);
         /* An agent needs no fixed port to find the controls: DHT_PORT=0 (the default) with bootstrap
          * nodes means any free port. */
         r = dht_new(a->event, &(DhtConfig) {
                         .port = (uint16_t) c->dht.port,
+                        .fds = fds,
+                        .n_fds = n,
                         .bootstrap = c->dht.bootstrap,
                         .state_dir = a->state_dir,
                 }, &a->dht);
+        if (r < 0 && n > 0)
+                return log_error_errno(r, "Cannot join the DHT on the UDP socket passed as \"dht\": %m");
         if (r < 0)
                 return log_error_errno(r, "Cannot join the DHT on UDP port %" PRIi64 "%s: %m", c->dht.port,
                                        c->dht.port == 0 ? " (any)" : "");
@@ -232,9 +241,11 @@ int discovery_init(Agent *a) {
         control_client_set_unreachable_callback(a->control, on_controls_unreachable, a);
 
         if (strv_length(c->dht.bootstrap) == 0)
-                log_warning("DHT_PORT is set but DHT_BOOTSTRAP is not: the DHT node only finds controls "
-                            "through the nodes it saved last time or that contact it.");
+                log_warning("%s but DHT_BOOTSTRAP is not: the DHT node only finds controls through the nodes "
+                            "it saved last time or that contact it.",
+                            n > 0 ? "A DHT socket was passed" : "DHT_PORT is set");
         log_info("DHT node on UDP port %u%s; looking for the controls of cluster \"%s\".", dht_port(a->dht),
+                 n > 0 ? " (the socket systemd passed as \"dht\")" :
                  c->dht.port == 0 ? " (any free port: DHT_PORT=0)" : "", c->dht.cluster_name);
         return 0;
 }

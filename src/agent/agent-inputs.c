@@ -91,14 +91,19 @@ int inputs_init(Agent *a) {
         _cleanup_free_ char *dir = NULL;
         _cleanup_free_ InputSeeder *seeders = NULL;
         size_t n_seeders = 0;
-        int r;
+        int peer_fds[DAEMON_SOCKETS_PER_NAME], r;
+        unsigned n;
 
         r = peer_sink_default_new(a->event, &a->peer_sink);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up the peer connections: %m");
-        if (a->config.peer_port >= 0) {
+        /* A socket passed as "peer" wins over PEER_PORT (-1 included). */
+        n = agent_socket_take(a, AGENT_SOCKET_PEER, peer_fds);
+        agent_socket_check_config(a, AGENT_SOCKET_PEER, peer_fds, n, "PEER_PORT", a->config.peer_port, NULL, NULL);
+        if (a->config.peer_port >= 0 || n > 0) {
                 r = input_server_new(a->event, &(InputServerConfig) {
                                 .port = a->config.peer_port,
+                                .listen_fd = n > 0 ? &peer_fds[0] : NULL,
                                 .sink = a->peer_sink,
                                 .dht = a->dht,
                         }, &a->input_server);

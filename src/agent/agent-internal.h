@@ -66,7 +66,8 @@ int on_claim_timer(sd_event_source *s, uint64_t usec, void *userdata);
 int on_register_timer(sd_event_source *s, uint64_t usec, void *userdata);
 
 /* agent-discovery.c */
-/* Joins the DHT when DHT_BOOTSTRAP (or DHT_PORT) is set; a no-op otherwise. */
+/* Joins the DHT when DHT_BOOTSTRAP (or DHT_PORT) is set, or a socket was passed as "dht"; a no-op
+ * otherwise. */
 int discovery_init(Agent *a);
 /* The first lookup, at once. */
 void discovery_start(Agent *a);

@@ -66,7 +66,8 @@ static const ConfigOption agent_options[] = {
           "mc-seeders to fetch task inputs from, HOST:PORT, comma-separated (names resolved once at start), "
           "besides the peers the DHT names" },
         { "PEER_PORT", NULL, CONFIG_INT, offsetof(AgentConfig, peer_port), -1, 65535, "6882",
-          "TCP port other agents fetch inputs from (0: any free port, -1: serve nobody)" },
+          "TCP port other agents fetch inputs from (0: any free port, -1: serve nobody); a socket systemd "
+          "passes as \"peer\" wins" },
         { "INPUT_CACHE_DIR", NULL, CONFIG_STRING, offsetof(AgentConfig, input_cache_dir), 0, 0, "",
           "Where task inputs are kept [$STATE_DIRECTORY/inputs]" },
         { "CACHE_MAX_BYTES", NULL, CONFIG_INT, offsetof(AgentConfig, cache_max_bytes), 0, INT64_C(1) << 56,
@@ -76,10 +77,12 @@ static const ConfigOption agent_options[] = {
         { "INPUT_FETCHES", NULL, CONFIG_INT, offsetof(AgentConfig, input_fetches), 1, 64, "4",
           "Inputs downloaded at once" },
         { "METRICS_PORT", NULL, CONFIG_INT, offsetof(AgentConfig, metrics_port), 0, 65535, "0",
-          "TCP port of GET /metrics, Prometheus text (0: none)" },
+          "TCP port of GET /metrics, Prometheus text (0: none); a socket systemd passes as \"metrics\" "
+          "(mc-agent.socket) wins" },
         { "METRICS_ADDRESS", NULL, CONFIG_STRING, offsetof(AgentConfig, metrics_address), 0, 0, "127.0.0.1",
           "Address of the metrics port (empty: every address)" },
-        /* For the agent, DHT_PORT=0 with DHT_BOOTSTRAP set means any free port (see agent-discovery.c). */
+        /* For the agent, DHT_PORT=0 with DHT_BOOTSTRAP set means any free port, and a socket systemd
+         * passes as "dht" (mc-agent-dht.socket) wins over DHT_PORT (see agent-discovery.c). */
         TLS_CLIENT_CONFIG_OPTIONS(AgentConfig, tls),
         DHT_CONFIG_OPTIONS(AgentConfig, dht),
 };
@@ -88,7 +91,8 @@ static const ConfigSpec agent_config_spec = {
         .program = "mc-agent",
         .summary = "The mc agent: runs leased tasks in Docker (or as processes in cgroups), with self-fencing. "
                    "It talks to the controls in CONTROL_URLS and to those it finds in the DHT through "
-                   "DHT_BOOTSTRAP (on DHT_PORT, or any free port when that is 0).",
+                   "DHT_BOOTSTRAP (on DHT_PORT, or any free port when that is 0). Under systemd it takes the sockets "
+                   "passed as \"metrics\", \"dht\" and \"peer\" instead of METRICS_PORT, DHT_PORT and PEER_PORT.",
         .default_path = MC_PKGSYSCONFDIR "/agent.conf",
         .options = agent_options,
         .n_options = ELEMENTSOF(agent_options),

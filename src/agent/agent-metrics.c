@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* GET /metrics on METRICS_PORT: the agent's own view, in Prometheus text, for a scraper on the node
- * (by default on 127.0.0.1 only: it names tasks by state, not by id, and needs no token). */
+/* GET /metrics on METRICS_PORT, or on the socket systemd passed as "metrics" (units/mc-agent.socket:
+ * 127.0.0.1:6884): the agent's own view, in Prometheus text, for a scraper on the node (by default on
+ * 127.0.0.1 only: it names tasks by state, not by id, and needs no token). */
 
 #include <inttypes.h>
 
@@ -69,27 +70,40 @@ static void on_request(HttpRequest *req, void *userdata) {
 }
 
 int agent_metrics_start(Agent *a) {
-        int fd, r;
+        int fds[DAEMON_SOCKETS_PER_NAME], r;
+        unsigned n;
+        char where[256];
 
         assert(a);
-        if (a->config.metrics_port == 0)
-                return 0;
-        fd = daemon_listen_tcp(a->config.metrics_address, (uint16_t) a->config.metrics_port);
-        if (fd < 0)
-                return log_error_errno(fd, "Cannot listen on the metrics port %s:%" PRIi64 ": %m",
-                                       isempty(a->config.metrics_address) ? "*" : a->config.metrics_address,
-                                       a->config.metrics_port);
+        /* A socket passed as "metrics" (units/mc-agent.socket) wins over METRICS_PORT. */
+        n = agent_socket_take(a, AGENT_SOCKET_METRICS, fds);
+        if (n > 0) {
+                agent_socket_check_config(a, AGENT_SOCKET_METRICS, fds, n, "METRICS_PORT", a->config.metrics_port,
+                                          "METRICS_ADDRESS", a->config.metrics_address);
+                daemon_socket_describe(fds[0], where, sizeof(where));
+        } else {
+                if (a->config.metrics_port == 0)
+                        return 0;
+                fds[0] = daemon_listen_tcp(a->config.metrics_address, (uint16_t) a->config.metrics_port);
+                if (fds[0] < 0)
+                        return log_error_errno(fds[0], "Cannot listen on the metrics port %s:%" PRIi64 ": %m",
+                                               isempty(a->config.metrics_address) ? "*" : a->config.metrics_address,
+                                               a->config.metrics_port);
+                n = 1;
+                snprintf(where, sizeof(where), "%s port %" PRIi64,
+                         isempty(a->config.metrics_address) ? "*" : a->config.metrics_address, a->config.metrics_port);
+        }
         /* A scraper or two: few connections, short deadlines. */
         HttpServerConfig hc = {
                 .max_body = 4096,
                 .max_connections = 32,
                 .max_connections_per_address = 8,
         };
-        r = http_server_new(a->event, &fd, 1, &hc, on_request, NULL, a, &a->metrics_server);
+        /* Takes the fds over, also when it fails. */
+        r = http_server_new(a->event, fds, n, &hc, on_request, NULL, a, &a->metrics_server);
         if (r < 0)
                 return log_error_errno(r, "Cannot serve the metrics port: %m");
-        log_info("Serving GET /metrics on %s port %" PRIi64 ".",
-                 isempty(a->config.metrics_address) ? "*" : a->config.metrics_address, a->config.metrics_port);
+        log_info("Serving GET /metrics on %s.", where);
         return 1;
 }
 

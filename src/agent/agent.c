@@ -190,6 +190,10 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         if (!a)
                 return log_oom();
         a->config = *config;    /* the caller's strings stay the caller's */
+        /* Before anything else: the passed sockets are made close-on-exec here, before any child. */
+        r = agent_sockets_take(a);
+        if (r < 0)
+                return r;
         a->ttl_usec = (uint64_t) (config->lease_ttl_ms > 0 ? config->lease_ttl_ms : 15000) * USEC_PER_MSEC;
 
         /* SIGTERM and SIGINT go to agent_stop(), which lets tasks being started reach their container. */
@@ -307,6 +311,7 @@ Agent *agent_free(Agent *a) {
                 task_free(a->tasks);
         driver_leftovers_free(a->pending, a->n_pending);
         agent_metrics_stop(a);
+        agent_sockets_close(a);
         inputs_done(a);
         discovery_done(a);
         control_call_cancel(a->register_call);

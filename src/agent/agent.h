@@ -13,6 +13,7 @@
 
 #include "control-client.h"
 #include "curl-event.h"
+#include "daemon-util.h"
 #include "dht-daemon.h"
 #include "driver.h"
 #include "list.h"
@@ -131,8 +132,17 @@ typedef struct Task {
         LIST_FIELDS(struct Task);
 } Task;
 
+typedef enum AgentSocket {
+        AGENT_SOCKET_METRICS,
+        AGENT_SOCKET_DHT,
+        AGENT_SOCKET_PEER,
+        _AGENT_SOCKET_MAX,
+} AgentSocket;
+
 struct Agent {
         AgentConfig config;
+        /* The sockets systemd passed, until the part that uses each takes it (agent-sockets.c). */
+        DaemonSocket sockets[_AGENT_SOCKET_MAX];
         sd_event *event;
         CurlEvent *curl;
         ControlClient *control;
@@ -184,6 +194,16 @@ struct Agent {
         uint64_t fences;                        /* tasks killed because their lease could not be renewed */
         uint64_t input_bytes_seeders, input_bytes_agents, input_bytes_cache;
 };
+
+/* agent-sockets.c: what systemd passed, by FileDescriptorName=. */
+int agent_sockets_take(Agent *a);
+void agent_sockets_close(Agent *a);
+/* Moves the sockets passed as s to ret_fds (DAEMON_SOCKETS_PER_NAME long); returns how many. */
+unsigned agent_socket_take(Agent *a, AgentSocket s, int *ret_fds);
+/* Logs MC_EVENT=passed_socket_overrides_config when the configured port key=port (and address_key=
+ * address, if not NULL) is not where the passed fds are; port 0 (none, or any) agrees with anything. */
+void agent_socket_check_config(Agent *a, AgentSocket s, const int *fds, unsigned n_fds, const char *key,
+                               int64_t port, const char *address_key, const char *address);
 
 int agent_new(const AgentConfig *config, Agent **ret);
 Agent *agent_free(Agent *a);

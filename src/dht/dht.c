@@ -411,6 +411,9 @@ static int on_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) 
         return 0;
 }
 
+static int socket_adopt(Dht *d, DhtSocket *s, int fd);
+static void socket_close(DhtSocket *s);
+
 static int socket_open(Dht *d, DhtSocket *s, int family, const char *address, uint16_t port) {
         union {
                 struct sockaddr sa;
@@ -419,7 +422,7 @@ static int socket_open(Dht *d, DhtSocket *s, int family, const char *address, ui
                 struct sockaddr_storage ss;
         } sa = {};
         socklen_t sl;
-        int fd, one = 1, bufsize = 1 << 20, r;
+        int fd, one = 1, r;
 
         if (family == AF_INET) {
                 sa.in.sin_family = AF_INET;
@@ -440,17 +443,38 @@ static int socket_open(Dht *d, DhtSocket *s, int family, const char *address, ui
                 return -errno;
         if (family == AF_INET6)
                 (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        (void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof(bufsize));
         if (bind(fd, &sa.sa, sl) < 0) {
                 r = -errno;
                 close(fd);
                 return r;
         }
-        sl = sizeof(sa.ss);
+        return socket_adopt(d, s, fd);
+}
+
+/* Takes over fd, a bound UDP socket of ours or one systemd passed (closed on failure). */
+static int socket_adopt(Dht *d, DhtSocket *s, int fd) {
+        union {
+                struct sockaddr sa;
+                struct sockaddr_storage ss;
+        } sa = {};
+        socklen_t sl = sizeof(sa.ss);
+        int bufsize = 1 << 20, family, r;
+
+        (void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof(bufsize));
         if (getsockname(fd, &sa.sa, &sl) < 0 || dht_addr_from_sockaddr(&sa.sa, sl, &s->bound) < 0) {
                 r = -errno;
                 close(fd);
-                return r ?: -EIO;
+                return r ?: -EAFNOSUPPORT;
+        }
+        family = sa.sa.sa_family;
+        if (family == AF_INET6) {
+                int v6only = 0;
+                socklen_t ol = sizeof(v6only);
+                /* A dual-stack socket would file IPv4 nodes (v4-mapped) in the IPv6 table. */
+                if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &ol) < 0 || !v6only) {
+                        close(fd);
+                        return -EPROTONOSUPPORT;
+                }
         }
         s->dht = d;
         s->family = family;
@@ -464,8 +488,10 @@ static int socket_open(Dht *d, DhtSocket *s, int family, const char *address, ui
         /* Answers before timeouts when both are pending in one loop iteration. */
         (void) sd_event_source_set_priority(s->io, SD_EVENT_PRIORITY_IMPORTANT);
         r = rt_init(&s->rt, d->id, dht_now(d));
-        if (r < 0)
+        if (r < 0) {
+                socket_close(s);
                 return r;
+        }
         return 0;
 }
 
@@ -538,10 +564,14 @@ static int on_maintenance(sd_event_source *es, uint64_t usec, void *userdata) {
 int dht_new(sd_event *e, const DhtConfig *c, Dht **ret) {
         Dht *d;
         int r, family = c->family;
+        size_t adopted = 0;
 
         d = calloc(1, sizeof(Dht));
-        if (!d)
+        if (!d) {
+                for (size_t i = 0; i < c->n_fds; i++)
+                        close(c->fds[i]);
                 return -ENOMEM;
+        }
         d->event = sd_event_ref(e);
         d->sock[0].fd = d->sock[1].fd = d->resolve_fd = d->resolve_template_fd = -1;
         d->t = c->tuning ? *c->tuning : tuning_default;
@@ -596,7 +626,32 @@ int dht_new(sd_event *e, const DhtConfig *c, Dht **ret) {
                 struct in6_addr tmp;
                 family = inet_pton(AF_INET6, c->bind_address, &tmp) == 1 ? AF_INET6 : AF_INET;
         }
-        if (family == AF_UNSPEC || family == AF_INET) {
+        if (c->n_fds > 0) {
+                /* The passed sockets instead of binding: one per family (no IPv6 one is fine). */
+                for (; adopted < c->n_fds; adopted++) {
+                        DhtSocket *s;
+
+                        if (d->n_sock >= ELEMENTSOF(d->sock)) {
+                                r = -E2BIG;
+                                goto fail;
+                        }
+                        s = &d->sock[d->n_sock];
+                        r = socket_adopt(d, s, c->fds[adopted]);
+                        if (r < 0) {
+                                s->fd = -1;
+                                adopted++;      /* closed by socket_adopt() */
+                                log_error_errno(r, "DHT: cannot use the UDP socket passed as fd %d: %m", c->fds[adopted - 1]);
+                                goto fail;
+                        }
+                        d->n_sock++;
+                        if (d->n_sock == 2 && d->sock[0].family == d->sock[1].family) {
+                                adopted++;
+                                r = -EEXIST;
+                                log_error("DHT: two UDP sockets of one address family were passed.");
+                                goto fail;
+                        }
+                }
+        } else if (family == AF_UNSPEC || family == AF_INET) {
                 r = socket_open(d, &d->sock[d->n_sock], AF_INET, c->bind_address, c->port);
                 if (r < 0) {
                         log_error_errno(r, "DHT: cannot bind UDP port %u: %m", c->port);
@@ -604,7 +659,7 @@ int dht_new(sd_event *e, const DhtConfig *c, Dht **ret) {
                 }
                 d->n_sock++;
         }
-        if (family == AF_UNSPEC || family == AF_INET6) {
+        if (c->n_fds == 0 && (family == AF_UNSPEC || family == AF_INET6)) {
                 /* Same port number as IPv4 when possible; no IPv6 on the host is fine with AF_UNSPEC. */
                 uint16_t port = d->n_sock > 0 ? d->sock[0].bound.port : c->port;
                 r = socket_open(d, &d->sock[d->n_sock], AF_INET6, family == AF_INET6 ? c->bind_address : NULL, port);
@@ -650,6 +705,9 @@ int dht_new(sd_event *e, const DhtConfig *c, Dht **ret) {
         *ret = d;
         return 0;
 fail:
+        /* The passed sockets not taken over yet are ours to close, too. */
+        for (; adopted < c->n_fds; adopted++)
+                close(c->fds[adopted]);
         dht_free(d);
         return r;
 }

@@ -42,6 +42,11 @@ typedef struct DhtConfig {
         const char *bind_address;       /* NULL: all IPv4 addresses, plus all IPv6 ones if the host has IPv6 */
         int family;                     /* AF_UNSPEC (both), AF_INET or AF_INET6 */
         char *const *bootstrap;         /* "HOST:PORT", NULL-terminated; may be NULL */
+        /* Sockets to use instead of binding port (a socket unit's ListenDatagram=): bound UDP sockets,
+         * at most one AF_INET and one AF_INET6 (IPV6_V6ONLY: BEP 32 keeps a routing table per family).
+         * Taken over whatever dht_new() returns. */
+        const int *fds;
+        size_t n_fds;
         const char *state_dir;          /* NULL: no persistence */
         bool read_only;                 /* BEP 43: a client that serves nobody (mc-dhtget) */
         const DhtTuning *tuning;        /* NULL: defaults */

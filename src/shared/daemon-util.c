@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -137,6 +138,165 @@ int daemon_listen_fds(void) {
         if (n < 0)
                 return log_error_errno(n, "Failed to read passed sockets: %m");
         return n;
+}
+
+void daemon_socket_describe(int fd, char *buf, size_t size) {
+        union {
+                struct sockaddr sa;
+                struct sockaddr_in in;
+                struct sockaddr_in6 in6;
+                struct sockaddr_un un;
+                struct sockaddr_storage ss;
+        } sa = {};
+        socklen_t len = sizeof(sa), olen;
+        int type = 0, listening = 0;
+        char ip[INET6_ADDRSTRLEN] = "?";
+        const char *kind;
+
+        assert(buf);
+        assert(size > 0);
+        olen = sizeof(type);
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &olen) < 0 || getsockname(fd, &sa.sa, &len) < 0) {
+                snprintf(buf, size, "not a socket");
+                return;
+        }
+        olen = sizeof(listening);
+        (void) getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &olen);
+        if (sa.sa.sa_family == AF_UNIX) {
+                kind = type == SOCK_STREAM ? "stream" : type == SOCK_DGRAM ? "datagram" :
+                       type == SOCK_SEQPACKET ? "seqpacket" : "other";
+                if (len > offsetof(struct sockaddr_un, sun_path) && sa.un.sun_path[0] != 0)
+                        snprintf(buf, size, "unix %s%s socket %.*s", listening ? "listening " : "", kind,
+                                 (int) (len - offsetof(struct sockaddr_un, sun_path)), sa.un.sun_path);
+                else
+                        snprintf(buf, size, "unix %s%s socket (unnamed or abstract)", listening ? "listening " : "", kind);
+                return;
+        }
+        if (sa.sa.sa_family != AF_INET && sa.sa.sa_family != AF_INET6) {
+                snprintf(buf, size, "socket of address family %d, type %d", sa.sa.sa_family, type);
+                return;
+        }
+        kind = type == SOCK_STREAM ? "TCP" : type == SOCK_DGRAM ? "UDP" : type == SOCK_SEQPACKET ? "SCTP" : "raw";
+        if (sa.sa.sa_family == AF_INET) {
+                (void) inet_ntop(AF_INET, &sa.in.sin_addr, ip, sizeof(ip));
+                snprintf(buf, size, "%s %ssocket on %s:%u", kind, listening ? "listening " : "", ip,
+                         ntohs(sa.in.sin_port));
+        } else {
+                (void) inet_ntop(AF_INET6, &sa.in6.sin6_addr, ip, sizeof(ip));
+                snprintf(buf, size, "%s %ssocket on [%s]:%u", kind, listening ? "listening " : "", ip,
+                         ntohs(sa.in6.sin6_port));
+        }
+}
+
+uint16_t daemon_socket_port(int fd) {
+        struct sockaddr_storage ss = {};
+        socklen_t len = sizeof(ss);
+
+        if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0)
+                return 0;
+        if (ss.ss_family == AF_INET)
+                return ntohs(((struct sockaddr_in *) &ss)->sin_port);
+        if (ss.ss_family == AF_INET6)
+                return ntohs(((struct sockaddr_in6 *) &ss)->sin6_port);
+        return 0;
+}
+
+static bool socket_fits(const DaemonSocket *d, int fd) {
+        /* A stream socket must be listening; for datagrams "listening" means nothing. */
+        int listening = d->type == SOCK_STREAM ? 1 : -1;
+
+        if (sd_is_socket_inet(fd, AF_UNSPEC, d->type, listening, 0) > 0)
+                return true;
+        return d->unix_ok && sd_is_socket_unix(fd, d->type, listening, NULL, 0) > 0;
+}
+
+static const char *socket_wanted(const DaemonSocket *d) {
+        if (d->type == SOCK_STREAM)
+                return d->unix_ok ? "a listening TCP or unix stream socket (ListenStream=)"
+                                  : "a listening TCP socket (ListenStream=)";
+        return "a UDP socket (ListenDatagram=)";
+}
+
+void daemon_socket_reject(int fd, const char *name, const char *reason, const char *why) {
+        char what[256];
+
+        daemon_socket_describe(fd, what, sizeof(what));
+        log_event(LOG_ERR, MC_EVENT_PASSED_SOCKET_REJECTED,
+                  LOG_FIELDS("FD_NAME", name, "REASON", reason, "SOCKET", what),
+                  "Socket passed as \"%s\" (%s) is not used and closed: %s.", name, what, why);
+        close(fd);
+}
+
+int daemon_take_sockets(const char *program, DaemonSocket *table, size_t n_table) {
+        char **names = NULL;
+        int n, taken = 0;
+
+        assert(program);
+        assert(table || n_table == 0);
+        for (size_t j = 0; j < n_table; j++) {
+                assert(table[j].name);
+                assert(table[j].type == SOCK_STREAM || table[j].type == SOCK_DGRAM);
+                assert(table[j].max >= 1 && table[j].max <= DAEMON_SOCKETS_PER_NAME);
+                table[j].n_fds = 0;
+        }
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                return log_error_errno(n, "Failed to read the sockets systemd passed: %m");
+        for (int i = 0; i < n; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+                const char *name = names && names[i] ? names[i] : "unknown";
+                DaemonSocket *d = NULL;
+                char why[512];
+
+                /* First of all: none of them may leak into a child, whatever becomes of them. */
+                (void) fcntl(fd, F_SETFD, FD_CLOEXEC);
+                for (size_t j = 0; j < n_table && !d; j++)
+                        if (streq(table[j].name, name))
+                                d = &table[j];
+
+                if (!d) {
+                        _cleanup_free_ char *known = NULL;
+                        size_t sz = 0;
+                        FILE *f = open_memstream(&known, &sz);
+
+                        for (size_t j = 0; f && j < n_table; j++)
+                                fprintf(f, "%s\"%s\"", j == 0 ? "" : ", ", table[j].name);
+                        if (f)
+                                fclose(f);
+                        snprintf(why, sizeof(why), "%s knows no socket of that name (FileDescriptorName= of "
+                                 "its socket units: %s)", program, strna(known));
+                        daemon_socket_reject(fd, name, "unknown_name", why);
+                } else if (!socket_fits(d, fd)) {
+                        snprintf(why, sizeof(why), "\"%s\" must be %s", name, socket_wanted(d));
+                        daemon_socket_reject(fd, name, "wrong_type", why);
+                } else if (d->n_fds >= d->max) {
+                        snprintf(why, sizeof(why), "at most %u socket(s) named \"%s\" are used", d->max, name);
+                        daemon_socket_reject(fd, name, "too_many", why);
+                } else {
+                        int flags = fcntl(fd, F_GETFL);
+                        /* Passed blocking unless the unit says NonBlocking=yes; every user of ours
+                         * reads and accepts until EAGAIN. */
+                        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+                                log_warning_errno(errno, "Cannot make the socket passed as \"%s\" non-blocking: %m", name);
+                                close(fd);
+                        } else {
+                                d->fds[d->n_fds++] = fd;
+                                taken++;
+                        }
+                }
+                free(names ? names[i] : NULL);
+        }
+        free(names);
+        return taken;
+}
+
+void daemon_sockets_close(DaemonSocket *table, size_t n_table) {
+        for (size_t j = 0; j < n_table; j++) {
+                for (unsigned i = 0; i < table[j].n_fds; i++)
+                        safe_close(table[j].fds[i]);
+                table[j].n_fds = 0;
+        }
 }
 
 int daemon_listen_tcp(const char *address, uint16_t port) {

@@ -52,6 +52,52 @@ int daemon_spare_fd(void);
 /* Returns the number of sockets systemd passed (starting at SD_LISTEN_FDS_START), 0 if none. */
 int daemon_listen_fds(void);
 
+/* Sockets a daemon takes from systemd by their names (FileDescriptorName= of the socket unit that passed
+ * them, sd_listen_fds_with_names()), never by their order: a table of what the daemon accepts, filled
+ * in by daemon_take_sockets().
+ *
+ *     DaemonSocket s[] = {
+ *             { .name = "metrics", .type = SOCK_STREAM, .unix_ok = true, .max = 1 },
+ *             { .name = "dht", .type = SOCK_DGRAM, .max = 2 },
+ *     };
+ *     r = daemon_take_sockets("mc-agent", s, ELEMENTSOF(s));
+ *     ... s[0].n_fds, s[0].fds[0] ...
+ *     daemon_sockets_close(s, ELEMENTSOF(s));
+ *
+ * A stream socket must be listening (ListenStream=, not Accept=yes connections); every socket must be
+ * AF_INET or AF_INET6 (or AF_UNIX with unix_ok). */
+#define DAEMON_SOCKETS_PER_NAME 2
+
+typedef struct DaemonSocket {
+        /* What the daemon accepts under this name. */
+        const char *name;               /* FileDescriptorName= */
+        int type;                       /* SOCK_STREAM (listening) or SOCK_DGRAM */
+        bool unix_ok;                   /* AF_UNIX too, besides AF_INET and AF_INET6 */
+        unsigned max;                   /* most sockets of this name, 1..DAEMON_SOCKETS_PER_NAME */
+        /* What was passed: close-on-exec, non-blocking, the table's until a user takes them (and sets
+         * n_fds to 0). */
+        int fds[DAEMON_SOCKETS_PER_NAME];
+        unsigned n_fds;
+} DaemonSocket;
+
+/* Takes every socket systemd passed us ($LISTEN_FDS, which it unsets so that children do not see it)
+ * into table by name. A socket that is not of its name's kind, one more than its name's max, or one
+ * under a name the table does not have is closed and logged as MC_EVENT=passed_socket_rejected
+ * (FD_NAME=, REASON=wrong_type|too_many|unknown_name, SOCKET= what it is): the daemon
+ * goes on without it. Returns the number of sockets taken, or a negative errno when the passed ones
+ * cannot be read at all (logged). */
+int daemon_take_sockets(const char *program, DaemonSocket *table, size_t n_table);
+void daemon_sockets_close(DaemonSocket *table, size_t n_table);
+/* Closes fd, passed as name, logging MC_EVENT=passed_socket_rejected with reason (wrong_type, ...) and
+ * why (the sentence that tells the operator what to change); for checks of a daemon's own. */
+void daemon_socket_reject(int fd, const char *name, const char *reason, const char *why);
+
+/* What fd is, for messages: "TCP listening socket on 127.0.0.1:6884", "UDP socket on [::]:6883",
+ * "unix stream socket /run/x.sock", "not a socket". */
+void daemon_socket_describe(int fd, char *buf, size_t size);
+/* The port an AF_INET/AF_INET6 socket is bound to; 0 for another socket. */
+uint16_t daemon_socket_port(int fd);
+
 /* Opens a TCP listening socket on address:port (address NULL or "" means all addresses, IPv6 with
  * IPv4 mapped when the host has IPv6). Returns the fd or negative errno. */
 int daemon_listen_tcp(const char *address, uint16_t port);

@@ -68,7 +68,10 @@
         X(PLAINTEXT_HTTP,       plaintext_http,       "a3c8754dd71d4407b0c8e48855578472")       \
         X(CREDENTIALS_RELOADED, credentials_reloaded, "2200b691a06c409bb9c4eac85fdface5")       \
         X(CREDENTIALS_RELOAD_FAILED, credentials_reload_failed, "bc091d1ec4204e73a33ccb25254f9026") \
-        X(CONTROL_TLS_FAILED,   control_tls_failed,   "1b04c5bde7f84a9c85a0222db4aafef2")
+        X(CONTROL_TLS_FAILED,   control_tls_failed,   "1b04c5bde7f84a9c85a0222db4aafef2") \
+        /* sockets systemd passes (socket units) */                                              \
+        X(PASSED_SOCKET_REJECTED, passed_socket_rejected, "ec738755c23a41948f5a594df74d9ca8")   \
+        X(PASSED_SOCKET_OVERRIDES_CONFIG, passed_socket_overrides_config, "7a673519de27477f8fa5a869ab54e2af")
 
 typedef enum McEvent {
         MC_EVENT_NONE,          /* a plain message: no MC_EVENT= field */

@@ -2,8 +2,12 @@
 
 /* The pieces the daemons wire in (dht-daemon.h): configuration keys, creating the node from them,
  * controls announcing themselves and agents finding them as URLs; a restart with the state directory
- * keeping the node id and rejoining without bootstrap nodes; and an IPv6 network (BEP 32). */
+ * keeping the node id and rejoining without bootstrap nodes; an IPv6 network (BEP 32); and a node on
+ * UDP sockets it is given (a socket unit's ListenDatagram=) rather than ones it binds. */
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 
 #include "daemon-util.h"
@@ -190,6 +194,70 @@ static void test_ipv6(void) {
                 dht_free(net[i]);
 }
 
+static int udp_bound(int family, bool v6only, uint16_t *ret_port) {
+        union {
+                struct sockaddr sa;
+                struct sockaddr_in in;
+                struct sockaddr_in6 in6;
+        } sa = {};
+        socklen_t len;
+        int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0), one = v6only;
+
+        ASSERT(fd >= 0);
+        if (family == AF_INET) {
+                sa.in.sin_family = AF_INET;
+                sa.in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+                len = sizeof(sa.in);
+        } else {
+                ASSERT(setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == 0);
+                sa.in6.sin6_family = AF_INET6;
+                /* Linux makes a socket bound to one IPv6 address IPv6-only anyway. */
+                sa.in6.sin6_addr = v6only ? in6addr_loopback : in6addr_any;
+                len = sizeof(sa.in6);
+        }
+        ASSERT(bind(fd, &sa.sa, len) == 0);
+        ASSERT(getsockname(fd, &sa.sa, &len) == 0);
+        if (ret_port)
+                *ret_port = ntohs(family == AF_INET ? sa.in.sin_port : sa.in6.sin6_port);
+        return fd;
+}
+
+static void test_passed_sockets(void) {
+        char boot[64], *bootv[] = { boot, NULL };
+        uint16_t port4, port6;
+        int fds[3];
+        Dht *d, *other;
+        DhtResult r = {};
+
+        /* An IPv4 and an IPv6-only socket: the node is on them, at their ports, and answers there. */
+        fds[0] = udp_bound(AF_INET, false, &port4);
+        fds[1] = udp_bound(AF_INET6, true, &port6);
+        ASSERT(dht_new(event, &(DhtConfig) { .port = 1, .fds = fds, .n_fds = 2 }, &d) >= 0);
+        ASSERT(dht_port(d) == port4);
+        snprintf(boot, sizeof(boot), "127.0.0.1:%u", port4);
+        ASSERT(dht_new(event, &(DhtConfig) { .bind_address = "127.0.0.1", .bootstrap = bootv }, &other) >= 0);
+        waiting++;
+        ASSERT(dht_ping(other, &(DhtAddr) { .family = AF_INET, .ip = { 127, 0, 0, 1 }, .port = port4 }, on_done, &r) >= 0);
+        run_until_done();
+        ASSERT(r.error == 0 && memcmp(r.id, dht_id(d), DHT_ID_SIZE) == 0);
+        dht_free(other);
+        dht_free(d);
+        ASSERT(fcntl(fds[0], F_GETFD) < 0 && fcntl(fds[1], F_GETFD) < 0);      /* closed with the node */
+
+        /* A dual-stack IPv6 socket would file IPv4 nodes in the IPv6 table: refused, and closed. */
+        fds[0] = udp_bound(AF_INET6, false, NULL);
+        ASSERT(dht_new(event, &(DhtConfig) { .fds = fds, .n_fds = 1 }, &d) == -EPROTONOSUPPORT);
+        ASSERT(fcntl(fds[0], F_GETFD) < 0);
+
+        /* Two of one family: refused, every one closed. */
+        fds[0] = udp_bound(AF_INET, false, NULL);
+        fds[1] = udp_bound(AF_INET, false, NULL);
+        fds[2] = udp_bound(AF_INET6, true, NULL);
+        ASSERT(dht_new(event, &(DhtConfig) { .fds = fds, .n_fds = 3 }, &d) == -EEXIST);
+        for (unsigned i = 0; i < 3; i++)
+                ASSERT(fcntl(fds[i], F_GETFD) < 0);
+}
+
 /* A node that put and announced with DHT_REPUBLISH before anyone could store it (it was alone)
  * publishes again by itself later, once nodes have joined. */
 static void test_republish(void) {
@@ -248,6 +316,7 @@ int main(void) {
         test_controls_and_restart();
         test_ipv6();
         test_republish();
+        test_passed_sockets();
         sd_event_unref(event);
         return 0;
 }

@@ -38,6 +38,7 @@ SHIPS = {
                    "/usr/share/man/man8/mc-control.8.gz"],
     "mc-agent": ["/usr/bin/mc-agent", "/usr/libexec/mc/mc-fence-keeper", "/usr/libexec/mc/mc-fence-init",
                  "/usr/libexec/mc/mc-exec-supervisor", "/lib/systemd/system/mc-agent.service",
+                 "/lib/systemd/system/mc-agent.socket", "/lib/systemd/system/mc-agent-dht.socket",
                  "/lib/systemd/system/mc-fence-keeper.service", "/usr/lib/sysusers.d/mc-agent.conf",
                  "/usr/lib/tmpfiles.d/mc-agent.conf", "/usr/share/dbus-1/system.d/org.mutualcloud.Agent1.conf",
                  "/usr/share/doc/mc/examples/agent.conf", "/usr/share/man/man8/mc-agent.8.gz",
@@ -54,8 +55,10 @@ SHIPS = {
 }
 NEVER = re.compile(r"^/usr/local/|^/etc/|^/usr/lib/debug/")
 
-UNITS = ("mc-control.socket", "mc-control.service", "mc-agent.service", "mc-fence-keeper.service",
-         "mc-seeder.socket", "mc-seeder.service")
+UNITS = ("mc-control.socket", "mc-control.service", "mc-agent.socket", "mc-agent.service",
+         "mc-fence-keeper.service", "mc-seeder.socket", "mc-seeder.service")
+# Shipped, not enabled: an operator who wants the agent's DHT node on a fixed UDP port enables it.
+DISABLED_UNITS = ("mc-agent-dht.socket",)
 
 # The machine's root: debootstrap's minbase with systemd, D-Bus, PostgreSQL (mc-control recommends it),
 # curl, and sshd for the remote install. Built once per machine (about 2 minutes) and kept as a tarball; each run unpacks a copy.
@@ -287,10 +290,14 @@ def test_install_upgrade_purge():
         s = m.show(unit, "UnitFileState", "ActiveState", "ConditionResult", "FragmentPath")
         check(s == {"UnitFileState": "enabled", "ActiveState": "inactive", "ConditionResult": "no",
                     "FragmentPath": f"/lib/systemd/system/{unit}"}, f"{unit} after installation: {s}")
+    for unit in DISABLED_UNITS:
+        s = m.show(unit, "UnitFileState", "ActiveState")
+        check(s == {"UnitFileState": "disabled", "ActiveState": "inactive"}, f"{unit} after installation: {s}")
     check(m.show("mc-control.service", "ExecStart")["ExecStart"].startswith("{ path=/usr/bin/mc-control "),
           "mc-control.service runs /usr/bin/mc-control")
     # The installed units as systemd reads them there (verify exits 0 on warnings: its stderr counts).
-    p = m.sh("systemd-analyze verify " + " ".join(f"/lib/systemd/system/{u}" for u in UNITS), check=False)
+    p = m.sh("systemd-analyze verify " + " ".join(f"/lib/systemd/system/{u}" for u in UNITS + DISABLED_UNITS),
+             check=False)
     check(p.returncode == 0 and not p.stderr.strip(), f"systemd-analyze verify: {p.returncode} {p.stderr}")
 
     # Configured: a database, the example control.conf (it names that database), a user token.
@@ -333,6 +340,10 @@ def test_install_upgrade_purge():
                    "journalctl --no-pager -n 40 -u mc-agent -u mc-control", check=False).stdout)
         raise
     check(m.show("mc-fence-keeper.service", "ActiveState")["ActiveState"] == "active", "the fence keeper runs")
+    # Starting the agent started its metrics socket (Wants=), and the agent serves on the socket passed.
+    check(m.show("mc-agent.socket", "ActiveState")["ActiveState"] == "active", "mc-agent.socket is active")
+    metrics = m.sh("curl -sS -f http://127.0.0.1:6884/metrics").stdout
+    check('mc_build_info{program="mc-agent"' in metrics, f"the agent's metrics on 127.0.0.1:6884: {metrics[:300]}")
 
     # Upgrade: dpkg -i of a newer version restarts what runs (the agent: KillMode=process, its tasks
     # stay for the next agent to adopt) and starts nothing unconfigured.
@@ -349,6 +360,10 @@ def test_install_upgrade_purge():
     wait_until(lambda: m.api("/api/health") and m.api("/api/health")["status"] == "ok", 120,
                msg="the upgraded control to answer")
     wait_until(node_ready, 120, msg="node-a to be ready after the upgrade")
+    # The socket was not restarted (it could not bind while the old agent held it): the new agent has it.
+    check(m.show("mc-agent.socket", "ActiveState")["ActiveState"] == "active", "mc-agent.socket after the upgrade")
+    metrics = m.sh("curl -sS -f http://127.0.0.1:6884/metrics").stdout
+    check("mc_agent_tasks" in metrics, f"the agent's metrics after the upgrade: {metrics[:300]}")
     for unit in ("mc-seeder.socket", "mc-seeder.service"):
         check(m.show(unit, "ActiveState")["ActiveState"] == "inactive", f"{unit} stays down, unconfigured")
 

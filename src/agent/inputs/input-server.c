@@ -1,8 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include <fcntl.h>
-#include <systemd/sd-daemon.h>
-
 #include "daemon-util.h"
 #include "input-server.h"
 #include "log.h"
@@ -15,35 +12,11 @@ struct InputServer {
         sd_event *event;
         Dht *dht;
         int listen_fd;
-        bool own_fd;
         uint16_t port;
         SwarmServer *server;
         ContentStore **stores;
         size_t n_stores;
 };
-
-/* A socket systemd passed with FileDescriptorName=peer (units/mc-agent.service.in's socket, if an
- * operator adds one), else -ENOENT. */
-static int passed_peer_socket(void) {
-        char **names = NULL;
-        int n, fd = -ENOENT;
-
-        n = sd_listen_fds_with_names(false, &names);
-        for (int i = 0; i < n; i++) {
-                if (fd < 0 && names && streq(names[i], "peer") &&
-                    sd_is_socket(SD_LISTEN_FDS_START + i, AF_UNSPEC, SOCK_STREAM, 1) > 0)
-                        fd = SD_LISTEN_FDS_START + i;
-                free(names ? names[i] : NULL);
-        }
-        free(names);
-        if (fd < 0)
-                return fd;
-        /* Passed without FD_CLOEXEC (the exec driver's tasks must not inherit it) and, unless the
-         * socket unit says NonBlocking=yes, blocking (the server accepts until EAGAIN). */
-        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
-                return -errno;
-        return fd;
-}
 
 static void on_closed(SwarmServer *srv, const char *address, int error, const char *reason, void *userdata) {
         if (error < 0)
@@ -61,17 +34,21 @@ int input_server_new(sd_event *e, const InputServerConfig *config, InputServer *
         assert(config->sink);
         assert(ret);
         s = calloc(1, sizeof(*s));
-        if (!s)
+        if (!s) {
+                if (config->listen_fd)
+                        close(*config->listen_fd);
                 return -ENOMEM;
+        }
         s->event = sd_event_ref(e);
         s->dht = config->dht;
-        s->listen_fd = passed_peer_socket();
-        if (s->listen_fd < 0) {
+        s->listen_fd = -1;
+        if (config->listen_fd)
+                s->listen_fd = *config->listen_fd;
+        else {
                 s->listen_fd = daemon_listen_tcp(NULL, (uint16_t) config->port);
                 if (s->listen_fd < 0)
                         return log_error_errno(s->listen_fd, "Cannot listen on the peer port %" PRIi64 ": %m",
                                                config->port);
-                s->own_fd = true;
         }
         if (getsockname(s->listen_fd, (struct sockaddr *) &sa, &salen) < 0)
                 return log_error_errno(errno, "Cannot read the peer port: %m");
@@ -97,8 +74,7 @@ InputServer *input_server_free(InputServer *s) {
         for (size_t i = 0; i < s->n_stores; i++)
                 content_store_unref(s->stores[i]);
         free(s->stores);
-        if (s->own_fd && s->listen_fd >= 0)
-                close(s->listen_fd);
+        safe_close(s->listen_fd);
         sd_event_unref(s->event);
         free(s);
         return NULL;

@@ -3,8 +3,8 @@
 
 /* InputServer: the agent's side of the swarm as a server. Other agents fetch inputs from us as they
  * would from a seeder: a SwarmServer (src/torrent/swarm-server.h, with its caps) on the peer port
- * (PEER_PORT, 6882 by default, since the seeder has 6881; 0: any free port; or a socket systemd passed
- * with the name "peer"), serving every content of the input cache, complete or being downloaded, each
+ * (PEER_PORT, 6882 by default, since the seeder has 6881; 0: any free port; or the socket systemd passed
+ * with the name "peer", which the agent hands over as listen_fd), serving every content of the input cache, complete or being downloaded, each
  * announced in the DHT under the first 20 bytes of its id with the peer port (when the agent runs a
  * DHT node), and re-announced every 15 minutes until it leaves the cache.
  *
@@ -26,6 +26,8 @@ typedef struct InputServer InputServer;
 
 typedef struct InputServerConfig {
         int64_t port;                   /* 0: any free port */
+        const int *listen_fd;           /* NULL, or a listening socket to serve on instead of port (the one
+                                         * systemd passed as "peer"), taken over whatever happens */
         PeerSink *sink;                 /* required; shared with the downloads */
         Dht *dht;                       /* NULL: nothing is announced */
 } InputServerConfig;
