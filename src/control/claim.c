@@ -239,6 +239,8 @@ static void send_batch(ClaimWaiters *o, ClaimBatch *b) {
 
         for (size_t i = 0; i < b->n; i++) {
                 b->waiters[i]->state = WAITER_QUERYING;
+                /* The statement sees every task whose notification came before this. */
+                b->waiters[i]->query_gen = o->gen;
                 b->waiters[i]->query_start_usec = t;
         }
         o->in_flight++;
@@ -294,7 +296,6 @@ static void waiter_query(Waiter *w) {
         ClaimWaiters *o = w->owner;
 
         w->state = WAITER_READY;
-        w->query_gen = o->gen;
         w->ready_next = NULL;
         if (o->ready_tail)
                 o->ready_tail->ready_next = w;
