@@ -78,7 +78,13 @@ static void server_arm_timer(HttpServer *s) {
                 (void) sd_event_source_set_enabled(s->timer_source, SD_EVENT_OFF);
                 return;
         }
-        /* MHD's timeout is relative, in milliseconds. */
+        /* MHD's timeout is relative, in milliseconds. One of a second or more is a connection's idle
+         * limit, which need not be met to the microsecond: with an accuracy of a second sd-event keeps
+         * the timerfd as it is armed instead of arming it again after every request, which moves the
+         * limit on by the request's few microseconds (a timerfd_settime() per MHD_run(), a quarter of
+         * mc-control's CPU time serving one push at a time, by perf). A shorter one is kept exactly. */
+        (void) sd_event_source_set_time_accuracy(s->timer_source,
+                                                 timeout_ms >= 1000 ? USEC_PER_SEC : 1);
         r = sd_event_source_set_time_relative(s->timer_source, (uint64_t) timeout_ms * USEC_PER_MSEC);
         if (r >= 0)
                 r = sd_event_source_set_enabled(s->timer_source, SD_EVENT_ONESHOT);
