@@ -7,7 +7,16 @@
 #include "list.h"
 #include "log.h"
 
+/* The claims of several waiters go to the database as one statement (mc_claim_batch): group commit.
+ * A claim that needs a query joins the ready queue, which is sent from a deferred event (so the claims
+ * that arrive in one loop iteration share a statement) while fewer than CLAIM_MAX_IN_FLIGHT statements
+ * run; the claims that arrive while they run share the next one. Alone, a claim is sent at once, as
+ * before; under load the batches grow with the load, up to CLAIM_BATCH_MAX. */
+#define CLAIM_BATCH_MAX 64
+#define CLAIM_MAX_IN_FLIGHT 2
+
 typedef enum WaiterState {
+        WAITER_READY,           /* in the ready queue, its query not sent yet */
         WAITER_QUERYING,
         WAITER_WAITING,
 } WaiterState;
@@ -24,8 +33,16 @@ struct Waiter {
         uint64_t tried_gen;     /* generation in which a notification last woke it */
         uint64_t query_start_usec;
         sd_event_source *timer;
+        Waiter *ready_next;
         LIST_FIELDS(Waiter);
 };
+
+/* One statement in flight: its waiters in the order of p_nodes. */
+typedef struct ClaimBatch {
+        ClaimWaiters *owner;
+        size_t n;
+        Waiter *waiters[];
+} ClaimBatch;
 
 struct ClaimWaiters {
         Control *control;
@@ -33,6 +50,9 @@ struct ClaimWaiters {
         size_t n;
         uint64_t gen;
         uint64_t wake_budget;
+        Waiter *ready_head, *ready_tail;
+        unsigned in_flight;
+        sd_event_source *defer;
 };
 
 static void waiter_query(Waiter *w);
@@ -70,8 +90,10 @@ static void pump(ClaimWaiters *o) {
         }
 }
 
-static void on_claim_result(PGresult *r, int error, void *userdata) {
-        Waiter *w = userdata;
+/* The claim of w is done: error < 0 (the statement failed), or code 200 or 404 with body, or code 0
+ * (nothing for it now). */
+static void waiter_done(Waiter *w, int error, unsigned code, const char *body, const char *task_id,
+                        const char *token, const char *attempt) {
         ClaimWaiters *o = w->owner;
         Control *c = o->control;
         bool woken = TAKE_PTR(w->woken) != 0;
@@ -79,34 +101,18 @@ static void on_claim_result(PGresult *r, int error, void *userdata) {
         histogram_observe(&c->metrics.claim_latency, metrics_latency_bounds,
                           (double) (now_usec() - w->query_start_usec) / 1e6);
 
-        if (error < 0 || !r) {
-                _cleanup_free_ char *body = control_error_body(NULL, "Database unavailable; retry the claim.");
-                http_request_reply(w->req, control_db_error_code(error), "application/json", body ?: "{}",
-                                   body ? strlen(body) : 2);
+        if (error < 0) {
+                _cleanup_free_ char *e = control_error_body(NULL, "Database unavailable; retry the claim.");
+                http_request_reply(w->req, control_db_error_code(error), "application/json", e ?: "{}",
+                                   e ? strlen(e) : 2);
                 waiter_free(w);
                 return;
         }
 
-        if (PQntuples(r) == 1) {
-                unsigned code = (unsigned) atoi(PQgetvalue(r, 0, 0));
-                const char *body = PQgetvalue(r, 0, 1);
-
+        if (code != 0) {
                 if (code == 200) {
-                        _cleanup_json_ json_object *o2 = NULL;
-                        char token[32] = "", attempt[16] = "", id[160] = "";
-                        json_object *t, *v;
-
-                        /* Only for the journal entry: pull out id, token and attempt. */
-                        if (json_parse_strict(body, strlen(body), &o2, NULL) >= 0) {
-                                if (json_object_object_get_ex(o2, "task", &t) && json_object_object_get_ex(t, "id", &v))
-                                        snprintf(id, sizeof(id), "%s", json_object_get_string(v));
-                                if (json_object_object_get_ex(o2, "lease_token", &v))
-                                        snprintf(token, sizeof(token), "%" PRIi64, json_object_get_int64(v));
-                                if (json_object_object_get_ex(o2, "attempt", &v))
-                                        snprintf(attempt, sizeof(attempt), "%d", json_object_get_int(v));
-                        }
                         c->metrics.leases_granted++;
-                        control_task_changed(c, id, TASK_STATUS_LEASED, MC_EVENT_LEASE_ACQUIRED,
+                        control_task_changed(c, task_id, TASK_STATUS_LEASED, MC_EVENT_LEASE_ACQUIRED,
                                              w->node_id, token, attempt,
                                              "Lease granted");
                 }
@@ -136,20 +142,168 @@ static void on_claim_result(PGresult *r, int error, void *userdata) {
         pump(o);
 }
 
-static void waiter_query(Waiter *w) {
-        ClaimWaiters *o = w->owner;
+static void claim_flush(ClaimWaiters *o);
+
+static void send_batch(ClaimWaiters *o, ClaimBatch *b);
+
+static void on_batch_result(PGresult *r, int error, void *userdata) {
+        ClaimBatch *b = userdata;
+        ClaimWaiters *o = b->owner;
+        /* 0: nothing found; (unsigned) -1: ask again alone */
+        _cleanup_free_ unsigned *codes = calloc(b->n, sizeof(unsigned));
+        _cleanup_free_ int *rows = calloc(b->n, sizeof(int));
+
+        assert(o->in_flight > 0);
+        o->in_flight--;
+
+        if (!codes || !rows)
+                error = -ENOMEM;
+        else if (error >= 0 && (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 6))
+                error = -EIO;
+        if (error >= 0)
+                for (int i = 0; i < PQntuples(r); i++) {
+                        long k = strtol(PQgetvalue(r, i, 0), NULL, 10);
+                        unsigned code = (unsigned) atoi(PQgetvalue(r, i, 1));
+
+                        if (k < 1 || (size_t) k > b->n || (code != 0 && code != 200 && code != 404)) {
+                                error = -EIO;
+                                break;
+                        }
+                        codes[k - 1] = code == 0 ? (unsigned) -1 : code;
+                        rows[k - 1] = i;
+                }
+
+        for (size_t i = 0; i < b->n; i++) {
+                Waiter *w = b->waiters[i];
+
+                if (error < 0)
+                        waiter_done(w, error, 0, NULL, NULL, NULL, NULL);
+                else if (codes[i] == (unsigned) -1) {
+                        /* Its node's lock, or a task mc_explain_pending holds, is another transaction's:
+                         * ask alone, which waits for it, as a claim always did. */
+                        ClaimBatch *alone = malloc(offsetof(ClaimBatch, waiters) + sizeof(Waiter *));
+
+                        if (!alone) {
+                                waiter_done(w, -ENOMEM, 0, NULL, NULL, NULL, NULL);
+                                continue;
+                        }
+                        *alone = (ClaimBatch) { .owner = o, .n = 1 };
+                        alone->waiters[0] = w;
+                        send_batch(o, alone);
+                } else if (codes[i] == 0)
+                        waiter_done(w, 0, 0, NULL, NULL, NULL, NULL);
+                else
+                        waiter_done(w, 0, codes[i], PQgetvalue(r, rows[i], 2), PQgetvalue(r, rows[i], 3),
+                                    PQgetvalue(r, rows[i], 4), PQgetvalue(r, rows[i], 5));
+        }
+        free(b);
+        claim_flush(o);
+}
+
+/* The text array literal of the batch's node ids ({"a","b"}); NULL on OOM. Node ids are validated
+ * ([A-Za-z0-9._-]), quoted all the same. */
+static char *batch_nodes_literal(const ClaimBatch *b) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+
+        if (!f)
+                return NULL;
+        fputc('{', f);
+        for (size_t i = 0; i < b->n; i++) {
+                if (i > 0)
+                        fputc(',', f);
+                fputc('"', f);
+                for (const char *p = b->waiters[i]->node_id; *p; p++) {
+                        if (*p == '"' || *p == '\\')
+                                fputc('\\', f);
+                        fputc(*p, f);
+                }
+                fputc('"', f);
+        }
+        fputc('}', f);
+        if (fclose(f) != 0)
+                return NULL;
+        return TAKE_PTR(buf);
+}
+
+/* Sends b; a batch of one waits for its node's lock as a claim always did (p_wait), a batch of several
+ * never waits (mc_claim_batch). */
+static void send_batch(ClaimWaiters *o, ClaimBatch *b) {
         Control *c = o->control;
+        _cleanup_free_ char *nodes = batch_nodes_literal(b);
         char ttl[32];
-        const char *params[2] = { w->node_id, ttl };
+        const char *params[3] = { nodes, ttl, b->n == 1 ? "true" : "false" };
+        uint64_t t = now_usec();
         int r;
 
+        for (size_t i = 0; i < b->n; i++) {
+                b->waiters[i]->state = WAITER_QUERYING;
+                /* The statement sees every task whose notification came before this. */
+                b->waiters[i]->query_gen = o->gen;
+                b->waiters[i]->query_start_usec = t;
+        }
+        o->in_flight++;
+        histogram_observe(&c->metrics.claim_batch_size, metrics_batch_bounds, (double) b->n);
+        if (!nodes) {
+                on_batch_result(NULL, -ENOMEM, b);
+                return;
+        }
         snprintf(ttl, sizeof(ttl), "%" PRIi64, c->config.lease_ttl_ms);
-        w->state = WAITER_QUERYING;
-        w->query_gen = o->gen;
-        w->query_start_usec = now_usec();
-        r = db_query(c->db, "SELECT code, body FROM mc_claim($1, $2::integer)", 2, params, on_claim_result, w);
+        r = db_query(c->db,
+                     "SELECT r_i, r_code, r_body, r_task, r_token, r_attempt "
+                     "FROM mc_claim_batch($1::text[], $2::integer, $3::boolean)",
+                     3, params, on_batch_result, b);
         if (r < 0)
-                on_claim_result(NULL, r, w);
+                on_batch_result(NULL, r, b);
+}
+
+static void claim_flush(ClaimWaiters *o) {
+        while (o->ready_head && o->in_flight < CLAIM_MAX_IN_FLIGHT) {
+                ClaimBatch *b = malloc(offsetof(ClaimBatch, waiters) + CLAIM_BATCH_MAX * sizeof(Waiter *));
+                Waiter *w;
+
+                if (!b) {
+                        /* Answer one so that we make progress; the others stay ready. */
+                        w = o->ready_head;
+                        o->ready_head = w->ready_next;
+                        if (!o->ready_head)
+                                o->ready_tail = NULL;
+                        w->ready_next = NULL;
+                        w->query_start_usec = now_usec();
+                        waiter_done(w, -ENOMEM, 0, NULL, NULL, NULL, NULL);
+                        continue;
+                }
+                *b = (ClaimBatch) { .owner = o };
+                while (b->n < CLAIM_BATCH_MAX && (w = o->ready_head)) {
+                        o->ready_head = w->ready_next;
+                        w->ready_next = NULL;
+                        b->waiters[b->n++] = w;
+                }
+                if (!o->ready_head)
+                        o->ready_tail = NULL;
+                send_batch(o, b);
+        }
+}
+
+static int on_defer(sd_event_source *s, void *userdata) {
+        claim_flush(userdata);
+        return 0;
+}
+
+/* w needs a query: into the ready queue, sent from the deferred event or when a batch returns. */
+static void waiter_query(Waiter *w) {
+        ClaimWaiters *o = w->owner;
+
+        w->state = WAITER_READY;
+        w->ready_next = NULL;
+        if (o->ready_tail)
+                o->ready_tail->ready_next = w;
+        else
+                o->ready_head = w;
+        o->ready_tail = w;
+        if (o->in_flight < CLAIM_MAX_IN_FLIGHT)
+                (void) sd_event_source_set_enabled(o->defer, SD_EVENT_ONESHOT);
 }
 
 static int on_waiter_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -158,7 +312,7 @@ static int on_waiter_timeout(sd_event_source *s, uint64_t usec, void *userdata) 
         w->expired = true;
         if (w->state == WAITER_WAITING)
                 waiter_reply_empty(w);
-        /* A query in flight answers when it returns. */
+        /* A query in flight, or about to be sent, answers when it returns. */
         return 0;
 }
 
@@ -217,10 +371,18 @@ void claim_waiters_wake_all(ClaimWaiters *o) {
 
 int claim_waiters_new(Control *c, ClaimWaiters **ret) {
         ClaimWaiters *o = calloc(1, sizeof(ClaimWaiters));
+        int r;
 
         if (!o)
                 return -ENOMEM;
         o->control = c;
+        r = sd_event_add_defer(c->event, &o->defer, on_defer, o);
+        if (r < 0) {
+                free(o);
+                return r;
+        }
+        (void) sd_event_source_set_description(o->defer, "claim-flush");
+        (void) sd_event_source_set_enabled(o->defer, SD_EVENT_OFF);
         *ret = o;
         return 0;
 }
@@ -233,9 +395,11 @@ ClaimWaiters *claim_waiters_free(ClaimWaiters *o) {
         if (!o)
                 return NULL;
         /* Called after the database was closed, which answered every claim that had a query in flight;
-         * what is left is waiting. */
+         * what is left is waiting, or ready with its query not sent. */
+        o->ready_head = o->ready_tail = NULL;
         while (o->head)
                 waiter_reply_empty(o->head);
+        sd_event_source_disable_unref(o->defer);
         free(o);
         return NULL;
 }

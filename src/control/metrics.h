@@ -39,6 +39,7 @@ typedef struct Metrics {
         size_t n_endpoints;
         Histogram claim_latency;        /* the claim transaction */
         Histogram push_batch_size;
+        Histogram claim_batch_size;     /* claims per claim statement (mc_claim_batch) */
         uint64_t tasks_pushed;
         uint64_t leases_granted;
         uint64_t leases_expired;

@@ -59,6 +59,9 @@ $$;
 -- be kept: as a SQL function (a FROM clause cannot be inlined) it was planned again at every claim.
 CREATE OR REPLACE FUNCTION mc_task_inputs(t tasks) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 BEGIN
+        IF NOT t.spec ? 'inputs' THEN
+                RETURN '[]'::jsonb;
+        END IF;
         RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
                                 'content', e.x->>'content', 'path', e.x->>'path',
                                 'length', c.length, 'piece_length', c.piece_length) ORDER BY e.idx), '[]'::jsonb)
@@ -154,6 +157,33 @@ BEGIN
 END
 $$;
 
+-- One push alone, of a task without inputs (the usual push of a client that waits for each answer):
+-- what mc_push does for it, in one INSERT with plain parameters rather than a statement over a JSON
+-- array (half of mc_push's time for one task). Returns the task's created_at, or NULL when nothing was
+-- inserted (the id exists, or a concurrent push of it committed first): the caller then asks mc_push,
+-- which tells 'exists' from 'conflict'.
+CREATE OR REPLACE FUNCTION mc_push_one(p_id text, p_spec jsonb, p_target text, p_nano_cpus bigint,
+                                       p_memory_bytes bigint, p_labels jsonb, p_max_attempts integer)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+        created timestamptz;
+BEGIN
+        INSERT INTO tasks AS t (id, spec, target_node, nano_cpus, memory_bytes, labels, max_attempts)
+        VALUES (p_id, p_spec, p_target, p_nano_cpus, p_memory_bytes, p_labels, p_max_attempts)
+        ON CONFLICT ON CONSTRAINT tasks_pkey DO NOTHING
+        RETURNING t.created_at INTO created;
+        IF NOT FOUND THEN
+                RETURN NULL;
+        END IF;
+        IF p_target IS NULL THEN
+                PERFORM mc_notify_queued(1, NULL);
+        ELSE
+                PERFORM mc_notify_queued(0, ARRAY[p_target]);
+        END IF;
+        RETURN mc_ts(created);
+END
+$$;
+
 CREATE OR REPLACE FUNCTION mc_cancel(p_id text)
 RETURNS TABLE (code integer, body jsonb, lease_node text) LANGUAGE plpgsql AS $$
 DECLARE
@@ -232,15 +262,14 @@ $$;
 -- (true), its oldest queued task's seq; oldest first. A loose index scan of tasks_queue_any_idx and
 -- tasks_queue_node_idx (schema version 7): each step is one probe, to the next memory_bytes of the same
 -- nano_cpus that fits, or else to the next nano_cpus that fits; so it reads a few index pages per shape
--- that fits and per nano_cpus value, however many tasks each has. PL/pgSQL so that its plan is kept
--- for the session, and that plan is the generic one: each statement's form picks its index whatever the
--- values, while the plan cache, left to itself, found custom plans cheaper and planned these statements
--- again at every claim (a quarter of the claim's CPU with 32 claimers, by perf).
+-- that fits and per nano_cpus value, however many tasks each has. A SQL function without SET, STABLE
+-- and not STRICT, so that it is inlined into its caller's statement (mc_claim_batch), whose plan is kept
+-- for the session and is the generic one: each statement's form picks its index whatever the values,
+-- while the plan cache, left to itself, found custom plans cheaper and planned these statements again
+-- at every claim (a quarter of the claim's CPU with 32 claimers, by perf). As a PL/pgSQL function of
+-- its own it cost a claim another 50 µs (the call, its SET, the rows collected and read back).
 CREATE OR REPLACE FUNCTION mc_queue_heads(p_node text, p_cpus bigint, p_memory bigint)
-RETURNS TABLE (nano_cpus bigint, memory_bytes bigint, seq bigint, targeted boolean) LANGUAGE plpgsql STABLE
-SET plan_cache_mode = force_generic_plan AS $$
-BEGIN
-        RETURN QUERY
+RETURNS TABLE (nano_cpus bigint, memory_bytes bigint, seq bigint, targeted boolean) LANGUAGE sql STABLE AS $$
         WITH RECURSIVE any_q AS (
                 (SELECT x.nano_cpus AS c, x.memory_bytes AS m, x.seq FROM tasks x
                   WHERE x.status = 'queued' AND x.target_node IS NULL AND x.nano_cpus <= p_cpus
@@ -278,8 +307,7 @@ BEGIN
         SELECT q.c, q.m, q.seq, false FROM any_q q WHERE q.m <= p_memory
         UNION ALL
         SELECT q.c, q.m, q.seq, true FROM node_q q WHERE q.m <= p_memory
-        ORDER BY 3;
-END
+        ORDER BY 3
 $$;
 
 -- Leases one queued task that fits the node, or returns no row. Claims of one node are serialised by a
@@ -302,8 +330,31 @@ $$;
 -- number of tasks. Under concurrent claims the order is the queue's only approximately, as it always
 -- was with SKIP LOCKED: a shape whose head another claim holds gives its next task.
 -- Generic plans only, as for mc_queue_heads.
+--
+-- A claim is mc_claim_batch of one node; mc_claim is that, for callers that want one answer.
 CREATE OR REPLACE FUNCTION mc_claim(p_node text, p_ttl_ms integer)
-RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+RETURNS TABLE (code integer, body jsonb) LANGUAGE sql AS $$
+        SELECT b.r_code, b.r_body FROM mc_claim_batch(ARRAY[p_node], p_ttl_ms, true) b
+$$;
+
+-- The claims of several nodes in one transaction: group commit of claims, one statement, one commit
+-- (one WAL flush) for all of them. Each element of p_nodes is one claim, its own node's, and is
+-- answered by at most one row whose r_i is its 1-based index: r_code 200 (a task leased: r_body the
+-- answer, r_task, r_token and r_attempt its lease), 404 (the node is not registered), or 0 (ask again
+-- alone, below); no row: nothing for it now. The claims are taken one after the other, each as
+-- mc_claim's, and each sees what the ones before it leased (one transaction), so a task goes to one of
+-- them at most, a node's free capacity counts what it leased earlier in the batch, and a node named
+-- twice gets two tasks if both fit.
+--
+-- p_wait false (a batch of several): the batch never waits for a lock, so that batches running at once
+-- (here, or on another replica) cannot deadlock on each other's node locks, held to their commits.
+-- A claim whose node lock another transaction holds, or which found nothing but a task that
+-- mc_explain_pending holds, answers 0 instead of waiting: its caller asks again alone (p_wait true),
+-- which waits as mc_claim always did. Tasks are taken with SKIP LOCKED, and those this transaction
+-- leased are no longer queued to the claims after them.
+CREATE OR REPLACE FUNCTION mc_claim_batch(p_nodes text[], p_ttl_ms integer, p_wait boolean)
+RETURNS TABLE (r_i integer, r_code integer, r_body jsonb, r_task text, r_token bigint, r_attempt integer)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
         n nodes;
         t tasks;
@@ -311,88 +362,101 @@ DECLARE
         free_cpus bigint;
         free_memory bigint;
         held text;
+        k integer;
+        node text;
 BEGIN
-        SELECT * INTO n FROM nodes WHERE node_id = p_node;
-        IF NOT FOUND THEN
-                RETURN QUERY SELECT 404, jsonb_build_object('error', 'node is not registered', 'field', 'node_id');
-                RETURN;
-        END IF;
-        IF n.draining OR n.drained THEN
-                RETURN;
-        END IF;
-
-        PERFORM pg_advisory_xact_lock(hashtext('mc-claim:' || p_node));
-        SELECT n.nano_cpus - coalesce(sum(x.nano_cpus), 0), n.memory_bytes - coalesce(sum(x.memory_bytes), 0)
-          INTO free_cpus, free_memory
-          FROM tasks x WHERE x.lease_node = p_node AND x.status IN ('leased', 'running');
-
-        -- The plan kept for the session is made for any node and shape. With memory_bytes equal to a
-        -- parameter the planner sees the order "by seq" in the probe, which tasks_seq_key gives too,
-        -- and with statistics that say most queued tasks have this shape it walks that index instead,
-        -- through every task of the other nodes and shapes (270 ms at a million). As a range of one
-        -- value memory_bytes stays in the order, which only the queue's index gives without a sort,
-        -- and still bounds the index scan to the one shape.
-        FOR s IN SELECT * FROM mc_queue_heads(p_node, free_cpus, free_memory) LOOP
-                IF s.targeted THEN
-                        SELECT * INTO t FROM tasks x
-                         WHERE x.status = 'queued' AND x.target_node = p_node
-                           AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
-                         ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
-                         FOR UPDATE SKIP LOCKED;
-                ELSE
-                        SELECT * INTO t FROM tasks x
-                         WHERE x.status = 'queued' AND x.target_node IS NULL
-                           AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
-                         ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
-                         FOR UPDATE SKIP LOCKED;
+        FOR k IN 1 .. coalesce(array_length(p_nodes, 1), 0) LOOP
+                node := p_nodes[k];
+                t := NULL;
+                held := NULL;
+                SELECT * INTO n FROM nodes WHERE node_id = node;
+                IF NOT FOUND THEN
+                        RETURN QUERY SELECT k, 404, jsonb_build_object('error', 'node is not registered', 'field', 'node_id'),
+                                            NULL::text, NULL::bigint, NULL::integer;
+                        CONTINUE;
                 END IF;
-                EXIT WHEN t.id IS NOT NULL;
-        END LOOP;
+                CONTINUE WHEN n.draining OR n.drained;
 
-        IF t.id IS NULL THEN
-                -- Passed over, maybe, only because mc_explain_pending() is changing its explanation:
-                -- wait for that row (its update is short) rather than answer that there is nothing.
-                -- Only explained tasks can be held so; one another claimer holds is, once it commits,
-                -- no longer queued, and is passed over again. Every task of the shapes that fit was
-                -- held a moment ago, so what this reads is about as many tasks as were held.
-                -- The lock is taken on that one row by id, so that the re-check after the wait is
-                -- on its status alone (the explanation's update changes pending_reason).
-                FOR s IN SELECT * FROM mc_queue_heads(p_node, free_cpus, free_memory) LOOP
+                IF p_wait THEN
+                        PERFORM pg_advisory_xact_lock(hashtext('mc-claim:' || node));
+                ELSIF NOT pg_try_advisory_xact_lock(hashtext('mc-claim:' || node)) THEN
+                        RETURN QUERY SELECT k, 0, NULL::jsonb, NULL::text, NULL::bigint, NULL::integer;
+                        CONTINUE;
+                END IF;
+                SELECT n.nano_cpus - coalesce(sum(x.nano_cpus), 0), n.memory_bytes - coalesce(sum(x.memory_bytes), 0)
+                  INTO free_cpus, free_memory
+                  FROM tasks x WHERE x.lease_node = node AND x.status IN ('leased', 'running');
+
+                -- The plan kept for the session is made for any node and shape. With memory_bytes equal
+                -- to a parameter the planner sees the order "by seq" in the probe, which tasks_seq_key
+                -- gives too, and with statistics that say most queued tasks have this shape it walks
+                -- that index instead, through every task of the other nodes and shapes (270 ms at a
+                -- million). As a range of one value memory_bytes stays in the order, which only the
+                -- queue's index gives without a sort, and still bounds the index scan to the one shape.
+                FOR s IN SELECT * FROM mc_queue_heads(node, free_cpus, free_memory) LOOP
                         IF s.targeted THEN
-                                SELECT x.id INTO held FROM tasks x
-                                 WHERE x.status = 'queued' AND x.target_node = p_node
+                                SELECT * INTO t FROM tasks x
+                                 WHERE x.status = 'queued' AND x.target_node = node
                                    AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
-                                   AND x.pending_reason IS NOT NULL
-                                 ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1;
+                                 ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
+                                 FOR UPDATE SKIP LOCKED;
                         ELSE
-                                SELECT x.id INTO held FROM tasks x
+                                SELECT * INTO t FROM tasks x
                                  WHERE x.status = 'queued' AND x.target_node IS NULL
                                    AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
-                                   AND x.pending_reason IS NOT NULL
-                                 ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1;
+                                 ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
+                                 FOR UPDATE SKIP LOCKED;
                         END IF;
-                        EXIT WHEN held IS NOT NULL;
+                        EXIT WHEN t.id IS NOT NULL;
                 END LOOP;
-                IF held IS NULL THEN
-                        RETURN;
-                END IF;
-                SELECT * INTO t FROM tasks x WHERE x.id = held AND x.status = 'queued' FOR UPDATE;
-                IF NOT FOUND THEN
-                        RETURN;
-                END IF;
-        END IF;
 
-        UPDATE tasks SET status = 'leased', attempt = attempt + 1, lease_token = lease_token + 1,
-                         lease_node = p_node, lease_renewals = 0, lease_ttl_ms = p_ttl_ms,
-                         lease_expires_at = clock_timestamp() + p_ttl_ms * interval '1 millisecond',
-                         updated_at = now(), pending_reason = NULL
-         WHERE tasks.id = t.id
-        RETURNING * INTO t;
-        INSERT INTO attempts (task_id, attempt, node_id, lease_token) VALUES (t.id, t.attempt, p_node, t.lease_token);
+                IF t.id IS NULL THEN
+                        -- Passed over, maybe, only because mc_explain_pending() is changing its
+                        -- explanation: wait for that row (its update is short) rather than answer that
+                        -- there is nothing. Only explained tasks can be held so; one another claimer
+                        -- holds is, once it commits, no longer queued, and is passed over again. Every
+                        -- task of the shapes that fit was held a moment ago, so what this reads is about
+                        -- as many tasks as were held. The lock is taken on that one row by id, so that
+                        -- the re-check after the wait is on its status alone (the explanation's update
+                        -- changes pending_reason).
+                        FOR s IN SELECT * FROM mc_queue_heads(node, free_cpus, free_memory) LOOP
+                                IF s.targeted THEN
+                                        SELECT x.id INTO held FROM tasks x
+                                         WHERE x.status = 'queued' AND x.target_node = node
+                                           AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
+                                           AND x.pending_reason IS NOT NULL
+                                         ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1;
+                                ELSE
+                                        SELECT x.id INTO held FROM tasks x
+                                         WHERE x.status = 'queued' AND x.target_node IS NULL
+                                           AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
+                                           AND x.pending_reason IS NOT NULL
+                                         ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1;
+                                END IF;
+                                EXIT WHEN held IS NOT NULL;
+                        END LOOP;
+                        CONTINUE WHEN held IS NULL;
+                        IF NOT p_wait THEN
+                                RETURN QUERY SELECT k, 0, NULL::jsonb, NULL::text, NULL::bigint, NULL::integer;
+                                CONTINUE;
+                        END IF;
+                        SELECT * INTO t FROM tasks x WHERE x.id = held AND x.status = 'queued' FOR UPDATE;
+                        CONTINUE WHEN NOT FOUND;
+                END IF;
 
-        RETURN QUERY SELECT 200, jsonb_build_object('task', mc_task_json(t, false), 'lease_token', t.lease_token,
-                                                     'attempt', t.attempt, 'lease_ttl_ms', p_ttl_ms,
-                                                     'inputs', mc_task_inputs(t));
+                UPDATE tasks SET status = 'leased', attempt = tasks.attempt + 1, lease_token = tasks.lease_token + 1,
+                                 lease_node = node, lease_renewals = 0, lease_ttl_ms = p_ttl_ms,
+                                 lease_expires_at = clock_timestamp() + p_ttl_ms * interval '1 millisecond',
+                                 updated_at = now(), pending_reason = NULL
+                 WHERE tasks.id = t.id
+                RETURNING * INTO t;
+                INSERT INTO attempts (task_id, attempt, node_id, lease_token) VALUES (t.id, t.attempt, node, t.lease_token);
+
+                RETURN QUERY SELECT k, 200, jsonb_build_object('task', mc_task_json(t, false), 'lease_token', t.lease_token,
+                                                               'attempt', t.attempt, 'lease_ttl_ms', p_ttl_ms,
+                                                               'inputs', mc_task_inputs(t)),
+                                    t.id, t.lease_token, t.attempt;
+        END LOOP;
 END
 $$;
 
