@@ -435,14 +435,16 @@ class Cluster:
     def __getitem__(self, name):
         return next(m for m in self.machines if m.name == name)
 
-    def make(self, target, debs, **vars):
-        """make TARGET VAR=value... in the source tree, run on the operator host."""
+    def make(self, target, debs, fails=False, **vars):
+        """make TARGET VAR=value... in the source tree, run on the operator host: its output; with
+        fails, it must fail, and its error output is returned."""
         argv = ["make", "-s", "-C", mctest.source_dir(), target] + [f"{k}={v}" for k, v in vars.items()]
         env = dict(os.environ, SSH=self.ssh, DEBS=debs, APT_OPTIONS="--no-install-recommends")
         p = subprocess.run(self.operator.wrap(argv), env=env, capture_output=True, text=True, timeout=600,
                            stdin=subprocess.DEVNULL)
-        check(p.returncode == 0, f"make {target} exited with {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-        return p.stdout
+        check((p.returncode != 0) == fails,
+              f"make {target} exited with {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        return p.stderr if fails else p.stdout
 
     def mcctl(self, url, token, *args, check_rc=True, timeout=120):
         """The build's mcctl on the operator host, against the control at url."""
@@ -477,6 +479,12 @@ def test_remote_install():
     control = dict(HOST=f"root@{ctl.address}", PORT="8080", TIMEOUT="120")
     agents = {m.name: dict(HOST=f"root@{m.address}", CONTROL_URL=url, NODE_ID=m.name, DRIVER="exec",
                            TIMEOUT="120") for m in nodes}
+
+    # A driver the agent does not have: refused before anything is done on the node.
+    err = c.make("install-agent", old, fails=True, **dict(agents["node-b"], DRIVER="podman"))
+    check("DRIVER" in err and "podman" in err, f"install-agent DRIVER=podman: {err}")
+    check(b.sh("test ! -e /var/cache/mc-install && echo untouched").stdout.strip() == "untouched",
+          "install-agent with a bad DRIVER did something on the node")
 
     out = c.make("install-control", old, **control)
     check("healthy" in out, f"install-control: {out}")
