@@ -2,7 +2,7 @@
 #
 #   make debs
 #   make install-control HOST=root@control-box PORT=8080 TIMEOUT=180
-#   make install-agent HOST=root@node-1 CONTROL_URL=http://10.0.0.2:8080 [DOCKER_RUNTIME=runc] [NODE_ID=node-1]
+#   make install-agent HOST=root@node-1 CONTROL_URL=http://10.0.0.2:8080 [DOCKER_RUNTIME=runc] [NODE_ID=node-1] [DRIVER=exec]
 #   make install-seeder HOST=root@seeder-1 CONTROL_URL=http://10.0.0.2:8080
 #   make agent-restart HOST=root@node-1
 #   make logs-agent HOST=root@node-1
@@ -19,6 +19,7 @@ PORT ?= 8080
 TIMEOUT ?= 120
 CONTROL_URL ?=
 DOCKER_RUNTIME ?=
+DRIVER ?=
 NODE_ID ?=
 export DEBS CONTROL_HOST APT_OPTIONS SSH
 
@@ -33,7 +34,7 @@ install-control:
 	$(REMOTE) control '$(HOST)' '$(PORT)' '$(TIMEOUT)'
 
 install-agent:
-	$(REMOTE) agent '$(HOST)' '$(CONTROL_URL)' '$(DOCKER_RUNTIME)' '$(NODE_ID)' '$(TIMEOUT)'
+	$(REMOTE) agent '$(HOST)' '$(CONTROL_URL)' '$(DOCKER_RUNTIME)' '$(NODE_ID)' '$(TIMEOUT)' '$(DRIVER)'
 
 install-seeder:
 	$(REMOTE) seeder '$(HOST)' '$(CONTROL_URL)' '$(TIMEOUT)'

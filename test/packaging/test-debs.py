@@ -12,6 +12,10 @@ database and a token, mc-control starts from its socket and answers, over HTTP a
 (the policy is where dbus-daemon reads it); an exec-driver agent registers. A newer version installed
 with dpkg -i restarts both; purge removes configuration and state, and the users stay.
 
+The remote install (the top-level Makefile, tools/remote-install): three such machines on one private
+network, a control and two exec-driver agents installed over ssh from nothing, the seed's sample task run
+on node-b with mcctl, then an upgrade with a task running there, which the restarted agent adopts.
+
 Besides, for this build's own prefix: each installed unit waits for the configuration file its daemon
 reads (one sysconfdir for both)."""
 
@@ -184,9 +188,15 @@ def cached_root():
 
 
 class Machine:
-    def __init__(self):
+    def __init__(self, name="mcpkg", template=None):
+        """A machine called name (its hostname) from the cached root, or from a copy of template's
+        root (prepared already: its packages and their dependencies come along)."""
+        self.name = name
         self.root = tmpdir("machine")
-        run(["tar", "-C", self.root, "-xf", cached_root()], timeout=600)
+        if template:
+            run(["cp", "-a", "--reflink=auto", template.root + "/.", self.root], timeout=600)
+        else:
+            run(["tar", "-C", self.root, "-xf", cached_root()], timeout=600)
         self.proc = None
 
     def prepare(self, debs):
@@ -204,12 +214,18 @@ class Machine:
     def boot(self, netns=None):
         """Boots the machine: with netns, in that network namespace (/run/netns/NAME), else with a
         private network of its own (loopback only)."""
+        self.start(netns)
+        self.wait_booted()
+
+    def start(self, netns=None):
+        """Starts booting (several machines boot at once: start each, then wait_booted())."""
         self.log = open(os.path.join(self.root, "..", "nspawn.log"), "w")
         net = [f"--network-namespace-path=/run/netns/{netns}"] if netns else ["--private-network"]
-        self.proc = subprocess.Popen(nspawn_argv(self.root, "-M", "mcpkg", "-b", *net),
+        self.proc = subprocess.Popen(nspawn_argv(self.root, "-M", self.name, "-b", *net),
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         defer(self.stop)
 
+    def wait_booted(self):
         def leader():
             check(self.proc.poll() is None, f"systemd-nspawn exited with {self.proc.returncode}")
             p = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-x", "systemd"], capture_output=True, text=True)
@@ -226,6 +242,15 @@ class Machine:
         """Runs a shell script in the booted machine (all of its namespaces), as root."""
         return run(["nsenter", "-t", self.leader, "-a", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
                     "LANG=C.UTF-8", "sh", "-ec", script], check=check, timeout=timeout)
+
+    def writable_cgroups(self):
+        """The machine's cgroup v1 controllers, which systemd-nspawn mounts read-only, made writable (a
+        bind remount: the tree itself is writable, in the machine's cgroup namespace), as a real
+        host's are to its root: the exec driver makes its tasks' memory and cpu cgroups there. Before
+        the agent starts, whose namespace copies the mounts."""
+        self.sh("for c in memory cpu cpuacct; do if mountpoint -q /sys/fs/cgroup/$c; then "
+                "mount -o remount,bind,rw /sys/fs/cgroup/$c; fi; done; "
+                "[ -w /sys/fs/cgroup/memory/cgroup.procs ] || [ -e /sys/fs/cgroup/cgroup.controllers ]")
 
     def show(self, unit, *props):
         out = self.sh(f"systemctl show -p {','.join(props)} {unit}").stdout
@@ -381,92 +406,213 @@ def test_install_upgrade_purge():
 # ---------------------------------------------------------------------------------------------------
 # The Makefile's remote install, over real ssh
 
-def host_network():
-    """A network namespace whose eth0 has ADDR.2/24, the host's end of the veth pair ADDR.1; removed at
-    the end of the test. Returns (namespace, the machine's address)."""
-    n = os.getpid() % 200 + 20
-    ns, veth, net = f"mcpkg{os.getpid()}", f"mcpkg{os.getpid() % 100000}", f"10.231.{n}"
-    run(["ip", "netns", "add", ns])
-    defer(run, ["ip", "netns", "del", ns], check=False)
-    run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
-    defer(run, ["ip", "link", "del", veth], check=False)
-    run(["ip", "addr", "add", f"{net}.1/24", "dev", veth])
-    run(["ip", "link", "set", veth, "up"])
-    run(["ip", "-n", ns, "addr", "add", f"{net}.2/24", "dev", "eth0"])
-    run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-    run(["ip", "-n", ns, "link", "set", "lo", "up"])
-    return ns, f"{net}.2"
+SSH_OPTIONS = ("-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "
+               "-o ConnectTimeout=10")
+
+# The seed's sample task (tools/demo's), targeted at node-b. The exec driver runs its command on the
+# node itself and ignores the image.
+SAMPLE_TASK = {
+    "image": "mc-test/busybox:latest",
+    "cmd": ["sh", "-c", "echo hi-from-A && sleep 2 && uname -a"],
+    "timeout_sec": 60,
+    "labels": {"job": "demo", "target_node": "node-b"},
+    "resources": {"nano_cpus": 500000000, "memory_bytes": 268435456},
+}
 
 
-def make(target, ssh, debs, **vars):
-    argv = ["make", "-s", "-C", mctest.source_dir(), target] + [f"{k}={v}" for k, v in vars.items()]
-    env = dict(os.environ, SSH=ssh, DEBS=debs, APT_OPTIONS="--no-install-recommends")
-    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    check(p.returncode == 0, f"make {target} exited with {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p.stdout
+class Cluster:
+    """Machines booted at once from one prepared root, each in a network namespace of its own on one
+    private network (mctest.Network) and running sshd that takes the test's key; and an operator host
+    on that network (a network namespace only) where make, ssh and mcctl run, as on an administrator's
+    workstation. No machine has the packages installed: they arrive over ssh."""
+
+    def __init__(self, names, debs):
+        self.net = mctest.Network()
+        self.operator = self.net.add_host("operator", net_only=True)
+        keys = tmpdir("ssh")
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(keys, "id")])
+        self.ssh = f"ssh -i {keys}/id {SSH_OPTIONS}"
+        first = Machine(names[0])
+        first.prepare(debs)
+        shutil.rmtree(os.path.join(first.root, "debs"))
+        os.makedirs(os.path.join(first.root, "root", ".ssh"), mode=0o700, exist_ok=True)
+        shutil.copy(os.path.join(keys, "id.pub"), os.path.join(first.root, "root", ".ssh", "authorized_keys"))
+        self.machines = [first] + [Machine(n, template=first) for n in names[1:]]
+        for m in self.machines:
+            # Its own hostname and machine id (the copies would share the root's); the ssh host keys
+            # may stay alike.
+            machine_id = os.urandom(16).hex() + "\n"
+            for f, text in (("etc/hostname", m.name + "\n"), ("etc/machine-id", machine_id),
+                            ("var/lib/dbus/machine-id", machine_id)):
+                path = os.path.join(m.root, f)
+                if os.path.lexists(path):
+                    os.remove(path)
+                with open(path, "w") as fd:
+                    fd.write(text)
+            m.host = self.net.add_host(m.name)
+            m.address = m.host.address
+            m.start(netns=m.host.netns)
+        for m in self.machines:
+            m.wait_booted()
+            wait_until(lambda: self.operator.run(self.ssh.split() + [f"root@{m.address}", "true"], check=False,
+                                                 timeout=30).returncode == 0,
+                       120, interval=0.5, msg=f"sshd on {m.name}")
+
+    def __getitem__(self, name):
+        return next(m for m in self.machines if m.name == name)
+
+    def make(self, target, debs, fails=False, **vars):
+        """make TARGET VAR=value... in the source tree, run on the operator host: its output; with
+        fails, it must fail, and its error output is returned."""
+        argv = ["make", "-s", "-C", mctest.source_dir(), target] + [f"{k}={v}" for k, v in vars.items()]
+        env = dict(os.environ, SSH=self.ssh, DEBS=debs, APT_OPTIONS="--no-install-recommends")
+        p = subprocess.run(self.operator.wrap(argv), env=env, capture_output=True, text=True, timeout=600,
+                           stdin=subprocess.DEVNULL)
+        check((p.returncode != 0) == fails,
+              f"make {target} exited with {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        return p.stderr if fails else p.stdout
+
+    def mcctl(self, url, token, *args, check_rc=True, timeout=120):
+        """The build's mcctl on the operator host, against the control at url."""
+        return self.operator.run([mctest.binary("mcctl"), *args], env={"MC_URL": url, "MC_TOKEN": token},
+                                 check=check_rc, timeout=timeout)
+
+    def api(self, url, token, path):
+        r = self.operator.http("GET", url + path, token=token)
+        check(r.status == 200, f"GET {path}: {r.status} {r.text[:300]}")
+        return r.json()
 
 
 def test_remote_install():
-    """make install-control and install-agent against a machine that runs sshd and systemd as PID 1
-    (control and agent on one machine): from nothing to healthy and registered; again, and nothing
-    restarts; with newer packages, an upgrade in place; agent-restart, logs-agent and status."""
+    """make install-control on one machine and install-agent on two others (exec driver: no Docker),
+    over real ssh from a fourth host, each machine running sshd and systemd as PID 1: from nothing to
+    healthy and registered, the agents reaching the control at its address; the seed's sample task
+    run on node-b, its output read back; every target again, and nothing restarts; then newer
+    packages while a task runs on node-b: the agent restarts, adopts the task, which ends once and
+    succeeds; agent-restart, logs-agent, install-seeder and status."""
     need_debs()
-    m = Machine()
     newer = tmpdir("newer")
     for deb in DEBS.values():
         repack_newer(deb, newer)
-    m.prepare(list(DEBS.values()) + [os.path.join(newer, f) for f in os.listdir(newer)])
-    # Nothing installed yet: the packages go over ssh, not through /debs.
-    shutil.rmtree(os.path.join(m.root, "debs"))
-    keys = tmpdir("ssh")
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(keys, "id")])
-    os.makedirs(os.path.join(m.root, "root", ".ssh"), mode=0o700, exist_ok=True)
-    shutil.copy(os.path.join(keys, "id.pub"), os.path.join(m.root, "root", ".ssh", "authorized_keys"))
-    ns, addr = host_network()
-    m.boot(netns=ns)
-    ssh = (f"ssh -i {keys}/id -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-           "-o LogLevel=ERROR -o ConnectTimeout=10")
-    wait_until(lambda: subprocess.run(ssh.split() + [f"root@{addr}", "true"], capture_output=True,
-                                      timeout=30).returncode == 0, 120, interval=0.5, msg="sshd on the machine")
-    host = f"root@{addr}"
+    t0 = time.monotonic()
+    c = Cluster(("control", "node-a", "node-b"),
+                list(DEBS.values()) + [os.path.join(newer, f) for f in os.listdir(newer)])
+    ctl, nodes = c["control"], (c["node-a"], c["node-b"])
+    b = c["node-b"]
+    print(f"# three machines booted in {time.monotonic() - t0:.0f}s")
     old = os.path.dirname(next(iter(DEBS.values())))
-    control = dict(HOST=host, PORT="8080", TIMEOUT="120")
-    agent = dict(HOST=host, CONTROL_URL="http://127.0.0.1:8080", CONTROL_HOST=host, NODE_ID="node-b", TIMEOUT="120")
+    url = f"http://{ctl.address}:8080"
+    control = dict(HOST=f"root@{ctl.address}", PORT="8080", TIMEOUT="120")
+    agents = {m.name: dict(HOST=f"root@{m.address}", CONTROL_URL=url, NODE_ID=m.name, DRIVER="exec",
+                           TIMEOUT="120") for m in nodes}
 
-    out = make("install-control", ssh, old, **control)
+    # A driver the agent does not have: refused before anything is done on the node.
+    err = c.make("install-agent", old, fails=True, **dict(agents["node-b"], DRIVER="podman"))
+    check("DRIVER" in err and "podman" in err, f"install-agent DRIVER=podman: {err}")
+    check(b.sh("test ! -e /var/cache/mc-install && echo untouched").stdout.strip() == "untouched",
+          "install-agent with a bad DRIVER did something on the node")
+
+    out = c.make("install-control", old, **control)
     check("healthy" in out, f"install-control: {out}")
-    out = make("install-agent", ssh, old, **agent)
-    check("registered" in out, f"install-agent: {out}")
-    pids = {u: m.show(u, "MainPID")["MainPID"] for u in ("mc-control.service", "mc-agent.service")}
-    tokens = m.sh("cat /etc/mc/tokens").stdout
+    for m in nodes:
+        m.writable_cgroups()
+        out = c.make("install-agent", old, **agents[m.name])
+        check("registered" in out, f"install-agent on {m.name}: {out}")
+        conf = m.sh("cat /etc/mc/agent.conf").stdout
+        check(f"CONTROL_URLS={url}\n" in conf and "DRIVER=exec\n" in conf, f"{m.name}'s agent.conf: {conf}")
+    token = ctl.sh("awk '$1 == \"user\" && $2 == \"mc-install\" { print $3 }' /etc/mc/tokens").stdout.strip()
+    check(token, "install-control made the mc-install user token")
+
+    def nodes_ready():
+        ready = {n["node_id"] for n in c.api(url, token, "/api/nodes")["nodes"] if n["state"] == "ready"}
+        return ready >= {"node-a", "node-b"} or None
+    wait_until(nodes_ready, 120, msg="node-a and node-b ready on the control")
+
+    # The sample task, pushed from the operator's host with mcctl, runs on node-b.
+    t1 = time.monotonic()
+    task_file = os.path.join(tmpdir("task"), "sample.json")
+    with open(task_file, "w") as f:
+        json.dump(SAMPLE_TASK, f)
+    task_id = c.mcctl(url, token, "push", "-f", task_file).stdout.strip()
+    p = c.mcctl(url, token, "watch", task_id, check_rc=False)
+    task = c.api(url, token, f"/api/tasks/{task_id}")
+    check(p.returncode == 0 and task["status"] == "succeeded" and task["attempts"][-1]["node_id"] == "node-b",
+          f"the sample task: watch exited {p.returncode} ({p.stderr.strip()}); {task}")
+    lines = c.mcctl(url, token, "logs", task_id).stdout.splitlines()
+    check("hi-from-A" in lines and any(line.startswith("Linux node-b ") for line in lines),
+          f"the sample task's output: {lines}")
+    print(f"# the sample task ran on node-b in {time.monotonic() - t1:.1f}s: {lines}")
+
+    pids = {(m.name, u): m.show(u, "MainPID")["MainPID"]
+            for m, u in [(ctl, "mc-control.service")] + [(m, "mc-agent.service") for m in nodes]}
+    tokens = ctl.sh("cat /etc/mc/tokens").stdout
+    for n in ("node-a", "node-b"):
+        check(tokens.count(f"agent {n} ") == 1, f"one token for {n}: {tokens}")
 
     # Again: nothing changes, nothing restarts.
-    make("install-control", ssh, old, **control)
-    make("install-agent", ssh, old, **agent)
-    check({u: m.show(u, "MainPID")["MainPID"] for u in pids} == pids, "a second run restarted a daemon")
-    check(m.sh("cat /etc/mc/tokens").stdout == tokens, "a second run changed the tokens")
-    check(tokens.count("agent node-b ") == 1, f"one token for node-b: {tokens}")
-    mode = m.sh("stat -c '%a %U' /etc/mc/agent.conf").stdout.strip()
+    c.make("install-control", old, **control)
+    for m in nodes:
+        c.make("install-agent", old, **agents[m.name])
+    now = {(m.name, u): m.show(u, "MainPID")["MainPID"]
+           for m, u in [(ctl, "mc-control.service")] + [(m, "mc-agent.service") for m in nodes]}
+    check(now == pids, f"a second run restarted a daemon: {pids} -> {now}")
+    check(ctl.sh("cat /etc/mc/tokens").stdout == tokens, "a second run changed the tokens")
+    mode = b.sh("stat -c '%a %U' /etc/mc/agent.conf").stdout.strip()
     check(mode == "600 root", f"agent.conf: {mode}")
 
-    # Newer packages: upgraded in place, registered again.
-    make("install-control", ssh, newer, **control)
-    out = make("install-agent", ssh, newer, **agent)
-    check("registered" in out, f"install-agent (upgrade): {out}")
-    versions = m.sh("dpkg-query -W -f '${Version}\\n' mc-control mc-agent mc-tools").stdout.split()
-    check(all(v.endswith(".1") for v in versions), f"versions after the upgrade: {versions}")
-    check(m.show("mc-agent.service", "MainPID")["MainPID"] != pids["mc-agent.service"], "the agent was restarted")
+    # Newer packages with a task running on node-b. The task counts its starts in a file on node-b
+    # (/dev/shm: the machine's, shared by every agent's namespace, where the task's user may write)
+    # and runs until the test opens its gate, whatever the upgrade takes.
+    starts, gate = "/dev/shm/mc-upgrade-starts", "/dev/shm/mc-upgrade-gate"
+    long_task = {"image": "mc-test/busybox:latest", "timeout_sec": 900, "labels": {"target_node": "node-b"},
+                 "cmd": ["sh", "-c", f"echo upgrade-task-start; echo $$ >> {starts}; "
+                                     f"while [ ! -e {gate} ]; do sleep 0.2; done; echo upgrade-task-end"]}
+    with open(task_file, "w") as f:
+        json.dump(long_task, f)
+    long_id = c.mcctl(url, token, "push", "-f", task_file).stdout.strip()
+    wait_until(lambda: c.api(url, token, f"/api/tasks/{long_id}")["status"] == "running" and
+               b.sh(f"cat {starts} 2>/dev/null || true").stdout.strip() != "",
+               120, msg="the long task to run on node-b")
+    agent_pid = b.show("mc-agent.service", "MainPID")["MainPID"]
 
-    before = m.show("mc-agent.service", "MainPID")["MainPID"]
-    make("agent-restart", ssh, newer, HOST=host)
-    check(m.show("mc-agent.service", "MainPID")["MainPID"] != before, "agent-restart restarted the agent")
-    logs = make("logs-agent", ssh, newer, HOST=host)
+    t2 = time.monotonic()
+    out = c.make("install-agent", newer, **agents["node-b"])
+    check("registered" in out, f"install-agent (upgrade): {out}")
+    out = c.make("install-control", newer, **control)
+    check("healthy" in out, f"install-control (upgrade): {out}")
+    print(f"# node-b and the control upgraded in {time.monotonic() - t2:.0f}s")
+    for m, pkgs in ((ctl, "mc-control mc-tools"), (b, "mc-agent mc-tools")):
+        versions = m.sh(f"dpkg-query -W -f '${{Version}}\\n' {pkgs}").stdout.split()
+        check(len(versions) == 2 and all(v.endswith(".1") for v in versions),
+              f"versions on {m.name} after the upgrade: {versions}")
+    new_pid = b.show("mc-agent.service", "MainPID")["MainPID"]
+    check(new_pid not in ("0", agent_pid), f"the upgrade restarted node-b's agent: MainPID {agent_pid} -> {new_pid}")
+    check(c.api(url, token, f"/api/tasks/{long_id}")["status"] == "running", "the long task runs through the upgrade")
+    wait_until(lambda: b.sh(f"journalctl -q -o cat MC_EVENT=container_adopted TASK_ID={long_id} _PID={new_pid}"
+                            ).stdout.strip() != "", 120, msg="the new agent to adopt the long task")
+
+    b.sh(f"touch {gate}")
+    p = c.mcctl(url, token, "watch", long_id, check_rc=False, timeout=180)
+    task = c.api(url, token, f"/api/tasks/{long_id}")
+    check(p.returncode == 0 and task["status"] == "succeeded", f"the long task: watch {p.returncode}; {task}")
+    check(task["attempt"] == 1 and len(task["attempts"]) == 1 and task["attempts"][0]["node_id"] == "node-b",
+          f"the long task ran once, on node-b: {task['attempt']} {task['attempts']}")
+    ran = b.sh(f"cat {starts}").stdout.splitlines()
+    check(len(ran) == 1, f"the long task started once: {ran}")
+    lines = c.mcctl(url, token, "logs", long_id).stdout.splitlines()
+    check(lines == ["upgrade-task-start", "upgrade-task-end"], f"the long task's output: {lines}")
+
+    before = c["node-a"].show("mc-agent.service", "MainPID")["MainPID"]
+    c.make("agent-restart", newer, HOST=f"root@{c['node-a'].address}")
+    check(c["node-a"].show("mc-agent.service", "MainPID")["MainPID"] != before, "agent-restart restarted the agent")
+    logs = c.make("logs-agent", newer, HOST=f"root@{b.address}")
     check("mc-agent" in logs, f"logs-agent: {logs[-500:]}")
-    # A seeder on the same machine: configured, its socket listening.
-    out = make("install-seeder", ssh, newer, HOST=host, CONTROL_URL="http://127.0.0.1:8080", TIMEOUT="120")
-    check(m.show("mc-seeder.socket", "ActiveState")["ActiveState"] == "active", f"install-seeder: {out}")
-    status = make("status", ssh, newer, HOST=host)
-    check("mc-agent.service" in status and "mc-control.socket" in status, f"status: {status}")
+    # A seeder on the control's machine: configured, its socket listening.
+    out = c.make("install-seeder", newer, HOST=f"root@{ctl.address}", CONTROL_URL=url, TIMEOUT="120")
+    check(ctl.show("mc-seeder.socket", "ActiveState")["ActiveState"] == "active", f"install-seeder: {out}")
+    status = c.make("status", newer, HOST=f"root@{b.address}")
+    check("mc-agent.service" in status and "mc-fence-keeper.service" in status, f"status: {status}")
+    print(f"# test_remote_install: {time.monotonic() - t0:.0f}s")
 
 
 if __name__ == "__main__":
