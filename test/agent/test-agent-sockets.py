@@ -259,28 +259,13 @@ def test_wrong_sockets():
     agent_units(ns, node)
     socket_unit(ns, SOCKET, f"ListenStream=\nListenStream=127.0.0.1:{mport}\n")
     # Socket units of an operator's, passing their sockets to the agent under its names.
-    ns.add_unit("mc-agent-wrong-metrics.socket", f"""[Socket]
-ListenDatagram=127.0.0.1:{wrong_mport}
-FileDescriptorName=metrics
-Service={SERVICE}
-""")
-    ns.add_unit("mc-agent-wrong-dht.socket", f"""[Socket]
-ListenStream=127.0.0.1:{wrong_dport}
-FileDescriptorName=dht
-Service={SERVICE}
-""")
-    # IPv6 on every address, IPv4 too (BindIPv6Only=default): the DHT would file IPv4 nodes in its
-    # IPv6 table.
-    ns.add_unit("mc-agent-dual-dht.socket", f"""[Socket]
-ListenDatagram=[::]:{dual_port}
-FileDescriptorName=dht
-Service={SERVICE}
-""")
-    ns.add_unit("mc-agent-bogus.socket", f"""[Socket]
-ListenStream=127.0.0.1:{bogus_port}
-FileDescriptorName=bogus
-Service={SERVICE}
-""")
+    # (IPv6 on every address, IPv4 too — BindIPv6Only=default — as dht: the DHT would file IPv4 nodes
+    # in its IPv6 table.)
+    for unit, listen, name in (("mc-agent-wrong-metrics.socket", f"ListenDatagram=127.0.0.1:{wrong_mport}", "metrics"),
+                               ("mc-agent-wrong-dht.socket", f"ListenStream=127.0.0.1:{wrong_dport}", "dht"),
+                               ("mc-agent-dual-dht.socket", f"ListenDatagram=[::]:{dual_port}", "dht"),
+                               ("mc-agent-bogus.socket", f"ListenStream=127.0.0.1:{bogus_port}", "bogus")):
+        ns.add_unit(unit, f"[Socket]\n{listen}\nFileDescriptorName={name}\nService={SERVICE}\n")
     ns.daemon_reload()
     ns.systemctl("start", SOCKET, "mc-agent-wrong-metrics.socket", "mc-agent-wrong-dht.socket",
                  "mc-agent-dual-dht.socket", "mc-agent-bogus.socket")

@@ -26,10 +26,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import mctest
 from mctest import check, defer, run, tmpdir, wait_until
+
+sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "control"))
+import controltest  # noqa: E402
 
 PACKAGES = ("mc-control", "mc-agent", "mc-seeder", "mc-tools")
 
@@ -411,13 +415,7 @@ SSH_OPTIONS = ("-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFi
 
 # The seed's sample task (tools/demo's), targeted at node-b. The exec driver runs its command on the
 # node itself and ignores the image.
-SAMPLE_TASK = {
-    "image": "mc-test/busybox:latest",
-    "cmd": ["sh", "-c", "echo hi-from-A && sleep 2 && uname -a"],
-    "timeout_sec": 60,
-    "labels": {"job": "demo", "target_node": "node-b"},
-    "resources": {"nano_cpus": 500000000, "memory_bytes": 268435456},
-}
+SAMPLE_TASK = dict(controltest.SAMPLE_TASK, image="mc-test/busybox:latest")
 
 
 class Cluster:
