@@ -423,6 +423,8 @@ class ExecNode:
         self.daemon = mctest.Daemon("/bin/sh", ["-c", 'echo $$ >"$EXP_AGENT_CGROUP/cgroup.procs" && exec "$@"',
                                                 "sh", mctest.binary("mc-agent")],
                                     env=e, name=f"mc-agent-{node}", notify=False)
+        # The exec tasks (EXEC_USER) get through to their work directories in the state directory.
+        os.chmod(self.daemon.dir, 0o711)
         self.killed_at = None
 
     def start(self):
@@ -508,11 +510,16 @@ class Workload:
 
     def __init__(self):
         import mctest
+        # Exec tasks run as EXEC_USER (mc-task, or nobody), not as root: the records and the locks
+        # must be theirs to write.
         self.dir = mctest.tmpdir("workload")
+        os.chmod(self.dir, 0o755)
         self.records = os.path.join(self.dir, "records")
         self.locks = os.path.join(self.dir, "locks")
         os.makedirs(self.locks)
+        os.chmod(self.locks, 0o777)
         open(self.records, "a").close()
+        os.chmod(self.records, 0o666)
 
     def cmd(self, seconds):
         return ["sh", "-c",
