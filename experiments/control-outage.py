@@ -20,6 +20,7 @@ from controltest import start_cluster  # noqa: E402
 
 ex = exp.Experiment("control-outage", __doc__)
 Q = ex.quick
+ex.check_params()     # none: --param is for the others
 AGENTS = 3 if Q else 10
 TASKS = 6 if Q else 50
 SECONDS = 6.0 if Q else 30.0

@@ -101,9 +101,10 @@ def machine():
         "mem_total_bytes": mem.get("MemTotal"),
         "mem_available_bytes": mem.get("MemAvailable"),
         "python": platform.python_version(),
-        # Every agent and exec supervisor of an experiment is root's: 128 instances (the default)
-        # fail "Too many open files" for the agents past ~100 on one machine.
+        # Every agent of an experiment is root's, and each holds one inotify instance while it has
+        # exec jobs: see host_limits().
         "inotify_max_user_instances": read("/proc/sys/fs/inotify/max_user_instances"),
+        "pid_max": read("/proc/sys/kernel/pid_max"),
     }
 
 
@@ -144,7 +145,20 @@ class Experiment:
         p.add_argument("--seed", type=int, default=None, help="random seed (default: from the time)")
         p.add_argument("--build-dir", default=os.environ.get("MC_BUILD_DIR"),
                        help="the build whose daemons run (default $MC_BUILD_DIR)")
+        p.add_argument("--param", action="append", default=[], metavar="KEY=JSON",
+                       help="override one of the experiment's parameters (its settings.json lists them), "
+                            "e.g. --param 'sizes=[500,1000]'")
         self.args = p.parse_args()
+        self.params = {}
+        for kv in self.args.param:
+            k, eq, v = kv.partition("=")
+            if not eq or not k:
+                p.error(f"--param wants KEY=JSON, not {kv!r}")
+            try:
+                self.params[k] = json.loads(v)
+            except ValueError as e:
+                p.error(f"--param {k}: {v!r} is not JSON: {e}")
+        self._params_used = set()
         if not self.args.build_dir:
             p.error("no build: give --build-dir or set MC_BUILD_DIR (experiments/run does)")
         self.name = name
@@ -167,6 +181,25 @@ class Experiment:
         self.machine_start = machine()
         print(f"# experiment {name}{' (quick)' if self.quick else ''}, seed {self.seed}, results in {self.dir}",
               flush=True)
+
+    def param(self, key, default):
+        """A parameter of the experiment: default, or what --param KEY=JSON gave (of the same type)."""
+        self._params_used.add(key)
+        if key not in self.params:
+            return default
+        v = self.params[key]
+        if type(v) is not type(default) and not (isinstance(default, float) and isinstance(v, int)):
+            sys.exit(f"experiments/run {self.name}: --param {key} wants a {type(default).__name__} like "
+                     f"{json.dumps(default)}, not {json.dumps(v)}")
+        return v
+
+    def check_params(self):
+        """Every --param given names a parameter of this experiment (call once all were read)."""
+        unknown = sorted(set(self.params) - self._params_used)
+        if unknown:
+            sys.exit(f"experiments/run {self.name}: unknown --param {', '.join(unknown)}; "
+                     f"known: {', '.join(sorted(self._params_used))}")
+        self.settings["params_given"] = self.params
 
     def log(self, msg):
         print(f"[{time.monotonic() - self.t0:7.1f}s] {msg}", flush=True)
@@ -379,6 +412,54 @@ def claim_latency(controls):
                 return b
         return None
     return q(0.5), q(0.99), total
+
+
+# ---------------------------------------------------------------------------------------------------
+# The host's limits for many agents on one machine
+
+INOTIFY_INSTANCES = "/proc/sys/fs/inotify/max_user_instances"
+_raised = {}
+
+
+def _restore_limits():
+    for path, (before, ours) in _raised.items():
+        try:
+            with open(path) as f:
+                now = f.read().strip()
+            # Only what is still ours: another run may have raised it further meanwhile.
+            if now == ours:
+                with open(path, "w") as f:
+                    f.write(before)
+        except OSError:
+            pass
+    _raised.clear()
+
+
+def host_limits(agents):
+    """Raises, for this run, the one host limit that many exec agents on one machine exceed: an exec
+    agent holds one inotify instance (sd-event's, for its jobs' directories) while it has jobs, and
+    the kernel allows each user 128 by default (fs.inotify.max_user_instances) - shared by every
+    process of that user, and every agent here runs as root. On a cluster each node has its own agent
+    and its own limit; an operator who runs hundreds of agents on one host must raise it the same way.
+    Restored when the experiment ends (unless someone raised it further meanwhile). Returns what it
+    set, for settings.json."""
+    import atexit
+    want = 2 * agents + 1024
+    try:
+        with open(INOTIFY_INSTANCES) as f:
+            before = f.read().strip()
+        if int(before) >= want:
+            return {"inotify_max_user_instances": before}
+        with open(INOTIFY_INSTANCES, "w") as f:
+            f.write(str(want))
+    except (OSError, ValueError) as e:
+        return {"inotify_max_user_instances_error": str(e)}
+    if INOTIFY_INSTANCES not in _raised:
+        _raised[INOTIFY_INSTANCES] = (before, str(want))
+        atexit.register(_restore_limits)
+    else:
+        _raised[INOTIFY_INSTANCES] = (_raised[INOTIFY_INSTANCES][0], str(want))
+    return {"inotify_max_user_instances": str(want), "inotify_max_user_instances_before": before}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -680,6 +761,7 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     from controltest import start_cluster
     import mctest
     t_begin = time.monotonic()
+    ex.settings.setdefault("host_limits", {}).update(host_limits(n_agents))
     nodes = [f"{node_prefix}{i}" for i in range(n_agents)]
     pg, (control,) = start_cluster(nodes=tuple(nodes), env=dict(CONTROL_ENV, MC_LEASE_TTL_MS=str(ttl_ms)))
     agents = [ExecNode([control], n, env={"MC_MAX_TASKS": str(max_tasks)}) for n in nodes]
