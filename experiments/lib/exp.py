@@ -459,7 +459,7 @@ def host_limits(agents):
         atexit.register(_restore_limits)
     else:
         _raised[INOTIFY_INSTANCES] = (_raised[INOTIFY_INSTANCES][0], str(want))
-    return {"inotify_max_user_instances": str(want), "inotify_max_user_instances_before": before}
+    return {"inotify_max_user_instances": str(want), "inotify_max_user_instances_before": _raised[INOTIFY_INSTANCES][0]}
 
 
 # ---------------------------------------------------------------------------------------------------
