@@ -778,6 +778,7 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     t_reg = time.monotonic()
     row["start_agents_s"] = t_reg - t_begin
     cost = CostSampler({"control": (control.daemon.pid, False), "postgres": (pg.proc.pid, True)})
+    t_cost = time.monotonic()
     wl = Workload()
     prefix = f"{label}-{ex.seed}-"
     bodies = [{"id": f"{prefix}{i:05d}", "image": IMAGE, "cmd": wl.cmd(ex.rnd.uniform(*seconds)),
@@ -801,6 +802,12 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
         row["error"] = str(e)[:300]
     row["push_to_all_final_s"] = time.time() - t_push
     c = cost.stop()
+    # CPU seconds per second of the run (1.0 = one core busy all along), from the agents' registration
+    # to the last task final.
+    row["cost_window_s"] = time.monotonic() - t_cost
+    for k in ("control", "postgres"):
+        if c[k]["cpu_s"] is not None and row["cost_window_s"] > 0:
+            row[f"{k}_cores"] = c[k]["cpu_s"] / row["cost_window_s"]
     p50, p99, n_claims = claim_latency([control])
     tasks = task_rows(pg, prefix)
     attempts = attempt_rows(pg, prefix)
