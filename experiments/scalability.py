@@ -27,13 +27,16 @@ TTL_MS = ex.param("lease_ttl_ms", 3000 if Q else 5000)
 SECONDS = (1.0, 2.0) if Q else (2.0, 4.0)
 MAX_TASKS = 2
 TIMEOUT = ex.param("timeout_s", 90 if Q else 600)
+# Queue every task before the agents start (the push then does not compete with their claims; the
+# sweep from 500 agents up, where pushing under the claims of all of them took minutes).
+PUSH_FIRST_FROM = ex.param("push_first_from", 500)
 ex.check_params()
 MEM_PER_AGENT = 12 << 20         # a first guess; after each size, what the agents of that size took
 ex.settings.update(agents=SIZES, tasks_per_agent=TASKS_PER_AGENT, killed_share=KILL, lease_ttl_ms=TTL_MS,
                    task_seconds=SECONDS, max_tasks_per_agent=MAX_TASKS, kill_after_started=0.3,
                    timeout_per_size_s=TIMEOUT, driver="exec")
 
-COLS = ["agents", "tasks", "complete", "stuck_leased_live_node", "start_agents_s", "push_s", "push_to_all_final_s", "success_share",
+COLS = ["agents", "tasks", "push_first", "complete", "stuck_leased_live_node", "start_agents_s", "push_s", "push_to_all_final_s", "success_share",
         "alive_twice", "completed_twice", "rerun_after_partial", "rerun_after_complete", "hit_by_death",
         "recovery_p50_s", "recovery_p95_s", "recovery_p99_s", "recovery_max_s", "false_recalls", "cost_window_s",
         "control_cpu_s", "control_cores", "control_peak_rss_mib", "postgres_cpu_s", "postgres_cores", "postgres_peak_pss_mib", "claims", "claim_p50_ms", "claim_p99_ms",
@@ -59,7 +62,8 @@ def main():
             break
         ex.log(f"{n} agents, {n * TASKS_PER_AGENT} tasks")
         row, _, _ = exp.node_death_run(ex, f"s{n}", n, n * TASKS_PER_AGENT, KILL, TTL_MS, seconds=SECONDS,
-                                       max_tasks=MAX_TASKS, timeout=TIMEOUT, node_prefix=f"sc{n}-")
+                                       max_tasks=MAX_TASKS, timeout=TIMEOUT, node_prefix=f"sc{n}-",
+                                       push_first=n >= PUSH_FIRST_FROM)
         ex.log(f"{n} agents: " + ", ".join(f"{k}={exp.fmt(row.get(k))}" for k in COLS[2:]))
         rows.append(row)
         ex.check(row.get("alive_twice", 1) == 0, f"{n} agents: no task alive twice at once")

@@ -649,7 +649,7 @@ def push_many(control, bodies, threads=8):
                 time.sleep(0.2)
             else:
                 errors.append("push: no answer")
-    ts = [threading.Thread(target=work, args=(c,)) for c in chunks if c]
+    ts = [threading.Thread(target=work, args=(c,), daemon=True) for c in chunks if c]
     for t in ts:
         t.start()
     for t in ts:
@@ -752,7 +752,7 @@ IMAGE = "mc-test/busybox:latest"
 
 
 def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.0, 6.0), max_tasks=4,
-                   kill_after_started=0.3, timeout=600, node_prefix="n"):
+                   kill_after_started=0.3, timeout=600, node_prefix="n", push_first=False):
     """Starts PostgreSQL, one control (lease TTL ttl_ms) and n_agents exec agents (MAX_TASKS
     max_tasks), pushes n_tasks tasks of uniform(seconds) s, and once kill_after_started of them have
     started, kills round(kill_share * n_agents) random agents at once (node deaths). Waits for every
@@ -766,9 +766,19 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     pg, (control,) = start_cluster(nodes=tuple(nodes), env=dict(CONTROL_ENV, MC_LEASE_TTL_MS=str(ttl_ms)))
     agents = [ExecNode([control], n, env={"MC_MAX_TASKS": str(max_tasks)}) for n in nodes]
     mctest.defer(teardown_nodes, agents)
+    row = {"label": label, "agents": n_agents, "tasks": n_tasks, "killed_share": kill_share, "lease_ttl_s": ttl_ms / 1000,
+           "push_first": push_first}
+    wl = Workload()
+    prefix = f"{label}-{ex.seed}-"
+    bodies = [{"id": f"{prefix}{i:05d}", "image": IMAGE, "cmd": wl.cmd(ex.rnd.uniform(*seconds)),
+               "timeout_sec": int(seconds[1] * 10 + 300), "max_attempts": 5} for i in range(n_tasks)]
+    if push_first:
+        # Every task queued before any agent is up: pushes do not compete with hundreds of claims.
+        t_push = time.time()
+        push_many(control, bodies)
+        row["push_s"] = time.time() - t_push
     for a in agents:
         a.start()
-    row = {"label": label, "agents": n_agents, "tasks": n_tasks, "killed_share": kill_share, "lease_ttl_s": ttl_ms / 1000}
     try:
         wait_registered(pg, n_agents, timeout=max(120, n_agents * 0.5))
     except AssertionError as e:
@@ -779,13 +789,10 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     row["start_agents_s"] = t_reg - t_begin
     cost = CostSampler({"control": (control.daemon.pid, False), "postgres": (pg.proc.pid, True)})
     t_cost = time.monotonic()
-    wl = Workload()
-    prefix = f"{label}-{ex.seed}-"
-    bodies = [{"id": f"{prefix}{i:05d}", "image": IMAGE, "cmd": wl.cmd(ex.rnd.uniform(*seconds)),
-               "timeout_sec": int(seconds[1] * 10 + 300), "max_attempts": 5} for i in range(n_tasks)]
-    t_push = time.time()
-    push_many(control, bodies)
-    row["push_s"] = time.time() - t_push
+    if not push_first:
+        t_push = time.time()
+        push_many(control, bodies)
+        row["push_s"] = time.time() - t_push
     victims = ex.rnd.sample(agents, int(round(kill_share * n_agents)))
     killed = {}
     try:
