@@ -190,7 +190,7 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         if (!a)
                 return log_oom();
         a->config = *config;    /* the caller's strings stay the caller's */
-        a->ttl_usec = (uint64_t) (config->lease_ttl_ms > 0 ? config->lease_ttl_ms : 15000) * USEC_PER_MSEC;
+        a->ttl_usec = (uint64_t) (config->lease_ttl_ms > 0 ? config->lease_ttl_ms : 5000) * USEC_PER_MSEC;
 
         /* SIGTERM and SIGINT go to agent_stop(), which lets tasks being started reach their container. */
         r = daemon_event_new_with_terminate(on_signal, a, &a->event);
