@@ -10,7 +10,9 @@ raised for the run (exp.host_limits()).
 The sweep stops at the first size that does not finish (agents not registered, or tasks not final
 within the time limit) or that the machine's free memory cannot hold, and says so.
 
-Parameters (--param KEY=JSON): sizes (agents), tasks_per_agent, lease_ttl_ms, timeout_s (per size)."""
+Parameters (--param KEY=JSON): sizes (agents), tasks_per_agent, max_tasks (per agent at once),
+task_seconds ([min, max]), lease_ttl_ms, timeout_s (per size), push_first_from (from this many agents
+on, every task is queued before the agents start)."""
 
 import os
 import sys
@@ -24,8 +26,8 @@ SIZES = ex.param("sizes", [4, 8] if Q else [50, 100, 200, 500, 1000])
 TASKS_PER_AGENT = ex.param("tasks_per_agent", 3 if Q else 10)
 KILL = 0.25 if Q else 0.1
 TTL_MS = ex.param("lease_ttl_ms", 3000 if Q else 5000)
-SECONDS = (1.0, 2.0) if Q else (2.0, 4.0)
-MAX_TASKS = 2
+SECONDS = tuple(ex.param("task_seconds", [1.0, 2.0] if Q else [2.0, 4.0]))
+MAX_TASKS = ex.param("max_tasks", 2)
 TIMEOUT = ex.param("timeout_s", 90 if Q else 600)
 # Queue every task before the agents start (the push then does not compete with their claims; the
 # sweep from 500 agents up, where pushing under the claims of all of them took minutes).
