@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Control outage: 10 exec agents, 50 tasks of 30 s; once every task runs, the control is SIGKILLed
 for 30-40 s and started again. Run with a lease TTL longer than the outage (nothing may be re-run)
-and with the default TTL (15 s: the agents cannot renew, so they fence their tasks, which run again
+and with a TTL of 15 s (the default until it became 5 s: the agents cannot renew, so they fence their tasks, which run again
 once the control is back; nothing may be lost or run twice at once). Then two replicas, one killed
 for good: the agents move to the other and nothing is re-run.
 
@@ -20,6 +20,7 @@ from controltest import start_cluster  # noqa: E402
 
 ex = exp.Experiment("control-outage", __doc__)
 Q = ex.quick
+ex.check_params()     # none: --param is for the others
 AGENTS = 3 if Q else 10
 TASKS = 6 if Q else 50
 SECONDS = 6.0 if Q else 30.0
@@ -28,7 +29,7 @@ OUTAGE = (4.0, 5.0) if Q else (30.0, 40.0)
 PHASES = [("outage, TTL > outage", 1, 20000 if Q else 60000, "control"),
           ("two replicas, one killed", 2, 5000 if Q else 15000, "replica")]
 if not Q:
-    PHASES.insert(1, ("outage, default TTL 15 s", 1, 15000, "control"))
+    PHASES.insert(1, ("outage, TTL 15 s", 1, 15000, "control"))
 ex.settings.update(agents=AGENTS, tasks=TASKS, task_seconds=SECONDS, outage_seconds_range=OUTAGE,
                    phases=[{"phase": p, "replicas": r, "lease_ttl_ms": t, "kill": k} for p, r, t, k in PHASES],
                    driver="exec")

@@ -16,6 +16,7 @@ import mctest  # noqa: E402
 
 ex = exp.Experiment("discovery", __doc__)
 Q = ex.quick
+ex.check_params()     # none: --param is for the others
 SIZES = [100, 200] if Q else [100, 300, 1000, 3000, 10000]
 CHURN = [0, 30] if Q else [0, 10, 20, 30]
 # A network of 3 000 or 10 000 nodes takes minutes to form (waves of 100 joins): there, 0 and 30 % only.

@@ -18,6 +18,7 @@ import exp  # noqa: E402
 
 ex = exp.Experiment("p2p-vs-central", __doc__)
 Q = ex.quick
+ex.check_params()     # none: --param is for the others
 MIB = 1 << 20
 # (fetchers, size MiB, uplink Mbit/s, runs). The central server's time is its uplink's: N*F/U (1.04-1.05 x
 # in every run of bench/p2p), 344 s for 2 GiB to 8 hosts at 400 Mbit/s and 687 s to 16: too long for one

@@ -1,13 +1,18 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""Scalability: 50, 200 and 1000 exec agents (100 and 500 left out to fit the time) on this one machine (each agent in a cgroup of
-its own, MAX_TASKS 2), 10 tasks of 2-4 s per agent; once 30 % of the tasks have started, 10 % of the
-agents die at once. Per size: success, copies alive at once, re-runs, recovery (node death to the
-next attempt's own start record), false recalls, and the cost of the control and of PostgreSQL (CPU
-seconds, peak memory, from /proc) and claim latency (the control's /metrics histogram).
+"""Scalability: 50 to 1000 exec agents on this one machine (each agent in a cgroup of its own,
+MAX_TASKS 2), 10 tasks of 2-4 s per agent; once 30 % of the tasks have started, 10 % of the agents die
+at once. Per size: success, copies alive at once, re-runs, recovery (node death to the next attempt's
+own start record), false recalls, and the cost of the control and of PostgreSQL (CPU seconds, peak
+memory, from /proc) and claim latency (the control's /metrics histogram). The inotify instance limit is
+raised for the run (exp.host_limits()).
 
 The sweep stops at the first size that does not finish (agents not registered, or tasks not final
-within the time limit) or that the machine's free memory cannot hold, and says so."""
+within the time limit) or that the machine's free memory cannot hold, and says so.
+
+Parameters (--param KEY=JSON): sizes (agents), tasks_per_agent, max_tasks (per agent at once),
+task_seconds ([min, max]), lease_ttl_ms, timeout_s (per size), push_first_from (from this many agents
+on, every task is queued before the agents start)."""
 
 import os
 import sys
@@ -17,22 +22,26 @@ import exp  # noqa: E402
 
 ex = exp.Experiment("scalability", __doc__)
 Q = ex.quick
-SIZES = [4, 8] if Q else [50, 200, 1000]
-TASKS_PER_AGENT = 3 if Q else 10
+SIZES = ex.param("sizes", [4, 8] if Q else [50, 100, 200, 500, 1000])
+TASKS_PER_AGENT = ex.param("tasks_per_agent", 3 if Q else 10)
 KILL = 0.25 if Q else 0.1
-TTL_MS = 3000 if Q else 5000
-SECONDS = (1.0, 2.0) if Q else (2.0, 4.0)
-MAX_TASKS = 2
-TIMEOUT = 90 if Q else 420
+TTL_MS = ex.param("lease_ttl_ms", 3000 if Q else 5000)
+SECONDS = tuple(ex.param("task_seconds", [1.0, 2.0] if Q else [2.0, 4.0]))
+MAX_TASKS = ex.param("max_tasks", 2)
+TIMEOUT = ex.param("timeout_s", 90 if Q else 600)
+# Queue every task before the agents start (the push then does not compete with their claims; the
+# sweep from 500 agents up, where pushing under the claims of all of them took minutes).
+PUSH_FIRST_FROM = ex.param("push_first_from", 500)
+ex.check_params()
 MEM_PER_AGENT = 12 << 20         # a first guess; after each size, what the agents of that size took
 ex.settings.update(agents=SIZES, tasks_per_agent=TASKS_PER_AGENT, killed_share=KILL, lease_ttl_ms=TTL_MS,
                    task_seconds=SECONDS, max_tasks_per_agent=MAX_TASKS, kill_after_started=0.3,
                    timeout_per_size_s=TIMEOUT, driver="exec")
 
-COLS = ["agents", "tasks", "complete", "stuck_leased_live_node", "start_agents_s", "push_s", "push_to_all_final_s", "success_share",
+COLS = ["agents", "tasks", "push_first", "complete", "stuck_leased_live_node", "start_agents_s", "push_s", "push_to_all_final_s", "success_share",
         "alive_twice", "completed_twice", "rerun_after_partial", "rerun_after_complete", "hit_by_death",
-        "recovery_p50_s", "recovery_p95_s", "recovery_p99_s", "recovery_max_s", "false_recalls", "control_cpu_s",
-        "control_peak_rss_mib", "postgres_cpu_s", "postgres_peak_pss_mib", "claims", "claim_p50_ms", "claim_p99_ms",
+        "recovery_p50_s", "recovery_p95_s", "recovery_p99_s", "recovery_max_s", "false_recalls", "cost_window_s",
+        "control_cpu_s", "control_cores", "control_peak_rss_mib", "postgres_cpu_s", "postgres_cores", "postgres_peak_pss_mib", "claims", "claim_p50_ms", "claim_p99_ms",
         "agents_mem_peak_mib", "loadavg_1m"]
 
 
@@ -55,7 +64,8 @@ def main():
             break
         ex.log(f"{n} agents, {n * TASKS_PER_AGENT} tasks")
         row, _, _ = exp.node_death_run(ex, f"s{n}", n, n * TASKS_PER_AGENT, KILL, TTL_MS, seconds=SECONDS,
-                                       max_tasks=MAX_TASKS, timeout=TIMEOUT, node_prefix=f"sc{n}-")
+                                       max_tasks=MAX_TASKS, timeout=TIMEOUT, node_prefix=f"sc{n}-",
+                                       push_first=n >= PUSH_FIRST_FROM)
         ex.log(f"{n} agents: " + ", ".join(f"{k}={exp.fmt(row.get(k))}" for k in COLS[2:]))
         rows.append(row)
         ex.check(row.get("alive_twice", 1) == 0, f"{n} agents: no task alive twice at once")

@@ -4,7 +4,9 @@
 request to the engine (Docker's "create" event of the task's container) and to the container running
 (Docker's "start" event), one task at a time on one Docker agent; and to the exec driver's process
 start (the command's own start record) on one exec agent. Idle, and with many other agents connected
-(idle exec agents long-polling their claims on the same control)."""
+(idle exec agents long-polling their claims on the same control).
+
+Parameters (--param KEY=JSON): loads (numbers of other agents), samples (per row)."""
 
 import os
 import sys
@@ -18,8 +20,9 @@ from controltest import start_cluster  # noqa: E402
 
 ex = exp.Experiment("scheduling-wait", __doc__)
 Q = ex.quick
-LOADS = [0, 4] if Q else [0, 100, 500]
-SAMPLES = 4 if Q else 20
+LOADS = ex.param("loads", [0, 4] if Q else [0, 100, 500, 1000])
+SAMPLES = ex.param("samples", 4 if Q else 20)
+ex.check_params()
 ex.settings.update(other_agents=LOADS, samples=SAMPLES, lease_ttl_ms=15000, docker_image=at.IMAGE,
                    claim_wait_ms="agent default (20000)")
 COLS = ["other_agents", "driver", "samples", "to_lease_p50_ms", "to_lease_p95_ms", "to_engine_create_p50_ms",
@@ -30,6 +33,7 @@ def measure(load):
     mctest.Dockerd.ensure()
     dnode, enode = f"sw{load}-docker", f"sw{load}-exec"
     others = [f"sw{load}-idle{i}" for i in range(load)]
+    ex.settings.setdefault("host_limits", {}).update(exp.host_limits(load + 2))
     pg, (c,) = start_cluster(nodes=tuple([dnode, enode] + others), env=dict(exp.CONTROL_ENV, MC_LEASE_TTL_MS="15000"))
     mctest.defer(at.cleanup_node_containers, dnode)
     rec = at.EventRecorder({"type": ["container"], "label": ["mc.task_id"]})

@@ -101,9 +101,10 @@ def machine():
         "mem_total_bytes": mem.get("MemTotal"),
         "mem_available_bytes": mem.get("MemAvailable"),
         "python": platform.python_version(),
-        # Every agent and exec supervisor of an experiment is root's: 128 instances (the default)
-        # fail "Too many open files" for the agents past ~100 on one machine.
+        # Every agent of an experiment is root's, and each holds one inotify instance while it has
+        # exec jobs: see host_limits().
         "inotify_max_user_instances": read("/proc/sys/fs/inotify/max_user_instances"),
+        "pid_max": read("/proc/sys/kernel/pid_max"),
     }
 
 
@@ -144,7 +145,20 @@ class Experiment:
         p.add_argument("--seed", type=int, default=None, help="random seed (default: from the time)")
         p.add_argument("--build-dir", default=os.environ.get("MC_BUILD_DIR"),
                        help="the build whose daemons run (default $MC_BUILD_DIR)")
+        p.add_argument("--param", action="append", default=[], metavar="KEY=JSON",
+                       help="override one of the experiment's parameters (its settings.json lists them), "
+                            "e.g. --param 'sizes=[500,1000]'")
         self.args = p.parse_args()
+        self.params = {}
+        for kv in self.args.param:
+            k, eq, v = kv.partition("=")
+            if not eq or not k:
+                p.error(f"--param wants KEY=JSON, not {kv!r}")
+            try:
+                self.params[k] = json.loads(v)
+            except ValueError as e:
+                p.error(f"--param {k}: {v!r} is not JSON: {e}")
+        self._params_used = set()
         if not self.args.build_dir:
             p.error("no build: give --build-dir or set MC_BUILD_DIR (experiments/run does)")
         self.name = name
@@ -167,6 +181,25 @@ class Experiment:
         self.machine_start = machine()
         print(f"# experiment {name}{' (quick)' if self.quick else ''}, seed {self.seed}, results in {self.dir}",
               flush=True)
+
+    def param(self, key, default):
+        """A parameter of the experiment: default, or what --param KEY=JSON gave (of the same type)."""
+        self._params_used.add(key)
+        if key not in self.params:
+            return default
+        v = self.params[key]
+        if type(v) is not type(default) and not (isinstance(default, float) and isinstance(v, int)):
+            sys.exit(f"experiments/run {self.name}: --param {key} wants a {type(default).__name__} like "
+                     f"{json.dumps(default)}, not {json.dumps(v)}")
+        return v
+
+    def check_params(self):
+        """Every --param given names a parameter of this experiment (call once all were read)."""
+        unknown = sorted(set(self.params) - self._params_used)
+        if unknown:
+            sys.exit(f"experiments/run {self.name}: unknown --param {', '.join(unknown)}; "
+                     f"known: {', '.join(sorted(self._params_used))}")
+        self.settings["params_given"] = self.params
 
     def log(self, msg):
         print(f"[{time.monotonic() - self.t0:7.1f}s] {msg}", flush=True)
@@ -382,6 +415,54 @@ def claim_latency(controls):
 
 
 # ---------------------------------------------------------------------------------------------------
+# The host's limits for many agents on one machine
+
+INOTIFY_INSTANCES = "/proc/sys/fs/inotify/max_user_instances"
+_raised = {}
+
+
+def _restore_limits():
+    for path, (before, ours) in _raised.items():
+        try:
+            with open(path) as f:
+                now = f.read().strip()
+            # Only what is still ours: another run may have raised it further meanwhile.
+            if now == ours:
+                with open(path, "w") as f:
+                    f.write(before)
+        except OSError:
+            pass
+    _raised.clear()
+
+
+def host_limits(agents):
+    """Raises, for this run, the one host limit that many exec agents on one machine exceed: an exec
+    agent holds one inotify instance (sd-event's, for its jobs' directories) while it has jobs, and
+    the kernel allows each user 128 by default (fs.inotify.max_user_instances) - shared by every
+    process of that user, and every agent here runs as root. On a cluster each node has its own agent
+    and its own limit; an operator who runs hundreds of agents on one host must raise it the same way.
+    Restored when the experiment ends (unless someone raised it further meanwhile). Returns what it
+    set, for settings.json."""
+    import atexit
+    want = 2 * agents + 1024
+    try:
+        with open(INOTIFY_INSTANCES) as f:
+            before = f.read().strip()
+        if int(before) >= want:
+            return {"inotify_max_user_instances": before}
+        with open(INOTIFY_INSTANCES, "w") as f:
+            f.write(str(want))
+    except (OSError, ValueError) as e:
+        return {"inotify_max_user_instances_error": str(e)}
+    if INOTIFY_INSTANCES not in _raised:
+        _raised[INOTIFY_INSTANCES] = (before, str(want))
+        atexit.register(_restore_limits)
+    else:
+        _raised[INOTIFY_INSTANCES] = (_raised[INOTIFY_INSTANCES][0], str(want))
+    return {"inotify_max_user_instances": str(want), "inotify_max_user_instances_before": _raised[INOTIFY_INSTANCES][0]}
+
+
+# ---------------------------------------------------------------------------------------------------
 # Exec nodes: an agent in a cgroup of its own; its death is every process of that cgroup killed
 
 def cgroup_base():
@@ -423,6 +504,8 @@ class ExecNode:
         self.daemon = mctest.Daemon("/bin/sh", ["-c", 'echo $$ >"$EXP_AGENT_CGROUP/cgroup.procs" && exec "$@"',
                                                 "sh", mctest.binary("mc-agent")],
                                     env=e, name=f"mc-agent-{node}", notify=False)
+        # The exec tasks (EXEC_USER) get through to their work directories in the state directory.
+        os.chmod(self.daemon.dir, 0o711)
         self.killed_at = None
 
     def start(self):
@@ -508,11 +591,16 @@ class Workload:
 
     def __init__(self):
         import mctest
+        # Exec tasks run as EXEC_USER (mc-task, or nobody), not as root: the records and the locks
+        # must be theirs to write.
         self.dir = mctest.tmpdir("workload")
+        os.chmod(self.dir, 0o755)
         self.records = os.path.join(self.dir, "records")
         self.locks = os.path.join(self.dir, "locks")
         os.makedirs(self.locks)
+        os.chmod(self.locks, 0o777)
         open(self.records, "a").close()
+        os.chmod(self.records, 0o666)
 
     def cmd(self, seconds):
         return ["sh", "-c",
@@ -561,7 +649,7 @@ def push_many(control, bodies, threads=8):
                 time.sleep(0.2)
             else:
                 errors.append("push: no answer")
-    ts = [threading.Thread(target=work, args=(c,)) for c in chunks if c]
+    ts = [threading.Thread(target=work, args=(c,), daemon=True) for c in chunks if c]
     for t in ts:
         t.start()
     for t in ts:
@@ -664,7 +752,7 @@ IMAGE = "mc-test/busybox:latest"
 
 
 def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.0, 6.0), max_tasks=4,
-                   kill_after_started=0.3, timeout=600, node_prefix="n"):
+                   kill_after_started=0.3, timeout=600, node_prefix="n", push_first=False):
     """Starts PostgreSQL, one control (lease TTL ttl_ms) and n_agents exec agents (MAX_TASKS
     max_tasks), pushes n_tasks tasks of uniform(seconds) s, and once kill_after_started of them have
     started, kills round(kill_share * n_agents) random agents at once (node deaths). Waits for every
@@ -673,13 +761,24 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     from controltest import start_cluster
     import mctest
     t_begin = time.monotonic()
+    ex.settings.setdefault("host_limits", {}).update(host_limits(n_agents))
     nodes = [f"{node_prefix}{i}" for i in range(n_agents)]
     pg, (control,) = start_cluster(nodes=tuple(nodes), env=dict(CONTROL_ENV, MC_LEASE_TTL_MS=str(ttl_ms)))
     agents = [ExecNode([control], n, env={"MC_MAX_TASKS": str(max_tasks)}) for n in nodes]
     mctest.defer(teardown_nodes, agents)
+    row = {"label": label, "agents": n_agents, "tasks": n_tasks, "killed_share": kill_share, "lease_ttl_s": ttl_ms / 1000,
+           "push_first": push_first}
+    wl = Workload()
+    prefix = f"{label}-{ex.seed}-"
+    bodies = [{"id": f"{prefix}{i:05d}", "image": IMAGE, "cmd": wl.cmd(ex.rnd.uniform(*seconds)),
+               "timeout_sec": int(seconds[1] * 10 + 300), "max_attempts": 5} for i in range(n_tasks)]
+    if push_first:
+        # Every task queued before any agent is up: pushes do not compete with hundreds of claims.
+        t_push = time.time()
+        push_many(control, bodies)
+        row["push_s"] = time.time() - t_push
     for a in agents:
         a.start()
-    row = {"label": label, "agents": n_agents, "tasks": n_tasks, "killed_share": kill_share, "lease_ttl_s": ttl_ms / 1000}
     try:
         wait_registered(pg, n_agents, timeout=max(120, n_agents * 0.5))
     except AssertionError as e:
@@ -689,13 +788,11 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     t_reg = time.monotonic()
     row["start_agents_s"] = t_reg - t_begin
     cost = CostSampler({"control": (control.daemon.pid, False), "postgres": (pg.proc.pid, True)})
-    wl = Workload()
-    prefix = f"{label}-{ex.seed}-"
-    bodies = [{"id": f"{prefix}{i:05d}", "image": IMAGE, "cmd": wl.cmd(ex.rnd.uniform(*seconds)),
-               "timeout_sec": int(seconds[1] * 10 + 300), "max_attempts": 5} for i in range(n_tasks)]
-    t_push = time.time()
-    push_many(control, bodies)
-    row["push_s"] = time.time() - t_push
+    t_cost = time.monotonic()
+    if not push_first:
+        t_push = time.time()
+        push_many(control, bodies)
+        row["push_s"] = time.time() - t_push
     victims = ex.rnd.sample(agents, int(round(kill_share * n_agents)))
     killed = {}
     try:
@@ -712,6 +809,12 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
         row["error"] = str(e)[:300]
     row["push_to_all_final_s"] = time.time() - t_push
     c = cost.stop()
+    # CPU seconds per second of the run (1.0 = one core busy all along), from the agents' registration
+    # to the last task final.
+    row["cost_window_s"] = time.monotonic() - t_cost
+    for k in ("control", "postgres"):
+        if c[k]["cpu_s"] is not None and row["cost_window_s"] > 0:
+            row[f"{k}_cores"] = c[k]["cpu_s"] / row["cost_window_s"]
     p50, p99, n_claims = claim_latency([control])
     tasks = task_rows(pg, prefix)
     attempts = attempt_rows(pg, prefix)

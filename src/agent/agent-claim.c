@@ -81,6 +81,10 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
         log_task(LOG_INFO, t, MC_EVENT_LEASE_ACQUIRED, "leased (attempt %" PRIi64 ").", c.attempt);
         save_leases(a);
         update_fence_timer(a);
+        /* Its deadline counts from the claim's send, not from the last heartbeat's: it may be the
+         * first lease due for renewal. A heartbeat in flight reschedules when it is answered. */
+        if (!a->heartbeat_call && a->registered)
+                schedule_heartbeat_due(a, true);
         /* Pinned from now on: the cache evicts nothing this task will need. */
         r = task_inputs_parse(t, c.inputs);
         if (r < 0) {

@@ -40,6 +40,7 @@ void task_live_output_stop(Task *t);
 void save_leases(Agent *a);
 void update_fence_timer(Agent *a);
 void schedule_heartbeat(Agent *a, uint64_t delay_usec);
+void schedule_heartbeat_due(Agent *a, bool only_sooner);
 void heartbeat_now(Agent *a);
 void handle_revoked(Agent *a, json_object *e);
 int on_fence(sd_event_source *s, uint64_t usec, void *userdata);

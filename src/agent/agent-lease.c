@@ -100,6 +100,39 @@ void schedule_heartbeat(Agent *a, uint64_t delay_usec) {
                 log_error_errno(r, "Cannot arm the heartbeat timer: %m");
 }
 
+/* When the next renewal is due. Every lease is renewed a quarter of the TTL after the renewal (or the
+ * claim) that set its deadline was sent: from then until its fence (deadline - margin, at most a third
+ * of the TTL before it) the heartbeat has five twelfths of the TTL to be answered, a retry included.
+ * Counted from the send, not from the answer, so that slow answers do not add up; and per lease,
+ * because a lease claimed between two heartbeats counts from its claim, which may have been sent up to
+ * a third of the TTL before the heartbeat in flight: renewed on the heartbeats' cadence only, it could
+ * reach its fence first, which is what made a busy node give up tasks the control still gave it. A node
+ * without leases is only kept seen: a third of the TTL after the last heartbeat. Never sooner than a
+ * failed one is retried after, so that a lease the control leaves out of its answer does not make us
+ * send heartbeats back to back until its fence. */
+static uint64_t heartbeat_retry_usec(Agent *a) {
+        return MIN(MAX(a->ttl_usec / 15, 100 * USEC_PER_MSEC), USEC_PER_SEC);
+}
+
+void schedule_heartbeat_due(Agent *a, bool only_sooner) {
+        uint64_t due = a->heartbeat_sent_usec + a->ttl_usec / 3, ahead = a->ttl_usec - a->ttl_usec / 4, armed;
+        int enabled = SD_EVENT_OFF, r;
+
+        for (Task *t = a->tasks; t; t = t->next)
+                if (t->deadline_usec > 0 && task_renewable(t))
+                        due = MIN(due, t->deadline_usec > ahead ? t->deadline_usec - ahead : 0);
+        due = MAX(due, a->heartbeat_sent_usec + heartbeat_retry_usec(a));
+        /* A heartbeat wanted sooner (heartbeat_now()) is not put off. */
+        if (only_sooner && sd_event_source_get_enabled(a->heartbeat_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF &&
+            sd_event_source_get_time(a->heartbeat_timer, &armed) >= 0 && armed <= due)
+                return;
+        r = sd_event_source_set_time(a->heartbeat_timer, MAX(due, (uint64_t) 1));
+        if (r >= 0)
+                r = sd_event_source_set_enabled(a->heartbeat_timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_error_errno(r, "Cannot arm the heartbeat timer: %m");
+}
+
 void handle_revoked(Agent *a, json_object *e) {
         const char *id, *reason = "unknown";
         int64_t token;
@@ -220,7 +253,7 @@ static void on_heartbeat_reply(const ControlReply *reply, void *userdata) {
                         sd_event_source_set_enabled(a->register_timer, SD_EVENT_ONESHOT);
                 }
                 /* Try again soon: every renewal counts towards the deadline. */
-                schedule_heartbeat(a, MIN(MAX(a->ttl_usec / 15, 100 * USEC_PER_MSEC), USEC_PER_SEC));
+                schedule_heartbeat(a, heartbeat_retry_usec(a));
                 return;
         }
 
@@ -276,7 +309,7 @@ static void on_heartbeat_reply(const ControlReply *reply, void *userdata) {
                 a->heartbeat_again = false;
                 schedule_heartbeat(a, 0);
         } else
-                schedule_heartbeat(a, a->ttl_usec / 3);
+                schedule_heartbeat_due(a, false);
         /* Tasks that were waiting for the lease to be confirmed may now start. */
         for (Task *t = a->tasks; t; t = t->next)
                 if (t->state == TASK_RUNNING && !t->started_reported)
@@ -325,8 +358,10 @@ static void send_heartbeat(Agent *a) {
         }
         r = control_post(a->control, "/api/agents/heartbeat", o, request_timeout(a), on_heartbeat_reply, h,
                          &a->heartbeat_call);
-        if (r >= 0)
+        if (r >= 0) {
                 a->heartbeat_sent = h;
+                a->heartbeat_sent_usec = now_usec();
+        }
         else {
                 heartbeat_sent_free(h);
                 log_error_errno(r, "Cannot send a heartbeat: %m");

@@ -194,7 +194,7 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         r = agent_sockets_take(a);
         if (r < 0)
                 return r;
-        a->ttl_usec = (uint64_t) (config->lease_ttl_ms > 0 ? config->lease_ttl_ms : 15000) * USEC_PER_MSEC;
+        a->ttl_usec = (uint64_t) (config->lease_ttl_ms > 0 ? config->lease_ttl_ms : 5000) * USEC_PER_MSEC;
 
         /* SIGTERM and SIGINT go to agent_stop(), which lets tasks being started reach their container. */
         r = daemon_event_new_with_terminate(on_signal, a, &a->event);

@@ -169,6 +169,7 @@ struct Agent {
         sd_event_source *stop_timer;
         uint64_t register_backoff_usec, claim_backoff_usec;
         uint64_t last_heartbeat_ok_usec;
+        uint64_t heartbeat_sent_usec;   /* CLOCK_MONOTONIC, when the last heartbeat was sent */
         bool heartbeat_again;           /* a heartbeat was wanted while one was in flight */
         unsigned heartbeat_failures;
         bool register_again;
