@@ -222,11 +222,60 @@ def background(fn, *args, **kwargs):
     return Background(fn, *args, **kwargs)
 
 
+# Every test process of the machine takes its ports in turn from one counter, so that no two tests are
+# given the same port however many run at once.
+_PORT_COUNTER = "/tmp/mc-test-ports"
+
+
+def _port_candidates():
+    """The ports outside the kernel's ephemeral range, from 10000 up: bind(0) and every connect() take
+    their local port from that range, so a port chosen there can be taken by any outgoing connection
+    (of this test or another) between the choice and the daemon's bind ("Address already in use")."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    return [p for a, b in ((10000, lo - 1), (hi + 1, 65535)) for p in range(a, b + 1)]
+
+
+def _bindable(port, kind):
+    """Nobody has port (of kind) on any address now: a bind to the wildcard address fails otherwise."""
+    for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            s = socket.socket(family, kind)
+        except OSError:
+            continue        # no IPv6 on this machine: nobody can hold the port there either
+        with s:
+            try:
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port(kind=socket.SOCK_STREAM):
-    """A port that was free a moment ago on 127.0.0.1 (TCP by default; pass socket.SOCK_DGRAM for UDP)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that is free now on every address and that no other test of this machine was given
+    recently (TCP by default; pass socket.SOCK_DGRAM for UDP), outside the ephemeral range."""
+    candidates = _port_candidates()
+    fd = os.open(_PORT_COUNTER, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            i = int(os.pread(fd, 32, 0) or b"x")
+        except ValueError:
+            i = os.getpid()
+        for _ in range(len(candidates)):
+            i = (i + 1) % len(candidates)
+            if _bindable(candidates[i], kind):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(i).encode(), 0)
+                return candidates[i]
+    finally:
+        os.close(fd)
+    raise AssertionError("no free port outside the ephemeral range")
 
 
 def listen_socket(port=0, host="127.0.0.1", kind=socket.SOCK_STREAM):
