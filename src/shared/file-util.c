@@ -102,6 +102,51 @@ int read_one_line_file(const char *path, char **ret) {
         return 0;
 }
 
+int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size) {
+        _cleanup_close_ int fd = -1;
+        _cleanup_free_ char *buf = NULL;
+        size_t n = 0, a = 0;
+
+        assert(path);
+        assert(ret);
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        for (;;) {
+                ssize_t k;
+
+                if (a - n < 2) {
+                        char *nb;
+                        a = MIN(MAX(a * 2, (size_t) 4096), max + 2);
+                        if (a - n < 2)
+                                return -EFBIG;
+                        nb = realloc(buf, a);
+                        if (!nb)
+                                return -ENOMEM;
+                        buf = nb;
+                }
+                k = read(fd, buf + n, a - n - 1);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+                if (n > max)
+                        return -EFBIG;
+        }
+        if (!buf && !(buf = malloc(1)))
+                return -ENOMEM;
+        buf[n] = 0;
+        if (ret_size)
+                *ret_size = n;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
 int write_string_file(const char *path, const char *s) {
         _cleanup_close_ int fd = -1;
         size_t n = strlen(s);

@@ -19,5 +19,8 @@ int write_file_atomic(const char *path, const void *data, size_t size, mode_t mo
 /* Reads the first line of a small file (a /proc or /sys attribute, a pid file) without its newline;
  * an empty file gives "". */
 int read_one_line_file(const char *path, char **ret);
+/* Reads a whole file of at most max bytes, NUL-terminated (the size without it in *ret_size, if
+ * asked): /proc files report a size of 0, so it reads until the end. -EFBIG when it is larger. */
+int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size);
 /* Writes s to an existing file in one write(2), as /proc and /sys attributes want. */
 int write_string_file(const char *path, const char *s);

@@ -9,11 +9,6 @@
 #include "macro.h"
 #include "prometheus.h"
 
-static inline void closedirp(DIR **d) {
-        if (*d)
-                closedir(*d);
-}
-
 const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS] = {
         0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 5,
 };
@@ -93,7 +88,7 @@ static int read_stat(double *ret_cpu, double *ret_start, uint64_t *ret_vsize, ui
 }
 
 static unsigned open_fds(void) {
-        _cleanup_(closedirp) DIR *d = opendir("/proc/self/fd");
+        _cleanup_closedir_ DIR *d = opendir("/proc/self/fd");
         struct dirent *de;
         unsigned n = 0;
 

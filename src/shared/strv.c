@@ -53,9 +53,11 @@ int strv_extendf(char ***l, const char *format, ...) {
         return strv_extend(l, s);
 }
 
-char **strv_split(const char *s) {
+char **strv_split_separators(const char *s, const char *separators) {
         _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
         const char *p = s;
+
+        assert(separators);
 
         if (!l)
                 return NULL;
@@ -63,8 +65,8 @@ char **strv_split(const char *s) {
                 size_t n;
                 _cleanup_free_ char *w = NULL;
 
-                p += strspn(p, ", \t\n");
-                n = strcspn(p, ", \t\n");
+                p += strspn(p, separators);
+                n = strcspn(p, separators);
                 if (n == 0)
                         break;
                 w = strndup(p, n);
@@ -73,6 +75,10 @@ char **strv_split(const char *s) {
                 p += n;
         }
         return TAKE_PTR(l);
+}
+
+char **strv_split(const char *s) {
+        return strv_split_separators(s, ", \t\n");
 }
 
 char *strv_join(char *const *l, const char *sep) {

@@ -23,5 +23,7 @@ int strv_extend(char ***l, const char *value);
 int strv_extendf(char ***l, const char *format, ...) _printf_(2, 3);
 /* Splits on commas and whitespace, dropping empty words; NULL only when out of memory. */
 char **strv_split(const char *s);
+/* The same on any of the characters of separators. */
+char **strv_split_separators(const char *s, const char *separators);
 /* The words joined with sep between them; "" for an empty list; NULL when out of memory. */
 char *strv_join(char *const *l, const char *sep);

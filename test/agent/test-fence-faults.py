@@ -231,33 +231,89 @@ def cgroup_root():
     return "/sys/fs/cgroup/memory"
 
 
-def test_restarted_keeper_acts_at_once():
-    name = f"keeper-{DRIVER}-{at.RUN}"
+def job_cgroup(name):
+    """A cgroup named like an exec job's (its mark: "/<name>\n" ending the line of /proc/PID/cgroup)."""
     cg = os.path.join(cgroup_root(), "mc.test", name)
     os.makedirs(cg, exist_ok=True)
     mctest.defer(lambda: os.path.isdir(cg) and os.rmdir(cg))
+    return cg
 
+
+def start_in(cg, cmd):
     def join():
-        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
-            f.write("0")
-    victim = subprocess.Popen(["sleep", "600"], preexec_fn=join)
-    mctest.defer(lambda: victim.poll() is None and victim.kill())
+        if cg:
+            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+                f.write("0")
+    p = subprocess.Popen(cmd, preexec_fn=join)
+    mctest.defer(lambda: p.poll() is None and p.kill())
+    return p
+
+
+def cgroup_pids(cg):
+    with open(os.path.join(cg, "cgroup.procs")) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def start_keeper(name, fence_in_s, pid):
+    """A persistent keeper (as its unit runs it, no agent) over a lease file of one lease of the job
+    cgroup `name`, whose fence time is fence_in_s from now (negative: past), its process pid (0: none)."""
     state = mctest.tmpdir("keeper")
     with open("/proc/sys/kernel/random/boot_id") as f:
         boot = f.read().strip()
     now = int(time.monotonic() * 1e6)
-    # Its fence time a minute ago: longer than a running keeper keeps watching a lease after it.
-    lease = {"task_id": "t-" + name, "lease_token": 1, "deadline_usec": now - 59_000_000,
-             "fence_usec": now - 60_000_000, "pid": 0, "cgroup_marker": f"/{name}\n"}
+    fence = now + int(fence_in_s * 1e6)
+    lease = {"task_id": "t-" + name, "lease_token": 1, "deadline_usec": fence + 1_000_000,
+             "fence_usec": fence, "pid": pid, "cgroup_marker": f"/{name}\n"}
     with open(os.path.join(state, "leases.json"), "w") as f:
         json.dump({"boot_id": boot, "ttl_usec": 3_000_000, "agent_pid": 0, "leases": [lease]}, f)
     keeper = mctest.Daemon("mc-fence-keeper", ["--fence-keeper", os.path.join(state, "leases.json"),
                                                os.path.join(state, "fence-keeper.pid"), "--persistent"],
                            notify=False, name=f"mc-fence-keeper-{name}")
     keeper.start()
+    mctest.defer(lambda: keeper.running and keeper.stop(expect=None))
+    return keeper
+
+
+def test_restarted_keeper_acts_at_once():
+    name = f"keeper-{DRIVER}-{at.RUN}"
+    victim = start_in(job_cgroup(name), ["sleep", "600"])
+    # Its fence time a minute ago: longer than a running keeper keeps watching a lease after it.
+    keeper = start_keeper(name, -60, 0)
     check(victim.wait(60) == -signal.SIGKILL, "the keeper killed the job's process")
     check(keeper.running, "the persistent keeper stays with no agent")
     keeper.stop(expect=None)
+
+
+def test_keeper_kills_job_cgroup():
+    """The lease names the job's process: the keeper finds the job's cgroup from it, and at the fence
+    kills every process in it, also when that process itself has ended by then (its child left)."""
+    name = f"keeper-cg-{DRIVER}-{at.RUN}"
+    cg = job_cgroup(name)
+    # The recorded process starts a child in the same cgroup and waits for it.
+    parent = start_in(cg, ["sh", "-c", "sleep 600 & wait"])
+    wait_until(lambda: len(cgroup_pids(cg)) >= 2, 60, msg="the job's two processes in its cgroup")
+    child = [p for p in cgroup_pids(cg) if p != parent.pid][0]
+    deaths = at.DeathWatch([child])
+    keeper = start_keeper(name, 4, parent.pid)
+    # The recorded process ends on its own before the fence; its child stays in the job's cgroup.
+    parent.kill()
+    parent.wait(60)
+    wait_until(lambda: not deaths.alive(), 120, msg="the keeper to kill the job's remaining process at its fence")
+    check(cgroup_pids(cg) == [], "nothing is left in the job's cgroup")
+    check(keeper.running, "the persistent keeper stays")
+
+
+def test_keeper_ignores_reused_pid():
+    """The lease's process number now belongs to someone else (outside the job's cgroup): the keeper
+    must not kill that one, and still kills the job's processes, found by their mark."""
+    name = f"keeper-reuse-{DRIVER}-{at.RUN}"
+    victim = start_in(job_cgroup(name), ["sleep", "600"])
+    bystander = start_in(None, ["sleep", "600"])
+    keeper = start_keeper(name, -1, bystander.pid)
+    check(victim.wait(60) == -signal.SIGKILL, "the keeper killed the job's process")
+    # The job's process and a wrongly targeted one would have died in the same pass.
+    check(bystander.poll() is None, "the process that reused the lease's pid is alive")
+    check(keeper.running, "the persistent keeper stays")
 
 
 mctest.main()

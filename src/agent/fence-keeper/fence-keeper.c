@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "cgroup-locate.h"
 #include "config.h"
 #include "file-util.h"
 #include "daemon-util.h"
@@ -25,16 +26,79 @@
 /* After its fence time a lease is still watched for a while: a container whose start the engine was
  * still carrying out when the agent died may come up late. */
 #define AFTER_FENCE_WATCH_USEC (30 * USEC_PER_SEC)
-#define SCAN_USEC (200 * USEC_PER_MSEC)
+/* How often a due lease's cgroup is emptied again (one small read when the cgroup is known). */
+#define RECHECK_USEC (200 * USEC_PER_MSEC)
+/* A scan of every process is what a lease whose cgroup is unknown costs (thousands of /proc reads):
+ * the first comes at once, the next ones after 200 ms, 400 ms, ... up to every 2 s. Several keepers
+ * on one host (a test rig of many agents), each scanning at a fixed fast pace while its agent was
+ * starved, took the CPU their agents needed to renew, and made more of them late. */
+#define SCAN_FIRST_INTERVAL_USEC (200 * USEC_PER_MSEC)
+#define SCAN_MAX_INTERVAL_USEC (2 * USEC_PER_SEC)
+
+/* What the keeper knows of one lease of the file, kept across reloads of it. */
+typedef struct Fence {
+        char *task_id;
+        int64_t lease_token;
+        pid_t pid;              /* the process the cgroup was looked up from (0: none yet) */
+        char *cgroup_dir;       /* the job's cgroup, found from that process; NULL: unknown */
+        uint64_t next_check;    /* when the known cgroup is emptied again */
+        bool gone;              /* the known cgroup was removed: nothing of the job is left */
+} Fence;
+
+static void fences_free(Fence *f, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(f[i].task_id);
+                free(f[i].cgroup_dir);
+        }
+        free(f);
+}
 
 static bool process_alive(pid_t pid) {
         return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
 }
 
-/* Kills every process whose cgroup path contains one of markers[]; returns how many, per marker. */
+/* The fences of a newly loaded lease list: what was known of a lease before is kept; a lease whose
+ * process is known (and was not looked at yet) has its cgroup looked up now, while the process runs,
+ * so that at its fence time (maybe long after the job ended) the keeper knows where to look. */
+static Fence *fences_update(Fence *old, size_t n_old, const LeaseRecord *l, size_t n) {
+        Fence *f = calloc(n + 1, sizeof(Fence));
+
+        if (!f)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                Fence *o = NULL;
+
+                for (size_t j = 0; j < n_old && !o; j++)
+                        if (old[j].task_id && old[j].lease_token == l[i].lease_token && streq(old[j].task_id, l[i].task_id))
+                                o = &old[j];
+                if (o) {
+                        f[i] = *o;
+                        *o = (Fence) {};
+                } else {
+                        f[i].task_id = strdup(l[i].task_id);
+                        f[i].lease_token = l[i].lease_token;
+                        if (!f[i].task_id) {
+                                fences_free(f, n);
+                                return NULL;
+                        }
+                }
+                if (l[i].pid > 0 && l[i].cgroup_marker && !f[i].cgroup_dir && f[i].pid != (pid_t) l[i].pid) {
+                        int r;
+
+                        f[i].pid = (pid_t) l[i].pid;
+                        r = cgroup_dir_of_pid(f[i].pid, l[i].cgroup_marker, &f[i].cgroup_dir);
+                        if (r < 0)
+                                log_debug_errno(r, "Fence keeper: no cgroup for task %s from process %d, scanning for it at its fence: %m",
+                                                l[i].task_id, (int) f[i].pid);
+                }
+        }
+        return f;
+}
+
+/* Kills every process whose cgroup path contains one of markers[]; counts them, per marker. */
 static void kill_marked(char *const *markers, size_t n, unsigned *killed) {
+        _cleanup_closedir_ DIR *d = NULL;
         struct dirent *de;
-        DIR *d;
 
         d = opendir("/proc");
         if (!d)
@@ -63,16 +127,25 @@ static void kill_marked(char *const *markers, size_t n, unsigned *killed) {
                         }
                 }
         }
-        closedir(d);
+}
+
+static void log_fenced(const LeaseRecord *l, unsigned killed) {
+        if (killed > 0)
+                log_event(LOG_WARNING, MC_EVENT_LEASE_EXPIRED,
+                          LOG_FIELDS("TASK_ID", l->task_id, "MC_FENCED_BY", "keeper"),
+                          "Fence keeper: killed %u process(es) of task %s (lease %" PRIi64
+                          "): its lease ran out with no agent renewing it.",
+                          killed, l->task_id, l->lease_token);
 }
 
 _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, bool persistent) {
         struct timespec last_mtime = {};
         LeaseRecord *l = NULL;
+        Fence *fences = NULL;
         size_t n = 0;
         pid_t agent = 0;
-        uint64_t last_scan = 0;
-        /* Until the first scan: a keeper (re)started late still kills what is past its fence, however
+        uint64_t last_scan = 0, scan_interval = SCAN_FIRST_INTERVAL_USEC;
+        /* Until the first look: a keeper (re)started late still kills what is past its fence, however
          * long ago that was (it cannot know what came up meanwhile). */
         bool first = true;
 
@@ -89,10 +162,11 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, b
         for (;;) {
                 struct stat st;
                 uint64_t now = now_usec(), ttl;
-                bool watching = false;
-                _cleanup_free_ char **due = NULL;
+                bool watching = false, newly_due = false;
+                _cleanup_free_ char **scan = NULL;
+                _cleanup_free_ size_t *scan_of = NULL;
                 _cleanup_free_ unsigned *killed = NULL;
-                size_t n_due = 0;
+                size_t n_scan = 0;
 
                 if (stat(lease_file, &st) >= 0 &&
                     (st.st_mtim.tv_sec != last_mtime.tv_sec || st.st_mtim.tv_nsec != last_mtime.tv_nsec)) {
@@ -101,49 +175,68 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, b
                         pid_t na = 0;
 
                         if (lease_store_load(lease_file, &ttl, &na, &nl, &nn) >= 0) {
-                                lease_records_free(l, n);
-                                l = nl;
-                                n = nn;
-                                agent = na;
-                                last_mtime = st.st_mtim;
+                                Fence *nf = fences_update(fences, n, nl, nn);
+                                if (nf) {
+                                        fences_free(fences, n);
+                                        lease_records_free(l, n);
+                                        fences = nf;
+                                        l = nl;
+                                        n = nn;
+                                        agent = na;
+                                        last_mtime = st.st_mtim;
+                                } else
+                                        lease_records_free(nl, nn);
                         }
                 }
 
-                due = calloc(n + 1, sizeof(char *));
+                /* The file changes whenever the agent renews: a lease past its fence time in it means
+                 * that nobody renewed it. Whatever of its job is alive dies: by its cgroup when the
+                 * keeper knows it, else by its mark, scanning every process. */
+                scan = calloc(n + 1, sizeof(char *));
+                scan_of = calloc(n + 1, sizeof(size_t));
                 killed = calloc(n + 1, sizeof(unsigned));
-                for (size_t i = 0; due && killed && i < n; i++) {
-                        if (!l[i].cgroup_marker)
+                for (size_t i = 0; scan && scan_of && killed && i < n; i++) {
+                        Fence *f = &fences[i];
+
+                        if (!l[i].cgroup_marker || f->gone)
                                 continue;
                         if (now < l[i].fence_usec) {
                                 watching = true;
                                 continue;
                         }
-                        if (first || now < l[i].fence_usec + AFTER_FENCE_WATCH_USEC) {
-                                watching = true;
-                                due[n_due++] = l[i].cgroup_marker;
-                        }
-                }
-                /* The file changes whenever the agent renews: a lease past its fence time in it means
-                 * that nobody renewed it. Whatever carries its mark dies. */
-                if (n_due > 0 && now >= last_scan + SCAN_USEC) {
-                        last_scan = now;
-                        first = false;
-                        kill_marked(due, n_due, killed);
-                        for (size_t i = 0, k = 0; i < n && k < n_due; i++) {
-                                if (!l[i].cgroup_marker || l[i].cgroup_marker != due[k])
-                                        continue;
-                                if (killed[k] > 0)
-                                        log_event(LOG_WARNING, MC_EVENT_LEASE_EXPIRED,
-                                                  LOG_FIELDS("TASK_ID", l[i].task_id, "MC_FENCED_BY", "keeper"),
-                                                  "Fence keeper: killed %u process(es) of task %s (lease %" PRIi64
-                                                  "): its lease ran out with no agent renewing it.",
-                                                  killed[k], l[i].task_id, l[i].lease_token);
-                                k++;
-                        }
-                }
+                        if (!first && now >= l[i].fence_usec + AFTER_FENCE_WATCH_USEC)
+                                continue;
+                        watching = true;
+                        if (f->cgroup_dir) {
+                                int k;
 
-                if (n_due == 0)
-                        first = false;
+                                if (now < f->next_check)
+                                        continue;
+                                f->next_check = now + RECHECK_USEC;
+                                k = cgroup_dir_kill_all(f->cgroup_dir);
+                                if (k == -ENOENT)
+                                        f->gone = true;
+                                else if (k > 0)
+                                        log_fenced(&l[i], (unsigned) k);
+                                continue;
+                        }
+                        if (l[i].fence_usec > last_scan)
+                                newly_due = true;
+                        scan_of[n_scan] = i;
+                        scan[n_scan++] = l[i].cgroup_marker;
+                }
+                if (newly_due)
+                        scan_interval = SCAN_FIRST_INTERVAL_USEC;
+                if (n_scan > 0 && (first || newly_due || now >= last_scan + scan_interval)) {
+                        if (!first && !newly_due)
+                                scan_interval = MIN(scan_interval * 2, (uint64_t) SCAN_MAX_INTERVAL_USEC);
+                        last_scan = now;
+                        kill_marked(scan, n_scan, killed);
+                        for (size_t k = 0; k < n_scan; k++)
+                                log_fenced(&l[scan_of[k]], killed[k]);
+                }
+                first = false;
+
                 if (!watching && !persistent && !process_alive(agent)) {
                         log_info("Fence keeper: the agent is gone and nothing is left to fence; leaving.");
                         (void) unlink(pid_file);

@@ -39,11 +39,6 @@ static bool has_suffix(const char *s, const char *suffix) {
         return l >= n && streq(s + l - n, suffix);
 }
 
-static void closedirp(DIR **d) {
-        if (*d)
-                (void) closedir(*d);
-}
-
 static bool id_hex_valid(const char *s) {
         uint8_t id[TORRENT_ID_SIZE];
         char back[TORRENT_ID_HEX_SIZE];
@@ -171,7 +166,7 @@ static void adopt_found(InputCache *c, const char *id, uint64_t mtime_usec) {
 }
 
 static int scan(InputCache *c) {
-        _cleanup_(closedirp) DIR *d = NULL;
+        _cleanup_closedir_ DIR *d = NULL;
         struct dirent *de;
 
         d = fdopendir(fcntl(c->dir_fd, F_DUPFD_CLOEXEC, 3));
