@@ -8,10 +8,12 @@
  * its task to another node.
  *
  * It polls the lease file (rewritten by the agent after every renewal) and, when a lease's fence time
- * has come, SIGKILLs every process whose cgroup path carries the job's mark (the container id, which
- * the agent records before it asks the engine to start the container, or the exec job's cgroup name):
- * that reaches a container even when the agent died between asking for its start and learning its
- * pid. It leaves once the agent is gone and nothing is left to watch; an agent that starts finds a
+ * has come, SIGKILLs every process of the job's cgroup. It finds that cgroup from the job's process
+ * once the agent has recorded it (looked up when the lease is loaded, so it is known even if that
+ * process has ended by the fence); until then it knows the job only by the mark its cgroup path
+ * carries (the container id, which the agent records before it asks the engine to start the
+ * container, or the exec job's cgroup name) and scans every process for it, less and less often: that
+ * reaches a container even when the agent died between asking for its start and learning its pid. It leaves once the agent is gone and nothing is left to watch; an agent that starts finds a
  * running keeper by its pid file and leaves it be.
  *
  * Under systemd it has a unit of its own (mc-fence-keeper.service, Restart=always, --persistent: it
