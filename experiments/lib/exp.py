@@ -479,7 +479,7 @@ class ExecNode:
     keeper and exec supervisors inherit it), its jobs under NODE/jobs (CGROUP_PATH). kill() is the
     node's death: every process of NODE's subtree SIGKILLed, until none is left."""
 
-    def __init__(self, controls, node, env=None):
+    def __init__(self, controls, node, env=None, nice=0):
         import mctest
         from controltest import agent_token
         self.node = node
@@ -501,8 +501,11 @@ class ExecNode:
             "EXP_AGENT_CGROUP": os.path.join(self.cg, "agent"),
         }
         e.update(env or {})
+        # nice: the node's processes (the agent, its keeper, supervisors and tasks inherit it) yield
+        # the CPU to the control and PostgreSQL, which a real cluster runs on machines of their own.
         self.daemon = mctest.Daemon("/bin/sh", ["-c", 'echo $$ >"$EXP_AGENT_CGROUP/cgroup.procs" && exec "$@"',
-                                                "sh", mctest.binary("mc-agent")],
+                                                "sh"] + (["nice", "-n", str(nice)] if nice else []) +
+                                    [mctest.binary("mc-agent")],
                                     env=e, name=f"mc-agent-{node}", notify=False)
         # The exec tasks (EXEC_USER) get through to their work directories in the state directory.
         os.chmod(self.daemon.dir, 0o711)
@@ -752,7 +755,7 @@ IMAGE = "mc-test/busybox:latest"
 
 
 def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.0, 6.0), max_tasks=4,
-                   kill_after_started=0.3, timeout=600, node_prefix="n", push_first=False):
+                   kill_after_started=0.3, timeout=600, node_prefix="n", push_first=False, agent_nice=0):
     """Starts PostgreSQL, one control (lease TTL ttl_ms) and n_agents exec agents (MAX_TASKS
     max_tasks), pushes n_tasks tasks of uniform(seconds) s, and once kill_after_started of them have
     started, kills round(kill_share * n_agents) random agents at once (node deaths). Waits for every
@@ -764,7 +767,7 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     ex.settings.setdefault("host_limits", {}).update(host_limits(n_agents))
     nodes = [f"{node_prefix}{i}" for i in range(n_agents)]
     pg, (control,) = start_cluster(nodes=tuple(nodes), env=dict(CONTROL_ENV, MC_LEASE_TTL_MS=str(ttl_ms)))
-    agents = [ExecNode([control], n, env={"MC_MAX_TASKS": str(max_tasks)}) for n in nodes]
+    agents = [ExecNode([control], n, env={"MC_MAX_TASKS": str(max_tasks)}, nice=agent_nice) for n in nodes]
     mctest.defer(teardown_nodes, agents)
     row = {"label": label, "agents": n_agents, "tasks": n_tasks, "killed_share": kill_share, "lease_ttl_s": ttl_ms / 1000,
            "push_first": push_first}

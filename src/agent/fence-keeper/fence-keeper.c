@@ -17,7 +17,10 @@
 #include "lease-store.h"
 #include "log.h"
 
-#define POLL_USEC (50 * USEC_PER_MSEC)
+/* The longest the keeper sleeps: how late it sees a new lease (to look up its cgroup while the job's
+ * process runs) and an agent that has gone. A fence time is never waited past: it wakes at the
+ * earliest one in the file, re-reads the file (the agent may have renewed meanwhile) and acts. */
+#define IDLE_USEC (500 * USEC_PER_MSEC)
 #define KEEPER_ARG "--fence-keeper"
 #ifndef MC_FENCE_KEEPER_PATH
 #define MC_FENCE_KEEPER_PATH "/usr/libexec/mc/mc-fence-keeper"
@@ -51,6 +54,17 @@ static void fences_free(Fence *f, size_t n) {
                 free(f[i].cgroup_dir);
         }
         free(f);
+}
+
+static void sleep_until(uint64_t when_usec) {
+        struct timespec ts = {
+                .tv_sec = (time_t) (when_usec / USEC_PER_SEC),
+                .tv_nsec = (long) (when_usec % USEC_PER_SEC) * 1000,
+        };
+
+        /* CLOCK_MONOTONIC, the lease file's clock (now_usec()). */
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+                ;
 }
 
 static bool process_alive(pid_t pid) {
@@ -163,6 +177,7 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, b
                 struct stat st;
                 uint64_t now = now_usec(), ttl;
                 bool watching = false, newly_due = false;
+                uint64_t wake = now + IDLE_USEC;
                 _cleanup_free_ char **scan = NULL;
                 _cleanup_free_ size_t *scan_of = NULL;
                 _cleanup_free_ unsigned *killed = NULL;
@@ -202,6 +217,7 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, b
                                 continue;
                         if (now < l[i].fence_usec) {
                                 watching = true;
+                                wake = MIN(wake, l[i].fence_usec);
                                 continue;
                         }
                         if (!first && now >= l[i].fence_usec + AFTER_FENCE_WATCH_USEC)
@@ -210,14 +226,15 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, b
                         if (f->cgroup_dir) {
                                 int k;
 
-                                if (now < f->next_check)
-                                        continue;
-                                f->next_check = now + RECHECK_USEC;
-                                k = cgroup_dir_kill_all(f->cgroup_dir);
-                                if (k == -ENOENT)
-                                        f->gone = true;
-                                else if (k > 0)
-                                        log_fenced(&l[i], (unsigned) k);
+                                if (now >= f->next_check) {
+                                        f->next_check = now + RECHECK_USEC;
+                                        k = cgroup_dir_kill_all(f->cgroup_dir);
+                                        if (k == -ENOENT)
+                                                f->gone = true;
+                                        else if (k > 0)
+                                                log_fenced(&l[i], (unsigned) k);
+                                }
+                                wake = MIN(wake, f->next_check);
                                 continue;
                         }
                         if (l[i].fence_usec > last_scan)
@@ -235,6 +252,8 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, b
                         for (size_t k = 0; k < n_scan; k++)
                                 log_fenced(&l[scan_of[k]], killed[k]);
                 }
+                if (n_scan > 0)
+                        wake = MIN(wake, last_scan + scan_interval);
                 first = false;
 
                 if (!watching && !persistent && !process_alive(agent)) {
@@ -242,7 +261,9 @@ _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, b
                         (void) unlink(pid_file);
                         _exit(EXIT_SUCCESS);
                 }
-                (void) usleep(POLL_USEC);
+                /* Polled, not watched with inotify: one instance per keeper is one of the few a user
+                 * may have (128 by default), and a wake-up every half second costs nothing. */
+                sleep_until(wake);
         }
 }
 
