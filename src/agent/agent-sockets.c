@@ -21,6 +21,7 @@
 #include "agent-internal.h"
 #include "daemon-util.h"
 #include "log.h"
+#include "socket-util.h"
 
 static const DaemonSocket agent_socket_table[_AGENT_SOCKET_MAX] = {
         [AGENT_SOCKET_METRICS] = { .name = "metrics", .type = SOCK_STREAM, .unix_ok = true, .max = 1 },
@@ -98,12 +99,7 @@ unsigned agent_socket_take(Agent *a, AgentSocket s, int *ret_fds) {
 }
 
 static bool address_is(const char *address, int fd) {
-        union {
-                struct sockaddr sa;
-                struct sockaddr_in in;
-                struct sockaddr_in6 in6;
-                struct sockaddr_storage ss;
-        } sa = {};
+        union sockaddr_union sa = {};
         socklen_t len = sizeof(sa);
         uint8_t want[16];
 

@@ -15,6 +15,7 @@
 #include "dht-internal.h"
 #include "log.h"
 #include "random-util.h"
+#include "socket-util.h"
 
 #define MAINTENANCE_USEC (5 * USEC_PER_SEC)
 
@@ -415,12 +416,7 @@ static int socket_adopt(Dht *d, DhtSocket *s, int fd);
 static void socket_close(DhtSocket *s);
 
 static int socket_open(Dht *d, DhtSocket *s, int family, const char *address, uint16_t port) {
-        union {
-                struct sockaddr sa;
-                struct sockaddr_in in;
-                struct sockaddr_in6 in6;
-                struct sockaddr_storage ss;
-        } sa = {};
+        union sockaddr_union sa = {};
         socklen_t sl;
         int fd, one = 1, r;
 
@@ -453,11 +449,8 @@ static int socket_open(Dht *d, DhtSocket *s, int family, const char *address, ui
 
 /* Takes over fd, a bound UDP socket of ours or one systemd passed (closed on failure). */
 static int socket_adopt(Dht *d, DhtSocket *s, int fd) {
-        union {
-                struct sockaddr sa;
-                struct sockaddr_storage ss;
-        } sa = {};
-        socklen_t sl = sizeof(sa.ss);
+        union sockaddr_union sa = {};
+        socklen_t sl = sizeof(sa.storage);
         int bufsize = 1 << 20, family, r;
 
         (void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof(bufsize));

@@ -13,6 +13,7 @@
 
 #include "daemon-util.h"
 #include "log.h"
+#include "socket-util.h"
 
 /* accept() failing for want of a descriptor or of kernel memory. */
 #define IN_SET_ERRNO_NOFD(e) ((e) == EMFILE || (e) == ENFILE || (e) == ENOBUFS || (e) == ENOMEM)
@@ -141,13 +142,7 @@ int daemon_listen_fds(void) {
 }
 
 void daemon_socket_describe(int fd, char *buf, size_t size) {
-        union {
-                struct sockaddr sa;
-                struct sockaddr_in in;
-                struct sockaddr_in6 in6;
-                struct sockaddr_un un;
-                struct sockaddr_storage ss;
-        } sa = {};
+        union sockaddr_union sa = {};
         socklen_t len = sizeof(sa), olen;
         int type = 0, listening = 0;
         char ip[INET6_ADDRSTRLEN] = "?";
@@ -301,11 +296,7 @@ void daemon_sockets_close(DaemonSocket *table, size_t n_table) {
 
 int daemon_listen_tcp(const char *address, uint16_t port) {
         _cleanup_close_ int fd = -1;
-        union {
-                struct sockaddr sa;
-                struct sockaddr_in in;
-                struct sockaddr_in6 in6;
-        } sa = {};
+        union sockaddr_union sa = {};
         socklen_t salen;
         int one = 1;
 

@@ -11,6 +11,7 @@
 #include "daemon-util.h"
 #include "http-server-internal.h"
 #include "log.h"
+#include "socket-util.h"
 
 /* ---- the watchdog */
 
@@ -42,12 +43,7 @@ void http_probe_close(HttpListener *l) {
 /* Connects to the listening socket, as a client would, without waiting. Returns 0, 1 when the
  * socket's family is not probed (it counts as accepting), or negative errno. */
 static int probe_start(HttpListener *l) {
-        union {
-                struct sockaddr sa;
-                struct sockaddr_in in;
-                struct sockaddr_in6 in6;
-                struct sockaddr_storage ss;
-        } sa;
+        union sockaddr_union sa;
         socklen_t len = sizeof(sa);
         _cleanup_close_ int fd = -1;
 
