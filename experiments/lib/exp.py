@@ -311,26 +311,24 @@ def _children(pid):
     return kids
 
 
-def _pss(pid):
+def _proc_kib_field(pid, name, key):
+    """A "Key:  N kB" line of /proc/PID/<name>, in bytes; 0 when the process is gone."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def _pss(pid):
+    return _proc_kib_field(pid, "smaps_rollup", "Pss")
 
 
 def _rss(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kib_field(pid, "status", "VmRSS")
 
 
 class CostSampler:
