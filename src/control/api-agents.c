@@ -10,6 +10,7 @@
 #include "api.h"
 #include "claim.h"
 #include "daemon-util.h"
+#include "heartbeat.h"
 #include "json-util.h"
 #include "log.h"
 #include "utf8.h"
@@ -93,11 +94,34 @@ static void log_revoked(Control *c, const char *node, const char *body) {
         }
 }
 
+static void agent_call_answer(AgentCall *a, int error, unsigned code, const char *body);
+
 static void on_agent_call_done(PGresult *r, int error, void *userdata) {
         AgentCall *a = userdata;
+
+        if (error >= 0 && !r)
+                error = -EIO;
+        if (error < 0 || streq(a->kind, "register")) {
+                agent_call_answer(a, error, 0, NULL);
+                return;
+        }
+        if (PQntuples(r) != 1) {
+                http_request_reply_error(a->req, 500, NULL, "Unexpected database answer.");
+                free(a);
+                return;
+        }
+        agent_call_answer(a, 0, (unsigned) atoi(PQgetvalue(r, 0, 0)), PQgetvalue(r, 0, 1));
+}
+
+static void on_heartbeat_done(int error, unsigned code, const char *body, void *userdata) {
+        agent_call_answer(userdata, error, code, body);
+}
+
+/* The answer to the agent's call, from its database function's code and body (register: none). */
+static void agent_call_answer(AgentCall *a, int error, unsigned code, const char *body) {
         Control *c = a->control;
 
-        if (error < 0 || !r) {
+        if (error < 0) {
                 http_request_reply_error(a->req, control_db_error_code(error), NULL, "Database unavailable; retry.");
                 goto finish;
         }
@@ -111,14 +135,6 @@ static void on_agent_call_done(PGresult *r, int error, void *userdata) {
                 http_request_reply_json(a->req, 200, o);
                 goto finish;
         }
-        if (PQntuples(r) != 1) {
-                http_request_reply_error(a->req, 500, NULL, "Unexpected database answer.");
-                goto finish;
-        }
-
-        unsigned code = (unsigned) atoi(PQgetvalue(r, 0, 0));
-        const char *body = PQgetvalue(r, 0, 1);
-
         if (code == 200) {
                 if (streq(a->kind, "heartbeat"))
                         log_revoked(c, a->node_id, body);
@@ -204,18 +220,18 @@ void api_agent_claim(Control *c, HttpRequest *req, const ApiCall *call) {
 
 void api_agent_heartbeat(Control *c, HttpRequest *req, const ApiCall *call) {
         _cleanup_(agent_body_done) AgentBody b = {};
-        char ttl[32];
         AgentCall *a;
+        int r;
 
         if (decode_body(req, AGENT_BODY_HEARTBEAT, &call->identity, 0, &b) < 0)
                 return;
 
-        snprintf(ttl, sizeof(ttl), "%" PRIi64, c->config.lease_ttl_ms);
         a = call_new(c, req, "heartbeat", b.node_id, NULL);
         if (!a)
                 return;
-        const char *params[] = { b.node_id, b.leases ? json_to_string(b.leases) : "[]", ttl, b.draining ? "true" : "false" };
-        run_call(a, "SELECT code, body FROM mc_heartbeat($1, $2::jsonb, $3::integer, $4::boolean)", 4, params);
+        r = heartbeat_send(c->heartbeats, b.node_id, b.leases, b.draining, on_heartbeat_done, a);
+        if (r < 0)
+                agent_call_answer(a, r, 0, NULL);
 }
 
 void api_task_started(Control *c, HttpRequest *req, const ApiCall *call) {

@@ -329,6 +329,8 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
                                 &c->metrics.push_batch_size, metrics_batch_bounds);
         metrics_write_histogram(f, "mc_claim_batch_size", "Claims per claim transaction.",
                                 &c->metrics.claim_batch_size, metrics_batch_bounds);
+        metrics_write_histogram(f, "mc_heartbeat_batch_size", "Heartbeats per heartbeat transaction.",
+                                &c->metrics.heartbeat_batch_size, metrics_batch_bounds);
         fprintf(f, "# HELP mc_db_errors_total Failed database connections and queries.\n# TYPE mc_db_errors_total counter\n"
                    "mc_db_errors_total %" PRIu64 "\n", db_n_errors(c->db));
         fprintf(f, "# HELP mc_db_available Whether the database is usable.\n# TYPE mc_db_available gauge\n"

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "control.h"
 #include "daemon-util.h"
+#include "heartbeat.h"
 #include "log.h"
 #include "migrations.h"
 #include "push.h"
@@ -214,6 +215,7 @@ static void control_done(Control *c) {
         c->db = db_free(c->db);
         c->pusher = push_batcher_free(c->pusher);
         c->waiters = claim_waiters_free(c->waiters);
+        c->heartbeats = heartbeats_free(c->heartbeats);
         c->watchers = watchers_free(c->watchers);
         c->publisher = task_publisher_free(c->publisher);
         c->sweep_timer = sd_event_source_disable_unref(c->sweep_timer);
@@ -266,6 +268,8 @@ static int run(int argc, char *argv[]) {
                 return r;
 
         r = claim_waiters_new(&c, &c.waiters);
+        if (r >= 0)
+                r = heartbeats_new(&c, &c.heartbeats);
         if (r >= 0)
                 r = push_batcher_new(&c, &c.pusher);
         if (r >= 0)

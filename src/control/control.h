@@ -52,6 +52,7 @@ typedef struct ControlConfig {
 typedef struct PushBatcher PushBatcher;
 typedef struct TaskPublisher TaskPublisher;
 typedef struct ClaimWaiters ClaimWaiters;
+typedef struct Heartbeats Heartbeats;
 typedef struct Watchers Watchers;
 
 typedef struct TaskCounts {
@@ -71,6 +72,7 @@ typedef struct Control {
         Metrics metrics;
         PushBatcher *pusher;
         ClaimWaiters *waiters;
+        Heartbeats *heartbeats;         /* batched heartbeats (heartbeat.h) */
         Watchers *watchers;             /* long polls, live output, event streams (watch.h) */
         TaskPublisher *publisher;
         sd_event_source *sweep_timer;

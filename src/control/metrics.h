@@ -40,6 +40,7 @@ typedef struct Metrics {
         Histogram claim_latency;        /* the claim transaction */
         Histogram push_batch_size;
         Histogram claim_batch_size;     /* claims per claim statement (mc_claim_batch) */
+        Histogram heartbeat_batch_size; /* heartbeats per heartbeat statement (mc_heartbeat_batch) */
         uint64_t tasks_pushed;
         uint64_t leases_granted;
         uint64_t leases_expired;

@@ -506,6 +506,25 @@ BEGIN
 END
 $$;
 
+-- The heartbeats of several nodes in one transaction, one commit for all (src/control/heartbeat.c);
+-- each answered as mc_heartbeat answers it alone, with its place in p_beats (1-based). The nodes are
+-- taken in the order of their ids, so that two batches (on one replica or on several) lock the nodes'
+-- rows in the same order and cannot deadlock; a node's leased tasks are only ever its own.
+CREATE OR REPLACE FUNCTION mc_heartbeat_batch(p_beats jsonb, p_ttl_ms integer)
+RETURNS TABLE (r_i integer, r_code integer, r_body jsonb) LANGUAGE plpgsql AS $$
+DECLARE
+        b record;
+BEGIN
+        FOR b IN SELECT e.i::integer AS i, e.x->>'node_id' AS node, coalesce(e.x->'leases', '[]'::jsonb) AS leases,
+                        coalesce((e.x->>'draining')::boolean, false) AS draining
+                   FROM jsonb_array_elements(p_beats) WITH ORDINALITY AS e(x, i)
+                  ORDER BY e.x->>'node_id', e.i
+        LOOP
+                RETURN QUERY SELECT b.i, h.code, h.body FROM mc_heartbeat(b.node, b.leases, p_ttl_ms, b.draining) h;
+        END LOOP;
+END
+$$;
+
 -- The fencing check of the agents' writes, in one place: locks task p_id and returns it, or the answer
 -- to give instead (404: no such task; 409: the token is not the current lease of p_node, or the task is
 -- past the point where this write means anything). A task cancelled while leased still takes the one

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Heartbeats, committed in batches: the heartbeats that arrive while one is in the database go
+ * together in the next statement (mc_heartbeat_batch), one transaction and one WAL flush for all of
+ * them. A thousand nodes renewing their leases every second or so were a thousand commits a second,
+ * each waiting for its own flush; batched, the flushes are shared and the renewals stay as durable as
+ * before (a renewal is answered only once committed). Each node's answer is what mc_heartbeat gives
+ * it alone. */
+
+#include "control.h"
+
+int heartbeats_new(Control *c, Heartbeats **ret);
+/* Answers every heartbeat still waiting with -ECANCELED. Call after db_free(), which answers the ones
+ * whose statement was in flight. */
+Heartbeats *heartbeats_free(Heartbeats *h);
+
+/* code and body: mc_heartbeat's answer, when error is 0. */
+typedef void (*HeartbeatCallback)(int error, unsigned code, const char *body, void *userdata);
+
+/* Queues node's heartbeat (leases: the JSON array the agent sent, borrowed). */
+int heartbeat_send(Heartbeats *h, const char *node_id, json_object *leases, bool draining, HeartbeatCallback cb,
+                   void *userdata);
