@@ -345,6 +345,9 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
                    "mc_tasks_pushed_total %" PRIu64 "\n", c->metrics.tasks_pushed);
         fprintf(f, "# HELP mc_leases_granted_total Leases granted by this replica.\n# TYPE mc_leases_granted_total counter\n"
                    "mc_leases_granted_total %" PRIu64 "\n", c->metrics.leases_granted);
+        fprintf(f, "# HELP mc_claims_abandoned_total Claims dropped because their client had gone before they were sent "
+                   "to the database.\n# TYPE mc_claims_abandoned_total counter\n"
+                   "mc_claims_abandoned_total %" PRIu64 "\n", c->metrics.claims_abandoned);
         fprintf(f, "# HELP mc_leases_expired_total Leases this replica found expired.\n# TYPE mc_leases_expired_total counter\n"
                    "mc_leases_expired_total %" PRIu64 "\n", c->metrics.leases_expired);
         {

@@ -278,10 +278,22 @@ static void claim_flush(ClaimWaiters *o) {
                 while (b->n < CLAIM_BATCH_MAX && (w = o->ready_head)) {
                         o->ready_head = w->ready_next;
                         w->ready_next = NULL;
+                        /* A client that gave up waiting (its agent's timeout) would never learn of a
+                         * lease granted to it now: the task would sit leased to nobody until the
+                         * lease expired, and count an attempt. */
+                        if (http_request_peer_gone(w->req)) {
+                                o->control->metrics.claims_abandoned++;
+                                waiter_reply_empty(w);
+                                continue;
+                        }
                         b->waiters[b->n++] = w;
                 }
                 if (!o->ready_head)
                         o->ready_tail = NULL;
+                if (b->n == 0) {
+                        free(b);
+                        continue;
+                }
                 send_batch(o, b);
         }
 }

@@ -9,12 +9,14 @@ ever take (targeted at the drained node, or targeted at a node too small for the
 queued. That batches of several claims did form is read from mc_claim_batch_size."""
 
 import collections
+import os
 import re
 import threading
+import urllib.parse
 
 import mctest
 from mctest import check, http
-from controltest import USER_TOKEN, start_cluster
+from controltest import USER_TOKEN, agent_token, start_cluster
 
 CPU = 1_000_000_000
 MIB = 1 << 20
@@ -174,6 +176,66 @@ def test_batch_of_unknown_and_known_nodes():
     check(all(got[i][1] == "200" and got[i][3] == "1" and got[i][4] == "1" and got[i][5] == got[i][2]
               for i in (1, 3, 5)), f"rows {rows}")
     check(int(pg.psql("SELECT count(*) FROM tasks WHERE lease_node = 'n-1'")[0][0]) == 2, "n-1's two leases")
+
+
+def test_claim_of_a_client_that_gave_up_takes_no_lease():
+    """A claim whose agent closed the connection (gave up waiting) before the claim reached the database
+    is dropped: a lease granted then would go to a node that never hears of it, and the task would sit
+    leased to nobody until the lease expired. Two claims of node n-a are held in the database (their
+    node's claim lock taken by the test), so that n-b's claim waits in the control's queue while its
+    client leaves."""
+    import json
+    import socket
+    import subprocess
+    pg, (c,) = start_cluster(nodes=("n-a", "n-b"))
+    for n in ("n-a", "n-b"):
+        c.agent(n).register()
+    check(c.push(task("for-b", CPU, 512 * MIB, target="n-b")).status == 201, "push")
+    holder = subprocess.Popen([os.path.join(pg.bindir, "psql"), "-X", "-q", "-At", "-h", pg.dir, "-p", str(pg.port),
+                               "-U", "postgres", "-d", "postgres"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    mctest.defer(lambda: holder.poll() is None and holder.kill())
+    holder.stdin.write("BEGIN; SELECT pg_advisory_xact_lock(hashtext('mc-claim:n-a')); SELECT 'locked';\n")
+    holder.stdin.flush()
+    # (The lock function's empty result comes first.)
+    check(any(holder.stdout.readline().strip() == "locked" for _ in range(3)), "the test holds n-a's claim lock")
+
+    # Two claims of n-a: the control's two claim statements, both waiting for the lock.
+    a = c.agent("n-a")
+    held = [threading.Thread(target=a.claim, kwargs={"timeout": 120}) for _ in range(2)]
+    for t in held:
+        t.start()
+    mctest.wait_until(lambda: pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")[0][0] == "2",
+                      60, msg="both claim statements of n-a waiting for its lock")
+
+    # n-b's claim, sent by hand; the client leaves once the control has it queued.
+    u = urllib.parse.urlsplit(c.url)
+    body = json.dumps({"node_id": "n-b", "wait_ms": 0}).encode()
+    sock = socket.create_connection((u.hostname, u.port), timeout=60)
+    sock.sendall(b"POST /api/agents/claim HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {agent_token('n-b')}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+
+    def waiting():
+        text = http("GET", c.url + "/metrics").text
+        return re.search(r"^mc_claims_waiting (\d+)$", text, re.M).group(1) == "3"
+    mctest.wait_until(waiting, 60, msg="n-b's claim queued behind n-a's")
+    sock.close()
+
+    holder.stdin.write("COMMIT;\n")
+    holder.stdin.close()
+    holder.wait(60)
+    for t in held:
+        t.join(120)
+
+    def abandoned():
+        text = http("GET", c.url + "/metrics").text
+        m = re.search(r"^mc_claims_abandoned_total (\d+)$", text, re.M)
+        return m and m.group(1) == "1"
+    mctest.wait_until(abandoned, 60, msg="n-b's claim counted as abandoned")
+    check(pg.psql("SELECT status, attempt FROM tasks WHERE id = 'for-b'") == [("queued", "0")],
+          f"the task n-b's abandoned claim would have taken: {pg.psql('SELECT status, attempt FROM tasks')}")
+    got = c.agent("n-b").claim_task()
+    check(got is not None and got[0]["id"] == "for-b" and got[1] == 1, f"n-b's next claim takes it: {got}")
 
 
 mctest.main()
