@@ -12,7 +12,7 @@ within the time limit) or that the machine's free memory cannot hold, and says s
 
 Parameters (--param KEY=JSON): sizes (agents), tasks_per_agent, max_tasks (per agent at once),
 task_seconds ([min, max]), lease_ttl_ms, timeout_s (per size), push_first_from (from this many agents
-on, every task is queued before the agents start), agent_nice (the agents' niceness, 10; 0 in --quick)."""
+on, every task is queued before the agents start), agent_nice (the agents' niceness, 19; 0 in --quick)."""
 
 import os
 import sys
@@ -34,7 +34,7 @@ TIMEOUT = ex.param("timeout_s", 90 if Q else 600)
 PUSH_FIRST_FROM = ex.param("push_first_from", 500)
 # The agents (and what they start) run at this niceness: a thousand simulated nodes on one machine
 # must not starve the control and PostgreSQL, which a real cluster runs on machines of their own.
-AGENT_NICE = ex.param("agent_nice", 0 if Q else 10)
+AGENT_NICE = ex.param("agent_nice", 0 if Q else 19)
 ex.check_params()
 MEM_PER_AGENT = 12 << 20         # a first guess; after each size, what the agents of that size took
 ex.settings.update(agents=SIZES, tasks_per_agent=TASKS_PER_AGENT, killed_share=KILL, lease_ttl_ms=TTL_MS,
