@@ -29,6 +29,7 @@ void save_leases(Agent *a) {
                                 .fence_usec = t->deadline_usec > fence_margin(a) ? t->deadline_usec - fence_margin(a) : 0,
                                 .pid = t->job ? t->job->pid : 0,
                                 .cgroup_marker = t->job ? t->job->cgroup_marker : NULL,
+                                .cgroup_dir = t->job ? t->job->cgroup_dir : NULL,
                                 .timed_out = t->stop_reason == STOP_TIMEOUT || t->timed_out_before,
                         };
         /* The inits' first: they fence without anyone's help. */

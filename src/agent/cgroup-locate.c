@@ -147,6 +147,17 @@ int cgroup_dir_of_pid(pid_t pid, const char *marker, char **ret_dir) {
         return cgroup_dir_from_texts(cg, mi, marker, ret_dir);
 }
 
+bool cgroup_dir_carries_marker(const char *dir, const char *marker) {
+        _cleanup_free_ char *line = NULL;
+
+        if (isempty(dir) || dir[0] != '/' || isempty(marker) || strstr(dir, "/../") || endswith(dir, "/.."))
+                return false;
+        /* As the line of /proc/PID/cgroup ends: with a newline after the path. */
+        if (asprintf(&line, "%s\n", dir) < 0)
+                return false;
+        return strstr(line, marker);
+}
+
 /* Signals every process listed in dir/cgroup.procs and below; how many, or -ENOENT when dir is gone. */
 static int kill_pass(const char *dir) {
         _cleanup_free_ char *procs = NULL, *text = NULL;

@@ -20,6 +20,11 @@ int cgroup_dir_of_pid(pid_t pid, const char *marker, char **ret_dir);
 /* The same from the texts of /proc/PID/cgroup and /proc/self/mountinfo (exposed for the tests). */
 int cgroup_dir_from_texts(const char *proc_cgroup, const char *mountinfo, const char *marker, char **ret_dir);
 
+/* Whether dir is an absolute cgroup directory whose path carries marker the way a line of
+ * /proc/PID/cgroup of the job's processes would ("/a/t1-7" carries "/t1-7\n", "/x/docker-ID.scope"
+ * carries "ID"), so that a fence by directory can never reach beyond the job (the root, a parent). */
+bool cgroup_dir_carries_marker(const char *dir, const char *marker);
+
 /* SIGKILLs every process in dir and the cgroups below it, pass after pass until a pass finds none (a
  * process forking while it dies has its child found by the next). Returns how many were signalled;
  * -ENOENT when dir is gone (a removed cgroup holds no process, and never will again). */

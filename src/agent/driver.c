@@ -30,6 +30,8 @@ void driver_job_done(DriverJob *job) {
         job->task_id = NULL;
         free(job->cgroup_marker);
         job->cgroup_marker = NULL;
+        free(job->cgroup_dir);
+        job->cgroup_dir = NULL;
 }
 
 void driver_job_set_pid(DriverJob *job, pid_t pid, const char *marker) {

@@ -126,6 +126,9 @@ struct DriverJob {
          * /proc/PID/cgroup contains, which tells it from a process that took the pid over later. */
         pid_t pid;
         char *cgroup_marker;
+        /* The job's cgroup directory, when the driver made it itself (the exec driver): whoever fences
+         * without the driver empties it, with no need of a process or of a scan. */
+        char *cgroup_dir;
 };
 
 /* For the drivers: fills the common part. */

@@ -4,6 +4,7 @@
 
 #include "file-util.h"
 #include "json-util.h"
+#include "cgroup-locate.h"
 #include "lease-store.h"
 #include "log.h"
 
@@ -32,6 +33,7 @@ int lease_store_save(const char *path, uint64_t ttl_usec, pid_t agent_pid, const
                     json_add_int64(e, "fence_usec", (int64_t) l[i].fence_usec) < 0 ||
                     json_add_int64(e, "pid", l[i].pid) < 0 ||
                     (l[i].cgroup_marker && json_add_string(e, "cgroup_marker", l[i].cgroup_marker) < 0) ||
+                    (l[i].cgroup_dir && json_add_string(e, "cgroup_dir", l[i].cgroup_dir) < 0) ||
                     (l[i].timed_out && json_add(e, "timed_out", json_object_new_boolean(true)) < 0))
                         return -ENOMEM;
         }
@@ -49,6 +51,7 @@ void lease_records_free(LeaseRecord *l, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 free(l[i].task_id);
                 free(l[i].cgroup_marker);
+                free(l[i].cgroup_dir);
         }
         free(l);
 }
@@ -85,7 +88,7 @@ int lease_store_parse(const char *text, size_t size, const char *boot, uint64_t 
                 return -ENOMEM;
         for (size_t i = 0; i < m; i++) {
                 json_object *e = json_object_array_get_idx(a, i);
-                const char *id, *marker = NULL;
+                const char *id, *marker = NULL, *dir = NULL;
                 int64_t token, deadline, fence = 0, pid = 0;
                 if (json_get_string(e, "task_id", &id) < 0 || json_get_int64(e, "lease_token", &token) < 0 ||
                     json_get_int64(e, "deadline_usec", &deadline) < 0 || deadline < 0)
@@ -93,6 +96,7 @@ int lease_store_parse(const char *text, size_t size, const char *boot, uint64_t 
                 (void) json_get_int64(e, "fence_usec", &fence);
                 (void) json_get_int64(e, "pid", &pid);
                 (void) json_get_string(e, "cgroup_marker", &marker);
+                (void) json_get_string(e, "cgroup_dir", &dir);
                 (void) json_get_bool(e, "timed_out", &l[n].timed_out);
                 if (marker && !marker[0]) {
                         /* The fence keeper kills whatever cgroup path contains the marker: an empty
@@ -100,9 +104,16 @@ int lease_store_parse(const char *text, size_t size, const char *boot, uint64_t 
                         log_warning("Lease file: task %s has an empty cgroup marker; it cannot be fenced.", id);
                         marker = NULL;
                 }
+                if (dir && !cgroup_dir_carries_marker(dir, marker)) {
+                        /* Everything in it and below dies at the fence: only the job's own cgroup,
+                         * the one whose path its marker names, will do. */
+                        log_warning("Lease file: task %s's cgroup directory \"%s\" does not carry its marker; ignored.", id, dir);
+                        dir = NULL;
+                }
                 l[n].task_id = strdup(id);
                 l[n].cgroup_marker = marker ? strdup(marker) : NULL;
-                if (!l[n].task_id || (marker && !l[n].cgroup_marker)) {
+                l[n].cgroup_dir = dir ? strdup(dir) : NULL;
+                if (!l[n].task_id || (marker && !l[n].cgroup_marker) || (dir && !l[n].cgroup_dir)) {
                         lease_records_free(l, n + 1);
                         return -ENOMEM;
                 }

@@ -16,6 +16,7 @@ typedef struct LeaseRecord {
         uint64_t fence_usec;            /* when the fence keeper kills it (deadline minus the margin) */
         int64_t pid;                    /* its process, 0 if none (yet) */
         char *cgroup_marker;            /* what /proc/PID/cgroup must contain */
+        char *cgroup_dir;               /* the job's cgroup directory, when the driver made it (NULL: not known) */
         bool timed_out;                 /* stopped for its timeout_sec: a restarted agent reports it so */
 } LeaseRecord;
 

@@ -93,6 +93,11 @@ static inline bool streq_ptr(const char *a, const char *b) {
         return strcmp(a, b) == 0;
 }
 #define streq(a, b) (strcmp((a), (b)) == 0)
+
+static inline bool endswith(const char *s, const char *suffix) {
+        size_t l = strlen(s), n = strlen(suffix);
+        return l >= n && strcmp(s + l - n, suffix) == 0;
+}
 #define isempty(s) (!(s) || !(s)[0])
 
 static inline const char *strna(const char *s) {

@@ -80,6 +80,20 @@ static void test_layouts(void) {
         expect_error("0::/x\n", "garbage\n1 2 3\n24 1 0:22 / /mnt rw - cgroup2\n", "x", -ENOMEDIUM);
 }
 
+static void test_dir_carries_marker(void) {
+        ASSERT(cgroup_dir_carries_marker("/sys/fs/cgroup/mc.agent/node-a/t1-7", "/t1-7\n"));
+        ASSERT(cgroup_dir_carries_marker("/sys/fs/cgroup/system.slice/docker-0123abcd.scope", "0123abcd"));
+        /* A parent, another job, the root, a relative or climbing path: never. */
+        ASSERT(!cgroup_dir_carries_marker("/sys/fs/cgroup/mc.agent/node-a", "/t1-7\n"));
+        ASSERT(!cgroup_dir_carries_marker("/sys/fs/cgroup/mc.agent/node-a/t1-72", "/t1-7\n"));
+        ASSERT(!cgroup_dir_carries_marker("/sys/fs/cgroup/mc.agent/node-a/xt1-7", "/t1-7\n"));
+        ASSERT(!cgroup_dir_carries_marker("/sys/fs/cgroup", "/t1-7\n"));
+        ASSERT(!cgroup_dir_carries_marker("sys/fs/cgroup/t1-7", "/t1-7\n"));
+        ASSERT(!cgroup_dir_carries_marker("/sys/fs/cgroup/t1-7/..", "/t1-7"));
+        ASSERT(!cgroup_dir_carries_marker("/sys/fs/cgroup/t1-7/../x", "/t1-7"));
+        ASSERT(!cgroup_dir_carries_marker("", "x") && !cgroup_dir_carries_marker("/a", "") && !cgroup_dir_carries_marker(NULL, "x"));
+}
+
 /* The directory of a hierarchy this host mounts where a cgroup can be made here (a test runs as root). */
 static const char *writable_hierarchy(void) {
         static const char *const candidates[] = {
@@ -172,6 +186,7 @@ static void test_this_host(void) {
 
 int main(void) {
         RUN_TEST(test_layouts);
+        RUN_TEST(test_dir_carries_marker);
         RUN_TEST(test_this_host);
         return 0;
 }

@@ -254,9 +254,10 @@ def cgroup_pids(cg):
         return [int(x) for x in f.read().split()]
 
 
-def start_keeper(name, fence_in_s, pid):
+def start_keeper(name, fence_in_s, pid, cgroup_dir=None):
     """A persistent keeper (as its unit runs it, no agent) over a lease file of one lease of the job
-    cgroup `name`, whose fence time is fence_in_s from now (negative: past), its process pid (0: none)."""
+    cgroup `name`, whose fence time is fence_in_s from now (negative: past), its process pid (0: none),
+    and the job's cgroup directory as the exec driver records it (None: not recorded)."""
     state = mctest.tmpdir("keeper")
     with open("/proc/sys/kernel/random/boot_id") as f:
         boot = f.read().strip()
@@ -264,6 +265,8 @@ def start_keeper(name, fence_in_s, pid):
     fence = now + int(fence_in_s * 1e6)
     lease = {"task_id": "t-" + name, "lease_token": 1, "deadline_usec": fence + 1_000_000,
              "fence_usec": fence, "pid": pid, "cgroup_marker": f"/{name}\n"}
+    if cgroup_dir:
+        lease["cgroup_dir"] = cgroup_dir
     with open(os.path.join(state, "leases.json"), "w") as f:
         json.dump({"boot_id": boot, "ttl_usec": 3_000_000, "agent_pid": 0, "leases": [lease]}, f)
     keeper = mctest.Daemon("mc-fence-keeper", ["--fence-keeper", os.path.join(state, "leases.json"),
@@ -301,6 +304,32 @@ def test_keeper_kills_job_cgroup():
     wait_until(lambda: not deaths.alive(), 120, msg="the keeper to kill the job's remaining process at its fence")
     check(cgroup_pids(cg) == [], "nothing is left in the job's cgroup")
     check(keeper.running, "the persistent keeper stays")
+
+
+def test_keeper_kills_recorded_cgroup_dir():
+    """The exec driver records the job's cgroup directory before the command runs: at the fence the
+    keeper empties it, with no process known (pid 0) and nothing to scan."""
+    name = f"keeper-dir-{DRIVER}-{at.RUN}"
+    cg = job_cgroup(name)
+    victim = start_in(cg, ["sh", "-c", "sleep 600 & wait"])
+    wait_until(lambda: len(cgroup_pids(cg)) >= 2, 60, msg="the job's two processes in its cgroup")
+    deaths = at.DeathWatch(cgroup_pids(cg))
+    start_keeper(name, 1, 0, cgroup_dir=cg)
+    check(victim.wait(60) == -signal.SIGKILL, "the keeper killed the job's process")
+    wait_until(lambda: not deaths.alive(), 60, msg="every process of the job's cgroup dead")
+
+
+def test_keeper_ignores_cgroup_dir_without_the_mark():
+    """A recorded directory that does not carry the job's mark (here the parent of the job's cgroup, where
+    a bystander runs) is not trusted: the bystander lives, the job dies all the same, found by its mark."""
+    name = f"keeper-baddir-{DRIVER}-{at.RUN}"
+    cg = job_cgroup(name)
+    parent = os.path.dirname(cg)
+    victim = start_in(cg, ["sleep", "600"])
+    bystander = start_in(parent, ["sleep", "600"])
+    start_keeper(name, -1, 0, cgroup_dir=parent)
+    check(victim.wait(60) == -signal.SIGKILL, "the keeper killed the job's process")
+    check(bystander.poll() is None, "the process in the directory without the mark is alive")
 
 
 def test_keeper_ignores_reused_pid():

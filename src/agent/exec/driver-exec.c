@@ -543,6 +543,7 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                 goto fail_task;
         }
         /* Recorded before the command can run, for the fence keeper. */
+        j->job.cgroup_dir = strdup(j->cgroup->mode == CGROUP_V2 ? j->cgroup->v2 : j->cgroup->memory);
         job_set_marker(j, 0);
 
         if (spec->fence_dir && !ed->fence_init) {
@@ -872,6 +873,8 @@ static int exec_job_adopt(Driver *d, const DriverLeftover *l, const DriverJobCal
         r = cgroup_open(ed->cgroup_root, ed->mode, cgpath, &j->cgroup);
         if (r < 0)
                 log_warning_errno(r, "Task %s: cannot open its cgroup %s: %m", l->task_id, cgpath);
+        else
+                j->job.cgroup_dir = strdup(j->cgroup->mode == CGROUP_V2 ? j->cgroup->v2 : j->cgroup->memory);
         job_set_marker(j, 0);
 
         /* One that ended while nobody watched is reported as a container found exited is: without a

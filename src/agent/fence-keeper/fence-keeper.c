@@ -96,6 +96,15 @@ static Fence *fences_update(Fence *old, size_t n_old, const LeaseRecord *l, size
                                 return NULL;
                         }
                 }
+                /* The driver made the job's cgroup itself and said where (checked against the marker
+                 * when the file was read). */
+                if (l[i].cgroup_dir && !f[i].cgroup_dir) {
+                        f[i].cgroup_dir = strdup(l[i].cgroup_dir);
+                        if (!f[i].cgroup_dir) {
+                                fences_free(f, n);
+                                return NULL;
+                        }
+                }
                 if (l[i].pid > 0 && l[i].cgroup_marker && !f[i].cgroup_dir && f[i].pid != (pid_t) l[i].pid) {
                         int r;
 

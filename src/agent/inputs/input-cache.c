@@ -34,11 +34,6 @@ struct InputCache {
         InputCacheEntry *entries;
 };
 
-static bool has_suffix(const char *s, const char *suffix) {
-        size_t l = strlen(s), n = strlen(suffix);
-        return l >= n && streq(s + l - n, suffix);
-}
-
 static bool id_hex_valid(const char *s) {
         uint8_t id[TORRENT_ID_SIZE];
         char back[TORRENT_ID_HEX_SIZE];
@@ -181,10 +176,10 @@ static int scan(InputCache *c) {
                 /* <id>, .<id>.part, .<id>.state, <id>.torrent */
                 if (l == 64)
                         memcpy(id, n, 64);
-                else if ((l == 70 && n[0] == '.' && has_suffix(n, ".part")) ||
-                         (l == 71 && n[0] == '.' && has_suffix(n, ".state")))
+                else if ((l == 70 && n[0] == '.' && endswith(n, ".part")) ||
+                         (l == 71 && n[0] == '.' && endswith(n, ".state")))
                         memcpy(id, n + 1, 64);
-                else if (l == 72 && has_suffix(n, ".torrent"))
+                else if (l == 72 && endswith(n, ".torrent"))
                         memcpy(id, n, 64);
                 else {
                         /* A temporary file of write_file_atomic() that a crash left. */
