@@ -62,7 +62,8 @@ static const ConfigOption control_options[] = {
           "HTTP connections at once; at the cap the one waiting longest for its request is closed for a new one "
           "(0: RLIMIT_NOFILE less a quarter, at most 16384)" },
         { "HTTP_MAX_CONNECTIONS_PER_ADDRESS", NULL, CONFIG_INT, offsetof(ControlConfig, http_max_per_address), 1, 1048576, "64",
-          "HTTP connections at once from one IPv4 address or IPv6 /64; more are refused with 429" },
+          "HTTP connections at once from one IPv4 address or IPv6 /64; more are refused with 429 "
+          "(at least HTTP_MAX_CONNECTIONS: no cap of its own)" },
         { "HTTP_HEADER_TIMEOUT_SEC", NULL, CONFIG_INT, offsetof(ControlConfig, http_header_timeout_sec), 1, 3600, "10",
           "Longest a client may take to send a request's headers" },
         { "HTTP_BODY_TIMEOUT_SEC", NULL, CONFIG_INT, offsetof(ControlConfig, http_body_timeout_sec), 1, 3600, "60",

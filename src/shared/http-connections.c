@@ -225,7 +225,11 @@ static void server_take(HttpServer *s, HttpListener *l, int cfd, const struct so
         }
 
         address_key_from_sockaddr((const struct sockaddr *) sa, len, &key);
-        if (address_table_get(s->addresses, &key) >= s->config.max_connections_per_address) {
+        /* A per-address cap as large as the global one is no cap of its own: the global one, which
+         * makes room by closing the connections that wait longest, decides (a refusal here would
+         * leave a single client, or many behind one address, locked out by its own idle ones). */
+        if (s->config.max_connections_per_address < s->config.max_connections &&
+            address_table_get(s->addresses, &key) >= s->config.max_connections_per_address) {
                 s->stats.refused_address++;
                 refuse(cfd, 429);
                 log_limit(s, "per_address", (const struct sockaddr *) sa, len);

@@ -16,12 +16,14 @@ event loop still running: the pings stop, http_not_serving says why, and they re
 
 import json
 import os
+import re
 import resource
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 import mctest
 from mctest import check, http
@@ -236,6 +238,40 @@ def test_watchdog_follows_accepting():
     r = http("GET", f"http://127.0.0.1:{port}/api/health", timeout=10)
     check(r.status == 200, f"health: {r.status} {r.text}")
     check(d.stop(timeout=TIMEOUT) == 0, "exit status")
+
+
+def test_per_address_cap_as_large_as_the_global_one():
+    """A per-address cap at least as large as the global cap (many agents behind one address) is no cap of
+    its own: one address's idle connections filling the global cap make room for its next request (the
+    one waiting longest is closed), instead of that address being refused with 429 by its own idle ones."""
+    import socket
+    pg, (c,) = start_cluster(args=["--http-max-connections", 40, "--http-header-timeout-sec", 600],
+                             env={"HTTP_MAX_CONNECTIONS_PER_ADDRESS": "100000"})
+    u = urllib.parse.urlsplit(c.url)
+    baseline = fd_count(c.daemon.pid)
+    idle = []
+    for _ in range(40):
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.connect((u.hostname, u.port))
+        idle.append(s)
+    mctest.defer(lambda: [s.close() for s in idle])
+    # Counted from its descriptors: a request of ours would be one more connection, and would close one.
+    mctest.wait_until(lambda: fd_count(c.daemon.pid) >= baseline + 40, TIMEOUT, msg="the 40 idle connections taken")
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    s.settimeout(TIMEOUT)
+    s.connect((u.hostname, u.port))
+    s.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := s.recv(4096):
+        answer += chunk
+    s.close()
+    check(answer.startswith(b"HTTP/1.1 200"), f"the idle address's own next request: {answer[:120]!r}")
+    check(any(e.get("HTTP_LIMIT") == "global_evicted" for e in events(c, "http_limit")),
+          "no global_evicted http_limit event")
+    check(not any(e.get("HTTP_LIMIT") == "per_address" for e in events(c, "http_limit")),
+          "a per_address refusal with a per-address cap as large as the global one")
 
 
 mctest.main()
