@@ -73,6 +73,33 @@ static void test_read_one_line_file(void) {
         ASSERT_INT_EQ(read_one_line_file(path, &line), -ENOENT);
 }
 
+static void test_read_full_file(void) {
+        _cleanup_free_ char *path = NULL, *a = NULL, *b = NULL, *c = NULL, *big = NULL;
+        size_t n = 0;
+
+        ASSERT_TRUE(asprintf(&path, "%s/full", dir) >= 0);
+        ASSERT_INT_EQ(write_file_atomic(path, "one\ntwo\0three", 13, 0600, 0), 0);
+        ASSERT_INT_EQ(read_full_file(path, 13, &a, &n), 0);
+        ASSERT_UINT_EQ(n, 13);
+        ASSERT_TRUE(memcmp(a, "one\ntwo\0three", 14) == 0);        /* NUL-terminated after the data */
+        ASSERT_INT_EQ(read_full_file(path, 12, &b, NULL), -EFBIG);
+        ASSERT_TRUE(!b);
+        /* A /proc file reports a size of 0 and is read to its end all the same. */
+        ASSERT_INT_EQ(read_full_file("/proc/self/mountinfo", 1U << 22, &c, &n), 0);
+        ASSERT_TRUE(n > 0 && strlen(c) == n);
+        /* Larger than the first buffer. */
+        big = malloc(100000);
+        ASSERT_TRUE(big);
+        memset(big, 'x', 100000);
+        ASSERT_INT_EQ(write_file_atomic(path, big, 100000, 0600, 0), 0);
+        free(a);
+        a = NULL;
+        ASSERT_INT_EQ(read_full_file(path, 100000, &a, &n), 0);
+        ASSERT_UINT_EQ(n, 100000);
+        ASSERT_INT_EQ(unlink(path), 0);
+        ASSERT_INT_EQ(read_full_file(path, 10, &b, NULL), -ENOENT);
+}
+
 static void test_utf8(void) {
         _cleanup_free_ char *a = utf8_sanitize("h\xc3\xa9llo", 6), *b = utf8_sanitize("a\0b", 3),
                             *c = utf8_sanitize("\xed\xa0\x80", 3);
@@ -125,6 +152,13 @@ static void test_strv(void) {
         k = strv_join(e, ",");
         ASSERT_STREQ(k, "");
         ASSERT_UINT_EQ(strv_length(e), 0);
+
+        /* On spaces only: a comma stays in a word (a mount point such as /sys/fs/cgroup/cpu,cpuacct). */
+        strv_free(l);
+        l = strv_split_separators("  31 23 /sys/fs/cgroup/cpu,cpuacct  rw ", " ");
+        ASSERT_UINT_EQ(strv_length(l), 4);
+        ASSERT_STREQ(l[2], "/sys/fs/cgroup/cpu,cpuacct");
+        ASSERT_TRUE(endswith("leases.json", ".json") && endswith("x", "") && !endswith("x", "xx") && !endswith("a.jso", ".json"));
 }
 
 static void test_tls_client(void) {
@@ -182,6 +216,7 @@ int main(void) {
         }
         RUN_TEST(test_write_file_atomic);
         RUN_TEST(test_read_one_line_file);
+        RUN_TEST(test_read_full_file);
         RUN_TEST(test_utf8);
         RUN_TEST(test_hex);
         RUN_TEST(test_strv);
