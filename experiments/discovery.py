@@ -3,7 +3,8 @@
 """Discovery: DHT lookups at 100 to 10 000 nodes with 0-30 % churn, from bench/dht's simulator
 (dht-sim: N of our DHT nodes in one process on loopback addresses; the network forms, 100 nodes
 announce, a share of the nodes is killed without a word, then get_peers lookups from random
-survivors). Success share, rounds and latency percentiles per size and churn."""
+survivors). Success share, rounds and latency percentiles per size and churn; each simulator run's
+own output in raw/."""
 
 import os
 import re
@@ -43,6 +44,9 @@ def main():
             p = subprocess.run([sim, "--nodes", str(n), "--churn", str(churn), "--lookups", str(LOOKUPS),
                                 "--announces", str(min(ANNOUNCES, n)), "--seed", str(seed)],
                                capture_output=True, text=True, timeout=900)
+            os.makedirs(os.path.join(ex.dir, "raw"), exist_ok=True)
+            with open(os.path.join(ex.dir, "raw", f"dht-sim-{n}-churn{churn}.txt"), "w") as out:
+                out.write(f"# {' '.join(p.args)}\n# exit {p.returncode}\n{p.stdout}{p.stderr}")
             m, f = LINE.search(p.stdout), FORMED.search(p.stdout)
             if p.returncode != 0 or not m:
                 ex.check(False, f"dht-sim {n} nodes {churn} %: exit {p.returncode}: {p.stdout[-300:]}{p.stderr[-300:]}")
@@ -56,11 +60,11 @@ def main():
     ex.table("DHT lookups (dht-sim)", COLS, rows)
     ex.csv("discovery.csv", COLS, rows)
     fig, (a1, a2) = ex.figure(1, 2, figsize=(10, 3.8))
-    for churn in CHURN:
+    for i, churn in enumerate(CHURN):     # one colour per churn: p50 solid, p99 dashed
         rs = [r for r in rows if r[1] == churn]
-        a1.plot([r[0] for r in rs], [r[7] for r in rs], "o-", label=f"p50, {churn} % churn")
-        a1.plot([r[0] for r in rs], [r[8] for r in rs], "x--", label=f"p99, {churn} % churn")
-        a2.plot([r[0] for r in rs], [r[4] for r in rs], "o-", label=f"{churn} % churn")
+        a1.plot([r[0] for r in rs], [r[7] for r in rs], "o-", color=f"C{i}", label=f"p50, {churn} % churn")
+        a1.plot([r[0] for r in rs], [r[8] for r in rs], "x--", color=f"C{i}", label=f"p99, {churn} % churn")
+        a2.plot([r[0] for r in rs], [r[4] for r in rs], "o-", color=f"C{i}", label=f"{churn} % churn")
     a1.axhline(5, color="0.6", ls=":", lw=0.8, label="5 ms (the original's target)")
     for a in (a1, a2):
         a.set_xscale("log")
