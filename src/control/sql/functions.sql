@@ -466,10 +466,18 @@ BEGIN
                 RETURNING * INTO t;
                 INSERT INTO attempts (task_id, attempt, node_id, lease_token) VALUES (t.id, t.attempt, node, t.lease_token);
 
-                RETURN QUERY SELECT k, 200, jsonb_build_object('task', mc_task_json(t, false), 'lease_token', t.lease_token,
-                                                               'attempt', t.attempt, 'lease_ttl_ms', p_ttl_ms,
-                                                               'inputs', mc_task_inputs(t)),
-                                    t.id, t.lease_token, t.attempt;
+                -- Assignments, which PL/pgSQL evaluates as simple expressions, rather than a query
+                -- (RETURN QUERY starts an executor for its one row); mc_task_inputs is not called for
+                -- a task without inputs.
+                r_i := k;
+                r_code := 200;
+                r_body := jsonb_build_object('task', mc_task_json(t, false), 'lease_token', t.lease_token,
+                                             'attempt', t.attempt, 'lease_ttl_ms', p_ttl_ms,
+                                             'inputs', CASE WHEN t.spec ? 'inputs' THEN mc_task_inputs(t) ELSE '[]'::jsonb END);
+                r_task := t.id;
+                r_token := t.lease_token;
+                r_attempt := t.attempt;
+                RETURN NEXT;
         END LOOP;
 END
 $$;
@@ -892,13 +900,20 @@ $$;
 
 -- ---- Each node's reserved capacity (node_reserved, schema version 8): the sums of the resources of
 -- its leased and running tasks, and their count, kept by the triggers on tasks that schema version 8
--- created (they fire only when a task starts or stops counting for a node). Every path that leases or
+-- created (on an update of status, lease_node or resources, and on the deletion of a task with a
+-- lease; no task is inserted with one). Every path that leases or
 -- ends a lease keeps the row by changing the task; none writes node_reserved itself. A claim raises
 -- its node's row under the node's claim lock; the others lower rows: one at a time (a result, a release,
 -- a cancel), or, in the lease watch's expiry, several, locked first in node_id order, the order in which
 -- a batch of claims takes them.
 CREATE OR REPLACE FUNCTION mc_task_reserve() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+        -- A start (leased to running) keeps the task in its node's count.
+        IF TG_OP = 'UPDATE' AND (OLD.status IN ('leased', 'running')) = (NEW.status IN ('leased', 'running'))
+           AND OLD.lease_node IS NOT DISTINCT FROM NEW.lease_node
+           AND OLD.nano_cpus = NEW.nano_cpus AND OLD.memory_bytes = NEW.memory_bytes THEN
+                RETURN NULL;
+        END IF;
         IF TG_OP <> 'INSERT' AND OLD.status IN ('leased', 'running') AND OLD.lease_node IS NOT NULL THEN
                 UPDATE node_reserved r SET nano_cpus = r.nano_cpus - OLD.nano_cpus,
                                            memory_bytes = r.memory_bytes - OLD.memory_bytes, leases = r.leases - 1
