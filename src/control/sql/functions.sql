@@ -901,11 +901,11 @@ $$;
 -- ---- Each node's reserved capacity (node_reserved, schema version 8): the sums of the resources of
 -- its leased and running tasks, and their count, kept by the triggers on tasks that schema version 8
 -- created (on an update of status, lease_node or resources, and on the deletion of a task with a
--- lease; no task is inserted with one). Every path that leases or
--- ends a lease keeps the row by changing the task; none writes node_reserved itself. A claim raises
--- its node's row under the node's claim lock; the others lower rows: one at a time (a result, a release,
--- a cancel), or, in the lease watch's expiry, several, locked first in node_id order, the order in which
--- a batch of claims takes them.
+-- lease; no task is inserted with one). Every path that leases or ends a lease keeps the row by
+-- changing the task; none writes node_reserved itself. A claim raises its node's row under the node's
+-- claim lock; the others lower rows: one at a time (a result, a release, a cancel), or, in the lease
+-- watch's expiry, several, locked first in node_id order, the order in which a batch of claims takes
+-- them.
 CREATE OR REPLACE FUNCTION mc_task_reserve() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
         -- A start (leased to running) keeps the task in its node's count.
