@@ -170,7 +170,7 @@ def test_concurrent_paths_through_two_replicas():
     args = ["--lease-ttl-ms", 1000, "--lease-grace-ms", 0, "--sweep-interval-ms", 20]
     nodes = [f"node-{i}" for i in range(4)]
     pg, controls = start_cluster(nodes=nodes, args=args, replicas=2,
-                                 env={"HTTP_MAX_CONNECTIONS_PER_ADDRESS": "4096"})
+                                 env={"MC_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "4096"})
     agents = {n: [c.agent(n, nano_cpus=3 * CPU, memory_bytes=3 << 30) for c in controls] for n in nodes}
     for n in nodes:
         agents[n][0].register()
