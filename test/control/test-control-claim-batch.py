@@ -62,7 +62,7 @@ def claim_batch_histogram(c):
 
 def test_concurrent_claims_each_task_once_to_a_node_it_fits():
     # 42 claimers on one address, a new connection per request: over the default cap of 64 at times.
-    pg, (c,) = start_cluster(nodes=NODES, env={"HTTP_MAX_CONNECTIONS_PER_ADDRESS": "4096"})
+    pg, (c,) = start_cluster(nodes=NODES, env={"MC_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "4096"})
     takeable, never = queue()
     specs = {t["id"]: t for t in takeable + never}
     for t in takeable + never:

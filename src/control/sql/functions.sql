@@ -255,6 +255,8 @@ RETURNS void LANGUAGE sql AS $$
                 nano_cpus = EXCLUDED.nano_cpus, memory_bytes = EXCLUDED.memory_bytes,
                 labels = EXCLUDED.labels, runtime = EXCLUDED.runtime, driver = EXCLUDED.driver,
                 version = EXCLUDED.version, draining = false, last_heartbeat = now();
+        -- Its reserved capacity (schema version 8), kept by mc_task_reserve from now on.
+        INSERT INTO node_reserved (node_id) VALUES (p_node) ON CONFLICT (node_id) DO NOTHING;
 $$;
 
 -- The queue as a claim of p_node with p_cpus and p_memory free sees it: for each shape (nano_cpus,
@@ -346,12 +348,21 @@ $$;
 -- them at most, a node's free capacity counts what it leased earlier in the batch, and a node named
 -- twice gets two tasks if both fit.
 --
--- p_wait false (a batch of several): the batch never waits for a lock, so that batches running at once
--- (here, or on another replica) cannot deadlock on each other's node locks, held to their commits.
+-- p_wait false (a batch of several): the batch never waits for a node's claim lock, so that batches
+-- running at once (here, or on another replica) cannot deadlock on each other's node locks, held to
+-- their commits.
 -- A claim whose node lock another transaction holds, or which found nothing but a task that
 -- mc_explain_pending holds, answers 0 instead of waiting: its caller asks again alone (p_wait true),
 -- which waits as mc_claim always did. Tasks are taken with SKIP LOCKED, and those this transaction
 -- leased are no longer queued to the claims after them.
+--
+-- A node's free capacity is its size less its row of node_reserved (schema version 8), read without a
+-- row lock: only a claim of the node raises it, and this one holds the node's claim lock; whatever
+-- lowers it meanwhile (a result, an expiry) makes the claim see less free than there is, never more.
+-- The lease's trigger (mc_task_reserve) then raises the row, which waits for a transaction that is
+-- lowering it. The claims are taken in node_id order, whatever the order of p_nodes, which is the order
+-- in which the lease watch takes the rows of the nodes whose leases it expires: a batch and an expiry
+-- can each wait for the other's row, but not both.
 CREATE OR REPLACE FUNCTION mc_claim_batch(p_nodes text[], p_ttl_ms integer, p_wait boolean)
 RETURNS TABLE (r_i integer, r_code integer, r_body jsonb, r_task text, r_token bigint, r_attempt integer)
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
@@ -365,8 +376,7 @@ DECLARE
         k integer;
         node text;
 BEGIN
-        FOR k IN 1 .. coalesce(array_length(p_nodes, 1), 0) LOOP
-                node := p_nodes[k];
+        FOR node, k IN SELECT u.node, u.k::integer FROM unnest(p_nodes) WITH ORDINALITY AS u(node, k) ORDER BY u.node, u.k LOOP
                 t := NULL;
                 held := NULL;
                 SELECT * INTO n FROM nodes WHERE node_id = node;
@@ -383,9 +393,13 @@ BEGIN
                         RETURN QUERY SELECT k, 0, NULL::jsonb, NULL::text, NULL::bigint, NULL::integer;
                         CONTINUE;
                 END IF;
-                SELECT n.nano_cpus - coalesce(sum(x.nano_cpus), 0), n.memory_bytes - coalesce(sum(x.memory_bytes), 0)
-                  INTO free_cpus, free_memory
-                  FROM tasks x WHERE x.lease_node = node AND x.status IN ('leased', 'running');
+                -- No row: the node never held a lease since it registered (or since version 8).
+                SELECT n.nano_cpus - r.nano_cpus, n.memory_bytes - r.memory_bytes INTO free_cpus, free_memory
+                  FROM node_reserved r WHERE r.node_id = node;
+                IF NOT FOUND THEN
+                        free_cpus := n.nano_cpus;
+                        free_memory := n.memory_bytes;
+                END IF;
 
                 -- The plan kept for the session is made for any node and shape. With memory_bytes equal
                 -- to a parameter the planner sees the order "by seq" in the probe, which tasks_seq_key
@@ -452,10 +466,18 @@ BEGIN
                 RETURNING * INTO t;
                 INSERT INTO attempts (task_id, attempt, node_id, lease_token) VALUES (t.id, t.attempt, node, t.lease_token);
 
-                RETURN QUERY SELECT k, 200, jsonb_build_object('task', mc_task_json(t, false), 'lease_token', t.lease_token,
-                                                               'attempt', t.attempt, 'lease_ttl_ms', p_ttl_ms,
-                                                               'inputs', mc_task_inputs(t)),
-                                    t.id, t.lease_token, t.attempt;
+                -- Assignments, which PL/pgSQL evaluates as simple expressions, rather than a query
+                -- (RETURN QUERY starts an executor for its one row); mc_task_inputs is not called for
+                -- a task without inputs.
+                r_i := k;
+                r_code := 200;
+                r_body := jsonb_build_object('task', mc_task_json(t, false), 'lease_token', t.lease_token,
+                                             'attempt', t.attempt, 'lease_ttl_ms', p_ttl_ms,
+                                             'inputs', CASE WHEN t.spec ? 'inputs' THEN mc_task_inputs(t) ELSE '[]'::jsonb END);
+                r_task := t.id;
+                r_token := t.lease_token;
+                r_attempt := t.attempt;
+                RETURN NEXT;
         END LOOP;
 END
 $$;
@@ -678,6 +700,9 @@ $$;
 -- under its row lock (a renewal that committed meanwhile keeps it; one that comes after finds it
 -- expired). Returns first what it expired (expired = the task's new status), then every lease still
 -- held, with its current count and TTL (expired NULL), which the replica watches next.
+--
+-- The expired leases' nodes' rows of node_reserved, which their trigger lowers, are locked first, in
+-- node_id order (mc_claim_batch says why).
 CREATE OR REPLACE FUNCTION mc_lease_watch(p_expire jsonb)
 RETURNS TABLE (id text, lease_token bigint, renewals bigint, ttl_ms integer, expired text, attempt integer,
                node_id text) LANGUAGE plpgsql AS $$
@@ -685,19 +710,29 @@ DECLARE
         swept jsonb;
         n_untargeted integer;
         targets text[];
+        ids text[];
 BEGIN
         IF jsonb_array_length(p_expire) > 0 THEN
                 WITH want AS (
                         SELECT x->>'task_id' AS id, (x->>'lease_token')::bigint AS token,
                                (x->>'renewals')::bigint AS renewals
                         FROM jsonb_array_elements(p_expire) x
-                ), expired AS (
-                        -- SKIP LOCKED: a row locked by a renewal (or another replica's sweep) is looked at
-                        -- again next round, with what that transaction left.
-                        SELECT x.id, x.lease_node FROM tasks x JOIN want w
+                )
+                -- SKIP LOCKED: a row locked by a renewal (or another replica's sweep) is looked at again
+                -- next round, with what that transaction left.
+                SELECT array_agg(e.id) INTO ids FROM (
+                        SELECT x.id FROM tasks x JOIN want w
                             ON x.id = w.id AND x.lease_token = w.token AND x.lease_renewals = w.renewals
                          WHERE x.status IN ('leased', 'running')
-                         FOR UPDATE OF x SKIP LOCKED
+                         FOR UPDATE OF x SKIP LOCKED) e;
+        END IF;
+
+        IF ids IS NOT NULL THEN
+                PERFORM 1 FROM node_reserved r
+                 WHERE r.node_id IN (SELECT x.lease_node FROM tasks x WHERE x.id = ANY (ids))
+                 ORDER BY r.node_id FOR UPDATE OF r;
+                WITH expired AS (
+                        SELECT x.id, x.lease_node FROM tasks x WHERE x.id = ANY (ids)
                 ), changed AS (
                         UPDATE tasks t SET
                                 status = CASE WHEN t.attempt >= t.max_attempts THEN 'failed' ELSE 'queued' END,
@@ -773,12 +808,11 @@ CREATE OR REPLACE FUNCTION mc_node_json(n nodes, p_lost_after_ms integer) RETURN
                               WHEN n.draining OR n.drained THEN 'draining' ELSE 'ready' END,
                 'drained', n.drained,
                 'capacity', jsonb_build_object('nano_cpus', n.nano_cpus, 'memory_bytes', n.memory_bytes),
-                'reserved', jsonb_build_object('nano_cpus', coalesce(r.cpus, 0), 'memory_bytes', coalesce(r.mem, 0)),
-                'running_tasks', coalesce(r.n, 0),
+                'reserved', jsonb_build_object('nano_cpus', coalesce(r.nano_cpus, 0), 'memory_bytes', coalesce(r.memory_bytes, 0)),
+                'running_tasks', coalesce(r.leases, 0),
                 'labels', n.labels, 'runtime', n.runtime, 'driver', n.driver, 'version', n.version,
                 'registered_at', mc_ts(n.registered_at), 'last_heartbeat', mc_ts(n.last_heartbeat))
-        FROM (SELECT sum(t.nano_cpus) AS cpus, sum(t.memory_bytes) AS mem, count(*) AS n
-              FROM tasks t WHERE t.lease_node = n.node_id AND t.status IN ('leased', 'running')) r
+        FROM (SELECT 1) one LEFT JOIN node_reserved r ON r.node_id = n.node_id
 $$;
 
 CREATE OR REPLACE FUNCTION mc_nodes(p_lost_after_ms integer) RETURNS jsonb LANGUAGE sql STABLE AS $$
@@ -883,6 +917,43 @@ BEGIN
 END
 $$;
 
+-- ---- Each node's reserved capacity (node_reserved, schema version 8): the sums of the resources of
+-- its leased and running tasks, and their count, kept by the triggers on tasks that schema version 8
+-- created (on an update of status, lease_node or resources, and on the deletion of a task with a
+-- lease; no task is inserted with one). Every path that leases or ends a lease keeps the row by
+-- changing the task; none writes node_reserved itself. A claim raises its node's row under the node's
+-- claim lock; the others lower rows: one at a time (a result, a release, a cancel), or, in the lease
+-- watch's expiry, several, locked first in node_id order, the order in which a batch of claims takes
+-- them.
+CREATE OR REPLACE FUNCTION mc_task_reserve() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+        -- A start (leased to running) keeps the task in its node's count.
+        IF TG_OP = 'UPDATE' AND (OLD.status IN ('leased', 'running')) = (NEW.status IN ('leased', 'running'))
+           AND OLD.lease_node IS NOT DISTINCT FROM NEW.lease_node
+           AND OLD.nano_cpus = NEW.nano_cpus AND OLD.memory_bytes = NEW.memory_bytes THEN
+                RETURN NULL;
+        END IF;
+        IF TG_OP <> 'INSERT' AND OLD.status IN ('leased', 'running') AND OLD.lease_node IS NOT NULL THEN
+                UPDATE node_reserved r SET nano_cpus = r.nano_cpus - OLD.nano_cpus,
+                                           memory_bytes = r.memory_bytes - OLD.memory_bytes, leases = r.leases - 1
+                 WHERE r.node_id = OLD.lease_node;
+        END IF;
+        IF TG_OP <> 'DELETE' AND NEW.status IN ('leased', 'running') AND NEW.lease_node IS NOT NULL THEN
+                UPDATE node_reserved r SET nano_cpus = r.nano_cpus + NEW.nano_cpus,
+                                           memory_bytes = r.memory_bytes + NEW.memory_bytes, leases = r.leases + 1
+                 WHERE r.node_id = NEW.lease_node;
+                IF NOT FOUND THEN
+                        INSERT INTO node_reserved AS r (node_id, nano_cpus, memory_bytes, leases)
+                        VALUES (NEW.lease_node, NEW.nano_cpus, NEW.memory_bytes, 1)
+                        ON CONFLICT (node_id) DO UPDATE SET nano_cpus = r.nano_cpus + EXCLUDED.nano_cpus,
+                                                            memory_bytes = r.memory_bytes + EXCLUDED.memory_bytes,
+                                                            leases = r.leases + 1;
+                END IF;
+        END IF;
+        RETURN NULL;
+END
+$$;
+
 -- The catch-up of an event stream that names a cursor: the tasks changed at or after p_since (their
 -- current state), oldest change first.
 CREATE OR REPLACE FUNCTION mc_events_since(p_since timestamptz, p_limit integer) RETURNS SETOF jsonb LANGUAGE sql STABLE AS $$
@@ -980,12 +1051,15 @@ END
 $$;
 
 -- Removes a lost node: refused (409) while it heartbeats (within p_lost_after_ms) or holds a lease.
+-- Under the node's claim lock, taken first as a claim takes it, so that no claim of the node leases a
+-- task between the count and the deletion.
 CREATE OR REPLACE FUNCTION mc_node_delete(p_node text, p_lost_after_ms integer)
 RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
 DECLARE
         n nodes;
         held integer;
 BEGIN
+        PERFORM pg_advisory_xact_lock(hashtext('mc-claim:' || p_node));
         SELECT * INTO n FROM nodes WHERE node_id = p_node FOR UPDATE;
         IF NOT FOUND THEN
                 RETURN QUERY SELECT 404, jsonb_build_object('error', 'no such node', 'field', 'id');
@@ -996,7 +1070,7 @@ BEGIN
                                                             'field', 'id');
                 RETURN;
         END IF;
-        SELECT count(*) INTO held FROM tasks t WHERE t.lease_node = p_node AND t.status IN ('leased', 'running');
+        SELECT r.leases INTO held FROM node_reserved r WHERE r.node_id = p_node FOR UPDATE;
         IF held > 0 THEN
                 RETURN QUERY SELECT 409, jsonb_build_object('error', format('the node holds %s leases; they must expire first', held),
                                                             'field', 'id');
