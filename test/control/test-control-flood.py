@@ -246,7 +246,7 @@ def test_per_address_cap_as_large_as_the_global_one():
     one waiting longest is closed), instead of that address being refused with 429 by its own idle ones."""
     import socket
     pg, (c,) = start_cluster(args=["--http-max-connections", 40, "--http-header-timeout-sec", 600],
-                             env={"HTTP_MAX_CONNECTIONS_PER_ADDRESS": "100000"})
+                             env={"MC_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "100000"})
     u = urllib.parse.urlsplit(c.url)
     baseline = fd_count(c.daemon.pid)
     idle = []

@@ -35,7 +35,7 @@ def batch_histogram(c):
 
 
 def test_concurrent_heartbeats_each_answered_for_its_node():
-    pg, (c,) = start_cluster(nodes=NODES, env={"HTTP_MAX_CONNECTIONS_PER_ADDRESS": "4096"})
+    pg, (c,) = start_cluster(nodes=NODES, env={"MC_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "4096"})
     agents = {n: c.agent(n) for n in NODES}
     leases = {}
     for n, a in agents.items():
