@@ -381,9 +381,13 @@ int control_push(Control *c, TaskSpec *spec, PushCallback cb, void *userdata) {
         p->tail = it;
         p->n_pending++;
 
-        /* Flush from a deferred event rather than now, so that pushes arriving in the same loop
-         * iteration share the batch. */
-        if (p->in_flight < PUSH_MAX_IN_FLIGHT)
+        /* A push alone with nothing in flight (a client that waits for each answer) goes now: a turn
+         * of the event loop less before its statement. Otherwise the flush is from a deferred event,
+         * so that the pushes arriving in the same loop iteration share the batch. The callback may
+         * run before this returns (no database connection). */
+        if (p->in_flight == 0 && p->n_pending == 1)
+                push_flush(p);
+        else if (p->in_flight < PUSH_MAX_IN_FLIGHT)
                 (void) sd_event_source_set_enabled(p->defer, SD_EVENT_ONESHOT);
         return 0;
 }
