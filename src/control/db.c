@@ -17,6 +17,7 @@ typedef struct DbQuery DbQuery;
 struct DbQuery {
         char *sql;
         const char *name;       /* prepared statement's name (static), or NULL */
+        bool reprepared;        /* it failed for want of its prepared statement and was sent again */
         int n_params;
         char **params;
         DbCallback callback;
@@ -566,15 +567,22 @@ static void conn_finished(DbConn *c, PGresult *r) {
                                 return;
                         }
                         /* It did not run; the error is the query's (as if it had been sent whole). */
-                } else if (!ok && c->query->name && (streq(db_result_sqlstate(r), "26000") ||
-                                                     streq(db_result_sqlstate(r), "0A000"))) {
+                } else if (!ok && c->query->name && !c->query->reprepared &&
+                           (streq(db_result_sqlstate(r), "26000") || streq(db_result_sqlstate(r), "0A000"))) {
                         /* The server lost the connection's prepared statements (26000: a DISCARD ALL),
-                         * or the plan of one cannot be kept: a newer control replaced a function with one
-                         * of another result type (0A000 "cached plan must not change result type").
-                         * The statement did not run; the next queries prepare theirs again, under new
-                         * names. */
+                         * or the plan of one cannot be kept: a function it calls now returns another
+                         * type, as after a newer control replaced it (0A000 "cached plan must not change
+                         * result type"). The statement did not run: all are prepared again, under new
+                         * names, and this one runs again, once. */
+                        PQclear(r);
                         c->n_prepared = 0;
                         c->prepare_gen++;
+                        c->query->reprepared = true;
+                        if (conn_send_query(c) < 0)
+                                return;
+                        if (conn_watch(c, PQflush(c->conn) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN) < 0)
+                                conn_fail(c, "cannot watch socket");
+                        return;
                 }
                 q = TAKE_PTR(c->query);
                 db->n_running--;
