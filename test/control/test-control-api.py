@@ -98,7 +98,7 @@ def test_push_wakes_waiting_claims():
     a.register()
     for labels in ({}, {"target_node": "node-a"}):
         answer = {}
-        waiter = threading.Thread(target=lambda: answer.update(r=a.claim(wait_ms=60000, timeout=120)))
+        waiter = threading.Thread(target=lambda: answer.update(r=a.claim(wait_ms=30000, timeout=120)))
         waiter.start()
         # Not a sample: only so that the claim is most likely waiting when the task comes. Should it
         # come first, the claim finds it at once and this passes without testing the wake.
@@ -115,7 +115,7 @@ def test_push_wakes_waiting_claims():
     b = c.agent("node-b")
     b.register()
     answers = [None] * 6
-    claimers = [threading.Thread(target=lambda i=i: answers.__setitem__(i, (a, b)[i % 2].claim(wait_ms=60000, timeout=120)))
+    claimers = [threading.Thread(target=lambda i=i: answers.__setitem__(i, (a, b)[i % 2].claim(wait_ms=30000, timeout=120)))
                 for i in range(6)]
     for t in claimers:
         t.start()
