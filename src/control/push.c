@@ -265,7 +265,6 @@ static bool batch_has_id(PushItem **items, size_t n, const char *id) {
         " array_agg(DISTINCT ins.target_node) FILTER (WHERE ins.target_node IS NOT NULL)) FROM ins"     \
         ") SELECT ins.id, mc_ts(ins.created_at) FROM ins, woken"
 
-/* Takes the head of the queue. */
 /* Whether the plain INSERTs may take it: not one they already found stored, and without inputs (the
  * content check is mc_push's). */
 static bool item_plain(const PushItem *it) {
@@ -281,6 +280,7 @@ static bool push_one_applies(PushBatcher *p) {
         return p->head && !p->head->next && item_plain(p->head);
 }
 
+/* Takes the head of the queue. */
 static int push_one(PushBatcher *p) {
         Control *c = p->control;
         PushItem *it = p->head;
