@@ -11,10 +11,13 @@
 #define RECONNECT_MAX_USEC (2 * USEC_PER_SEC)
 #define WATCH_INTERVAL_USEC (250 * USEC_PER_MSEC)
 #define MIGRATION_LOCK_KEY "7302018117" /* arbitrary, fixed: "mc schema" */
+#define PREPARED_MAX 8                  /* statements a connection keeps prepared; more run unprepared */
 
 typedef struct DbQuery DbQuery;
 struct DbQuery {
         char *sql;
+        const char *name;       /* prepared statement's name (static), or NULL */
+        bool reprepared;        /* it failed for want of its prepared statement and was sent again */
         int n_params;
         char **params;
         DbCallback callback;
@@ -48,6 +51,10 @@ typedef struct DbConn {
         PGresult *result;               /* kept result of the statement in flight */
         bool commit_unconfirmed;        /* the server gave up waiting for the synchronous standby */
         unsigned rotation;              /* Db.host_rotation when this connection attempt began */
+        bool preparing;                 /* the query in flight is being prepared, then runs */
+        const char *prepared[PREPARED_MAX]; /* the names (DbQuery.name) prepared on this connection */
+        size_t n_prepared;
+        unsigned prepare_gen;           /* in the server's names: raised when they must be made anew */
 } DbConn;
 
 struct Db {
@@ -178,6 +185,8 @@ static int on_reconnect(sd_event_source *s, uint64_t usec, void *userdata);
 static void conn_close(DbConn *c) {
         c->io = sd_event_source_disable_unref(c->io);
         c->fd = -1;
+        c->preparing = false;
+        c->n_prepared = 0;
         if (c->result) {
                 PQclear(c->result);
                 c->result = NULL;
@@ -383,6 +392,43 @@ static void db_update_available(Db *db) {
                 db->on_state(available, db->userdata);
 }
 
+static bool conn_has_prepared(const DbConn *c, const char *name) {
+        for (size_t i = 0; i < c->n_prepared; i++)
+                if (c->prepared[i] == name)
+                        return true;
+        return false;
+}
+
+/* The server's name of a prepared statement: ours, and the generation, so that after the server lost
+ * or refused its statements (conn_finished()) they are made again under other names. */
+static void prepared_name(const DbConn *c, const char *name, char ret[static 64]) {
+        snprintf(ret, 64, "%s_%u", name, c->prepare_gen);
+}
+
+/* Sends c->query: a prepared statement that is prepared on c runs by its name (nothing parsed or
+ * planned); one that is not is prepared first (conn_finished() then runs it); others are sent whole. */
+static int conn_send_query(DbConn *c) {
+        DbQuery *q = c->query;
+        char name[64];
+        int ok;
+
+        if (q->name && conn_has_prepared(c, q->name)) {
+                prepared_name(c, q->name, name);
+                ok = PQsendQueryPrepared(c->conn, name, q->n_params, (const char *const *) q->params, NULL, NULL, 0);
+        } else if (q->name && c->n_prepared < PREPARED_MAX) {
+                prepared_name(c, q->name, name);
+                ok = PQsendPrepare(c->conn, name, q->sql, q->n_params, NULL);
+                c->preparing = ok;
+        } else
+                ok = PQsendQueryParams(c->conn, q->sql, q->n_params, NULL, (const char *const *) q->params,
+                                       NULL, NULL, 0);
+        if (!ok) {
+                conn_fail(c, PQerrorMessage(c->conn));
+                return -EIO;
+        }
+        return 0;
+}
+
 /* Picks the next thing for an idle (or freshly set up) connection to do. */
 static void conn_dispatch(DbConn *c) {
         Db *db = c->db;
@@ -413,11 +459,8 @@ static void conn_dispatch(DbConn *c) {
         c->query = q;
         c->commit_unconfirmed = false;
         db->n_running++;
-        if (!PQsendQueryParams(c->conn, q->sql, q->n_params, NULL, (const char *const *) q->params,
-                               NULL, NULL, 0)) {
-                conn_fail(c, PQerrorMessage(c->conn));
+        if (conn_send_query(c) < 0)
                 return;
-        }
         c->state = CONN_BUSY;
         c->busy_since_usec = now_usec();
         if (conn_watch(c, PQflush(c->conn) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN) < 0)
@@ -509,6 +552,36 @@ static void conn_finished(DbConn *c, PGresult *r) {
                         /* conn_fail() answers the query with -ECONNRESET: 503, never 500. */
                         conn_fail(c, r ? PQresultErrorMessage(r) : "no result");
                         PQclear(r);
+                        return;
+                }
+                if (c->preparing) {
+                        c->preparing = false;
+                        if (ok) {
+                                /* Prepared: now it runs. */
+                                PQclear(r);
+                                c->prepared[c->n_prepared++] = c->query->name;
+                                if (conn_send_query(c) < 0)
+                                        return;
+                                if (conn_watch(c, PQflush(c->conn) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN) < 0)
+                                        conn_fail(c, "cannot watch socket");
+                                return;
+                        }
+                        /* It did not run; the error is the query's (as if it had been sent whole). */
+                } else if (!ok && c->query->name && !c->query->reprepared &&
+                           (streq(db_result_sqlstate(r), "26000") || streq(db_result_sqlstate(r), "0A000"))) {
+                        /* The server lost the connection's prepared statements (26000: a DISCARD ALL),
+                         * or the plan of one cannot be kept: a function it calls now returns another
+                         * type, as after a newer control replaced it (0A000 "cached plan must not change
+                         * result type"). The statement did not run: all are prepared again, under new
+                         * names, and this one runs again, once. */
+                        PQclear(r);
+                        c->n_prepared = 0;
+                        c->prepare_gen++;
+                        c->query->reprepared = true;
+                        if (conn_send_query(c) < 0)
+                                return;
+                        if (conn_watch(c, PQflush(c->conn) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN) < 0)
+                                conn_fail(c, "cannot watch socket");
                         return;
                 }
                 q = TAKE_PTR(c->query);
@@ -884,6 +957,11 @@ Db *db_free(Db *db) {
 }
 
 int db_query(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback, void *userdata) {
+        return db_query_prepared(db, NULL, sql, n_params, params, callback, userdata);
+}
+
+int db_query_prepared(Db *db, const char *name, const char *sql, int n_params, const char *const *params,
+                      DbCallback callback, void *userdata) {
         DbQuery *q;
 
         if (db->closing)
@@ -898,6 +976,7 @@ int db_query(Db *db, const char *sql, int n_params, const char *const *params, D
         if (!q)
                 return -ENOMEM;
         q->sql = strdup(sql);
+        q->name = name;
         q->n_params = n_params;
         q->params = calloc(MAX(n_params, 1), sizeof(char *));
         if (!q->sql || !q->params) {

@@ -53,6 +53,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Db *, db_free);
 
 /* Queues a query with text parameters (copied; a NULL entry is SQL NULL). */
 int db_query(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback, void *userdata);
+/* The same, as a prepared statement: each connection prepares sql under name at its first use (one
+ * more round trip), and afterwards only runs it, without parsing or planning it again (the server's
+ * plan cache decides between a generic and a custom plan, as for any prepared statement). name must be
+ * a string constant (it is compared by address) and always go with the same sql. */
+int db_query_prepared(Db *db, const char *name, const char *sql, int n_params, const char *const *params,
+                      DbCallback callback, void *userdata);
 
 bool db_is_available(Db *db);
 /* Queries waiting for a connection plus those running. */

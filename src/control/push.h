@@ -19,5 +19,5 @@ size_t push_batcher_n_pending(PushBatcher *p);
  * error as body; id is the task's, given or generated. */
 typedef void (*PushCallback)(Control *c, unsigned code, const char *id, const char *body, void *userdata);
 
-/* Takes over spec. */
+/* Takes over spec. The callback may run before this returns (when the database is unavailable). */
 int control_push(Control *c, TaskSpec *spec, PushCallback cb, void *userdata);

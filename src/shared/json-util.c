@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <math.h>
+#include <pthread.h>
 
 #include "json-util.h"
 #include "utf8.h"
@@ -47,6 +48,39 @@ static bool numbers_are_finite(json_object *o) {
         }
 }
 
+/* One tokener per thread, reset between texts: a new one is allocated and zeroed with its whole parse
+ * stack, which was a twentieth of mc-control's CPU per push. Kept in thread-specific data, whose
+ * destructor frees it when a thread that parsed ends. */
+static pthread_key_t tokener_key;
+static pthread_once_t tokener_once = PTHREAD_ONCE_INIT;
+static bool tokener_key_ok = false;
+
+static void tokener_free(void *p) {
+        json_tokener_free(p);
+}
+
+static void tokener_key_make(void) {
+        tokener_key_ok = pthread_key_create(&tokener_key, tokener_free) == 0;
+}
+
+static json_tokener *tokener_get(void) {
+        json_tokener *tok;
+
+        (void) pthread_once(&tokener_once, tokener_key_make);
+        tok = tokener_key_ok ? pthread_getspecific(tokener_key) : NULL;
+        if (!tok)
+                return json_tokener_new_ex(JSON_MAX_DEPTH);
+        (void) pthread_setspecific(tokener_key, NULL);
+        json_tokener_reset(tok);
+        return tok;
+}
+
+static void tokener_put(json_tokener *tok) {
+        if (tokener_key_ok && !pthread_getspecific(tokener_key) && pthread_setspecific(tokener_key, tok) == 0)
+                return;
+        json_tokener_free(tok);
+}
+
 int json_parse_strict(const char *text, size_t size, json_object **ret, const char **ret_error) {
         json_tokener *tok;
         json_object *o;
@@ -70,7 +104,7 @@ int json_parse_strict(const char *text, size_t size, json_object **ret, const ch
                         *ret_error = "invalid UTF-8 in JSON text";
                 return -EINVAL;
         }
-        tok = json_tokener_new_ex(JSON_MAX_DEPTH);
+        tok = tokener_get();
         if (!tok)
                 return -ENOMEM;
         json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
@@ -86,13 +120,13 @@ int json_parse_strict(const char *text, size_t size, json_object **ret, const ch
                 consumed = size;
                 if (err != json_tokener_success) {
                         json_object_put(o);
-                        json_tokener_free(tok);
+                        tokener_put(tok);
                         if (ret_error)
                                 *ret_error = "unexpected end of JSON text";
                         return -EINVAL;
                 }
         }
-        json_tokener_free(tok);
+        tokener_put(tok);
         if (err != json_tokener_success) {
                 if (ret_error)
                         *ret_error = json_tokener_error_desc(err);

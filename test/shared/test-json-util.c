@@ -150,6 +150,29 @@ static void test_deep_nesting(void) {
         ASSERT_TRUE(refuses(very_deep));
 }
 
+/* The tokener is kept between calls (one per thread): what a refused or unfinished text left in it must
+ * not leak into the next document, nor the depth of a deep one. */
+static void test_reuse_after_failure(void) {
+        _cleanup_free_ char *deep = nested(33), *ok = nested(32);
+        json_object *o = NULL;
+
+        ASSERT_TRUE(refuses("{\"a\": [1, 2"));
+        ASSERT_INT_EQ(parse("{\"b\": 3}", &o, NULL), 0);
+        ASSERT_TRUE(json_object_is_type(o, json_type_object));
+        ASSERT_INT_EQ(json_object_object_length(o), 1);
+        ASSERT_INT_EQ(json_object_get_int64(json_object_object_get(o, "b")), 3);
+        json_object_put(o);
+
+        ASSERT_TRUE(refuses("[\"x\", {\"y\":"));
+        ASSERT_TRUE(accepts("12"));
+        ASSERT_TRUE(refuses(deep));
+        ASSERT_TRUE(accepts(ok));
+        ASSERT_TRUE(refuses("{} x"));
+        ASSERT_INT_EQ(parse("[true]", &o, NULL), 0);
+        ASSERT_TRUE(json_object_is_type(o, json_type_array) && json_object_array_length(o) == 1);
+        json_object_put(o);
+}
+
 static void test_get_int64(void) {
         _cleanup_json_ json_object *o = NULL;
         int64_t i = 7;
@@ -226,6 +249,7 @@ int main(void) {
         RUN_TEST(test_invalid_utf8);
         RUN_TEST(test_nul_byte);
         RUN_TEST(test_deep_nesting);
+        RUN_TEST(test_reuse_after_failure);
         RUN_TEST(test_get_int64);
         RUN_TEST(test_get_string_bool);
         RUN_TEST(test_build_and_print);

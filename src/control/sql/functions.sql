@@ -101,6 +101,8 @@ $$;
 -- unknown content is not inserted; its row answers 'invalid' with the {"error", "field"} to return
 -- (the first unknown input, "inputs[<0-based index>].content"). Done here, in the push's own
 -- statement, so that the check and the insert are one transaction.
+-- A push alone of a task without inputs (the usual push of a client that waits for each answer) is not
+-- this but one prepared INSERT, in push.c (PUSH_ONE_SQL), which notifies as this does.
 CREATE OR REPLACE FUNCTION mc_push(p_tasks jsonb)
 RETURNS TABLE (id text, result text, record jsonb) LANGUAGE plpgsql AS $$
 DECLARE
@@ -154,33 +156,6 @@ BEGIN
           INTO n_untargeted, targets
           FROM jsonb_array_elements(p_tasks) x;
         PERFORM mc_notify_queued(n_untargeted, targets);
-END
-$$;
-
--- One push alone, of a task without inputs (the usual push of a client that waits for each answer):
--- what mc_push does for it, in one INSERT with plain parameters rather than a statement over a JSON
--- array (half of mc_push's time for one task). Returns the task's created_at, or NULL when nothing was
--- inserted (the id exists, or a concurrent push of it committed first): the caller then asks mc_push,
--- which tells 'exists' from 'conflict'.
-CREATE OR REPLACE FUNCTION mc_push_one(p_id text, p_spec jsonb, p_target text, p_nano_cpus bigint,
-                                       p_memory_bytes bigint, p_labels jsonb, p_max_attempts integer)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-        created timestamptz;
-BEGIN
-        INSERT INTO tasks AS t (id, spec, target_node, nano_cpus, memory_bytes, labels, max_attempts)
-        VALUES (p_id, p_spec, p_target, p_nano_cpus, p_memory_bytes, p_labels, p_max_attempts)
-        ON CONFLICT ON CONSTRAINT tasks_pkey DO NOTHING
-        RETURNING t.created_at INTO created;
-        IF NOT FOUND THEN
-                RETURN NULL;
-        END IF;
-        IF p_target IS NULL THEN
-                PERFORM mc_notify_queued(1, NULL);
-        ELSE
-                PERFORM mc_notify_queued(0, ARRAY[p_target]);
-        END IF;
-        RETURN mc_ts(created);
 END
 $$;
 
