@@ -242,14 +242,7 @@ def test_watchdog_follows_accepting():
 
 def peer_connections(pid, address):
     """Established TCP connections of process pid whose peer is the IPv4 address."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+    inodes = mctest.socket_inodes(pid)
     peer = "".join(f"{int(b):02X}" for b in reversed(address.split(".")))
     n = 0
     with open(f"/proc/{pid}/net/tcp") as f:

@@ -60,14 +60,7 @@ def serving(status):
 def listening_ports(pid):
     """The TCP ports that process pid holds a listening socket on (IPv4 and IPv6), from /proc: what it
     serves on, whatever it logs about it."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+    inodes = mctest.socket_inodes(pid)
     ports = set()
     for table in ("tcp", "tcp6"):
         with open(f"/proc/{pid}/net/{table}") as f:

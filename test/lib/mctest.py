@@ -256,6 +256,19 @@ def _bindable(port, kind):
     return True
 
 
+def socket_inodes(pid):
+    """The inode numbers (as /proc/net/* writes them) of the sockets process pid holds."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
 def free_port(kind=socket.SOCK_STREAM):
     """A port that is free now on every address and that no other test of this machine was given
     recently (TCP by default; pass socket.SOCK_DGRAM for UDP), outside the ephemeral range."""
