@@ -164,7 +164,7 @@ static int set_limits_v1(Cgroup *cg, int64_t nano_cpus, int64_t memory_bytes) {
         return 0;
 }
 
-static int cgroup_paths(const char *root, CgroupMode mode, const char *path, Cgroup **ret) {
+int cgroup_at(const char *root, CgroupMode mode, const char *path, Cgroup **ret) {
         _cleanup_(cgroup_freep) Cgroup *cg = NULL;
 
         cg = calloc(1, sizeof(Cgroup));
@@ -188,7 +188,7 @@ int cgroup_open(const char *root, CgroupMode mode, const char *path, Cgroup **re
         _cleanup_(cgroup_freep) Cgroup *cg = NULL;
         int r;
 
-        r = cgroup_paths(root, mode, path, &cg);
+        r = cgroup_at(root, mode, path, &cg);
         if (r < 0)
                 return r;
         if (!is_dir(mode == CGROUP_V2 ? cg->v2 : cg->memory))
@@ -202,7 +202,7 @@ int cgroup_create(const char *root, CgroupMode mode, const char *path, int64_t n
         _cleanup_(cgroup_freep) Cgroup *cg = NULL;
         int r;
 
-        r = cgroup_paths(root, mode, path, &cg);
+        r = cgroup_at(root, mode, path, &cg);
         if (r < 0)
                 return r;
 

@@ -31,9 +31,12 @@ typedef struct Cgroup {
 int cgroup_detect(const char *root, CgroupMode *ret);
 const char *cgroup_mode_to_string(CgroupMode m);
 
-/* Creates (or reuses) the cgroup at relative path `path` and applies the limits (0: none). */
+/* Creates (or reuses) the cgroup at relative path `path` and applies the limits (0: none). May block
+ * for long on the kernel's cgroup lock: not on an event loop. */
 int cgroup_create(const char *root, CgroupMode mode, const char *path, int64_t nano_cpus, int64_t memory_bytes,
                   Cgroup **ret);
+/* Names the cgroup, touching nothing on the host: it may not be there (yet). */
+int cgroup_at(const char *root, CgroupMode mode, const char *path, Cgroup **ret);
 /* Opens without creating; -ENOENT when it is not there. */
 int cgroup_open(const char *root, CgroupMode mode, const char *path, Cgroup **ret);
 Cgroup *cgroup_free(Cgroup *cg);
@@ -49,7 +52,8 @@ int cgroup_kill(Cgroup *cg, int sig);
 int cgroup_is_empty(Cgroup *cg);
 /* Whether the kernel's OOM killer acted in it. */
 bool cgroup_oom_killed(Cgroup *cg);
-/* Kills what is left and removes the directories. */
+/* Kills what is left and removes the directories. May block for long (the kernel's cgroup lock,
+ * processes slow to die): not on an event loop. */
 int cgroup_destroy(Cgroup *cg);
 
 /* The limits as applied (for tests and ListTasks): quota per period, bytes; -1 for none. */

@@ -441,11 +441,12 @@ static void test_stop(void) {
         remove_job(&j);
         job_clear(&j);
 
-        /* Stopped before it even started: it never runs. */
+        /* Stopped before it even started: it never runs (exec: its cgroup is made on the driver's
+         * thread, and the stop comes before the loop hears of it). */
         start(&j, (char *[]) { "sleep", "100", NULL }, NULL, 0, 0);
         ASSERT(driver_job_stop(j.job, 0) >= 0);
         run_until(&j.exited, 30);
-        ASSERT(docker ? (!j.started && j.error < 0) : (j.exit_code == 128 + SIGKILL || j.error < 0));
+        ASSERT(!j.started && j.error < 0);
         remove_job(&j);
         job_clear(&j);
 }
@@ -643,8 +644,17 @@ static void wait_ended(int pidfd) {
 }
 
 static pid_t supervisor_of(const char *job_dir) {
+        uint64_t deadline = now_usec() + 60 * USEC_PER_SEC;
         ExecJobRecord rec = {};
         pid_t pid;
+
+        /* The driver forks a job's supervisor on the loop once the job's cgroup is made (off the
+         * loop), and records it at once: one turn of the loop at a time until it is recorded. It is
+         * surely there then, since the driver reaps it only in another turn. */
+        while (!file_exists(job_dir, "job")) {
+                ASSERT(now_usec() < deadline);
+                ASSERT(sd_event_run(event, 20 * USEC_PER_MSEC) >= 0);
+        }
 
         ASSERT(exec_job_record_read(job_dir, &rec) >= 0);
         pid = rec.supervisor_pid;
@@ -670,15 +680,17 @@ static void reap(int pidfd) {
 
 /* A restarted agent takes over: a job still running (its command waits for a file, so that it is
  * surely running when adopted), one that ended while nobody watched, one forgotten right after its
- * start (created, running or even exited by the time it is listed), one whose supervisor was killed,
- * and one that was never recorded; a discarded one is killed, supervisor and all. */
+ * recording (created, running or even exited by the time it is listed), one forgotten before its
+ * cgroup was made (never recorded, never run), one whose supervisor was killed, and one that was
+ * never recorded; a discarded one is killed, supervisor and all. */
 static void test_leftovers_exec(void) {
-        Job running = {}, exited = {}, early = {}, lost = {}, doomed = {};
+        Job running = {}, exited = {}, early = {}, lost = {}, doomed = {}, unmade = {};
         Job a = {}, b = {}, c = {}, d = {};
         _cleanup_free_ char *gate = NULL, *cmd = NULL;
         _cleanup_free_ char *running_name = NULL, *exited_name = NULL, *early_name = NULL, *lost_name = NULL,
                             *doomed_name = NULL, *exited_dir = NULL, *lost_dir = NULL, *doomed_dir = NULL,
-                            *running_dir = NULL, *early_dir = NULL;
+                            *running_dir = NULL, *early_dir = NULL, *unmade_name = NULL, *unmade_dir = NULL,
+                            *unmade_cgroup = NULL;
         /* pidfds: the supervisors', taken before the loop runs (until then none can have been reaped);
          * the commands', taken while they surely run. */
         int running_sup, exited_sup, early_sup, lost_sup, doomed_sup, lost_cmd, doomed_cmd;
@@ -727,6 +739,24 @@ static void test_leftovers_exec(void) {
         early_dir = job_dir_of(early_name);
         early_sup = pidfd_of(supervisor_of(early_dir));
         forget(&early);
+        /* Forgotten before its cgroup was even made (the agent stopping right after the start): its
+         * supervisor is never forked, and what the driver's thread makes is an unrecorded leftover. */
+        start(&unmade, (char *[]) { "sh", "-c", "echo must-not-run", NULL }, NULL, 0, 0);
+        unmade_name = name_of(lease_counter);
+        unmade_dir = job_dir_of(unmade_name);
+        forget(&unmade);
+        ASSERT(cgroup_detect(CGROUP_ROOT_DEFAULT, &mode) >= 0);
+        ASSERT(asprintf(&unmade_cgroup, "%s/%s", cgroup_path, unmade_name) >= 0);
+        {
+                uint64_t deadline = now_usec() + 60 * USEC_PER_SEC;
+                _cleanup_(cgroup_freep) Cgroup *cg = NULL;
+
+                while (cgroup_open(CGROUP_ROOT_DEFAULT, mode, unmade_cgroup, &cg) < 0) {
+                        ASSERT(now_usec() < deadline);
+                        run_for(20);
+                }
+        }
+        ASSERT(!file_exists(unmade_dir, "job"));
 
         /* While nobody watches: one ends, one loses its supervisor (its command dies with it). */
         wait_file(exited_dir, "result");
@@ -735,7 +765,6 @@ static void test_leftovers_exec(void) {
         wait_ended(lost_cmd);
         close(lost_cmd);
         /* And one cgroup that no job recorded (an agent that died between creating it and recording). */
-        ASSERT(cgroup_detect(CGROUP_ROOT_DEFAULT, &mode) >= 0);
         snprintf(stray_path, sizeof(stray_path), "%s/task-stray-7", cgroup_path);
         ASSERT(cgroup_create(CGROUP_ROOT_DEFAULT, mode, stray_path, 0, 0, &stray) >= 0);
 
@@ -768,7 +797,17 @@ static void test_leftovers_exec(void) {
         }
 
         list();
-        ASSERT(n_leftovers == 7);
+        ASSERT(n_leftovers == 8);
+        l = find_leftover(strndupa(unmade_name, strrchr(unmade_name, '-') - unmade_name));
+        ASSERT(l && !l->adoptable && streq(l->state, "unrecorded"));
+        ASSERT(driver->ops->leftover_discard(driver, l, removed_cb, &done) >= 0);
+        run_until(&done, 30);
+        done = false;
+        ASSERT(access(unmade_dir, F_OK) < 0);
+        {
+                _cleanup_(cgroup_freep) Cgroup *cg = NULL;
+                ASSERT(cgroup_open(CGROUP_ROOT_DEFAULT, mode, unmade_cgroup, &cg) == -ENOENT);
+        }
         l = find_leftover("task-stray");
         ASSERT(l && !l->adoptable && l->lease_token == 7);
         ASSERT(driver->ops->job_adopt(driver, l, &callbacks, &d, &d.job) == -EOPNOTSUPP);
@@ -843,6 +882,7 @@ static void test_leftovers_exec(void) {
         job_clear(&early);
         job_clear(&lost);
         job_clear(&doomed);
+        job_clear(&unmade);
 
         list();
         ASSERT(n_leftovers == 0);

@@ -23,7 +23,14 @@
  *
  * A job with a lease file runs under mc-fence-init (../fence-init/): the supervisor starts the init,
  * which starts the command and kills every process of the job's cgroup when the lease file stops
- * promising it time, even when the agent and the supervisor were killed with everything else of ours. */
+ * promising it time, even when the agent and the supervisor were killed with everything else of ours.
+ *
+ * The job's cgroup is made, and later removed, on a thread of the driver's (offload.h), never on the
+ * loop: mkdir(2) and rmdir(2) of a cgroup wait on the kernel's one global cgroup lock, and on a host
+ * where many cgroups come and go that wait lasted seconds, during which an agent renewed no lease
+ * (1 000 agents on one host: thousands of leases lost by live agents). The supervisor is forked once
+ * the cgroup is there, so that the order on the host, cgroup then supervisor, is what it always was,
+ * and what a restarted agent relies on (list_leftovers). */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -45,6 +52,7 @@
 #include "exec-user.h"
 #include "fence-protocol.h"
 #include "log.h"
+#include "offload.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #ifndef MC_EXEC_SUPERVISOR_PATH
@@ -64,6 +72,7 @@ typedef struct ExecDriver {
         size_t output_cap, tail_max;
         ExecUser user;          /* whom the tasks run as */
         char *user_arg;         /* the same for the supervisor: "UID:GID" or "-" */
+        Offload *offload;       /* makes and removes cgroups */
 } ExecDriver;
 
 typedef struct ExecJob {
@@ -73,7 +82,9 @@ typedef struct ExecJob {
         char *job_dir;          /* ours and the supervisor's (exec-job-files.h) */
         char *handle;           /* "pid-<the command's pid>", once it runs */
         char *exe;
-        Cgroup *cgroup;
+        Cgroup *cgroup;         /* named at once; on the host once setup is done */
+        OffloadCall *setup;     /* the cgroup is being made */
+        char **argv;            /* the supervisor's, until it is forked */
         pid_t supervisor_pid;
         bool own_child;         /* we forked the supervisor: we reap it */
         int pidfd;              /* the supervisor's */
@@ -404,7 +415,7 @@ static _noreturn_ void supervisor_child(const char *path, char *const *argv, int
 }
 
 /* Forks the supervisor, records the job, and tells the supervisor to go on. */
-static int spawn_supervisor(ExecDriver *ed, ExecJob *j, const DriverJobSpec *spec, char *const *argv) {
+static int spawn_supervisor(ExecDriver *ed, ExecJob *j, char *const *argv) {
         int go[2] = { -1, -1 }, devnull, r;
         uint64_t start = 0;
         pid_t pid;
@@ -437,10 +448,10 @@ static int spawn_supervisor(ExecDriver *ed, ExecJob *j, const DriverJobSpec *spe
         r = j->pidfd < 0 ? -errno : pid_start_time(pid, &start);
         if (r >= 0)
                 r = exec_job_record_write(j->job_dir, &(ExecJobRecord) {
-                                .task_id = (char *) spec->task_id,
-                                .lease_token = spec->lease_token,
-                                .attempt = spec->attempt,
-                                .timeout_sec = spec->timeout_sec,
+                                .task_id = j->job.task_id,
+                                .lease_token = j->job.lease_token,
+                                .attempt = j->job.attempt,
+                                .timeout_sec = j->job.timeout_sec,
                                 .supervisor_pid = pid,
                                 .supervisor_start = start,
                         });
@@ -494,6 +505,97 @@ static void job_set_marker(ExecJob *j, pid_t pid) {
                 driver_job_set_pid(&j->job, pid, marker);
 }
 
+/* The cgroup's setup, on the offload thread: the work has its own copy of everything, since the job
+ * may be freed (the agent stopping) while it runs; then the call is cancelled, and the job is only
+ * looked at by the done, on the loop. */
+typedef struct CgroupSetup {
+        ExecJob *job;
+        char *root, *path;
+        CgroupMode mode;
+        int64_t nano_cpus, memory_bytes;
+} CgroupSetup;
+
+static void cgroup_setup_free(void *userdata) {
+        CgroupSetup *cs = userdata;
+
+        free(cs->root);
+        free(cs->path);
+        free(cs);
+}
+
+static int cgroup_setup_work(void *userdata) {
+        CgroupSetup *cs = userdata;
+        _cleanup_(cgroup_freep) Cgroup *cg = NULL;
+
+        return cgroup_create(cs->root, cs->mode, cs->path, cs->nano_cpus, cs->memory_bytes, &cg);
+}
+
+/* The cgroup is there (or could not be made): fork the supervisor into the job, unless it was stopped
+ * meanwhile, in which case nothing is to run at all. */
+static void cgroup_setup_done(int result, void *userdata) {
+        ExecJob *j = ((CgroupSetup *) userdata)->job;
+        ExecDriver *ed = exec_driver(j->job.driver);
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        j->setup = NULL;
+        if (result < 0) {
+                (void) asprintf(&error, "cannot set up the task's cgroup (%s) with its limits: %s",
+                                cgroup_mode_to_string(ed->mode), strerror(-result));
+                report_error(j, error ?: "cannot set up the task's cgroup");
+                return;
+        }
+        if (j->stop_signal != 0) {
+                report(j, &(DriverExit) { .error = -ECANCELED, .exit_code = -1, .reason = "stopped before it ran",
+                                          .output = &j->capture });
+                return;
+        }
+        r = spawn_supervisor(ed, j, j->argv);
+        strv_free(j->argv);
+        j->argv = NULL;
+        if (r < 0) {
+                (void) asprintf(&error, "cannot start the command's supervisor: %s", strerror(-r));
+                report_error(j, error ?: "cannot start the command's supervisor");
+                return;
+        }
+        /* With a kick: the supervisor may have recorded "started" before the directory's watch was
+         * added (a busy agent, a quick supervisor), and that rename raises no event then. The kick looks
+         * once the watch is there, so a start is seen either way. Without it such a task stayed
+         * `starting` for good while its lease was renewed (found by experiments/ under load). */
+        r = job_watch(j, true);
+        if (r < 0) {
+                /* It runs, but we cannot follow it: stop it, and say so now that it has gone. */
+                log_error_errno(r, "Cannot watch the supervisor of task %s: %m", j->job.task_id);
+                (void) kill(j->supervisor_pid, SIGKILL);
+                (void) waitpid(j->supervisor_pid, NULL, 0);
+                (void) cgroup_kill(j->cgroup, SIGKILL);
+                (void) asprintf(&error, "cannot watch the command's supervisor: %s", strerror(-r));
+                report_error(j, error ?: "cannot watch the command's supervisor");
+                return;
+        }
+        log_debug("Task %s: supervisor %d.", j->job.task_id, (int) j->supervisor_pid);
+}
+
+static int cgroup_setup_submit(ExecDriver *ed, ExecJob *j, const char *cgpath, int64_t nano_cpus,
+                               int64_t memory_bytes) {
+        CgroupSetup *cs;
+        int r;
+
+        cs = calloc(1, sizeof(CgroupSetup));
+        if (!cs)
+                return -ENOMEM;
+        *cs = (CgroupSetup) { .job = j, .root = strdup(ed->cgroup_root), .path = strdup(cgpath), .mode = ed->mode,
+                              .nano_cpus = nano_cpus, .memory_bytes = memory_bytes };
+        if (!cs->root || !cs->path) {
+                cgroup_setup_free(cs);
+                return -ENOMEM;
+        }
+        r = offload_submit(ed->offload, cgroup_setup_work, cgroup_setup_done, cgroup_setup_free, cs, &j->setup);
+        if (r < 0)
+                cgroup_setup_free(cs);
+        return r;
+}
+
 static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobCallbacks *cb, void *userdata,
                           DriverJob **ret) {
         ExecDriver *ed = exec_driver(d);
@@ -536,44 +638,26 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                 (void) asprintf(&j->early_error, "command not found: %s (PATH=%s)", spec->cmd[0], path);
                 goto fail_task;
         }
-        r = cgroup_create(ed->cgroup_root, ed->mode, cgpath, spec->nano_cpus, spec->memory_bytes, &j->cgroup);
-        if (r < 0) {
-                (void) asprintf(&j->early_error, "cannot set up the task's cgroup (%s) with its limits: %s",
-                                cgroup_mode_to_string(ed->mode), strerror(-r));
-                goto fail_task;
-        }
+        r = cgroup_at(ed->cgroup_root, ed->mode, cgpath, &j->cgroup);
+        if (r < 0)
+                goto fail_alloc;
         /* Recorded before the command can run, for the fence keeper. */
         j->job.cgroup_dir = strdup(j->cgroup->mode == CGROUP_V2 ? j->cgroup->v2 : j->cgroup->memory);
+        if (!j->job.cgroup_dir)
+                goto fail_alloc;
         job_set_marker(j, 0);
 
         if (spec->fence_dir && !ed->fence_init) {
                 r = -EINVAL;
                 goto fail_alloc;
         }
-        r = supervisor_argv(ed, j, cgpath, env, spec->cmd, spec->fence_dir, &argv);
+        r = supervisor_argv(ed, j, cgpath, env, spec->cmd, spec->fence_dir, &j->argv);
         if (r < 0)
                 goto fail_alloc;
-        r = spawn_supervisor(ed, j, spec, argv);
-        if (r < 0) {
-                (void) asprintf(&j->early_error, "cannot start the command's supervisor: %s", strerror(-r));
-                goto fail_task;
-        }
-        /* With a kick: the supervisor may have recorded "started" before the directory's watch was
-         * added (a busy agent, a quick supervisor), and that rename raises no event then. The kick looks
-         * once the watch is there, so a start is seen either way. Without it such a task stayed
-         * `starting` for good while its lease was renewed (found by experiments/ under load). */
-        r = job_watch(j, true);
-        if (r < 0) {
-                /* It runs, but we cannot follow it: stop it, and say so once it has gone. */
-                log_error_errno(r, "Cannot watch the supervisor of task %s: %m", spec->task_id);
-                (void) kill(j->supervisor_pid, SIGKILL);
-                (void) waitpid(j->supervisor_pid, NULL, 0);
-                (void) cgroup_kill(j->cgroup, SIGKILL);
-                job_sources_free(j);
-                (void) asprintf(&j->early_error, "cannot watch the command's supervisor: %s", strerror(-r));
-                goto fail_task;
-        }
-        log_debug("Task %s: supervisor %d, cgroup %s.", spec->task_id, (int) j->supervisor_pid, cgpath);
+        r = cgroup_setup_submit(ed, j, cgpath, spec->nano_cpus, spec->memory_bytes);
+        if (r < 0)
+                goto fail_alloc;
+        log_debug("Task %s: making its cgroup %s.", spec->task_id, cgpath);
         *ret = &j->job;
         return 0;
 
@@ -588,8 +672,6 @@ fail_task:
         return 0;
 
 fail_alloc:
-        if (j->cgroup)
-                (void) cgroup_destroy(j->cgroup);
         rm_rf(j->job_dir);
         driver_job_free(&j->job);
         return r < 0 ? r : -ENOMEM;
@@ -614,48 +696,85 @@ static int exec_job_stop(DriverJob *job, unsigned grace_sec) {
         return 0;
 }
 
-typedef struct RemoveLater {
+/* A job's traces on the host, removed on the offload thread: what is left in its cgroup is killed
+ * (which may take a while: processes in uninterruptible sleep), then the cgroup and the directories
+ * go. The caller's done follows on the loop. */
+typedef struct JobCleanup {
+        char *task_id;
+        Cgroup *cgroup;         /* NULL: it has none */
+        char *cgroup_root, *cgroup_path;        /* or: the one there, if any (a leftover) */
+        CgroupMode mode;
+        char *work_dir, *job_dir;
         DriverDoneCallback done;
         void *userdata;
-        int error;
-} RemoveLater;
+} JobCleanup;
 
-static void remove_later_cb(void *userdata) {
-        RemoveLater *rl = userdata;
-        rl->done(rl->error, rl->userdata);
+static void job_cleanup_free(void *userdata) {
+        JobCleanup *c = userdata;
+
+        free(c->task_id);
+        cgroup_free(c->cgroup);
+        free(c->cgroup_root);
+        free(c->cgroup_path);
+        free(c->work_dir);
+        free(c->job_dir);
+        free(c);
 }
 
-static int done_later(Driver *d, DriverDoneCallback done, void *userdata, int error) {
-        RemoveLater *rl;
+static int job_cleanup_work(void *userdata) {
+        JobCleanup *c = userdata;
+        int r = 0;
+
+        if (!c->cgroup && c->cgroup_path && cgroup_open(c->cgroup_root, c->mode, c->cgroup_path, &c->cgroup) >= 0)
+                (void) cgroup_kill(c->cgroup, SIGKILL);
+        if (c->cgroup) {
+                r = cgroup_destroy(c->cgroup);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot remove the cgroup of task %s: %m", c->task_id);
+        }
+        rm_rf(c->work_dir);
+        rm_rf(c->job_dir);
+        return r;
+}
+
+static void job_cleanup_done(int result, void *userdata) {
+        JobCleanup *c = userdata;
+
+        if (c->done)
+                c->done(result, c->userdata);
+}
+
+/* Takes cgroup over (NULL: none, or the one at cgroup_path under the driver's root, if there). */
+static int job_cleanup_submit(ExecDriver *ed, const char *task_id, Cgroup *cgroup, const char *cgroup_path,
+                              const char *work_dir, const char *job_dir, DriverDoneCallback done, void *userdata) {
+        JobCleanup *c;
         int r;
 
-        if (!done)
-                return 0;
-        rl = malloc(sizeof(RemoveLater));
-        if (!rl)
+        c = calloc(1, sizeof(JobCleanup));
+        if (!c) {
+                cgroup_free(cgroup);
                 return -ENOMEM;
-        *rl = (RemoveLater) { done, userdata, error };
-        r = driver_call_later(d->event, remove_later_cb, free, rl);
+        }
+        *c = (JobCleanup) { .task_id = strdup(task_id), .cgroup = cgroup, .mode = ed->mode,
+                            .work_dir = strdup(work_dir), .job_dir = strdup(job_dir),
+                            .done = done, .userdata = userdata };
+        if (!c->task_id || !c->work_dir || !c->job_dir ||
+            (cgroup_path && (!(c->cgroup_root = strdup(ed->cgroup_root)) || !(c->cgroup_path = strdup(cgroup_path))))) {
+                job_cleanup_free(c);
+                return -ENOMEM;
+        }
+        r = offload_submit(ed->offload, job_cleanup_work, job_cleanup_done, job_cleanup_free, c, NULL);
         if (r < 0)
-                free(rl);
+                job_cleanup_free(c);
         return r;
 }
 
 static int exec_job_remove(DriverJob *job, DriverDoneCallback done, void *userdata) {
         ExecJob *j = exec_job(job);
-        int r = 0;
 
-        if (j->cgroup) {
-                r = cgroup_destroy(j->cgroup);
-                if (r < 0)
-                        log_warning_errno(r, "Cannot remove the cgroup of task %s: %m", job->task_id);
-                j->cgroup = cgroup_free(j->cgroup);
-        }
-        if (j->work_dir)
-                rm_rf(j->work_dir);
-        if (j->job_dir)
-                rm_rf(j->job_dir);
-        return done_later(job->driver, done, userdata, r);
+        assert(!j->setup);      /* it has exited: its setup is over */
+        return job_cleanup_submit(exec_driver(job->driver), job->task_id, TAKE_PTR(j->cgroup), NULL, j->work_dir,
+                                  j->job_dir, done, userdata);
 }
 
 static void exec_job_free(DriverJob *job) {
@@ -664,10 +783,14 @@ static void exec_job_free(DriverJob *job) {
         if (!j)
                 return;
         job_sources_free(j);
+        /* A cgroup being made is left to the next agent, as one whose supervisor never ran: it is
+         * discarded as a leftover. */
+        offload_call_cancel(j->setup);
         if (j->pidfd >= 0)
                 close(j->pidfd);
         output_capture_done(&j->capture);
         cgroup_free(j->cgroup);
+        strv_free(j->argv);
         free(j->name);
         free(j->work_dir);
         free(j->job_dir);
@@ -908,10 +1031,9 @@ static int exec_job_adopt(Driver *d, const DriverLeftover *l, const DriverJobCal
 
 static int exec_leftover_discard(Driver *d, const DriverLeftover *l, DriverDoneCallback done, void *userdata) {
         ExecDriver *ed = exec_driver(d);
-        _cleanup_(cgroup_freep) Cgroup *cg = NULL;
         _cleanup_free_ char *cgpath = NULL, *wd = NULL, *jd = NULL;
         ExecJobRecord rec = {};
-        int r = 0, fd;
+        int fd;
 
         if (asprintf(&cgpath, "%s/%s", ed->cgroup_path, l->handle) < 0 ||
             asprintf(&wd, "%s/%s", ed->work_dir, l->handle) < 0 ||
@@ -926,13 +1048,7 @@ static int exec_leftover_discard(Driver *d, const DriverLeftover *l, DriverDoneC
                 }
                 exec_job_record_done(&rec);
         }
-        if (cgroup_open(ed->cgroup_root, ed->mode, cgpath, &cg) >= 0) {
-                (void) cgroup_kill(cg, SIGKILL);
-                r = cgroup_destroy(cg);
-        }
-        rm_rf(wd);
-        rm_rf(jd);
-        return done_later(d, done, userdata, r);
+        return job_cleanup_submit(ed, l->task_id, NULL, cgpath, wd, jd, done, userdata);
 }
 
 static Driver *exec_driver_free(Driver *d) {
@@ -946,6 +1062,7 @@ static Driver *exec_driver_free(Driver *d) {
         free(ed->supervisor);
         free(ed->fence_init);
         free(ed->user_arg);
+        offload_free(ed->offload);
         sd_event_unref(ed->driver.event);
         free(ed);
         return NULL;
@@ -999,6 +1116,11 @@ int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret) {
                 exec_driver_free(&ed->driver);
                 return log_error_errno(r, "No cgroup hierarchy found under %s (neither v2 nor v1 with a memory controller).",
                                        config->cgroup_root ?: CGROUP_ROOT_DEFAULT);
+        }
+        r = offload_new(e, "mc-cgroups", &ed->offload);
+        if (r < 0) {
+                exec_driver_free(&ed->driver);
+                return log_error_errno(r, "Cannot start the thread that makes and removes cgroups: %m");
         }
         r = exec_user_resolve(config->user, &ed->user);
         if (r < 0) {
