@@ -74,8 +74,12 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
         t->nano_cpus = c.nano_cpus;
         t->memory_bytes = c.memory_bytes;
         t->timeout_sec = c.timeout_sec;
-        /* The control's deadline is later than this: it started the lease after we sent the claim. */
-        t->deadline_usec = reply->sent_usec + a->ttl_usec;
+        /* The control's deadline is later than this: it started the lease after it had held the claim
+         * for held_ms, which was after we sent it. A control that does not say (an older replica) may
+         * have started it right after the send. */
+        t->deadline_usec = reply->sent_usec + (uint64_t) MAX(c.held_ms, (int64_t) 0) * USEC_PER_MSEC + a->ttl_usec;
+        if (c.held_ms < 0)
+                a->claim_held_reported = false;
         t->state = TASK_CLAIMED;
         a->claims_leased++;
         log_task(LOG_INFO, t, MC_EVENT_LEASE_ACQUIRED, "leased (attempt %" PRIi64 ").", c.attempt);
@@ -111,8 +115,11 @@ static void send_claim(Agent *a) {
 
         if (!o)
                 return (void) log_oom();
-        /* A claim answered at the end of its wait leaves TTL minus the wait before our deadline. */
-        wait_ms = MIN((uint64_t) a->config.claim_wait_ms, a->ttl_usec / 3 / USEC_PER_MSEC);
+        /* A control that says how long it held a claim lets the deadline count from the grant: the wait
+         * is the configured one. Otherwise a claim answered at the end of its wait leaves TTL minus the
+         * wait before our deadline, so the wait is kept to a third of the TTL. */
+        wait_ms = a->claim_held_reported ? MIN((uint64_t) a->config.claim_wait_ms, a->claim_wait_max_ms)
+                                         : MIN((uint64_t) a->config.claim_wait_ms, a->ttl_usec / 3 / USEC_PER_MSEC);
         if (json_add_string(o, "node_id", a->config.node_id) < 0 || json_add_int64(o, "wait_ms", (int64_t) wait_ms) < 0)
                 return (void) log_oom();
         r = control_post(a->control, "/api/agents/claim", o, wait_ms * USEC_PER_MSEC + request_timeout(a),
@@ -181,6 +188,7 @@ void agent_set_draining(Agent *a, bool draining) {
 static void on_register_reply(const ControlReply *reply, void *userdata) {
         Agent *a = userdata;
         int64_t ttl_ms;
+        int64_t wait_max_ms = 0;
 
         a->register_call = NULL;
         if (reply->error < 0 || reply->code != 200) {
@@ -200,6 +208,9 @@ static void on_register_reply(const ControlReply *reply, void *userdata) {
                 if (a->config.lease_ttl_ms > 0)
                         a->ttl_usec = MIN(a->ttl_usec, (uint64_t) a->config.lease_ttl_ms * USEC_PER_MSEC);
         }
+        a->claim_held_reported = reply->json && json_get_int64(reply->json, "claim_wait_max_ms", &wait_max_ms) >= 0 &&
+                                 wait_max_ms > 0;
+        a->claim_wait_max_ms = a->claim_held_reported ? (uint64_t) wait_max_ms : 0;
         a->registered = true;
         log_event(LOG_INFO, MC_EVENT_NODE_REGISTERED, LOG_FIELDS("NODE_ID", a->config.node_id),
                   "Registered node %s with %s (lease TTL %" PRIu64 " ms).", a->config.node_id, reply->url,

@@ -155,6 +155,10 @@ struct Agent {
 
         int64_t capacity_nano_cpus, capacity_memory_bytes;
         uint64_t ttl_usec;
+        /* The control's lease answers carry held_ms (its register answer gave claim_wait_max_ms):
+         * long polls, up to that. */
+        bool claim_held_reported;
+        uint64_t claim_wait_max_ms;
 
         Task *tasks;
         unsigned n_tasks;

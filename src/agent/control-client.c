@@ -65,7 +65,7 @@ int control_answer_lease_ttl_ms(json_object *answer, int64_t *ret) {
 }
 
 int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret) {
-        ControlClaimAnswer c = { .attempt = 1 };
+        ControlClaimAnswer c = { .attempt = 1, .held_ms = -1 };
         int64_t ttl_ms;
 
         if (!answer || !json_object_object_get_ex(answer, "task", &c.record) ||
@@ -75,6 +75,9 @@ int control_claim_answer_parse(json_object *answer, ControlClaimAnswer *ret) {
         (void) json_get_int64(answer, "attempt", &c.attempt);
         if (control_answer_lease_ttl_ms(answer, &ttl_ms) >= 0)
                 c.lease_ttl_ms = ttl_ms;
+        /* Beyond the longest wait a control allows (5 min), it is not a hold: counted from the send. */
+        if (json_get_int64(answer, "held_ms", &c.held_ms) < 0 || c.held_ms < 0 || c.held_ms > 300000)
+                c.held_ms = -1;
         c.nano_cpus = claim_resource(c.record, "nano_cpus");
         c.memory_bytes = claim_resource(c.record, "memory_bytes");
         if (json_get_int64(c.record, "timeout_sec", &c.timeout_sec) < 0)

@@ -68,6 +68,7 @@ typedef struct ControlClaimAnswer {
         int64_t lease_token;
         int64_t attempt;        /* 1 when absent */
         int64_t lease_ttl_ms;   /* 0 when absent or out of range (control_answer_lease_ttl_ms()) */
+        int64_t held_ms;        /* how long the control held the claim before granting; -1 when absent */
         int64_t nano_cpus;      /* the record's resources; 0 when absent, never negative */
         int64_t memory_bytes;
         int64_t timeout_sec;    /* 3600 when absent */

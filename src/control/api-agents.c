@@ -130,6 +130,9 @@ static void agent_call_answer(AgentCall *a, int error, unsigned code, const char
                 json_add_string(o, "node_id", a->node_id);
                 json_add_int64(o, "lease_ttl_ms", c->config.lease_ttl_ms);
                 json_add_int64(o, "heartbeat_interval_ms", c->config.lease_ttl_ms / 3);
+                /* The longest claim wait it takes; and its lease answers say how long a claim was
+                 * held (held_ms, claim.c), so that long polls need not be short for the lease's sake. */
+                json_add_int64(o, "claim_wait_max_ms", c->config.claim_wait_max_ms);
                 log_event(LOG_INFO, MC_EVENT_NODE_REGISTERED,
                           LOG_FIELDS("NODE_ID", a->node_id), "Node %s registered.", a->node_id);
                 http_request_reply_json(a->req, 200, o);

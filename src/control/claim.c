@@ -31,6 +31,7 @@ struct Waiter {
         bool woken;             /* this query was started by a notification's wake budget */
         uint64_t query_gen;     /* notification generation when the query was sent */
         uint64_t tried_gen;     /* generation in which a notification last woke it */
+        uint64_t arrived_usec;          /* when the claim came (its body read) */
         uint64_t query_start_usec;
         sd_event_source *timer;
         Waiter *ready_next;
@@ -90,6 +91,22 @@ static void pump(ClaimWaiters *o) {
         }
 }
 
+/* The lease's answer, with how long the claim was held here before the statement that granted the
+ * lease began ("held_ms", rounded down): the lease's TTL runs from that statement, so the agent can
+ * count its deadline from its request's send plus held_ms, not from the send alone, and a long poll
+ * need not be short for the lease's sake. NULL when the body is not an object or on OOM: the answer
+ * goes without it, and the agent counts from its send, as before. */
+static char *answer_with_held_ms(const char *body, uint64_t held_usec) {
+        char *s = NULL;
+
+        if (body[0] != '{')
+                return NULL;
+        if (asprintf(&s, "{\"held_ms\":%" PRIu64 "%s%s", held_usec / USEC_PER_MSEC, body[1] == '}' ? "" : ",",
+                     body + 1) < 0)
+                return NULL;
+        return s;
+}
+
 /* The claim of w is done: error < 0 (the statement failed), or code 200 or 404 with body, or code 0
  * (nothing for it now). */
 static void waiter_done(Waiter *w, int error, unsigned code, const char *body, const char *task_id,
@@ -110,12 +127,16 @@ static void waiter_done(Waiter *w, int error, unsigned code, const char *body, c
         }
 
         if (code != 0) {
+                _cleanup_free_ char *held = NULL;
+
                 if (code == 200) {
                         c->metrics.leases_granted++;
                         control_task_changed(c, task_id, TASK_STATUS_LEASED, MC_EVENT_LEASE_ACQUIRED,
                                              w->node_id, token, attempt,
                                              "Lease granted");
+                        held = answer_with_held_ms(body, w->query_start_usec - w->arrived_usec);
                 }
+                body = held ?: body;
                 http_request_reply(w->req, code, "application/json", body, strlen(body));
                 waiter_free(w);
                 /* A woken claim that found a task: the notification's task went to this node. */
@@ -340,6 +361,7 @@ int claim_start(Control *c, HttpRequest *req, const char *node_id, uint64_t wait
         w->req = req;
         snprintf(w->node_id, sizeof(w->node_id), "%s", node_id);
         w->tried_gen = o->gen;
+        w->arrived_usec = now_usec();
         w->expired = wait_usec == 0;
         if (wait_usec > 0) {
                 r = sd_event_add_time_relative(c->event, &w->timer, CLOCK_MONOTONIC, wait_usec, 10 * USEC_PER_MSEC,

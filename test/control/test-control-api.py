@@ -129,6 +129,55 @@ def test_push_wakes_waiting_claims():
     check(sorted(r.json()["task"]["id"] for r in answers) == sorted(r.json()["id"] for r in pushed), "claimed tasks")
 
 
+def _waiting_claims(c):
+    for line in http("GET", c.url + "/metrics").text.splitlines():
+        if line.startswith("mc_claims_waiting "):
+            return int(line.split()[1])
+    return -1
+
+
+def test_lease_answer_says_how_long_the_claim_was_held():
+    """A lease's answer carries held_ms: how long the control held the claim before the statement that
+    granted the lease began. The agent counts its lease's deadline from its send plus held_ms, so
+    held_ms must never exceed the real hold (the answer's round trip bounds it from above) and must
+    count the wait for the push (bounded from below by the time the claim was seen waiting before the
+    push). The register answer names the longest wait a claim may ask for."""
+    pg, (c,) = start_cluster(env={"MC_CLAIM_WAIT_MAX_MS": "120000"})
+    a = c.agent("node-a")
+    check(a.register().get("claim_wait_max_ms") == 120000, "register answer: claim_wait_max_ms")
+
+    # A task already queued: granted by the claim's first statement.
+    tid = c.push(dict(SAMPLE_TASK, labels={"target_node": "node-a"})).json()["id"]
+    t0 = time.monotonic()
+    r = a.claim(wait_ms=0)
+    rtt_ms = (time.monotonic() - t0) * 1000
+    check(r.status == 200 and r.json()["task"]["id"] == tid, f"claim: {r.status} {r.text}")
+    held = r.json().get("held_ms")
+    check(isinstance(held, int) and 0 <= held <= rtt_ms + 1, f"held_ms {held!r} within the round trip {rtt_ms:.0f} ms")
+
+    # A claim that waits for the push.
+    answer = {}
+    t0 = time.monotonic()
+    waiter = threading.Thread(target=lambda: answer.update(r=a.claim(wait_ms=60000, timeout=120),
+                                                           t=time.monotonic()))
+    waiter.start()
+    mctest.wait_until(lambda: _waiting_claims(c) == 1, 60, msg="the claim waiting")
+    seen_waiting = time.monotonic()
+    # Not a sample: a hold of at least this long, which held_ms must count.
+    time.sleep(1.5)
+    pushed_at = time.monotonic()
+    r = c.push(dict(SAMPLE_TASK, labels={"target_node": "node-a"}))
+    check(r.status == 201, f"push: {r.status} {r.text}")
+    waiter.join(120)
+    got = answer.get("r")
+    check(got is not None and got.status == 200 and got.json()["task"]["id"] == r.json()["id"],
+          f"the waiting claim: {got and got.status} {got and got.text}")
+    held = got.json().get("held_ms")
+    low = int((pushed_at - seen_waiting) * 1000) - 1
+    high = (answer["t"] - t0) * 1000 + 1
+    check(isinstance(held, int) and low <= held <= high, f"held_ms {held!r} not within [{low}, {high:.0f}]")
+
+
 def test_prepared_push_follows_a_changed_function():
     """Pushes are prepared statements, planned once per database connection. When a function one calls
     returns another type (a newer control replacing it), the server refuses the kept plan; the control
