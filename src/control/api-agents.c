@@ -232,7 +232,7 @@ void api_agent_heartbeat(Control *c, HttpRequest *req, const ApiCall *call) {
         a = call_new(c, req, "heartbeat", b.node_id, NULL);
         if (!a)
                 return;
-        r = heartbeat_send(c->heartbeats, b.node_id, b.leases, b.draining, on_heartbeat_done, a);
+        r = heartbeat_send(c->heartbeats, b.node_id, b.leases, b.draining, req, on_heartbeat_done, a);
         if (r < 0)
                 agent_call_answer(a, r, 0, NULL);
 }

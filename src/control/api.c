@@ -9,6 +9,7 @@
 #include "claim.h"
 #include "config.h"
 #include "daemon-util.h"
+#include "heartbeat.h"
 #include "id-util.h"
 #include "json-util.h"
 #include "list-query.h"
@@ -348,6 +349,11 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
         fprintf(f, "# HELP mc_claims_abandoned_total Claims dropped because their client had gone before they were sent "
                    "to the database.\n# TYPE mc_claims_abandoned_total counter\n"
                    "mc_claims_abandoned_total %" PRIu64 "\n", c->metrics.claims_abandoned);
+        fprintf(f, "# HELP mc_heartbeats_queued Heartbeats waiting for a database statement.\n"
+                   "# TYPE mc_heartbeats_queued gauge\nmc_heartbeats_queued %zu\n", heartbeats_n_queued(c->heartbeats));
+        fprintf(f, "# HELP mc_heartbeats_abandoned_total Heartbeats dropped because their client had gone before "
+                   "they were sent to the database.\n# TYPE mc_heartbeats_abandoned_total counter\n"
+                   "mc_heartbeats_abandoned_total %" PRIu64 "\n", c->metrics.heartbeats_abandoned);
         fprintf(f, "# HELP mc_leases_expired_total Leases this replica found expired.\n# TYPE mc_leases_expired_total counter\n"
                    "mc_leases_expired_total %" PRIu64 "\n", c->metrics.leases_expired);
         {

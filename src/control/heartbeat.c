@@ -12,6 +12,7 @@
 typedef struct Heartbeat Heartbeat;
 struct Heartbeat {
         json_object *beat;      /* {"node_id", "leases", "draining"}: one element of the statement's array */
+        HttpRequest *req;       /* NULL: wanted whatever happens to its client */
         HeartbeatCallback cb;
         void *userdata;
         Heartbeat *next;
@@ -20,6 +21,7 @@ struct Heartbeat {
 struct Heartbeats {
         Control *control;
         Heartbeat *head, *tail;
+        size_t n_queued;
         unsigned in_flight;
         sd_event_source *defer;
 };
@@ -110,6 +112,7 @@ static void flush(Heartbeats *h) {
                         h->head = b->next;
                         if (!h->head)
                                 h->tail = NULL;
+                        h->n_queued--;
                         heartbeat_done(b, -ENOMEM, 0, NULL);
                         continue;
                 }
@@ -117,10 +120,23 @@ static void flush(Heartbeats *h) {
                 while (batch->n < HEARTBEAT_BATCH_MAX && (b = h->head)) {
                         h->head = b->next;
                         b->next = NULL;
+                        h->n_queued--;
+                        /* Its agent timed out and sends another: under a backlog (a thousand agents
+                         * taking their first tasks at once, heartbeats answered in 2-3 s) it would only
+                         * add work, renewing what its successor renews again. */
+                        if (b->req && http_request_peer_gone(b->req)) {
+                                h->control->metrics.heartbeats_abandoned++;
+                                heartbeat_done(b, -ECANCELED, 0, NULL);
+                                continue;
+                        }
                         batch->beats[batch->n++] = b;
                 }
                 if (!h->head)
                         h->tail = NULL;
+                if (batch->n == 0) {
+                        free(batch);
+                        continue;
+                }
                 send_batch(h, batch);
         }
 }
@@ -130,8 +146,8 @@ static int on_defer(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-int heartbeat_send(Heartbeats *h, const char *node_id, json_object *leases, bool draining, HeartbeatCallback cb,
-                   void *userdata) {
+int heartbeat_send(Heartbeats *h, const char *node_id, json_object *leases, bool draining, HttpRequest *req,
+                   HeartbeatCallback cb, void *userdata) {
         _cleanup_free_ Heartbeat *b = NULL;
 
         assert(h);
@@ -148,6 +164,7 @@ int heartbeat_send(Heartbeats *h, const char *node_id, json_object *leases, bool
                 json_object_put(b->beat);
                 return -ENOMEM;
         }
+        b->req = req;
         b->cb = cb;
         b->userdata = userdata;
         if (h->tail)
@@ -155,10 +172,16 @@ int heartbeat_send(Heartbeats *h, const char *node_id, json_object *leases, bool
         else
                 h->head = b;
         h->tail = TAKE_PTR(b);
+        h->n_queued++;
         /* From a deferred event, so that the heartbeats of one loop iteration share a statement. */
         if (h->in_flight < HEARTBEAT_MAX_IN_FLIGHT)
                 (void) sd_event_source_set_enabled(h->defer, SD_EVENT_ONESHOT);
         return 0;
+}
+
+size_t heartbeats_n_queued(Heartbeats *h) {
+        assert(h);
+        return h->n_queued;
 }
 
 int heartbeats_new(Control *c, Heartbeats **ret) {

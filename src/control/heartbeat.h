@@ -18,6 +18,11 @@ Heartbeats *heartbeats_free(Heartbeats *h);
 /* code and body: mc_heartbeat's answer, when error is 0. */
 typedef void (*HeartbeatCallback)(int error, unsigned code, const char *body, void *userdata);
 
-/* Queues node's heartbeat (leases: the JSON array the agent sent, borrowed). */
-int heartbeat_send(Heartbeats *h, const char *node_id, json_object *leases, bool draining, HeartbeatCallback cb,
-                   void *userdata);
+/* Queues node's heartbeat (leases: the JSON array the agent sent, borrowed). req, when given, is the
+ * agent's request: if its client has gone by the time the heartbeat would be sent to the database (an
+ * agent that timed out and sends it again), it is dropped, answered with -ECANCELED. */
+int heartbeat_send(Heartbeats *h, const char *node_id, json_object *leases, bool draining, HttpRequest *req,
+                   HeartbeatCallback cb, void *userdata);
+
+/* Heartbeats waiting for a statement (all HEARTBEAT_MAX_IN_FLIGHT are running). */
+size_t heartbeats_n_queued(Heartbeats *h);

@@ -44,6 +44,7 @@ typedef struct Metrics {
         uint64_t tasks_pushed;
         uint64_t leases_granted;
         uint64_t claims_abandoned;      /* claims whose client had gone before their statement was sent */
+        uint64_t heartbeats_abandoned;  /* the same for heartbeats */
         uint64_t leases_expired;
         uint64_t input_bytes[_INPUT_SOURCE_MAX];
 } Metrics;

@@ -115,4 +115,74 @@ def test_batch_function_direct():
     check([tuple(r) for r in drain] == [("b-1", "f"), ("b-2", "t")], f"draining {drain}")
 
 
+def _metric(c, name):
+    m = re.search(rf"^{name} (\d+)$", http("GET", c.url + "/metrics").text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def test_heartbeat_of_a_client_that_gave_up_is_dropped():
+    """A heartbeat whose agent closed the connection (timed out, and sends another) before the heartbeat
+    reached the database is dropped, not committed: under a backlog it would only add work, renewing
+    what its successor renews again. The control's two heartbeat statements are held in the database
+    (node n-a's row locked by the test), so that n-b's heartbeat waits in the control's queue while its
+    client leaves."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import urllib.parse
+    from controltest import agent_token
+    in_flight = 2  # HEARTBEAT_MAX_IN_FLIGHT
+    pg, (c,) = start_cluster(nodes=("n-a", "n-b"))
+    for n in ("n-a", "n-b"):
+        c.agent(n).register()
+    before = pg.psql("SELECT last_heartbeat FROM nodes WHERE node_id = 'n-b'")
+    holder = subprocess.Popen([os.path.join(pg.bindir, "psql"), "-X", "-q", "-At", "-h", pg.dir, "-p", str(pg.port),
+                               "-U", "postgres", "-d", "postgres"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    mctest.defer(lambda: holder.poll() is None and holder.kill())
+    holder.stdin.write("BEGIN; SELECT 'locked' FROM nodes WHERE node_id = 'n-a' FOR UPDATE;\n")
+    holder.stdin.flush()
+    check(holder.stdout.readline().strip() == "locked", "the test holds n-a's row")
+
+    def waiting_statements():
+        return int(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND query LIKE '%mc_heartbeat_batch%'")[0][0])
+
+    # n-a's heartbeats one after another, so that each is a statement of its own, all waiting.
+    a = c.agent("n-a")
+    answers = []
+    held = []
+    for i in range(in_flight):
+        t = threading.Thread(target=lambda: answers.append(a.call("/api/agents/heartbeat", {
+            "node_id": "n-a", "leases": [], "draining": False}, timeout=120)))
+        t.start()
+        held.append(t)
+        mctest.wait_until(lambda: waiting_statements() == i + 1, 60, msg=f"{i + 1} heartbeat statements waiting")
+
+    # n-b's heartbeat, sent by hand; the client leaves once the control has queued it.
+    u = urllib.parse.urlsplit(c.url)
+    body = json.dumps({"node_id": "n-b", "leases": [], "draining": False}).encode()
+    sock = socket.create_connection((u.hostname, u.port), timeout=60)
+    sock.sendall(b"POST /api/agents/heartbeat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {agent_token('n-b')}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    mctest.wait_until(lambda: _metric(c, "mc_heartbeats_queued") == 1, 60, msg="n-b's heartbeat queued")
+    sock.close()
+
+    holder.stdin.write("COMMIT;\n")
+    holder.stdin.close()
+    holder.wait(60)
+    for t in held:
+        t.join(120)
+    check(len(answers) == in_flight and all(r.status == 200 for r in answers),
+          f"n-a's heartbeats: {[(r.status, r.text) for r in answers]}")
+    mctest.wait_until(lambda: _metric(c, "mc_heartbeats_abandoned_total") == 1, 60,
+                      msg="n-b's heartbeat counted as abandoned")
+    check(_metric(c, "mc_heartbeats_queued") == 0, "nothing left queued")
+    check(pg.psql("SELECT last_heartbeat FROM nodes WHERE node_id = 'n-b'") == before,
+          "n-b's abandoned heartbeat was committed")
+    c.agent("n-b").heartbeat([])
+    check(pg.psql("SELECT last_heartbeat FROM nodes WHERE node_id = 'n-b'") != before, "n-b's next heartbeat committed")
+
+
 mctest.main()
