@@ -205,6 +205,28 @@ def start_bootstrap():
     return f"127.0.0.1:{port}"
 
 
+def metric(control, name):
+    """The value of an unlabelled series of the control's /metrics (an int when it is one), or None."""
+    for line in http("GET", control.url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            v = float(line.split()[1])
+            return int(v) if v.is_integer() else v
+    return None
+
+
+def post_and_leave_open(control, path, node, body):
+    """Sends an agent's POST by hand and returns the socket without reading the answer: the test closes
+    it to play an agent that gave up waiting."""
+    import json
+    import urllib.parse
+    u = urllib.parse.urlsplit(control.url)
+    data = json.dumps(body).encode()
+    sock = socket.create_connection((u.hostname, u.port), timeout=60)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Authorization: Bearer {agent_token(node)}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+    return sock
+
+
 def start_cluster(nodes=("node-a", "node-b"), args=(), env=None, replicas=1, bus=None, pg_env=None):
     pg = Postgres(env=pg_env).start()
     tokens = write_tokens(nodes)

@@ -11,7 +11,7 @@ import time
 
 import mctest
 from mctest import check, http
-from controltest import SAMPLE_TASK, USER_TOKEN, start_cluster
+from controltest import SAMPLE_TASK, USER_TOKEN, metric, start_cluster
 
 
 def test_sample_task_round_trip():
@@ -129,13 +129,6 @@ def test_push_wakes_waiting_claims():
     check(sorted(r.json()["task"]["id"] for r in answers) == sorted(r.json()["id"] for r in pushed), "claimed tasks")
 
 
-def _waiting_claims(c):
-    for line in http("GET", c.url + "/metrics").text.splitlines():
-        if line.startswith("mc_claims_waiting "):
-            return int(line.split()[1])
-    return -1
-
-
 def test_lease_answer_says_how_long_the_claim_was_held():
     """A lease's answer carries held_ms: how long the control held the claim before the statement that
     granted the lease began. The agent counts its lease's deadline from its send plus held_ms, so
@@ -161,7 +154,7 @@ def test_lease_answer_says_how_long_the_claim_was_held():
     waiter = threading.Thread(target=lambda: answer.update(r=a.claim(wait_ms=60000, timeout=120),
                                                            t=time.monotonic()))
     waiter.start()
-    mctest.wait_until(lambda: _waiting_claims(c) == 1, 60, msg="the claim waiting")
+    mctest.wait_until(lambda: metric(c, "mc_claims_waiting") == 1, 60, msg="the claim waiting")
     seen_waiting = time.monotonic()
     # Not a sample: a hold of at least this long, which held_ms must count.
     time.sleep(1.5)

@@ -12,11 +12,10 @@ import collections
 import os
 import re
 import threading
-import urllib.parse
 
 import mctest
 from mctest import check, http
-from controltest import USER_TOKEN, agent_token, start_cluster
+from controltest import USER_TOKEN, metric, post_and_leave_open, start_cluster
 
 CPU = 1_000_000_000
 MIB = 1 << 20
@@ -184,8 +183,6 @@ def test_claim_of_a_client_that_gave_up_takes_no_lease():
     leased to nobody until the lease expired. Two claims of node n-a are held in the database (their
     node's claim lock taken by the test), so that n-b's claim waits in the control's queue while its
     client leaves."""
-    import json
-    import socket
     import subprocess
     pg, (c,) = start_cluster(nodes=("n-a", "n-b"))
     for n in ("n-a", "n-b"):
@@ -209,16 +206,8 @@ def test_claim_of_a_client_that_gave_up_takes_no_lease():
                       60, msg="both claim statements of n-a waiting for its lock")
 
     # n-b's claim, sent by hand; the client leaves once the control has it queued.
-    u = urllib.parse.urlsplit(c.url)
-    body = json.dumps({"node_id": "n-b", "wait_ms": 0}).encode()
-    sock = socket.create_connection((u.hostname, u.port), timeout=60)
-    sock.sendall(b"POST /api/agents/claim HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 + f"Authorization: Bearer {agent_token('n-b')}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-
-    def waiting():
-        text = http("GET", c.url + "/metrics").text
-        return re.search(r"^mc_claims_waiting (\d+)$", text, re.M).group(1) == "3"
-    mctest.wait_until(waiting, 60, msg="n-b's claim queued behind n-a's")
+    sock = post_and_leave_open(c, "/api/agents/claim", "n-b", {"node_id": "n-b", "wait_ms": 0})
+    mctest.wait_until(lambda: metric(c, "mc_claims_waiting") == 3, 60, msg="n-b's claim queued behind n-a's")
     sock.close()
 
     holder.stdin.write("COMMIT;\n")
@@ -227,11 +216,7 @@ def test_claim_of_a_client_that_gave_up_takes_no_lease():
     for t in held:
         t.join(120)
 
-    def abandoned():
-        text = http("GET", c.url + "/metrics").text
-        m = re.search(r"^mc_claims_abandoned_total (\d+)$", text, re.M)
-        return m and m.group(1) == "1"
-    mctest.wait_until(abandoned, 60, msg="n-b's claim counted as abandoned")
+    mctest.wait_until(lambda: metric(c, "mc_claims_abandoned_total") == 1, 60, msg="n-b's claim counted as abandoned")
     check(pg.psql("SELECT status, attempt FROM tasks WHERE id = 'for-b'") == [("queued", "0")],
           f"the task n-b's abandoned claim would have taken: {pg.psql('SELECT status, attempt FROM tasks')}")
     got = c.agent("n-b").claim_task()

@@ -16,7 +16,6 @@ event loop still running: the pings stop, http_not_serving says why, and they re
 
 import json
 import os
-import re
 import resource
 import socket
 import subprocess

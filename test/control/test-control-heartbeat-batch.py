@@ -13,7 +13,7 @@ import threading
 
 import mctest
 from mctest import check, http
-from controltest import start_cluster
+from controltest import metric, post_and_leave_open, start_cluster
 
 NODES = [f"hb-{i:02d}" for i in range(24)]
 ROUNDS = 15
@@ -115,23 +115,14 @@ def test_batch_function_direct():
     check([tuple(r) for r in drain] == [("b-1", "f"), ("b-2", "t")], f"draining {drain}")
 
 
-def _metric(c, name):
-    m = re.search(rf"^{name} (\d+)$", http("GET", c.url + "/metrics").text, re.M)
-    return int(m.group(1)) if m else None
-
-
 def test_heartbeat_of_a_client_that_gave_up_is_dropped():
     """A heartbeat whose agent closed the connection (timed out, and sends another) before the heartbeat
     reached the database is dropped, not committed: under a backlog it would only add work, renewing
     what its successor renews again. The control's two heartbeat statements are held in the database
     (node n-a's row locked by the test), so that n-b's heartbeat waits in the control's queue while its
     client leaves."""
-    import json
     import os
-    import socket
     import subprocess
-    import urllib.parse
-    from controltest import agent_token
     in_flight = 2  # HEARTBEAT_MAX_IN_FLIGHT
     pg, (c,) = start_cluster(nodes=("n-a", "n-b"))
     for n in ("n-a", "n-b"):
@@ -161,12 +152,8 @@ def test_heartbeat_of_a_client_that_gave_up_is_dropped():
         mctest.wait_until(lambda: waiting_statements() == i + 1, 60, msg=f"{i + 1} heartbeat statements waiting")
 
     # n-b's heartbeat, sent by hand; the client leaves once the control has queued it.
-    u = urllib.parse.urlsplit(c.url)
-    body = json.dumps({"node_id": "n-b", "leases": [], "draining": False}).encode()
-    sock = socket.create_connection((u.hostname, u.port), timeout=60)
-    sock.sendall(b"POST /api/agents/heartbeat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 + f"Authorization: Bearer {agent_token('n-b')}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-    mctest.wait_until(lambda: _metric(c, "mc_heartbeats_queued") == 1, 60, msg="n-b's heartbeat queued")
+    sock = post_and_leave_open(c, "/api/agents/heartbeat", "n-b", {"node_id": "n-b", "leases": [], "draining": False})
+    mctest.wait_until(lambda: metric(c, "mc_heartbeats_queued") == 1, 60, msg="n-b's heartbeat queued")
     sock.close()
 
     holder.stdin.write("COMMIT;\n")
@@ -176,9 +163,9 @@ def test_heartbeat_of_a_client_that_gave_up_is_dropped():
         t.join(120)
     check(len(answers) == in_flight and all(r.status == 200 for r in answers),
           f"n-a's heartbeats: {[(r.status, r.text) for r in answers]}")
-    mctest.wait_until(lambda: _metric(c, "mc_heartbeats_abandoned_total") == 1, 60,
+    mctest.wait_until(lambda: metric(c, "mc_heartbeats_abandoned_total") == 1, 60,
                       msg="n-b's heartbeat counted as abandoned")
-    check(_metric(c, "mc_heartbeats_queued") == 0, "nothing left queued")
+    check(metric(c, "mc_heartbeats_queued") == 0, "nothing left queued")
     check(pg.psql("SELECT last_heartbeat FROM nodes WHERE node_id = 'n-b'") == before,
           "n-b's abandoned heartbeat was committed")
     c.agent("n-b").heartbeat([])

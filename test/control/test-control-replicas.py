@@ -8,15 +8,12 @@ import concurrent.futures
 import threading
 
 import mctest
-from mctest import background, check, http, wait_until
-from controltest import start_cluster
+from mctest import background, check, wait_until
+from controltest import metric, start_cluster
 
 
 def waiting_claims(c):
-    for line in http("GET", c.url + "/metrics").text.splitlines():
-        if line.startswith("mc_claims_waiting "):
-            return int(line.split()[1])
-    return -1
+    return metric(c, "mc_claims_waiting")
 
 
 def test_claim_waiting_on_b_gets_task_pushed_to_a():
