@@ -78,8 +78,6 @@ static void on_claim_reply(const ControlReply *reply, void *userdata) {
          * for held_ms, which was after we sent it. A control that does not say (an older replica) may
          * have started it right after the send. */
         t->deadline_usec = reply->sent_usec + (uint64_t) MAX(c.held_ms, (int64_t) 0) * USEC_PER_MSEC + a->ttl_usec;
-        if (c.held_ms < 0)
-                a->claim_held_reported = false;
         t->state = TASK_CLAIMED;
         a->claims_leased++;
         log_task(LOG_INFO, t, MC_EVENT_LEASE_ACQUIRED, "leased (attempt %" PRIi64 ").", c.attempt);
@@ -115,11 +113,14 @@ static void send_claim(Agent *a) {
 
         if (!o)
                 return (void) log_oom();
-        /* A control that says how long it held a claim lets the deadline count from the grant: the wait
-         * is the configured one. Otherwise a claim answered at the end of its wait leaves TTL minus the
-         * wait before our deadline, so the wait is kept to a third of the TTL. */
-        wait_ms = a->claim_held_reported ? MIN((uint64_t) a->config.claim_wait_ms, a->claim_wait_max_ms)
-                                         : MIN((uint64_t) a->config.claim_wait_ms, a->ttl_usec / 3 / USEC_PER_MSEC);
+        /* At most a third of the TTL, even though held_ms keeps a late grant's deadline right: a claim
+         * is answered before the control can have taken back a silent node's leases (at least two
+         * thirds of a TTL after its last renewal). With longer waits, an agent that hung (SIGSTOP, a
+         * stalled VM) with a claim waiting was granted the very task its expired lease had given
+         * back, and that lease expired too (test-agent-clock). And no more than the control takes. */
+        wait_ms = MIN((uint64_t) a->config.claim_wait_ms, a->ttl_usec / 3 / USEC_PER_MSEC);
+        if (a->claim_wait_max_ms > 0)
+                wait_ms = MIN(wait_ms, a->claim_wait_max_ms);
         if (json_add_string(o, "node_id", a->config.node_id) < 0 || json_add_int64(o, "wait_ms", (int64_t) wait_ms) < 0)
                 return (void) log_oom();
         r = control_post(a->control, "/api/agents/claim", o, wait_ms * USEC_PER_MSEC + request_timeout(a),
@@ -208,9 +209,8 @@ static void on_register_reply(const ControlReply *reply, void *userdata) {
                 if (a->config.lease_ttl_ms > 0)
                         a->ttl_usec = MIN(a->ttl_usec, (uint64_t) a->config.lease_ttl_ms * USEC_PER_MSEC);
         }
-        a->claim_held_reported = reply->json && json_get_int64(reply->json, "claim_wait_max_ms", &wait_max_ms) >= 0 &&
-                                 wait_max_ms > 0;
-        a->claim_wait_max_ms = a->claim_held_reported ? (uint64_t) wait_max_ms : 0;
+        a->claim_wait_max_ms = reply->json && json_get_int64(reply->json, "claim_wait_max_ms", &wait_max_ms) >= 0 &&
+                               wait_max_ms > 0 ? (uint64_t) wait_max_ms : 0;
         a->registered = true;
         log_event(LOG_INFO, MC_EVENT_NODE_REGISTERED, LOG_FIELDS("NODE_ID", a->config.node_id),
                   "Registered node %s with %s (lease TTL %" PRIu64 " ms).", a->config.node_id, reply->url,

@@ -40,8 +40,7 @@ static const ConfigOption agent_options[] = {
         { "MAX_TASKS", NULL, CONFIG_INT, offsetof(AgentConfig, max_tasks), 1, 100000, "32",
           "Most tasks run at once" },
         { "CLAIM_WAIT_MS", NULL, CONFIG_INT, offsetof(AgentConfig, claim_wait_ms), 0, 300000, "20000",
-          "Long-poll wait of a claim (at most the control's CLAIM_WAIT_MAX_MS; a third of the lease TTL with a control "
-          "that does not say how long it held a claim)" },
+          "Long-poll wait of a claim (at most a third of the lease TTL, and the control's CLAIM_WAIT_MAX_MS)" },
         { "STOP_GRACE_SEC", NULL, CONFIG_INT, offsetof(AgentConfig, stop_grace_sec), 0, 3600, "10",
           "Between SIGTERM and SIGKILL when a task times out or is cancelled" },
         { "OUTPUT_CAP_BYTES", NULL, CONFIG_INT, offsetof(AgentConfig, output_cap_bytes), 0, INT64_C(1) << 30, "1048576",

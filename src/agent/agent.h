@@ -155,10 +155,7 @@ struct Agent {
 
         int64_t capacity_nano_cpus, capacity_memory_bytes;
         uint64_t ttl_usec;
-        /* The control's lease answers carry held_ms (its register answer gave claim_wait_max_ms):
-         * long polls, up to that. */
-        bool claim_held_reported;
-        uint64_t claim_wait_max_ms;
+        uint64_t claim_wait_max_ms;     /* the control's longest claim wait; 0: it did not say */
 
         Task *tasks;
         unsigned n_tasks;

@@ -9,7 +9,6 @@ Usage: test-agent-lifecycle.py [docker|exec] [test names...]"""
 
 import os
 import sys
-import time
 
 import mctest
 from mctest import check, http, wait_until
@@ -265,37 +264,6 @@ def test_damaged_state_files():
     tid = at.push(c, task_body("echo after-damage"))
     t = at.wait_final(c, tid)
     check(t["status"] == "succeeded" and "after-damage" in t["result"]["stdout_tail"], t)
-
-
-def _metric(url, name):
-    for line in http("GET", url).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
-
-
-def test_claim_held_longer_than_the_lease_ttl():
-    """The control says how long it held a claim (held_ms), so the agent long-polls for its whole
-    CLAIM_WAIT_MS rather than a third of the lease TTL, and a lease granted after its claim was held
-    longer than the TTL is not taken for an expired one: it runs at once, in its first attempt,
-    without a fence."""
-    port = mctest.free_port()
-    node = at.node_name("node-a")
-    pg, (c,) = at.cluster([node], lease_ttl_ms=3000, control_env={"MC_CLAIM_WAIT_MAX_MS": "120000"})
-    at.Agent([c], node, driver=DRIVER, env={"MC_CLAIM_WAIT_MS": "120000", "MC_METRICS_PORT": str(port)}).start()
-    mctest.defer(at.cleanup_node_containers, node)
-    url = f"http://127.0.0.1:{port}/metrics"
-
-    wait_until(lambda: (lambda t: t if t and "mc_claims_waiting 1\n" in t else None)(http("GET", c.url + "/metrics").text),
-               60, msg="the agent's claim waiting at the control")
-    # Not a sample: a hold longer than the lease TTL (3 s).
-    time.sleep(4)
-    empty = _metric(url, 'mc_agent_claims_total{outcome="empty"}')
-    check(empty == 0, f"the claim was answered empty after {empty} waits: the agent did not ask for CLAIM_WAIT_MS")
-    tid = at.push(c, task_body("echo held-claim"))
-    t = at.wait_final(c, tid)
-    check(t["status"] == "succeeded" and t["attempt"] == 1 and len(t["attempts"]) == 1, t)
-    check(_metric(url, "mc_agent_fences_total") == 0, "the agent fenced the task")
 
 
 def test_failover_between_controls():
