@@ -31,7 +31,7 @@ struct Waiter {
         bool woken;             /* this query was started by a notification's wake budget */
         uint64_t query_gen;     /* notification generation when the query was sent */
         uint64_t tried_gen;     /* generation in which a notification last woke it */
-        uint64_t arrived_usec;          /* when the claim came (its body read) */
+        uint64_t arrived_usec;  /* when the claim came (its body read) */
         uint64_t query_start_usec;
         sd_event_source *timer;
         Waiter *ready_next;
@@ -93,9 +93,9 @@ static void pump(ClaimWaiters *o) {
 
 /* The lease's answer, with how long the claim was held here before the statement that granted the
  * lease began ("held_ms", rounded down): the lease's TTL runs from that statement, so the agent can
- * count its deadline from its request's send plus held_ms, not from the send alone, and a long poll
- * need not be short for the lease's sake. NULL when the body is not an object or on OOM: the answer
- * goes without it, and the agent counts from its send, as before. */
+ * count its deadline from its request's send plus held_ms, not from the send alone (a claim that
+ * queued here under load no longer looks late). NULL when the body is not an object or on OOM: the
+ * answer goes without it, and the agent counts from its send, as before. */
 static char *answer_with_held_ms(const char *body, uint64_t held_usec) {
         char *s = NULL;
 
