@@ -214,6 +214,28 @@ def metric(control, name):
     return None
 
 
+class Transaction:
+    """A psql session holding a transaction open, to keep the locks its statements took while the test
+    makes the control wait on them. The statements end with one that prints the line `ready`; the
+    constructor returns once it has. commit() ends it; the test's end kills it if the test did not."""
+
+    def __init__(self, pg, statements, ready="locked"):
+        import subprocess
+        self.proc = subprocess.Popen([os.path.join(pg.bindir, "psql"), "-X", "-q", "-At", "-h", pg.dir, "-p",
+                                      str(pg.port), "-U", "postgres", "-d", "postgres"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        mctest.defer(lambda: self.proc.poll() is None and self.proc.kill())
+        self.proc.stdin.write(f"BEGIN; {statements}\n")
+        self.proc.stdin.flush()
+        # (Statements before the last may print empty lines.)
+        check(any(self.proc.stdout.readline().strip() == ready for _ in range(5)), f"the transaction: {statements}")
+
+    def commit(self):
+        self.proc.stdin.write("COMMIT;\n")
+        self.proc.stdin.close()
+        self.proc.wait(60)
+
+
 def post_and_leave_open(control, path, node, body):
     """Sends an agent's POST by hand and returns the socket without reading the answer: the test closes
     it to play an agent that gave up waiting."""

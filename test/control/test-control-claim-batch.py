@@ -9,13 +9,12 @@ ever take (targeted at the drained node, or targeted at a node too small for the
 queued. That batches of several claims did form is read from mc_claim_batch_size."""
 
 import collections
-import os
 import re
 import threading
 
 import mctest
 from mctest import check, http
-from controltest import USER_TOKEN, metric, post_and_leave_open, start_cluster
+from controltest import USER_TOKEN, Transaction, metric, post_and_leave_open, start_cluster
 
 CPU = 1_000_000_000
 MIB = 1 << 20
@@ -183,19 +182,12 @@ def test_claim_of_a_client_that_gave_up_takes_no_lease():
     leased to nobody until the lease expired. Two claims of node n-a are held in the database (their
     node's claim lock taken by the test), so that n-b's claim waits in the control's queue while its
     client leaves."""
-    import subprocess
     pg, (c,) = start_cluster(nodes=("n-a", "n-b"))
     for n in ("n-a", "n-b"):
         c.agent(n).register()
     check(c.push(task("for-b", CPU, 512 * MIB, target="n-b")).status == 201, "push")
-    holder = subprocess.Popen([os.path.join(pg.bindir, "psql"), "-X", "-q", "-At", "-h", pg.dir, "-p", str(pg.port),
-                               "-U", "postgres", "-d", "postgres"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    mctest.defer(lambda: holder.poll() is None and holder.kill())
-    holder.stdin.write("BEGIN; SELECT pg_advisory_xact_lock(hashtext('mc-claim:n-a')); SELECT 'locked';\n")
-    holder.stdin.flush()
-    # (The lock function's empty result comes first.)
-    check(any(holder.stdout.readline().strip() == "locked" for _ in range(3)), "the test holds n-a's claim lock")
+    # The test holds n-a's claim lock.
+    holder = Transaction(pg, "SELECT pg_advisory_xact_lock(hashtext('mc-claim:n-a')); SELECT 'locked';")
 
     # Two claims of n-a: the control's two claim statements, both waiting for the lock.
     a = c.agent("n-a")
@@ -210,9 +202,7 @@ def test_claim_of_a_client_that_gave_up_takes_no_lease():
     mctest.wait_until(lambda: metric(c, "mc_claims_waiting") == 3, 60, msg="n-b's claim queued behind n-a's")
     sock.close()
 
-    holder.stdin.write("COMMIT;\n")
-    holder.stdin.close()
-    holder.wait(60)
+    holder.commit()
     for t in held:
         t.join(120)
 

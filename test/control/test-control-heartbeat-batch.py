@@ -13,7 +13,7 @@ import threading
 
 import mctest
 from mctest import check, http
-from controltest import metric, post_and_leave_open, start_cluster
+from controltest import Transaction, metric, post_and_leave_open, start_cluster
 
 NODES = [f"hb-{i:02d}" for i in range(24)]
 ROUNDS = 15
@@ -121,20 +121,13 @@ def test_heartbeat_of_a_client_that_gave_up_is_dropped():
     what its successor renews again. The control's two heartbeat statements are held in the database
     (node n-a's row locked by the test), so that n-b's heartbeat waits in the control's queue while its
     client leaves."""
-    import os
-    import subprocess
     in_flight = 2  # HEARTBEAT_MAX_IN_FLIGHT
     pg, (c,) = start_cluster(nodes=("n-a", "n-b"))
     for n in ("n-a", "n-b"):
         c.agent(n).register()
     before = pg.psql("SELECT last_heartbeat FROM nodes WHERE node_id = 'n-b'")
-    holder = subprocess.Popen([os.path.join(pg.bindir, "psql"), "-X", "-q", "-At", "-h", pg.dir, "-p", str(pg.port),
-                               "-U", "postgres", "-d", "postgres"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    mctest.defer(lambda: holder.poll() is None and holder.kill())
-    holder.stdin.write("BEGIN; SELECT 'locked' FROM nodes WHERE node_id = 'n-a' FOR UPDATE;\n")
-    holder.stdin.flush()
-    check(holder.stdout.readline().strip() == "locked", "the test holds n-a's row")
+    # The test holds n-a's row.
+    holder = Transaction(pg, "SELECT 'locked' FROM nodes WHERE node_id = 'n-a' FOR UPDATE;")
 
     def waiting_statements():
         return int(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
@@ -156,9 +149,7 @@ def test_heartbeat_of_a_client_that_gave_up_is_dropped():
     mctest.wait_until(lambda: metric(c, "mc_heartbeats_queued") == 1, 60, msg="n-b's heartbeat queued")
     sock.close()
 
-    holder.stdin.write("COMMIT;\n")
-    holder.stdin.close()
-    holder.wait(60)
+    holder.commit()
     for t in held:
         t.join(120)
     check(len(answers) == in_flight and all(r.status == 200 for r in answers),
