@@ -701,9 +701,7 @@ static int exec_job_stop(DriverJob *job, unsigned grace_sec) {
  * go. The caller's done follows on the loop. */
 typedef struct JobCleanup {
         char *task_id;
-        Cgroup *cgroup;         /* NULL: it has none */
-        char *cgroup_root, *cgroup_path;        /* or: the one there, if any (a leftover) */
-        CgroupMode mode;
+        Cgroup *cgroup;         /* NULL: it has none; it may not be there (cgroup_destroy() is fine with that) */
         char *work_dir, *job_dir;
         DriverDoneCallback done;
         void *userdata;
@@ -714,8 +712,6 @@ static void job_cleanup_free(void *userdata) {
 
         free(c->task_id);
         cgroup_free(c->cgroup);
-        free(c->cgroup_root);
-        free(c->cgroup_path);
         free(c->work_dir);
         free(c->job_dir);
         free(c);
@@ -725,8 +721,6 @@ static int job_cleanup_work(void *userdata) {
         JobCleanup *c = userdata;
         int r = 0;
 
-        if (!c->cgroup && c->cgroup_path && cgroup_open(c->cgroup_root, c->mode, c->cgroup_path, &c->cgroup) >= 0)
-                (void) cgroup_kill(c->cgroup, SIGKILL);
         if (c->cgroup) {
                 r = cgroup_destroy(c->cgroup);
                 if (r < 0)
@@ -744,9 +738,9 @@ static void job_cleanup_done(int result, void *userdata) {
                 c->done(result, c->userdata);
 }
 
-/* Takes cgroup over (NULL: none, or the one at cgroup_path under the driver's root, if there). */
-static int job_cleanup_submit(ExecDriver *ed, const char *task_id, Cgroup *cgroup, const char *cgroup_path,
-                              const char *work_dir, const char *job_dir, DriverDoneCallback done, void *userdata) {
+/* Takes cgroup over (NULL: none). */
+static int job_cleanup_submit(ExecDriver *ed, const char *task_id, Cgroup *cgroup, const char *work_dir,
+                              const char *job_dir, DriverDoneCallback done, void *userdata) {
         JobCleanup *c;
         int r;
 
@@ -755,11 +749,9 @@ static int job_cleanup_submit(ExecDriver *ed, const char *task_id, Cgroup *cgrou
                 cgroup_free(cgroup);
                 return -ENOMEM;
         }
-        *c = (JobCleanup) { .task_id = strdup(task_id), .cgroup = cgroup, .mode = ed->mode,
-                            .work_dir = strdup(work_dir), .job_dir = strdup(job_dir),
-                            .done = done, .userdata = userdata };
-        if (!c->task_id || !c->work_dir || !c->job_dir ||
-            (cgroup_path && (!(c->cgroup_root = strdup(ed->cgroup_root)) || !(c->cgroup_path = strdup(cgroup_path))))) {
+        *c = (JobCleanup) { .task_id = strdup(task_id), .cgroup = cgroup, .work_dir = strdup(work_dir),
+                            .job_dir = strdup(job_dir), .done = done, .userdata = userdata };
+        if (!c->task_id || !c->work_dir || !c->job_dir) {
                 job_cleanup_free(c);
                 return -ENOMEM;
         }
@@ -773,8 +765,8 @@ static int exec_job_remove(DriverJob *job, DriverDoneCallback done, void *userda
         ExecJob *j = exec_job(job);
 
         assert(!j->setup);      /* it has exited: its setup is over */
-        return job_cleanup_submit(exec_driver(job->driver), job->task_id, TAKE_PTR(j->cgroup), NULL, j->work_dir,
-                                  j->job_dir, done, userdata);
+        return job_cleanup_submit(exec_driver(job->driver), job->task_id, TAKE_PTR(j->cgroup), j->work_dir, j->job_dir,
+                                  done, userdata);
 }
 
 static void exec_job_free(DriverJob *job) {
@@ -1033,6 +1025,7 @@ static int exec_leftover_discard(Driver *d, const DriverLeftover *l, DriverDoneC
         ExecDriver *ed = exec_driver(d);
         _cleanup_free_ char *cgpath = NULL, *wd = NULL, *jd = NULL;
         ExecJobRecord rec = {};
+        Cgroup *cg = NULL;
         int fd;
 
         if (asprintf(&cgpath, "%s/%s", ed->cgroup_path, l->handle) < 0 ||
@@ -1048,7 +1041,10 @@ static int exec_leftover_discard(Driver *d, const DriverLeftover *l, DriverDoneC
                 }
                 exec_job_record_done(&rec);
         }
-        return job_cleanup_submit(ed, l->task_id, NULL, cgpath, wd, jd, done, userdata);
+        /* Named only: the thread kills and removes what is there of it. */
+        if (cgroup_at(ed->cgroup_root, ed->mode, cgpath, &cg) < 0)
+                return -ENOMEM;
+        return job_cleanup_submit(ed, l->task_id, cg, wd, jd, done, userdata);
 }
 
 static Driver *exec_driver_free(Driver *d) {
