@@ -12,7 +12,8 @@ within the time limit) or that the machine's free memory cannot hold, and says s
 
 Parameters (--param KEY=JSON): sizes (agents), tasks_per_agent, max_tasks (per agent at once),
 task_seconds ([min, max]), lease_ttl_ms, timeout_s (per size), push_first_from (from this many agents
-on, every task is queued before the agents start), agent_nice (the agents' niceness, 19; 0 in --quick)."""
+on, every task is queued before the agents start), agent_nice (the agents' niceness, 19; 0 in --quick), servers_first (the control and PostgreSQL in a cpu
+cgroup of the largest weight, true)."""
 
 import os
 import sys
@@ -35,11 +36,14 @@ PUSH_FIRST_FROM = ex.param("push_first_from", 500)
 # The agents (and what they start) run at this niceness: a thousand simulated nodes on one machine
 # must not starve the control and PostgreSQL, which a real cluster runs on machines of their own.
 AGENT_NICE = ex.param("agent_nice", 0 if Q else 19)
+# ... and the control and PostgreSQL go into a cpu cgroup of the largest weight (exp.servers_first()).
+SERVERS_FIRST = ex.param("servers_first", True)
 ex.check_params()
 MEM_PER_AGENT = 12 << 20         # a first guess; after each size, what the agents of that size took
 ex.settings.update(agents=SIZES, tasks_per_agent=TASKS_PER_AGENT, killed_share=KILL, lease_ttl_ms=TTL_MS,
                    task_seconds=SECONDS, max_tasks_per_agent=MAX_TASKS, kill_after_started=0.3,
-                   timeout_per_size_s=TIMEOUT, driver="exec", agent_nice=AGENT_NICE)
+                   timeout_per_size_s=TIMEOUT, driver="exec", agent_nice=AGENT_NICE,
+                   servers_first=SERVERS_FIRST)
 
 COLS = ["agents", "tasks", "push_first", "complete", "stuck_leased_live_node", "start_agents_s", "push_s", "push_to_all_final_s", "success_share",
         "alive_twice", "completed_twice", "rerun_after_partial", "rerun_after_complete", "hit_by_death",
@@ -68,7 +72,8 @@ def main():
         ex.log(f"{n} agents, {n * TASKS_PER_AGENT} tasks")
         row, _, _ = exp.node_death_run(ex, f"s{n}", n, n * TASKS_PER_AGENT, KILL, TTL_MS, seconds=SECONDS,
                                        max_tasks=MAX_TASKS, timeout=TIMEOUT, node_prefix=f"sc{n}-",
-                                       push_first=n >= PUSH_FIRST_FROM, agent_nice=AGENT_NICE)
+                                       push_first=n >= PUSH_FIRST_FROM, agent_nice=AGENT_NICE,
+                                       servers_cpu=SERVERS_FIRST)
         ex.log(f"{n} agents: " + ", ".join(f"{k}={exp.fmt(row.get(k))}" for k in COLS[2:]))
         rows.append(row)
         ex.check(row.get("alive_twice", 1) == 0, f"{n} agents: no task alive twice at once")
