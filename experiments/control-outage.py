@@ -69,11 +69,9 @@ def phase(idx, name, replicas, ttl_ms, kill):
         victim.daemon.wait_ready(60)
         t_back = time.time()
         ex.log(f"{name}: control back")
-        live = controls
     else:
         t_back = t_kill
         ex.log(f"{name}: replica 0 killed for good")
-        live = controls[1:]
     exp.wait_all_final(pg, prefix, TASKS, SECONDS * 6 + 240)
     t_done = time.time()
     tasks = exp.task_rows(pg, prefix)
@@ -84,10 +82,7 @@ def phase(idx, name, replicas, ttl_ms, kill):
     raw = os.path.join(ex.dir, "raw")
     os.makedirs(raw, exist_ok=True)
     shutil.copy(wl.records, os.path.join(raw, f"phase{idx}-records.txt"))
-    with open(os.path.join(raw, f"phase{idx}-attempts.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["task", "attempt", "node", "status", "reason"])
-        w.writerows(attempts)
+    exp.write_attempts_csv(pg, prefix, attempts, os.path.join(raw, f"phase{idx}-attempts.csv"))
     with open(os.path.join(raw, f"phase{idx}-times.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["phase", "push_wall", "all_running_wall", "kill_wall", "back_wall", "all_final_wall"])

@@ -757,6 +757,20 @@ def attempt_rows(pg, ids_like):
     return [(r[0], int(r[1]), r[2], r[3], r[4]) for r in rows]
 
 
+def write_attempts_csv(pg, ids_like, attempts, path):
+    """The attempts (attempt_rows()) as CSV, with the database's times of each (leased, started,
+    ended: Unix seconds, empty when not reached; an expired attempt's end is its expiry)."""
+    times = {(r[0], int(r[1])): r[2:] for r in pg.psql(
+        "SELECT task_id, attempt, extract(epoch FROM leased_at), extract(epoch FROM started_at), "
+        f"extract(epoch FROM ended_at) FROM attempts WHERE task_id LIKE '{ids_like}%'")}
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "attempt", "node", "status", "reason", "leased_at", "started_at", "ended_at"])
+        for a in attempts:
+            w.writerow(list(a) + list(times.get((a[0], a[1]), ("", "", ""))))
+    return times
+
+
 def wait_all_final(pg, ids_like, n, timeout, abort=None, stall=None):
     """Waits until n tasks are final. stall: give up when none became final for that many seconds
     (a task held by a live agent that never starts it would otherwise keep the run for its timeout)."""
@@ -914,10 +928,13 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     raw = os.path.join(ex.dir, "raw")
     os.makedirs(raw, exist_ok=True)
     shutil.copy(wl.records, os.path.join(raw, f"{label}-records.txt"))
-    with open(os.path.join(raw, f"{label}-attempts.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["task", "attempt", "node", "status", "reason"])
-        w.writerows(attempts)
+    times = write_attempts_csv(pg, prefix, attempts, os.path.join(raw, f"{label}-attempts.csv"))
+    # When the false recalls happened, from the push: in a burst at the start, or all along.
+    at = sorted(float(times[(t, a)][2]) - t_push for t, a, _ in gt["false_recalls"]
+                if (t, a) in times and times[(t, a)][2])
+    if at:
+        row.update(false_recall_at_p50_s=at[len(at) // 2], false_recall_at_p95_s=at[int(0.95 * (len(at) - 1))],
+                   false_recall_at_max_s=at[-1])
     with open(os.path.join(raw, f"{label}-kills.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["node", "killed_at_wall"])
