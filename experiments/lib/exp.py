@@ -143,7 +143,7 @@ class Experiment:
         p.add_argument("--quick", action="store_true", help="a few tasks and agents, well under a minute")
         p.add_argument("--out", help="put the results in OUT/NAME (default experiments/results/DATE-NAME)")
         p.add_argument("--seed", type=int, default=None, help="random seed (default: from the time)")
-        p.add_argument("--build-dir", default=os.environ.get("MC_BUILD_DIR"),
+        p.add_argument("--build-dir", type=os.path.abspath, default=os.environ.get("MC_BUILD_DIR"),
                        help="the build whose daemons run (default $MC_BUILD_DIR)")
         p.add_argument("--param", action="append", default=[], metavar="KEY=JSON",
                        help="override one of the experiment's parameters (its settings.json lists them), "
@@ -300,6 +300,20 @@ def _stat(pid):
 
 
 def _children(pid):
+    """The pid's children: the kernel's list of each of its threads' (one read per thread, where a
+    walk of /proc reads every process's stat: at 1 000 agents, 3 000 files a second from the sampler,
+    on a runner that then fell minutes behind its own schedule); the walk only without that list."""
+    try:
+        kids = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        return kids
+    except FileNotFoundError:
+        if not os.path.exists(f"/proc/{pid}"):
+            return []
+    except (OSError, ValueError):
+        return []
     kids = []
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -522,7 +536,12 @@ class ExecNode:
         e.update(env or {})
         # nice: the node's processes (the agent, its keeper, supervisors and tasks inherit it) yield
         # the CPU to the control and PostgreSQL, which a real cluster runs on machines of their own.
-        self.daemon = mctest.Daemon("/bin/sh", ["-c", 'echo $$ >"$EXP_AGENT_CGROUP/cgroup.procs" && exec "$@"',
+        # Out of the experiment's own cpu cgroup (servers_first()), back to where it ran before.
+        join = 'echo $$ >"$EXP_AGENT_CGROUP/cgroup.procs"'
+        if _cpu_home:
+            e["EXP_AGENT_CPU_HOME"] = _cpu_home
+            join += ' && echo $$ >"$EXP_AGENT_CPU_HOME/cgroup.procs"'
+        self.daemon = mctest.Daemon("/bin/sh", ["-c", join + ' && exec "$@"',
                                                 "sh"] + (["nice", "-n", str(nice)] if nice else []) +
                                     [mctest.binary("mc-agent")],
                                     env=e, name=f"mc-agent-{node}", notify=False)
@@ -540,6 +559,29 @@ class ExecNode:
     def start(self):
         self.daemon.start()
         return self
+
+    def known_pids(self, jobs):
+        """The node's processes found without listing a directory: those of its agent's cgroup (the
+        agent, its fence keeper, the exec supervisors; jobs false), or of the job cgroups its lease
+        file names (jobs true). Listing a cgroup directory, or looking up a name in it, waits for
+        every cgroup being made or removed there, which waits for the kernel's one cgroup lock: at
+        1 000 agents, a walk of a hundred nodes' trees took minutes, and the nodes died that much
+        later than the moment the experiment chose."""
+        dirs = [] if jobs else [os.path.join(self.cg, "agent")]
+        try:
+            if jobs:
+                with open(os.path.join(self.daemon.state_dir, "leases.json")) as f:
+                    dirs = [lease["cgroup_dir"] for lease in json.load(f).get("leases", []) if lease.get("cgroup_dir")]
+        except (OSError, ValueError, AttributeError, TypeError):
+            pass
+        out = []
+        for d in dirs:
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    out += [int(p) for p in f.read().split()]
+            except (OSError, ValueError):
+                pass
+        return out
 
     def pids(self):
         out = []
@@ -566,11 +608,14 @@ def kill_nodes(nodes):
     """The death of these nodes, all at once: SIGKILL to every process of their cgroups, again until
     none is left (a fork in flight). Returns the time (time.time()) of the first signal."""
     t = None
-    for _ in range(200):
-        pids = [p for n in nodes for p in n.pids()]
-        if not pids:
+    for i in range(200):
+        # First what is found at once, every node together: the agents, keepers and supervisors
+        # (each job's processes get SIGKILL when their supervisor dies), then the jobs the lease
+        # files name; then whatever a walk of their cgroups still finds (a fork in flight).
+        pids = [p for n in nodes for p in (n.known_pids(i == 1) if i < 2 else n.pids())]
+        if not pids and i > 1:
             break
-        if t is None:
+        if t is None and pids:
             t = time.time()
         for p in pids:
             try:
@@ -603,17 +648,23 @@ def teardown_nodes(nodes):
             pass
 
 
+_cpu_home = None   # the cpu cgroup (v1) the experiment ran in before servers_first() moved it
+
+
 def servers_first(pids):
-    """Gives the control and PostgreSQL (pids: the control's and the postmaster's; its backends,
-    forked later, follow it) the CPU before the simulated nodes, as a real cluster does by running them
-    on machines of their own. The agents' niceness does not do it alone on a host with cgroup v1 and
-    the kernel's autogroups (kernel.sched_autogroup_enabled): there every session in the cpu
-    hierarchy's root is one scheduling entity whatever its nice, and every fence keeper and exec
-    supervisor is a session of its own (setsid). Measured from /proc/PID/schedstat at 1 000 agents,
-    before this: PostgreSQL's processes waited 3-4 s in the run queue per second they ran, the
-    control (which shared the experiment's session with the 1 000 agents) 4-5 s. Here both go into a
-    cpu cgroup whose weight is the largest there is; they use what they need (well under a core) and
-    leave the rest to the nodes. Returns the settings made, for the run's record."""
+    """Gives the control and PostgreSQL (pids: the control's and the postmaster's; the backends,
+    forked later, follow the postmaster) the CPU before the simulated nodes, as a real cluster does by
+    running them on machines of their own; and the experiment itself, which must push, sample and
+    kill nodes on time (the agents it starts afterwards go back to where it ran: ExecNode).
+
+    The agents' niceness does not do it alone on a host with cgroup v1 and the kernel's autogroups
+    (kernel.sched_autogroup_enabled): there every session in the cpu hierarchy's root is one
+    scheduling entity whatever its nice, and every fence keeper and exec supervisor is a session of
+    its own (setsid). Measured from /proc/PID/schedstat at 1 000 agents before this: PostgreSQL's
+    processes waited 3-4 s in the run queue per second they ran, the control (which shared the
+    experiment's session with the 1 000 agents) 4-5 s, and the experiment killed its nodes minutes
+    after the moment it waited for. Here they go into a cpu cgroup whose weight is the largest there
+    is; they use what they need (well under a core) and leave the rest to the nodes. Returns the settings made, for the run's record."""
     import mctest
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
         top, weight_file, weight = "/sys/fs/cgroup", "cpu.weight", "10000"
@@ -628,8 +679,8 @@ def servers_first(pids):
     os.makedirs(cg, exist_ok=True)
 
     def release():
-        # Whatever is still there goes back to the root, so the cgroup can go now, whichever of the
-        # control, PostgreSQL and this is cleaned up first.
+        # Whatever is still there (this process too) goes back to the root, so the cgroup can go now,
+        # whichever of the control, PostgreSQL and this is cleaned up first.
         for _ in range(3):
             try:
                 with open(os.path.join(cg, "cgroup.procs")) as f:
@@ -638,7 +689,7 @@ def servers_first(pids):
                 return
             for pid in left:
                 try:
-                    with open(os.path.join(top, "cgroup.procs"), "w") as f:
+                    with open(os.path.join(_cpu_home or top, "cgroup.procs"), "w") as f:
                         f.write(pid)
                 except OSError:
                     pass
@@ -651,7 +702,14 @@ def servers_first(pids):
     mctest.defer(release)
     with open(os.path.join(cg, weight_file), "w") as f:
         f.write(weight)
-    for pid in pids:
+    global _cpu_home
+    if top == "/sys/fs/cgroup/cpu" and _cpu_home is None:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "cpu" in controllers.split(","):
+                    _cpu_home = os.path.join(top, path.lstrip("/"))
+    for pid in list(pids) + [os.getpid()]:
         for p in [pid] + mctest._children_of(pid):
             try:
                 with open(os.path.join(cg, "cgroup.procs"), "w") as f:
@@ -902,8 +960,10 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     try:
         mctest.wait_until(lambda: len(wl.read()) >= kill_after_started * n_tasks, timeout, interval=0.2,
                           msg=f"{kill_after_started:.0%} of the tasks started")
+        ex.log(f"{label}: {kill_after_started:.0%} of the tasks started, {len(victims)} nodes to kill")
         if victims:
             t_kill = kill_nodes(victims)
+            ex.log(f"{label}: nodes killed, the last process gone {KILL_DONE_AFTER:.1f} s after the first signal")
             killed = {v.node: t_kill for v in victims}
             row["kill_at_s"] = t_kill - t_push
         wait_all_final(pg, prefix, n_tasks, timeout, stall=max(45, 6 * ttl_ms / 1000))
