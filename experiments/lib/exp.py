@@ -536,9 +536,10 @@ class ExecNode:
         e.update(env or {})
         # nice: the node's processes (the agent, its keeper, supervisors and tasks inherit it) yield
         # the CPU to the control and PostgreSQL, which a real cluster runs on machines of their own.
-        # Out of the experiment's own cpu cgroup (servers_first()), back to where it ran before.
+        # On cgroup v1, out of the experiment's own cpu cgroup (servers_first()), back to where it
+        # ran before (on v2 the node's cgroup is its cpu cgroup too).
         join = 'echo $$ >"$EXP_AGENT_CGROUP/cgroup.procs"'
-        if _cpu_home:
+        if _cpu_home and cgroup_base() != "/sys/fs/cgroup":
             e["EXP_AGENT_CPU_HOME"] = _cpu_home
             join += ' && echo $$ >"$EXP_AGENT_CPU_HOME/cgroup.procs"'
         self.daemon = mctest.Daemon("/bin/sh", ["-c", join + ' && exec "$@"',
@@ -625,8 +626,9 @@ def kill_nodes(nodes):
         time.sleep(0.01)
     # The last process of these nodes is dead only now: a run that wrote its end record between the
     # first signal and this moment finished before its node was gone.
-    global KILL_DONE_AFTER
-    KILL_DONE_AFTER = max(KILL_DONE_AFTER, time.time() - t) if t is not None else KILL_DONE_AFTER
+    global KILL_DONE_AFTER, LAST_KILL_TOOK
+    LAST_KILL_TOOK = time.time() - t if t is not None else 0.0
+    KILL_DONE_AFTER = max(KILL_DONE_AFTER, LAST_KILL_TOOK)
     for n in nodes:
         if n.daemon.proc is not None:
             n.daemon.returncode = n.daemon.proc.wait()
@@ -635,6 +637,7 @@ def kill_nodes(nodes):
 
 
 KILL_DONE_AFTER = 0.0   # the longest a kill_nodes() took from its first signal to the last process gone
+LAST_KILL_TOOK = 0.0    # the same, of the last one
 
 
 def teardown_nodes(nodes):
@@ -648,7 +651,7 @@ def teardown_nodes(nodes):
             pass
 
 
-_cpu_home = None   # the cpu cgroup (v1) the experiment ran in before servers_first() moved it
+_cpu_home = None   # the cpu cgroup the experiment ran in before servers_first() moved it
 
 
 def servers_first(pids):
@@ -664,7 +667,8 @@ def servers_first(pids):
     processes waited 3-4 s in the run queue per second they ran, the control (which shared the
     experiment's session with the 1 000 agents) 4-5 s, and the experiment killed its nodes minutes
     after the moment it waited for. Here they go into a cpu cgroup whose weight is the largest there
-    is; they use what they need (well under a core) and leave the rest to the nodes. Returns the settings made, for the run's record."""
+    is; they use what they need (well under a core) and leave the rest to the nodes. Returns the
+    settings made, for the run's record."""
     import mctest
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
         top, weight_file, weight = "/sys/fs/cgroup", "cpu.weight", "10000"
@@ -679,8 +683,8 @@ def servers_first(pids):
     os.makedirs(cg, exist_ok=True)
 
     def release():
-        # Whatever is still there (this process too) goes back to the root, so the cgroup can go now,
-        # whichever of the control, PostgreSQL and this is cleaned up first.
+        # Whatever is still there (this process too) goes back where the experiment ran, so the
+        # cgroup can go now, whichever of the control, PostgreSQL and this is cleaned up first.
         for _ in range(3):
             try:
                 with open(os.path.join(cg, "cgroup.procs")) as f:
@@ -703,11 +707,11 @@ def servers_first(pids):
     with open(os.path.join(cg, weight_file), "w") as f:
         f.write(weight)
     global _cpu_home
-    if top == "/sys/fs/cgroup/cpu" and _cpu_home is None:
+    if _cpu_home is None:
         with open("/proc/self/cgroup") as f:
             for line in f:
-                _, controllers, path = line.rstrip("\n").split(":", 2)
-                if "cpu" in controllers.split(","):
+                hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
+                if ("cpu" in controllers.split(",")) if top != "/sys/fs/cgroup" else hierarchy == "0":
                     _cpu_home = os.path.join(top, path.lstrip("/"))
     for pid in list(pids) + [os.getpid()]:
         for p in [pid] + mctest._children_of(pid):
@@ -963,7 +967,7 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
         ex.log(f"{label}: {kill_after_started:.0%} of the tasks started, {len(victims)} nodes to kill")
         if victims:
             t_kill = kill_nodes(victims)
-            ex.log(f"{label}: nodes killed, the last process gone {KILL_DONE_AFTER:.1f} s after the first signal")
+            ex.log(f"{label}: nodes killed, the last process gone {LAST_KILL_TOOK:.1f} s after the first signal")
             killed = {v.node: t_kill for v in victims}
             row["kill_at_s"] = t_kill - t_push
         wait_all_final(pg, prefix, n_tasks, timeout, stall=max(45, 6 * ttl_ms / 1000))
