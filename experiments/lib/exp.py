@@ -561,28 +561,19 @@ class ExecNode:
         self.daemon.start()
         return self
 
-    def known_pids(self, jobs):
-        """The node's processes found without listing a directory: those of its agent's cgroup (the
-        agent, its fence keeper, the exec supervisors; jobs false), or of the job cgroups its lease
-        file names (jobs true). Listing a cgroup directory, or looking up a name in it, waits for
-        every cgroup being made or removed there, which waits for the kernel's one cgroup lock: at
-        1 000 agents, a walk of a hundred nodes' trees took minutes, and the nodes died that much
-        later than the moment the experiment chose."""
-        dirs = [] if jobs else [os.path.join(self.cg, "agent")]
+    def agent_pids(self):
+        """The processes of the node's agent cgroup: the agent, its fence keeper, the exec
+        supervisors. Found without listing a directory (see _procs_of())."""
+        return _procs_of([os.path.join(self.cg, "agent")])
+
+    def job_pids(self):
+        """The processes of the job cgroups the node's lease file names."""
         try:
-            if jobs:
-                with open(os.path.join(self.daemon.state_dir, "leases.json")) as f:
-                    dirs = [lease["cgroup_dir"] for lease in json.load(f).get("leases", []) if lease.get("cgroup_dir")]
+            with open(os.path.join(self.daemon.state_dir, "leases.json")) as f:
+                dirs = [lease["cgroup_dir"] for lease in json.load(f).get("leases", []) if lease.get("cgroup_dir")]
         except (OSError, ValueError, AttributeError, TypeError):
-            pass
-        out = []
-        for d in dirs:
-            try:
-                with open(os.path.join(d, "cgroup.procs")) as f:
-                    out += [int(p) for p in f.read().split()]
-            except (OSError, ValueError):
-                pass
-        return out
+            return []
+        return _procs_of(dirs)
 
     def pids(self):
         out = []
@@ -605,15 +596,33 @@ class ExecNode:
                     pass
 
 
+def _procs_of(cgroup_dirs):
+    """The processes of these cgroups, read from their cgroup.procs by known paths. Listing a cgroup
+    directory, or looking up a name in it, waits for every cgroup being made or removed there, which
+    waits for the kernel's one cgroup lock: at 1 000 agents, a walk of a hundred nodes' trees took
+    minutes, and the nodes died that much later than the moment the experiment chose."""
+    out = []
+    for d in cgroup_dirs:
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                out += [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
 def kill_nodes(nodes):
     """The death of these nodes, all at once: SIGKILL to every process of their cgroups, again until
-    none is left (a fork in flight). Returns the time (time.time()) of the first signal."""
+    none is left (a fork in flight). Returns the time (time.time()) of the first signal and how long
+    after it the last of their processes was gone: a run that wrote its end record in between
+    finished before its node was gone."""
     t = None
     for i in range(200):
         # First what is found at once, every node together: the agents, keepers and supervisors
         # (each job's processes get SIGKILL when their supervisor dies), then the jobs the lease
         # files name; then whatever a walk of their cgroups still finds (a fork in flight).
-        pids = [p for n in nodes for p in (n.known_pids(i == 1) if i < 2 else n.pids())]
+        find = (ExecNode.agent_pids, ExecNode.job_pids)[i] if i < 2 else ExecNode.pids
+        pids = [p for n in nodes for p in find(n)]
         if not pids and i > 1:
             break
         if t is None and pids:
@@ -624,20 +633,12 @@ def kill_nodes(nodes):
             except ProcessLookupError:
                 pass
         time.sleep(0.01)
-    # The last process of these nodes is dead only now: a run that wrote its end record between the
-    # first signal and this moment finished before its node was gone.
-    global KILL_DONE_AFTER, LAST_KILL_TOOK
-    LAST_KILL_TOOK = time.time() - t if t is not None else 0.0
-    KILL_DONE_AFTER = max(KILL_DONE_AFTER, LAST_KILL_TOOK)
+    took = time.time() - t if t is not None else 0.0
     for n in nodes:
         if n.daemon.proc is not None:
             n.daemon.returncode = n.daemon.proc.wait()
         n.killed_at = t
-    return t if t is not None else time.time()
-
-
-KILL_DONE_AFTER = 0.0   # the longest a kill_nodes() took from its first signal to the last process gone
-LAST_KILL_TOOK = 0.0    # the same, of the last one
+    return (t if t is not None else time.time()), took
 
 
 def teardown_nodes(nodes):
@@ -714,7 +715,7 @@ def servers_first(pids):
                 if ("cpu" in controllers.split(",")) if top != "/sys/fs/cgroup" else hierarchy == "0":
                     _cpu_home = os.path.join(top, path.lstrip("/"))
     for pid in list(pids) + [os.getpid()]:
-        for p in [pid] + mctest._children_of(pid):
+        for p in [pid] + _children(pid):
             try:
                 with open(os.path.join(cg, "cgroup.procs"), "w") as f:
                     f.write(str(p))
@@ -857,8 +858,9 @@ def wait_all_final(pg, ids_like, n, timeout, abort=None, stall=None):
     mctest.wait_until(done, timeout, interval=1.0, msg=f"{n} tasks final", abort=stalled)
 
 
-def ground_truth(workload, tasks, attempts, killed_nodes):
-    """The metrics of a run. killed_nodes: {node: kill time (time.time())}.
+def ground_truth(workload, tasks, attempts, killed_nodes, kill_took=0.0):
+    """The metrics of a run. killed_nodes: {node: kill time (time.time())}; kill_took: how long after
+    that the last of their processes was gone (kill_nodes()).
     Returns a dict: success share, overlaps (copies alive at once), tasks re-run (started more than
     once), tasks completed more than once, recovery times (s) of each task hit by a node death,
     false recalls (an attempt expired on a node that was never killed)."""
@@ -878,7 +880,7 @@ def ground_truth(workload, tasks, attempts, killed_nodes):
         if len(ended) < 2:
             continue
         lost_with_node = all(by_attempt.get((t, a), ("",))[0] in killed_nodes
-                             and w <= killed_nodes[by_attempt[(t, a)][0]] + KILL_DONE_AFTER for a, w in ended[:-1])
+                             and w <= killed_nodes[by_attempt[(t, a)][0]] + kill_took for a, w in ended[:-1])
         (rerun_after_complete if lost_with_node else completed_twice).append(t)
     completed_twice.sort()
     recovery, unrecovered = [], []
@@ -960,14 +962,14 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
         push_many(control, bodies)
         row["push_s"] = time.time() - t_push
     victims = ex.rnd.sample(agents, int(round(kill_share * n_agents)))
-    killed = {}
+    killed, kill_took = {}, 0.0
     try:
         mctest.wait_until(lambda: len(wl.read()) >= kill_after_started * n_tasks, timeout, interval=0.2,
                           msg=f"{kill_after_started:.0%} of the tasks started")
         ex.log(f"{label}: {kill_after_started:.0%} of the tasks started, {len(victims)} nodes to kill")
         if victims:
-            t_kill = kill_nodes(victims)
-            ex.log(f"{label}: nodes killed, the last process gone {LAST_KILL_TOOK:.1f} s after the first signal")
+            t_kill, kill_took = kill_nodes(victims)
+            ex.log(f"{label}: nodes killed, the last process gone {kill_took:.1f} s after the first signal")
             killed = {v.node: t_kill for v in victims}
             row["kill_at_s"] = t_kill - t_push
         wait_all_final(pg, prefix, n_tasks, timeout, stall=max(45, 6 * ttl_ms / 1000))
@@ -986,7 +988,7 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
     p50, p99, n_claims = claim_latency([control])
     tasks = task_rows(pg, prefix)
     attempts = attempt_rows(pg, prefix)
-    gt = ground_truth(wl, tasks, attempts, killed)
+    gt = ground_truth(wl, tasks, attempts, killed, kill_took)
     rs = recovery_stats(gt["recovery_s"])
     # The raw ground truth, for a look afterwards: the tasks' records, the attempts, the kills.
     raw = os.path.join(ex.dir, "raw")
