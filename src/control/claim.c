@@ -378,23 +378,35 @@ int claim_start(Control *c, HttpRequest *req, const char *node_id, uint64_t wait
         return 0;
 }
 
+void claim_waiters_wake_node(ClaimWaiters *o, const char *node_id) {
+        assert(o);
+        assert(node_id);
+
+        o->gen++;
+        for (Waiter *w = o->head, *next; w; w = next) {
+                next = w->next;
+                if (w->state == WAITER_WAITING && !w->expired && streq(w->node_id, node_id)) {
+                        w->tried_gen = o->gen;
+                        waiter_query(w);
+                }
+        }
+}
+
+void claim_waiters_wake_any(ClaimWaiters *o, uint64_t n_tasks) {
+        assert(o);
+
+        o->gen++;
+        o->wake_budget += MAX(n_tasks, (uint64_t) 1);
+        pump(o);
+}
+
 void claim_waiters_notify(ClaimWaiters *o, const char *payload) {
         const char *node;
 
-        o->gen++;
-        if ((node = startswith(payload, "@"))) {
-                for (Waiter *w = o->head, *next; w; w = next) {
-                        next = w->next;
-                        if (w->state == WAITER_WAITING && !w->expired && streq(w->node_id, node)) {
-                                w->tried_gen = o->gen;
-                                waiter_query(w);
-                        }
-                }
-                return;
-        }
-
-        o->wake_budget += (uint64_t) MAX(atoll(payload), 1LL);
-        pump(o);
+        if ((node = startswith(payload, "@")))
+                claim_waiters_wake_node(o, node);
+        else
+                claim_waiters_wake_any(o, (uint64_t) MAX(atoll(payload), 1LL));
 }
 
 void claim_waiters_wake_all(ClaimWaiters *o) {

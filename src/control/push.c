@@ -238,20 +238,20 @@ static bool batch_has_id(PushItem **items, size_t n, const char *id) {
 /* A push alone, of a task without inputs: one INSERT with plain parameters, about half of what mc_push
  * costs PostgreSQL for one task, and a prepared statement, so that it is parsed and planned once per
  * connection rather than at every push. Not a function in functions.sql: calling one (PL/pgSQL, as
- * an INSERT cannot be inlined) cost another 30-40 µs of PostgreSQL's CPU per push. It wakes waiting
- * claims as mc_notify_queued() does; the tasks trigger announces the task on mc_events. No row: nothing
+ * an INSERT cannot be inlined) cost another 30-40 µs of PostgreSQL's CPU per push. The tasks trigger
+ * announces the task on mc_events, which also wakes the claims that could take it. No row: nothing
  * was inserted (the id exists, or a concurrent push of it committed first): mc_push then says whether
  * it is the same task (200) or another (409). */
 #define PUSH_ONE_SQL                                                                                    \
         "INSERT INTO tasks AS t (id, spec, target_node, nano_cpus, memory_bytes, labels, max_attempts) " \
         "VALUES ($1, $2::jsonb, $3, $4::bigint, $5::bigint, $6::jsonb, $7::integer) "                   \
         "ON CONFLICT ON CONSTRAINT tasks_pkey DO NOTHING "                                              \
-        "RETURNING mc_ts(t.created_at), pg_notify('mc_queued', coalesce('@' || t.target_node, '1'))"
+        "RETURNING mc_ts(t.created_at)"
 #define PUSH_BATCH_SQL "SELECT id, result, record FROM mc_push($1::jsonb)"
 /* A batch of tasks without inputs, none found stored before: the same INSERT over mc_push's rows
- * (task_spec_to_push_row()), prepared, and one call of mc_notify_queued(), rather than mc_push's
- * PL/pgSQL over the array with its checks of inputs and of stored tasks. Returns the inserted ones,
- * in no particular order; the others go to mc_push. */
+ * (task_spec_to_push_row()), prepared, rather than mc_push's PL/pgSQL over the array with its checks
+ * of inputs and of stored tasks. Returns the inserted ones, in no particular order; the others go to
+ * mc_push. */
 #define PUSH_MANY_SQL                                                                                   \
         "WITH ins AS ("                                                                                 \
         " INSERT INTO tasks AS t (id, spec, target_node, nano_cpus, memory_bytes, labels, max_attempts)" \
@@ -259,11 +259,8 @@ static bool batch_has_id(PushItem **items, size_t n, const char *id) {
         " FROM jsonb_to_recordset($1::jsonb) AS x(id text, spec jsonb, target_node text, nano_cpus bigint," \
         " memory_bytes bigint, labels jsonb, max_attempts integer)"                                     \
         " ON CONFLICT ON CONSTRAINT tasks_pkey DO NOTHING"                                              \
-        " RETURNING t.id, t.target_node, t.created_at"                                                  \
-        "), woken AS ("                                                                                 \
-        " SELECT mc_notify_queued((count(*) FILTER (WHERE ins.target_node IS NULL))::integer,"          \
-        " array_agg(DISTINCT ins.target_node) FILTER (WHERE ins.target_node IS NOT NULL)) FROM ins"     \
-        ") SELECT ins.id, mc_ts(ins.created_at) FROM ins, woken"
+        " RETURNING t.id, t.created_at"                                                                 \
+        ") SELECT ins.id, mc_ts(ins.created_at) FROM ins"
 
 /* Whether the plain INSERTs may take it: not one they already found stored, and without inputs (the
  * content check is mc_push's). */

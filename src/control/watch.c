@@ -518,15 +518,16 @@ oom:
 
 /* ---- notifications */
 
-void watchers_task_event(Watchers *o, const char *payload) {
-        _cleanup_json_ json_object *e = NULL;
+void watchers_task_event(Watchers *o, json_object *e, const char *payload) {
         const char *id, *at;
+
+        assert(e);
+        assert(payload);
 
         if (!o || !o->head)
                 return;
-        e = json_tokener_parse(payload);
-        id = e ? event_field(e, "id") : NULL;
-        at = e ? event_field(e, "updated_at") : NULL;
+        id = event_field(e, "id");
+        at = event_field(e, "updated_at");
         if (!id || !at) {
                 log_debug("Ignoring a task event that is not one: %.200s", payload);
                 return;

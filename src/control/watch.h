@@ -11,6 +11,8 @@
  * seconds the streams are looked at: one whose client left is ended, and an event stream gets a
  * comment line, so that a stream nothing happens on still shows traffic to proxies and clients. */
 
+#include <json-c/json.h>
+
 #include "control.h"
 
 typedef struct Watchers Watchers;
@@ -19,8 +21,9 @@ int watchers_new(Control *c, Watchers **ret);
 /* Answers the long polls (503) and ends the streams. */
 Watchers *watchers_free(Watchers *w);
 
-/* From the listener: a task's event (the JSON of mc_event_json()), new live output of a task. */
-void watchers_task_event(Watchers *w, const char *payload);
+/* From the listener: a task's event (the JSON of mc_event_json(): parsed, and its text as sent), new
+ * live output of a task. */
+void watchers_task_event(Watchers *w, json_object *event, const char *payload);
 void watchers_task_output(Watchers *w, const char *task_id);
 /* The listener is back: notifications may have been missed, everyone looks again. */
 void watchers_recheck_all(Watchers *w);

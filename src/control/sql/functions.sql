@@ -80,6 +80,8 @@ CREATE OR REPLACE FUNCTION mc_content_json(c contents) RETURNS jsonb LANGUAGE sq
 $$;
 
 -- Wakes waiting claims on every replica: "<n>" for n tasks any node may take, "@<node>" for a node.
+-- A task queued needs none (its event on mc_events wakes them): this is for a node's capacity freed,
+-- its drain lifted, a queued task's pending_reason changed.
 CREATE OR REPLACE FUNCTION mc_notify_queued(n_untargeted integer, targets text[]) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
         t text;
@@ -102,12 +104,10 @@ $$;
 -- (the first unknown input, "inputs[<0-based index>].content"). Done here, in the push's own
 -- statement, so that the check and the insert are one transaction.
 -- A push alone of a task without inputs (the usual push of a client that waits for each answer) is not
--- this but one prepared INSERT, in push.c (PUSH_ONE_SQL), which notifies as this does.
+-- this but one prepared INSERT, in push.c (PUSH_ONE_SQL). Neither notifies mc_queued: each inserted
+-- task's event on mc_events (mc_task_event) wakes the claims that could take it.
 CREATE OR REPLACE FUNCTION mc_push(p_tasks jsonb)
 RETURNS TABLE (id text, result text, record jsonb) LANGUAGE plpgsql AS $$
-DECLARE
-        n_untargeted integer;
-        targets text[];
 BEGIN
         RETURN QUERY
         WITH input AS (
@@ -150,12 +150,6 @@ BEGIN
         LEFT JOIN LATERAL (SELECT o AS t FROM tasks o WHERE ins.id IS NULL AND u.ord IS NULL AND o.id = i.id
                            OFFSET 0) old ON true
         ORDER BY i.ord;
-
-        SELECT count(*) FILTER (WHERE x->>'target_node' IS NULL),
-               array_agg(DISTINCT x->>'target_node') FILTER (WHERE x->>'target_node' IS NOT NULL)
-          INTO n_untargeted, targets
-          FROM jsonb_array_elements(p_tasks) x;
-        PERFORM mc_notify_queued(n_untargeted, targets);
 END
 $$;
 
@@ -648,10 +642,6 @@ BEGIN
                         finished_at = CASE WHEN t.attempt >= t.max_attempts THEN now() END,
                         lease_node = NULL, lease_expires_at = NULL, updated_at = now()
                  WHERE tasks.id = p_id RETURNING * INTO t;
-                IF t.status = 'queued' THEN
-                        PERFORM mc_notify_queued(CASE WHEN t.target_node IS NULL THEN 1 ELSE 0 END,
-                                                 CASE WHEN t.target_node IS NULL THEN NULL ELSE ARRAY[t.target_node] END);
-                END IF;
         ELSE
                 UPDATE tasks SET lease_expires_at = NULL, updated_at = now() WHERE tasks.id = p_id RETURNING * INTO t;
         END IF;
@@ -683,8 +673,6 @@ RETURNS TABLE (id text, lease_token bigint, renewals bigint, ttl_ms integer, exp
                node_id text) LANGUAGE plpgsql AS $$
 DECLARE
         swept jsonb;
-        n_untargeted integer;
-        targets text[];
         ids text[];
 BEGIN
         IF jsonb_array_length(p_expire) > 0 THEN
@@ -715,7 +703,7 @@ BEGIN
                                 finished_at = CASE WHEN t.attempt >= t.max_attempts THEN now() END,
                                 lease_node = NULL, lease_expires_at = NULL, updated_at = now()
                           FROM expired e WHERE t.id = e.id
-                        RETURNING t.id, t.status, t.attempt, t.lease_token, e.lease_node AS node_id, t.target_node
+                        RETURNING t.id, t.status, t.attempt, t.lease_token, e.lease_node AS node_id
                 ), attempts_ended AS (
                         UPDATE attempts a SET ended_at = now(), status = 'expired', reason = 'lease expired'
                           FROM changed c WHERE a.task_id = c.id AND a.attempt = c.attempt
@@ -724,10 +712,6 @@ BEGIN
         END IF;
 
         IF swept IS NOT NULL THEN
-                SELECT count(*) FILTER (WHERE x->>'status' = 'queued' AND x->>'target_node' IS NULL),
-                       array_agg(DISTINCT x->>'target_node') FILTER (WHERE x->>'status' = 'queued' AND x->>'target_node' IS NOT NULL)
-                  INTO n_untargeted, targets FROM jsonb_array_elements(swept) x;
-                PERFORM mc_notify_queued(n_untargeted, targets);
                 RETURN QUERY SELECT x->>'id', (x->>'lease_token')::bigint, NULL::bigint, NULL::integer, x->>'status',
                                     (x->>'attempt')::integer, x->>'node_id'
                                FROM jsonb_array_elements(swept) x;
@@ -861,10 +845,13 @@ $$;
 -- ---- Watching: every change of a task's status (or of its record's time: a cancelled task's result)
 -- is announced on the channel mc_events to every replica, which passes it to the long polls
 -- (GET /api/tasks/{id}?wait=) and event streams (GET /api/events) it serves. The payload is the event
--- as the stream sends it (well under NOTIFY's 8000 bytes: an id is at most 128).
+-- as the stream sends it (well under NOTIFY's 8000 bytes: an id is at most 128). A queued task's event
+-- (pushed, released, expired) is also what wakes the claims waiting on every replica: all, or, with
+-- target_node, that node's (control-main.c).
 CREATE OR REPLACE FUNCTION mc_event_json(t tasks) RETURNS jsonb LANGUAGE sql STABLE AS $$
         SELECT jsonb_build_object('id', t.id, 'status', t.status, 'attempt', t.attempt,
                                   'node_id', CASE WHEN t.status IN ('leased', 'running') THEN t.lease_node END,
+                                  'target_node', t.target_node,
                                   'exit_code', t.exit_code, 'updated_at', mc_ts(t.updated_at))
 $$;
 
