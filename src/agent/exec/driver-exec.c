@@ -25,12 +25,13 @@
  * which starts the command and kills every process of the job's cgroup when the lease file stops
  * promising it time, even when the agent and the supervisor were killed with everything else of ours.
  *
- * The job's cgroup is made, and later removed, on a thread of the driver's (offload.h), never on the
- * loop: mkdir(2) and rmdir(2) of a cgroup wait on the kernel's one global cgroup lock, and on a host
- * where many cgroups come and go that wait lasted seconds, during which an agent renewed no lease
- * (1 000 agents on one host: thousands of leases lost by live agents). The supervisor is started once
- * the cgroup is there, so that the order on the host, cgroup then supervisor, is what it always was,
- * and what a restarted agent relies on (list_leftovers). */
+ * The job's cgroup is made, its supervisor started, and the cgroup later removed, on a thread of the
+ * driver's (offload.h), never on the loop: mkdir(2) and rmdir(2) of a cgroup wait on the kernel's one
+ * global cgroup lock, a process start on the lock every move between cgroups takes, and on a host
+ * where many cgroups and processes come and go those waits lasted seconds, during which an agent
+ * renewed no lease (1 000 agents on one host: thousands of leases lost by live agents). The
+ * supervisor is started once the cgroup is there, so that the order on the host, cgroup then
+ * supervisor, is what it always was, and what a restarted agent relies on (list_leftovers). */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -84,8 +85,7 @@ typedef struct ExecJob {
         char *handle;           /* "pid-<the command's pid>", once it runs */
         char *exe;
         Cgroup *cgroup;         /* named at once; on the host once setup is done */
-        OffloadCall *setup;     /* the cgroup is being made */
-        char **argv;            /* the supervisor's, until it is started */
+        OffloadCall *setup;     /* the cgroup is being made, the supervisor started (JobSetup) */
         pid_t supervisor_pid;
         bool own_child;         /* we started the supervisor: we reap it */
         int pidfd;              /* the supervisor's */
@@ -399,8 +399,8 @@ static int supervisor_argv(ExecDriver *ed, ExecJob *j, const char *cgpath, char 
  * every signal at its default and none blocked, the go pipe as its stdin, /dev/null as its stdout,
  * our stderr (the journal) for what it has to say, and nothing else of ours. posix_spawn() rather
  * than fork(): glibc's shares our memory until the exec (CLONE_VM | CLONE_VFORK), where a fork copies
- * the agent's page tables under its memory map's lock. With 1 000 agents on one host, forks waited
- * there in D state (dup_mmap) for whole renewal periods, on the loop that renews the leases. */
+ * the agent's page tables under its memory map's lock, which the loop's thread needs too. With 1 000
+ * agents on one host, their loops were seen waiting in dup_mmap (D state) hundreds of times. */
 static int spawn_process(const char *path, char *const *argv, int stdin_fd, int stdout_fd, pid_t *ret_pid) {
         posix_spawn_file_actions_t fa;
         posix_spawnattr_t attr;
@@ -433,60 +433,6 @@ static int spawn_process(const char *path, char *const *argv, int stdin_fd, int 
         posix_spawn_file_actions_destroy(&fa);
         posix_spawnattr_destroy(&attr);
         return -r;
-}
-
-/* Starts the supervisor, records the job, and tells the supervisor to go on. */
-static int spawn_supervisor(ExecDriver *ed, ExecJob *j, char *const *argv) {
-        int go[2] = { -1, -1 }, devnull, r;
-        uint64_t start = 0;
-        pid_t pid;
-
-        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (devnull < 0)
-                return -errno;
-        if (pipe2(go, O_CLOEXEC) < 0) {
-                r = -errno;
-                close(devnull);
-                return r;
-        }
-        r = spawn_process(ed->supervisor, argv, go[0], devnull, &pid);
-        if (r < 0) {
-                close(go[0]);
-                close(go[1]);
-                close(devnull);
-                return r;
-        }
-        close(go[0]);
-        close(devnull);
-        j->supervisor_pid = pid;
-        j->own_child = true;
-
-        /* Our child: its pid is ours until we reap it, so neither can be had for another process. */
-        j->pidfd = pidfd_open(pid, 0);
-        r = j->pidfd < 0 ? -errno : pid_start_time(pid, &start);
-        if (r >= 0)
-                r = exec_job_record_write(j->job_dir, &(ExecJobRecord) {
-                                .task_id = j->job.task_id,
-                                .lease_token = j->job.lease_token,
-                                .attempt = j->job.attempt,
-                                .timeout_sec = j->job.timeout_sec,
-                                .supervisor_pid = pid,
-                                .supervisor_start = start,
-                        });
-        if (r >= 0 && write(go[1], "g", 1) != 1)
-                r = -errno;
-        close(go[1]);
-        if (r < 0) {
-                /* Without the go it does nothing, and ends at the EOF; not waiting for that. */
-                (void) kill(pid, SIGKILL);
-                (void) waitpid(pid, NULL, 0);
-                j->supervisor_pid = 0;
-                if (j->pidfd >= 0)
-                        close(j->pidfd);
-                j->pidfd = -1;
-                return r;
-        }
-        return 0;
 }
 
 static ExecJob *job_new(Driver *d, const char *task_id, int64_t lease_token, int64_t attempt, int64_t timeout_sec,
@@ -523,44 +469,109 @@ static void job_set_marker(ExecJob *j, pid_t pid) {
                 driver_job_set_pid(&j->job, pid, marker);
 }
 
-/* The cgroup's setup, on the offload thread: the work has its own copy of everything, since the job
- * may be freed (the agent stopping) while it runs; then the call is cancelled, and the job is only
- * looked at by the done, on the loop. */
-typedef struct CgroupSetup {
+/* The job's setup, on the offload thread: its cgroup made, then its supervisor started and the job
+ * recorded. Both wait on the kernel's cgroup locks: mkdir(2) on the global cgroup mutex, and a process
+ * start (clone) on the lock that every move of a process between cgroups takes for writing. On a host
+ * where many cgroups and processes come and go (1 000 agents) either waited for seconds, and on the
+ * loop that meant leases not renewed (a node's first task fenced by its own agent, its start never
+ * reported). The work has its own copy of everything, since the job may be freed (the agent
+ * stopping) while it runs; then the call is cancelled, and the job is only looked at by the done, on
+ * the loop, which records the job and gives the supervisor its go. A supervisor started for a job
+ * freed meanwhile is never recorded and never gets its go: the free kills it (it would end at the
+ * EOF anyway), and what the thread made is an unrecorded leftover to the next agent. */
+typedef enum SetupStage {
+        SETUP_CGROUP,
+        SETUP_SUPERVISOR,
+} SetupStage;
+
+typedef struct JobSetup {
         ExecJob *job;
         char *root, *path;
         CgroupMode mode;
         int64_t nano_cpus, memory_bytes;
-} CgroupSetup;
+        char *supervisor, **argv;
+        SetupStage stage;               /* where a failure came from */
+        uint64_t start;                 /* the supervisor's start time (pid_start_time()) */
+        pid_t pid;                      /* the supervisor, until the done takes it */
+        int pidfd;
+        int go;                         /* the write end of its go pipe */
+} JobSetup;
 
-static void cgroup_setup_free(void *userdata) {
-        CgroupSetup *cs = userdata;
+static void job_setup_free(void *userdata) {
+        JobSetup *js = userdata;
 
-        free(cs->root);
-        free(cs->path);
-        free(cs);
+        /* Not taken by a done (cancelled, or failed after the start): without its go the supervisor
+         * does nothing and ends at the EOF; killed and reaped all the same, as our child. */
+        if (js->go >= 0)
+                close(js->go);
+        if (js->pid > 0) {
+                (void) kill(js->pid, SIGKILL);
+                (void) waitpid(js->pid, NULL, 0);
+        }
+        if (js->pidfd >= 0)
+                close(js->pidfd);
+        free(js->root);
+        free(js->path);
+        free(js->supervisor);
+        strv_free(js->argv);
+        free(js);
 }
 
-static int cgroup_setup_work(void *userdata) {
-        CgroupSetup *cs = userdata;
+/* Starts the supervisor; the record and the go are left to the loop (job_setup_done()). */
+static int setup_supervisor(JobSetup *js) {
+        _cleanup_close_ int devnull = -EBADF, go_read = -EBADF;
+        int go[2];
+        int r;
+
+        devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull < 0)
+                return -errno;
+        if (pipe2(go, O_CLOEXEC) < 0)
+                return -errno;
+        go_read = go[0];
+        js->go = go[1];
+        r = spawn_process(js->supervisor, js->argv, go_read, devnull, &js->pid);
+        if (r < 0) {
+                js->pid = 0;
+                return r;
+        }
+        /* Our child: its pid is ours until we reap it, so neither can be had for another process. */
+        js->pidfd = pidfd_open(js->pid, 0);
+        if (js->pidfd < 0)
+                return -errno;
+        return pid_start_time(js->pid, &js->start);
+}
+
+static int job_setup_work(void *userdata) {
+        JobSetup *js = userdata;
         _cleanup_(cgroup_freep) Cgroup *cg = NULL;
+        int r;
 
-        return cgroup_create(cs->root, cs->mode, cs->path, cs->nano_cpus, cs->memory_bytes, &cg);
+        js->stage = SETUP_CGROUP;
+        r = cgroup_create(js->root, js->mode, js->path, js->nano_cpus, js->memory_bytes, &cg);
+        if (r < 0)
+                return r;
+        js->stage = SETUP_SUPERVISOR;
+        return setup_supervisor(js);
 }
 
-/* The cgroup is there (or could not be made): start the supervisor of the job, unless it was stopped
- * meanwhile, in which case nothing is to run at all. */
-static void cgroup_setup_done(int result, void *userdata) {
-        ExecJob *j = ((CgroupSetup *) userdata)->job;
+/* The cgroup and the supervisor are there (or could not be): the supervisor gets its go, unless the
+ * job was stopped meanwhile, in which case nothing is to run at all. */
+static void job_setup_done(int result, void *userdata) {
+        JobSetup *js = userdata;
+        ExecJob *j = js->job;
         ExecDriver *ed = exec_driver(j->job.driver);
         _cleanup_free_ char *error = NULL;
         int r;
 
         j->setup = NULL;
         if (result < 0) {
-                (void) asprintf(&error, "cannot set up the task's cgroup (%s) with its limits: %s",
-                                cgroup_mode_to_string(ed->mode), strerror(-result));
-                report_error(j, error ?: "cannot set up the task's cgroup");
+                if (js->stage == SETUP_CGROUP)
+                        (void) asprintf(&error, "cannot set up the task's cgroup (%s) with its limits: %s",
+                                        cgroup_mode_to_string(ed->mode), strerror(-result));
+                else
+                        (void) asprintf(&error, "cannot start the command's supervisor: %s", strerror(-result));
+                report_error(j, error ?: "cannot start the task");
                 return;
         }
         if (j->stop_signal != 0) {
@@ -568,14 +579,28 @@ static void cgroup_setup_done(int result, void *userdata) {
                                           .output = &j->capture });
                 return;
         }
-        r = spawn_supervisor(ed, j, j->argv);
-        strv_free(j->argv);
-        j->argv = NULL;
+        /* The job recorded before its command can run: a next agent knows every job that runs. */
+        r = exec_job_record_write(j->job_dir, &(ExecJobRecord) {
+                                .task_id = j->job.task_id,
+                                .lease_token = j->job.lease_token,
+                                .attempt = j->job.attempt,
+                                .timeout_sec = j->job.timeout_sec,
+                                .supervisor_pid = js->pid,
+                                .supervisor_start = js->start,
+                        });
+        if (r >= 0 && write(js->go, "g", 1) != 1)
+                r = -errno;
         if (r < 0) {
                 (void) asprintf(&error, "cannot start the command's supervisor: %s", strerror(-r));
                 report_error(j, error ?: "cannot start the command's supervisor");
                 return;
         }
+        js->go = safe_close(js->go);
+        j->supervisor_pid = js->pid;
+        js->pid = 0;
+        j->own_child = true;
+        j->pidfd = TAKE_FD(js->pidfd);
+
         /* With a kick: the supervisor may have recorded "started" before the directory's watch was
          * added (a busy agent, a quick supervisor), and that rename raises no event then. The kick looks
          * once the watch is there, so a start is seen either way. Without it such a task stayed
@@ -594,23 +619,31 @@ static void cgroup_setup_done(int result, void *userdata) {
         log_debug("Task %s: supervisor %d.", j->job.task_id, (int) j->supervisor_pid);
 }
 
-static int cgroup_setup_submit(ExecDriver *ed, ExecJob *j, const char *cgpath, int64_t nano_cpus,
-                               int64_t memory_bytes) {
-        CgroupSetup *cs;
+/* Takes argv. */
+static int job_setup_submit(ExecDriver *ed, ExecJob *j, const char *cgpath, int64_t nano_cpus, int64_t memory_bytes,
+                            char **argv) {
+        JobSetup *js;
         int r;
 
-        cs = calloc(1, sizeof(CgroupSetup));
-        if (!cs)
-                return -ENOMEM;
-        *cs = (CgroupSetup) { .job = j, .root = strdup(ed->cgroup_root), .path = strdup(cgpath), .mode = ed->mode,
-                              .nano_cpus = nano_cpus, .memory_bytes = memory_bytes };
-        if (!cs->root || !cs->path) {
-                cgroup_setup_free(cs);
+        js = calloc(1, sizeof(JobSetup));
+        if (!js) {
+                strv_free(argv);
                 return -ENOMEM;
         }
-        r = offload_submit(ed->offload, cgroup_setup_work, cgroup_setup_done, cgroup_setup_free, cs, &j->setup);
+        *js = (JobSetup) {
+                .job = j, .root = strdup(ed->cgroup_root), .path = strdup(cgpath), .mode = ed->mode,
+                .nano_cpus = nano_cpus, .memory_bytes = memory_bytes,
+                .supervisor = strdup(ed->supervisor), .argv = argv,
+                .pidfd = -EBADF,
+                .go = -EBADF,
+        };
+        if (!js->root || !js->path || !js->supervisor) {
+                job_setup_free(js);
+                return -ENOMEM;
+        }
+        r = offload_submit(ed->offload, job_setup_work, job_setup_done, job_setup_free, js, &j->setup);
         if (r < 0)
-                cgroup_setup_free(cs);
+                job_setup_free(js);
         return r;
 }
 
@@ -669,10 +702,10 @@ static int exec_job_start(Driver *d, const DriverJobSpec *spec, const DriverJobC
                 r = -EINVAL;
                 goto fail_alloc;
         }
-        r = supervisor_argv(ed, j, cgpath, env, spec->cmd, spec->fence_dir, &j->argv);
+        r = supervisor_argv(ed, j, cgpath, env, spec->cmd, spec->fence_dir, &argv);
         if (r < 0)
                 goto fail_alloc;
-        r = cgroup_setup_submit(ed, j, cgpath, spec->nano_cpus, spec->memory_bytes);
+        r = job_setup_submit(ed, j, cgpath, spec->nano_cpus, spec->memory_bytes, TAKE_PTR(argv));
         if (r < 0)
                 goto fail_alloc;
         log_debug("Task %s: making its cgroup %s.", spec->task_id, cgpath);
@@ -800,7 +833,6 @@ static void exec_job_free(DriverJob *job) {
                 close(j->pidfd);
         output_capture_done(&j->capture);
         cgroup_free(j->cgroup);
-        strv_free(j->argv);
         free(j->name);
         free(j->work_dir);
         free(j->job_dir);
