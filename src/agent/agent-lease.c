@@ -12,6 +12,56 @@
 #include "fence-keeper.h"
 #include "outbox.h"
 
+/* The fence keeper is started on a thread of ours, not on the loop: starting a process waits, on a
+ * host where many processes move between cgroups, for the kernel's lock on such moves (seconds, with
+ * 1 000 agents on one host). An agent's first lease, when its keeper had left for want of anything to
+ * fence, came with that wait on the loop, and the lease was fenced before its first renewal. */
+typedef struct KeeperStart {
+        Agent *agent;
+        char *lease_file, *pid_file;
+} KeeperStart;
+
+static int keeper_start_work(void *userdata) {
+        KeeperStart *k = userdata;
+
+        return fence_keeper_ensure(k->lease_file, k->pid_file);
+}
+
+static void keeper_start_done(int result, void *userdata) {
+        KeeperStart *k = userdata;
+
+        k->agent->keeper_call = NULL;
+}
+
+static void keeper_start_free(void *userdata) {
+        KeeperStart *k = userdata;
+
+        free(k->lease_file);
+        free(k->pid_file);
+        free(k);
+}
+
+static void keeper_ensure(Agent *a) {
+        KeeperStart *k;
+        int r;
+
+        if (a->keeper_call || !a->keeper_pid_file)
+                return;
+        k = calloc(1, sizeof(KeeperStart));
+        if (!k)
+                return (void) log_oom();
+        *k = (KeeperStart) { .agent = a, .lease_file = strdup(a->lease_file), .pid_file = strdup(a->keeper_pid_file) };
+        if (!k->lease_file || !k->pid_file) {
+                keeper_start_free(k);
+                return (void) log_oom();
+        }
+        r = offload_submit(a->helpers, keeper_start_work, keeper_start_done, keeper_start_free, k, &a->keeper_call);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot start the fence keeper: %m");
+                keeper_start_free(k);
+        }
+}
+
 void save_leases(Agent *a) {
         LeaseRecord *l;
         size_t n = 0;
@@ -39,8 +89,8 @@ void save_leases(Agent *a) {
                 log_warning_errno(r, "Cannot save the lease deadlines to %s: %m", a->lease_file);
         free(l);
         /* A keeper that left (no agent, nothing to fence) just before we came back is started again. */
-        if (n > 0 && a->keeper_pid_file)
-                (void) fence_keeper_ensure(a->lease_file, a->keeper_pid_file);
+        if (n > 0)
+                keeper_ensure(a);
 }
 
 

@@ -200,6 +200,9 @@ int agent_new(const AgentConfig *config, Agent **ret) {
         r = daemon_event_new_with_terminate(on_signal, a, &a->event);
         if (r < 0)
                 return r;
+        r = offload_new(a->event, "mc-agent-keeper", &a->helpers);
+        if (r < 0)
+                return log_error_errno(r, "Cannot start the agent's helper thread: %m");
 
         state = daemon_state_directory("/var/lib/mc-agent");
         a->state_dir = strdup(state);
@@ -329,6 +332,9 @@ Agent *agent_free(Agent *a) {
         sd_bus_slot_unref(a->bus_slot);
         sd_bus_flush_close_unref(a->bus);
         driver_free(a->driver);
+        /* A keeper's start still queued runs now: with leases held, it fences them once we are gone. */
+        offload_call_cancel(a->keeper_call);
+        offload_free(a->helpers);
         control_client_free(a->control);
         curl_event_free(a->curl);
         sd_event_unref(a->event);

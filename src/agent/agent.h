@@ -18,6 +18,7 @@
 #include "driver.h"
 #include "list.h"
 #include "macro.h"
+#include "offload.h"
 #include "task-status.h"
 
 typedef struct AgentConfig {
@@ -150,6 +151,8 @@ struct Agent {
         sd_bus *bus;
         sd_bus_slot *bus_slot;
         char *state_dir, *outbox_dir, *lease_file, *keeper_pid_file;
+        Offload *helpers;               /* the fence keeper's start, off the loop (agent-lease.c) */
+        OffloadCall *keeper_call;       /* a start of the keeper pending */
         char *fence_dir;                /* <state>/fence: a directory per job, its lease file for the init */
         uint64_t fence_seq;             /* the last seq written to a lease file */
 
