@@ -37,6 +37,21 @@ const char *cgroup_mode_to_string(CgroupMode m) {
         return m == CGROUP_V2 ? "v2" : "v1";
 }
 
+int cgroup_dup(const Cgroup *cg, Cgroup **ret) {
+        _cleanup_(cgroup_freep) Cgroup *c = NULL;
+
+        assert(cg);
+        c = calloc(1, sizeof(Cgroup));
+        if (!c)
+                return -ENOMEM;
+        c->mode = cg->mode;
+        if ((cg->v2 && !(c->v2 = strdup(cg->v2))) || (cg->memory && !(c->memory = strdup(cg->memory))) ||
+            (cg->cpu && !(c->cpu = strdup(cg->cpu))))
+                return -ENOMEM;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
 Cgroup *cgroup_free(Cgroup *cg) {
         if (!cg)
                 return NULL;

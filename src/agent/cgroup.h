@@ -39,6 +39,8 @@ int cgroup_create(const char *root, CgroupMode mode, const char *path, int64_t n
 int cgroup_at(const char *root, CgroupMode mode, const char *path, Cgroup **ret);
 /* Opens without creating; -ENOENT when it is not there. */
 int cgroup_open(const char *root, CgroupMode mode, const char *path, Cgroup **ret);
+/* The same cgroup's names, for another owner (a thread). */
+int cgroup_dup(const Cgroup *cg, Cgroup **ret);
 Cgroup *cgroup_free(Cgroup *cg);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Cgroup *, cgroup_free);
 
@@ -46,11 +48,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Cgroup *, cgroup_free);
  * that the child of a fork needs only write(2). */
 int cgroup_open_procs(Cgroup *cg, int ret_fds[2]);
 
-/* Sends sig to every process in it; returns how many there were. */
+/* Sends sig to every process in it; returns how many there were. Opens a cgroup file, which can wait
+ * for long on a busy host: not on an event loop. */
 int cgroup_kill(Cgroup *cg, int sig);
 /* 1 when no process is left, 0 otherwise. */
 int cgroup_is_empty(Cgroup *cg);
-/* Whether the kernel's OOM killer acted in it. */
+/* Whether the kernel's OOM killer acted in it. Not on an event loop, for the same reason. */
 bool cgroup_oom_killed(Cgroup *cg);
 /* Kills what is left and removes the directories. May block for long (the kernel's cgroup lock,
  * processes slow to die): not on an event loop. */

@@ -532,6 +532,38 @@ static void test_oom(void) {
         job_clear(&j);
 }
 
+/* The supervisor records whether the OOM killer struck (the agent's loop does not open cgroup files);
+ * a result from a supervisor older than that record says nothing either way, and the driver looks itself. */
+static void test_result_oom_record(void) {
+        char dir[] = "/tmp/mc-test-result-XXXXXX";
+        _cleanup_free_ char *old = NULL;
+        ExecJobResult r = {};
+        int fd;
+
+        if (docker)
+                return;
+        ASSERT(mkdtemp(dir));
+        for (int oom = 0; oom <= 1; oom++) {
+                ASSERT(exec_job_result_write(dir, &(ExecJobResult) { .exit_code = 137, .oom_killed = oom,
+                                                                     .tails = { (char *) "", (char *) "" } }) >= 0);
+                ASSERT(exec_job_result_read(dir, &r) >= 0);
+                ASSERT(r.oom_killed == oom && r.exit_code == 137);
+                exec_job_result_done(&r);
+        }
+
+        ASSERT(asprintf(&old, "%s/result", dir) > 0);
+        fd = open(old, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        ASSERT(fd >= 0);
+        ASSERT(dprintf(fd, "exit_code=0\ntotal=2\ntruncated=0\nstdout_tail=2\nstderr_tail=0\n\nok") > 0);
+        close(fd);
+        ASSERT(exec_job_result_read(dir, &r) >= 0);
+        ASSERT(r.oom_killed == -1 && r.exit_code == 0 && r.tail_sizes[0] == 2);
+        exec_job_result_done(&r);
+
+        ASSERT(unlink(old) == 0);
+        ASSERT(rmdir(dir) == 0);
+}
+
 static void test_forked(void) {
         Job j = {};
         uint64_t t = now_usec();
@@ -648,9 +680,9 @@ static pid_t supervisor_of(const char *job_dir) {
         ExecJobRecord rec = {};
         pid_t pid;
 
-        /* The driver forks a job's supervisor on the loop once the job's cgroup is made (off the
-         * loop), and records it at once: one turn of the loop at a time until it is recorded. It is
-         * surely there then, since the driver reaps it only in another turn. */
+        /* The driver starts a job's supervisor on its thread once the job's cgroup is made, and records
+         * it on the loop: one turn of the loop at a time until it is recorded. It is surely there then,
+         * since the driver reaps it only in another turn. */
         while (!file_exists(job_dir, "job")) {
                 ASSERT(now_usec() < deadline);
                 ASSERT(sd_event_run(event, 20 * USEC_PER_MSEC) >= 0);
@@ -1079,6 +1111,7 @@ int main(int argc, char *argv[]) {
         RUN_TEST(test_stop);
         RUN_TEST(test_limits);
         RUN_TEST(test_oom);
+        RUN_TEST(test_result_oom_record);
         RUN_TEST(test_forked);
         RUN_TEST(test_big_output);
         RUN_TEST(test_leftovers);

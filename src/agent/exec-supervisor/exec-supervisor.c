@@ -157,6 +157,8 @@ static int record_result(Job *j, const char *error, int64_t exit_code) {
                 .exit_code = exit_code,
                 .total = j->tails.total,
                 .truncated = j->tails.total > j->cap,
+                /* Here rather than in the agent, whose loop must not wait on cgroup files. */
+                .oom_killed = j->cgroup && cgroup_oom_killed(j->cgroup),
         };
         int k;
 

@@ -31,7 +31,9 @@
  * where many cgroups and processes come and go those waits lasted seconds, during which an agent
  * renewed no lease (1 000 agents on one host: thousands of leases lost by live agents). The
  * supervisor is started once the cgroup is there, so that the order on the host, cgroup then
- * supervisor, is what it always was, and what a restarted agent relies on (list_leftovers). */
+ * supervisor, is what it always was, and what a restarted agent relies on (list_leftovers). Signals
+ * for the cgroup go from that thread too (job_kill), and the supervisor, not the agent, reads whether
+ * the OOM killer struck: opening a cgroup file waited seconds as well. */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -75,6 +77,7 @@ typedef struct ExecDriver {
         ExecUser user;          /* whom the tasks run as */
         char *user_arg;         /* the same for the supervisor: "UID:GID" or "-" */
         Offload *offload;       /* makes and removes cgroups */
+        sd_event_source *work_dir_watch;        /* keeps the loop's inotify descriptor open (watch_work_dir) */
 } ExecDriver;
 
 typedef struct ExecJob {
@@ -149,6 +152,51 @@ static void report_error(ExecJob *j, const char *reason) {
         report(j, &(DriverExit) { .error = -EIO, .exit_code = -1, .reason = reason, .output = &j->capture });
 }
 
+/* A signal for everything in the job's cgroup, sent from the offload thread: cgroup_kill() opens a
+ * cgroup file, and that open waited for seconds on a busy host. The thread runs it after what was
+ * queued before (the cgroup's making, for a stop that comes that early) and before the job's cleanup. */
+typedef struct JobKill {
+        Cgroup *cgroup;
+        int sig;
+} JobKill;
+
+static void job_kill_free(void *userdata) {
+        JobKill *k = userdata;
+
+        cgroup_free(k->cgroup);
+        free(k);
+}
+
+static int job_kill_work(void *userdata) {
+        JobKill *k = userdata;
+
+        return cgroup_kill(k->cgroup, k->sig);
+}
+
+static void job_kill(ExecJob *j, int sig) {
+        JobKill *k;
+        int r;
+
+        if (!j->cgroup)
+                return;
+        k = calloc(1, sizeof(JobKill));
+        if (!k) {
+                log_oom();
+                return;
+        }
+        k->sig = sig;
+        r = cgroup_dup(j->cgroup, &k->cgroup);
+        if (r >= 0)
+                r = offload_submit(exec_driver(j->job.driver)->offload, job_kill_work, NULL, job_kill_free, k, NULL);
+        if (r < 0) {
+                job_kill_free(k);
+                /* Late rather than not at all. */
+                log_warning_errno(r, "Task %s: cannot hand its signal to the driver's thread, sending it now: %m",
+                                  j->job.task_id);
+                (void) cgroup_kill(j->cgroup, sig);
+        }
+}
+
 /* The supervisor has recorded that the command runs: say so (once). */
 static void check_started(ExecJob *j) {
         ExecJobStarted st;
@@ -162,8 +210,8 @@ static void check_started(ExecJob *j) {
         if (j->job.cgroup_marker)
                 driver_job_set_pid(&j->job, st.pid, j->job.cgroup_marker);
         /* A stop that came before the command ran. */
-        if (j->stop_signal != 0 && j->cgroup)
-                (void) cgroup_kill(j->cgroup, j->stop_signal);
+        if (j->stop_signal != 0)
+                job_kill(j, j->stop_signal);
         if (j->job.cb.started)
                 j->job.cb.started(&j->job, j->handle ?: "pid-?", st.realtime_usec, j->job.userdata);
 }
@@ -189,8 +237,7 @@ static void supervisor_ended(ExecJob *j) {
         r = exec_job_result_read(j->job_dir, &res);
         if (r < 0) {
                 /* Killed, or it crashed: nobody watches what may be left of the command. */
-                if (j->cgroup)
-                        (void) cgroup_kill(j->cgroup, SIGKILL);
+                job_kill(j, SIGKILL);
                 log_warning_errno(r, "Task %s: its supervisor (pid %d) ended without recording a result: %m",
                                   j->job.task_id, (int) j->supervisor_pid);
                 report_error(j, "the task's supervisor ended without recording a result");
@@ -211,7 +258,9 @@ static void supervisor_ended(ExecJob *j) {
                 log_warning_errno(r, "Task %s: cannot take its output over: %m", j->job.task_id);
 
         e.exit_code = res.exit_code;
-        e.oom_killed = j->cgroup && cgroup_oom_killed(j->cgroup);
+        /* The supervisor looked (a read of a cgroup file can wait long on a busy host: not here, on the
+         * loop, unless a supervisor of an older version did not). */
+        e.oom_killed = res.oom_killed > 0 || (res.oom_killed < 0 && j->cgroup && cgroup_oom_killed(j->cgroup));
         if (e.oom_killed)
                 e.reason = "killed by the kernel: out of memory (the task's memory limit)";
         else if (res.exit_code > 128 && res.exit_code < 128 + 65) {
@@ -255,8 +304,7 @@ static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
         log_info("Task %s did not stop within its grace period; killing it.", j->job.task_id);
         j->stop_signal = SIGKILL;
-        if (j->cgroup)
-                (void) cgroup_kill(j->cgroup, SIGKILL);
+        job_kill(j, SIGKILL);
         return 0;
 }
 
@@ -611,7 +659,7 @@ static void job_setup_done(int result, void *userdata) {
                 log_error_errno(r, "Cannot watch the supervisor of task %s: %m", j->job.task_id);
                 (void) kill(j->supervisor_pid, SIGKILL);
                 (void) waitpid(j->supervisor_pid, NULL, 0);
-                (void) cgroup_kill(j->cgroup, SIGKILL);
+                job_kill(j, SIGKILL);
                 (void) asprintf(&error, "cannot watch the command's supervisor: %s", strerror(-r));
                 report_error(j, error ?: "cannot watch the command's supervisor");
                 return;
@@ -738,8 +786,7 @@ static int exec_job_stop(DriverJob *job, unsigned grace_sec) {
                 j->stop_signal = sig;
         /* Every process of the task is in its cgroup (a command not yet running gets it when it does:
          * check_started). */
-        if (j->cgroup)
-                (void) cgroup_kill(j->cgroup, j->stop_signal);
+        job_kill(j, j->stop_signal);
         if (j->stop_signal == SIGTERM && j->kill_timer) {
                 (void) sd_event_source_set_time_relative(j->kill_timer, (uint64_t) grace_sec * USEC_PER_SEC);
                 (void) sd_event_source_set_enabled(j->kill_timer, SD_EVENT_ONESHOT);
@@ -1097,6 +1144,26 @@ static int exec_leftover_discard(Driver *d, const DriverLeftover *l, DriverDoneC
         return job_cleanup_submit(ed, l->task_id, cg, wd, jd, done, userdata);
 }
 
+static int on_work_dir_gone(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        ExecDriver *ed = userdata;
+
+        if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF))
+                log_warning("exec driver: %s, which holds the jobs' directories, was %s; jobs started from now on "
+                            "cannot be set up until the agent is restarted.", ed->work_dir,
+                            ev->mask & IN_DELETE_SELF ? "removed" : "moved away");
+        return 0;
+}
+
+/* Each job watches its directory (job_watch). sd-event closes its inotify descriptor when the last watch
+ * on it goes, and closing an inotify descriptor waits until the kernel has released its marks: on a busy
+ * host that wait took seconds, on the loop, at the end of every job of an agent with one job at a time.
+ * A watch for the driver's whole life keeps the descriptor open, so that a job's watch goes with
+ * inotify_rm_watch(), which does not wait. It also tells the operator when the work directory goes. */
+static int watch_work_dir(ExecDriver *ed) {
+        return sd_event_add_inotify(ed->driver.event, &ed->work_dir_watch, ed->work_dir,
+                                    IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR, on_work_dir_gone, ed);
+}
+
 static Driver *exec_driver_free(Driver *d) {
         ExecDriver *ed = exec_driver(d);
 
@@ -1108,6 +1175,7 @@ static Driver *exec_driver_free(Driver *d) {
         free(ed->supervisor);
         free(ed->fence_init);
         free(ed->user_arg);
+        ed->work_dir_watch = sd_event_source_disable_unref(ed->work_dir_watch);
         offload_free(ed->offload);
         sd_event_unref(ed->driver.event);
         free(ed);
@@ -1192,6 +1260,12 @@ int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret) {
                 r = -errno;
         if (r < 0) {
                 log_error_errno(r, "Cannot create %s: %m", ed->work_dir);
+                exec_driver_free(&ed->driver);
+                return r;
+        }
+        r = watch_work_dir(ed);
+        if (r < 0) {
+                log_error_errno(r, "Cannot watch %s: %m", ed->work_dir);
                 exec_driver_free(&ed->driver);
                 return r;
         }

@@ -12,7 +12,7 @@
  *   output   by the supervisor as it comes: the first <cap> bytes of the output, both streams
  *            interleaved as they were read.
  *   result   by the supervisor when it is all over: the exit code (or why the command could not run),
- *            the byte count, and the last bytes of each stream.
+ *            whether the OOM killer struck, the byte count, and the last bytes of each stream.
  *
  * Each is written to a temporary file, fsynced and renamed into place: it is there whole or not at all. */
 
@@ -39,6 +39,8 @@ typedef struct ExecJobResult {
         int64_t exit_code;              /* 128 + signal when killed */
         uint64_t total;                 /* bytes of output, both streams */
         bool truncated;                 /* more than the cap came */
+        int oom_killed;                 /* the kernel's OOM killer struck in the job's cgroup: 1 or 0;
+                                         * -1: not recorded (a supervisor older than this field) */
         char *tails[2];                 /* stdout, stderr: the last bytes (not NUL-terminated) */
         size_t tail_sizes[2];
 } ExecJobResult;
