@@ -101,8 +101,8 @@ def machine():
         "mem_total_bytes": mem.get("MemTotal"),
         "mem_available_bytes": mem.get("MemAvailable"),
         "python": platform.python_version(),
-        # Every agent of an experiment is root's, and each holds one inotify instance while it has
-        # exec jobs: see host_limits().
+        # Every agent of an experiment is root's, and each holds one inotify instance for as long
+        # as it runs: see host_limits().
         "inotify_max_user_instances": read("/proc/sys/fs/inotify/max_user_instances"),
         "pid_max": read("/proc/sys/kernel/pid_max"),
     }
@@ -449,8 +449,8 @@ def _restore_limits():
 
 def host_limits(agents):
     """Raises, for this run, the one host limit that many exec agents on one machine exceed: an exec
-    agent holds one inotify instance (sd-event's, for its jobs' directories) while it has jobs, and
-    the kernel allows each user 128 by default (fs.inotify.max_user_instances) - shared by every
+    agent holds one inotify instance (sd-event's, for its jobs' directories) for as long as it runs,
+    and the kernel allows each user 128 by default (fs.inotify.max_user_instances) - shared by every
     process of that user, and every agent here runs as root. On a cluster each node has its own agent
     and its own limit; an operator who runs hundreds of agents on one host must raise it the same way.
     Restored when the experiment ends (unless someone raised it further meanwhile). Returns what it

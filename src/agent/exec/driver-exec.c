@@ -1265,7 +1265,12 @@ int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret) {
         }
         r = watch_work_dir(ed);
         if (r < 0) {
-                log_error_errno(r, "Cannot watch %s: %m", ed->work_dir);
+                if (r == -EMFILE)
+                        log_error_errno(r, "Cannot watch %s: %m; most likely this user's inotify instances are "
+                                        "all taken (fs.inotify.max_user_instances; each exec agent holds one).",
+                                        ed->work_dir);
+                else
+                        log_error_errno(r, "Cannot watch %s: %m", ed->work_dir);
                 exec_driver_free(&ed->driver);
                 return r;
         }
