@@ -3,11 +3,15 @@
  * left behind), UTF-8 validation and cutting, hex, string lists and intrusive lists. */
 
 #include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "file-util.h"
 #include "hex.h"
 #include "list.h"
+#include "spawn-util.h"
 #include "strv.h"
 #include "tests.h"
 #include "tls-client.h"
@@ -209,6 +213,38 @@ static void test_list(void) {
         ASSERT_TRUE(head == &c && c.next == &b && b.prev == &c);
 }
 
+/* The child reads its stdin from our pipe, leads a session of its own, has no signal blocked (ours
+ * is), and has none of our descriptors above 2: it exits 7 when all of that holds. */
+static void test_spawn_helper(void) {
+        char script[512];
+        int in[2], leak[2], status;
+        sigset_t ss, old;
+        pid_t pid;
+
+        ASSERT_TRUE(pipe(in) == 0);
+        ASSERT_TRUE(pipe(leak) == 0);   /* without O_CLOEXEC: only the spawn's closing keeps it from the child */
+        snprintf(script, sizeof(script),
+                 "read x && [ \"$x\" = hello ] && [ \"$(cut -d' ' -f6 /proc/$$/stat)\" = $$ ] && "
+                 "grep -q '^SigBlk:[[:space:]]*0*$' /proc/$$/status && [ ! -e /proc/$$/fd/%d ] && exit 7; exit 1",
+                 leak[1]);
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGUSR1);
+        ASSERT_TRUE(sigprocmask(SIG_BLOCK, &ss, &old) == 0);
+        ASSERT_INT_EQ(spawn_helper("/bin/sh", (char *[]) { (char *) "sh", (char *) "-c", script, NULL }, in[0], -1, &pid), 0);
+        ASSERT_TRUE(sigprocmask(SIG_SETMASK, &old, NULL) == 0);
+        ASSERT_TRUE(write(in[1], "hello\n", 6) == 6);
+        close(in[1]);
+        ASSERT_TRUE(waitpid(pid, &status, 0) == pid);
+        ASSERT_TRUE(WIFEXITED(status));
+        ASSERT_INT_EQ(WEXITSTATUS(status), 7);
+        close(in[0]);
+        close(leak[0]);
+        close(leak[1]);
+
+        /* A program that cannot run is the spawn's error, not a child's exit status later. */
+        ASSERT_INT_EQ(spawn_helper("/nonexistent/mc-helper", (char *[]) { (char *) "x", NULL }, -1, -1, &pid), -ENOENT);
+}
+
 int main(void) {
         if (!mkdtemp(dir)) {
                 perror("mkdtemp");
@@ -222,6 +258,7 @@ int main(void) {
         RUN_TEST(test_strv);
         RUN_TEST(test_list);
         RUN_TEST(test_tls_client);
+        RUN_TEST(test_spawn_helper);
         (void) rmdir(dir);
         return TESTS_DONE();
 }

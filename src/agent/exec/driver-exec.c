@@ -39,7 +39,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
@@ -57,13 +56,12 @@
 #include "fence-protocol.h"
 #include "log.h"
 #include "offload.h"
+#include "spawn-util.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #ifndef MC_EXEC_SUPERVISOR_PATH
 #define MC_EXEC_SUPERVISOR_PATH "/usr/libexec/mc/mc-exec-supervisor"
 #endif
-
-extern char **environ;
 
 typedef struct ExecDriver {
         Driver driver;
@@ -443,46 +441,6 @@ static int supervisor_argv(ExecDriver *ed, ExecJob *j, const char *cgpath, char 
         return 0;
 }
 
-/* Starts the supervisor: in a session of its own (a signal to our process group does not reach it),
- * every signal at its default and none blocked, the go pipe as its stdin, /dev/null as its stdout,
- * our stderr (the journal) for what it has to say, and nothing else of ours. posix_spawn() rather
- * than fork(): glibc's shares our memory until the exec (CLONE_VM | CLONE_VFORK), where a fork copies
- * the agent's page tables under its memory map's lock, which the loop's thread needs too. With 1 000
- * agents on one host, their loops were seen waiting in dup_mmap (D state) hundreds of times. */
-static int spawn_process(const char *path, char *const *argv, int stdin_fd, int stdout_fd, pid_t *ret_pid) {
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t attr;
-        sigset_t all, none;
-        int r;
-
-        sigfillset(&all);
-        sigemptyset(&none);
-        r = posix_spawnattr_init(&attr);
-        if (r != 0)
-                return -r;
-        r = posix_spawn_file_actions_init(&fa);
-        if (r != 0) {
-                posix_spawnattr_destroy(&attr);
-                return -r;
-        }
-        r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-        if (r == 0)
-                r = posix_spawnattr_setsigdefault(&attr, &all);
-        if (r == 0)
-                r = posix_spawnattr_setsigmask(&attr, &none);
-        if (r == 0)
-                r = posix_spawn_file_actions_adddup2(&fa, stdin_fd, STDIN_FILENO);
-        if (r == 0)
-                r = posix_spawn_file_actions_adddup2(&fa, stdout_fd, STDOUT_FILENO);
-        if (r == 0)
-                r = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-        if (r == 0)
-                r = posix_spawn(ret_pid, path, &fa, &attr, argv, environ);
-        posix_spawn_file_actions_destroy(&fa);
-        posix_spawnattr_destroy(&attr);
-        return -r;
-}
-
 static ExecJob *job_new(Driver *d, const char *task_id, int64_t lease_token, int64_t attempt, int64_t timeout_sec,
                         const char *name, const DriverJobCallbacks *cb, void *userdata, char **ret_cgpath) {
         ExecDriver *ed = exec_driver(d);
@@ -578,7 +536,9 @@ static int setup_supervisor(JobSetup *js) {
                 return -errno;
         go_read = go[0];
         js->go = go[1];
-        r = spawn_process(js->supervisor, js->argv, go_read, devnull, &js->pid);
+        /* The go pipe as its stdin, /dev/null as its stdout, our stderr (the journal) for what it has
+         * to say. */
+        r = spawn_helper(js->supervisor, js->argv, go_read, devnull, &js->pid);
         if (r < 0) {
                 js->pid = 0;
                 return r;

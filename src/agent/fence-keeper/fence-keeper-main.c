@@ -7,13 +7,20 @@
 #include "fence-keeper.h"
 
 static int run(int argc, char *argv[]) {
-        if ((argc != 4 && argc != 5) || !streq(argv[1], "--fence-keeper") ||
-            (argc == 5 && !streq(argv[4], "--persistent"))) {
-                fprintf(stderr, "Usage: mc-fence-keeper --fence-keeper LEASE_FILE PID_FILE [--persistent]\n"
-                        "(started by mc-agent, or with --persistent by mc-fence-keeper.service)\n");
+        bool persistent = argc == 5 && streq(argv[4], "--persistent"), detach = argc == 5 && streq(argv[4], "--detach");
+        int r;
+
+        if ((argc != 4 && argc != 5) || !streq(argv[1], "--fence-keeper") || (argc == 5 && !persistent && !detach)) {
+                fprintf(stderr, "Usage: mc-fence-keeper --fence-keeper LEASE_FILE PID_FILE [--persistent|--detach]\n"
+                        "(started by mc-agent with --detach, or with --persistent by mc-fence-keeper.service)\n");
                 return 2;
         }
-        fence_keeper_run(argv[2], argv[3], argc == 5);
+        if (detach) {
+                r = fence_keeper_detach(argv[3]);
+                if (r < 0)
+                        return 1;
+        }
+        fence_keeper_run(argv[2], argv[3], persistent);
 }
 
 DEFINE_MAIN_FUNCTION(run);

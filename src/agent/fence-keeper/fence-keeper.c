@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -16,12 +15,14 @@
 #include "fence-keeper.h"
 #include "lease-store.h"
 #include "log.h"
+#include "spawn-util.h"
 
 /* The longest the keeper sleeps: how late it sees a new lease (to look up its cgroup while the job's
  * process runs) and an agent that has gone. A fence time is never waited past: it wakes at the
  * earliest one in the file, re-reads the file (the agent may have renewed meanwhile) and acts. */
 #define IDLE_USEC (500 * USEC_PER_MSEC)
 #define KEEPER_ARG "--fence-keeper"
+#define DETACH_ARG "--detach"
 #ifndef MC_FENCE_KEEPER_PATH
 #define MC_FENCE_KEEPER_PATH "/usr/libexec/mc/mc-fence-keeper"
 #endif
@@ -302,8 +303,26 @@ static pid_t running_keeper(const char *pid_file) {
         return 0;
 }
 
+int fence_keeper_detach(const char *pid_file) {
+        char buf[24];
+        pid_t k;
+        int n, r;
+
+        k = fork();
+        if (k < 0)
+                return log_error_errno(errno, "Cannot detach the fence keeper: %m");
+        if (k == 0)
+                return 0;
+        /* The keeper's pid, in place before the agent looks again (the keeper writes it too, once it
+         * runs). Whoever started us waits for this exit. */
+        n = snprintf(buf, sizeof(buf), "%d\n", (int) k);
+        r = write_file_atomic(pid_file, buf, (size_t) n, 0644, 0);
+        if (r < 0)
+                log_warning_errno(r, "Cannot record the fence keeper's pid in %s: %m", pid_file);
+        _exit(EXIT_SUCCESS);
+}
+
 int fence_keeper_ensure(const char *lease_file, const char *pid_file) {
-        _cleanup_free_ char *tmp = NULL;
         _cleanup_free_ char *exe = NULL;
         pid_t pid, keeper;
         int status, r;
@@ -321,50 +340,18 @@ int fence_keeper_ensure(const char *lease_file, const char *pid_file) {
         if (access(exe, X_OK) < 0)
                 return log_error_errno(errno, "Cannot find mc-fence-keeper (%s): %m", exe);
 
-        /* Twice forked, so that it belongs to nobody: it must outlive us. Only async-signal-safe
-         * calls in between (there may be threads). */
-        if (asprintf(&tmp, "%s.new", pid_file) < 0)
-                return log_oom();
-        pid = fork();
-        if (pid < 0)
-                return log_error_errno(errno, "Cannot start the fence keeper: %m");
-        if (pid == 0) {
-                char *argv[] = { exe, (char *) KEEPER_ARG, (char *) lease_file, (char *) pid_file, NULL };
-                sigset_t ss;
-                pid_t k;
-
-                (void) setsid();
-                k = fork();
-                if (k != 0) {
-                        /* The keeper's pid, in place before the agent looks again (the keeper writes
-                         * it too, once it runs). Formatted by hand: only async-signal-safe calls here. */
-                        char buf[24];
-                        int i = (int) sizeof(buf), fd;
-
-                        buf[--i] = '\n';
-                        for (unsigned long v = (unsigned long) (k > 0 ? k : 0); i > 0;) {
-                                buf[--i] = (char) ('0' + v % 10);
-                                v /= 10;
-                                if (v == 0)
-                                        break;
-                        }
-                        fd = k > 0 ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
-                        if (fd >= 0) {
-                                if (write(fd, buf + i, sizeof(buf) - (size_t) i) == (ssize_t) (sizeof(buf) - (size_t) i))
-                                        (void) rename(tmp, pid_file);
-                                close(fd);
-                        }
-                        _exit(0);
-                }
-                sigemptyset(&ss);
-                (void) sigprocmask(SIG_SETMASK, &ss, NULL);
-#ifdef SYS_close_range
-                (void) syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
-#endif
-                execv(exe, argv);
-                _exit(127);
+        /* Started detached (fence_keeper_detach()): it belongs to nobody, as it must outlive us. Spawned,
+         * not forked (spawn-util.h): the agent's other threads go on meanwhile. */
+        r = spawn_helper(exe, (char *[]) { exe, (char *) KEEPER_ARG, (char *) lease_file, (char *) pid_file,
+                                           (char *) DETACH_ARG, NULL }, -1, -1, &pid);
+        if (r < 0)
+                return log_error_errno(r, "Cannot start the fence keeper (%s): %m", exe);
+        if (waitpid(pid, &status, 0) < 0)
+                return log_error_errno(errno, "Cannot wait for the fence keeper's start: %m");
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                log_error("The fence keeper (%s) did not start (wait status %d).", exe, status);
+                return -EIO;
         }
-        (void) waitpid(pid, &status, 0);
         log_info("Started the fence keeper.");
         return 0;
 }

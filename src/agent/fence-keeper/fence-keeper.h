@@ -28,5 +28,12 @@
  * start it again). */
 _noreturn_ void fence_keeper_run(const char *lease_file, const char *pid_file, bool persistent);
 
-/* Starts a keeper (detached: mc-fence-keeper) unless one runs already. */
+/* Starts a keeper (detached: mc-fence-keeper) unless one runs already, and waits until it has
+ * detached. */
 int fence_keeper_ensure(const char *lease_file, const char *pid_file);
+
+/* In a keeper started with --detach: forks; the parent records the child's pid in pid_file and exits
+ * (its starter waits for that), and the child, which belongs to nobody once its parent is gone, returns
+ * 0 to run the keeper. A fork of this small process costs little; the agent spawns it rather than
+ * forking itself twice (spawn-util.h). */
+int fence_keeper_detach(const char *pid_file);
