@@ -38,6 +38,8 @@ void task_live_output_stop(Task *t);
 
 /* agent-lease.c */
 void save_leases(Agent *a);
+/* Starts the fence keeper (on a helper thread) unless it runs or is being started. */
+void keeper_ensure(Agent *a);
 void update_fence_timer(Agent *a);
 void schedule_heartbeat(Agent *a, uint64_t delay_usec);
 void schedule_heartbeat_due(Agent *a, bool only_sooner);

@@ -31,6 +31,9 @@ static void keeper_start_done(int result, void *userdata) {
         KeeperStart *k = userdata;
 
         k->agent->keeper_call = NULL;
+        if (result < 0)
+                log_warning("Running without a fence keeper: while the agent is away, only each task's own "
+                            "mc-fence-init fences it.");
 }
 
 static void keeper_start_free(void *userdata) {
@@ -41,7 +44,7 @@ static void keeper_start_free(void *userdata) {
         free(k);
 }
 
-static void keeper_ensure(Agent *a) {
+void keeper_ensure(Agent *a) {
         KeeperStart *k;
         int r;
 

@@ -69,10 +69,11 @@ int agent_start(Agent *a) {
 
         if (asprintf(&a->keeper_pid_file, "%s/fence-keeper.pid", a->state_dir) < 0)
                 return log_oom();
-        r = fence_keeper_ensure(a->lease_file, a->keeper_pid_file);
-        if (r < 0)
-                log_warning("Running without a fence keeper: while the agent is away, only each task's own "
-                            "mc-fence-init fences it.");
+        /* Leases of a previous run may be in the file: the keeper watches them from now on. Without a
+         * file there is nothing to fence yet (a keeper would leave at once), and the first lease starts
+         * it (save_leases()). */
+        if (access(a->lease_file, F_OK) >= 0)
+                keeper_ensure(a);
 
         r = load_outbox(a);
         if (r < 0)
