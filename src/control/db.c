@@ -26,6 +26,19 @@ struct DbQuery {
         DbQuery *next;
 };
 
+/* Lease renewals first: a heartbeat that waits behind a burst of pushes and claims until its leases
+ * run out makes the control recall tasks from nodes that are alive (seen with 1 000 agents claiming at
+ * once: heartbeats answered after 2 s and more, and the agents fenced their own leases). */
+typedef enum DbQueueKind {
+        DB_QUEUE_URGENT,
+        DB_QUEUE_NORMAL,
+        _DB_QUEUE_MAX,
+} DbQueueKind;
+
+typedef struct DbQueue {
+        DbQuery *head, *tail;
+} DbQueue;
+
 typedef enum ConnState {
         CONN_DOWN,              /* waiting for the reconnect timer */
         CONN_CONNECTING,
@@ -72,7 +85,7 @@ struct Db {
 
         DbConn *conns;                  /* pool_size query connections, then the listener if any */
         size_t n_conns;
-        DbQuery *queue_head, *queue_tail;
+        DbQueue queues[_DB_QUEUE_MAX];  /* served in this order, each first in first out */
         size_t n_queued;
         size_t n_running;
         sd_event_source *watch_timer;
@@ -115,17 +128,36 @@ const char *db_result_sqlstate(const PGresult *r) {
         return s ?: "";
 }
 
-static DbQuery *queue_pop(Db *db) {
-        DbQuery *q = db->queue_head;
+static DbQuery *queue_pop_kind(Db *db, DbQueueKind k) {
+        DbQueue *queue = &db->queues[k];
+        DbQuery *q = queue->head;
 
         if (!q)
                 return NULL;
-        db->queue_head = q->next;
-        if (!db->queue_head)
-                db->queue_tail = NULL;
+        queue->head = q->next;
+        if (!queue->head)
+                queue->tail = NULL;
         q->next = NULL;
         db->n_queued--;
         return q;
+}
+
+static DbQuery *queue_pop(Db *db) {
+        for (DbQueueKind k = 0; k < _DB_QUEUE_MAX; k++)
+                if (db->queues[k].head)
+                        return queue_pop_kind(db, k);
+        return NULL;
+}
+
+static void queue_push(Db *db, DbQueueKind k, DbQuery *q) {
+        DbQueue *queue = &db->queues[k];
+
+        if (queue->tail)
+                queue->tail->next = q;
+        else
+                queue->head = q;
+        queue->tail = q;
+        db->n_queued++;
 }
 
 static void fail_all_queued(Db *db, int error) {
@@ -810,8 +842,9 @@ static int on_watch(sd_event_source *s, uint64_t usec, void *userdata) {
         Db *db = userdata;
         uint64_t now = now_usec();
 
-        while (db->queue_head && now - db->queue_head->queued_usec > db->query_timeout_usec)
-                query_complete(queue_pop(db), NULL, -ETIMEDOUT);
+        for (DbQueueKind k = 0; k < _DB_QUEUE_MAX; k++)
+                while (db->queues[k].head && now - db->queues[k].head->queued_usec > db->query_timeout_usec)
+                        query_complete(queue_pop_kind(db, k), NULL, -ETIMEDOUT);
 
         for (size_t i = 0; i < db->n_conns; i++) {
                 DbConn *c = db->conns + i;
@@ -956,13 +989,12 @@ Db *db_free(Db *db) {
         return NULL;
 }
 
-int db_query(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback, void *userdata) {
-        return db_query_prepared(db, NULL, sql, n_params, params, callback, userdata);
-}
-
-int db_query_prepared(Db *db, const char *name, const char *sql, int n_params, const char *const *params,
-                      DbCallback callback, void *userdata) {
+static int query_enqueue(Db *db, DbQueueKind kind, const char *name, const char *sql, int n_params,
+                         const char *const *params, DbCallback callback, void *userdata) {
         DbQuery *q;
+
+        assert(db);
+        assert(sql);
 
         if (db->closing)
                 return -ECANCELED;
@@ -991,13 +1023,7 @@ int db_query_prepared(Db *db, const char *name, const char *sql, int n_params, c
         q->callback = callback;
         q->userdata = userdata;
         q->queued_usec = now_usec();
-
-        if (db->queue_tail)
-                db->queue_tail->next = q;
-        else
-                db->queue_head = q;
-        db->queue_tail = q;
-        db->n_queued++;
+        queue_push(db, kind, q);
 
         for (size_t i = 0; i < db->n_conns; i++)
                 if (db->conns[i].state == CONN_IDLE && !db->conns[i].listener) {
@@ -1005,6 +1031,20 @@ int db_query_prepared(Db *db, const char *name, const char *sql, int n_params, c
                         break;
                 }
         return 0;
+}
+
+int db_query(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback, void *userdata) {
+        return query_enqueue(db, DB_QUEUE_NORMAL, NULL, sql, n_params, params, callback, userdata);
+}
+
+int db_query_urgent(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback,
+                    void *userdata) {
+        return query_enqueue(db, DB_QUEUE_URGENT, NULL, sql, n_params, params, callback, userdata);
+}
+
+int db_query_prepared(Db *db, const char *name, const char *sql, int n_params, const char *const *params,
+                      DbCallback callback, void *userdata) {
+        return query_enqueue(db, DB_QUEUE_NORMAL, name, sql, n_params, params, callback, userdata);
 }
 
 bool db_is_available(Db *db) {

@@ -2,8 +2,8 @@
 #pragma once
 
 /* PostgreSQL from the event loop, never blocking it: a small pool of libpq connections in nonblocking
- * mode, each watched by an sd-event io source, a FIFO of queries waiting for a free connection, and one
- * extra connection that only LISTENs. Connections that break are re-opened with backoff; while none is
+ * mode, each watched by an sd-event io source, a FIFO of queries waiting for a free connection (and one
+ * before it for urgent ones), and one extra connection that only LISTENs. Connections that break are re-opened with backoff; while none is
  * up, queries fail at once with -ECONNREFUSED (the API answers 503) instead of piling up. The schema
  * migrations run on the first connection, under an advisory lock, before any query is served.
  *
@@ -53,7 +53,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Db *, db_free);
 
 /* Queues a query with text parameters (copied; a NULL entry is SQL NULL). */
 int db_query(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback, void *userdata);
-/* The same, as a prepared statement: each connection prepares sql under name at its first use (one
+/* The same, served before every query queued with the others (lease renewals, which must not wait
+ * behind a burst of other work); among themselves, in order. */
+int db_query_urgent(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback,
+                    void *userdata);
+/* The same as db_query(), as a prepared statement: each connection prepares sql under name at its first use (one
  * more round trip), and afterwards only runs it, without parsing or planning it again (the server's
  * plan cache decides between a generic and a custom plan, as for any prepared statement). name must be
  * a string constant (it is compared by address) and always go with the same sql. */

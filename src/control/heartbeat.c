@@ -93,8 +93,10 @@ static void send_batch(Heartbeats *h, HeartbeatBatch *batch) {
                 snprintf(ttl, sizeof(ttl), "%" PRIi64, c->config.lease_ttl_ms);
                 params[0] = json_to_string(array);
                 params[1] = ttl;
-                r = params[0] ? db_query(c->db, "SELECT r_i, r_code, r_body FROM mc_heartbeat_batch($1::jsonb, $2::integer)",
-                                         2, params, on_batch_result, batch)
+                /* Urgent: a renewal that waits behind other work until its leases run out makes
+                 * the control recall tasks from live nodes. */
+                r = params[0] ? db_query_urgent(c->db, "SELECT r_i, r_code, r_body FROM mc_heartbeat_batch($1::jsonb, $2::integer)",
+                                                2, params, on_batch_result, batch)
                               : -ENOMEM;
         }
         if (r < 0)

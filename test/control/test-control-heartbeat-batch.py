@@ -6,9 +6,10 @@ own node's alone: its own leases renewed (each renewal counted once), a lease of
 exist or that another node holds revoked with the reason, nothing of another node's touched. That
 batches of several did form is read from mc_heartbeat_batch_size. Then mc_heartbeat_batch itself: a
 node that is not registered answers 404 in the middle of a batch, and a node named twice is renewed
-twice."""
+twice. And the database queue's order: renewals before queued work."""
 
 import re
+import subprocess
 import threading
 
 import mctest
@@ -161,6 +162,20 @@ def test_heartbeat_of_a_client_that_gave_up_is_dropped():
           "n-b's abandoned heartbeat was committed")
     c.agent("n-b").heartbeat([])
     check(pg.psql("SELECT last_heartbeat FROM nodes WHERE node_id = 'n-b'") != before, "n-b's next heartbeat committed")
+
+
+
+def test_renewals_are_served_before_queued_work():
+    """The control's database queue serves lease renewals (db_query_urgent, which the heartbeat
+    statements use) before whatever else waits, in their own order: on a pool of one connection held
+    by a slow query, four ordinary queries and two urgent ones queued in between are answered urgent
+    ones first (db-queue-probe, against a real PostgreSQL)."""
+    pg = mctest.Postgres().start()
+    p = subprocess.run([mctest.binary("db-queue-probe"), pg.dsn], capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, f"db-queue-probe failed ({p.returncode}): {p.stdout}{p.stderr}")
+    order = p.stdout.split()
+    check(order == ["slow", "urgent-1", "urgent-2", "normal-1", "normal-2", "normal-3", "normal-4"],
+          f"answered in the order {order}")
 
 
 mctest.main()
