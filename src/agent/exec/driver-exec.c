@@ -25,14 +25,14 @@
  * which starts the command and kills every process of the job's cgroup when the lease file stops
  * promising it time, even when the agent and the supervisor were killed with everything else of ours.
  *
- * The job's cgroup is made, its supervisor started, and the cgroup later removed, on a thread of the
- * driver's (offload.h), never on the loop: mkdir(2) and rmdir(2) of a cgroup wait on the kernel's one
+ * The job's cgroup is made, its supervisor started, and the cgroup later removed, on threads of the
+ * driver's (offload.h: one makes, one removes), never on the loop: mkdir(2) and rmdir(2) of a cgroup wait on the kernel's one
  * global cgroup lock, a process start on the lock every move between cgroups takes, and on a host
  * where many cgroups and processes come and go those waits lasted seconds, during which an agent
  * renewed no lease (1 000 agents on one host: thousands of leases lost by live agents). The
  * supervisor is started once the cgroup is there, so that the order on the host, cgroup then
  * supervisor, is what it always was, and what a restarted agent relies on (list_leftovers). Signals
- * for the cgroup go from that thread too (job_kill), and the supervisor, not the agent, reads whether
+ * for the cgroup go from the remover (job_kill), and the supervisor, not the agent, reads whether
  * the OOM killer struck: opening a cgroup file waited seconds as well. */
 
 #include <dirent.h>
@@ -74,7 +74,8 @@ typedef struct ExecDriver {
         size_t output_cap, tail_max;
         ExecUser user;          /* whom the tasks run as */
         char *user_arg;         /* the same for the supervisor: "UID:GID" or "-" */
-        Offload *offload;       /* makes and removes cgroups */
+        Offload *maker;         /* makes cgroups and starts supervisors (JobSetup) */
+        Offload *remover;       /* signals and removes cgroups (JobKill, JobCleanup) */
         sd_event_source *work_dir_watch;        /* keeps the loop's inotify descriptor open (watch_work_dir) */
 } ExecDriver;
 
@@ -150,9 +151,9 @@ static void report_error(ExecJob *j, const char *reason) {
         report(j, &(DriverExit) { .error = -EIO, .exit_code = -1, .reason = reason, .output = &j->capture });
 }
 
-/* A signal for everything in the job's cgroup, sent from the offload thread: cgroup_kill() opens a
- * cgroup file, and that open waited for seconds on a busy host. The thread runs it after what was
- * queued before (the cgroup's making, for a stop that comes that early) and before the job's cleanup. */
+/* A signal for everything in the job's cgroup, sent from the remover thread: cgroup_kill() opens a
+ * cgroup file, and that open waited for seconds on a busy host. Not while the job is being set up: its
+ * command does not run before job_setup_done(), which sees the stop and gives no go. */
 typedef struct JobKill {
         Cgroup *cgroup;
         int sig;
@@ -175,7 +176,7 @@ static void job_kill(ExecJob *j, int sig) {
         JobKill *k;
         int r;
 
-        if (!j->cgroup)
+        if (!j->cgroup || j->setup)
                 return;
         k = calloc(1, sizeof(JobKill));
         if (!k) {
@@ -185,7 +186,7 @@ static void job_kill(ExecJob *j, int sig) {
         k->sig = sig;
         r = cgroup_dup(j->cgroup, &k->cgroup);
         if (r >= 0)
-                r = offload_submit(exec_driver(j->job.driver)->offload, job_kill_work, NULL, job_kill_free, k, NULL);
+                r = offload_submit(exec_driver(j->job.driver)->remover, job_kill_work, NULL, job_kill_free, k, NULL);
         if (r < 0) {
                 job_kill_free(k);
                 /* Late rather than not at all. */
@@ -475,7 +476,7 @@ static void job_set_marker(ExecJob *j, pid_t pid) {
                 driver_job_set_pid(&j->job, pid, marker);
 }
 
-/* The job's setup, on the offload thread: its cgroup made, then its supervisor started and the job
+/* The job's setup, on the maker thread: its cgroup made, then its supervisor started and the job
  * recorded. Both wait on the kernel's cgroup locks: mkdir(2) on the global cgroup mutex, and a process
  * start (clone) on the lock that every move of a process between cgroups takes for writing. On a host
  * where many cgroups and processes come and go (1 000 agents) either waited for seconds, and on the
@@ -649,7 +650,7 @@ static int job_setup_submit(ExecDriver *ed, ExecJob *j, const char *cgpath, int6
                 job_setup_free(js);
                 return -ENOMEM;
         }
-        r = offload_submit(ed->offload, job_setup_work, job_setup_done, job_setup_free, js, &j->setup);
+        r = offload_submit(ed->maker, job_setup_work, job_setup_done, job_setup_free, js, &j->setup);
         if (r < 0)
                 job_setup_free(js);
         return r;
@@ -754,7 +755,7 @@ static int exec_job_stop(DriverJob *job, unsigned grace_sec) {
         return 0;
 }
 
-/* A job's traces on the host, removed on the offload thread: what is left in its cgroup is killed
+/* A job's traces on the host, removed on the remover thread: what is left in its cgroup is killed
  * (which may take a while: processes in uninterruptible sleep), then the cgroup and the directories
  * go. The caller's done follows on the loop. */
 typedef struct JobCleanup {
@@ -813,7 +814,7 @@ static int job_cleanup_submit(ExecDriver *ed, const char *task_id, Cgroup *cgrou
                 job_cleanup_free(c);
                 return -ENOMEM;
         }
-        r = offload_submit(ed->offload, job_cleanup_work, job_cleanup_done, job_cleanup_free, c, NULL);
+        r = offload_submit(ed->remover, job_cleanup_work, job_cleanup_done, job_cleanup_free, c, NULL);
         if (r < 0)
                 job_cleanup_free(c);
         return r;
@@ -1136,7 +1137,8 @@ static Driver *exec_driver_free(Driver *d) {
         free(ed->fence_init);
         free(ed->user_arg);
         ed->work_dir_watch = sd_event_source_disable_unref(ed->work_dir_watch);
-        offload_free(ed->offload);
+        offload_free(ed->maker);
+        offload_free(ed->remover);
         sd_event_unref(ed->driver.event);
         free(ed);
         return NULL;
@@ -1191,10 +1193,15 @@ int exec_driver_new(sd_event *e, const ExecDriverConfig *config, Driver **ret) {
                 return log_error_errno(r, "No cgroup hierarchy found under %s (neither v2 nor v1 with a memory controller).",
                                        config->cgroup_root ?: CGROUP_ROOT_DEFAULT);
         }
-        r = offload_new(e, "mc-cgroups", &ed->offload);
+        /* Two threads: a job's removal, which its result waits for, is not queued behind the next
+         * jobs' setups (with 1 000 agents on one host, one setup took a minute, and a result that
+         * waited behind it was sent 49 s after its task had ended). */
+        r = offload_new(e, "mc-cgroup-make", &ed->maker);
+        if (r >= 0)
+                r = offload_new(e, "mc-cgroup-rm", &ed->remover);
         if (r < 0) {
                 exec_driver_free(&ed->driver);
-                return log_error_errno(r, "Cannot start the thread that makes and removes cgroups: %m");
+                return log_error_errno(r, "Cannot start the threads that make and remove cgroups: %m");
         }
         r = exec_user_resolve(config->user, &ed->user);
         if (r < 0) {
