@@ -3,9 +3,10 @@
 
 /* PostgreSQL from the event loop, never blocking it: a small pool of libpq connections in nonblocking
  * mode, each watched by an sd-event io source, a FIFO of queries waiting for a free connection (and one
- * before it for urgent ones), and one extra connection that only LISTENs. Connections that break are re-opened with backoff; while none is
- * up, queries fail at once with -ECONNREFUSED (the API answers 503) instead of piling up. The schema
- * migrations run on the first connection, under an advisory lock, before any query is served.
+ * served before it, for urgent ones), and one extra connection that only LISTENs. Connections that
+ * break are re-opened with backoff; while none is up, queries fail at once with -ECONNREFUSED (the API
+ * answers 503) instead of piling up. The schema migrations run on the first connection, under an
+ * advisory lock, before any query is served.
  *
  * Failover (docs/postgresql-ha.md): connections go only to a read-write server (target_session_attrs
  * unless the DSN says otherwise), so with several hosts (host=a,b) every reconnection finds whichever

@@ -26,10 +26,10 @@
  * promising it time, even when the agent and the supervisor were killed with everything else of ours.
  *
  * The job's cgroup is made, its supervisor started, and the cgroup later removed, on threads of the
- * driver's (offload.h: one makes, one removes), never on the loop: mkdir(2) and rmdir(2) of a cgroup wait on the kernel's one
- * global cgroup lock, a process start on the lock every move between cgroups takes, and on a host
- * where many cgroups and processes come and go those waits lasted seconds, during which an agent
- * renewed no lease (1 000 agents on one host: thousands of leases lost by live agents). The
+ * driver's (offload.h: one makes, one removes), never on the loop: mkdir(2) and rmdir(2) of a cgroup
+ * wait on the kernel's one global cgroup lock, a process start on the lock every move between cgroups
+ * takes, and on a host where many cgroups and processes come and go those waits lasted seconds,
+ * during which an agent renewed no lease (1 000 agents on one host: thousands of leases lost by live agents). The
  * supervisor is started once the cgroup is there, so that the order on the host, cgroup then
  * supervisor, is what it always was, and what a restarted agent relies on (list_leftovers). Signals
  * for the cgroup go from the remover (job_kill), and the supervisor, not the agent, reads whether
