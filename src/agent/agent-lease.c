@@ -291,6 +291,7 @@ static void on_heartbeat_reply(const ControlReply *reply, void *userdata) {
         a->heartbeat_sent = NULL;
         if (reply->error < 0 || reply->code != 200 || !reply->json) {
                 a->heartbeat_failures++;
+                a->heartbeats_failed++;
                 if (reply->error >= 0 && reply->code == 404) {
                         log_warning("The control does not know node %s (%s); registering again.", a->config.node_id,
                                     strna(reply->message));
@@ -317,6 +318,7 @@ static void on_heartbeat_reply(const ControlReply *reply, void *userdata) {
                   (double) (realtime_usec() - (now_usec() - reply->sent_usec)) / 1e6,
                   (now_usec() - reply->sent_usec) / USEC_PER_MSEC);
         a->heartbeat_failures = 0;
+        a->heartbeats_answered++;
         a->last_heartbeat_ok_usec = reply->sent_usec;
         if (control_answer_lease_ttl_ms(reply->json, &ttl_ms) >= 0) {
                 uint64_t ttl = (uint64_t) ttl_ms * USEC_PER_MSEC;
@@ -370,6 +372,26 @@ static void on_heartbeat_reply(const ControlReply *reply, void *userdata) {
                         task_report_started(t);
 }
 
+/* How long a heartbeat may wait for its answer. With several replicas, request_timeout(), then the
+ * next one. With one, until the first lease's fence, after which an answer is of no use: a retry
+ * could only go to the same replica, behind the queue the first one waited in (and the control drops
+ * a heartbeat whose agent has gone). And on a node short of CPU the answer can lie in the socket
+ * while the agent waits to run; once it runs, libcurl sees the time up before it reads and calls it a
+ * timeout ("0 bytes received"): that is how loaded nodes fenced leases the control had renewed in
+ * milliseconds. */
+static uint64_t heartbeat_timeout(Agent *a) {
+        uint64_t timeout = request_timeout(a), now = now_usec(), margin = fence_margin(a), fence = UINT64_MAX;
+
+        if (control_client_n_urls(a->control) > 1)
+                return timeout;
+        for (Task *t = a->tasks; t; t = t->next)
+                if (t->deadline_usec > 0 && task_renewable(t))
+                        fence = MIN(fence, t->deadline_usec > margin ? t->deadline_usec - margin : 0);
+        if (fence != UINT64_MAX && fence > now + timeout)
+                timeout = fence - now;
+        return timeout;
+}
+
 static void send_heartbeat(Agent *a) {
         _cleanup_json_ json_object *o = json_object_new_object(), *leases = json_object_new_array();
         HeartbeatSent *h;
@@ -410,7 +432,7 @@ static void send_heartbeat(Agent *a) {
                 heartbeat_sent_free(h);
                 return (void) log_oom();
         }
-        r = control_post(a->control, "/api/agents/heartbeat", o, request_timeout(a), on_heartbeat_reply, h,
+        r = control_post(a->control, "/api/agents/heartbeat", o, heartbeat_timeout(a), on_heartbeat_reply, h,
                          &a->heartbeat_call);
         if (r >= 0) {
                 a->heartbeat_sent = h;

@@ -48,7 +48,7 @@ static const ConfigOption agent_options[] = {
         { "TAIL_BYTES", NULL, CONFIG_INT, offsetof(AgentConfig, tail_bytes), 0, 65536, "4096",
           "Bytes of stdout and of stderr sent as tails with the result" },
         { "REQUEST_TIMEOUT_MS", NULL, CONFIG_INT, offsetof(AgentConfig, request_timeout_ms), 100, 600000, "5000",
-          "Longest a call to the control may take (long-poll waits come on top)" },
+          "Longest a call to the control may take (long-poll waits come on top; a heartbeat to the only control waits until the first lease's fence)" },
         { "CGROUP_ROOT", NULL, CONFIG_STRING, offsetof(AgentConfig, cgroup_root), 0, 0, "/sys/fs/cgroup",
           "Where cgroups are mounted" },
         { "CGROUP_PATH", NULL, CONFIG_STRING, offsetof(AgentConfig, cgroup_path), 0, 0, "",

@@ -26,6 +26,12 @@ static void write_metrics(Agent *a, FILE *f) {
                    "mc_agent_claims_total{outcome=\"empty\"} %" PRIu64 "\n"
                    "mc_agent_claims_total{outcome=\"failed\"} %" PRIu64 "\n",
                 a->claims_leased, a->claims_empty, a->claims_failed);
+        fprintf(f, "# HELP mc_agent_heartbeats_total Lease renewals sent to the control, by outcome (answered, "
+                   "or failed: no answer in time, or an error).\n"
+                   "# TYPE mc_agent_heartbeats_total counter\n"
+                   "mc_agent_heartbeats_total{outcome=\"answered\"} %" PRIu64 "\n"
+                   "mc_agent_heartbeats_total{outcome=\"failed\"} %" PRIu64 "\n",
+                a->heartbeats_answered, a->heartbeats_failed);
         fprintf(f, "# HELP mc_agent_fences_total Tasks killed because their lease could not be renewed in time.\n"
                    "# TYPE mc_agent_fences_total counter\nmc_agent_fences_total %" PRIu64 "\n", a->fences);
         fprintf(f, "# HELP mc_agent_input_bytes_total Bytes of task inputs, by source (received from SEEDERS, "

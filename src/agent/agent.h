@@ -197,6 +197,7 @@ struct Agent {
         struct HttpServer *metrics_server;      /* NULL without METRICS_PORT */
         uint64_t claims_leased, claims_empty, claims_failed;
         uint64_t fences;                        /* tasks killed because their lease could not be renewed */
+        uint64_t heartbeats_answered, heartbeats_failed;
         uint64_t input_bytes_seeders, input_bytes_agents, input_bytes_cache;
 };
 

@@ -8,7 +8,12 @@ life cycle with the exec driver (limits read back from the task's own cgroup).
 Usage: test-agent-lifecycle.py [docker|exec] [test names...]"""
 
 import os
+import re
+import signal
+import subprocess
 import sys
+import time
+import urllib.parse
 
 import mctest
 from mctest import check, http, wait_until
@@ -93,7 +98,8 @@ def test_metrics():
     # The lease is counted when the claim's answer is handled, the task when it is held.
     m = wait_until(lambda: (lambda t: t if 'mc_agent_claims_total{outcome="leased"} 1' in t else None)(http("GET", url).text),
                    60, msg="the claim counted")
-    for needle in ['mc_agent_tasks{state="running"} ', "mc_agent_fences_total 0",
+    for needle in ['mc_agent_tasks{state="running"} ', "mc_agent_fences_total 0", 'mc_agent_heartbeats_total{outcome="failed"} ',
+                   'mc_agent_heartbeats_total{outcome="answered"} ',
                    'mc_agent_input_bytes_total{source="seeders"} 0', "mc_agent_control_request_duration_seconds_count ",
                    'mc_build_info{program="mc-agent",version="', "process_resident_memory_bytes ", "process_open_fds "]:
         check(needle in m, f"{needle!r} not in the agent's /metrics:\n{m}")
@@ -102,6 +108,56 @@ def test_metrics():
     mctest.check_prometheus_text(m)
     check(http("GET", f"http://127.0.0.1:{port}/api/tasks").status == 404, "only /metrics")
     check(http("POST", url, body=b"x").status == 405, "GET only")
+
+
+def requests_waiting_at(c):
+    """Whether a request lies unread at control c: a connection in its accept queue, or bytes on
+    one it has accepted (Recv-Q of its sockets on its port)."""
+    port = urllib.parse.urlsplit(c.url).port
+    out = subprocess.run(["ss", "-Htan", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return any(int(line.split()[1]) > 0 for line in out.splitlines())
+
+
+def test_stalled_control_keeps_leases():
+    """With one control, a renewal waits for its answer until the first lease's fence, not a third of
+    the TTL: there is nowhere else to send it, and a retry would queue behind the first. A control that
+    stops answering for longer than that timeout (SIGSTOP for 7 s, against 5 s) renews the lease when it
+    comes back; the agent neither gives the heartbeat up nor stops the task."""
+    port = mctest.free_port()
+    nodes = [at.node_name("node-a")]
+    # TTL 30 s: the renewal is sent 7.5 s after the previous one and fenced 19.5 s after that (the
+    # margin is at most 3 s); the old timeout was min(REQUEST_TIMEOUT_MS 5 s, TTL/3).
+    pg, (c,) = at.cluster(nodes, lease_ttl_ms=30000)
+    at.Agent([c], nodes[0], driver=DRIVER, env={"MC_METRICS_PORT": str(port), "MC_MAX_TASKS": "1"}).start()
+    mctest.defer(at.cleanup_node_containers, nodes[0])
+    marker = f"stalled-control-{at.RUN}"
+    tid = at.push(c, task_body(at.held_cmd(marker), timeout_sec=600))
+    at.wait_status(c, tid, "running")
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def counters():
+        text = http("GET", url).text
+        value = lambda name: int(re.search(rf"^{re.escape(name)} (\d+)$", text, re.M).group(1))
+        return {"answered": value('mc_agent_heartbeats_total{outcome="answered"}'),
+                "failed": value('mc_agent_heartbeats_total{outcome="failed"}'), "fences": value("mc_agent_fences_total")}
+
+    before = wait_until(lambda: (lambda n: n if n["answered"] >= 1 else None)(counters()), 60,
+                        msg="a heartbeat answered")
+    c.daemon.kill(signal.SIGSTOP)
+    try:
+        # Only the heartbeat can come: the one task it may hold is running, its start reported.
+        wait_until(lambda: requests_waiting_at(c), 60, msg="a heartbeat waiting at the stopped control")
+        time.sleep(7)   # the stall itself, not a wait for something to happen
+    finally:
+        c.daemon.kill(signal.SIGCONT)
+    after = wait_until(lambda: (lambda n: n if n["answered"] > before["answered"] else None)(counters()), 60,
+                       msg="the waiting heartbeat answered")
+    check(after["failed"] == before["failed"] and after["fences"] == 0, f"before {before}, after {after}")
+    t = c.task(tid)
+    check(t["status"] == "running" and t["attempt"] == 1, t)
+    at.release(marker)
+    t = at.wait_final(c, tid)
+    check(t["status"] == "succeeded" and t["attempt"] == 1, t)
 
 
 def test_timeout():
