@@ -208,7 +208,7 @@ int cgroup_dir_kill_all(const char *dir) {
                         return total > 0 ? total : r;
                 if (r == 0)
                         return total;
-                total += r;
+                total = MAX(total, r);
         }
         return total;
 }

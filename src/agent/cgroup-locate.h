@@ -26,6 +26,8 @@ int cgroup_dir_from_texts(const char *proc_cgroup, const char *mountinfo, const 
 bool cgroup_dir_carries_marker(const char *dir, const char *marker);
 
 /* SIGKILLs every process in dir and the cgroups below it, pass after pass until a pass finds none (a
- * process forking while it dies has its child found by the next). Returns how many were signalled;
- * -ENOENT when dir is gone (a removed cgroup holds no process, and never will again). */
+ * process forking while it dies has its child found by the next). Returns how many processes the
+ * fullest pass signalled (a killed process stays listed until it has exited, which under load can take
+ * every pass: a sum counted three such processes as 48); -ENOENT when dir is gone (a removed cgroup
+ * holds no process, and never will again). */
 int cgroup_dir_kill_all(const char *dir);
