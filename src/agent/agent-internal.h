@@ -24,12 +24,15 @@ Task *task_new(Agent *a, const char *id, int64_t lease_token, int64_t attempt);
 void task_free(Task *t);
 bool task_holds_capacity(Task *t);
 bool task_renewable(Task *t);
+bool task_result_waits(Task *t);
+bool task_fenceable(Task *t);
 bool has_room(Agent *a);
 void task_abandon(Task *t, StopReason why, const char *reason);
 void task_report_started(Task *t);
 void task_start(Task *t);
 void task_lease_confirmed(Task *t);
 void task_send_finish(Task *t);
+void task_result_settled(Task *t);
 extern const DriverJobCallbacks job_callbacks;
 
 /* agent-output.c: the live output of a running task */

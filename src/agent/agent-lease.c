@@ -107,9 +107,7 @@ int on_fence(sd_event_source *s, uint64_t usec, void *userdata) {
 
         for (t = a->tasks; t; t = next) {
                 next = t->next;
-                if (t->drop_result || t->deadline_usec == 0 || t->state == TASK_REPORTING)
-                        continue;
-                if (t->deadline_usec <= now + margin) {
+                if (task_fenceable(t) && t->deadline_usec <= now + margin) {
                         char why[160];
                         /* Wall clock in the message, so that it can be set against Docker's events. */
                         snprintf(why, sizeof(why), "its lease could not be renewed; deadline in %" PRIi64
@@ -123,13 +121,20 @@ int on_fence(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-void update_fence_timer(Agent *a) {
+/* CLOCK_MONOTONIC: the first fence we would act on; UINT64_MAX when there is none. */
+static uint64_t first_fence_usec(Agent *a) {
         uint64_t first = UINT64_MAX, margin = fence_margin(a);
-        int r;
 
         for (Task *t = a->tasks; t; t = t->next)
-                if (!t->drop_result && t->deadline_usec > 0 && t->state != TASK_REPORTING)
+                if (task_fenceable(t))
                         first = MIN(first, t->deadline_usec > margin ? t->deadline_usec - margin : 0);
+        return first;
+}
+
+void update_fence_timer(Agent *a) {
+        uint64_t first = first_fence_usec(a);
+        int r;
+
         if (first == UINT64_MAX) {
                 (void) sd_event_source_set_enabled(a->fence_timer, SD_EVENT_OFF);
                 return;
@@ -241,18 +246,16 @@ void handle_revoked(Agent *a, json_object *e) {
                 update_fence_timer(a);
                 return;
         }
-        if (t->state == TASK_REPORTING && streq(reason, "expired")) {
+        if (task_result_waits(t) && streq(reason, "expired")) {
                 /* The process is gone, so nothing runs twice; a finish needs no live lease, only a
                  * current token, and the control says 409 once it has handed the task out again. */
                 log_task(LOG_DEBUG, t, MC_EVENT_NONE, "lease expired while its result waits; still sending it.");
                 return;
         }
-        if (streq(reason, "finished") && t->state == TASK_REPORTING) {
+        if (streq(reason, "finished") && task_result_waits(t)) {
                 /* Our result got there; its answer did not. */
                 log_task(LOG_INFO, t, MC_EVENT_TASK_FINISHED, "the control already has its result.");
-                (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
-                task_free(t);
-                schedule_claim(a, 0);
+                task_result_settled(t);
                 return;
         }
         task_abandon(t, STOP_REVOKED, reason);
@@ -380,13 +383,11 @@ static void on_heartbeat_reply(const ControlReply *reply, void *userdata) {
  * timeout ("0 bytes received"): that is how loaded nodes fenced leases the control had renewed in
  * milliseconds. */
 static uint64_t heartbeat_timeout(Agent *a) {
-        uint64_t timeout = request_timeout(a), now = now_usec(), margin = fence_margin(a), fence = UINT64_MAX;
+        uint64_t timeout = request_timeout(a), now = now_usec(), fence;
 
         if (control_client_n_urls(a->control) > 1)
                 return timeout;
-        for (Task *t = a->tasks; t; t = t->next)
-                if (t->deadline_usec > 0 && task_renewable(t))
-                        fence = MIN(fence, t->deadline_usec > margin ? t->deadline_usec - margin : 0);
+        fence = first_fence_usec(a);
         if (fence != UINT64_MAX && fence > now + timeout)
                 timeout = fence - now;
         return timeout;

@@ -77,7 +77,20 @@ bool task_holds_capacity(Task *t) {
 
 /* Leases we renew: every one whose result we still may deliver. */
 bool task_renewable(Task *t) {
-        return !t->drop_result;
+        return !t->drop_result && !t->result_settled;
+}
+
+/* Its process has ended and its result is in the outbox: sent until the control answers, whatever
+ * the time, while the job's leftovers are removed. */
+bool task_result_waits(Task *t) {
+        return (t->state == TASK_EXITED || t->state == TASK_REPORTING) && t->finish && task_renewable(t);
+}
+
+/* Leases whose fence (deadline - margin) we act on: a task that may still run. One whose result waits
+ * has nothing left to run twice: dropping its result at the fence would only make it run again (the
+ * fence keeper still kills whatever is left in its cgroup at that time, should the renewals fail). */
+bool task_fenceable(Task *t) {
+        return !t->drop_result && t->deadline_usec > 0 && t->state != TASK_REPORTING && !task_result_waits(t);
 }
 
 unsigned agent_n_running(Agent *a) {
@@ -138,7 +151,9 @@ void task_abandon(Task *t, StopReason why, const char *reason) {
                 (void) driver_job_stop(t->job, 0);
                 break;
         case TASK_EXITED:
-                /* Its process is gone; the exit path drops the result. */
+                /* Its process is gone; its removal drops the result (on_job_removed()). */
+                control_call_cancel(TAKE_PTR(t->finish_call));
+                t->finish_retry = sd_event_source_disable_unref(t->finish_retry);
                 break;
         case TASK_REPORTING:
                 log_task(LOG_NOTICE, t, MC_EVENT_LEASE_REVOKED, "result no longer wanted: %s.", reason);
@@ -352,9 +367,9 @@ static void on_job_removed(int error, void *userdata) {
         if (error < 0)
                 log_task(LOG_WARNING, t, MC_EVENT_NONE, "cannot remove its container: %s", strerror(-error));
         task_fence_remove(t);
-        if (t->drop_result) {
+        if (t->drop_result || t->result_settled) {
                 Agent *a = t->agent;
-                /* Revoked after its result was put away: nobody wants it now. */
+                /* Its result was answered meanwhile, or nobody wants it now. */
                 (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
                 task_free(t);
                 schedule_claim(a, 0);
@@ -424,6 +439,10 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                                 log_task(LOG_ERR, t, MC_EVENT_NONE,
                                          "cannot put its result in the outbox; sending it anyway.");
                         agent_bus_task_finished(a, t->id, status, (int) t->exit_code);
+                        /* Now, not once the job is removed: that can take seconds on a host busy
+                         * with cgroups, and a result held back is a result the control may give
+                         * up on (the lease expires) and run again. */
+                        task_send_finish(t);
                 }
         }
 
@@ -554,11 +573,7 @@ static void on_finish_reply(const ControlReply *reply, void *userdata) {
                 else
                         log_task(LOG_NOTICE, t, MC_EVENT_RESULT_REJECTED, "the control rejected its result (%ld: %s).",
                                  reply->code, strna(reply->message));
-                (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
-                task_fence_remove(t);   /* left by a run before a restart: its job is gone */
-                task_free(t);
-                schedule_claim(a, 0);
-                maybe_finish_stop(a);
+                task_result_settled(t);
                 return;
         }
         if (reply->error >= 0 && reply->code == 413 && json_object_object_get_ex(t->finish, "output", NULL)) {
@@ -580,6 +595,26 @@ static void on_finish_reply(const ControlReply *reply, void *userdata) {
                          reply->error < 0 ? strna(reply->message) : "control error");
 
         schedule_finish_retry(t);
+}
+
+/* The control has the task's result, or will never take it: the outbox entry goes, and the task with
+ * it, or once its job is removed (on_job_removed()). */
+void task_result_settled(Task *t) {
+        Agent *a = t->agent;
+
+        (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
+        if (t->state == TASK_EXITED) {
+                control_call_cancel(TAKE_PTR(t->finish_call));
+                t->finish_retry = sd_event_source_disable_unref(t->finish_retry);
+                t->result_settled = true;       /* not renewed from now on */
+                save_leases(a);
+                update_fence_timer(a);
+                return;
+        }
+        task_fence_remove(t);   /* left by a run before a restart: its job is gone */
+        task_free(t);
+        schedule_claim(a, 0);
+        maybe_finish_stop(a);
 }
 
 /* The result stays in the outbox meanwhile; sending it again later is always safe (409 once taken). */

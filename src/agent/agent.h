@@ -66,8 +66,8 @@ typedef enum TaskState {
         TASK_FETCHING,          /* leased; its inputs are being brought into the cache */
         TASK_STARTING,          /* the driver is creating/starting it */
         TASK_RUNNING,
-        TASK_EXITED,            /* ended; result being made safe, its process being removed */
-        TASK_REPORTING,         /* result in the outbox; being sent */
+        TASK_EXITED,            /* ended; its process being removed, its result (if any) being sent */
+        TASK_REPORTING,         /* removed; result in the outbox, being sent */
         _TASK_STATE_MAX,
 } TaskState;
 
@@ -102,6 +102,7 @@ typedef struct Task {
         sd_event_source *timeout_timer;
         ControlCall *started_call, *finish_call;
         json_object *finish;            /* the finish body, once known */
+        bool result_settled;           /* the control answered it while the job was still being removed */
         TaskStatus status;              /* its final status, once known (_TASK_STATUS_INVALID before) */
         int64_t exit_code;
         sd_event_source *finish_retry;
