@@ -47,7 +47,7 @@ ex.settings.update(agents=SIZES, tasks_per_agent=TASKS_PER_AGENT, killed_share=K
 
 COLS = ["agents", "tasks", "push_first", "complete", "stuck_leased_live_node", "start_agents_s", "push_s", "push_to_all_final_s", "success_share",
         "alive_twice", "completed_twice", "rerun_after_partial", "rerun_after_complete", "hit_by_death",
-        "recovery_p50_s", "recovery_p95_s", "recovery_p99_s", "recovery_max_s", "false_recalls", "cost_window_s",
+        "recovery_p50_s", "recovery_p95_s", "recovery_p99_s", "recovery_max_s", "false_recalls", "late_results_taken", "cost_window_s",
         "control_cpu_s", "control_cores", "control_peak_rss_mib", "postgres_cpu_s", "postgres_cores", "postgres_peak_pss_mib", "claims", "claim_p50_ms", "claim_p99_ms",
         "agents_mem_peak_mib", "loadavg_1m"]
 

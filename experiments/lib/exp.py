@@ -849,9 +849,21 @@ def task_rows(pg, ids_like):
 
 
 def attempt_rows(pg, ids_like):
-    """[(task, attempt, node, status, reason)] from the attempts table."""
-    rows = pg.psql(f"SELECT task_id, attempt, node_id, status, reason FROM attempts WHERE task_id LIKE '{ids_like}%'")
+    """[(task, attempt, node, status, reason)] from the attempts table. An attempt whose lease expired
+    is "expired" here even when its result came afterwards and was taken (the control keeps the expiry
+    in expired_at and gives the attempt the result's status): the task was recalled all the same, and
+    the reason says what came of it."""
+    rows = pg.psql("SELECT task_id, attempt, node_id, "
+                   "CASE WHEN expired_at IS NOT NULL THEN 'expired' ELSE status END, "
+                   "CASE WHEN expired_at IS NOT NULL AND status <> 'expired' "
+                   "THEN 'lease expired; its result (' || status || ') taken after' ELSE reason END "
+                   f"FROM attempts WHERE task_id LIKE '{ids_like}%'")
     return [(r[0], int(r[1]), r[2], r[3], r[4]) for r in rows]
+
+
+def late_results_taken(attempts):
+    """How many expired attempts' results the control took after the expiry (attempt_rows())."""
+    return sum(1 for _, _, _, st, reason in attempts if st == "expired" and reason and reason.endswith("taken after"))
 
 
 def write_attempts_csv(pg, ids_like, attempts, path):
@@ -1050,6 +1062,7 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
         "rerun_after_complete": len(gt["rerun_after_complete"]), "hit_by_death": rs["n"] + len(gt["unrecovered"]),
         "recovery_p50_s": rs["p50"], "recovery_p95_s": rs["p95"], "recovery_p99_s": rs["p99"],
         "recovery_max_s": rs["max"], "false_recalls": len(gt["false_recalls"]),
+        "late_results_taken": late_results_taken(attempts),
         "control_cpu_s": c["control"]["cpu_s"], "control_peak_rss_mib": c["control"]["peak_mem_bytes"] / 2**20,
         "postgres_cpu_s": c["postgres"]["cpu_s"], "postgres_peak_pss_mib": c["postgres"]["peak_mem_bytes"] / 2**20,
         "claims": n_claims, "claim_p50_ms": p50 * 1000 if p50 is not None else None,

@@ -248,7 +248,7 @@ void handle_revoked(Agent *a, json_object *e) {
         }
         if (task_result_waits(t) && streq(reason, "expired")) {
                 /* The process is gone, so nothing runs twice; a finish needs no live lease, only a
-                 * current token, and the control says 409 once it has handed the task out again. */
+                 * current token: the control takes it until it hands the task out again (409). */
                 log_task(LOG_DEBUG, t, MC_EVENT_NONE, "lease expired while its result waits; still sending it.");
                 return;
         }

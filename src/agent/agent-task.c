@@ -406,6 +406,16 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                 log_task(LOG_WARNING, t, MC_EVENT_LEASE_EXPIRED,
                          "its fence init killed it: the lease was not renewed in time.");
                 update_fence_timer(a);
+        } else if (task_fenceable(t) && t->deadline_usec <= now_usec() + fence_margin(a)) {
+                /* Seen only after its fence time (we were stopped, say): it may have ended after that,
+                 * or been killed by the fence keeper. A result is only ever sent of a run that ended
+                 * within its lease, since a control takes one even after the lease expired. */
+                t->drop_result = true;
+                t->stop_reason = STOP_FENCE;
+                a->fences++;
+                log_task(LOG_WARNING, t, MC_EVENT_LEASE_EXPIRED,
+                         "its end was seen only after its fence time: the lease was not renewed in time.");
+                update_fence_timer(a);
         }
         if (t->drop_result) {
                 log_task(LOG_NOTICE, t, MC_EVENT_CONTAINER_EXITED,

@@ -158,6 +158,51 @@ def test_stale_tokens_get_409_and_change_nothing():
     check(pg.psql(f"SELECT count(*) FROM task_output WHERE task_id = '{tid}'")[0][0] == "0", "zombie output stored")
 
 
+def test_late_result_taken_until_another_lease():
+    """A result that comes after its lease expired is taken while nobody has held the task since:
+    its run ended within the lease (an agent sends none otherwise), and taking it spares a second
+    run. The attempt gets the result's status and keeps when it expired. Once another lease is
+    handed out, or the expiry was the last attempt's, it is refused."""
+    pg, (c,) = start_cluster(args=FAST)
+    a, b = c.agent("node-a"), c.agent("node-b")
+    a.register()
+    b.register()
+    tid = c.push({"image": "i", "cmd": ["x"], "labels": {"target_node": "node-a"}}).json()["id"]
+    _, token = a.claim_task()
+    check(a.started(tid, token).status == 200, "started")
+    wait_until(lambda: c.task(tid)["status"] == "queued", timeout=30, msg="re-queued after expiry")
+    check(b.finish(tid, token, status="succeeded", exit_code=0).status == 409, "another node's late result")
+    r = a.finish(tid, token, status="succeeded", exit_code=0, output="late but whole")
+    check(r.status == 200 and r.json()["status"] == "succeeded", f"late finish: {r.status} {r.text}")
+    t = c.task(tid)
+    check(t["status"] == "succeeded" and t["attempt"] == 1 and t["result"]["exit_code"] == 0, t)
+    (att,) = t["attempts"]
+    check(att["status"] == "succeeded" and att["expired_at"] is not None and att["ended_at"] >= att["expired_at"], att)
+    check(a.finish(tid, token).status == 409, "a second finish is refused")
+    hb = a.heartbeat([(tid, token)])
+    check(hb["revoked"] == [{"task_id": tid, "lease_token": token, "reason": "finished"}], hb)
+    check(a.claim_task() is None, "nothing left to claim")
+
+    # Claimed again meanwhile: the new holder's run counts, the late result does not.
+    tid = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    _, old = a.claim_task()
+    wait_until(lambda: c.task(tid)["status"] == "queued", timeout=30, msg="re-queued after expiry")
+    _, new = b.claim_task()
+    check(new > old, "node-b holds a new lease")
+    check(a.finish(tid, old, status="succeeded", exit_code=0).status == 409, "late result after another lease")
+    t = c.task(tid)
+    check(t["status"] != "succeeded" and t["attempt"] == 2 and t["attempts"][0]["status"] == "expired", t)
+    check(c.cancel(tid).status == 200, "cancel")    # out of the way of the next claims
+
+    # The last attempt's expiry failed the task: it stays failed.
+    tid = c.push({"image": "i", "cmd": ["x"], "max_attempts": 1, "labels": {"target_node": "node-a"}}).json()["id"]
+    _, token = a.claim_task()
+    wait_until(lambda: c.task(tid)["status"] == "failed", timeout=30, msg="failed after its only lease expired")
+    check(a.finish(tid, token, status="succeeded", exit_code=0).status == 409, "late result of a lost task")
+    t = c.task(tid)
+    check(t["status"] == "failed" and t["result"]["reason"] == "lost", t)
+
+
 def test_max_attempts_then_failed_lost():
     pg, (c,) = start_cluster(args=FAST)
     a = c.agent("node-a")

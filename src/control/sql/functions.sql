@@ -46,7 +46,8 @@ BEGIN
                 SELECT jsonb_agg(jsonb_build_object(
                         'attempt', a.attempt, 'node_id', a.node_id, 'lease_token', a.lease_token,
                         'leased_at', mc_ts(a.leased_at), 'started_at', mc_ts(a.started_at),
-                        'ended_at', mc_ts(a.ended_at), 'status', a.status, 'exit_code', a.exit_code,
+                        'ended_at', mc_ts(a.ended_at), 'expired_at', mc_ts(a.expired_at),
+                        'status', a.status, 'exit_code', a.exit_code,
                         'reason', a.reason, 'inputs_ready_at', mc_ts(a.inputs_ready_at),
                         'inputs_bytes', a.inputs_bytes) ORDER BY a.attempt)
                 FROM attempts a WHERE a.task_id = t.id), '[]'::jsonb))
@@ -589,6 +590,16 @@ DECLARE
         lk record;
 BEGIN
         SELECT * INTO lk FROM mc_lock_lease(p_id, p_node, p_token, true);
+        -- The lease expired while the result was on its way, and nobody has held the task since (the
+        -- token of a new lease would be larger): the result stands, as if it had come a moment sooner.
+        -- It is of a run that ended within its lease: an agent sends no result of a run it did not
+        -- see end before its own fence, which comes before any replica's expiry. Taking it spares
+        -- the task a second run. A task that failed at that expiry ('lost') stays failed.
+        IF lk.code = 409 AND (lk.t).status = 'queued' AND (lk.t).lease_token = p_token
+           AND EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = p_id AND a.attempt = (lk.t).attempt
+                          AND a.node_id = p_node AND a.lease_token = p_token AND a.status = 'expired') THEN
+                lk.code := NULL;
+        END IF;
         IF lk.code IS NOT NULL THEN
                 RETURN QUERY SELECT lk.code, lk.body;
                 RETURN;
@@ -705,7 +716,8 @@ BEGIN
                           FROM expired e WHERE t.id = e.id
                         RETURNING t.id, t.status, t.attempt, t.lease_token, e.lease_node AS node_id
                 ), attempts_ended AS (
-                        UPDATE attempts a SET ended_at = now(), status = 'expired', reason = 'lease expired'
+                        UPDATE attempts a SET ended_at = now(), expired_at = now(), status = 'expired',
+                                              reason = 'lease expired'
                           FROM changed c WHERE a.task_id = c.id AND a.attempt = c.attempt
                 )
                 SELECT jsonb_agg(to_jsonb(c)) INTO swept FROM changed c;
