@@ -103,6 +103,12 @@ void task_fence_remove(Task *t) {
         (void) rmdir(t->fence_dir);
 }
 
+/* Whether a run that ended at ended_usec (CLOCK_MONOTONIC) ended before its lease's fence, by more than
+ * an init may act early: no fence (ours, the init's, the keeper's) can have ended it. */
+bool task_ended_before_fence(Task *t, uint64_t ended_usec) {
+        return t->deadline_usec == 0 || ended_usec + fence_margin(t->agent) + INIT_SLACK_USEC < t->deadline_usec;
+}
+
 bool task_fenced_by_init(Task *t, const DriverExit *e) {
         /* The init's own code, and the time it was given had run out (or had before a later write):
          * a command that exits with that code on its own is not taken for a fence. Slack for the

@@ -392,10 +392,12 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
         _cleanup_free_ char *reason = NULL;
         const char *status;
         bool was_running = t->state == TASK_RUNNING;
+        uint64_t ended;
         int r;
 
         t->timeout_timer = sd_event_source_disable_unref(t->timeout_timer);
         t->state = TASK_EXITED;
+        ended = e->ended_usec > 0 ? MIN(e->ended_usec, now_usec()) : now_usec();
         if (was_running)
                 agent_bus_running_changed(a);
 
@@ -406,16 +408,29 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                 log_task(LOG_WARNING, t, MC_EVENT_LEASE_EXPIRED,
                          "its fence init killed it: the lease was not renewed in time.");
                 update_fence_timer(a);
-        } else if (task_fenceable(t) && t->deadline_usec <= now_usec() + fence_margin(a)) {
-                /* Seen only after its fence time (we were stopped, say): it may have ended after that,
-                 * or been killed by the fence keeper. A result is only ever sent of a run that ended
+        } else if (task_fenceable(t) && !task_ended_before_fence(t, ended)) {
+                /* Ended after its fence time, or seen only after it with no time of its own: it may
+                 * have been killed by the fence keeper. A result is only ever sent of a run that ended
                  * within its lease, since a control takes one even after the lease expired. */
                 t->drop_result = true;
                 t->stop_reason = STOP_FENCE;
                 a->fences++;
                 log_task(LOG_WARNING, t, MC_EVENT_LEASE_EXPIRED,
-                         "its end was seen only after its fence time: the lease was not renewed in time.");
+                         "it ended%s after its fence time: the lease was not renewed in time.",
+                         e->ended_usec > 0 ? "" : ", as far as we know,");
                 update_fence_timer(a);
+        } else if (t->drop_result && (t->stop_reason == STOP_FENCE || t->stop_reason == STOP_REVOKED) &&
+                   e->error >= 0 && e->ended_usec > 0 && t->deadline_usec > 0 &&
+                   task_ended_before_fence(t, e->ended_usec) && !task_fenced_by_init(t, e)) {
+                /* Fenced (or its lease found expired) while its end waited to be seen (we were short
+                 * of CPU, say), but it had ended before the fence, on its own: its result is as good
+                 * as any, and dropping it would only make it run again. The control takes it unless
+                 * another node has the task since. */
+                t->drop_result = false;
+                t->stop_reason = STOP_NONE;
+                log_task(LOG_NOTICE, t, MC_EVENT_NONE,
+                         "it had ended %" PRIu64 " ms before its fence, which came before we saw it: its result is sent.",
+                         (t->deadline_usec - fence_margin(a) - e->ended_usec) / USEC_PER_MSEC);
         }
         if (t->drop_result) {
                 log_task(LOG_NOTICE, t, MC_EVENT_CONTAINER_EXITED,

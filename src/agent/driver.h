@@ -46,6 +46,8 @@ typedef struct DriverExit {
         const char *reason;             /* for a person; also set for an OOM kill */
         int64_t exit_code;              /* 0..255 when it ran (128 + signal when killed) */
         bool oom_killed;
+        uint64_t ended_usec;            /* CLOCK_MONOTONIC when it ended, as its supervisor saw it; 0: unknown
+                                         * (then the time the agent sees it counts) */
         bool lost;                      /* ended by the engine (it restarted without live-restore), not by the
                                          * task: to be run again, not reported */
         OutputCapture *output;          /* what it printed, valid during the callback */

@@ -7,6 +7,7 @@ life cycle with the exec driver (limits read back from the task's own cgroup).
 
 Usage: test-agent-lifecycle.py [docker|exec] [test names...]"""
 
+import glob
 import json
 import os
 import re
@@ -449,6 +450,60 @@ if DRIVER == "exec":
         t = at.wait_final(c, tid)
         check(t["status"] == "succeeded" and "second-done" in t["result"]["stdout_tail"], t)
         wait_until(lambda: listed(tid) is None and a.outbox() == [], 60, msg="the task gone")
+
+    def test_result_of_a_run_that_ended_before_a_late_seen_fence():
+        """An agent short of CPU may reach a lease's fence before it sees that the task had already
+        ended, on its own, in time: the supervisor records when the command ended, and the result is
+        sent, not dropped (it ran once, within its lease). Here the agent is stopped (SIGSTOP) while
+        the task ends, and until its fence time has passed; the control is stopped meanwhile too, so
+        that the outcome does not hang on which of its sweep and the result comes first (it takes the
+        result either way: nobody else holds the task). The remover thread is held, so that the agent
+        claims nothing again before the result is in."""
+        bus = mctest.PrivateBus()
+        node = at.node_name("node-late")
+        pg, (c,) = at.cluster([node], lease_ttl_ms=10000)
+        a = at.Agent([c], node, driver=DRIVER, bus=bus, env={"MC_MAX_TASKS": "1"}).start()
+        bus.wait_name("org.mutualcloud.Agent1")
+
+        def listed(tid):
+            tasks = json.loads(bus.busctl_json("call", "org.mutualcloud.Agent1", "/org/mutualcloud/Agent1",
+                                               "org.mutualcloud.Agent1", "ListTasks")["data"][0])
+            return next((t for t in tasks if t["id"] == tid), None)
+
+        def fence_usec(tid):
+            with open(os.path.join(a.state_dir, "leases.json")) as f:
+                leases = json.load(f)["leases"]
+            return next(x["fence_usec"] for x in leases if x["task_id"] == tid)
+
+        marker = f"late-seen-{at.RUN}"
+        tid = at.push(c, task_body(at.held_cmd(marker, "echo ended-in-time")))
+        at.wait_status(c, tid, "running")
+        result_files = lambda: glob.glob(os.path.join(a.state_dir, "**", f"{tid}-*.job", "result"), recursive=True)
+        stall = ThreadStall(a.daemon.pid, "mc-cgroup-rm")
+        try:
+            c.daemon.kill(signal.SIGSTOP)
+            a.daemon.kill(signal.SIGSTOP)
+            try:
+                at.release(marker)
+                wait_until(result_files, 60, msg="the supervisor's record of the end")
+                fence = fence_usec(tid)
+                wait_until(lambda: time.monotonic() * 1e6 > fence + 500_000, 60, msg="the fence time passed")
+            finally:
+                a.daemon.kill(signal.SIGCONT)
+            # It sees the end, and its fence, at once, in either order: the result is kept.
+            wait_until(lambda: (listed(tid) or {}).get("state") == "exited", 60, msg="the end seen")
+            mine = listed(tid)
+            check(not mine.get("abandoned") and mine.get("status") == "succeeded", f"its result dropped: {mine}")
+            check(len(a.outbox()) == 1, f"the result in the outbox: {a.outbox()}")
+            c.daemon.kill(signal.SIGCONT)
+            t = at.wait_final(c, tid)
+            check(t["status"] == "succeeded" and t["attempt"] == 1 and "ended-in-time" in t["result"]["stdout_tail"], t)
+        finally:
+            c.daemon.kill(signal.SIGCONT)
+            a.daemon.kill(signal.SIGCONT)
+            stall.release()
+        wait_until(lambda: listed(tid) is None and a.outbox() == [], 60, msg="the task gone")
+        check(c.task(tid)["attempt"] == 1, c.task(tid))
 
     def test_exec_task_user_configured():
         """EXEC_USER=UID:GID (a uid no user has): the task runs as that, with no capabilities, bounding

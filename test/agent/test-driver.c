@@ -46,6 +46,7 @@ typedef struct Job {
         char *reason;
         int64_t exit_code;
         bool oom;
+        uint64_t ended_usec, exited_seen_usec;
         char *out, *err, *output;
         bool truncated;
         /* Read from inside the cgroup while it runs. */
@@ -146,6 +147,8 @@ static void on_exited(DriverJob *job, const DriverExit *e, void *userdata) {
         j->reason = e->reason ? strdup(e->reason) : NULL;
         j->exit_code = e->exit_code;
         j->oom = e->oom_killed;
+        j->ended_usec = e->ended_usec;
+        j->exited_seen_usec = now_usec();
         j->out = output_capture_tail(e->output, OUTPUT_STDOUT);
         j->err = output_capture_tail(e->output, OUTPUT_STDERR);
         j->output = output_capture_output(e->output);
@@ -253,11 +256,18 @@ static void test_success(void) {
         Job j = {};
         char wd[256];
         struct stat st;
+        uint64_t before = now_usec();
 
         json_object_object_add(env, "FOO", json_object_new_string("bar baz"));
         start(&j, (char *[]) { "sh", "-c", "echo hello $FOO; echo oops >&2; pwd", NULL }, env, 0, 0);
         run_until(&j.exited, 60);
         ASSERT(j.started && j.error == 0 && j.exit_code == 0 && !j.oom);
+        /* The exec supervisor says when the command ended (the agent may see it later); Docker's end is
+         * the time it is seen. */
+        if (docker)
+                ASSERT(j.ended_usec == 0);
+        else
+                ASSERT(j.ended_usec > before && j.ended_usec <= j.exited_seen_usec);
         ASSERT(strncmp(j.out, "hello bar baz\n", 14) == 0);
         ASSERT(streq(j.err, "oops\n"));
         ASSERT(!j.truncated);
@@ -532,8 +542,9 @@ static void test_oom(void) {
         job_clear(&j);
 }
 
-/* The supervisor records whether the OOM killer struck (the agent's loop does not open cgroup files);
- * a result from a supervisor older than that record says nothing either way, and the driver looks itself. */
+/* The supervisor records whether the OOM killer struck (the agent's loop does not open cgroup files),
+ * and when the command ended; a result from a supervisor older than those records says nothing either
+ * way, and the driver looks itself (the end: when it is seen). */
 static void test_result_oom_record(void) {
         char dir[] = "/tmp/mc-test-result-XXXXXX";
         _cleanup_free_ char *old = NULL;
@@ -544,9 +555,10 @@ static void test_result_oom_record(void) {
         ASSERT(mkdtemp(dir));
         for (int oom = 0; oom <= 1; oom++) {
                 ASSERT(exec_job_result_write(dir, &(ExecJobResult) { .exit_code = 137, .oom_killed = oom,
+                                                                     .ended_usec = 1234567 + oom,
                                                                      .tails = { (char *) "", (char *) "" } }) >= 0);
                 ASSERT(exec_job_result_read(dir, &r) >= 0);
-                ASSERT(r.oom_killed == oom && r.exit_code == 137);
+                ASSERT(r.oom_killed == oom && r.exit_code == 137 && r.ended_usec == 1234567U + oom);
                 exec_job_result_done(&r);
         }
 
@@ -556,7 +568,7 @@ static void test_result_oom_record(void) {
         ASSERT(dprintf(fd, "exit_code=0\ntotal=2\ntruncated=0\nstdout_tail=2\nstderr_tail=0\n\nok") > 0);
         close(fd);
         ASSERT(exec_job_result_read(dir, &r) >= 0);
-        ASSERT(r.oom_killed == -1 && r.exit_code == 0 && r.tail_sizes[0] == 2);
+        ASSERT(r.oom_killed == -1 && r.ended_usec == 0 && r.exit_code == 0 && r.tail_sizes[0] == 2);
         exec_job_result_done(&r);
 
         ASSERT(unlink(old) == 0);

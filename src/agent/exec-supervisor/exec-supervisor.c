@@ -152,9 +152,10 @@ static char *tail_copy(const OutputCapture *c, OutputStream stream, size_t *ret_
         return b;
 }
 
-static int record_result(Job *j, const char *error, int64_t exit_code) {
+static int record_result(Job *j, const char *error, int64_t exit_code, uint64_t ended_usec) {
         ExecJobResult r = {
                 .exit_code = exit_code,
+                .ended_usec = ended_usec,
                 .total = j->tails.total,
                 .truncated = j->tails.total > j->cap,
                 /* Here rather than in the agent, whose loop must not wait on cgroup files. */
@@ -185,7 +186,7 @@ static int run_job(Job *j, const char *cg_root, CgroupMode mode, const char *cg_
         int devnull = -1, pidfd = -1, r;
         bool exited = false;
         int64_t exit_code = -1;
-        uint64_t drain_end = 0;
+        uint64_t drain_end = 0, ended_usec = 0;
         pid_t pid, self = getpid();
 
         r = cgroup_open(cg_root, mode, cg_path, &j->cgroup);
@@ -193,7 +194,7 @@ static int run_job(Job *j, const char *cg_root, CgroupMode mode, const char *cg_
                 r = cgroup_open_procs(j->cgroup, procs);
         if (r < 0) {
                 (void) asprintf(&error, "cannot join the task's cgroup: %s", strerror(-r));
-                return record_result(j, error, -1);
+                return record_result(j, error, -1, 0);
         }
         if (asprintf(&output_path, "%s/output", j->dir) < 0)
                 return log_oom();
@@ -202,13 +203,13 @@ static int run_job(Job *j, const char *cg_root, CgroupMode mode, const char *cg_
         if (j->output_fd < 0 || devnull < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
             pipe2(errpipe, O_CLOEXEC) < 0) {
                 (void) asprintf(&error, "cannot start the command: %s", strerror(errno));
-                return record_result(j, error, -1);
+                return record_result(j, error, -1, 0);
         }
 
         pid = fork();
         if (pid < 0) {
                 (void) asprintf(&error, "cannot start the command: %s", strerror(errno));
-                return record_result(j, error, -1);
+                return record_result(j, error, -1, 0);
         }
         if (pid == 0)
                 task_child(j, self, procs, devnull, out[1], err[1], errpipe[1]);
@@ -289,6 +290,9 @@ static int run_job(Job *j, const char *cg_root, CgroupMode mode, const char *cg_
                         if (w == pid) {
                                 exited = true;
                                 exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+                                /* For the agent, which may see it only later: whether it ended before
+                                 * its lease's fence. */
+                                ended_usec = now_usec();
                                 /* Whatever it left running in its cgroup ends with it (and so the pipes
                                  * close). */
                                 (void) cgroup_kill(j->cgroup, SIGKILL);
@@ -322,9 +326,9 @@ static int run_job(Job *j, const char *cg_root, CgroupMode mode, const char *cg_
                         (void) asprintf(&error, "cannot execute %s: %s", j->exe, strerror(child_error.error));
                 else
                         (void) asprintf(&error, "cannot set the command up: %s", strerror(child_error.error));
-                return record_result(j, error ?: "cannot execute the command", -1);
+                return record_result(j, error ?: "cannot execute the command", -1, 0);
         }
-        return record_result(j, NULL, exit_code);
+        return record_result(j, NULL, exit_code, ended_usec);
 }
 
 static int run(int argc, char *argv[]) {

@@ -257,6 +257,7 @@ static void supervisor_ended(ExecJob *j) {
                 log_warning_errno(r, "Task %s: cannot take its output over: %m", j->job.task_id);
 
         e.exit_code = res.exit_code;
+        e.ended_usec = res.ended_usec;
         /* The supervisor looked (a read of a cgroup file can wait long on a busy host: not here, on the
          * loop, unless a supervisor of an older version did not). */
         e.oom_killed = res.oom_killed > 0 || (res.oom_killed < 0 && j->cgroup && cgroup_oom_killed(j->cgroup));

@@ -162,10 +162,10 @@ int exec_job_result_write(const char *dir, const ExecJobResult *r) {
                         if (*c == '\n')
                                 *c = ' ';
         }
-        n = asprintf(&header, "%s%s%sexit_code=%" PRIi64 "\noom_killed=%d\ntotal=%" PRIu64
+        n = asprintf(&header, "%s%s%sexit_code=%" PRIi64 "\noom_killed=%d\nended_usec=%" PRIu64 "\ntotal=%" PRIu64
                      "\ntruncated=%d\nstdout_tail=%zu\nstderr_tail=%zu\n\n",
                      error ? "error=" : "", error ?: "", error ? "\n" : "", r->exit_code, r->oom_killed > 0 ? 1 : 0,
-                     r->total, r->truncated ? 1 : 0, r->tail_sizes[0], r->tail_sizes[1]);
+                     r->ended_usec, r->total, r->truncated ? 1 : 0, r->tail_sizes[0], r->tail_sizes[1]);
         if (n < 0)
                 return -ENOMEM;
         buf = malloc((size_t) n + r->tail_sizes[0] + r->tail_sizes[1]);
@@ -182,7 +182,7 @@ int exec_job_result_write(const char *dir, const ExecJobResult *r) {
 int exec_job_result_read(const char *dir, ExecJobResult *ret) {
         _cleanup_free_ char *s = NULL, *trunc = NULL, *oom = NULL;
         ExecJobResult r = {};
-        int64_t total, sizes[2];
+        int64_t total, sizes[2], ended;
         const char *body;
         size_t n;
         int k;
@@ -203,6 +203,8 @@ int exec_job_result_read(const char *dir, ExecJobResult *ret) {
         r.truncated = streq(trunc, "1");
         oom = get_value(s, "oom_killed");
         r.oom_killed = oom ? streq(oom, "1") : -1;
+        if (get_int64(s, "ended_usec", &ended) >= 0 && ended > 0)
+                r.ended_usec = (uint64_t) ended;
         for (size_t i = 0; i < 2; i++) {
                 r.tail_sizes[i] = (size_t) sizes[i];
                 r.tails[i] = malloc(MAX(r.tail_sizes[i], (size_t) 1));

@@ -41,6 +41,8 @@ typedef struct ExecJobResult {
         bool truncated;                 /* more than the cap came */
         int oom_killed;                 /* the kernel's OOM killer struck in the job's cgroup: 1 or 0;
                                          * -1: not recorded (a supervisor older than this field) */
+        uint64_t ended_usec;            /* CLOCK_MONOTONIC when the command ended; 0: not recorded (it never
+                                         * ran, or a supervisor older than this field) */
         char *tails[2];                 /* stdout, stderr: the last bytes (not NUL-terminated) */
         size_t tail_sizes[2];
 } ExecJobResult;
