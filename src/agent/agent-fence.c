@@ -103,10 +103,11 @@ void task_fence_remove(Task *t) {
         (void) rmdir(t->fence_dir);
 }
 
-/* Whether a run that ended at ended_usec (CLOCK_MONOTONIC) ended before its lease's fence, by more than
- * an init may act early: no fence (ours, the init's, the keeper's) can have ended it. */
+/* Whether a run that ended at ended_usec (CLOCK_MONOTONIC) ended before its lease's fence: neither our
+ * kill nor the keeper's ended it. The init may act a little early; its kill is told by its exit code
+ * (task_fenced_by_init()). */
 bool task_ended_before_fence(Task *t, uint64_t ended_usec) {
-        return t->deadline_usec == 0 || ended_usec + fence_margin(t->agent) + INIT_SLACK_USEC < t->deadline_usec;
+        return t->deadline_usec == 0 || ended_usec + fence_margin(t->agent) < t->deadline_usec;
 }
 
 bool task_fenced_by_init(Task *t, const DriverExit *e) {
