@@ -7,6 +7,7 @@
  * killed, the agent stopped), the init kills the task then, on its own clock. */
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include "agent-internal.h"
@@ -69,10 +70,10 @@ static int task_fence_write(Task *t, bool create) {
                 return 0;       /* a job of a previous run without one */
         if (r < 0)
                 return r;
-        /* The previous promise ran out before this write (or so nearly that the init may have been
-         * first): the init may have acted on it. */
-        if (t->fence_promise_usec > 0 && now + INIT_SLACK_USEC >= t->fence_promise_usec)
-                t->fence_gap = true;
+        /* Whether the promise this replaces had run out is judged once the keeper's lease file is
+         * written too (fence_writes_done()). */
+        if (t->fence_replaced_usec == 0)
+                t->fence_replaced_usec = t->fence_promise_usec;
         t->fence_promise_usec = at;
         return 0;
 }
@@ -110,12 +111,31 @@ bool task_ended_before_fence(Task *t, uint64_t ended_usec) {
         return t->deadline_usec == 0 || ended_usec + fence_margin(t->agent) < t->deadline_usec;
 }
 
+/* After the init's files and the keeper's lease file are written (save_leases()), with the clock read
+ * again: an agent short of CPU may wait seconds between deciding a write and making it. A promise that
+ * ran out before its replacement was in place (or so nearly that an init may have been first) may
+ * have been acted on. */
+void fence_writes_done(Agent *a) {
+        uint64_t now = now_usec();
+
+        for (Task *t = a->tasks; t; t = t->next) {
+                if (t->fence_replaced_usec > 0 && now + INIT_SLACK_USEC >= t->fence_replaced_usec)
+                        t->fence_gap = true;
+                t->fence_replaced_usec = 0;
+        }
+}
+
 bool task_fenced_by_init(Task *t, const DriverExit *e) {
-        /* The init's own code, and the time it was given had run out (or had before a later write):
-         * a command that exits with that code on its own is not taken for a fence. Slack for the
-         * init's poll interval, by which it acts early. */
-        return e->error >= 0 && e->exit_code == FENCE_EXIT_FENCED && t->fence_promise_usec > 0 &&
-                (t->fence_gap || now_usec() + INIT_SLACK_USEC >= t->fence_promise_usec);
+        /* Only when the time it was given had run out (or had before a later write): a command that
+         * ends so on its own is not taken for a fence. Slack for the init's poll interval, by which it
+         * acts early. */
+        if (e->error < 0 || t->fence_promise_usec == 0 ||
+            !(t->fence_gap || now_usec() + INIT_SLACK_USEC >= t->fence_promise_usec))
+                return false;
+        /* The init's own code; or SIGKILL, the fence keeper's (which kills the init too), when the
+         * agent did not stop the task itself and the kernel's OOM killer did not strike. */
+        return e->exit_code == FENCE_EXIT_FENCED ||
+                (e->exit_code == 128 + SIGKILL && !e->oom_killed && t->stop_reason == STOP_NONE);
 }
 
 void fence_dirs_sweep(Agent *a) {

@@ -90,6 +90,7 @@ void save_leases(Agent *a) {
         r = lease_store_save(a->lease_file, a->ttl_usec, getpid(), l, n);
         if (r < 0)
                 log_warning_errno(r, "Cannot save the lease deadlines to %s: %m", a->lease_file);
+        fence_writes_done(a);
         free(l);
         /* A keeper that left (no agent, nothing to fence) just before we came back is started again. */
         if (n > 0)

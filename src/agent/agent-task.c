@@ -402,11 +402,12 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                 agent_bus_running_changed(a);
 
         if (!t->drop_result && task_fenced_by_init(t, e)) {
-                /* We were away (stopped, say) past our own fence; the init was not. */
+                /* We were away (stopped, short of CPU) past our own fence; the init or the keeper
+                 * was not, even if a renewal came in afterwards. */
                 t->drop_result = true;
                 t->stop_reason = STOP_FENCE;
                 log_task(LOG_WARNING, t, MC_EVENT_LEASE_EXPIRED,
-                         "its fence init killed it: the lease was not renewed in time.");
+                         "its fence init or the fence keeper killed it: the lease was not renewed in time.");
                 update_fence_timer(a);
         } else if (task_fenceable(t) && !task_ended_before_fence(t, ended)) {
                 /* Ended after its fence time, or seen only after it with no time of its own: it may

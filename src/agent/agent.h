@@ -121,7 +121,9 @@ typedef struct Task {
         /* Its lease file for mc-fence-init (agent-lease.c, fence-init/fence-protocol.h). */
         char *fence_dir;                /* <state>/fence/<task>-<lease>: the lease file's directory */
         uint64_t fence_promise_usec;    /* CLOCK_MONOTONIC: the fence time the last write promised */
-        bool fence_gap;                 /* a promise ran out before the next write: the init may have fenced */
+        uint64_t fence_replaced_usec;   /* the promise the writes in progress replace (fence_writes_done()) */
+        bool fence_gap;                 /* a promise ran out before the next write: the init or the keeper
+                                         * may have fenced */
         /* Live output (agent-output.c): what of the job's output went to the control so far. */
         sd_event_source *live_timer;
         ControlCall *live_call;
