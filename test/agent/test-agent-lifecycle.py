@@ -373,8 +373,10 @@ if DRIVER == "exec":
             import ctypes
             self.libc = ctypes.CDLL(None, use_errno=True)
             self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")
-                    if open(f"/proc/{pid}/task/{t}/comm").read().strip() == comm]
+            def comm_of(tid):
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    return f.read().strip()
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if comm_of(t) == comm]
             check(len(tids) == 1, f"one thread named {comm} in {pid}: {tids}")
             self.tid = tids[0]
             for req in (self.PTRACE_SEIZE, self.PTRACE_INTERRUPT):
