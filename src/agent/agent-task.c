@@ -420,13 +420,13 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                          "it ended%s after its fence time: the lease was not renewed in time.",
                          e->ended_usec > 0 ? "" : ", as far as we know,");
                 update_fence_timer(a);
-        } else if (t->drop_result && (t->stop_reason == STOP_FENCE || t->stop_reason == STOP_REVOKED) &&
-                   e->error >= 0 && e->ended_usec > 0 && t->deadline_usec > 0 &&
-                   task_ended_before_fence(t, e->ended_usec) && !task_fenced_by_init(t, e)) {
-                /* Fenced (or its lease found expired) while its end waited to be seen (we were short
-                 * of CPU, say), but it had ended before the fence, on its own: its result is as good
-                 * as any, and dropping it would only make it run again. The control takes it unless
-                 * another node has the task since. */
+        } else if (t->drop_result && t->stop_reason == STOP_FENCE && e->error >= 0 && e->ended_usec > 0 &&
+                   t->deadline_usec > 0 && task_ended_before_fence(t, e->ended_usec) && !task_fenced_by_init(t, e)) {
+                /* Fenced while its end waited to be seen (we were short of CPU, say), but it had ended
+                 * before the fence, on its own (our kill came at the fence, after it): its result is
+                 * as good as any, and dropping it would only make it run again. The control takes it
+                 * unless another node has the task since. Not after a revocation, whose kill may
+                 * come before the fence and so look like an end in time. */
                 t->drop_result = false;
                 t->stop_reason = STOP_NONE;
                 log_task(LOG_NOTICE, t, MC_EVENT_NONE,
