@@ -106,7 +106,7 @@ void task_fence_remove(Task *t) {
 
 /* Whether a run that ended at ended_usec (CLOCK_MONOTONIC) ended before its lease's fence: neither our
  * kill nor the keeper's ended it. The init may act a little early; its kill is told by its exit code
- * (task_fenced_by_init()). */
+ * (task_killed_by_fence()). */
 bool task_ended_before_fence(Task *t, uint64_t ended_usec) {
         return t->deadline_usec == 0 || ended_usec + fence_margin(t->agent) < t->deadline_usec;
 }
@@ -125,7 +125,8 @@ void fence_writes_done(Agent *a) {
         }
 }
 
-bool task_fenced_by_init(Task *t, const DriverExit *e) {
+/* Whether the run was killed by a fence that acts without the agent: the init's, or the keeper's. */
+bool task_killed_by_fence(Task *t, const DriverExit *e) {
         /* Only when the time it was given had run out (or had before a later write): a command that
          * ends so on its own is not taken for a fence. Slack for the init's poll interval, by which it
          * acts early. */

@@ -62,7 +62,7 @@ int task_fence_prepare(Task *t);
 void fence_write_all(Agent *a);
 void task_fence_remove(Task *t);
 /* Whether the job ended because its init fenced it (and not with that exit code of its own). */
-bool task_fenced_by_init(Task *t, const DriverExit *e);
+bool task_killed_by_fence(Task *t, const DriverExit *e);
 void fence_writes_done(Agent *a);
 bool task_ended_before_fence(Task *t, uint64_t ended_usec);
 /* Removes the directories of jobs no task holds (left by a previous run). */

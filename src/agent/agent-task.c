@@ -70,6 +70,12 @@ void task_free(Task *t) {
         free(t);
 }
 
+/* Stops sending the task's result: the call in flight and the retry. The result itself stays. */
+static void task_finish_stop(Task *t) {
+        control_call_cancel(TAKE_PTR(t->finish_call));
+        t->finish_retry = sd_event_source_disable_unref(t->finish_retry);
+}
+
 /* A task holds capacity from its claim until its process is gone. */
 bool task_holds_capacity(Task *t) {
         return t->state != TASK_REPORTING;
@@ -152,8 +158,7 @@ void task_abandon(Task *t, StopReason why, const char *reason) {
                 break;
         case TASK_EXITED:
                 /* Its process is gone; its removal drops the result (on_job_removed()). */
-                control_call_cancel(TAKE_PTR(t->finish_call));
-                t->finish_retry = sd_event_source_disable_unref(t->finish_retry);
+                task_finish_stop(t);
                 break;
         case TASK_REPORTING:
                 log_task(LOG_NOTICE, t, MC_EVENT_LEASE_REVOKED, "result no longer wanted: %s.", reason);
@@ -401,7 +406,7 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
         if (was_running)
                 agent_bus_running_changed(a);
 
-        if (!t->drop_result && task_fenced_by_init(t, e)) {
+        if (!t->drop_result && task_killed_by_fence(t, e)) {
                 /* We were away (stopped, short of CPU) past our own fence; the init or the keeper
                  * was not, even if a renewal came in afterwards. */
                 t->drop_result = true;
@@ -421,7 +426,7 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
                          e->ended_usec > 0 ? "" : ", as far as we know,");
                 update_fence_timer(a);
         } else if (t->drop_result && t->stop_reason == STOP_FENCE && e->error >= 0 && e->ended_usec > 0 &&
-                   t->deadline_usec > 0 && task_ended_before_fence(t, e->ended_usec) && !task_fenced_by_init(t, e)) {
+                   t->deadline_usec > 0 && task_ended_before_fence(t, e->ended_usec) && !task_killed_by_fence(t, e)) {
                 /* Fenced while its end waited to be seen (we were short of CPU, say), but it had ended
                  * before the fence, on its own (our kill came at the fence, after it): its result is
                  * as good as any, and dropping it would only make it run again. The control takes it
@@ -630,8 +635,7 @@ void task_result_settled(Task *t) {
 
         (void) outbox_remove(a->outbox_dir, t->id, t->lease_token);
         if (t->state == TASK_EXITED) {
-                control_call_cancel(TAKE_PTR(t->finish_call));
-                t->finish_retry = sd_event_source_disable_unref(t->finish_retry);
+                task_finish_stop(t);
                 t->result_settled = true;       /* not renewed from now on */
                 save_leases(a);
                 update_fence_timer(a);
