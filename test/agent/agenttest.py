@@ -88,6 +88,51 @@ class Agent:
     def log(self):
         return self.daemon.log_text()
 
+    def fence_usec(self, tid):
+        """The fence time (CLOCK_MONOTONIC, µs) the agent last saved for tid's lease."""
+        with open(os.path.join(self.state_dir, "leases.json")) as f:
+            leases = json.load(f)["leases"]
+        return next(x["fence_usec"] for x in leases if x["task_id"] == tid)
+
+
+def bus_tasks(bus):
+    """The agent's ListTasks() over D-Bus, parsed."""
+    return json.loads(bus.busctl_json("call", "org.mutualcloud.Agent1", "/org/mutualcloud/Agent1",
+                                      "org.mutualcloud.Agent1", "ListTasks")["data"][0])
+
+
+def bus_task(bus, tid):
+    """tid's entry in ListTasks(), or None once the agent has let it go."""
+    return next((t for t in bus_tasks(bus) if t["id"] == tid), None)
+
+
+class ThreadStall:
+    """Holds one thread of a process still (ptrace: only that thread stops) until release(). The
+    tracer is the calling thread: release() must come from the same one."""
+    PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT, WALL = 17, 0x4206, 0x4207, 0x40000000
+
+    def __init__(self, pid, comm):
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+
+        def comm_of(tid):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                return f.read().strip()
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if comm_of(t) == comm]
+        check(len(tids) == 1, f"one thread named {comm} in {pid}: {tids}")
+        self.tid = tids[0]
+        for req in (self.PTRACE_SEIZE, self.PTRACE_INTERRUPT):
+            if self.libc.ptrace(req, self.tid, None, None) != 0:
+                raise OSError(ctypes.get_errno(), f"ptrace({req:#x}, {self.tid})")
+        _, status = os.waitpid(self.tid, self.WALL)
+        check(os.WIFSTOPPED(status), f"thread {self.tid} stopped: {status:#x}")
+
+    def release(self):
+        if self.tid and self.libc.ptrace(self.PTRACE_DETACH, self.tid, None, None) != 0:
+            raise OSError(0, f"cannot detach from {self.tid}")
+        self.tid = None
+
 
 _FIELD_RE = re.compile(r"\b([A-Z][A-Z0-9_]*)=(\S*)")
 

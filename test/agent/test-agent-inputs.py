@@ -306,12 +306,6 @@ def agent_prop(bus, name):
                            "org.mutualcloud.Agent1", name)["data"]
 
 
-def agent_tasks(bus):
-    import json
-    return json.loads(bus.busctl_json("call", "org.mutualcloud.Agent1", "/org/mutualcloud/Agent1",
-                                      "org.mutualcloud.Agent1", "ListTasks")["data"][0])
-
-
 def test_fetching_state_lease_and_cancel():
     """A fetch that stalls (the only peer has half the content): the task is 'fetching' on D-Bus, its
     lease is renewed meanwhile, and a cancel stops the fetch, reports the task cancelled, and leaves
@@ -329,7 +323,7 @@ def test_fetching_state_lease_and_cancel():
     state = os.path.join(cache_dir(a), f".{partial.id}.state")
     wait_until(lambda: durable_pieces(state) == 256, 120, msg="the half the peer has, on disk")
     check(agent_prop(bus, "FetchingTasks") == 1, "FetchingTasks")
-    tasks = agent_tasks(bus)
+    tasks = at.bus_tasks(bus)
     check(len(tasks) == 1 and tasks[0]["id"] == tid and tasks[0]["state"] == "fetching", f"ListTasks: {tasks}")
     # The lease covers the fetch: renewed while it lasts (its deadline moves on).
     first = c.task(tid)["lease"]["expires_at"]
@@ -338,7 +332,7 @@ def test_fetching_state_lease_and_cancel():
 
     r = c.cancel(tid)
     check(r.status == 200, f"cancel: {r.status} {r.text}")
-    wait_until(lambda: agent_tasks(bus) == [], 60, msg="the agent to let the task go")
+    wait_until(lambda: at.bus_tasks(bus) == [], 60, msg="the agent to let the task go")
     check(agent_prop(bus, "FetchingTasks") == 0, "FetchingTasks after the cancel")
     t = c.task(tid)
     check(t["status"] == "cancelled", f"task: {t}")

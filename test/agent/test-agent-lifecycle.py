@@ -8,7 +8,6 @@ life cycle with the exec driver (limits read back from the task's own cgroup).
 Usage: test-agent-lifecycle.py [docker|exec] [test names...]"""
 
 import glob
-import json
 import os
 import re
 import signal
@@ -364,32 +363,6 @@ if DRIVER == "exec":
             agent_sid = f.read().rsplit(")", 1)[1].split()[3]
         check(out["sid"] != agent_sid, f"the task is in the agent's session {agent_sid}: {out}")
 
-    class ThreadStall:
-        """Holds one thread of a process still (ptrace: only that thread stops) until release(). The
-        tracer is the calling thread: release() must come from the same one."""
-        PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT, WALL = 17, 0x4206, 0x4207, 0x40000000
-
-        def __init__(self, pid, comm):
-            import ctypes
-            self.libc = ctypes.CDLL(None, use_errno=True)
-            self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-            def comm_of(tid):
-                with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                    return f.read().strip()
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if comm_of(t) == comm]
-            check(len(tids) == 1, f"one thread named {comm} in {pid}: {tids}")
-            self.tid = tids[0]
-            for req in (self.PTRACE_SEIZE, self.PTRACE_INTERRUPT):
-                if self.libc.ptrace(req, self.tid, None, None) != 0:
-                    raise OSError(ctypes.get_errno(), f"ptrace({req:#x}, {self.tid})")
-            _, status = os.waitpid(self.tid, self.WALL)
-            check(os.WIFSTOPPED(status), f"thread {self.tid} stopped: {status:#x}")
-
-        def release(self):
-            if self.tid and self.libc.ptrace(self.PTRACE_DETACH, self.tid, None, None) != 0:
-                raise OSError(0, f"cannot detach from {self.tid}")
-            self.tid = None
-
     def test_result_sent_while_job_removed():
         """A task's result goes to the control when its process ends, not once its job is removed
         (which can take seconds on a host busy with cgroups), and a fence meanwhile does not drop it:
@@ -402,11 +375,6 @@ if DRIVER == "exec":
         a = at.Agent([c], node, driver=DRIVER, bus=bus, env={"MC_METRICS_PORT": str(port)}).start()
         bus.wait_name("org.mutualcloud.Agent1")
 
-        def listed(tid):
-            tasks = json.loads(bus.busctl_json("call", "org.mutualcloud.Agent1", "/org/mutualcloud/Agent1",
-                                               "org.mutualcloud.Agent1", "ListTasks")["data"][0])
-            return next((t for t in tasks if t["id"] == tid), None)
-
         def fences():
             text = http("GET", f"http://127.0.0.1:{port}/metrics").text
             return int(re.search(r"^mc_agent_fences_total (\d+)$", text, re.M).group(1))
@@ -415,32 +383,32 @@ if DRIVER == "exec":
         marker = f"rm-held-{at.RUN}"
         tid = at.push(c, task_body(at.held_cmd(marker, "echo first-done")))
         at.wait_status(c, tid, "running")
-        stall = ThreadStall(a.daemon.pid, "mc-cgroup-rm")
+        stall = at.ThreadStall(a.daemon.pid, "mc-cgroup-rm")
         try:
             at.release(marker)
             t = at.wait_final(c, tid)
             check(t["status"] == "succeeded" and t["attempt"] == 1 and "first-done" in t["result"]["stdout_tail"], t)
-            mine = listed(tid)
+            mine = at.bus_task(bus, tid)
             check(mine is not None and mine["state"] == "exited", f"the job still being removed: {mine}")
         finally:
             stall.release()
-        wait_until(lambda: listed(tid) is None and a.outbox() == [], 60, msg="the task gone once its job is")
+        wait_until(lambda: at.bus_task(bus, tid) is None and a.outbox() == [], 60, msg="the task gone once its job is")
 
         # 2. Its fence passes (the control stopped, nothing renews) while the job is being removed:
         # the result is kept and sent, not dropped.
         marker = f"rm-fence-{at.RUN}"
         tid = at.push(c, task_body(at.held_cmd(marker, "echo second-done")))
         at.wait_status(c, tid, "running")
-        stall = ThreadStall(a.daemon.pid, "mc-cgroup-rm")
+        stall = at.ThreadStall(a.daemon.pid, "mc-cgroup-rm")
         try:
             c.daemon.kill(signal.SIGSTOP)
             try:
                 at.release(marker)
-                wait_until(lambda: (listed(tid) or {}).get("state") == "exited", 60, msg="the task's exit seen")
+                wait_until(lambda: (at.bus_task(bus, tid) or {}).get("state") == "exited", 60, msg="the task's exit seen")
                 # The agent's own deadline, on its clock: its fence (3 s before) has passed by then.
-                wait_until(lambda: (listed(tid) or {}).get("lease_remaining_ms", 1) == 0, 60,
+                wait_until(lambda: (at.bus_task(bus, tid) or {}).get("lease_remaining_ms", 1) == 0, 60,
                            msg="the lease's deadline passed on the agent's clock")
-                mine = listed(tid)
+                mine = at.bus_task(bus, tid)
                 check(not mine.get("abandoned") and fences() == 0, f"fenced while its result waits: {mine}")
                 check(len(a.outbox()) == 1, f"the result in the outbox: {a.outbox()}")
             finally:
@@ -451,7 +419,7 @@ if DRIVER == "exec":
         # result came (409, and the task runs again), or not. Either way it ends once, succeeded.
         t = at.wait_final(c, tid)
         check(t["status"] == "succeeded" and "second-done" in t["result"]["stdout_tail"], t)
-        wait_until(lambda: listed(tid) is None and a.outbox() == [], 60, msg="the task gone")
+        wait_until(lambda: at.bus_task(bus, tid) is None and a.outbox() == [], 60, msg="the task gone")
 
     def test_result_of_a_run_that_ended_before_a_late_seen_fence():
         """An agent short of CPU may reach a lease's fence before it sees that the task had already
@@ -467,34 +435,24 @@ if DRIVER == "exec":
         a = at.Agent([c], node, driver=DRIVER, bus=bus, env={"MC_MAX_TASKS": "1"}).start()
         bus.wait_name("org.mutualcloud.Agent1")
 
-        def listed(tid):
-            tasks = json.loads(bus.busctl_json("call", "org.mutualcloud.Agent1", "/org/mutualcloud/Agent1",
-                                               "org.mutualcloud.Agent1", "ListTasks")["data"][0])
-            return next((t for t in tasks if t["id"] == tid), None)
-
-        def fence_usec(tid):
-            with open(os.path.join(a.state_dir, "leases.json")) as f:
-                leases = json.load(f)["leases"]
-            return next(x["fence_usec"] for x in leases if x["task_id"] == tid)
-
         marker = f"late-seen-{at.RUN}"
         tid = at.push(c, task_body(at.held_cmd(marker, "echo ended-in-time")))
         at.wait_status(c, tid, "running")
         result_files = lambda: glob.glob(os.path.join(a.state_dir, "**", f"{tid}-*.job", "result"), recursive=True)
-        stall = ThreadStall(a.daemon.pid, "mc-cgroup-rm")
+        stall = at.ThreadStall(a.daemon.pid, "mc-cgroup-rm")
         try:
             c.daemon.kill(signal.SIGSTOP)
             a.daemon.kill(signal.SIGSTOP)
             try:
                 at.release(marker)
                 wait_until(result_files, 60, msg="the supervisor's record of the end")
-                fence = fence_usec(tid)
+                fence = a.fence_usec(tid)
                 wait_until(lambda: time.monotonic() * 1e6 > fence + 500_000, 60, msg="the fence time passed")
             finally:
                 a.daemon.kill(signal.SIGCONT)
             # It sees the end, and its fence, at once, in either order: the result is kept.
-            wait_until(lambda: (listed(tid) or {}).get("state") == "exited", 60, msg="the end seen")
-            mine = listed(tid)
+            wait_until(lambda: (at.bus_task(bus, tid) or {}).get("state") == "exited", 60, msg="the end seen")
+            mine = at.bus_task(bus, tid)
             check(not mine.get("abandoned") and mine.get("status") == "succeeded", f"its result dropped: {mine}")
             check(len(a.outbox()) == 1, f"the result in the outbox: {a.outbox()}")
             c.daemon.kill(signal.SIGCONT)
@@ -504,7 +462,7 @@ if DRIVER == "exec":
             c.daemon.kill(signal.SIGCONT)
             a.daemon.kill(signal.SIGCONT)
             stall.release()
-        wait_until(lambda: listed(tid) is None and a.outbox() == [], 60, msg="the task gone")
+        wait_until(lambda: at.bus_task(bus, tid) is None and a.outbox() == [], 60, msg="the task gone")
         check(c.task(tid)["attempt"] == 1, c.task(tid))
 
     def test_exec_task_user_configured():
