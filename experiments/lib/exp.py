@@ -861,9 +861,11 @@ def attempt_rows(pg, ids_like):
     return [(r[0], int(r[1]), r[2], r[3], r[4]) for r in rows]
 
 
-def late_results_taken(attempts):
-    """How many expired attempts' results the control took after the expiry (attempt_rows())."""
-    return sum(1 for _, _, _, st, reason in attempts if st == "expired" and reason and reason.endswith("taken after"))
+def late_results_taken(pg, ids_like):
+    """How many expired attempts' results the control took after the expiry: the expiry is kept in
+    expired_at, the status is the result's."""
+    return int(pg.psql("SELECT count(*) FROM attempts WHERE expired_at IS NOT NULL AND status <> 'expired' "
+                       f"AND task_id LIKE '{ids_like}%'")[0][0])
 
 
 def write_attempts_csv(pg, ids_like, attempts, path):
@@ -1062,7 +1064,7 @@ def node_death_run(ex, label, n_agents, n_tasks, kill_share, ttl_ms, seconds=(3.
         "rerun_after_complete": len(gt["rerun_after_complete"]), "hit_by_death": rs["n"] + len(gt["unrecovered"]),
         "recovery_p50_s": rs["p50"], "recovery_p95_s": rs["p95"], "recovery_p99_s": rs["p99"],
         "recovery_max_s": rs["max"], "false_recalls": len(gt["false_recalls"]),
-        "late_results_taken": late_results_taken(attempts),
+        "late_results_taken": late_results_taken(pg, prefix),
         "control_cpu_s": c["control"]["cpu_s"], "control_peak_rss_mib": c["control"]["peak_mem_bytes"] / 2**20,
         "postgres_cpu_s": c["postgres"]["cpu_s"], "postgres_peak_pss_mib": c["postgres"]["peak_mem_bytes"] / 2**20,
         "claims": n_claims, "claim_p50_ms": p50 * 1000 if p50 is not None else None,
