@@ -349,6 +349,8 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
         fprintf(f, "# HELP mc_claims_abandoned_total Claims dropped because their client had gone before they were sent "
                    "to the database.\n# TYPE mc_claims_abandoned_total counter\n"
                    "mc_claims_abandoned_total %" PRIu64 "\n", c->metrics.claims_abandoned);
+        fprintf(f, "# HELP mc_pushes_queued Pushes waiting for a database statement.\n"
+                   "# TYPE mc_pushes_queued gauge\nmc_pushes_queued %zu\n", push_batcher_n_pending(c->pusher));
         fprintf(f, "# HELP mc_heartbeats_queued Heartbeats waiting for a database statement.\n"
                    "# TYPE mc_heartbeats_queued gauge\nmc_heartbeats_queued %zu\n", heartbeats_n_queued(c->heartbeats));
         fprintf(f, "# HELP mc_heartbeats_abandoned_total Heartbeats dropped because their client had gone before "

@@ -7,7 +7,12 @@
 #include "push.h"
 
 #define PUSH_BATCH_MAX 512
-#define PUSH_MAX_IN_FLIGHT 2
+/* One statement at a time: the pushes that arrive meanwhile all go in the next. With two, the second
+ * left as soon as one push waited, so batches stayed small (2.7 pushes at 8 clients) and each push paid
+ * a larger share of a statement, a commit and the listeners' wake: on two cores, one in flight took a
+ * third less CPU per push in PostgreSQL and a quarter less in mc-control, and pushed more at 2 to 32
+ * clients (bench/control/README.md, "One push statement at a time"). */
+#define PUSH_MAX_IN_FLIGHT 1
 #define PUSH_MAX_PENDING 100000
 
 typedef struct PushItem PushItem;

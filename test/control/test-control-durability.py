@@ -12,7 +12,7 @@ import time
 
 import mctest
 from mctest import Postgres, background, check, http, wait_until
-from controltest import Control, start_cluster, task_count
+from controltest import Control, Transaction, metric, start_cluster, task_count
 
 # The schema's migrations (src/control/sql/NNN-name.sql), which the control applies in order.
 MIGRATIONS = sorted(glob.glob(os.path.join(mctest.source_dir(), "src/control/sql/[0-9]*-*.sql")))
@@ -53,6 +53,32 @@ def test_kill9_during_push_burst_loses_no_acknowledged_push():
     missing = [t for t in acknowledged if t not in stored]
     check(not missing, f"{len(missing)} of {len(acknowledged)} acknowledged pushes are missing: {missing[:5]}")
     print(f"  {len(acknowledged)} acknowledged, {len(stored)} stored (the rest were committed but unanswered)")
+
+
+def test_pushes_that_wait_share_the_next_commit():
+    """Pushes that arrive while a push statement runs wait for it and then go together, in one
+    transaction, each answered only after that commit (group commit). Here the first push's INSERT is
+    held by a lock on tasks while nine more arrive: none is answered before the lock goes, all are
+    stored, and the nine went in one statement (mc_push_batch_size)."""
+    pg, (c,) = start_cluster()
+    check(c.push({"image": "i", "cmd": ["warm-up"]}).status == 201, "the warm-up push")
+    waiting_inserts = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND query LIKE 'INSERT INTO tasks%'")
+    hold = Transaction(pg, "LOCK TABLE tasks IN SHARE MODE; SELECT 'locked';")
+    with concurrent.futures.ThreadPoolExecutor(10) as ex:
+        pushes = [ex.submit(c.push, {"image": "i", "cmd": ["first"]}, timeout=120)]
+        wait_until(lambda: pg.psql(waiting_inserts)[0][0] == "1", 60, msg="the first push's INSERT held by the lock")
+        pushes += [ex.submit(c.push, {"image": "i", "cmd": [f"then-{i}"]}, timeout=120) for i in range(9)]
+        wait_until(lambda: metric(c, "mc_pushes_queued") == 9, 60, msg="nine pushes waiting for the statement")
+        check(not any(f.done() for f in pushes), "a push answered before its commit")
+        hold.commit()
+        codes = [f.result(timeout=120).status for f in pushes]
+    check(codes == [201] * 10, f"answers: {codes}")
+    check(task_count(pg) == 11, f"stored: {task_count(pg)}")
+    check(metric(c, "mc_pushes_queued") == 0, "nothing left waiting")
+    # The warm-up and the first went alone, the nine together.
+    batches, tasks = metric(c, "mc_push_batch_size_count"), metric(c, "mc_push_batch_size_sum")
+    check((batches, tasks) == (3, 11), f"push statements and their tasks: {batches}, {tasks}")
 
 
 def test_database_stopped_gives_503_then_recovers():
