@@ -24,7 +24,7 @@ typedef struct AgentCall {
         TaskStatus status;      /* finish: the state the agent reported */
         char attempt[16];
         const char *kind;       /* "register", "heartbeat", "started", "finish", "release" */
-        uint64_t input_bytes[_INPUT_SOURCE_MAX]; /* started: counted in /metrics once accepted */
+        uint64_t input_bytes[_INPUT_SOURCE_MAX]; /* started: counted in /metrics by the call that recorded it */
 } AgentCall;
 
 /* The body of an agent call, decoded and checked (agent-body.c), with node_id checked against the
@@ -110,6 +110,9 @@ static void on_agent_call_done(PGresult *r, int error, void *userdata) {
                 free(a);
                 return;
         }
+        /* started's third column: whether this call recorded the start (not a started sent again). */
+        if (streq(a->kind, "started") && (PQnfields(r) < 3 || !streq(PQgetvalue(r, 0, 2), "t")))
+                memset(a->input_bytes, 0, sizeof(a->input_bytes));
         agent_call_answer(a, 0, (unsigned) atoi(PQgetvalue(r, 0, 0)), PQgetvalue(r, 0, 1));
 }
 
@@ -259,7 +262,8 @@ void api_task_started(Control *c, HttpRequest *req, const ApiCall *call) {
                 task_id, b.node_id, a->token, b.container_id, b.inputs_ready_usec > 0 ? ready_s : NULL,
                 b.inputs_ready_usec > 0 || b.inputs_bytes > 0 ? bytes_s : NULL,
         };
-        run_call(a, "SELECT code, body FROM mc_started($1, $2, $3::bigint, $4, $5::bigint, $6::bigint)", 6, params);
+        run_call(a, "SELECT code, body, first FROM mc_started_first($1, $2, $3::bigint, $4, $5::bigint, $6::bigint)",
+                 6, params);
 }
 
 void api_task_release(Control *c, HttpRequest *req, const ApiCall *call) {

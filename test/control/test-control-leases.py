@@ -209,6 +209,37 @@ def test_late_result_taken_until_another_lease():
     check(t["status"] == "failed" and t["result"]["reason"] == "lost", t)
 
 
+def test_started_sent_again_counts_its_inputs_once():
+    """An agent whose answer to started was lost sends it again and gets 200 again; the start and its
+    inputs' bytes (mc_input_bytes_total) count once, on the replica that recorded it and on another
+    that is sent the copy. A started of the next attempt counts again."""
+    import re
+    pg, (c, d) = start_cluster(replicas=2)
+    a = c.agent("node-a")
+    a.register()
+
+    def input_bytes(control):
+        text = mctest.http("GET", control.url + "/metrics").text
+        return {k: int(v) for k, v in re.findall(r'^mc_input_bytes_total\{source="(\w+)"\} (\d+)$', text, re.M)}
+
+    inputs = {"inputs_bytes": 107, "inputs_bytes_seeders": 100, "inputs_bytes_cache": 7, "inputs_ready_usec": 1}
+    tid = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
+    _, token = claim_when_there(a)
+    for control, sent in ((c, "first"), (c, "again"), (d, "again, to the other replica")):
+        r = control.agent("node-a").started(tid, token, **inputs)
+        check(r.status == 200 and r.json()["status"] == "running", f"started ({sent}): {r.status} {r.text}")
+    check(input_bytes(c) == {"seeders": 100, "agents": 0, "cache": 7}, f"the recording replica: {input_bytes(c)}")
+    check(input_bytes(d) == {"seeders": 0, "agents": 0, "cache": 0}, f"the replica sent the copy: {input_bytes(d)}")
+    (att,) = c.task(tid)["attempts"]
+    check(att["inputs_bytes"] == 107 and att["status"] == "running", att)
+
+    # The next attempt's start is another start.
+    check(a.release(tid, token, code="disk_full").status == 200, "release")
+    _, token2 = claim_when_there(a)
+    check(a.started(tid, token2, **inputs).status == 200, "the second attempt's start")
+    check(input_bytes(c) == {"seeders": 200, "agents": 0, "cache": 14}, f"after two starts: {input_bytes(c)}")
+
+
 def test_max_attempts_then_failed_lost():
     pg, (c,) = start_cluster(args=FAST)
     a = c.agent("node-a")

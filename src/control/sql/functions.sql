@@ -581,6 +581,24 @@ BEGIN
 END
 $$;
 
+-- mc_started, and whether this call is the one that recorded the start (first): an agent whose answer
+-- was lost sends its started again and gets 200 again, and what a replica counts of a start (the
+-- inputs' bytes in /metrics) must count it once. The attempt's started_at is the now() of the
+-- transaction that recorded it; a call that found it set (after the first committed: the lease's row
+-- lock orders them) has a later now().
+CREATE OR REPLACE FUNCTION mc_started_first(p_id text, p_node text, p_token bigint, p_container text,
+                                            p_inputs_ready_usec bigint, p_inputs_bytes bigint)
+RETURNS TABLE (code integer, body jsonb, first boolean) LANGUAGE plpgsql AS $$
+DECLARE
+        r record;
+BEGIN
+        SELECT * INTO r FROM mc_started(p_id, p_node, p_token, p_container, p_inputs_ready_usec, p_inputs_bytes);
+        RETURN QUERY SELECT r.code, r.body, r.code = 200 AND EXISTS (
+                SELECT 1 FROM attempts a WHERE a.task_id = p_id AND a.attempt = (r.body->>'attempt')::integer
+                                           AND a.started_at = now());
+END
+$$;
+
 CREATE OR REPLACE FUNCTION mc_finish(p_id text, p_node text, p_token bigint, p_status text, p_exit_code integer,
                           p_reason text, p_stdout text, p_stderr text, p_truncated boolean,
                           p_output text, p_output_truncated boolean)
