@@ -40,6 +40,10 @@ static void write_metrics(Agent *a, FILE *f) {
                    "mc_agent_input_bytes_total{source=\"agents\"} %" PRIu64 "\n"
                    "mc_agent_input_bytes_total{source=\"cache\"} %" PRIu64 "\n",
                 a->input_bytes_seeders, a->input_bytes_agents, a->input_bytes_cache);
+        metrics_write_histogram(f, "mc_agent_kill_duration_seconds",
+                                "From the agent's SIGKILL of a task's process (its fence, or its lease revoked) to the "
+                                "process's end (recorded by the exec supervisor; for Docker, when the agent sees it).",
+                                &a->kill_latency, metrics_latency_bounds);
         metrics_write_histogram(f, "mc_agent_control_request_duration_seconds",
                                 "Round trips to the control (every call but the long-poll claims).",
                                 control_client_latency(a->control), metrics_latency_bounds);

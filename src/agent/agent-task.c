@@ -11,6 +11,7 @@
 #include "log.h"
 #include "fence-protocol.h"
 #include "outbox.h"
+#include "prometheus.h"
 #include "utf8.h"
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -154,6 +155,7 @@ void task_abandon(Task *t, StopReason why, const char *reason) {
         case TASK_RUNNING:
                 log_task(LOG_WARNING, t, why == STOP_FENCE ? MC_EVENT_LEASE_EXPIRED : MC_EVENT_LEASE_REVOKED,
                          "killing its process: %s.", reason);
+                t->kill_sent_usec = now_usec();
                 (void) driver_job_stop(t->job, 0);
                 break;
         case TASK_EXITED:
@@ -405,6 +407,10 @@ static void on_job_exited(DriverJob *job, const DriverExit *e, void *userdata) {
         ended = e->ended_usec > 0 ? MIN(e->ended_usec, now_usec()) : now_usec();
         if (was_running)
                 agent_bus_running_changed(a);
+        /* How long a kill takes to end a process: the fence margin assumes it is well within it. */
+        if (t->kill_sent_usec > 0 && ended >= t->kill_sent_usec)
+                histogram_observe(&a->kill_latency, metrics_latency_bounds,
+                                  (double) (ended - t->kill_sent_usec) / USEC_PER_SEC);
 
         if (!t->drop_result && task_killed_by_fence(t, e)) {
                 /* We were away (stopped, short of CPU) past our own fence; the init or the keeper

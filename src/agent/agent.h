@@ -19,6 +19,7 @@
 #include "list.h"
 #include "macro.h"
 #include "offload.h"
+#include "prometheus.h"
 #include "task-status.h"
 
 typedef struct AgentConfig {
@@ -124,6 +125,7 @@ typedef struct Task {
         uint64_t fence_replaced_usec;   /* the promise the writes in progress replace (fence_writes_done()) */
         bool fence_gap;                 /* a promise ran out before the next write: the init or the keeper
                                          * may have fenced */
+        uint64_t kill_sent_usec;        /* CLOCK_MONOTONIC: when we sent its process SIGKILL, 0 if we did not */
         /* Live output (agent-output.c): what of the job's output went to the control so far. */
         sd_event_source *live_timer;
         ControlCall *live_call;
@@ -200,6 +202,7 @@ struct Agent {
         struct HttpServer *metrics_server;      /* NULL without METRICS_PORT */
         uint64_t claims_leased, claims_empty, claims_failed;
         uint64_t fences;                        /* tasks killed because their lease could not be renewed */
+        Histogram kill_latency;                 /* from our SIGKILL of a task's process to its end */
         uint64_t heartbeats_answered, heartbeats_failed;
         uint64_t input_bytes_seeders, input_bytes_agents, input_bytes_cache;
 };

@@ -195,6 +195,36 @@ def test_cancel():
     wait_until(lambda: a.outbox() == [], 60, msg="outbox empty")
 
 
+def test_revoked_lease_kill_measured():
+    """A lease revoked while its task runs (superseded: here its token raised in the database, as when
+    the task went to another node) has the process killed at once, no result sent; the time from that
+    SIGKILL to the process's end is in mc_agent_kill_duration_seconds, which an operator compares with
+    the fence margin."""
+    port = mctest.free_port()
+    pg, (c,), (a,) = setup(env={"MC_METRICS_PORT": str(port)})
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def kills():
+        text = http("GET", url).text
+        count = re.search(r"^mc_agent_kill_duration_seconds_count (\d+)$", text, re.M)
+        total = re.search(r"^mc_agent_kill_duration_seconds_sum (\S+)$", text, re.M)
+        return int(count.group(1)), float(total.group(1)), text
+
+    marker = f"revoked-kill-{at.RUN}"
+    tid = at.push(c, task_body(at.held_cmd(marker), timeout_sec=600))
+    at.wait_status(c, tid, "running")
+    check(kills()[:2] == (0, 0.0), f"a kill counted before any: {kills()[:2]}")
+    pg.psql(f"UPDATE tasks SET lease_token = lease_token + 1 WHERE id = '{tid}'")
+    n, total, text = wait_until(lambda: (lambda k: k if k[0] >= 1 else None)(kills()), 60, msg="the kill measured")
+    check(n == 1 and total >= 0, f"one kill: count {n}, sum {total}")
+    print(f"  kill took {total * 1000:.1f} ms")
+    mctest.check_prometheus_text(text)
+    wait_until(lambda: not at.trapping_pids(marker, signal.SIGUSR1) and a.outbox() == [], 60,
+               msg="the process gone, no result")
+    check(c.task(tid)["result"] is None, c.task(tid))
+    check(c.cancel(tid).status == 200, "cancel")    # its lease is nobody's: out of the way
+
+
 def test_cancel_queued_and_claimed():
     """Cancelling a task before the agent started it: it never runs."""
     pg, (c,), (a,) = setup()
