@@ -583,9 +583,9 @@ $$;
 
 -- mc_started, and whether this call is the one that recorded the start (first): an agent whose answer
 -- was lost sends its started again and gets 200 again, and what a replica counts of a start (the
--- inputs' bytes in /metrics) must count it once. The attempt's started_at is the now() of the
--- transaction that recorded it; a call that found it set (after the first committed: the lease's row
--- lock orders them) has a later now().
+-- inputs' bytes in /metrics) must count it once. The attempt's started_at is the now() (the
+-- transaction's start) of the call that recorded it; a call that found it set is another transaction,
+-- with another now() (the lease's row lock makes it wait for the first one's commit).
 CREATE OR REPLACE FUNCTION mc_started_first(p_id text, p_node text, p_token bigint, p_container text,
                                             p_inputs_ready_usec bigint, p_inputs_bytes bigint)
 RETURNS TABLE (code integer, body jsonb, first boolean) LANGUAGE plpgsql AS $$
