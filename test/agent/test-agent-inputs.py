@@ -117,16 +117,9 @@ def run_one(driver, cmd):
     check(t2["status"] == "succeeded" and sha256(path) in t2["result"]["stdout_tail"], f"second task: {t2}")
     check_fetched(a, tid2, s.id, 64 * MIB, MC_SOURCE="cache", MC_BYTES=0)
     # /metrics by source: the first task's bytes from the seeder, the second's from the cache.
-    m = input_bytes_metrics(c)
+    m = controltest.input_bytes_metrics(c)
     check(m["seeders"] >= 64 * MIB and m["agents"] == 0 and m["cache"] == 64 * MIB, f"mc_input_bytes_total: {m}")
     return c, a, s
-
-
-def input_bytes_metrics(control):
-    text = mctest.http("GET", control.url + "/metrics").text
-    found = dict(re.findall(r'^mc_input_bytes_total\{source="(\w+)"\} (\d+)$', text, re.M))
-    check(sorted(found) == ["agents", "cache", "seeders"], f"mc_input_bytes_total series: {found}")
-    return {k: int(v) for k, v in found.items()}
 
 
 def test_docker_end_to_end():
@@ -197,7 +190,7 @@ def test_second_agent_fetches_from_the_first():
     check(t["status"] == "succeeded" and sha256(path) in t["result"]["stdout_tail"], f"task on B: {t}\n{b.daemon.log_tail()}")
     e = check_fetched(b, tid, s.id, 16 * MIB, MC_BYTES_AGENTS=lambda v: int(v) >= 16 * MIB, MC_BYTES_SEEDERS=0)
     check(f":{peer_port(a)}=" in e["MC_PEER_BYTES"], f"B's peers {e['MC_PEER_BYTES']}, A's port {peer_port(a)}")
-    m = input_bytes_metrics(c)
+    m = controltest.input_bytes_metrics(c)
     check(m["seeders"] >= 16 * MIB and m["agents"] >= 16 * MIB and m["cache"] == 0, f"mc_input_bytes_total: {m}")
 
 
@@ -360,7 +353,7 @@ def test_one_download_for_tasks_that_share_a_content():
     sent = wait_until(lambda: s.stats().get("bytes_sent"), 30, msg="the seeder's stats")
     check(sent == 16 * MIB, f"the seeder sent {sent} bytes for three tasks wanting one 16 MiB content")
     # /metrics counts the shared download once (tasks claimed after it ended found it in the cache).
-    m = input_bytes_metrics(c)
+    m = controltest.input_bytes_metrics(c)
     check(m["seeders"] == sent and m["agents"] == 0 and m["cache"] % (16 * MIB) == 0, f"mc_input_bytes_total: {m}")
 
 

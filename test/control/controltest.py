@@ -206,12 +206,18 @@ def start_bootstrap():
 
 
 def metric(control, name):
-    """The value of an unlabelled series of the control's /metrics (an int when it is one), or None."""
-    for line in http("GET", control.url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            v = float(line.split()[1])
-            return int(v) if v.is_integer() else v
-    return None
+    """The value of a series of the control's /metrics (mctest.metric_at()), or None."""
+    return mctest.metric_at(control.url + "/metrics", name)
+
+
+def input_bytes_metrics(control):
+    """The control's mc_input_bytes_total by source, {"agents": n, "cache": n, "seeders": n}: exactly
+    those three series."""
+    import re
+    text = http("GET", control.url + "/metrics").text
+    found = dict(re.findall(r'^mc_input_bytes_total\{source="(\w+)"\} (\d+)$', text, re.M))
+    check(sorted(found) == ["agents", "cache", "seeders"], f"mc_input_bytes_total series: {found}")
+    return {k: int(v) for k, v in found.items()}
 
 
 class Transaction:

@@ -7,7 +7,7 @@ import time
 
 import mctest
 from mctest import Postgres, check, wait_until
-from controltest import Control, start_cluster
+from controltest import Control, input_bytes_metrics, start_cluster
 
 # Generous enough that a test renewing every TTL/3 survives a stalled, shared machine: the renewals
 # here are the test's own, and a lost one would fail it for reasons that are not the control's.
@@ -213,23 +213,19 @@ def test_started_sent_again_counts_its_inputs_once():
     """An agent whose answer to started was lost sends it again and gets 200 again; the start and its
     inputs' bytes (mc_input_bytes_total) count once, on the replica that recorded it and on another
     that is sent the copy. A started of the next attempt counts again."""
-    import re
     pg, (c, d) = start_cluster(replicas=2)
     a = c.agent("node-a")
     a.register()
-
-    def input_bytes(control):
-        text = mctest.http("GET", control.url + "/metrics").text
-        return {k: int(v) for k, v in re.findall(r'^mc_input_bytes_total\{source="(\w+)"\} (\d+)$', text, re.M)}
-
     inputs = {"inputs_bytes": 107, "inputs_bytes_seeders": 100, "inputs_bytes_cache": 7, "inputs_ready_usec": 1}
     tid = c.push({"image": "i", "cmd": ["x"]}).json()["id"]
     _, token = claim_when_there(a)
     for control, sent in ((c, "first"), (c, "again"), (d, "again, to the other replica")):
         r = control.agent("node-a").started(tid, token, **inputs)
         check(r.status == 200 and r.json()["status"] == "running", f"started ({sent}): {r.status} {r.text}")
-    check(input_bytes(c) == {"seeders": 100, "agents": 0, "cache": 7}, f"the recording replica: {input_bytes(c)}")
-    check(input_bytes(d) == {"seeders": 0, "agents": 0, "cache": 0}, f"the replica sent the copy: {input_bytes(d)}")
+    m = input_bytes_metrics(c)
+    check(m == {"seeders": 100, "agents": 0, "cache": 7}, f"the recording replica: {m}")
+    m = input_bytes_metrics(d)
+    check(m == {"seeders": 0, "agents": 0, "cache": 0}, f"the replica sent the copy: {m}")
     (att,) = c.task(tid)["attempts"]
     check(att["inputs_bytes"] == 107 and att["status"] == "running", att)
 
@@ -237,7 +233,8 @@ def test_started_sent_again_counts_its_inputs_once():
     check(a.release(tid, token, code="disk_full").status == 200, "release")
     _, token2 = claim_when_there(a)
     check(a.started(tid, token2, **inputs).status == 200, "the second attempt's start")
-    check(input_bytes(c) == {"seeders": 200, "agents": 0, "cache": 14}, f"after two starts: {input_bytes(c)}")
+    m = input_bytes_metrics(c)
+    check(m == {"seeders": 200, "agents": 0, "cache": 14}, f"after two starts: {m}")
 
 
 def test_max_attempts_then_failed_lost():

@@ -210,6 +210,16 @@ class Background:
         return self._result
 
 
+def metric_at(url, name):
+    """The value of one series of the /metrics answer at url (name with its labels, as written: an
+    unlabelled one, or `x{a="b"}`), an int when it is one, or None when it is not there."""
+    for line in http("GET", url).text.splitlines():
+        if line.startswith(name + " "):
+            v = float(line.split()[1])
+            return int(v) if v.is_integer() else v
+    return None
+
+
 def check_prometheus_text(text):
     """`promtool check metrics` finds nothing to say about a /metrics answer (format errors and the
     Prometheus naming rules: units, _total counters, HELP on every family)."""
