@@ -109,6 +109,9 @@ static inline bool bitfield_get(const uint8_t *b, uint32_t i) {
 static inline void bitfield_set(uint8_t *b, uint32_t i) {
         b[i / 8] |= (uint8_t) (0x80 >> (i % 8));
 }
+static inline void bitfield_clear(uint8_t *b, uint32_t i) {
+        b[i / 8] &= (uint8_t) ~(0x80 >> (i % 8));
+}
 static inline size_t bitfield_size(uint32_t n_pieces) {
         return ((size_t) n_pieces + 7) / 8;
 }

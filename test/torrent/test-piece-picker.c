@@ -2,7 +2,7 @@
 
 /* PiecePicker: rarest first, one piece per peer, the active limit, abandoned blocks going back,
  * declined pieces leaving their peer, endgame duplicates with the peers to cancel, bad pieces
- * fetched again, senders named. */
+ * fetched again, senders named; the byte-wise scans at the ends of the bitfield. */
 
 #include "content-store.h"
 #include "piece-picker.h"
@@ -273,6 +273,74 @@ static void test_declined(void) {
         ASSERT_UINT_EQ(piece_picker_pick(p, C, b_has, blk, 16), 0);
 }
 
+/* n pieces, n not a multiple of 8: the last byte of a bitfield has padding bits, which the scans (a
+ * byte, or eight, at a time) must never take for pieces. From a seed, one block at a time, every
+ * piece comes once, none past the last, then nothing. Each picker starts its scan at a random piece:
+ * over many, the first pick (all pieces tie) is not always the same; a rarer piece, rare, is always
+ * first. */
+static void check_scans(uint32_t n, uint32_t rare) {
+        TorrentGeometry g;
+        _cleanup_(piece_picker_freep) PiecePicker *all = NULL;
+        _cleanup_free_ uint8_t *have_all = NULL, *offered = NULL, *picked = NULL, *others = NULL;
+        size_t size = bitfield_size(n);
+        PickedBlock blk[1];
+        uint32_t first = UINT32_MAX;
+        bool ties_vary = false;
+
+        assert(n % 8 != 0 && rare < n);
+        ASSERT_INT_EQ(torrent_geometry_init(&g, (uint64_t) n * 16 * KIB, 16 * KIB), 0);
+        ASSERT_TRUE(have_all = calloc(1, size));
+        ASSERT_TRUE(offered = malloc(size));
+        ASSERT_TRUE(picked = calloc(1, size));
+        ASSERT_TRUE(others = calloc(1, size));
+
+        /* Everything had: a seed (NULL, every bit set) offers nothing, padding included. */
+        for (uint32_t i = 0; i < n; i++)
+                bitfield_set(have_all, i);
+        ASSERT_INT_EQ(piece_picker_new(&g, have_all, 32, &all), 0);
+        ASSERT_TRUE(!piece_picker_interesting(all, NULL));
+        memset(offered, 0xff, size);                    /* a peer's padding bits set: still nothing */
+        ASSERT_TRUE(!piece_picker_interesting(all, offered));
+
+        /* Every piece but rare held by one more peer. */
+        for (uint32_t i = 0; i < n; i++)
+                if (i != rare)
+                        bitfield_set(others, i);
+        for (unsigned run = 0; run < 64; run++) {
+                _cleanup_(piece_picker_freep) PiecePicker *p = NULL;
+
+                ASSERT_INT_EQ(piece_picker_new(&g, NULL, n + 1, &p), 0);
+                piece_picker_peer_add(p, NULL);
+                if (run % 2)
+                        piece_picker_peer_add(p, others);
+                memset(picked, 0, size);
+                for (uint32_t k = 0; k < n; k++) {
+                        ASSERT_UINT_EQ(piece_picker_pick(p, A, NULL, blk, 1), 1);
+                        ASSERT_TRUE(blk[0].piece < n);
+                        ASSERT_TRUE(!bitfield_get(picked, blk[0].piece));
+                        bitfield_set(picked, blk[0].piece);
+                        if (k == 0 && run % 2)
+                                ASSERT_UINT_EQ(blk[0].piece, rare);
+                        if (k == 0 && !(run % 2)) {
+                                if (first == UINT32_MAX)
+                                        first = blk[0].piece;
+                                else if (blk[0].piece != first)
+                                        ties_vary = true;
+                        }
+                }
+                ASSERT_UINT_EQ(piece_picker_pick(p, A, NULL, blk, 1), 0);
+                ASSERT_UINT_EQ(piece_picker_active(p), n);
+        }
+        ASSERT_TRUE(ties_vary);
+}
+
+static void test_scans_at_the_bitfield_ends(void) {
+        check_scans(21, 18);            /* three bytes: a byte at a time */
+        check_scans(1003, 517);         /* 126 bytes: eight at a time, where nothing is to be had */
+        check_scans(1003, 1001);        /* the rare piece in the last byte */
+        check_scans(1003, 3);
+}
+
 int main(void) {
         RUN_TEST(test_rarest_first);
         RUN_TEST(test_seeds_and_interest);
@@ -281,5 +349,6 @@ int main(void) {
         RUN_TEST(test_abandon);
         RUN_TEST(test_declined);
         RUN_TEST(test_empty_and_single);
+        RUN_TEST(test_scans_at_the_bitfield_ends);
         return TESTS_DONE();
 }
