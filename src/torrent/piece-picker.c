@@ -25,8 +25,9 @@ struct PiecePicker {
         TorrentGeometry g;
         uint8_t *have;
         /* have, or active: the pieces a new pick passes over. The scans below go a byte (eight
-         * pieces) at a time over it: with hundreds of peers' haves each asking for a pick, a scan
-         * of every piece was most of the fetcher's own CPU at 16 hosts. */
+         * pieces) at a time over it: a fetcher asks for a pick at most of its peers' haves, and a
+         * scan of every piece took 8 % of the machine's CPU with 16 fetchers on it
+         * (bench/p2p/README.md). */
         uint8_t *busy;
         uint32_t n_have;
         uint32_t *avail;
