@@ -136,9 +136,9 @@ def test_stalled_control_keeps_leases():
     url = f"http://127.0.0.1:{port}/metrics"
 
     def counters():
-        value = lambda name: mctest.metric_at(url, name)
-        return {"answered": value('mc_agent_heartbeats_total{outcome="answered"}'),
-                "failed": value('mc_agent_heartbeats_total{outcome="failed"}'), "fences": value("mc_agent_fences_total")}
+        m = mctest.metrics_at(url)
+        return {"answered": m.get('mc_agent_heartbeats_total{outcome="answered"}'),
+                "failed": m.get('mc_agent_heartbeats_total{outcome="failed"}'), "fences": m.get("mc_agent_fences_total")}
 
     before = wait_until(lambda: (lambda n: n if n["answered"] >= 1 else None)(counters()), 60,
                         msg="a heartbeat answered")
@@ -203,8 +203,8 @@ def test_revoked_lease_kill_measured():
     url = f"http://127.0.0.1:{port}/metrics"
 
     def kills():
-        return (mctest.metric_at(url, "mc_agent_kill_duration_seconds_count"),
-                mctest.metric_at(url, "mc_agent_kill_duration_seconds_sum"))
+        m = mctest.metrics_at(url)
+        return m.get("mc_agent_kill_duration_seconds_count"), m.get("mc_agent_kill_duration_seconds_sum")
 
     marker = f"revoked-kill-{at.RUN}"
     tid = at.push(c, task_body(at.held_cmd(marker), timeout_sec=600))

@@ -213,11 +213,11 @@ def metric(control, name):
 def input_bytes_metrics(control):
     """The control's mc_input_bytes_total by source, {"agents": n, "cache": n, "seeders": n}: exactly
     those three series."""
-    import re
-    text = http("GET", control.url + "/metrics").text
-    found = dict(re.findall(r'^mc_input_bytes_total\{source="(\w+)"\} (\d+)$', text, re.M))
+    prefix, suffix = 'mc_input_bytes_total{source="', '"}'
+    found = {k[len(prefix):-len(suffix)]: v for k, v in mctest.metrics_at(control.url + "/metrics").items()
+             if k.startswith(prefix) and k.endswith(suffix)}
     check(sorted(found) == ["agents", "cache", "seeders"], f"mc_input_bytes_total series: {found}")
-    return {k: int(v) for k, v in found.items()}
+    return found
 
 
 class Transaction:

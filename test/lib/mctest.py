@@ -210,14 +210,23 @@ class Background:
         return self._result
 
 
-def metric_at(url, name):
-    """The value of one series of the /metrics answer at url (name with its labels, as written: an
-    unlabelled one, or `x{a="b"}`), an int when it is one, or None when it is not there."""
+def metrics_at(url):
+    """Every series of one /metrics answer at url: {name with its labels as written (an unlabelled one,
+    or `x{a="b"}`): value}, each value an int when it is one."""
+    series = {}
     for line in http("GET", url).text.splitlines():
-        if line.startswith(name + " "):
-            v = float(line.split()[1])
-            return int(v) if v.is_integer() else v
-    return None
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        v = float(value)
+        series[name] = int(v) if v.is_integer() else v
+    return series
+
+
+def metric_at(url, name):
+    """The value of one series of the /metrics answer at url (metrics_at()), or None when it is not
+    there."""
+    return metrics_at(url).get(name)
 
 
 def check_prometheus_text(text):
