@@ -19,13 +19,13 @@ import exp  # noqa: E402
 
 ex = exp.Experiment("failure-ratio", __doc__)
 Q = ex.quick
-AGENTS = ex.param("agents", 8 if Q else 100)
-TASKS = ex.param("tasks", 40 if Q else 1000)
-RATIOS = ex.param("ratios", [0.5] if Q else [0.2, 0.9])
-TTL_MS = ex.param("ttl_ms", 3000 if Q else 5000)
-TTLS = ex.param("ttls", [2000] if Q else [3000, 4000, 5000, 8000])
-TTL_SWEEP_RATIO = ex.param("ttl_sweep_ratio", 0.5 if Q else 0.2)
-REPEATS = ex.param("repeats", 1 if Q else 2)
+AGENTS = ex.param("agents", 8 if Q else 100, exp.AT_LEAST_1)
+TASKS = ex.param("tasks", 40 if Q else 1000, exp.AT_LEAST_1)
+RATIOS = ex.param("ratios", [0.5] if Q else [0.2, 0.9], exp.kill_shares(AGENTS))
+TTL_MS = ex.param("ttl_ms", 3000 if Q else 5000, exp.LEASE_TTL)
+TTLS = ex.param("ttls", [2000] if Q else [3000, 4000, 5000, 8000], exp.ALL_LEASE_TTLS)
+TTL_SWEEP_RATIO = ex.param("ttl_sweep_ratio", 0.5 if Q else 0.2, exp.kill_shares(AGENTS))
+REPEATS = ex.param("repeats", 1 if Q else 2, exp.AT_LEAST_1)
 ex.check_params()
 SECONDS = (1.5, 3.0) if Q else (3.0, 6.0)
 MAX_TASKS = 4

@@ -24,12 +24,12 @@ MIB = 1 << 20
 # about 25 minutes. --param 'configs=[[8,2048,400,"A"],[8,256,400,"B"]]' measures a run at another size;
 # the table then scales the central server's measured ratio to the swarm's size (its time is N*F/U at
 # any size: 1.04-1.05 x in every run of bench/p2p).
+CONFIG_OK = (lambda v: all(len(c) == 4 and all(type(x) is int and x > 0 for x in c[:3]) and c[3] in ("A", "B", "AB")
+                           for c in v),
+             'entries [fetchers, size MiB, uplink Mbit/s, "A"|"B"|"AB"], the numbers integers above 0')
 CONFIGS = [tuple(c) for c in ex.param("configs", [[2, 16, 100, "AB"], [3, 16, 100, "AB"]] if Q else
-                                      [[8, 2048, 400, "AB"], [16, 2048, 400, "AB"]])]
+                                      [[8, 2048, 400, "AB"], [16, 2048, 400, "AB"]], CONFIG_OK)]
 ex.check_params()
-for c in CONFIGS:
-    if (len(c) != 4 or not all(isinstance(x, int) and x > 0 for x in c[:3]) or c[3] not in ("A", "B", "AB")):
-        raise SystemExit(f"p2p-vs-central: bad configs entry {list(c)}: [fetchers, size MiB, uplink Mbit/s, \"A\"|\"B\"|\"AB\"]")
 DATA_DIR = "/dev/shm" if Q else "/var/tmp"
 ex.settings.update(configs=[{"fetchers": n, "size_mib": s, "uplink_mbit": u, "runs": r} for n, s, u, r in CONFIGS],
                    data_dir=DATA_DIR, tool="bench/p2p/swarm-bench (mc-swarm-tool seed/fetch; nginx + curl)",

@@ -23,19 +23,19 @@ import exp  # noqa: E402
 
 ex = exp.Experiment("scalability", __doc__)
 Q = ex.quick
-SIZES = ex.param("sizes", [4, 8] if Q else [50, 100, 200, 500, 1000])
-TASKS_PER_AGENT = ex.param("tasks_per_agent", 3 if Q else 10)
+SIZES = ex.param("sizes", [4, 8] if Q else [50, 100, 200, 500, 1000], exp.ALL_AT_LEAST_1)
+TASKS_PER_AGENT = ex.param("tasks_per_agent", 3 if Q else 10, exp.AT_LEAST_1)
 KILL = 0.25 if Q else 0.1
-TTL_MS = ex.param("lease_ttl_ms", 3000 if Q else 5000)
-SECONDS = tuple(ex.param("task_seconds", [1.0, 2.0] if Q else [2.0, 4.0]))
-MAX_TASKS = ex.param("max_tasks", 2)
-TIMEOUT = ex.param("timeout_s", 90 if Q else 600)
+TTL_MS = ex.param("lease_ttl_ms", 3000 if Q else 5000, exp.LEASE_TTL)
+SECONDS = tuple(ex.param("task_seconds", [1.0, 2.0] if Q else [2.0, 4.0], exp.DURATION_RANGE))
+MAX_TASKS = ex.param("max_tasks", 2, exp.AT_LEAST_1)
+TIMEOUT = ex.param("timeout_s", 90 if Q else 600, exp.AT_LEAST_1)
 # Queue every task before the agents start (the push then does not compete with their claims; the
 # sweep from 500 agents up, where pushing under the claims of all of them took minutes).
-PUSH_FIRST_FROM = ex.param("push_first_from", 500)
+PUSH_FIRST_FROM = ex.param("push_first_from", 500, exp.AT_LEAST_0)
 # The agents (and what they start) run at this niceness: a thousand simulated nodes on one machine
 # must not starve the control and PostgreSQL, which a real cluster runs on machines of their own.
-AGENT_NICE = ex.param("agent_nice", 0 if Q else 19)
+AGENT_NICE = ex.param("agent_nice", 0 if Q else 19, (lambda v: -20 <= v <= 19, "a niceness from -20 to 19"))
 # ... and the control and PostgreSQL go into a cpu cgroup of the largest weight (exp.servers_first()).
 SERVERS_FIRST = ex.param("servers_first", True)
 ex.check_params()

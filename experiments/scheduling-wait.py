@@ -20,8 +20,8 @@ from controltest import start_cluster  # noqa: E402
 
 ex = exp.Experiment("scheduling-wait", __doc__)
 Q = ex.quick
-LOADS = ex.param("loads", [0, 4] if Q else [0, 100, 500, 1000])
-SAMPLES = ex.param("samples", 4 if Q else 20)
+LOADS = ex.param("loads", [0, 4] if Q else [0, 100, 500, 1000], exp.ALL_AT_LEAST_0)
+SAMPLES = ex.param("samples", 4 if Q else 20, exp.AT_LEAST_1)
 ex.check_params()
 ex.settings.update(other_agents=LOADS, samples=SAMPLES, lease_ttl_ms=15000, docker_image=at.IMAGE,
                    claim_wait_ms="agent default (20000)")

@@ -132,6 +132,45 @@ def build_info(build_dir):
 # ---------------------------------------------------------------------------------------------------
 # An experiment: its command line and its results folder
 
+def parse_params(given, error):
+    """The --param KEY=JSON arguments as a dict; error(message) (which does not return) on a bad one."""
+    params = {}
+    for kv in given:
+        k, eq, v = kv.partition("=")
+        if not eq or not k:
+            error(f"--param wants KEY=JSON, not {kv!r}")
+        try:
+            params[k] = json.loads(v)
+        except ValueError as e:
+            error(f"--param {k}: {v!r} is not JSON: {e}")
+    return params
+
+
+def same_kind(v, like):
+    """v has like's JSON type; an integer stands for a float, but a boolean is no number."""
+    if isinstance(like, float) and type(v) is int:
+        return True
+    return type(v) is type(like)
+
+
+# Checks of a parameter's value (Experiment.param's valid): (predicate, what it wants).
+AT_LEAST_0 = (lambda v: v >= 0, "a number of at least 0")
+AT_LEAST_1 = (lambda v: v >= 1, "a number of at least 1")
+ALL_AT_LEAST_0 = (lambda v: all(x >= 0 for x in v), "numbers of at least 0")
+ALL_AT_LEAST_1 = (lambda v: all(x >= 1 for x in v), "numbers of at least 1")
+# mc-control's LEASE_TTL_MS range
+LEASE_TTL = (lambda v: 300 <= v <= 3600000, "a lease TTL from 300 to 3600000 ms")
+ALL_LEASE_TTLS = (lambda v: all(300 <= x <= 3600000 for x in v), "lease TTLs from 300 to 3600000 ms")
+DURATION_RANGE = (lambda v: len(v) == 2 and 0 < v[0] <= v[1], "[shortest, longest] seconds, 0 < shortest <= longest")
+
+
+def kill_shares(n_agents):
+    """Shares of n_agents agents to kill (node_death_run kills round(share * n)) that leave one alive
+    to run the tasks."""
+    return (lambda v: all(0 <= s and round(s * n_agents) < n_agents for s in (v if isinstance(v, list) else [v])),
+            f"shares of the {n_agents} agents from 0 that leave at least one of them alive")
+
+
 class Experiment:
     """Parses the command line, makes the results folder, and writes what the run produced there.
 
@@ -150,21 +189,19 @@ class Experiment:
         p.add_argument("--param", action="append", default=[], metavar="KEY=JSON",
                        help="override one of the experiment's parameters (its settings.json lists them), "
                             "e.g. --param 'sizes=[500,1000]'")
+        # experiments/run's check of every --param before anything runs: read the parameters, print
+        # the keys this experiment has as JSON and exit 0 (check_params), or exit 2 naming a bad value.
+        p.add_argument("--check-params", action="store_true", help=argparse.SUPPRESS)
         self.args = p.parse_args()
-        self.params = {}
-        for kv in self.args.param:
-            k, eq, v = kv.partition("=")
-            if not eq or not k:
-                p.error(f"--param wants KEY=JSON, not {kv!r}")
-            try:
-                self.params[k] = json.loads(v)
-            except ValueError as e:
-                p.error(f"--param {k}: {v!r} is not JSON: {e}")
-        self._params_used = set()
-        if not self.args.build_dir:
-            p.error("no build: give --build-dir or set MC_BUILD_DIR (experiments/run does)")
         self.name = name
         self.quick = self.args.quick
+        self.params = parse_params(self.args.param, p.error)
+        self._params_used = set()
+        self.checking_params = self.args.check_params
+        if self.checking_params:
+            return
+        if not self.args.build_dir:
+            p.error("no build: give --build-dir or set MC_BUILD_DIR (experiments/run does)")
         self.build_dir = os.path.abspath(self.args.build_dir)
         os.environ["MC_BUILD_DIR"] = self.build_dir
         self.seed = self.args.seed if self.args.seed is not None else int(time.time()) % 1000000
@@ -184,23 +221,42 @@ class Experiment:
         print(f"# experiment {name}{' (quick)' if self.quick else ''}, seed {self.seed}, results in {self.dir}",
               flush=True)
 
-    def param(self, key, default):
-        """A parameter of the experiment: default, or what --param KEY=JSON gave (of the same type)."""
+    def param(self, key, default, valid=None):
+        """A parameter of the experiment: default, or what --param KEY=JSON gave. A value given must be
+        of the default's type (a float may be given as an integer), a list must not be empty and its
+        items must be of the type of the default's, and valid, (predicate, what it wants), must hold:
+        a bad value ends the experiment with exit status 2 naming it, before anything has run."""
         self._params_used.add(key)
         if key not in self.params:
             return default
         v = self.params[key]
-        if type(v) is not type(default) and not (isinstance(default, float) and isinstance(v, int)):
-            sys.exit(f"experiments/run {self.name}: --param {key} wants a {type(default).__name__} like "
-                     f"{json.dumps(default)}, not {json.dumps(v)}")
+        if not same_kind(v, default):
+            self._bad_param(key, v, f"a {type(default).__name__} like {json.dumps(default)}")
+        if isinstance(default, list):
+            if not v:
+                self._bad_param(key, v, f"a list that is not empty, like {json.dumps(default)}")
+            if default and not all(same_kind(x, default[0]) for x in v):
+                self._bad_param(key, v, f"a list of {type(default[0]).__name__}s like {json.dumps(default)}")
+        if valid and not valid[0](v):
+            self._bad_param(key, v, valid[1])
         return v
 
+    def _bad_param(self, key, v, wants):
+        print(f"experiments/run {self.name}: --param {key} wants {wants}, not {json.dumps(v)}", file=sys.stderr)
+        sys.exit(2)
+
     def check_params(self):
-        """Every --param given names a parameter of this experiment (call once all were read)."""
+        """Every --param given names a parameter of this experiment (call once all were read). With
+        --check-params: prints the keys it has as JSON and exits 0 instead."""
+        if self.checking_params:
+            print(json.dumps(sorted(self._params_used)))
+            sys.exit(0)
         unknown = sorted(set(self.params) - self._params_used)
         if unknown:
-            sys.exit(f"experiments/run {self.name}: unknown --param {', '.join(unknown)}; "
-                     f"known: {', '.join(sorted(self._params_used))}")
+            known = ", ".join(sorted(self._params_used)) or "none (it has no parameters)"
+            print(f"experiments/run {self.name}: unknown --param {', '.join(unknown)}; known: {known}",
+                  file=sys.stderr)
+            sys.exit(2)
         self.settings["params_given"] = self.params
 
     def log(self, msg):
