@@ -13,7 +13,7 @@ import time
 import urllib.parse
 
 import mctest
-from mctest import Daemon, Dockerd, check, docker_api, http, wait_until
+from mctest import Daemon, Dockerd, check, docker_api, wait_until
 
 sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "control"))
 import controltest  # noqa: E402

@@ -114,7 +114,7 @@ def test_drain_needs_privilege():
     node = at.node_name("node-bus")
     mctest.defer(at.cleanup_node_containers, node)
     pg, (c,) = at.cluster([node])
-    a = at.Agent([c], node, bus=bus).start()
+    at.Agent([c], node, bus=bus).start()
     bus.wait_name(NAME)
     p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "busctl",
                         f"--address={bus.address}", "call", NAME, PATH, NAME, "Drain"],

@@ -103,7 +103,7 @@ def test_node_death_reruns_elsewhere():
     tid = at.push(c, body("echo run; " + at.held_cmd(marker, "echo ok")))
     t = at.wait_status(c, tid, "running")
     check(t["lease"]["node_id"] == nx, t)
-    y = at.Agent([c], ny).start()
+    at.Agent([c], ny).start()
     # The node dies: its agent, and its containers with it.
     x.kill()
     for ct in at.containers_of(tid):
@@ -200,7 +200,7 @@ def test_agent_gone_keeper_fences():
     tid = at.push(c, body(at.held_cmd(marker, "echo ok")))
     at.wait_status(c, tid, "running")
     x.kill()                    # the node lives on; its agent does not
-    y = at.Agent([c], ny).start()
+    at.Agent([c], ny).start()
     wait_until(lambda: any(e[1] == "die" for e in at.task_events(tid, since)), 60, msg="the keeper to stop the container")
     die_ns = [e[0] for e in at.task_events(tid, since) if e[1] == "die"][0]
     wait_until(lambda: (lambda t: t["status"] == "running" and t["attempt"] == 2)(c.task(tid)), 90,

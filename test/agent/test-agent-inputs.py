@@ -30,7 +30,6 @@ import mctest
 from mctest import check, wait_until
 
 sys.path.insert(0, os.path.join(mctest.source_dir(), "test", "torrent"))
-import swarmtest  # noqa: E402
 from swarmtest import KIB, MIB, Seeder, make_file  # noqa: E402
 
 import controltest  # noqa: E402
@@ -343,7 +342,7 @@ def test_one_download_for_tasks_that_share_a_content():
     path = make_file(16 * MIB, 8)
     s = Seeder(path)
     register(c, s)
-    a = at.Agent([c], node, driver="exec", env={"MC_SEEDERS": s.addr}).start()
+    at.Agent([c], node, driver="exec", env={"MC_SEEDERS": s.addr}).start()
     cmd = ["sh", "-c", 'sha256sum "$MC_INPUTS/in"']
     tids = [at.push(c, task_body(node, s.id, "/in", cmd)) for _ in range(3)]
     for tid in tids:

@@ -355,7 +355,7 @@ def test_failover_between_controls():
     node = at.node_name("node-a")
     mctest.defer(at.cleanup_node_containers, node)
     c1.kill()
-    a = at.Agent([c1, c2], node, driver=DRIVER).start()
+    at.Agent([c1, c2], node, driver=DRIVER).start()
     tid = at.push(c2, task_body("echo via-second"))
     t = at.wait_final(c2, tid)
     check(t["status"] == "succeeded" and "via-second" in t["result"]["stdout_tail"], t)

@@ -6,9 +6,7 @@ import hashlib
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
-import threading
 
 import mctest
 from mctest import check

@@ -24,8 +24,7 @@ import signal
 import mctest
 from mctest import check
 
-import p2ptest
-from p2ptest import MIB, Tool, fields, make_input, memdir, sha256, shaped_network
+from p2ptest import MIB, Tool, make_input, memdir, sha256, shaped_network
 
 N = 8
 SIZE = 256 * MIB

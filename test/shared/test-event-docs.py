@@ -15,7 +15,7 @@ import shutil
 import subprocess
 
 import mctest
-from mctest import Daemon, Postgres, SystemdNamespace, check, free_port, http, tmpdir, wait_until
+from mctest import Daemon, Postgres, SystemdNamespace, check, free_port, http, tmpdir
 
 SRC = mctest.source_dir()
 ID_RE = re.compile(r"^[0-9a-f]{32}$")

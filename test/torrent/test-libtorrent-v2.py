@@ -15,7 +15,6 @@ through the mc-torrent-tool test helper:
 import hashlib
 import os
 import socket
-import time
 
 import mctest
 from mctest import binary, check, run, tmpdir, wait_until

@@ -258,7 +258,7 @@ def test_block_sender_sinks():
     path = make_file(3 * MIB + 7, 13)
     for kind in ["auto", "splice", "sendfile"]:
         s = Seeder(path, "--sink", kind)
-        check(f"sink: block sender, path" in s.d.log_text(), f"{kind}: {s.d.log_text()}")
+        check("sink: block sender, path" in s.d.log_text(), f"{kind}: {s.d.log_text()}")
         out = tmpdir("out")
         fetch(s.id, s.torrent, [s.addr], out)
         check(same_file(path, os.path.join(out, s.id)), f"{kind}: wrong bytes")
