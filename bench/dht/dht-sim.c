@@ -6,7 +6,8 @@
  * then CHURN percent of the nodes are killed without warning (sockets closed, nothing said), and
  * LOOKUPS get_peers lookups run one after the other from random surviving nodes for random announced
  * info-hashes. Prints success rate, rounds and latency percentiles, messages per lookup and memory
- * per node. Figures, not assertions: see bench/dht/README.md.
+ * per node, how many nodes took each announce, and a line for every lookup that did not find its
+ * peer (which announce, stored on how many nodes). Figures, not assertions: see bench/dht/README.md.
  *
  *     dht-sim [--nodes N] [--churn PERCENT] [--lookups N] [--announces N] [--min-timeout-ms MS] [--seed S]
  */
@@ -69,6 +70,14 @@ static void run_for(uint64_t usec) {
 }
 
 static void on_done(Dht *d, const DhtResult *r, void *userdata) {
+        waiting--;
+}
+
+/* Each announce's outcome: the nodes that accepted it, 0 when it failed. */
+static unsigned *stored;
+
+static void on_announced(Dht *d, const DhtResult *r, void *userdata) {
+        stored[(uintptr_t) userdata] = r->error >= 0 ? r->n_stored : 0;
         waiting--;
 }
 
@@ -219,16 +228,26 @@ int main(int argc, char *argv[]) {
         /* Announce. */
         ih = calloc(n_announces, DHT_ID_SIZE);
         announced = calloc(n_announces, sizeof(DhtAddr));
+        stored = calloc(n_announces, sizeof(unsigned));
         for (unsigned i = 0; i < n_announces; i++) {
                 unsigned n = rnd(n_nodes);
                 char a[64], ip[32];
                 random_bytes(ih[i], DHT_ID_SIZE);
                 snprintf(a, sizeof(a), "%s:%u", node_ip(n, ip), 30000 + i);
                 dht_addr_from_string(a, &announced[i]);
-                dht_announce(nodes[n], ih[i], (uint16_t) (30000 + i), 0, on_done, NULL);
+                dht_announce(nodes[n], ih[i], (uint16_t) (30000 + i), 0, on_announced, (void *) (uintptr_t) i);
                 waiting++;
         }
         run_until(&waiting, 600 * USEC_PER_SEC);
+        {
+                unsigned lo = UINT_MAX, hi = 0, none = 0;
+                for (unsigned i = 0; i < n_announces; i++) {
+                        lo = MIN(lo, stored[i]);
+                        hi = MAX(hi, stored[i]);
+                        none += stored[i] == 0;
+                }
+                printf("announces: %u, stored on %u to %u nodes, %u on none\n", n_announces, lo, hi, none);
+        }
 
         /* Churn: killed without warning. */
         while (n_dead < n_nodes * churn / 100) {
@@ -259,6 +278,9 @@ int main(int argc, char *argv[]) {
                         if (sd_event_run(event, UINT64_MAX) < 0)
                                 return 1;
                 cur.usec = now_usec() - t;
+                if (!cur.ok)
+                        printf("lookup %u failed: announce %u (stored on %u nodes) from node %u, %u rounds, %u queries\n",
+                               k, a, stored[a], n, cur.rounds, cur.queries);
                 lat[k] = cur.usec;
                 rounds[k] = cur.rounds;
                 queries[k] = cur.queries;
