@@ -759,6 +759,10 @@ class FakeClock:
 # ---------------------------------------------------------------------------------------------------
 # Daemons
 
+# What Daemon._sync_notify() sends itself through a daemon's notify socket; never a daemon's message.
+_NOTIFY_SYNC = "MCTEST_NOTIFY_SYNC="
+
+
 def _parse_notify(text):
     return dict(line.split("=", 1) for line in text.split("\n") if "=" in line)
 
@@ -809,9 +813,11 @@ class Daemon:
         self._messages = []
         self._cond = threading.Condition()
         self._notify_sock = None
+        self._notify_path = None
+        self._syncs_sent = self._syncs_read = 0
         self._start_index = 0
         if notify:
-            path = os.path.join(self.dir, "notify")
+            path = self._notify_path = os.path.join(self.dir, "notify")
             self._notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._notify_sock.bind(path)
             self._notify_sock.settimeout(0.2)
@@ -830,13 +836,43 @@ class Daemon:
                 continue
             except OSError:
                 return
+            text = data.decode(errors="replace")
             with self._cond:
-                self._messages.append((time.monotonic(), data.decode(errors="replace")))
+                if text.startswith(_NOTIFY_SYNC):
+                    self._syncs_read = int(text[len(_NOTIFY_SYNC):])
+                else:
+                    self._messages.append((time.monotonic(), text))
                 self._cond.notify_all()
+
+    def _sync_notify(self, timeout=DEFAULT_TIMEOUT):
+        """Returns once the reader thread has taken every message queued on the notify socket before
+        this call. A daemon's last messages (STOPPING=1) are in the socket's queue when it exits, but
+        the reader may not have read them yet; a marker sent now comes out of the same FIFO queue
+        behind them."""
+        if self._notify_sock is None:
+            return
+        with self._cond:
+            self._syncs_sent += 1
+            n = self._syncs_sent
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(f"{_NOTIFY_SYNC}{n}".encode(), self._notify_path)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._syncs_read < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{self.name}: the notify socket's reader did not catch up in {timeout}s")
+                self._cond.wait(min(left, 0.1))
+
+    def _exited(self):
+        return self.proc is not None and self.proc.poll() is not None
 
     def notifications(self, since_start=False):
         """Every sd_notify message received (across restarts, or since the last start), each as a
-        dict such as {"READY": "1", "STATUS": "..."}, oldest first."""
+        dict such as {"READY": "1", "STATUS": "..."}, oldest first; once the daemon has exited,
+        every message it sent."""
+        if self._exited():
+            self._sync_notify()
         with self._cond:
             msgs = self._messages[self._start_index:] if since_start else list(self._messages)
         return [_parse_notify(text) for _, text in msgs]
@@ -844,20 +880,25 @@ class Daemon:
     def wait_notify(self, key, value=None, timeout=DEFAULT_TIMEOUT, count=1):
         """Waits until `count` messages since the last start carry KEY (=value when given); returns the last."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
+        synced_after_exit = False
+        while True:
+            with self._cond:
                 msgs = [_parse_notify(text) for _, text in self._messages[self._start_index:]]
                 hits = [m for m in msgs if key in m and (value is None or m[key] == value)]
                 if len(hits) >= count:
                     return hits[count - 1]
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise AssertionError(f"{self.name} exited with {self.proc.returncode} before sending "
-                                         f"{key}{'=' + value if value else ''}:\n{self.log_tail()}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{self.name}: no {key}{'=' + value if value else ''} within "
-                                         f"{timeout}s:\n{self.log_tail()}")
-                self._cond.wait(min(left, 0.1))
+                if not self._exited():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise AssertionError(f"{self.name}: no {key}{'=' + value if value else ''} within "
+                                             f"{timeout}s:\n{self.log_tail()}")
+                    self._cond.wait(min(left, 0.1))
+                    continue
+            if synced_after_exit:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode} before sending "
+                                     f"{key}{'=' + value if value else ''}:\n{self.log_tail()}")
+            self._sync_notify()     # what it sent before it exited may still be queued
+            synced_after_exit = True
 
     def wait_ready(self, timeout=DEFAULT_TIMEOUT):
         """Returns when READY=1 arrived since the last start; fails at once if the daemon exits."""

@@ -95,6 +95,40 @@ def test_daemon_notify_and_stop():
     check(d.returncode == -signal.SIGKILL, f"returncode after kill: {d.returncode}")
 
 
+# Sends READY=1, a few messages and STOPPING=1, and exits. Fewer than the socket's queue holds
+# (net.unix.max_dgram_qlen: the kernel's default is 10, systemd's 512), so that the sender never
+# waits for the reader.
+BURST = 6
+BURST_DAEMON = r'''#!/usr/bin/python3
+import os, socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+for i in range(%d):
+    s.sendto(b"STATUS=%%d" %% i, os.environ["NOTIFY_SOCKET"])
+s.sendto(b"STOPPING=1", os.environ["NOTIFY_SOCKET"])
+''' % BURST
+
+
+def test_daemon_messages_read_after_exit():
+    """What a daemon sent before it exited is all in notifications() once it has, in order, though the
+    reader thread had not read it when the process was gone."""
+    path = os.path.join(tmpdir("burst"), "burst-daemon")
+    with open(path, "w") as f:
+        f.write(BURST_DAEMON)
+    os.chmod(path, 0o755)
+    d = Daemon(path)
+    # Holding the fixture's lock keeps its reader thread from taking the messages in while the
+    # daemon runs: they wait in the socket's queue, as they may when a daemon exits right after
+    # sending them.
+    with d._cond:
+        d.start()
+        d.proc.wait(60)
+    msgs = d.notifications()
+    check(msgs == [{"READY": "1"}] + [{"STATUS": str(i)} for i in range(BURST)] + [{"STOPPING": "1"}],
+          f"{len(msgs)} messages: {msgs[:3]} ... {msgs[-3:]}")
+    check(d.wait_notify("STOPPING", "1") == {"STOPPING": "1"}, "wait_notify after the exit")
+
+
 def test_daemon_socket_activated():
     sock = mctest.listen_socket()
     port = sock.getsockname()[1]
