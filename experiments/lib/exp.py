@@ -247,7 +247,9 @@ class Experiment:
 
     def check_params(self):
         """Every --param given names a parameter of this experiment (call once all were read). With
-        --check-params: prints the keys it has as JSON and exits 0 instead."""
+        --check-params: prints the keys it has as JSON and exits 0 instead; so every experiment calls
+        it right after reading its parameters, before it starts anything (one that did not would run
+        for real under experiments/run's check)."""
         if self.checking_params:
             print(json.dumps(sorted(self._params_used)))
             sys.exit(0)
