@@ -54,8 +54,12 @@ def test_several_seeders_and_a_hostile_one():
     f = fetch(seeders[0].id, seeders[0].torrent, [hostile.addr] + [s.addr for s in seeders], out)
     check(same_file(path, os.path.join(out, seeders[0].id)), "wrong bytes")
     by = {p["addr"]: p for p in f.peers}
-    check(by[hostile.addr]["banned"] == "1", f"the hostile seeder was not banned: {f.peers}")
-    check(int(f.done["failed"]) >= 1, f"no piece failed verification: {f.done}")
+    # Only the hostile seeder sends wrong bytes, so every piece that failed verification was its. A
+    # peer is banned at its second bad piece (at its first when it alone sent the piece). How many
+    # it gets to send depends on the schedule: on a loaded machine the honest seeders can finish the
+    # content before it sends a bad piece at all (its ban alone is test_only_bad_peers').
+    if int(f.done["failed"]) >= 2:
+        check(by[hostile.addr]["banned"] == "1", f"the hostile seeder was not banned: {f.done} {f.peers}")
     honest = [by[s.addr] for s in seeders]
     check(all(p["banned"] == "0" for p in honest), f"an honest seeder was banned: {f.peers}")
     check(sum(1 for p in honest if int(p["pieces"]) > 0) >= 2, f"pieces came from fewer than 2 seeders: {f.peers}")
