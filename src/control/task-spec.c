@@ -245,6 +245,7 @@ int task_spec_from_json(json_object *o, TaskSpec *ret, CheckError *e) {
                 "inputs", "max_attempts", "runtime", NULL,
         };
         _cleanup_json_ json_object *spec = NULL;
+        _cleanup_free_ char *id = NULL;
         TaskSpec t = { .max_attempts = TASK_MAX_ATTEMPTS_DEFAULT };
         json_object *cmd = NULL, *command = NULL, *v;
         const char *s, *target = NULL;
@@ -265,48 +266,44 @@ int task_spec_from_json(json_object *o, TaskSpec *ret, CheckError *e) {
         if (r == -EINVAL)
                 return r;
         if (r == 0) {
-                t.id = strdup(s);
-                if (!t.id)
+                id = strdup(s);
+                if (!id)
                         return -ENOMEM;
         }
 
         r = check_string(o, "image", true, 255, valid_image, "image reference", &s, e);
         if (r < 0)
-                goto fail;
+                return r;
         json_object_object_add(spec, "image", json_object_new_string(s));
 
         json_object_object_get_ex(o, "cmd", &cmd);
         json_object_object_get_ex(o, "command", &command);
-        if (cmd && command) {
-                r = check_fail(e, "command", "Give \"cmd\" or \"command\", not both.");
-                goto fail;
-        }
-        if (!cmd && !command) {
-                r = check_fail(e, "cmd", "Field \"cmd\" is required.");
-                goto fail;
-        }
+        if (cmd && command)
+                return check_fail(e, "command", "Give \"cmd\" or \"command\", not both.");
+        if (!cmd && !command)
+                return check_fail(e, "cmd", "Field \"cmd\" is required.");
         r = check_cmd(cmd ?: command, cmd ? "cmd" : "command", e);
         if (r < 0)
-                goto fail;
+                return r;
         json_object_object_add(spec, "cmd", json_object_get(cmd ?: command));
 
         if (json_object_object_get_ex(o, "env", &v) && v) {
                 r = check_env(v, e);
                 if (r < 0)
-                        goto fail;
+                        return r;
                 json_object_object_add(spec, "env", json_object_get(v));
         } else
                 json_object_object_add(spec, "env", json_object_new_object());
 
         r = check_int(o, "timeout_sec", false, 1, TASK_TIMEOUT_MAX_SEC, &timeout, e);
         if (r == -EINVAL)
-                goto fail;
+                return r;
         json_object_object_add(spec, "timeout_sec", json_object_new_int64(timeout));
 
         if (json_object_object_get_ex(o, "labels", &v) && v) {
                 r = check_labels(v, &target, e);
                 if (r < 0)
-                        goto fail;
+                        return r;
                 json_object_object_add(spec, "labels", json_object_get(v));
         } else
                 json_object_object_add(spec, "labels", json_object_new_object());
@@ -314,7 +311,7 @@ int task_spec_from_json(json_object *o, TaskSpec *ret, CheckError *e) {
         if (json_object_object_get_ex(o, "resources", &v) && v) {
                 r = check_resources(v, &t.nano_cpus, &t.memory_bytes, e);
                 if (r < 0)
-                        goto fail;
+                        return r;
                 json_object_object_add(spec, "resources", json_object_get(v));
         } else
                 json_object_object_add(spec, "resources", json_object_new_object());
@@ -322,31 +319,28 @@ int task_spec_from_json(json_object *o, TaskSpec *ret, CheckError *e) {
         if (json_object_object_get_ex(o, "inputs", &v) && v) {
                 r = check_inputs(v, e);
                 if (r < 0)
-                        goto fail;
+                        return r;
                 json_object_object_add(spec, "inputs", json_object_get(v));
         } else
                 json_object_object_add(spec, "inputs", json_object_new_array());
 
         r = check_int(o, "max_attempts", false, 1, TASK_MAX_ATTEMPTS_MAX, &t.max_attempts, e);
         if (r == -EINVAL)
-                goto fail;
+                return r;
         json_object_object_add(spec, "max_attempts", json_object_new_int64(t.max_attempts));
 
         r = check_string(o, "runtime", false, 64, valid_runtime, "runtime name", &s, e);
         if (r == -EINVAL)
-                goto fail;
+                return r;
         if (r == 0)
                 json_object_object_add(spec, "runtime", json_object_new_string(s));
 
         /* target_node points into the labels object, which spec now references. */
         t.target_node = target;
         t.spec = TAKE_PTR(spec);
+        t.id = TAKE_PTR(id);
         *ret = t;
         return 0;
-
-fail:
-        free(t.id);
-        return r;
 }
 
 int task_spec_parse(const char *body, size_t size, TaskSpec *ret, CheckError *e) {
