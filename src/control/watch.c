@@ -187,6 +187,16 @@ static void watcher_fail(Watcher *w, int error, const char *what) {
         watcher_done(w);
 }
 
+/* Out of memory: a 500 while nothing was sent, else the stream ends (its client sees it cut short). */
+static void watcher_oom(Watcher *w) {
+        log_oom();
+        if (!w->streaming) {
+                http_request_reply_error(w->req, 500, NULL, "Out of memory.");
+                return watcher_done(w);
+        }
+        stream_end(w);
+}
+
 static bool result_ok(PGresult *r, int error, int columns) {
         return error >= 0 && r && PQresultStatus(r) == PGRES_TUPLES_OK && PQnfields(r) == columns;
 }
@@ -267,19 +277,19 @@ int watch_task_wait(Control *c, HttpRequest *req, const char *task_id, uint64_t 
                 return 0;
         if (since) {
                 w->since = strdup(since);
-                if (!w->since)
-                        goto oom;
+                if (!w->since) {
+                        watcher_oom(w);
+                        return 0;
+                }
                 w->since_is_status = task_status_from_string(since) >= 0;
         }
         r = sd_event_add_time_relative(c->event, &w->timer, CLOCK_MONOTONIC, wait_usec, 10 * USEC_PER_MSEC,
                                        on_wait_deadline, w);
-        if (r < 0)
-                goto oom;
+        if (r < 0) {
+                watcher_oom(w);
+                return 0;
+        }
         wait_query(w);
-        return 0;
-oom:
-        http_request_reply_error(req, 500, NULL, "Out of memory.");
-        watcher_done(w);
         return 0;
 }
 
@@ -322,14 +332,14 @@ static void on_follow_done(PGresult *r, int error, void *userdata) {
                 if (w->lease_token == current && w->pos > 0 && (size_t) w->pos > size)
                         from = size;
                 if (stream_append(w, data + from, size - from) < 0)
-                        goto oom;
+                        return watcher_oom(w);
                 w->query_again = false;
                 w->ended = true;
         } else {
                 if (w->lease_token < 0)
                         w->lease_token = current;
                 if (stream_append(w, data, size) < 0)
-                        goto oom;
+                        return watcher_oom(w);
                 w->pos = next;
                 if (final) {
                         w->query_again = false;
@@ -344,19 +354,11 @@ static void on_follow_done(PGresult *r, int error, void *userdata) {
 
         if (!w->streaming) {
                 if (stream_start(w, "text/plain; charset=utf-8") < 0)
-                        goto oom;
+                        return watcher_oom(w);
         } else if (w->ended)
                 http_request_stream_wake(w->req);
         if (w->query_again && w->buf_size - w->buf_sent < FOLLOW_REFILL_BELOW)
                 follow_query(w);
-        return;
-oom:
-        log_oom();
-        if (!w->streaming) {
-                http_request_reply_error(w->req, 500, NULL, "Out of memory.");
-                return watcher_done(w);
-        }
-        stream_end(w);
 }
 
 static void follow_query(Watcher *w) {
@@ -447,11 +449,11 @@ static void on_events_catchup_done(PGresult *r, int error, void *userdata) {
         if (!result_ok(r, error, 2))
                 return watcher_fail(w, error, "events");
         if (stream_start(w, "text/event-stream") < 0)
-                goto fail;
+                return watcher_oom(w);
         (void) stream_append(w, ": mc events\n\n", strlen(": mc events\n\n"));
         for (int i = 0; i < PQntuples(r); i++)
                 if (events_append(w, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1)) < 0)
-                        goto fail;
+                        return watcher_oom(w);
         /* What came while reading, unless the catch-up had it already (same task, same time). */
         for (size_t i = 0; i < w->n_pending; i++) {
                 _cleanup_json_ json_object *e = json_tokener_parse(w->pending[i]);
@@ -466,21 +468,13 @@ static void on_events_catchup_done(PGresult *r, int error, void *userdata) {
                         seen = xid && streq(xid, id) && streq(PQgetvalue(r, k, 1), at);
                 }
                 if (!seen && events_append(w, w->pending[i], at) < 0)
-                        goto fail;
+                        return watcher_oom(w);
         }
         for (size_t i = 0; i < w->n_pending; i++)
                 free(w->pending[i]);
         free(w->pending);
         w->pending = NULL;
         w->n_pending = 0;
-        return;
-fail:
-        log_oom();
-        if (!w->streaming) {
-                http_request_reply_error(w->req, 500, NULL, "Out of memory.");
-                return watcher_done(w);
-        }
-        stream_end(w);
 }
 
 int watch_events(Control *c, HttpRequest *req, const char *task_id, const char *since) {
@@ -491,8 +485,10 @@ int watch_events(Control *c, HttpRequest *req, const char *task_id, const char *
         if (!w)
                 return 0;
         if (!since) {
-                if (stream_start(w, "text/event-stream") < 0)
-                        goto oom;
+                if (stream_start(w, "text/event-stream") < 0) {
+                        watcher_oom(w);
+                        return 0;
+                }
                 /* A first line at once: the client sees the stream is up. */
                 (void) stream_append(w, ": mc events\n\n", strlen(": mc events\n\n"));
                 return 0;
@@ -509,10 +505,6 @@ int watch_events(Control *c, HttpRequest *req, const char *task_id, const char *
         }
         w->query_running = true;
         w->catching_up = true;
-        return 0;
-oom:
-        http_request_reply_error(req, 500, NULL, "Out of memory.");
-        watcher_done(w);
         return 0;
 }
 
