@@ -10,7 +10,9 @@ Nothing in the simulation re-announces (a real peer does, every few minutes), so
 every holder the churn killed is lost to the network whatever the lookups do: at 30 % churn that
 befalls one announce in some hundreds of runs. The check is therefore on the lookups for announces
 some live node still held (`success_held_percent`); the table keeps the plain success beside it and
-how many announces the churn took (`announces_lost`)."""
+how many announces the churn took (`announces_lost`), and the announces' placement: the least
+number of the 8 nodes closest to an announce's info-hash that hold it (`placement_min`; 7 when the
+announcing node is one of them, as it does not store its own)."""
 
 import os
 import re
@@ -37,11 +39,12 @@ LINE = re.compile(r"churn (\d+)% \((\d+) killed\): (\d+) lookups, success ([\d.]
                   r"p50 (\d+) p99 (\d+) \(mean ([\d.]+)\)")
 HELD = re.compile(r"held: (\d+) lookups for an announce a live node held, success ([\d.]+)%")
 STORED = re.compile(r"announces: \d+, stored on \d+ to \d+ nodes, (\d+) on none")
+PLACED = re.compile(r"placement: of the (\d+) nodes closest to an announce's info-hash, (\d+) to \d+ hold it")
 LOST = re.compile(r"after churn: announces held by \d+ to \d+ live nodes, (\d+) by none")
 FORMED = re.compile(r"formed in ([\d.]+) s, (\d+) queries per node, RSS ([\d.]+) KiB per node")
 COLS = ["nodes", "churn_percent", "killed", "lookups", "success_percent", "rounds_p50", "rounds_p99", "latency_p50_ms",
         "latency_p99_ms", "latency_max_ms", "queries_per_lookup_mean", "formed_s", "rss_kib_per_node",
-        "announces_lost", "success_held_percent"]
+        "announces_lost", "success_held_percent", "placement_min"]
 
 
 def main():
@@ -59,23 +62,25 @@ def main():
                 out.write(f"# {' '.join(p.args)}\n# exit {p.returncode}\n{p.stdout}{p.stderr}")
             m, f = LINE.search(p.stdout), FORMED.search(p.stdout)
             h, lost, unstored = HELD.search(p.stdout), LOST.search(p.stdout), STORED.search(p.stdout)
-            if p.returncode != 0 or not m or not h or not lost or not unstored:
+            placed = PLACED.search(p.stdout)
+            if p.returncode != 0 or not all((m, h, lost, unstored, placed)):
                 ex.check(False, f"dht-sim {n} nodes {churn} %: exit {p.returncode}: {p.stdout[-300:]}{p.stderr[-300:]}")
                 continue
             g = m.groups()
             row = [n, churn, int(g[1]), int(g[2]), float(g[3]), int(g[4]), int(g[5]), float(g[7]), float(g[8]),
                    float(g[9]), float(g[12]), float(f.group(1)) if f else None, float(f.group(3)) if f else None,
-                   int(lost.group(1)), float(h.group(2))]
+                   int(lost.group(1)), float(h.group(2)), int(placed.group(2))]
             ex.log(" ".join(f"{c}={exp.fmt(v)}" for c, v in zip(COLS, row)))
             rows.append(row)
             # A miss names its announce, how many nodes took it and how many of those are alive
             # (dht-sim's lines), so that a failed check in a log that outlives the results folder
             # still says where the peer was lost.
-            misses = [ln for ln in p.stdout.splitlines() if ln.startswith(("announces:", "after churn:", "lookup "))][:9]
+            misses = [ln for ln in p.stdout.splitlines()
+                      if ln.startswith(("announces:", "placement:", "after churn:", "lookup "))][:10]
             # Churn may take an announce's holders; nothing may keep an announce from being stored.
             ex.check(unstored.group(1) == "0", f"{n} nodes, {churn} % churn: {unstored.group(1)} announces stored on no node")
-            ex.check(int(h.group(1)) > 0 and row[-1] >= 99.0,
-                     f"{n} nodes, {churn} % churn: success {row[-1]} % of the {h.group(1)} lookups for an announce "
+            ex.check(int(h.group(1)) > 0 and float(h.group(2)) >= 99.0,
+                     f"{n} nodes, {churn} % churn: success {h.group(2)} % of the {h.group(1)} lookups for an announce "
                      f"a live node held, below 99 % (all lookups: {row[4]} %)" + "".join(f"\n  {ln}" for ln in misses))
     ex.table("DHT lookups (dht-sim)", COLS, rows)
     ex.csv("discovery.csv", COLS, rows)

@@ -6,7 +6,8 @@
  * then CHURN percent of the nodes are killed without warning (sockets closed, nothing said), and
  * LOOKUPS get_peers lookups run one after the other from random surviving nodes for random announced
  * info-hashes. Prints success rate, rounds and latency percentiles, messages per lookup and memory
- * per node, how many nodes took each announce and how many of those the churn left alive, and a line
+ * per node, how many nodes took each announce (and how many of the K nodes closest to its info-hash
+ * are among them: its placement) and how many of those the churn left alive, and a line
  * for every lookup that did not find its peer (which announce, stored on how many nodes, how many of
  * them alive). Nothing here re-announces, so an announce whose every holder was killed is lost to the
  * network, whatever the lookups do: the success among the lookups for an announce some live node
@@ -84,22 +85,42 @@ static unsigned *stored;
 /* ... and how many of those are alive after the churn. */
 static unsigned *held;
 
+static bool holds(unsigned i, const uint8_t info_hash[DHT_ID_SIZE], const DhtAddr *peer) {
+        DhtAddr got[64];
+        size_t k = peer_store_get(&nodes[i]->peers, info_hash, AF_INET, dht_now(nodes[i]), got, ELEMENTSOF(got));
+
+        for (size_t j = 0; j < k; j++)
+                if (dht_addr_eq(&got[j], peer))
+                        return true;
+        return false;
+}
+
 static unsigned live_holders(const uint8_t info_hash[DHT_ID_SIZE], const DhtAddr *peer) {
         unsigned n = 0;
 
-        for (unsigned i = 0; i < n_nodes; i++) {
-                DhtAddr got[64];
-                size_t k;
+        for (unsigned i = 0; i < n_nodes; i++)
+                n += !dead[i] && holds(i, info_hash, peer);
+        return n;
+}
 
-                if (dead[i])
+/* How many of the K nodes closest to info_hash (of all, dead or alive) hold the peer: the announce's
+ * placement, which a lookup from anywhere relies on. */
+static unsigned closest_holding(const uint8_t info_hash[DHT_ID_SIZE], const DhtAddr *peer) {
+        unsigned best[DHT_K], n_best = 0, n = 0;
+
+        for (unsigned i = 0; i < n_nodes; i++) {
+                unsigned pos = n_best;
+                while (pos > 0 && dht_id_cmp_distance(info_hash, dht_id(nodes[i]), dht_id(nodes[best[pos - 1]])) < 0)
+                        pos--;
+                if (pos == DHT_K)
                         continue;
-                k = peer_store_get(&nodes[i]->peers, info_hash, AF_INET, dht_now(nodes[i]), got, ELEMENTSOF(got));
-                for (size_t j = 0; j < k; j++)
-                        if (dht_addr_eq(&got[j], peer)) {
-                                n++;
-                                break;
-                        }
+                if (n_best < DHT_K)
+                        n_best++;
+                memmove(&best[pos + 1], &best[pos], (n_best - 1 - pos) * sizeof(unsigned));
+                best[pos] = i;
         }
+        for (unsigned j = 0; j < n_best; j++)
+                n += holds(best[j], info_hash, peer);
         return n;
 }
 
@@ -274,6 +295,13 @@ int main(int argc, char *argv[]) {
                         none += stored[i] == 0;
                 }
                 printf("announces: %u, stored on %u to %u nodes, %u on none\n", n_announces, lo, hi, none);
+                lo = UINT_MAX, hi = 0;
+                for (unsigned i = 0; i < n_announces; i++) {
+                        unsigned on_closest = closest_holding(ih[i], &announced[i]);
+                        lo = MIN(lo, on_closest);
+                        hi = MAX(hi, on_closest);
+                }
+                printf("placement: of the %u nodes closest to an announce's info-hash, %u to %u hold it\n", DHT_K, lo, hi);
         }
 
         /* Churn: killed without warning. */
