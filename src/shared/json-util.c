@@ -50,7 +50,13 @@ static bool numbers_are_finite(json_object *o) {
 
 /* One tokener per thread, reset between texts: a new one is allocated and zeroed with its whole parse
  * stack, which was a twentieth of mc-control's CPU per push. Kept in thread-specific data, whose
- * destructor frees it when a thread that parsed ends. */
+ * destructor frees it when a thread that parsed ends.
+ *
+ * Only a tokener that parsed a whole document is kept. json_tokener_reset() (json-c 0.16 to 0.18)
+ * clears the parse stack and the error, not the high surrogate of a \uD800-\uDBFF escape that waits
+ * for its low half: a text refused there left it set, and the next text's first \u escape came out
+ * behind a U+FFFD, so that one client's bad body changed another's strings. After a whole document
+ * every string has ended, and with it any surrogate; a refused text costs a new tokener. */
 static pthread_key_t tokener_key;
 static pthread_once_t tokener_once = PTHREAD_ONCE_INIT;
 static bool tokener_key_ok = false;
@@ -75,8 +81,9 @@ static json_tokener *tokener_get(void) {
         return tok;
 }
 
-static void tokener_put(json_tokener *tok) {
-        if (tokener_key_ok && !pthread_getspecific(tokener_key) && pthread_setspecific(tokener_key, tok) == 0)
+static void tokener_put(json_tokener *tok, enum json_tokener_error err) {
+        if (err == json_tokener_success && tokener_key_ok && !pthread_getspecific(tokener_key) &&
+            pthread_setspecific(tokener_key, tok) == 0)
                 return;
         json_tokener_free(tok);
 }
@@ -120,13 +127,13 @@ int json_parse_strict(const char *text, size_t size, json_object **ret, const ch
                 consumed = size;
                 if (err != json_tokener_success) {
                         json_object_put(o);
-                        tokener_put(tok);
+                        tokener_put(tok, err);
                         if (ret_error)
                                 *ret_error = "unexpected end of JSON text";
                         return -EINVAL;
                 }
         }
-        tokener_put(tok);
+        tokener_put(tok, err);
         if (err != json_tokener_success) {
                 if (ret_error)
                         *ret_error = json_tokener_error_desc(err);

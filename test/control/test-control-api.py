@@ -67,6 +67,30 @@ def test_every_optional_field_round_trips():
         check(t[key] == value, f"field {key}: sent {value!r}, got {t.get(key)!r}")
 
 
+def test_a_refused_body_does_not_change_the_next_push():
+    """json-c keeps the high half of a surrogate pair in its tokener, which the control reuses from one
+    body to the next: a body refused right after one left it there, and the next push's first \\u
+    escape came out behind a U+FFFD. Every kind of refusal inside an escape, then pushes whose strings
+    start with escapes: each must be stored as sent."""
+    pg, (c,) = start_cluster()
+    headers = {"Content-Type": "application/json"}
+    bad = ['{"image": "alpine:3.20", "cmd": ["\\ud800\\u00zz"]}',      # a bad hex digit in the low half
+           '{"image": "alpine:3.20", "cmd": ["\\ud83d\\u12"]}',        # the low half cut short
+           '{"image": "alpine:3.20", "env": {"\\udbff\\u',                  # the text ends in it
+           '{"image": "alpine:3.20", "cmd": ["x"], "labels": {"\\ud800\\uq": "y"}}']
+    good = [('"\\u0041\\u00e9"', "A\u00e9"), ('"\\ud83d\\ude00!"', "\U0001f600!"), ('"\\u0008x"', "\bx")]
+    for i, text in enumerate(bad):
+        r = c.push(text, headers=headers)
+        check(r.status == 400, f"bad body {text!r}: {r.status} {r.text}")
+        escaped, value = good[i % len(good)]
+        r = c.push('{"id": "after-bad-%d", "image": "alpine:3.20", "cmd": [%s], "env": {"E": %s}}'
+                   % (i, escaped, escaped), headers=headers)
+        check(r.status == 201, f"push after {text!r}: {r.status} {r.text}")
+        t = c.task(f"after-bad-{i}")
+        check(t["cmd"] == [value] and t["env"] == {"E": value},
+              f"after the refused {text!r}, {escaped} was stored as {t['cmd']!r} / {t['env']!r}, not {value!r}")
+
+
 def test_idempotent_push():
     pg, (c,) = start_cluster()
     body = dict(SAMPLE_TASK, id="once")
