@@ -295,7 +295,8 @@ int main(int argc, char *argv[]) {
                         none += stored[i] == 0;
                 }
                 printf("announces: %u, stored on %u to %u nodes, %u on none\n", n_announces, lo, hi, none);
-                lo = UINT_MAX, hi = 0;
+                lo = UINT_MAX;
+                hi = 0;
                 for (unsigned i = 0; i < n_announces; i++) {
                         unsigned on_closest = closest_holding(ih[i], &announced[i]);
                         lo = MIN(lo, on_closest);
