@@ -7,12 +7,14 @@ survivors). Success share, rounds and latency percentiles per size and churn; ea
 own output in raw/.
 
 Nothing in the simulation re-announces (a real peer does, every few minutes), so an announce whose
-every holder the churn killed is lost to the network whatever the lookups do: at 30 % churn that
-befalls one announce in some hundreds of runs. The check is therefore on the lookups for announces
-some live node still held (`success_held_percent`); the table keeps the plain success beside it and
-how many announces the churn took (`announces_lost`), and the announces' placement: the least
-number of the 8 nodes closest to an announce's info-hash that hold it (`placement_min`; 7 when the
-announcing node is one of them, as it does not store its own)."""
+every holder the churn killed is lost to the network whatever the lookups do: of 267 runs of the
+quick check's 200 nodes at 30 % churn (20 announces each), 2 lost announces (3 in all), and each
+lost one failed its 5 or so lookups, below the 99 % the check asked of all lookups. The check is
+therefore on the lookups for announces some live node still held (`success_held_percent`); the
+table keeps the plain success beside it and how many announces the churn took (`announces_lost`),
+and the announces' placement: the least number of the 8 nodes closest to an announce's info-hash
+that hold it (`placement_min`; 7 when the announcing node is one of them, as it does not store its
+own)."""
 
 import os
 import re
