@@ -282,6 +282,31 @@ RETURNS TABLE (nano_cpus bigint, memory_bytes bigint, seq bigint, targeted boole
         ORDER BY 3
 $$;
 
+-- The untargeted half of mc_queue_heads: the shapes of the tasks any node may take that fit p_cpus and
+-- p_memory, each with its oldest task's seq. mc_claim_batch reads it once per batch, for the largest
+-- node in it. Inlined likewise.
+CREATE OR REPLACE FUNCTION mc_queue_heads_any(p_cpus bigint, p_memory bigint)
+RETURNS TABLE (nano_cpus bigint, memory_bytes bigint, seq bigint) LANGUAGE sql STABLE AS $$
+        WITH RECURSIVE any_q AS (
+                (SELECT x.nano_cpus AS c, x.memory_bytes AS m, x.seq FROM tasks x
+                  WHERE x.status = 'queued' AND x.target_node IS NULL AND x.nano_cpus <= p_cpus
+                  ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1)
+                UNION ALL
+                SELECT nx.* FROM any_q q CROSS JOIN LATERAL (
+                        (SELECT x.nano_cpus, x.memory_bytes, x.seq FROM tasks x
+                          WHERE x.status = 'queued' AND x.target_node IS NULL
+                            AND x.nano_cpus = q.c AND x.memory_bytes > q.m AND x.memory_bytes <= p_memory
+                          ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1)
+                        UNION ALL
+                        (SELECT x.nano_cpus, x.memory_bytes, x.seq FROM tasks x
+                          WHERE x.status = 'queued' AND x.target_node IS NULL
+                            AND x.nano_cpus > q.c AND x.nano_cpus <= p_cpus
+                          ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1)
+                        LIMIT 1) nx
+        )
+        SELECT q.c, q.m, q.seq FROM any_q q WHERE q.m <= p_memory
+$$;
+
 -- Leases one queued task that fits the node, or returns no row. Claims of one node are serialised by a
 -- transaction-scoped advisory lock, so that two of them cannot both take its last free capacity; unlike
 -- a row lock it assigns no transaction id, so a claim that finds nothing writes nothing (no commit to
@@ -345,6 +370,11 @@ DECLARE
         held text;
         k integer;
         node text;
+        any_cpus bigint[];
+        any_memory bigint[];
+        any_read boolean := false;
+        max_cpus bigint;
+        max_memory bigint;
 BEGIN
         FOR node, k IN SELECT u.node, u.k::integer FROM unnest(p_nodes) WITH ORDINALITY AS u(node, k) ORDER BY u.node, u.k LOOP
                 t := NULL;
@@ -377,22 +407,56 @@ BEGIN
                 -- that index instead, through every task of the other nodes and shapes (270 ms at a
                 -- million). As a range of one value memory_bytes stays in the order, which only the
                 -- queue's index gives without a sort, and still bounds the index scan to the one shape.
-                FOR s IN SELECT * FROM mc_queue_heads(node, free_cpus, free_memory) LOOP
-                        IF s.targeted THEN
-                                SELECT * INTO t FROM tasks x
-                                 WHERE x.status = 'queued' AND x.target_node = node
-                                   AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
-                                 ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
-                                 FOR UPDATE SKIP LOCKED;
-                        ELSE
+                --
+                -- A node with tasks of its own looks at its shapes and the untargeted ones together,
+                -- oldest head first. The others (most claims) try the untargeted shapes that the batch
+                -- read once, for the largest of its nodes (the loose index scan cost a claim more than
+                -- its probe), oldest head first as they were then: a shape a claim before emptied
+                -- gives nothing and the next is tried; one pushed since is not seen, and its
+                -- notification has the control ask again.
+                -- The probe is ordered as the node's queue index, so that the generic plan takes that
+                -- index whatever the statistics say (a plan that filters by the node walks every
+                -- queued task of the others: 843 buffers behind 20 000 for another node).
+                PERFORM 1 FROM tasks x WHERE x.status = 'queued' AND x.target_node = node
+                 ORDER BY x.target_node, x.nano_cpus, x.memory_bytes, x.seq LIMIT 1;
+                IF FOUND THEN
+                        FOR s IN SELECT * FROM mc_queue_heads(node, free_cpus, free_memory) LOOP
+                                IF s.targeted THEN
+                                        SELECT * INTO t FROM tasks x
+                                         WHERE x.status = 'queued' AND x.target_node = node
+                                           AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
+                                         ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
+                                         FOR UPDATE SKIP LOCKED;
+                                ELSE
+                                        SELECT * INTO t FROM tasks x
+                                         WHERE x.status = 'queued' AND x.target_node IS NULL
+                                           AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
+                                         ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
+                                         FOR UPDATE SKIP LOCKED;
+                                END IF;
+                                EXIT WHEN t.id IS NOT NULL;
+                        END LOOP;
+                ELSE
+                        IF NOT any_read THEN
+                                -- Two statements: with a subquery for an argument the function would
+                                -- not be inlined, and a SQL function that is not is planned at every call.
+                                SELECT max(b.nano_cpus), max(b.memory_bytes) INTO max_cpus, max_memory
+                                  FROM nodes b WHERE b.node_id = ANY (p_nodes);
+                                SELECT array_agg(h.nano_cpus ORDER BY h.seq), array_agg(h.memory_bytes ORDER BY h.seq)
+                                  INTO any_cpus, any_memory
+                                  FROM mc_queue_heads_any(max_cpus, max_memory) h;
+                                any_read := true;
+                        END IF;
+                        FOR i IN 1 .. coalesce(array_length(any_cpus, 1), 0) LOOP
+                                CONTINUE WHEN any_cpus[i] > free_cpus OR any_memory[i] > free_memory;
                                 SELECT * INTO t FROM tasks x
                                  WHERE x.status = 'queued' AND x.target_node IS NULL
-                                   AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
+                                   AND x.nano_cpus = any_cpus[i] AND x.memory_bytes >= any_memory[i] AND x.memory_bytes <= any_memory[i]
                                  ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
                                  FOR UPDATE SKIP LOCKED;
-                        END IF;
-                        EXIT WHEN t.id IS NOT NULL;
-                END LOOP;
+                                EXIT WHEN t.id IS NOT NULL;
+                        END LOOP;
+                END IF;
 
                 IF t.id IS NULL THEN
                         -- Passed over, maybe, only because mc_explain_pending() is changing its
