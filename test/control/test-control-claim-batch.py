@@ -189,7 +189,9 @@ def test_claim_of_a_client_that_gave_up_takes_no_lease():
     # The test holds n-a's claim lock.
     holder = Transaction(pg, "SELECT pg_advisory_xact_lock(hashtext('mc-claim:n-a')); SELECT 'locked';")
 
-    # Two claims of n-a: the control's two claim statements, both waiting for the lock.
+    # Two claims of n-a: the control's two claim statements, both waiting for the lock (the second
+    # sent once it has waited CLAIM_SECOND_BATCH_WAIT_USEC behind the first, as fewer than
+    # CLAIM_SECOND_BATCH_MIN claims are ready).
     a = c.agent("n-a")
     held = [threading.Thread(target=a.claim, kwargs={"timeout": 120}) for _ in range(2)]
     for t in held:
