@@ -57,6 +57,7 @@ struct ClaimWaiters {
         Waiter *ready_head, *ready_tail;
         size_t n_ready;
         unsigned in_flight;
+        size_t claims_in_flight;
         sd_event_source *defer;
         sd_event_source *hold;          /* armed while claims wait for the second statement */
         bool hold_passed;
@@ -182,6 +183,7 @@ static void on_batch_result(PGresult *r, int error, void *userdata) {
 
         assert(o->in_flight > 0);
         o->in_flight--;
+        o->claims_in_flight -= b->n;
 
         if (!codes || !rows)
                 error = -ENOMEM;
@@ -271,6 +273,7 @@ static void send_batch(ClaimWaiters *o, ClaimBatch *b) {
                 b->waiters[i]->query_start_usec = t;
         }
         o->in_flight++;
+        o->claims_in_flight += b->n;
         histogram_observe(&c->metrics.claim_batch_size, metrics_batch_bounds, (double) b->n);
         if (!nodes) {
                 on_batch_result(NULL, -ENOMEM, b);
@@ -285,19 +288,22 @@ static void send_batch(ClaimWaiters *o, ClaimBatch *b) {
                 on_batch_result(NULL, r, b);
 }
 
-/* A statement goes at once when none runs. While one runs, another goes with at least
- * CLAIM_SECOND_BATCH_MIN claims, or once the first of those waiting has waited
- * CLAIM_SECOND_BATCH_WAIT_USEC (a statement held up by a lock holds the others no longer than that);
- * else they go with what comes meanwhile when the running one returns. A call of mc_claim_batch costs
- * PostgreSQL about as much as three claims in it, so a second statement of one or two claims, sent
- * while the agents' next claims are still on their way, cost more CPU than the wait saved: with 32
- * claimers the batches' mean rose from 8 to 13 and the claims per second by about a tenth
- * (bench/control/README.md). */
+/* A statement goes at once when none runs. While one runs, another goes with half as many claims as
+ * the running one has (at most CLAIM_SECOND_BATCH_MIN), or once the first of those waiting has
+ * waited CLAIM_SECOND_BATCH_WAIT_USEC (a statement held up by a lock holds the others no longer than
+ * that); else they go with what comes meanwhile when the running one returns. A call of
+ * mc_claim_batch costs PostgreSQL about as much as three claims in it, so a second statement of one
+ * or two claims, sent while the agents' next claims are still on their way, cost more CPU than the
+ * wait saved: with 32 claimers the batches' mean rose from 8 to 13 and the claims per second by
+ * about a fifth. With a few claimers the running statement is small, and so is the second's
+ * threshold: there the second statement is what keeps the cores busy (bench/control/README.md). */
 static bool may_send(ClaimWaiters *o, bool waited) {
+        size_t needed = MIN((o->claims_in_flight + 1) / 2, (size_t) CLAIM_SECOND_BATCH_MIN);
+
         if (!o->ready_head)
                 return false;
         return o->in_flight == 0 ||
-               (o->in_flight < CLAIM_MAX_IN_FLIGHT && (waited || o->n_ready >= CLAIM_SECOND_BATCH_MIN));
+               (o->in_flight < CLAIM_MAX_IN_FLIGHT && (waited || o->n_ready >= needed));
 }
 
 static void hold_update(ClaimWaiters *o) {

@@ -189,9 +189,7 @@ def test_claim_of_a_client_that_gave_up_takes_no_lease():
     # The test holds n-a's claim lock.
     holder = Transaction(pg, "SELECT pg_advisory_xact_lock(hashtext('mc-claim:n-a')); SELECT 'locked';")
 
-    # Two claims of n-a: the control's two claim statements, both waiting for the lock (the second
-    # sent once it has waited CLAIM_SECOND_BATCH_WAIT_USEC behind the first, as fewer than
-    # CLAIM_SECOND_BATCH_MIN claims are ready).
+    # Two claims of n-a: the control's two claim statements, both waiting for the lock.
     a = c.agent("n-a")
     held = [threading.Thread(target=a.claim, kwargs={"timeout": 120}) for _ in range(2)]
     for t in held:
@@ -213,6 +211,66 @@ def test_claim_of_a_client_that_gave_up_takes_no_lease():
           f"the task n-b's abandoned claim would have taken: {pg.psql('SELECT status, attempt FROM tasks')}")
     got = c.agent("n-b").claim_task()
     check(got is not None and got[0]["id"] == "for-b" and got[1] == 1, f"n-b's next claim takes it: {got}")
+
+
+def test_a_claim_behind_a_stuck_batch_goes_after_a_short_wait():
+    """While one claim statement runs, a second goes with half as many claims as the running one has,
+    or once the first claim waiting for it has waited a few milliseconds (claim.c, may_send), so that
+    a statement held up by a lock holds the claims behind it no longer. Here the running statement is
+    a batch of three claims whose nodes' rows of node_reserved the test keeps locked, and one claim
+    comes: it must be answered while the three still wait."""
+    nodes = ("n-a", "n-b", "n-c", "n-d", "n-x", "n-y")
+    pg, (c,) = start_cluster(nodes=nodes)
+    for n in nodes:
+        c.agent(n).register()
+        check(c.push(task(f"for-{n}", CPU, 512 * MIB, target=n)).status == 201, f"push for {n}")
+
+    def lock(names):
+        rows = ", ".join(f"'{n}'" for n in names)
+        return Transaction(pg, f"SELECT count(*) FROM (SELECT 1 FROM node_reserved WHERE node_id IN ({rows}) "
+                               "FOR UPDATE) l; SELECT 'locked';")
+
+    def waiting_on_locks():
+        """Claim statements waiting for a lock (not the housekeeping's, should it come to wait too)."""
+        return int(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND query LIKE '%mc_claim_batch(%'")[0][0])
+
+    answers, threads = {}, {}
+
+    def start(n):
+        threads[n] = threading.Thread(target=lambda: answers.__setitem__(n, c.agent(n).claim(timeout=120)))
+        threads[n].start()
+
+    def answered(n):
+        threads[n].join(60)
+        check(not threads[n].is_alive(), f"{n}'s claim unanswered")
+        r = answers[n]
+        check(r.status == 200 and r.json()["task"]["id"] == f"for-{n}", f"{n}'s claim: {r.status} {r.text}")
+
+    tx, ty, tabc = lock(["n-x"]), lock(["n-y"]), lock(["n-a", "n-b", "n-c"])
+    # Both statements held: n-x's, then n-y's (half of one claim is one).
+    start("n-x")
+    mctest.wait_until(lambda: waiting_on_locks() == 1, 60, msg="n-x's statement waiting for its row")
+    start("n-y")
+    mctest.wait_until(lambda: waiting_on_locks() == 2, 60, msg="n-y's statement waiting for its row")
+    for n in ("n-a", "n-b", "n-c"):
+        start(n)
+    mctest.wait_until(lambda: metric(c, "mc_claims_waiting") == 5, 60, msg="three claims behind the two statements")
+    # n-y's statement returns; the three behind it go as one batch, which waits for n-a's row.
+    ty.commit()
+    answered("n-y")
+    mctest.wait_until(lambda: waiting_on_locks() == 2, 60, msg="the batch of three waiting for its rows")
+    h = claim_batch_histogram(c)
+    check(h["4"] - h["2"] == 1, f"one batch of three claims: {h}")
+    # n-x's returns: the batch of three is the one statement running, and one claim comes.
+    tx.commit()
+    answered("n-x")
+    start("n-d")
+    answered("n-d")
+    check(all(threads[n].is_alive() for n in ("n-a", "n-b", "n-c")), "the batch of three is still waiting")
+    tabc.commit()
+    for n in ("n-a", "n-b", "n-c"):
+        answered(n)
 
 
 mctest.main()
