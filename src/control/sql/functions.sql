@@ -242,23 +242,7 @@ $$;
 -- its own it cost a claim another 50 µs (the call, its SET, the rows collected and read back).
 CREATE OR REPLACE FUNCTION mc_queue_heads(p_node text, p_cpus bigint, p_memory bigint)
 RETURNS TABLE (nano_cpus bigint, memory_bytes bigint, seq bigint, targeted boolean) LANGUAGE sql STABLE AS $$
-        WITH RECURSIVE any_q AS (
-                (SELECT x.nano_cpus AS c, x.memory_bytes AS m, x.seq FROM tasks x
-                  WHERE x.status = 'queued' AND x.target_node IS NULL AND x.nano_cpus <= p_cpus
-                  ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1)
-                UNION ALL
-                SELECT nx.* FROM any_q q CROSS JOIN LATERAL (
-                        (SELECT x.nano_cpus, x.memory_bytes, x.seq FROM tasks x
-                          WHERE x.status = 'queued' AND x.target_node IS NULL
-                            AND x.nano_cpus = q.c AND x.memory_bytes > q.m AND x.memory_bytes <= p_memory
-                          ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1)
-                        UNION ALL
-                        (SELECT x.nano_cpus, x.memory_bytes, x.seq FROM tasks x
-                          WHERE x.status = 'queued' AND x.target_node IS NULL
-                            AND x.nano_cpus > q.c AND x.nano_cpus <= p_cpus
-                          ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1)
-                        LIMIT 1) nx
-        ), node_q AS (
+        WITH RECURSIVE node_q AS (
                 (SELECT x.nano_cpus AS c, x.memory_bytes AS m, x.seq FROM tasks x
                   WHERE x.status = 'queued' AND x.target_node = p_node AND x.nano_cpus <= p_cpus
                   ORDER BY x.target_node, x.nano_cpus, x.memory_bytes, x.seq LIMIT 1)
@@ -275,16 +259,16 @@ RETURNS TABLE (nano_cpus bigint, memory_bytes bigint, seq bigint, targeted boole
                           ORDER BY x.target_node, x.nano_cpus, x.memory_bytes, x.seq LIMIT 1)
                         LIMIT 1) nx
         )
-        -- A step to the next nano_cpus lands on its smallest memory_bytes, which may not fit.
-        SELECT q.c, q.m, q.seq, false FROM any_q q WHERE q.m <= p_memory
+        SELECT a.nano_cpus, a.memory_bytes, a.seq, false FROM mc_queue_heads_any(p_cpus, p_memory) a
         UNION ALL
+        -- A step to the next nano_cpus lands on its smallest memory_bytes, which may not fit.
         SELECT q.c, q.m, q.seq, true FROM node_q q WHERE q.m <= p_memory
         ORDER BY 3
 $$;
 
 -- The untargeted half of mc_queue_heads: the shapes of the tasks any node may take that fit p_cpus and
--- p_memory, each with its oldest task's seq. mc_claim_batch reads it once per batch, for the largest
--- node in it. Inlined likewise.
+-- p_memory, each with its oldest task's seq (the same loose index scan). mc_claim_batch also reads it
+-- on its own, once per batch, for the largest node in it. Inlined likewise, into mc_queue_heads too.
 CREATE OR REPLACE FUNCTION mc_queue_heads_any(p_cpus bigint, p_memory bigint)
 RETURNS TABLE (nano_cpus bigint, memory_bytes bigint, seq bigint) LANGUAGE sql STABLE AS $$
         WITH RECURSIVE any_q AS (
