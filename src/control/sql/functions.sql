@@ -357,6 +357,9 @@ DECLARE
         any_cpus bigint[];
         any_memory bigint[];
         any_read boolean := false;
+        shape_cpus bigint[];            -- the shapes this claim tries, oldest head first
+        shape_memory bigint[];
+        shape_targeted boolean[];       -- NULL: all untargeted
         max_cpus bigint;
         max_memory bigint;
 BEGIN
@@ -404,22 +407,10 @@ BEGIN
                 PERFORM 1 FROM tasks x WHERE x.status = 'queued' AND x.target_node = node
                  ORDER BY x.target_node, x.nano_cpus, x.memory_bytes, x.seq LIMIT 1;
                 IF FOUND THEN
-                        FOR s IN SELECT * FROM mc_queue_heads(node, free_cpus, free_memory) LOOP
-                                IF s.targeted THEN
-                                        SELECT * INTO t FROM tasks x
-                                         WHERE x.status = 'queued' AND x.target_node = node
-                                           AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
-                                         ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
-                                         FOR UPDATE SKIP LOCKED;
-                                ELSE
-                                        SELECT * INTO t FROM tasks x
-                                         WHERE x.status = 'queued' AND x.target_node IS NULL
-                                           AND x.nano_cpus = s.nano_cpus AND x.memory_bytes >= s.memory_bytes AND x.memory_bytes <= s.memory_bytes
-                                         ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
-                                         FOR UPDATE SKIP LOCKED;
-                                END IF;
-                                EXIT WHEN t.id IS NOT NULL;
-                        END LOOP;
+                        SELECT array_agg(h.nano_cpus ORDER BY h.seq), array_agg(h.memory_bytes ORDER BY h.seq),
+                               array_agg(h.targeted ORDER BY h.seq)
+                          INTO shape_cpus, shape_memory, shape_targeted
+                          FROM mc_queue_heads(node, free_cpus, free_memory) h;
                 ELSE
                         IF NOT any_read THEN
                                 -- Two statements: with a subquery for an argument the function would
@@ -431,16 +422,27 @@ BEGIN
                                   FROM mc_queue_heads_any(max_cpus, max_memory) h;
                                 any_read := true;
                         END IF;
-                        FOR i IN 1 .. coalesce(array_length(any_cpus, 1), 0) LOOP
-                                CONTINUE WHEN any_cpus[i] > free_cpus OR any_memory[i] > free_memory;
+                        shape_cpus := any_cpus;
+                        shape_memory := any_memory;
+                        shape_targeted := NULL;
+                END IF;
+                FOR i IN 1 .. coalesce(array_length(shape_cpus, 1), 0) LOOP
+                        CONTINUE WHEN shape_cpus[i] > free_cpus OR shape_memory[i] > free_memory;
+                        IF shape_targeted[i] THEN
                                 SELECT * INTO t FROM tasks x
-                                 WHERE x.status = 'queued' AND x.target_node IS NULL
-                                   AND x.nano_cpus = any_cpus[i] AND x.memory_bytes >= any_memory[i] AND x.memory_bytes <= any_memory[i]
+                                 WHERE x.status = 'queued' AND x.target_node = node
+                                   AND x.nano_cpus = shape_cpus[i] AND x.memory_bytes >= shape_memory[i] AND x.memory_bytes <= shape_memory[i]
                                  ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
                                  FOR UPDATE SKIP LOCKED;
-                                EXIT WHEN t.id IS NOT NULL;
-                        END LOOP;
-                END IF;
+                        ELSE
+                                SELECT * INTO t FROM tasks x
+                                 WHERE x.status = 'queued' AND x.target_node IS NULL
+                                   AND x.nano_cpus = shape_cpus[i] AND x.memory_bytes >= shape_memory[i] AND x.memory_bytes <= shape_memory[i]
+                                 ORDER BY x.nano_cpus, x.memory_bytes, x.seq LIMIT 1
+                                 FOR UPDATE SKIP LOCKED;
+                        END IF;
+                        EXIT WHEN t.id IS NOT NULL;
+                END LOOP;
 
                 IF t.id IS NULL THEN
                         -- Passed over, maybe, only because mc_explain_pending() is changing its
