@@ -45,6 +45,7 @@ def test_benchmarks_refuse_bad_options():
         ("bench/control/run", ["--parts", "push,bogus"], "bogus"),
         ("bench/control/run", ["--duration", "0.5"], "--duration"),
         ("bench/control/run", ["--claim-tasks", "10"], "--claim-tasks 10"),
+        ("bench/control/run", ["--rounds", "0"], "--rounds"),
         ("bench/control/claim-cpu", ["--batch", "5"], "--batch 5"),
         ("bench/control/flood", ["--connections", "-1"], "--connections"),
         ("bench/control/push-ab", ["--before", "/nonexistent", "--seconds", "0"], "--seconds"),
