@@ -303,16 +303,15 @@ static int conn_send(DbConn *c, const char *sql, ConnState next) {
 }
 
 static void conn_start_setup(DbConn *c) {
-        char sql[512];
+        char sql[640];  /* the settings, and up to 400 bytes of LISTEN (db_new()) */
 
-        /* Server-side limits, so a stuck statement or an abandoned transaction never holds locks long. */
-        if (c->listener)
-                snprintf(sql, sizeof(sql), "SET application_name = 'mc-control-listener'; %s", c->db->listen_sql);
-        else
-                snprintf(sql, sizeof(sql),
-                         "SET application_name = 'mc-control'; SET statement_timeout = %" PRIu64 "; "
-                         "SET idle_in_transaction_session_timeout = 10000;",
-                         MAX(c->db->query_timeout_usec / USEC_PER_MSEC, (uint64_t) 1000));
+        /* Server-side limits, so a stuck statement or an abandoned transaction never holds locks long;
+         * the listener too, as it runs the statements that notify (db_query_prepared_notifying()). */
+        snprintf(sql, sizeof(sql),
+                 "SET application_name = 'mc-control%s'; SET statement_timeout = %" PRIu64 "; "
+                 "SET idle_in_transaction_session_timeout = 10000; %s",
+                 c->listener ? "-listener" : "", MAX(c->db->query_timeout_usec / USEC_PER_MSEC, (uint64_t) 1000),
+                 c->listener ? c->db->listen_sql : "");
         (void) conn_send(c, sql, CONN_SETUP);
 }
 
@@ -407,7 +406,7 @@ static void db_update_available(Db *db) {
 
         for (size_t i = 0; i < db->n_conns; i++)
                 if (db->conns[i].listener)
-                        listener_ok = db->conns[i].state == CONN_IDLE;
+                        listener_ok = db->conns[i].state == CONN_IDLE || db->conns[i].state == CONN_BUSY;
         available = db->schema_ready && any_query_conn_up(db) && listener_ok;
         if (available == db->available)
                 return;
@@ -461,6 +460,19 @@ static int conn_send_query(DbConn *c) {
         return 0;
 }
 
+/* Sends q on c, which is idle. */
+static void conn_start_query(DbConn *c, DbQuery *q) {
+        c->query = q;
+        c->commit_unconfirmed = false;
+        c->db->n_running++;
+        if (conn_send_query(c) < 0)
+                return;
+        c->state = CONN_BUSY;
+        c->busy_since_usec = now_usec();
+        if (conn_watch(c, PQflush(c->conn) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN) < 0)
+                conn_fail(c, "cannot watch socket");
+}
+
 /* Picks the next thing for an idle (or freshly set up) connection to do. */
 static void conn_dispatch(DbConn *c) {
         Db *db = c->db;
@@ -488,15 +500,7 @@ static void conn_dispatch(DbConn *c) {
                 (void) conn_watch(c, EPOLLIN);
                 return;
         }
-        c->query = q;
-        c->commit_unconfirmed = false;
-        db->n_running++;
-        if (conn_send_query(c) < 0)
-                return;
-        c->state = CONN_BUSY;
-        c->busy_since_usec = now_usec();
-        if (conn_watch(c, PQflush(c->conn) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN) < 0)
-                conn_fail(c, "cannot watch socket");
+        conn_start_query(c, q);
 }
 
 static void schema_became_ready(Db *db) {
@@ -989,8 +993,16 @@ Db *db_free(Db *db) {
         return NULL;
 }
 
-static int query_enqueue(Db *db, DbQueueKind kind, const char *name, const char *sql, int n_params,
+static DbConn *idle_listener(Db *db) {
+        for (size_t i = 0; i < db->n_conns; i++)
+                if (db->conns[i].listener)
+                        return db->conns[i].state == CONN_IDLE && db->schema_ready ? db->conns + i : NULL;
+        return NULL;
+}
+
+static int query_enqueue(Db *db, DbQueueKind kind, bool on_listener, const char *name, const char *sql, int n_params,
                          const char *const *params, DbCallback callback, void *userdata) {
+        DbConn *listener;
         DbQuery *q;
 
         assert(db);
@@ -1023,6 +1035,10 @@ static int query_enqueue(Db *db, DbQueueKind kind, const char *name, const char 
         q->callback = callback;
         q->userdata = userdata;
         q->queued_usec = now_usec();
+        if (on_listener && (listener = idle_listener(db))) {
+                conn_start_query(listener, q);
+                return 0;
+        }
         queue_push(db, kind, q);
 
         for (size_t i = 0; i < db->n_conns; i++)
@@ -1034,17 +1050,22 @@ static int query_enqueue(Db *db, DbQueueKind kind, const char *name, const char 
 }
 
 int db_query(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback, void *userdata) {
-        return query_enqueue(db, DB_QUEUE_NORMAL, NULL, sql, n_params, params, callback, userdata);
+        return query_enqueue(db, DB_QUEUE_NORMAL, false, NULL, sql, n_params, params, callback, userdata);
 }
 
 int db_query_urgent(Db *db, const char *sql, int n_params, const char *const *params, DbCallback callback,
                     void *userdata) {
-        return query_enqueue(db, DB_QUEUE_URGENT, NULL, sql, n_params, params, callback, userdata);
+        return query_enqueue(db, DB_QUEUE_URGENT, false, NULL, sql, n_params, params, callback, userdata);
 }
 
 int db_query_prepared(Db *db, const char *name, const char *sql, int n_params, const char *const *params,
                       DbCallback callback, void *userdata) {
-        return query_enqueue(db, DB_QUEUE_NORMAL, name, sql, n_params, params, callback, userdata);
+        return query_enqueue(db, DB_QUEUE_NORMAL, false, name, sql, n_params, params, callback, userdata);
+}
+
+int db_query_prepared_notifying(Db *db, const char *name, const char *sql, int n_params, const char *const *params,
+                                DbCallback callback, void *userdata) {
+        return query_enqueue(db, DB_QUEUE_NORMAL, true, name, sql, n_params, params, callback, userdata);
 }
 
 bool db_is_available(Db *db) {

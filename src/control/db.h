@@ -3,7 +3,8 @@
 
 /* PostgreSQL from the event loop, never blocking it: a small pool of libpq connections in nonblocking
  * mode, each watched by an sd-event io source, a FIFO of queries waiting for a free connection (and one
- * served before it, for urgent ones), and one extra connection that only LISTENs. Connections that
+ * served before it, for urgent ones), and one extra connection that LISTENs (and runs the statements
+ * that notify, when it is idle: db_query_prepared_notifying()). Connections that
  * break are re-opened with backoff; while none is up, queries fail at once with -ECONNREFUSED (the API
  * answers 503) instead of piling up. The schema migrations run on the first connection, under an
  * advisory lock, before any query is served.
@@ -64,6 +65,13 @@ int db_query_urgent(Db *db, const char *sql, int n_params, const char *const *pa
  * a string constant (it is compared by address) and always go with the same sql. */
 int db_query_prepared(Db *db, const char *name, const char *sql, int n_params, const char *const *params,
                       DbCallback callback, void *userdata);
+
+/* The same, for a statement that sends notifications this control listens to: run on the listening
+ * connection when that is idle, so that the server hands them to it with the statement's result rather
+ * than waking the listening backend to send them apart (a second process woken per statement, and a
+ * second read here); on a query connection otherwise. Whoever else listens hears them as before. */
+int db_query_prepared_notifying(Db *db, const char *name, const char *sql, int n_params, const char *const *params,
+                                DbCallback callback, void *userdata);
 
 bool db_is_available(Db *db);
 /* Queries waiting for a connection plus those running. */

@@ -244,7 +244,9 @@ static bool batch_has_id(PushItem **items, size_t n, const char *id) {
  * costs PostgreSQL for one task, and a prepared statement, so that it is parsed and planned once per
  * connection rather than at every push. Not a function in functions.sql: calling one (PL/pgSQL, as
  * an INSERT cannot be inlined) cost another 30-40 µs of PostgreSQL's CPU per push. The tasks trigger
- * announces the task on mc_events, which also wakes the claims that could take it. No row: nothing
+ * announces the task on mc_events, which also wakes the claims that could take it; every push
+ * statement runs on the listening connection when it can (db_query_prepared_notifying()), so this
+ * replica gets that notification with the statement's result. No row: nothing
  * was inserted (the id exists, or a concurrent push of it committed first): mc_push then says whether
  * it is the same task (200) or another (409). */
 #define PUSH_ONE_SQL                                                                                    \
@@ -323,7 +325,7 @@ static int push_one(PushBatcher *p) {
         params[4] = memory;
         params[5] = labels ? json_to_string(labels) : "{}";
         params[6] = attempts;
-        r = db_query_prepared(c->db, "mc_push_one", PUSH_ONE_SQL, 7, params, on_one_done, b);
+        r = db_query_prepared_notifying(c->db, "mc_push_one", PUSH_ONE_SQL, 7, params, on_one_done, b);
         if (r < 0) {
                 item_answer_error(p, it, control_db_error_code(r), NULL,
                                   "Database unavailable; the task was not stored, retry.");
@@ -397,8 +399,8 @@ static void push_flush(PushBatcher *p) {
                 b->n_items = n;
 
                 params[0] = json_to_string(rows);
-                r = plain ? db_query_prepared(c->db, "mc_push_many", PUSH_MANY_SQL, 1, params, on_many_done, b) :
-                            db_query_prepared(c->db, "mc_push", PUSH_BATCH_SQL, 1, params, on_batch_done, b);
+                r = plain ? db_query_prepared_notifying(c->db, "mc_push_many", PUSH_MANY_SQL, 1, params, on_many_done, b) :
+                            db_query_prepared_notifying(c->db, "mc_push", PUSH_BATCH_SQL, 1, params, on_batch_done, b);
                 if (r < 0) {
                         for (size_t i = 0; i < n; i++)
                                 item_answer_error(p, items[i], control_db_error_code(r), NULL,

@@ -55,6 +55,67 @@ def test_kill9_during_push_burst_loses_no_acknowledged_push():
     print(f"  {len(acknowledged)} acknowledged, {len(stored)} stored (the rest were committed but unanswered)")
 
 
+def test_pushes_on_the_listening_connection_survive_its_loss():
+    """A push's statement runs on the connection that listens for the database's notifications, so
+    that the push's own notification comes back with its result: a claim waiting on the same control
+    is woken by it (nothing else wakes a waiting claim). That connection's server process terminated
+    in the middle of a burst of pushes: no acknowledged push is lost, pushes go on, the control
+    listens again, and a waiting claim is woken by a push as before."""
+    pg, (c,) = start_cluster(nodes=("node-a",))
+    agent = c.agent("node-a")
+    agent.register()
+
+    def claim_woken_by_a_push(label):
+        claim = background(agent.claim, 25000, 60)
+        wait_until(lambda: metric(c, "mc_claims_waiting") == 1, 60, msg=f"{label}: the claim waits")
+        tid = c.push({"image": "i", "cmd": ["x"], "labels": {"round": label}}).json()["id"]
+        r = claim.get(60)
+        check(r.status == 200 and r.json()["task"]["id"] == tid,
+              f"{label}: the waiting claim got {r.status} {r.text} (a 204: it was never woken); pushed {tid}")
+
+    def listener_pid():
+        rows = pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'mc-control-listener'")
+        return rows[0][0] if len(rows) == 1 else None
+
+    claim_woken_by_a_push("before")
+    old = listener_pid()
+    check(old is not None, "one listening connection")
+    last = pg.psql(f"SELECT query FROM pg_stat_activity WHERE pid = {old}")[0][0]
+    check("INSERT INTO tasks" in last, f"the push ran on the listening connection; its last statement: {last[:200]}")
+
+    acknowledged, others, lock, stop = [], [], threading.Lock(), threading.Event()
+
+    def pusher(n):
+        i = 0
+        while not stop.is_set():
+            # For a node that is not there, so that the claim below finds only its own task.
+            r = c.push({"image": "i", "cmd": ["x"], "labels": {"target_node": "node-z", "pusher": str(n), "i": str(i)}},
+                       timeout=60)
+            with lock:
+                (acknowledged if r.status == 201 else others).append(r.json()["id"] if r.status == 201 else r.status)
+            i += 1
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        futures = [ex.submit(pusher, n) for n in range(4)]
+        wait_until(lambda: len(acknowledged) >= 200, 60, msg="pushes flowing")
+        pg.psql(f"SELECT pg_terminate_backend({old})")
+        before = len(acknowledged)
+        wait_until(lambda: listener_pid() not in (None, old), 60, msg="the control listening again")
+        wait_until(lambda: len(acknowledged) >= before + 200, 60, msg="pushes flow on")
+        stop.set()
+        for f in futures:
+            f.result(timeout=120)
+
+    # The push whose statement ran on the terminated connection is answered 503 (stored or not: a
+    # retry with its id tells); nothing else fails.
+    check(set(others) <= {503}, f"answers other than 201 and 503: {others[:5]}")
+    stored = {row[0] for row in pg.psql("SELECT id FROM tasks")}
+    missing = [t for t in acknowledged if t not in stored]
+    check(not missing, f"{len(missing)} of {len(acknowledged)} acknowledged pushes are missing: {missing[:5]}")
+    print(f"  {len(acknowledged)} acknowledged, {len(others)} answered 503")
+    claim_woken_by_a_push("after")
+
+
 def test_pushes_that_wait_share_the_next_commit():
     """Pushes that arrive while a push statement runs wait for it and then go together, in one
     transaction, each answered only after that commit (group commit). Here the first push's INSERT is

@@ -334,7 +334,7 @@ def test_commit_not_confirmed_by_the_standby_is_not_acknowledged():
     answer = background(c.push, body, timeout=90)
     # Housekeeping's commits wait too: cancel every wait of the control's until the push is answered.
     cancel = ("SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
-              "WHERE application_name = 'mc-control' AND wait_event = 'SyncRep'")
+              "WHERE application_name LIKE 'mc-control%' AND wait_event = 'SyncRep'")
     wait_until(lambda: primary.psql(cancel) is not None and answer.done, 60, interval=0.2,
                msg="the push's commit waiting for the standby, cancelled")
     r = answer.get(60)
