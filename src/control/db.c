@@ -167,6 +167,11 @@ static void fail_all_queued(Db *db, int error) {
                 query_complete(q, NULL, error);
 }
 
+/* The connection that LISTENs: the last one (db_new()), or none. */
+static DbConn *db_listener(Db *db) {
+        return db->listen_sql ? db->conns + db->n_conns - 1 : NULL;
+}
+
 static bool any_query_conn_up(Db *db) {
         for (size_t i = 0; i < db->n_conns; i++) {
                 DbConn *c = db->conns + i;
@@ -402,11 +407,9 @@ static void log_available(Db *db) {
 }
 
 static void db_update_available(Db *db) {
-        bool listener_ok = true, available;
+        DbConn *listener = db_listener(db);
+        bool listener_ok = !listener || listener->state == CONN_IDLE || listener->state == CONN_BUSY, available;
 
-        for (size_t i = 0; i < db->n_conns; i++)
-                if (db->conns[i].listener)
-                        listener_ok = db->conns[i].state == CONN_IDLE || db->conns[i].state == CONN_BUSY;
         available = db->schema_ready && any_query_conn_up(db) && listener_ok;
         if (available == db->available)
                 return;
@@ -993,13 +996,6 @@ Db *db_free(Db *db) {
         return NULL;
 }
 
-static DbConn *idle_listener(Db *db) {
-        for (size_t i = 0; i < db->n_conns; i++)
-                if (db->conns[i].listener)
-                        return db->conns[i].state == CONN_IDLE && db->schema_ready ? db->conns + i : NULL;
-        return NULL;
-}
-
 static int query_enqueue(Db *db, DbQueueKind kind, bool on_listener, const char *name, const char *sql, int n_params,
                          const char *const *params, DbCallback callback, void *userdata) {
         DbConn *listener;
@@ -1035,7 +1031,7 @@ static int query_enqueue(Db *db, DbQueueKind kind, bool on_listener, const char 
         q->callback = callback;
         q->userdata = userdata;
         q->queued_usec = now_usec();
-        if (on_listener && (listener = idle_listener(db))) {
+        if (on_listener && db->schema_ready && (listener = db_listener(db)) && listener->state == CONN_IDLE) {
                 conn_start_query(listener, q);
                 return 0;
         }

@@ -92,7 +92,10 @@ def test_pushes_on_the_listening_connection_survive_its_loss():
             r = c.push({"image": "i", "cmd": ["x"], "labels": {"target_node": "node-z", "pusher": str(n), "i": str(i)}},
                        timeout=60)
             with lock:
-                (acknowledged if r.status == 201 else others).append(r.json()["id"] if r.status == 201 else r.status)
+                if r.status == 201:
+                    acknowledged.append(r.json()["id"])
+                else:
+                    others.append(r.status)
             i += 1
 
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
