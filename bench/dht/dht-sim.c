@@ -17,29 +17,42 @@
  *     dht-sim [--nodes N] [--churn PERCENT] [--lookups N] [--announces N] [--min-timeout-ms MS] [--seed S]
  */
 
-#include <getopt.h>
 #include <sys/resource.h>
 
+#include "config.h"
 #include "daemon-util.h"
 #include "dht.h"
 #include "dht-internal.h"   /* the nodes' peer stores: which holders of an announce the churn left */
 #include "hashmap.h"
 #include "log.h"
-#include "random-util.h"
 
 static sd_event *event;
 static Dht **nodes;
 static bool *dead;
-static unsigned n_nodes = 1000, churn = 0, n_lookups = 1000, n_announces = 100;
-static uint64_t min_timeout_usec = 0;
+static unsigned n_nodes, churn, n_lookups, n_announces;  /* sim_options */
+static uint64_t min_timeout_usec;
 static unsigned waiting;
-static uint64_t rng = 0x2545f4914f6cdd1d;
+static uint64_t rng;
 
-static unsigned rnd(unsigned n) {
+/* Everything random in the network's making comes from --seed: the nodes' ids, the info-hashes, the
+ * joins, the churn's victims and the lookups, so that a seed rebuilds the same network (what the
+ * nodes then do with their timers and the kernel's scheduling still varies from run to run). */
+static uint64_t rnd64(void) {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        return (unsigned) (rng % n);
+        return rng;
+}
+
+static unsigned rnd(unsigned n) {
+        return (unsigned) (rnd64() % n);
+}
+
+static void rnd_bytes(uint8_t *p, size_t n) {
+        for (size_t i = 0; i < n; i += sizeof(uint64_t)) {
+                uint64_t v = rnd64();
+                memcpy(p + i, &v, MIN(n - i, sizeof(v)));
+        }
 }
 
 static const char *node_ip(unsigned i, char buf[static 32]) {
@@ -168,38 +181,56 @@ static uint64_t pct(uint64_t *v, size_t n, double p) {
         return n ? v[MIN(i, n - 1)] : 0;
 }
 
+typedef struct SimConfig {
+        int64_t nodes, churn, lookups, announces, min_timeout_ms, seed;
+} SimConfig;
+
+static const ConfigOption sim_options[] = {
+        { "NODES", NULL, CONFIG_INT, offsetof(SimConfig, nodes), 2, 60000, "1000", "Nodes in the network", 'n' },
+        { "CHURN", NULL, CONFIG_INT, offsetof(SimConfig, churn), 0, 90, "0",
+          "Percent of the nodes killed after the announces", 'c' },
+        { "LOOKUPS", NULL, CONFIG_INT, offsetof(SimConfig, lookups), 1, 1000000, "1000",
+          "get_peers lookups, one after the other, from random surviving nodes", 'l' },
+        { "ANNOUNCES", NULL, CONFIG_INT, offsetof(SimConfig, announces), 1, 100000, "100",
+          "Info-hashes announced, each by a random node", 'a' },
+        { "MIN_TIMEOUT_MS", NULL, CONFIG_INT, offsetof(SimConfig, min_timeout_ms), 0, 60000, "0",
+          "Least time a query waits for its answer (0: the DHT's own)", 't' },
+        { "SEED", NULL, CONFIG_INT, offsetof(SimConfig, seed), 0, INT64_MAX, "1",
+          "Seed of the node ids, info-hashes, joins, churn and lookups", 's' },
+};
+
+static const ConfigSpec sim_config_spec = {
+        .program = "dht-sim",
+        .summary = "Simulate a network of mc's DHT nodes on loopback: formation, announces, churn, lookups.",
+        .options = sim_options,
+        .n_options = ELEMENTSOF(sim_options),
+};
+
 int main(int argc, char *argv[]) {
-        static const struct option options[] = {
-                { "nodes", required_argument, NULL, 'n' },
-                { "churn", required_argument, NULL, 'c' },
-                { "lookups", required_argument, NULL, 'l' },
-                { "announces", required_argument, NULL, 'a' },
-                { "min-timeout-ms", required_argument, NULL, 't' },
-                { "seed", required_argument, NULL, 's' },
-                {}
-        };
         uint8_t (*ih)[DHT_ID_SIZE];
         DhtAddr *announced;
         struct rlimit rl;
         uint64_t t0, q0, *lat, *rounds, *queries;
         long rss0, rss1;
-        unsigned ok = 0, n_dead = 0, c, n_held_lookups = 0, ok_held = 0;
+        unsigned ok = 0, n_dead = 0, n_held_lookups = 0, ok_held = 0;
         char addr[32];
-
-        while ((c = (unsigned) getopt_long(argc, argv, "n:c:l:a:t:s:", options, NULL)) != (unsigned) -1)
-                switch (c) {
-                case 'n': n_nodes = (unsigned) atoi(optarg); break;
-                case 'c': churn = (unsigned) atoi(optarg); break;
-                case 'l': n_lookups = (unsigned) atoi(optarg); break;
-                case 'a': n_announces = (unsigned) atoi(optarg); break;
-                case 't': min_timeout_usec = (uint64_t) atoi(optarg) * USEC_PER_MSEC; break;
-                case 's': rng = (uint64_t) atoll(optarg) | 1; break;
-                default: return 1;
-                }
-        if (n_nodes < 2 || n_nodes > 60000 || churn > 90 || n_lookups < 1 || n_announces < 1)
-                return 1;
+        SimConfig arg = {};
+        int r;
 
         log_setup("dht-sim");
+        r = config_load(&sim_config_spec, &arg, argc, argv, NULL);
+        if (r != 0)
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        n_nodes = (unsigned) arg.nodes;
+        churn = (unsigned) arg.churn;
+        n_lookups = (unsigned) arg.lookups;
+        n_announces = (unsigned) arg.announces;
+        min_timeout_usec = (uint64_t) arg.min_timeout_ms * USEC_PER_MSEC;
+        /* xorshift64 wants a state that is not 0; spread small seeds over its bits. */
+        rng = ((uint64_t) arg.seed * UINT64_C(0x9e3779b97f4a7c15)) ^ UINT64_C(0x2545f4914f6cdd1d);
+        if (rng == 0)
+                rng = 1;
+
         log_set_max_level(LOG_WARNING);
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
                 rl.rlim_cur = rl.rlim_max;
@@ -229,7 +260,10 @@ int main(int argc, char *argv[]) {
                                 boot[1] = b1;
                         }
                 }
-                if (dht_new(event, &(DhtConfig) { .bind_address = node_ip(i, addr), .bootstrap = boot, .tuning = &tuning },
+                uint8_t id[DHT_ID_SIZE];
+                rnd_bytes(id, sizeof(id));
+                if (dht_new(event, &(DhtConfig) { .bind_address = node_ip(i, addr), .bootstrap = boot, .tuning = &tuning,
+                                                  .id = id },
                             &nodes[i]) < 0) {
                         fprintf(stderr, "node %u failed to start\n", i);
                         return 1;
@@ -280,7 +314,7 @@ int main(int argc, char *argv[]) {
         for (unsigned i = 0; i < n_announces; i++) {
                 unsigned n = rnd(n_nodes);
                 char a[64], ip[32];
-                random_bytes(ih[i], DHT_ID_SIZE);
+                rnd_bytes(ih[i], DHT_ID_SIZE);
                 snprintf(a, sizeof(a), "%s:%u", node_ip(n, ip), 30000 + i);
                 dht_addr_from_string(a, &announced[i]);
                 dht_announce(nodes[n], ih[i], (uint16_t) (30000 + i), 0, on_announced, (void *) (uintptr_t) i);

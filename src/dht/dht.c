@@ -610,10 +610,13 @@ int dht_new(sd_event *e, const DhtConfig *c, Dht **ret) {
                         goto fail;
         }
 
-        /* The id (and the saved nodes, added to boot_addrs) come from the state file if there is one. */
+        /* The id (and the saved nodes, added to boot_addrs) come from the state file if there is one;
+         * an id in the configuration overrides its id. */
         random_bytes(d->id, DHT_ID_SIZE);
         if (d->state_dir)
                 (void) dht_state_load(d);
+        if (c->id)
+                memcpy(d->id, c->id, DHT_ID_SIZE);
 
         if (c->bind_address) {
                 struct in6_addr tmp;

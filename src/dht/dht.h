@@ -48,6 +48,9 @@ typedef struct DhtConfig {
         const int *fds;
         size_t n_fds;
         const char *state_dir;          /* NULL: no persistence */
+        /* The node id to take, NULL: the state file's, or a random one. A node's id should be random
+         * (BEP 5); this is for simulations, whose networks a seed must reproduce. */
+        const uint8_t *id;
         bool read_only;                 /* BEP 43: a client that serves nobody (mc-dhtget) */
         const DhtTuning *tuning;        /* NULL: defaults */
 } DhtConfig;

@@ -66,4 +66,16 @@ def test_benchmarks_refuse_bad_options():
         check("Traceback" not in p.stderr, f"{script} {args}: a traceback: {p.stderr}")
 
 
+def test_dht_sim_refuses_bad_options():
+    """dht-sim (C, the options table of config.c): a bad value is an exit status 1 and a message naming
+    the option, before a node starts."""
+    sim = os.path.join(mctest.build_dir(), "bench", "dht", "dht-sim")
+    for args, named in ((["--nodes", "abc"], "NODES"), (["--nodes", "1"], "NODES"), (["--churn", "95"], "CHURN"),
+                        (["--lookups", "0"], "LOOKUPS"), (["--seed", "-1"], "SEED"), (["--bogus"], "bogus")):
+        p = subprocess.run([sim] + args, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        check(p.returncode == 1, f"dht-sim {args}: exit status {p.returncode}, not 1:\n{p.stdout[-800:]}\n{p.stderr[-800:]}")
+        check(named in p.stderr, f"dht-sim {args}: the error does not name {named!r}: {p.stderr}")
+        check(not p.stdout, f"dht-sim {args}: it ran: {p.stdout[-800:]}")
+
+
 mctest.main()
