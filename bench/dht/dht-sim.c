@@ -251,6 +251,8 @@ int main(int argc, char *argv[]) {
         t0 = now_usec();
         for (unsigned i = 0; i < n_nodes; i++) {
                 char b0[64], b1[64], ip[32], *boot[3] = {};
+                uint8_t id[DHT_ID_SIZE];
+
                 if (i > 0) {
                         unsigned j = rnd(i - i % 100 ?: 1);
                         snprintf(b0, sizeof(b0), "%s:%u", node_ip(0, ip), dht_port(nodes[0]));
@@ -260,7 +262,6 @@ int main(int argc, char *argv[]) {
                                 boot[1] = b1;
                         }
                 }
-                uint8_t id[DHT_ID_SIZE];
                 rnd_bytes(id, sizeof(id));
                 if (dht_new(event, &(DhtConfig) { .bind_address = node_ip(i, addr), .bootstrap = boot, .tuning = &tuning,
                                                   .id = id },

@@ -70,8 +70,8 @@ void http_format_address(const struct sockaddr *sa, socklen_t len, char *buf, si
 }
 /* ---- running libmicrohttpd from the loop */
 
-static void server_arm_timer(HttpServer *s) {
-        MHD_UNSIGNED_LONG_LONG timeout_ms;
+/* timeout_ms: MHD_get_timeout()'s, relative. */
+static void server_arm_timer(HttpServer *s, MHD_UNSIGNED_LONG_LONG timeout_ms) {
         int r;
 
         /* Each change of the timer's state costs a timerfd_settime() when sd-event prepares its next
@@ -81,8 +81,6 @@ static void server_arm_timer(HttpServer *s) {
          * the wake defer source; a timeout of a second or more, a connection's idle limit, which need
          * not be met to the microsecond, gets an accuracy of a second, within which sd-event keeps the
          * timerfd as it is armed; a shorter one is kept exactly. */
-        if (MHD_get_timeout(s->daemon, &timeout_ms) != MHD_YES)
-                return;
         if (timeout_ms == 0) {
                 http_server_wake(s);
                 return;
@@ -104,15 +102,16 @@ static void server_arm_timer(HttpServer *s) {
 #define SERVER_RUN_PASSES 4
 
 static void server_run(HttpServer *s) {
-        for (unsigned pass = 0; pass < SERVER_RUN_PASSES; pass++) {
-                MHD_UNSIGNED_LONG_LONG timeout_ms;
+        MHD_UNSIGNED_LONG_LONG timeout_ms = 0;
 
+        for (unsigned pass = 0; pass < SERVER_RUN_PASSES && timeout_ms == 0; pass++) {
                 if (MHD_run(s->daemon) != MHD_YES)
                         log_debug("MHD_run() failed.");
-                if (MHD_get_timeout(s->daemon, &timeout_ms) != MHD_YES || timeout_ms > 0)
-                        break;
+                /* No timeout: the timer stays as it is (server_arm_timer()). */
+                if (MHD_get_timeout(s->daemon, &timeout_ms) != MHD_YES)
+                        return;
         }
-        server_arm_timer(s);
+        server_arm_timer(s, timeout_ms);
 }
 
 /* Makes the loop call MHD_run() soon. libmicrohttpd 0.9.75 creates no inter-thread channel when it
