@@ -25,6 +25,7 @@
 #include "dht-internal.h"   /* the nodes' peer stores: which holders of an announce the churn left */
 #include "hashmap.h"
 #include "log.h"
+#include "random-util.h"
 
 static sd_event *event;
 static Dht **nodes;
@@ -37,20 +38,13 @@ static uint64_t rng;
 /* Everything random in the network's making comes from --seed: the nodes' ids, the info-hashes, the
  * joins, the churn's victims and the lookups, so that a seed rebuilds the same network (what the
  * nodes then do with their timers and the kernel's scheduling still varies from run to run). */
-static uint64_t rnd64(void) {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        return rng;
-}
-
 static unsigned rnd(unsigned n) {
-        return (unsigned) (rnd64() % n);
+        return (unsigned) (xorshift64(&rng) % n);
 }
 
 static void rnd_bytes(uint8_t *p, size_t n) {
         for (size_t i = 0; i < n; i += sizeof(uint64_t)) {
-                uint64_t v = rnd64();
+                uint64_t v = xorshift64(&rng);
                 memcpy(p + i, &v, MIN(n - i, sizeof(v)));
         }
 }

@@ -167,9 +167,11 @@ static void fail_all_queued(Db *db, int error) {
                 query_complete(q, NULL, error);
 }
 
-/* The connection that LISTENs: the last one (db_new()), or none. */
+/* The connection that LISTENs: db_new() puts it last, or makes none. */
 static DbConn *db_listener(Db *db) {
-        return db->listen_sql ? db->conns + db->n_conns - 1 : NULL;
+        DbConn *last = db->n_conns > 0 ? db->conns + db->n_conns - 1 : NULL;
+
+        return last && last->listener ? last : NULL;
 }
 
 static bool any_query_conn_up(Db *db) {

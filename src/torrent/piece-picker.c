@@ -38,13 +38,6 @@ struct PiecePicker {
         uint64_t rng;
 };
 
-static uint64_t rng_next(PiecePicker *p) {
-        p->rng ^= p->rng << 13;
-        p->rng ^= p->rng >> 7;
-        p->rng ^= p->rng << 17;
-        return p->rng;
-}
-
 int piece_picker_new(const TorrentGeometry *g, const uint8_t *have, unsigned max_active, PiecePicker **ret) {
         PiecePicker *p;
         size_t n = g->n_pieces;
@@ -260,7 +253,7 @@ static uint32_t rarest(PiecePicker *p, const uint8_t *bitfield) {
 
         if (n == 0)
                 return UINT32_MAX;
-        start = (uint32_t) (rng_next(p) % n);
+        start = (uint32_t) (xorshift64(&p->rng) % n);
         k0 = start / 8;
         /* The start byte's pieces from start on come first; those before it, last. */
         head = (uint8_t) (0xff >> (start % 8));

@@ -38,10 +38,7 @@ static size_t mut_len[N_MUTABLE];
 static uint64_t rng = 0x9e3779b97f4a7c15;
 static unsigned rnd(unsigned n) {
         /* Deterministic choices, so a failure can be replayed. */
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        return (unsigned) (rng % n);
+        return (unsigned) (xorshift64(&rng) % n);
 }
 
 static const char *node_ip(unsigned i, char buf[static 32]) {
