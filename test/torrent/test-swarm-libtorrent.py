@@ -49,11 +49,13 @@ class Session:
         atp.save_path = save_path
         return self.s.add_torrent(atp)
 
-    def wait_seeding(self, h, what, path=None, size=None):
-        """Until libtorrent seeds and (when given) path has size bytes: its disk thread may write
-        after the last piece counted."""
+    def wait_seeding(self, h, what, path=None, size=None, same_as=None):
+        """Until libtorrent seeds and (when given) path has size bytes and the bytes of same_as: its
+        disk thread may write after the last piece counted, and a later piece first (the file has its
+        size before an earlier piece's bytes are in it: seen with 16 KiB + 1)."""
         t0 = time.monotonic()
-        wait_until(lambda: h.status().is_seeding and (path is None or (os.path.exists(path) and os.path.getsize(path) == size)),
+        wait_until(lambda: h.status().is_seeding and (path is None or (os.path.exists(path) and os.path.getsize(path) == size
+                                                                       and (same_as is None or same_file(same_as, path)))),
                    TIMEOUT,
                    msg=f"libtorrent {what} (state {h.status().state}, progress {h.status().progress:.3f}, "
                        f"errors {h.status().errc.message()} {self.errors()})")
@@ -74,7 +76,7 @@ def test_libtorrent_from_our_seeder():
         uri = f"magnet:?xt=urn:btmh:1220{s.id}&x.pe=127.0.0.1:{s.port}"
         h = sess.add(lt.parse_magnet_uri(uri), save)
         got = os.path.join(save, s.root)
-        secs = sess.wait_seeding(h, f"downloading {size} bytes from our seeder by magnet", got, size)
+        secs = sess.wait_seeding(h, f"downloading {size} bytes from our seeder by magnet", got, size, same_as=path)
         check(same_file(path, got), f"{size}: libtorrent got other bytes from our seeder")
         print(f"# {size} bytes by magnet in {secs:.2f} s")
 
@@ -86,7 +88,8 @@ def test_libtorrent_from_our_seeder():
             atp.ti = lt.torrent_info(f.read())
         h = sess.add(atp, save)
         h.connect_peer(("127.0.0.1", s.port))
-        sess.wait_seeding(h, f"downloading {size} bytes from our seeder with our .torrent", os.path.join(save, s.root), size)
+        sess.wait_seeding(h, f"downloading {size} bytes from our seeder with our .torrent", os.path.join(save, s.root), size,
+                          same_as=path)
         check(same_file(path, os.path.join(save, s.root)), f"{size}: libtorrent got other bytes from our seeder")
 
         os.kill(s.d.pid, signal.SIGUSR1)  # the seeder's counters now
