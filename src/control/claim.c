@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include "awaits.h"
 #include "claim.h"
 #include "daemon-util.h"
 #include "json-check.h"
@@ -167,6 +168,8 @@ static void waiter_done(Waiter *w, int error, unsigned code, const char *body, c
                 return;
         }
         w->state = WAITER_WAITING;
+        /* From now on a task queued anywhere must be announced to us. */
+        awaits_need(o->control->awaits, AWAIT_QUEUED);
         pump(o);
 }
 

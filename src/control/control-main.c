@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 
+#include "awaits.h"
 #include "claim.h"
 #include "config.h"
 #include "control.h"
@@ -124,6 +125,17 @@ static void on_db_notify(const char *channel, const char *payload, void *userdat
                 watchers_task_output(c->watchers, payload);
         else
                 claim_waiters_notify(c->waiters, payload);
+}
+
+/* The database now holds what this replica waits for (awaits.h). A change made before may not have
+ * been announced: everyone waiting looks again. */
+static void on_listener_state(void *userdata) {
+        Control *c = userdata;
+
+        if (awaits_kinds(c->awaits) == 0)
+                return;
+        claim_waiters_wake_all(c->waiters);
+        watchers_recheck_all(c->watchers);
 }
 
 static void on_db_state(bool available, void *userdata) {
@@ -244,6 +256,7 @@ static void control_done(Control *c) {
         c->waiters = claim_waiters_free(c->waiters);
         c->heartbeats = heartbeats_free(c->heartbeats);
         c->watchers = watchers_free(c->watchers);
+        c->awaits = awaits_free(c->awaits);
         c->publisher = task_publisher_free(c->publisher);
         c->sweep_timer = sd_event_source_disable_unref(c->sweep_timer);
         c->housekeeping_timer = sd_event_source_disable_unref(c->housekeeping_timer);
@@ -314,10 +327,14 @@ static int run(int argc, char *argv[]) {
                 .migrations = control_migrations,
                 .n_migrations = control_n_migrations,
                 .functions_sql = control_functions_sql,
+                .on_listener_state = on_listener_state,
         };
         r = db_new(c.event, &dbc, on_db_notify, on_db_state, &c, &c.db);
         if (r < 0)
                 return r;
+        r = awaits_new(&c, &c.awaits);
+        if (r < 0)
+                return log_oom();
 
         /* Before the HTTP server derives its connection cap from it. */
         (void) daemon_raise_nofile();

@@ -54,6 +54,7 @@ typedef struct TaskPublisher TaskPublisher;
 typedef struct ClaimWaiters ClaimWaiters;
 typedef struct Heartbeats Heartbeats;
 typedef struct Watchers Watchers;
+typedef struct Awaits Awaits;
 
 typedef struct TaskCounts {
         uint64_t by_status[_TASK_STATUS_MAX];
@@ -74,6 +75,7 @@ typedef struct Control {
         ClaimWaiters *waiters;
         Heartbeats *heartbeats;         /* batched heartbeats (heartbeat.h) */
         Watchers *watchers;             /* long polls, live output, event streams (watch.h) */
+        Awaits *awaits;                 /* what the database is to announce to this replica (awaits.h) */
         TaskPublisher *publisher;
         sd_event_source *sweep_timer;
         sd_event_source *housekeeping_timer;

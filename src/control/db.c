@@ -76,6 +76,10 @@ struct Db {
         unsigned pool_size;
         uint64_t query_timeout_usec;
         char *listen_sql;               /* "LISTEN a; LISTEN b; "; NULL: no listener */
+        char *listener_state_sql;       /* db_set_listener_state(); NULL: none */
+        bool listener_state_due;        /* it changed, or the session is new, or its last run failed */
+        bool listener_state_failed;     /* its last run failed: again at the next watch round */
+        void (*on_listener_state)(void *userdata);
         const DbMigration *migrations;
         size_t n_migrations;
         const char *functions_sql;
@@ -222,6 +226,8 @@ static int conn_watch(DbConn *c, uint32_t events) {
 static int on_reconnect(sd_event_source *s, uint64_t usec, void *userdata);
 
 static void conn_close(DbConn *c) {
+        if (c->listener)
+                c->db->listener_state_due = true;       /* the next session holds nothing */
         c->io = sd_event_source_disable_unref(c->io);
         c->fd = -1;
         c->preparing = false;
@@ -478,6 +484,47 @@ static void conn_start_query(DbConn *c, DbQuery *q) {
                 conn_fail(c, "cannot watch socket");
 }
 
+static void on_listener_state_done(PGresult *r, int error, void *userdata) {
+        Db *db = userdata;
+
+        if (!r)
+                return; /* the connection broke (conn_close() made it due for the next) or we are closing */
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+                /* Again at the watch's next round, not at once: a statement that cannot run must not
+                 * spin. */
+                log_warning("Setting the listening connection's session state failed: %s", PQresultErrorMessage(r));
+                db->listener_state_failed = true;
+                return;
+        }
+        if (!db->listener_state_due && db->on_listener_state)
+                db->on_listener_state(db->userdata);
+}
+
+/* Runs the listener's session state if it is due and the listener idle. */
+static void listener_state_apply(Db *db) {
+        DbConn *listener = db_listener(db);
+        DbQuery *q;
+
+        if (!listener || listener->state != CONN_IDLE || !db->listener_state_due || db->listener_state_failed ||
+            !db->schema_ready)
+                return;
+        db->listener_state_due = false;
+        if (!db->listener_state_sql)
+                return;
+        q = calloc(1, sizeof(DbQuery));
+        if (!q || !(q->sql = strdup(db->listener_state_sql)) || !(q->params = calloc(1, sizeof(char *)))) {
+                query_free(q);
+                db->listener_state_due = true;
+                db->listener_state_failed = true;
+                log_oom();
+                return;
+        }
+        q->callback = on_listener_state_done;
+        q->userdata = db;
+        q->queued_usec = now_usec();
+        conn_start_query(listener, q);
+}
+
 /* Picks the next thing for an idle (or freshly set up) connection to do. */
 static void conn_dispatch(DbConn *c) {
         Db *db = c->db;
@@ -486,6 +533,8 @@ static void conn_dispatch(DbConn *c) {
         if (c->listener) {
                 c->state = CONN_IDLE;
                 (void) conn_watch(c, EPOLLIN);
+                /* Before anything else can take the listener (db_query_prepared_notifying()). */
+                listener_state_apply(db);
                 db_update_available(db);
                 return;
         }
@@ -514,6 +563,7 @@ static void schema_became_ready(Db *db) {
         for (size_t i = 0; i < db->n_conns; i++)
                 if (db->conns[i].state == CONN_WAIT_SCHEMA)
                         conn_dispatch(db->conns + i);
+        listener_state_apply(db);       /* it runs the schema's functions */
         db_update_available(db);
 }
 
@@ -874,6 +924,12 @@ static int on_watch(sd_event_source *s, uint64_t usec, void *userdata) {
                 conn_fail(c, stuck_connecting ? "no answer in time while connecting" : "no answer in time");
         }
 
+        if (db->listener_state_failed) {
+                db->listener_state_failed = false;
+                db->listener_state_due = true;
+                listener_state_apply(db);
+        }
+
         (void) sd_event_source_set_time_relative(s, WATCH_INTERVAL_USEC);
         return 0;
 }
@@ -948,6 +1004,7 @@ int db_new(sd_event *e, const DbConfig *config, DbNotifyCallback on_notify, DbSt
         db->functions_sql = config->functions_sql;
         db->on_notify = on_notify;
         db->on_state = on_state;
+        db->on_listener_state = config->on_listener_state;
         db->userdata = userdata;
 
         db->n_conns = config->pool_size + (db->listen_sql ? 1 : 0);
@@ -991,6 +1048,7 @@ Db *db_free(Db *db) {
         free(db->conns);
         free(db->dsn);
         free(db->listen_sql);
+        free(db->listener_state_sql);
         for (size_t i = 0; i < ELEMENTSOF(db->hosts); i++)
                 free(db->hosts[i]);
         sd_event_unref(db->event);
@@ -1064,6 +1122,22 @@ int db_query_prepared(Db *db, const char *name, const char *sql, int n_params, c
 int db_query_prepared_notifying(Db *db, const char *name, const char *sql, int n_params, const char *const *params,
                                 DbCallback callback, void *userdata) {
         return query_enqueue(db, DB_QUEUE_NORMAL, true, name, sql, n_params, params, callback, userdata);
+}
+
+int db_set_listener_state(Db *db, const char *sql) {
+        char *copy = NULL;
+
+        assert(db);
+
+        if (streq_ptr(db->listener_state_sql, sql))
+                return 0;
+        if (sql && !(copy = strdup(sql)))
+                return -ENOMEM;
+        free(db->listener_state_sql);
+        db->listener_state_sql = copy;
+        db->listener_state_due = true;
+        listener_state_apply(db);
+        return 0;
 }
 
 bool db_is_available(Db *db) {

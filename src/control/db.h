@@ -45,6 +45,8 @@ typedef struct DbConfig {
         const DbMigration *migrations;
         size_t n_migrations;
         const char *functions_sql;      /* applied after the migrations at every start; NULL: none */
+        /* Called after the listener's session state (db_set_listener_state()) was put in place. */
+        void (*on_listener_state)(void *userdata);
 } DbConfig;
 
 int db_new(sd_event *e, const DbConfig *config, DbNotifyCallback on_notify, DbStateCallback on_state,
@@ -72,6 +74,13 @@ int db_query_prepared(Db *db, const char *name, const char *sql, int n_params, c
  * second read here); on a query connection otherwise. Whoever else listens hears them as before. */
 int db_query_prepared_notifying(Db *db, const char *name, const char *sql, int n_params, const char *const *params,
                                 DbCallback callback, void *userdata);
+
+/* What the listening connection's session holds (advisory locks, settings), as one statement that sets
+ * it from scratch (sql is copied; NULL: nothing). It runs on the listener when it changes and after
+ * every reconnection (a new session holds nothing), before the listener takes any other statement;
+ * after an error, again at the next round of the connections' watch. DbConfig.on_listener_state is
+ * called after each run that succeeded while sql was still the latest. */
+int db_set_listener_state(Db *db, const char *sql);
 
 bool db_is_available(Db *db);
 /* Queries waiting for a connection plus those running. */

@@ -4,6 +4,7 @@
 
 #include <assert.h>
 
+#include "awaits.h"
 #include "id-util.h"
 #include "json-util.h"
 #include "list.h"
@@ -101,6 +102,8 @@ static Watcher *watcher_new(Control *c, HttpRequest *req, WatchKind kind, const 
         snprintf(w->task_id, sizeof(w->task_id), "%s", task_id ?: "");
         LIST_PREPEND(o->head, w);
         o->n++;
+        /* Before its first look at the task: what changes after must be announced to it. */
+        awaits_need(c->awaits, AWAIT_EVENTS);
         return w;
 }
 

@@ -7,7 +7,7 @@ import os
 import socket
 
 import mctest
-from mctest import Daemon, Postgres, check, free_port, http, tmpdir
+from mctest import Daemon, Postgres, check, free_port, http, tmpdir, wait_until
 
 USER_TOKEN = "user-token-0123456789abcdef"
 OTHER_USER_TOKEN = "user-token-bob-0123456789"
@@ -265,3 +265,14 @@ def start_cluster(nodes=("node-a", "node-b"), args=(), env=None, replicas=1, bus
 
 def task_count(pg, where="true"):
     return int(pg.psql(f"SELECT count(*) FROM tasks WHERE {where}")[0][0])
+
+
+def wait_awaiting(pg, kind, timeout=60):
+    """Waits until a control's listening connection holds what it waits for (awaits.h: the advisory
+    lock mc_await_key(kind), kind "queued" or "events") and is idle, so mc_await() is done."""
+    def done():
+        return pg.psql("SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+                       "WHERE a.application_name = 'mc-control-listener' AND a.state = 'idle' "
+                       "AND l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock' "
+                       f"AND (l.classid::bigint << 32 | l.objid::bigint) = mc_await_key('{kind}')")[0][0] == "1"
+    wait_until(done, timeout, msg=f"the listening connection to hold the lock for {kind}")

@@ -12,7 +12,7 @@ import time
 
 import mctest
 from mctest import Postgres, background, check, http, wait_until
-from controltest import Control, Transaction, metric, start_cluster, task_count
+from controltest import Control, Transaction, metric, start_cluster, task_count, wait_awaiting
 
 # The schema's migrations (src/control/sql/NNN-name.sql), which the control applies in order.
 MIGRATIONS = sorted(glob.glob(os.path.join(mctest.source_dir(), "src/control/sql/[0-9]*-*.sql")))
@@ -68,6 +68,9 @@ def test_pushes_on_the_listening_connection_survive_its_loss():
     def claim_woken_by_a_push(label):
         claim = background(agent.claim, 25000, 60)
         wait_until(lambda: metric(c, "mc_claims_waiting") == 1, 60, msg=f"{label}: the claim waits")
+        # The claim made the control ask for queued tasks' announcements (awaits.h) on that
+        # connection; the push takes it once it is idle again.
+        wait_awaiting(pg, "queued")
         tid = c.push({"image": "i", "cmd": ["x"], "labels": {"round": label}}).json()["id"]
         r = claim.get(60)
         check(r.status == 200 and r.json()["task"]["id"] == tid,

@@ -80,6 +80,90 @@ CREATE OR REPLACE FUNCTION mc_content_json(c contents) RETURNS jsonb LANGUAGE sq
                 'magnet', 'magnet:?xt=urn:btmh:1220' || c.id)
 $$;
 
+-- ---- Announcing only to someone waiting. A NOTIFY costs PostgreSQL more than the statement that sends
+-- it, commits included: at commit it takes a lock on the whole database's queue of notifications and
+-- keeps it until the commit is done, so announcing transactions commit one at a time, and every
+-- listening backend is woken (bench/control/notify-cost: the push's INSERT with its announcement ran
+-- at half the rate of the bare INSERT with 8 clients). So the tasks and these functions announce a
+-- change only when some replica waits for it:
+--
+-- - A replica with waiting claims holds, on its listening connection, the advisory lock
+--   mc_await_key('queued') in share mode; one with watches or streams, mc_await_key('events').
+--   mc_await() sets what its session holds, and records it in its setting mc.awaits.
+-- - A statement that would announce (mc_announce_wanted()) first takes the guard mc_await_key('guard')
+--   in share mode until its transaction ends, then tries the wanted kind's lock exclusively for a
+--   moment: if that fails, somebody holds it, and it announces. Its own session's locks do not
+--   conflict with it, hence mc.awaits.
+-- - A replica that starts to wait takes its lock, then the guard exclusively, for a moment: that
+--   waits until every transaction that looked before it (and so may announce nothing) has ended.
+--   Only then does it look at the tasks (its claims and watches look again: control-main.c), so a
+--   change is either announced to it or already there to be seen.
+-- An announcement nobody needed (two statements trying the lock at once) costs only its NOTIFY. A
+-- replica that dies lets go of its locks with its session.
+--
+-- Controls from before this scheme listen without holding any lock. Every listening connection of
+-- a control that knows it holds mc_await_key('aware'); while another listens without it
+-- (mc_unaware_listeners()), controls that know wait for everything on its behalf (awaits.c).
+CREATE OR REPLACE FUNCTION mc_await_key(p_kind text) RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+        SELECT CASE p_kind WHEN 'guard' THEN 7302018120 WHEN 'queued' THEN 7302018121
+                           WHEN 'events' THEN 7302018122 WHEN 'aware' THEN 7302018123 END
+$$;
+
+-- Listening connections of controls (their application_name) on this database that hold no
+-- mc_await_key('aware'): controls from before announcing on demand.
+CREATE OR REPLACE FUNCTION mc_unaware_listeners() RETURNS bigint LANGUAGE sql STABLE AS $$
+        SELECT count(*) FROM pg_stat_activity a
+         WHERE a.application_name = 'mc-control-listener' AND a.datname = current_database()
+           AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                            WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+                              AND (l.classid::bigint << 32 | l.objid::bigint) = mc_await_key('aware'))
+$$;
+
+-- Whether a change is to be announced: p_queued for a task queued (claims and watches wait for it),
+-- else for any other change (watches and streams only).
+CREATE OR REPLACE FUNCTION mc_announce_wanted(p_queued boolean) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+        own text := coalesce(current_setting('mc.awaits', true), '');
+BEGIN
+        PERFORM pg_advisory_xact_lock_shared(mc_await_key('guard'));
+        IF own LIKE '%events%' OR (p_queued AND own LIKE '%queued%') THEN
+                RETURN true;
+        END IF;
+        IF NOT pg_try_advisory_lock(mc_await_key('events')) THEN
+                RETURN true;
+        END IF;
+        PERFORM pg_advisory_unlock(mc_await_key('events'));
+        IF p_queued THEN
+                IF NOT pg_try_advisory_lock(mc_await_key('queued')) THEN
+                        RETURN true;
+                END IF;
+                PERFORM pg_advisory_unlock(mc_await_key('queued'));
+        END IF;
+        RETURN false;
+END
+$$;
+
+-- What the calling session (a replica's listening connection) waits for, from scratch: p_kinds is
+-- '', 'queued', 'events' or 'queued,events'. Returns when every transaction that may have looked
+-- before has ended. The listening session holds no other advisory lock.
+CREATE OR REPLACE FUNCTION mc_await(p_kinds text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+        PERFORM pg_advisory_unlock_all();
+        PERFORM pg_advisory_lock_shared(mc_await_key('aware'));
+        IF p_kinds LIKE '%queued%' THEN
+                PERFORM pg_advisory_lock_shared(mc_await_key('queued'));
+        END IF;
+        IF p_kinds LIKE '%events%' THEN
+                PERFORM pg_advisory_lock_shared(mc_await_key('events'));
+        END IF;
+        PERFORM set_config('mc.awaits', p_kinds, false);
+        IF p_kinds <> '' THEN
+                PERFORM pg_advisory_lock(mc_await_key('guard'));
+                PERFORM pg_advisory_unlock(mc_await_key('guard'));
+        END IF;
+END
+$$;
+
 -- Wakes waiting claims on every replica: "<n>" for n tasks any node may take, "@<node>" for a node.
 -- A task queued needs none (its event on mc_events wakes them): this is for a node's capacity freed,
 -- its drain lifted, a queued task's pending_reason changed.
@@ -87,6 +171,9 @@ CREATE OR REPLACE FUNCTION mc_notify_queued(n_untargeted integer, targets text[]
 DECLARE
         t text;
 BEGIN
+        IF (n_untargeted > 0 OR cardinality(targets) > 0) AND NOT mc_announce_wanted(true) THEN
+                RETURN;
+        END IF;
         IF n_untargeted > 0 THEN
                 PERFORM pg_notify('mc_queued', n_untargeted::text);
         END IF;
@@ -937,7 +1024,9 @@ $$;
 
 CREATE OR REPLACE FUNCTION mc_task_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-        PERFORM pg_notify('mc_events', mc_event_json(NEW)::text);
+        IF mc_announce_wanted(NEW.status = 'queued') THEN
+                PERFORM pg_notify('mc_events', mc_event_json(NEW)::text);
+        END IF;
         RETURN NULL;
 END
 $$;
@@ -1037,7 +1126,9 @@ BEGIN
         END IF;
         IF p_data <> '' THEN
                 INSERT INTO task_output_chunks (task_id, lease_token, pos, data) VALUES (p_id, p_token, p_pos, p_data);
-                PERFORM pg_notify('mc_output', p_id);
+                IF mc_announce_wanted(false) THEN
+                        PERFORM pg_notify('mc_output', p_id);
+                END IF;
         END IF;
         RETURN QUERY SELECT 200, jsonb_build_object('stored', have + octet_length(p_data));
 END
