@@ -115,11 +115,20 @@ def test_a_change_committed_while_the_replica_starts_to_wait_is_seen():
     claim = background(agent.claim, 30000, 90)
     # The claim found nothing (the row is not committed), waits, and its control's mc_await() waits
     # for the open transaction (the guard lock it holds in share mode).
-    wait_until(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                               "'mc-control-listener' AND wait_event_type = 'Lock' "
-                               "AND query LIKE 'SELECT mc_await(%'")[0][0] == "1",
-               60, msg="the listening connection's mc_await() waiting for the open transaction")
+    def waiting_await():
+        """The query_start of the listening connection's mc_await() waiting for a lock, or None."""
+        rows = pg.psql("SELECT query_start FROM pg_stat_activity WHERE application_name = 'mc-control-listener' "
+                       "AND wait_event_type = 'Lock' AND query LIKE 'SELECT mc_await(%'")
+        return rows[0][0] if rows else None
+    wait_until(waiting_await, 60, msg="the listening connection's mc_await() waiting for the open transaction")
+    started = waiting_await()
     check(not claim.done, "the claim answered before the task was committed")
+    # Meanwhile the others' changes do not wait: they announce rather than queue behind the guard. The
+    # push is answered while that same mc_await() still waits (one that queued behind it would be
+    # answered only after it gave up at its statement timeout, and a retry would start anew).
+    other = c.push({"image": "i", "cmd": ["x"], "labels": {"target_node": "node-z"}})
+    check(other.status == 201, f"a push while a replica starts to wait: {other.status} {other.text}")
+    check(waiting_await() == started, "the push waited for the replica that starts to wait")
     tx.commit()
     r = claim.get(90)
     check(r.status == 200 and r.json()["task"]["id"] == "held-task",

@@ -98,6 +98,10 @@ $$;
 --   waits until every transaction that looked before it (and so may announce nothing) has ended.
 --   Only then does it look at the tasks (its claims and watches look again: control-main.c), so a
 --   change is either announced to it or already there to be seen.
+-- - The guard is only tried: while a replica waits for it (or holds it), a statement that would
+--   announce does not queue behind it but announces, which is always right. So a transaction left
+--   open after changing a task holds up only the replica starting to wait (until its statement
+--   timeout, then it tries again), never the others' changes.
 -- An announcement nobody needed (two statements trying the lock at once) costs only its NOTIFY. A
 -- replica that dies lets go of its locks with its session.
 --
@@ -125,7 +129,9 @@ CREATE OR REPLACE FUNCTION mc_announce_wanted(p_queued boolean) RETURNS boolean 
 DECLARE
         own text := coalesce(current_setting('mc.awaits', true), '');
 BEGIN
-        PERFORM pg_advisory_xact_lock_shared(mc_await_key('guard'));
+        IF NOT pg_try_advisory_xact_lock_shared(mc_await_key('guard')) THEN
+                RETURN true;
+        END IF;
         IF own LIKE '%events%' OR (p_queued AND own LIKE '%queued%') THEN
                 RETURN true;
         END IF;
