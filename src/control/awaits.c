@@ -125,6 +125,10 @@ unsigned awaits_kinds(const Awaits *a) {
         return a ? a->kinds : 0;
 }
 
+bool awaits_holds(const Awaits *a, AwaitKind kind) {
+        return a && (a->kinds & (1u << kind)) && db_listener_state_applied(a->control->db);
+}
+
 int awaits_new(Control *c, Awaits **ret) {
         Awaits *a;
         int r;

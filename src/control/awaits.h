@@ -29,5 +29,7 @@ Awaits *awaits_free(Awaits *a);
 
 /* A claim started to wait (AWAIT_QUEUED), a watch or stream began (AWAIT_EVENTS). */
 void awaits_need(Awaits *a, AwaitKind kind);
-/* The kinds held now (bits 1 << AwaitKind), as last asked of the database. */
+/* The kinds (bits 1 << AwaitKind) last asked of the database, held or about to be. */
 unsigned awaits_kinds(const Awaits *a);
+/* Whether the database holds kind for this replica now: changes are announced to it. */
+bool awaits_holds(const Awaits *a, AwaitKind kind);

@@ -79,6 +79,7 @@ struct Db {
         char *listener_state_sql;       /* db_set_listener_state(); NULL: none */
         bool listener_state_due;        /* it changed, or the session is new, or its last run failed */
         bool listener_state_failed;     /* its last run failed: again at the next watch round */
+        bool listener_state_applied;    /* the latest ran, on the session connected now */
         void (*on_listener_state)(void *userdata);
         const DbMigration *migrations;
         size_t n_migrations;
@@ -226,8 +227,10 @@ static int conn_watch(DbConn *c, uint32_t events) {
 static int on_reconnect(sd_event_source *s, uint64_t usec, void *userdata);
 
 static void conn_close(DbConn *c) {
-        if (c->listener)
+        if (c->listener) {
                 c->db->listener_state_due = true;       /* the next session holds nothing */
+                c->db->listener_state_applied = false;
+        }
         c->io = sd_event_source_disable_unref(c->io);
         c->fd = -1;
         c->preparing = false;
@@ -496,7 +499,10 @@ static void on_listener_state_done(PGresult *r, int error, void *userdata) {
                 db->listener_state_failed = true;
                 return;
         }
-        if (!db->listener_state_due && db->on_listener_state)
+        if (db->listener_state_due)
+                return; /* changed meanwhile: the latest runs next */
+        db->listener_state_applied = true;
+        if (db->on_listener_state)
                 db->on_listener_state(db->userdata);
 }
 
@@ -1136,8 +1142,13 @@ int db_set_listener_state(Db *db, const char *sql) {
         free(db->listener_state_sql);
         db->listener_state_sql = copy;
         db->listener_state_due = true;
+        db->listener_state_applied = false;
         listener_state_apply(db);
         return 0;
+}
+
+bool db_listener_state_applied(Db *db) {
+        return db && db->listener_state_applied;
 }
 
 bool db_is_available(Db *db) {

@@ -81,6 +81,8 @@ int db_query_prepared_notifying(Db *db, const char *name, const char *sql, int n
  * after an error, again at the next round of the connections' watch. DbConfig.on_listener_state is
  * called after each run that succeeded while sql was still the latest. */
 int db_set_listener_state(Db *db, const char *sql);
+/* Whether the latest listener state ran on the listener's present session. */
+bool db_listener_state_applied(Db *db);
 
 bool db_is_available(Db *db);
 /* Queries waiting for a connection plus those running. */

@@ -3,8 +3,10 @@
 file, and a scripted agent that speaks the agent side of the API over HTTP."""
 
 import hashlib
+import http.client as httpclient
 import os
 import socket
+import threading
 
 import mctest
 from mctest import Daemon, Postgres, check, free_port, http, tmpdir, wait_until
@@ -265,6 +267,25 @@ def start_cluster(nodes=("node-a", "node-b"), args=(), env=None, replicas=1, bus
 
 def task_count(pg, where="true"):
     return int(pg.psql(f"SELECT count(*) FROM tasks WHERE {where}")[0][0])
+
+
+class Events:
+    """GET /api/events, its lines read on a thread as they come."""
+
+    def __init__(self, c):
+        self.conn = httpclient.HTTPConnection("127.0.0.1", c.port, timeout=120)
+        self.conn.request("GET", "/api/events", headers={"Authorization": f"Bearer {USER_TOKEN}"})
+        self.resp = self.conn.getresponse()
+        self.lines = []
+        if self.resp.status == 200:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            while line := self.resp.readline():
+                self.lines.append(line.decode())
+        except (OSError, AttributeError, ValueError):
+            pass
 
 
 def wait_awaiting(pg, kind, timeout=60):

@@ -10,7 +10,7 @@ import time
 
 import mctest
 from mctest import background, check, http, wait_until
-from controltest import USER_TOKEN, Transaction, metric, start_cluster, wait_awaiting
+from controltest import USER_TOKEN, Events, Transaction, metric, start_cluster, wait_awaiting
 
 
 class Listener:
@@ -98,6 +98,36 @@ def test_watch_makes_changes_announced():
     r = poll.get(90)
     check(r.status == 200 and r.json()["status"] == "cancelled", f"the long poll: {r.status} {r.text}")
     wait_until(lambda: announced(listener, tid), 60, msg="the cancel announced while a watch waits")
+
+
+def test_a_stream_gets_what_follows_its_start():
+    """An event stream on a replica where nothing else waits begins (its headers and first line) only
+    once the database announces every change to it: a task pushed as soon as it began is in it. To
+    see the order, a transaction that changed a task is held open first, so that the replica's
+    mc_await() waits for it: the stream does not begin before it ends."""
+    pg, (c,) = start_cluster(nodes=("node-a",))
+    spec = '{"image": "i", "cmd": ["x"], "resources": {"nano_cpus": 0, "memory_bytes": 0}}'
+    tx = Transaction(pg, "INSERT INTO tasks (id, spec, labels, target_node) VALUES ('held-task', "
+                         f"'{spec}'::jsonb, '{{}}', 'node-z'); SELECT 'locked';")
+    opening = background(Events, c)
+    wait_until(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                               "'mc-control-listener' AND wait_event_type = 'Lock' "
+                               "AND query LIKE 'SELECT mc_await(%events%'")[0][0] == "1",
+               60, msg="the listening connection's mc_await() waiting for the open transaction")
+    check(not opening.done, "the stream began before the database announced every change to its replica")
+    tx.commit()
+    events = opening.get(60)
+    check(events.resp.status == 200, f"the stream: {events.resp.status}")
+    tid = c.push({"image": "i", "cmd": ["x"], "labels": {"target_node": "node-z"}}).json()["id"]
+    wait_until(lambda: any(tid in line for line in events.lines), 60, msg="the push in the stream")
+    events.conn.close()
+
+    # And with nothing held up, after the replica let go.
+    wait_until(lambda: awaits_held(pg) == 0, 120, msg="nothing waited for")
+    events = Events(c)
+    check(events.resp.status == 200, f"the stream: {events.resp.status}")
+    tid = c.push({"image": "i", "cmd": ["x"], "labels": {"target_node": "node-z"}}).json()["id"]
+    wait_until(lambda: any(tid in line for line in events.lines), 60, msg="the push in the second stream")
 
 
 def test_a_change_committed_while_the_replica_starts_to_wait_is_seen():

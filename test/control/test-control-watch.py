@@ -4,13 +4,11 @@
 live output chunks and their fencing, drain and undrain of a node from the control, removing a lost
 node, deleting a finished task, and retention."""
 
-import http.client as httpclient
 import re
-import threading
 
 import mctest
 from mctest import check, http, wait_until
-from controltest import USER_TOKEN, agent_token, start_cluster
+from controltest import USER_TOKEN, Events, agent_token, start_cluster
 
 TASK = {"image": "alpine:3.20", "cmd": ["true"], "timeout_sec": 60}
 
@@ -178,25 +176,6 @@ def test_retention():
     check(rows == [("0",)], f"its output: {rows}")
     check("MC_EVENT=tasks_deleted" in c.daemon.log_text(), "tasks_deleted logged")
 
-
-
-class Events:
-    """GET /api/events, its lines read on a thread as they come."""
-
-    def __init__(self, c):
-        self.conn = httpclient.HTTPConnection("127.0.0.1", c.port, timeout=120)
-        self.conn.request("GET", "/api/events", headers={"Authorization": f"Bearer {USER_TOKEN}"})
-        self.resp = self.conn.getresponse()
-        self.lines = []
-        if self.resp.status == 200:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        try:
-            while line := self.resp.readline():
-                self.lines.append(line.decode())
-        except (OSError, AttributeError, ValueError):
-            pass
 
 
 def streams_open(c):
