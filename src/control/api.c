@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "api.h"
+#include "awaits.h"
 #include "claim.h"
 #include "config.h"
 #include "daemon-util.h"
@@ -342,6 +343,12 @@ static void handle_metrics(Control *c, HttpRequest *req, const ApiCall *call) {
                    "mc_claims_waiting %zu\n", claim_waiters_n(c->waiters));
         fprintf(f, "# HELP mc_http_streams Long polls, followed logs and event streams open on this replica.\n"
                    "# TYPE mc_http_streams gauge\nmc_http_streams %zu\n", watchers_n(c->watchers));
+        fprintf(f, "# HELP mc_notifications_awaited Whether the database announces this kind of change to this replica "
+                   "(queued: tasks queued, for its waiting claims; events: every change, for its watches and streams).\n"
+                   "# TYPE mc_notifications_awaited gauge\n");
+        for (AwaitKind k = 0; k < _AWAIT_KIND_MAX; k++)
+                fprintf(f, "mc_notifications_awaited{kind=\"%s\"} %d\n", await_kind_to_string(k),
+                        awaits_holds(c->awaits, k));
         fprintf(f, "# HELP mc_tasks_pushed_total Tasks created by this replica.\n# TYPE mc_tasks_pushed_total counter\n"
                    "mc_tasks_pushed_total %" PRIu64 "\n", c->metrics.tasks_pushed);
         fprintf(f, "# HELP mc_leases_granted_total Leases granted by this replica.\n# TYPE mc_leases_granted_total counter\n"

@@ -174,8 +174,11 @@ def test_lets_go_when_nobody_waits():
     r = agent.claim(wait_ms=200)
     check(r.status == 204, f"an empty claim: {r.status} {r.text}")
     wait_until(lambda: awaits_held(pg) > 0, 60, msg="the lock taken for the claim")
+    wait_until(lambda: metric(c, 'mc_notifications_awaited{kind="queued"}') == 1, 60, msg="the metric saying so")
+    check(metric(c, 'mc_notifications_awaited{kind="events"}') == 0, "events awaited with nothing watched")
     start = time.monotonic()
     wait_until(lambda: awaits_held(pg) == 0, 120, msg="the lock let go after the claim")
+    wait_until(lambda: metric(c, 'mc_notifications_awaited{kind="queued"}') == 0, 60, msg="the metric saying so")
     print(f"  let go {time.monotonic() - start:.1f}s after the claim ended")
 
 
