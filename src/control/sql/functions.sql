@@ -84,7 +84,7 @@ $$;
 -- it, commits included: at commit it takes a lock on the whole database's queue of notifications and
 -- keeps it until the commit is done, so announcing transactions commit one at a time, and every
 -- listening backend is woken (bench/control/notify-cost: the push's INSERT with its announcement ran
--- at half the rate of the bare INSERT with 8 clients). So the tasks and these functions announce a
+-- at 0.37 of the bare INSERT's rate with 8 clients). So the tasks and these functions announce a
 -- change only when some replica waits for it:
 --
 -- - A replica with waiting claims holds, on its listening connection, the advisory lock
