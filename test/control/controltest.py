@@ -288,12 +288,27 @@ class Events:
             pass
 
 
+def awaits_held(pg, kinds=("queued", "events"), idle=False):
+    """How many of the locks that ask for announcements (awaits.h: mc_await_key(kind) for kind in
+    kinds) the controls' listening connections hold; with idle, only those of a connection that is
+    idle, so that its mc_await() is done."""
+    keys = ", ".join(f"mc_await_key('{k}')" for k in kinds)
+    return int(pg.psql("SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+                       "WHERE a.application_name = 'mc-control-listener' AND l.locktype = 'advisory' AND l.granted "
+                       f"AND l.mode = 'ShareLock' AND (l.classid::bigint << 32 | l.objid::bigint) IN ({keys})"
+                       + (" AND a.state = 'idle'" if idle else ""))[0][0])
+
+
 def wait_awaiting(pg, kind, timeout=60):
-    """Waits until a control's listening connection holds what it waits for (awaits.h: the advisory
-    lock mc_await_key(kind), kind "queued" or "events") and is idle, so mc_await() is done."""
-    def done():
-        return pg.psql("SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
-                       "WHERE a.application_name = 'mc-control-listener' AND a.state = 'idle' "
-                       "AND l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock' "
-                       f"AND (l.classid::bigint << 32 | l.objid::bigint) = mc_await_key('{kind}')")[0][0] == "1"
-    wait_until(done, timeout, msg=f"the listening connection to hold the lock for {kind}")
+    """Waits until a control's listening connection holds the lock for kind ("queued" or "events")
+    and is idle, so mc_await() is done."""
+    wait_until(lambda: awaits_held(pg, (kind,), idle=True) == 1, timeout,
+               msg=f"the listening connection to hold the lock for {kind}")
+
+
+def blocked_await(pg, kinds="%"):
+    """The query_start of the listening connection's mc_await() (its argument LIKE kinds) while it
+    waits for a lock (a transaction that changed a task still open), or None."""
+    rows = pg.psql("SELECT query_start FROM pg_stat_activity WHERE application_name = 'mc-control-listener' "
+                   f"AND wait_event_type = 'Lock' AND query LIKE 'SELECT mc_await(''{kinds}'')'")
+    return rows[0][0] if rows else None

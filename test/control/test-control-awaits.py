@@ -10,7 +10,8 @@ import time
 
 import mctest
 from mctest import background, check, http, wait_until
-from controltest import USER_TOKEN, Events, Transaction, metric, start_cluster, wait_awaiting
+from controltest import (USER_TOKEN, Events, Transaction, awaits_held, blocked_await, metric, start_cluster,
+                         wait_awaiting)
 
 
 class Listener:
@@ -45,14 +46,6 @@ class Listener:
             prefix = 'Asynchronous notification "mc_events" with payload "'
             if line.startswith(prefix):
                 self.payloads.append(line[len(prefix):].rsplit('" received from server process', 1)[0])
-
-
-def awaits_held(pg):
-    """How many of the locks that ask for announcements (queued, events) listening connections hold."""
-    return int(pg.psql("SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
-                       "WHERE a.application_name = 'mc-control-listener' AND l.locktype = 'advisory' AND l.granted "
-                       "AND (l.classid::bigint << 32 | l.objid::bigint) IN (mc_await_key('queued'), "
-                       "mc_await_key('events'))")[0][0])
 
 
 def announced(listener, task_id):
@@ -110,10 +103,8 @@ def test_a_stream_gets_what_follows_its_start():
     tx = Transaction(pg, "INSERT INTO tasks (id, spec, labels, target_node) VALUES ('held-task', "
                          f"'{spec}'::jsonb, '{{}}', 'node-z'); SELECT 'locked';")
     opening = background(Events, c)
-    wait_until(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                               "'mc-control-listener' AND wait_event_type = 'Lock' "
-                               "AND query LIKE 'SELECT mc_await(%events%'")[0][0] == "1",
-               60, msg="the listening connection's mc_await() waiting for the open transaction")
+    wait_until(lambda: blocked_await(pg, "%events%"), 60,
+               msg="the listening connection's mc_await() waiting for the open transaction")
     check(not opening.done, "the stream began before the database announced every change to its replica")
     tx.commit()
     events = opening.get(60)
@@ -145,20 +136,15 @@ def test_a_change_committed_while_the_replica_starts_to_wait_is_seen():
     claim = background(agent.claim, 30000, 90)
     # The claim found nothing (the row is not committed), waits, and its control's mc_await() waits
     # for the open transaction (the guard lock it holds in share mode).
-    def waiting_await():
-        """The query_start of the listening connection's mc_await() waiting for a lock, or None."""
-        rows = pg.psql("SELECT query_start FROM pg_stat_activity WHERE application_name = 'mc-control-listener' "
-                       "AND wait_event_type = 'Lock' AND query LIKE 'SELECT mc_await(%'")
-        return rows[0][0] if rows else None
-    wait_until(waiting_await, 60, msg="the listening connection's mc_await() waiting for the open transaction")
-    started = waiting_await()
+    wait_until(lambda: blocked_await(pg), 60, msg="the listening connection's mc_await() waiting for the open transaction")
+    started = blocked_await(pg)
     check(not claim.done, "the claim answered before the task was committed")
     # Meanwhile the others' changes do not wait: they announce rather than queue behind the guard. The
     # push is answered while that same mc_await() still waits (one that queued behind it would be
     # answered only after it gave up at its statement timeout, and a retry would start anew).
     other = c.push({"image": "i", "cmd": ["x"], "labels": {"target_node": "node-z"}})
     check(other.status == 201, f"a push while a replica starts to wait: {other.status} {other.text}")
-    check(waiting_await() == started, "the push waited for the replica that starts to wait")
+    check(blocked_await(pg) == started, "the push waited for the replica that starts to wait")
     tx.commit()
     r = claim.get(90)
     check(r.status == 200 and r.json()["task"]["id"] == "held-task",
