@@ -1,57 +1,84 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "json-check.h"
 #include "log.h"
+#include "sha256.h"
 
 #define TOKEN_MIN_RECOMMENDED 16
 #define TOKEN_MAX 512
 
+/* A token is kept only as its SHA-256: the daemon's memory holds no secret a client could send. */
 typedef struct AuthEntry {
+        uint8_t digest[SHA256_SIZE];
+        size_t order;           /* its place in the file: of two entries with one token, the first counts */
         AuthKind kind;
         char *name;
-        char *token;
 } AuthEntry;
 
 struct Auth {
         bool disabled;
-        AuthEntry *entries;
+        AuthEntry *entries;     /* by digest, then order, once auth_index() ran */
         size_t n_entries;
 };
 
 Auth *auth_free(Auth *a) {
         if (!a)
                 return NULL;
-        for (size_t i = 0; i < a->n_entries; i++) {
+        for (size_t i = 0; i < a->n_entries; i++)
                 free(a->entries[i].name);
-                /* Do not leave secrets lying in freed memory. */
-                explicit_bzero(a->entries[i].token, strlen(a->entries[i].token));
-                free(a->entries[i].token);
-        }
         free(a->entries);
         free(a);
         return NULL;
 }
 
 static int auth_add(Auth *a, AuthKind kind, const char *name, const char *token) {
-        AuthEntry *n;
+        AuthEntry *n, *e;
+        int r;
 
         n = realloc(a->entries, sizeof(AuthEntry) * (a->n_entries + 1));
         if (!n)
                 return -ENOMEM;
         a->entries = n;
-        n[a->n_entries] = (AuthEntry) { .kind = kind, .name = strdup(name), .token = strdup(token) };
-        if (!n[a->n_entries].name || !n[a->n_entries].token) {
-                free(n[a->n_entries].name);
-                free(n[a->n_entries].token);
+        e = n + a->n_entries;
+        *e = (AuthEntry) { .order = a->n_entries, .kind = kind, .name = strdup(name) };
+        if (!e->name)
                 return -ENOMEM;
+        r = sha256(token, strlen(token), e->digest);
+        if (r < 0) {
+                free(e->name);
+                return r;
         }
         a->n_entries++;
         return 0;
+}
+
+static int entry_compare(const void *x, const void *y) {
+        const AuthEntry *a = x, *b = y;
+        int d = memcmp(a->digest, b->digest, SHA256_SIZE);
+
+        if (d != 0)
+                return d;
+        return a->order < b->order ? -1 : a->order > b->order;
+}
+
+/* Sorts the entries by digest, so that a token is found by a binary search rather than by comparing
+ * it with every entry: with 1 000 agents, every request spent 70 µs on the walk. Two entries with one
+ * token are the operator's mistake (either may act as the other); the first in the file counts, as it
+ * did when the entries were walked in order, and the mistake is logged, by name. */
+static void auth_index(Auth *a) {
+        if (a->n_entries == 0)
+                return;
+        qsort(a->entries, a->n_entries, sizeof(AuthEntry), entry_compare);
+        for (size_t i = 1; i < a->n_entries; i++)
+                if (memcmp(a->entries[i - 1].digest, a->entries[i].digest, SHA256_SIZE) == 0)
+                        log_warning("Tokens: %s and %s have the same token; requests with it are taken as %s.",
+                                    a->entries[i - 1].name, a->entries[i].name, a->entries[i - 1].name);
 }
 
 int auth_parse_line(const char *line, AuthKind *ret_kind, char **ret_name, char **ret_token) {
@@ -87,9 +114,20 @@ int auth_parse_line(const char *line, AuthKind *ret_kind, char **ret_name, char 
         return 1;
 }
 
-int auth_load_stream(Auth *a, FILE *f, const char *path) {
-        _cleanup_free_ char *line = NULL;
-        size_t cap = 0;
+/* getline()'s buffer, which holds tokens: erased on every way out. */
+typedef struct LineBuffer {
+        char *p;
+        size_t cap;
+} LineBuffer;
+
+static void line_buffer_erase(LineBuffer *b) {
+        if (b->p)
+                explicit_bzero(b->p, b->cap);
+        free(b->p);
+}
+
+static int load_lines(Auth *a, FILE *f, const char *path) {
+        _cleanup_(line_buffer_erase) LineBuffer line = {};
         unsigned lineno = 0;
 
         for (;;) {
@@ -98,16 +136,14 @@ int auth_load_stream(Auth *a, FILE *f, const char *path) {
                 ssize_t len;
                 int r;
 
-                len = getline(&line, &cap, f);
+                len = getline(&line.p, &line.cap, f);
                 if (len < 0)
                         break;
                 lineno++;
                 /* What follows a NUL would be cut off unseen: a token that is not what the file says. */
-                if (memchr(line, 0, (size_t) len)) {
-                        explicit_bzero(line, cap);
+                if (memchr(line.p, 0, (size_t) len))
                         return log_error_errno(EINVAL, "%s:%u: the line contains a NUL byte.", path, lineno);
-                }
-                r = auth_parse_line(line, &kind, &name, &token);
+                r = auth_parse_line(line.p, &kind, &name, &token);
                 if (r == -ENOMEM)
                         return log_oom();
                 if (r < 0)
@@ -123,11 +159,21 @@ int auth_load_stream(Auth *a, FILE *f, const char *path) {
                 free(token);
                 free(name);
                 if (r < 0)
-                        return log_oom();
+                        return log_error_errno(r, "%s:%u: cannot add the entry: %m", path, lineno);
         }
-        if (line)
-                explicit_bzero(line, cap);
         return 0;
+}
+
+int auth_load_stream(Auth *a, FILE *f, const char *path) {
+        int r;
+
+        assert(a);
+        assert(f);
+
+        r = load_lines(a, f, path);
+        /* Also after an error: what was added stays findable. */
+        auth_index(a);
+        return r;
 }
 
 static int auth_load_file(Auth *a, const char *path) {
@@ -150,7 +196,7 @@ static int auth_load_file(Auth *a, const char *path) {
                                        "others than its owner and this process's group, or written by a group; "
                                        "run: chmod 600 %s, or chmod 640 and chgrp it to the service's group", path, st.st_mode & 0777,
                                        (unsigned) st.st_gid, path);
-        return auth_load_stream(a, f, path);
+        return load_lines(a, f, path);
 }
 
 int auth_new(const char *tokens_file, const char *control_token, bool disabled, Auth **ret) {
@@ -172,8 +218,9 @@ int auth_new(const char *tokens_file, const char *control_token, bool disabled, 
                         return log_error_errno(EINVAL, "CONTROL_TOKEN is longer than %d characters.", TOKEN_MAX);
                 r = auth_add(a, AUTH_USER, "default", control_token);
                 if (r < 0)
-                        return log_oom();
+                        return log_error_errno(r, "Cannot add CONTROL_TOKEN: %m");
         }
+        auth_index(a);
         *ret = TAKE_PTR(a);
         return 0;
 }
@@ -182,10 +229,28 @@ size_t auth_n_tokens(const Auth *a) {
         return a->n_entries;
 }
 
+/* The first entry whose digest is not below digest. */
+static size_t lower_bound(const Auth *a, const uint8_t digest[SHA256_SIZE]) {
+        size_t lo = 0, hi = a->n_entries;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (memcmp(a->entries[mid].digest, digest, SHA256_SIZE) < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
 AuthIdentity auth_check_header(const Auth *a, const char *authorization) {
         AuthIdentity id = { .kind = AUTH_NONE };
+        uint8_t digest[SHA256_SIZE];
         const char *token;
-        size_t len;
+        size_t len, i;
+
+        assert(a);
 
         if (a->disabled)
                 return (AuthIdentity) { .kind = AUTH_DISABLED, .name = "(auth disabled)" };
@@ -200,12 +265,14 @@ AuthIdentity auth_check_header(const Auth *a, const char *authorization) {
         if (len == 0 || len > TOKEN_MAX)
                 return id;
 
-        /* No early exit: every entry is compared, whatever matched. */
-        for (size_t i = 0; i < a->n_entries; i++) {
-                const AuthEntry *e = a->entries + i;
-                bool match = memeq_consttime(e->token, strlen(e->token), token, len);
-                if (match && id.kind == AUTH_NONE)
-                        id = (AuthIdentity) { .kind = e->kind, .name = e->name };
-        }
+        /* The search compares digests, not tokens: its timing tells at most where the digest of what
+         * was sent falls among the stored ones, and a token whose digest matches a stored one in its
+         * first bytes is no closer to being right (that would take a preimage of SHA-256). */
+        if (sha256(token, len, digest) < 0)
+                return id;
+        i = lower_bound(a, digest);
+        if (i < a->n_entries && memeq_consttime(a->entries[i].digest, SHA256_SIZE, digest, SHA256_SIZE))
+                id = (AuthIdentity) { .kind = a->entries[i].kind, .name = a->entries[i].name };
+        explicit_bzero(digest, sizeof(digest));
         return id;
 }

@@ -119,6 +119,65 @@ static void test_malformed_file_is_refused(void) {
         ASSERT_NULL(a);
 }
 
+/* Thousands of entries, as with one agent token per node: each token names its own entry, and a token
+ * one character off, or a stored token's prefix, names nobody. */
+static void test_many_tokens(void) {
+        _cleanup_(auth_freep) Auth *a = NULL;
+        _cleanup_free_ char *text = NULL;
+        size_t size = 0;
+        FILE *f;
+        char header[128], name[64];
+        AuthIdentity id;
+
+        f = open_memstream(&text, &size);
+        ASSERT_TRUE(f);
+        for (unsigned i = 0; i < 3000; i++)
+                fprintf(f, "%s node-%u token-of-node-%u-0123456789\n", i % 100 == 0 ? "user" : "agent", i, i);
+        ASSERT_INT_EQ(fclose(f), 0);
+
+        ASSERT_INT_EQ(auth_new(NULL, NULL, false, &a), 0);
+        f = fmemopen(text, size, "r");
+        ASSERT_TRUE(f);
+        ASSERT_INT_EQ(auth_load_stream(a, f, "many"), 0);
+        fclose(f);
+        ASSERT_UINT_EQ(auth_n_tokens(a), 3000);
+
+        for (unsigned i = 0; i < 3000; i++) {
+                snprintf(header, sizeof(header), "Bearer token-of-node-%u-0123456789", i);
+                snprintf(name, sizeof(name), "node-%u", i);
+                id = auth_check_header(a, header);
+                ASSERT_INT_EQ(id.kind, i % 100 == 0 ? AUTH_USER : AUTH_AGENT);
+                ASSERT_STREQ(id.name, name);
+
+                snprintf(header, sizeof(header), "Bearer token-of-node-%u-0123456788", i);
+                ASSERT_INT_EQ(auth_check_header(a, header).kind, AUTH_NONE);
+                snprintf(header, sizeof(header), "Bearer token-of-node-%u-012345678", i);
+                ASSERT_INT_EQ(auth_check_header(a, header).kind, AUTH_NONE);
+        }
+}
+
+/* Two entries with one token (an operator's mistake, logged): the first in the file counts, also for
+ * CONTROL_TOKEN, which comes after the file's entries. */
+static void test_same_token_twice(void) {
+        _cleanup_(auth_freep) Auth *a = NULL;
+        char *path = write_file("agent node-a shared-token-0123456789\n"
+                                "user bob bob-token-0123456789\n"
+                                "user alice shared-token-0123456789\n", 0600);
+        AuthIdentity id;
+
+        ASSERT_TRUE(path);
+        ASSERT_INT_EQ(auth_new(path, "bob-token-0123456789", false, &a), 0);
+        unlink(path);
+        ASSERT_UINT_EQ(auth_n_tokens(a), 4);
+
+        id = auth_check_header(a, "Bearer shared-token-0123456789");
+        ASSERT_INT_EQ(id.kind, AUTH_AGENT);
+        ASSERT_STREQ(id.name, "node-a");
+        id = auth_check_header(a, "Bearer bob-token-0123456789");
+        ASSERT_INT_EQ(id.kind, AUTH_USER);
+        ASSERT_STREQ(id.name, "bob");
+}
+
 static void test_disabled(void) {
         _cleanup_(auth_freep) Auth *a = NULL;
 
@@ -132,6 +191,8 @@ int main(void) {
         RUN_TEST(test_file_readable_by_others_is_refused);
         RUN_TEST(test_file_readable_by_own_group);
         RUN_TEST(test_malformed_file_is_refused);
+        RUN_TEST(test_many_tokens);
+        RUN_TEST(test_same_token_twice);
         RUN_TEST(test_disabled);
         return TESTS_DONE();
 }
