@@ -41,6 +41,7 @@ def test_benchmarks_refuse_bad_options():
     top = mctest.source_dir()
     cases = [
         ("bench/control/run", ["--claimers", "0"], "--claimers"),
+        ("bench/control/run", ["--agents", "0"], "--agents"),
         ("bench/control/run", ["--clients", "1,x"], "'x'"),
         ("bench/control/run", ["--parts", "push,bogus"], "bogus"),
         ("bench/control/run", ["--duration", "0.5"], "--duration"),
@@ -49,6 +50,7 @@ def test_benchmarks_refuse_bad_options():
         ("bench/control/claim-cpu", ["--batch", "5"], "--batch 5"),
         ("bench/control/flood", ["--connections", "-1"], "--connections"),
         ("bench/control/push-ab", ["--before", "/nonexistent", "--seconds", "0"], "--seconds"),
+        ("bench/control/push-ab", ["--before", "/nonexistent", "--agents", "0"], "--agents"),
         ("bench/control/tls-overhead", ["--duration", "0"], "--duration"),
         ("bench/control/notify-cost", ["--seconds", "0.5"], "--seconds"),
         ("bench/control/notify-cost", ["--clients", "1,0"], "'0'"),
