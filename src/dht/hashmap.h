@@ -27,4 +27,3 @@ void *hashmap_remove(Hashmap *h, const void *key);
 size_t hashmap_size(const Hashmap *h);
 bool hashmap_iterate(Hashmap *h, HashmapIter *i, void **ret_value, const void **ret_key);
 
-uint64_t siphash24(const void *data, size_t len, const uint8_t key[16]);

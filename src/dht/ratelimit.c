@@ -3,6 +3,7 @@
 #include "hashmap.h"
 #include "random-util.h"
 #include "ratelimit.h"
+#include "siphash.h"
 
 void ratelimit_init(RateLimit *rl, uint32_t rate, uint32_t burst) {
         memset(rl, 0, sizeof(*rl));

@@ -11,6 +11,7 @@
 #include "file-util.h"
 #include "hex.h"
 #include "list.h"
+#include "siphash.h"
 #include "spawn-util.h"
 #include "strv.h"
 #include "tests.h"
@@ -143,6 +144,22 @@ static void test_hex(void) {
         ASSERT_TRUE(out[0] == 7 && out[1] == 7 && out[2] == 7);  /* untouched on failure */
 }
 
+/* The reference's test vectors: key 00..0f, messages 00..(n-1). */
+static void test_siphash(void) {
+        uint8_t key[16], msg[64];
+
+        for (unsigned i = 0; i < sizeof(key); i++)
+                key[i] = (uint8_t) i;
+        for (unsigned i = 0; i < sizeof(msg); i++)
+                msg[i] = (uint8_t) i;
+        ASSERT_TRUE(siphash24(msg, 0, key) == UINT64_C(0x726fdb47dd0e0e31));
+        ASSERT_TRUE(siphash24(msg, 8, key) == UINT64_C(0x93f5f5799a932462));
+        ASSERT_TRUE(siphash24(msg, 15, key) == UINT64_C(0xa129ca6149be45e5));
+        /* Another key, another value. */
+        key[0] ^= 1;
+        ASSERT_TRUE(siphash24(msg, 15, key) != UINT64_C(0xa129ca6149be45e5));
+}
+
 static void test_strv(void) {
         _cleanup_strv_free_ char **l = strv_split(" a,b ,, c\n"), **e = NULL;
         _cleanup_free_ char *j = NULL, *k = NULL;
@@ -259,6 +276,7 @@ int main(void) {
         RUN_TEST(test_read_full_file);
         RUN_TEST(test_utf8);
         RUN_TEST(test_hex);
+        RUN_TEST(test_siphash);
         RUN_TEST(test_strv);
         RUN_TEST(test_list);
         RUN_TEST(test_tls_client);
