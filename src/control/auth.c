@@ -8,14 +8,22 @@
 #include "auth.h"
 #include "json-check.h"
 #include "log.h"
-#include "sha256.h"
+#include "random-util.h"
+#include "siphash.h"
 
 #define TOKEN_MIN_RECOMMENDED 16
 #define TOKEN_MAX 512
 
-/* A token is kept only as its SHA-256: the daemon's memory holds no secret a client could send. */
+/* A token is kept only as its tag: two SipHash-2-4 values under two random keys of this Auth, 128 bits
+ * that a client can neither predict nor learn anything from by timing the search among them. The
+ * daemon's memory holds no token a client could send. SipHash rather than SHA-256: OpenSSL's first
+ * digest costs 2 MiB of resident memory to set itself up, a fifth of the control's at rest. */
+typedef struct TokenTag {
+        uint64_t h[2];
+} TokenTag;
+
 typedef struct AuthEntry {
-        uint8_t digest[SHA256_SIZE];
+        TokenTag tag;
         size_t order;           /* its place in the file: of two entries with one token, the first counts */
         AuthKind kind;
         char *name;
@@ -23,9 +31,21 @@ typedef struct AuthEntry {
 
 struct Auth {
         bool disabled;
-        AuthEntry *entries;     /* by digest, then order, once auth_index() ran */
+        uint8_t keys[2][16];
+        AuthEntry *entries;     /* by tag, then order, once auth_index() ran */
         size_t n_entries;
 };
+
+static TokenTag token_tag(const Auth *a, const char *token, size_t len) {
+        return (TokenTag) { .h = { siphash24(token, len, a->keys[0]), siphash24(token, len, a->keys[1]) } };
+}
+
+static int tag_compare(const TokenTag *x, const TokenTag *y) {
+        for (size_t i = 0; i < ELEMENTSOF(x->h); i++)
+                if (x->h[i] != y->h[i])
+                        return x->h[i] < y->h[i] ? -1 : 1;
+        return 0;
+}
 
 Auth *auth_free(Auth *a) {
         if (!a)
@@ -33,41 +53,36 @@ Auth *auth_free(Auth *a) {
         for (size_t i = 0; i < a->n_entries; i++)
                 free(a->entries[i].name);
         free(a->entries);
+        explicit_bzero(a->keys, sizeof(a->keys));
         free(a);
         return NULL;
 }
 
 static int auth_add(Auth *a, AuthKind kind, const char *name, const char *token) {
-        AuthEntry *n, *e;
-        int r;
+        AuthEntry *n;
 
         n = realloc(a->entries, sizeof(AuthEntry) * (a->n_entries + 1));
         if (!n)
                 return -ENOMEM;
         a->entries = n;
-        e = n + a->n_entries;
-        *e = (AuthEntry) { .order = a->n_entries, .kind = kind, .name = strdup(name) };
-        if (!e->name)
+        n[a->n_entries] = (AuthEntry) { .tag = token_tag(a, token, strlen(token)), .order = a->n_entries,
+                                        .kind = kind, .name = strdup(name) };
+        if (!n[a->n_entries].name)
                 return -ENOMEM;
-        r = sha256(token, strlen(token), e->digest);
-        if (r < 0) {
-                free(e->name);
-                return r;
-        }
         a->n_entries++;
         return 0;
 }
 
 static int entry_compare(const void *x, const void *y) {
         const AuthEntry *a = x, *b = y;
-        int d = memcmp(a->digest, b->digest, SHA256_SIZE);
+        int d = tag_compare(&a->tag, &b->tag);
 
         if (d != 0)
                 return d;
         return a->order < b->order ? -1 : a->order > b->order;
 }
 
-/* Sorts the entries by digest, so that a token is found by a binary search rather than by comparing
+/* Sorts the entries by tag, so that a token is found by a binary search rather than by comparing
  * it with every entry: with 1 000 agents, every request spent 70 µs on the walk. Two entries with one
  * token are the operator's mistake (either may act as the other); the first in the file counts, as it
  * did when the entries were walked in order, and the mistake is logged, by name. */
@@ -76,7 +91,7 @@ static void auth_index(Auth *a) {
                 return;
         qsort(a->entries, a->n_entries, sizeof(AuthEntry), entry_compare);
         for (size_t i = 1; i < a->n_entries; i++)
-                if (memcmp(a->entries[i - 1].digest, a->entries[i].digest, SHA256_SIZE) == 0)
+                if (tag_compare(&a->entries[i - 1].tag, &a->entries[i].tag) == 0)
                         log_warning("Tokens: %s and %s have the same token; requests with it are taken as %s.",
                                     a->entries[i - 1].name, a->entries[i].name, a->entries[i - 1].name);
 }
@@ -207,6 +222,7 @@ int auth_new(const char *tokens_file, const char *control_token, bool disabled, 
         if (!a)
                 return log_oom();
         a->disabled = disabled;
+        random_bytes(a->keys, sizeof(a->keys));
 
         if (!isempty(tokens_file)) {
                 r = auth_load_file(a, tokens_file);
@@ -229,14 +245,14 @@ size_t auth_n_tokens(const Auth *a) {
         return a->n_entries;
 }
 
-/* The first entry whose digest is not below digest. */
-static size_t lower_bound(const Auth *a, const uint8_t digest[SHA256_SIZE]) {
+/* The first entry whose tag is not below tag. */
+static size_t lower_bound(const Auth *a, const TokenTag *tag) {
         size_t lo = 0, hi = a->n_entries;
 
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
 
-                if (memcmp(a->entries[mid].digest, digest, SHA256_SIZE) < 0)
+                if (tag_compare(&a->entries[mid].tag, tag) < 0)
                         lo = mid + 1;
                 else
                         hi = mid;
@@ -246,7 +262,7 @@ static size_t lower_bound(const Auth *a, const uint8_t digest[SHA256_SIZE]) {
 
 AuthIdentity auth_check_header(const Auth *a, const char *authorization) {
         AuthIdentity id = { .kind = AUTH_NONE };
-        uint8_t digest[SHA256_SIZE];
+        TokenTag tag;
         const char *token;
         size_t len, i;
 
@@ -265,14 +281,13 @@ AuthIdentity auth_check_header(const Auth *a, const char *authorization) {
         if (len == 0 || len > TOKEN_MAX)
                 return id;
 
-        /* The search compares digests, not tokens: its timing tells at most where the digest of what
-         * was sent falls among the stored ones, and a token whose digest matches a stored one in its
-         * first bytes is no closer to being right (that would take a preimage of SHA-256). */
-        if (sha256(token, len, digest) < 0)
-                return id;
-        i = lower_bound(a, digest);
-        if (i < a->n_entries && memeq_consttime(a->entries[i].digest, SHA256_SIZE, digest, SHA256_SIZE))
+        /* The search compares tags, not tokens: its timing tells at most where the tag of what was
+         * sent falls among the stored ones, under keys the client does not know, which says nothing
+         * about any token. */
+        tag = token_tag(a, token, len);
+        i = lower_bound(a, &tag);
+        if (i < a->n_entries && memeq_consttime(&a->entries[i].tag, sizeof(TokenTag), &tag, sizeof(TokenTag)))
                 id = (AuthIdentity) { .kind = a->entries[i].kind, .name = a->entries[i].name };
-        explicit_bzero(digest, sizeof(digest));
+        explicit_bzero(&tag, sizeof(tag));
         return id;
 }

@@ -4,10 +4,10 @@
 /* Bearer tokens. User tokens may push and read; agent tokens are bound to one node id and may only act
  * as that node. Tokens come from a file of "KIND NAME TOKEN" lines (mode 0600, or 0640 with the
  * daemon's own group, like /etc/shadow), plus the seed's single CONTROL_TOKEN as a user token.
- * Only each token's SHA-256 is kept, sorted, and a request's token is found by a binary search of its
- * digest: the cost of a request does not grow with the number of agents, and timing reveals nothing
- * of a token (at most where the digest of what was sent falls among the stored digests). Tokens are
- * never logged. */
+ * Only a keyed tag of each token is kept (SipHash under random keys of this process), sorted, and a
+ * request's token is found by a binary search of its tag: the cost of a request does not grow with
+ * the number of agents, and timing reveals nothing of a token (at most where the tag of what was sent
+ * falls among the stored tags, under keys nobody else knows). Tokens are never logged. */
 
 #include "macro.h"
 
