@@ -90,10 +90,14 @@ static void auth_index(Auth *a) {
         if (a->n_entries == 0)
                 return;
         qsort(a->entries, a->n_entries, sizeof(AuthEntry), entry_compare);
-        for (size_t i = 1; i < a->n_entries; i++)
-                if (tag_compare(&a->entries[i - 1].tag, &a->entries[i].tag) == 0)
-                        log_warning("Tokens: %s and %s have the same token; requests with it are taken as %s.",
-                                    a->entries[i - 1].name, a->entries[i].name, a->entries[i - 1].name);
+        for (size_t i = 1, first = 0; i < a->n_entries; i++) {
+                if (tag_compare(&a->entries[first].tag, &a->entries[i].tag) != 0) {
+                        first = i;
+                        continue;
+                }
+                log_warning("Tokens: %s and %s have the same token; requests with it are taken as %s.",
+                            a->entries[first].name, a->entries[i].name, a->entries[first].name);
+        }
 }
 
 int auth_parse_line(const char *line, AuthKind *ret_kind, char **ret_name, char **ret_token) {

@@ -162,13 +162,14 @@ static void test_same_token_twice(void) {
         _cleanup_(auth_freep) Auth *a = NULL;
         char *path = write_file("agent node-a shared-token-0123456789\n"
                                 "user bob bob-token-0123456789\n"
-                                "user alice shared-token-0123456789\n", 0600);
+                                "user alice shared-token-0123456789\n"
+                                "user carol shared-token-0123456789\n", 0600);
         AuthIdentity id;
 
         ASSERT_TRUE(path);
         ASSERT_INT_EQ(auth_new(path, "bob-token-0123456789", false, &a), 0);
         unlink(path);
-        ASSERT_UINT_EQ(auth_n_tokens(a), 4);
+        ASSERT_UINT_EQ(auth_n_tokens(a), 5);
 
         id = auth_check_header(a, "Bearer shared-token-0123456789");
         ASSERT_INT_EQ(id.kind, AUTH_AGENT);
