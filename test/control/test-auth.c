@@ -25,6 +25,16 @@ static char *write_file(const char *text, mode_t mode) {
         return path;
 }
 
+/* header identifies kind and, unless AUTH_NONE, name. */
+static void assert_identity(const Auth *a, const char *header, AuthKind kind, const char *name) {
+        AuthIdentity id = auth_check_header(a, header);
+
+        if (id.kind != kind)
+                TEST_FAIL_("\"%s\": kind %d, expected %d", header, (int) id.kind, (int) kind);
+        if (kind != AUTH_NONE && (!id.name || !streq(id.name, name)))
+                TEST_FAIL_("\"%s\": name %s, expected %s", header, id.name ?: "(null)", name);
+}
+
 static void test_parse_line(void) {
         AuthKind kind;
         char *name = NULL, *token = NULL;
@@ -50,22 +60,15 @@ static void test_parse_line(void) {
 static void test_file_and_headers(void) {
         _cleanup_(auth_freep) Auth *a = NULL;
         char *path = write_file("# tokens\nuser alice alice-token-0123456789\nagent node-a node-a-token-0123456789\n", 0600);
-        AuthIdentity id;
 
         ASSERT_TRUE(path);
         ASSERT_INT_EQ(auth_new(path, "seed-token-0123456789", false, &a), 0);
         unlink(path);
         ASSERT_UINT_EQ(auth_n_tokens(a), 3);
 
-        id = auth_check_header(a, "Bearer alice-token-0123456789");
-        ASSERT_INT_EQ(id.kind, AUTH_USER);
-        ASSERT_STREQ(id.name, "alice");
-        id = auth_check_header(a, "bearer node-a-token-0123456789");
-        ASSERT_INT_EQ(id.kind, AUTH_AGENT);
-        ASSERT_STREQ(id.name, "node-a");
-        id = auth_check_header(a, "Bearer seed-token-0123456789");
-        ASSERT_INT_EQ(id.kind, AUTH_USER);
-        ASSERT_STREQ(id.name, "default");
+        assert_identity(a, "Bearer alice-token-0123456789", AUTH_USER, "alice");
+        assert_identity(a, "bearer node-a-token-0123456789", AUTH_AGENT, "node-a");
+        assert_identity(a, "Bearer seed-token-0123456789", AUTH_USER, "default");
 
         /* Prefixes, extensions, other schemes and empty tokens identify nobody. */
         ASSERT_INT_EQ(auth_check_header(a, "Bearer alice-token-012345678").kind, AUTH_NONE);
@@ -127,7 +130,6 @@ static void test_many_tokens(void) {
         size_t size = 0;
         FILE *f;
         char header[128], name[64];
-        AuthIdentity id;
 
         f = open_memstream(&text, &size);
         ASSERT_TRUE(f);
@@ -145,9 +147,7 @@ static void test_many_tokens(void) {
         for (unsigned i = 0; i < 3000; i++) {
                 snprintf(header, sizeof(header), "Bearer token-of-node-%u-0123456789", i);
                 snprintf(name, sizeof(name), "node-%u", i);
-                id = auth_check_header(a, header);
-                ASSERT_INT_EQ(id.kind, i % 100 == 0 ? AUTH_USER : AUTH_AGENT);
-                ASSERT_STREQ(id.name, name);
+                assert_identity(a, header, i % 100 == 0 ? AUTH_USER : AUTH_AGENT, name);
 
                 snprintf(header, sizeof(header), "Bearer token-of-node-%u-0123456788", i);
                 ASSERT_INT_EQ(auth_check_header(a, header).kind, AUTH_NONE);
@@ -164,19 +164,14 @@ static void test_same_token_twice(void) {
                                 "user bob bob-token-0123456789\n"
                                 "user alice shared-token-0123456789\n"
                                 "user carol shared-token-0123456789\n", 0600);
-        AuthIdentity id;
 
         ASSERT_TRUE(path);
         ASSERT_INT_EQ(auth_new(path, "bob-token-0123456789", false, &a), 0);
         unlink(path);
         ASSERT_UINT_EQ(auth_n_tokens(a), 5);
 
-        id = auth_check_header(a, "Bearer shared-token-0123456789");
-        ASSERT_INT_EQ(id.kind, AUTH_AGENT);
-        ASSERT_STREQ(id.name, "node-a");
-        id = auth_check_header(a, "Bearer bob-token-0123456789");
-        ASSERT_INT_EQ(id.kind, AUTH_USER);
-        ASSERT_STREQ(id.name, "bob");
+        assert_identity(a, "Bearer shared-token-0123456789", AUTH_AGENT, "node-a");
+        assert_identity(a, "Bearer bob-token-0123456789", AUTH_USER, "bob");
 }
 
 static void test_disabled(void) {
