@@ -25,6 +25,18 @@ static char *write_file(const char *text, mode_t mode) {
         return path;
 }
 
+/* auth_new() on a tokens file of text with mode, removed afterwards; -EIO when it could not be written. */
+static int auth_from_file(const char *text, mode_t mode, const char *control_token, Auth **ret) {
+        char *path = write_file(text, mode);
+        int r;
+
+        if (!path)
+                return -EIO;
+        r = auth_new(path, control_token, false, ret);
+        unlink(path);
+        return r;
+}
+
 /* header identifies kind and, unless AUTH_NONE, name. */
 static void assert_identity(const Auth *a, const char *header, AuthKind kind, const char *name) {
         AuthIdentity id = auth_check_header(a, header);
@@ -59,11 +71,9 @@ static void test_parse_line(void) {
 
 static void test_file_and_headers(void) {
         _cleanup_(auth_freep) Auth *a = NULL;
-        char *path = write_file("# tokens\nuser alice alice-token-0123456789\nagent node-a node-a-token-0123456789\n", 0600);
 
-        ASSERT_TRUE(path);
-        ASSERT_INT_EQ(auth_new(path, "seed-token-0123456789", false, &a), 0);
-        unlink(path);
+        ASSERT_INT_EQ(auth_from_file("# tokens\nuser alice alice-token-0123456789\nagent node-a node-a-token-0123456789\n",
+                                     0600, "seed-token-0123456789", &a), 0);
         ASSERT_UINT_EQ(auth_n_tokens(a), 3);
 
         assert_identity(a, "Bearer alice-token-0123456789", AUTH_USER, "alice");
@@ -80,11 +90,8 @@ static void test_file_and_headers(void) {
 
 static void test_file_readable_by_others_is_refused(void) {
         Auth *a = NULL;
-        char *path = write_file("user alice alice-token-0123456789\n", 0644);
 
-        ASSERT_TRUE(path);
-        ASSERT_INT_EQ(auth_new(path, NULL, false, &a), -EPERM);
-        unlink(path);
+        ASSERT_INT_EQ(auth_from_file("user alice alice-token-0123456789\n", 0644, NULL, &a), -EPERM);
         ASSERT_NULL(a);
 }
 
@@ -114,11 +121,8 @@ static void test_file_readable_by_own_group(void) {
 
 static void test_malformed_file_is_refused(void) {
         Auth *a = NULL;
-        char *path = write_file("user alice\n", 0600);
 
-        ASSERT_TRUE(path);
-        ASSERT_INT_EQ(auth_new(path, NULL, false, &a), -EINVAL);
-        unlink(path);
+        ASSERT_INT_EQ(auth_from_file("user alice\n", 0600, NULL, &a), -EINVAL);
         ASSERT_NULL(a);
 }
 
@@ -160,14 +164,12 @@ static void test_many_tokens(void) {
  * CONTROL_TOKEN, which comes after the file's entries. */
 static void test_same_token_twice(void) {
         _cleanup_(auth_freep) Auth *a = NULL;
-        char *path = write_file("agent node-a shared-token-0123456789\n"
-                                "user bob bob-token-0123456789\n"
-                                "user alice shared-token-0123456789\n"
-                                "user carol shared-token-0123456789\n", 0600);
 
-        ASSERT_TRUE(path);
-        ASSERT_INT_EQ(auth_new(path, "bob-token-0123456789", false, &a), 0);
-        unlink(path);
+        ASSERT_INT_EQ(auth_from_file("agent node-a shared-token-0123456789\n"
+                                     "user bob bob-token-0123456789\n"
+                                     "user alice shared-token-0123456789\n"
+                                     "user carol shared-token-0123456789\n",
+                                     0600, "bob-token-0123456789", &a), 0);
         ASSERT_UINT_EQ(auth_n_tokens(a), 5);
 
         assert_identity(a, "Bearer shared-token-0123456789", AUTH_AGENT, "node-a");
