@@ -9,6 +9,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "push.h"
+#include "task-signals.h"
 #include "task-spec.h"
 
 #define BUS_NAME "org.mutualcloud.Control1"
@@ -208,7 +209,7 @@ static const sd_bus_vtable control_vtable[] = {
                                 method_list_tasks, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CancelTask", SD_BUS_ARGS("s", id), SD_BUS_NO_RESULT, method_cancel_task,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
-        SD_BUS_SIGNAL_WITH_ARGS("TaskChanged", SD_BUS_ARGS("s", id, "s", status), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("TasksChanged", SD_BUS_ARGS("a(ss)", changes), 0),
         SD_BUS_VTABLE_END,
 };
 
@@ -225,6 +226,9 @@ int control_bus_setup(Control *c) {
         r = sd_bus_add_object_vtable(c->bus, NULL, BUS_PATH, BUS_INTERFACE, control_vtable, c);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the D-Bus object: %m");
+        r = task_signals_new(c->bus, c->event, BUS_PATH, BUS_INTERFACE, &c->task_signals);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the TasksChanged signal: %m");
         return 0;
 }
 
@@ -235,6 +239,5 @@ void control_bus_emit_counts_changed(Control *c) {
 }
 
 void control_bus_emit_task_changed(Control *c, const char *id, const char *status) {
-        if (c->bus)
-                (void) sd_bus_emit_signal(c->bus, BUS_PATH, BUS_INTERFACE, "TaskChanged", "ss", id, status);
+        task_signals_add(c->task_signals, id, status);
 }

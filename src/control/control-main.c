@@ -18,6 +18,7 @@
 #include "migrations.h"
 #include "push.h"
 #include "task-publisher.h"
+#include "task-signals.h"
 #include "watch.h"
 
 #define DRAIN_TIMEOUT_USEC (5 * USEC_PER_SEC)
@@ -261,6 +262,7 @@ static void control_done(Control *c) {
         c->sweep_timer = sd_event_source_disable_unref(c->sweep_timer);
         c->housekeeping_timer = sd_event_source_disable_unref(c->housekeeping_timer);
         c->leases = lease_watch_free(c->leases);
+        c->task_signals = task_signals_free(c->task_signals);
         c->bus = sd_bus_flush_close_unref(c->bus);
         c->http = http_server_free(c->http);
         c->auth = auth_free(c->auth);

@@ -51,6 +51,7 @@ typedef struct ControlConfig {
 
 typedef struct PushBatcher PushBatcher;
 typedef struct TaskPublisher TaskPublisher;
+typedef struct TaskSignals TaskSignals;
 typedef struct ClaimWaiters ClaimWaiters;
 typedef struct Heartbeats Heartbeats;
 typedef struct Watchers Watchers;
@@ -70,6 +71,7 @@ typedef struct Control {
         TlsServer *tls;         /* NULL: plain HTTP */
         HttpServer *http;
         sd_bus *bus;
+        TaskSignals *task_signals;      /* TasksChanged on the bus (task-signals.h) */
         Metrics metrics;
         PushBatcher *pusher;
         ClaimWaiters *waiters;

@@ -223,6 +223,16 @@ class BusMonitor:
             self.proc.wait(30)
 
 
+def task_changes(mon):
+    """Every (id, status) of the TasksChanged signals seen so far, in the order sent."""
+    return [change for data in mon.signals("TasksChanged") for change in data[0]]
+
+
+def wait_change(mon, task_id, status):
+    wait_until(lambda: [task_id, status] in task_changes(mon), TIMEOUT,
+               msg=f"TasksChanged with ({task_id}, {status})")
+
+
 def dbus_send(address, method, *args, as_user=None, groups=None, interface=BUS_IFACE):
     """A method call with dbus-send, which names the error of a failed call (busctl prints only its
     message). as_user: a uid to call as (with no groups but `groups`). Returns (ok, reply or
@@ -273,7 +283,7 @@ def test_bus_interface():
     table = bus.busctl("introspect", BUS_NAME, BUS_PATH)
     for row in (r"^org\.mutualcloud\.Control1\s+interface", r"^\.PushTask\s+method\s+s\s+s\s",
                 r"^\.GetTask\s+method\s+s\s+s\s", r"^\.ListTasks\s+method\s+su\s+s\s",
-                r"^\.CancelTask\s+method\s+s\s+-\s", r"^\.TaskChanged\s+signal\s+ss\s",
+                r"^\.CancelTask\s+method\s+s\s+-\s", r"^\.TasksChanged\s+signal\s+a\(ss\)\s",
                 r"^\.Version\s+property\s+s\s+\"[^\"]+\"\s+const",
                 r"^\.TasksQueued\s+property\s+u\s+\d+\s+emits-change", r"^\.TasksRunning\s+property\s+u\s+\d+\s+emits-change",
                 r"^\.NodesReady\s+property\s+u\s+\d+\s+emits-change"):
@@ -293,7 +303,7 @@ def test_bus_interface():
     check(props == {"Version": ("s", "read"), "TasksQueued": ("u", "read"), "TasksRunning": ("u", "read"),
                     "NodesReady": ("u", "read")}, f"properties: {props}")
     sigs = {s.get("name"): [(a.get("name"), a.get("type")) for a in s.findall("arg")] for s in iface.findall("signal")}
-    check(sigs == {"TaskChanged": [("id", "s"), ("status", "s")]}, f"signals: {sigs}")
+    check(sigs == {"TasksChanged": [("changes", "a(ss)")]}, f"signals: {sigs}")
 
     health = http("GET", c.url + "/api/health").json()
     check(prop(bus, "Version") == health["version"], f"Version {prop(bus, 'Version')!r} vs health {health}")
@@ -307,7 +317,7 @@ def test_bus_interface():
     check(t["status"] == "queued", t)
     for key, value in SAMPLE_TASK.items():
         check(t[key] == value, f"field {key} pushed over D-Bus: {value!r}, HTTP shows {t.get(key)!r}")
-    mon.wait_signal("TaskChanged", lambda d: d == [tid, "queued"], f"TaskChanged({tid}, queued)")
+    wait_change(mon, tid, "queued")
 
     (got,) = call(bus, "GetTask", "s", tid)
     got = json.loads(got)
@@ -335,11 +345,13 @@ def test_bus_interface():
                     lambda d: d[0] == BUS_IFACE and d[1].get("TasksQueued", {}).get("data") == 3,
                     "PropertiesChanged with TasksQueued=3")
 
-    # CancelTask; GetTask and HTTP then show it cancelled, and a TaskChanged says so.
+    # CancelTask; GetTask and HTTP then show it cancelled, and a TasksChanged says so.
     check(call(bus, "CancelTask", "s", tid) == [], "CancelTask returns nothing")
     check(json.loads(call(bus, "GetTask", "s", tid)[0])["status"] == "cancelled", "GetTask after CancelTask")
     check(c.task(tid)["status"] == "cancelled", "HTTP after CancelTask")
-    mon.wait_signal("TaskChanged", lambda d: d == [tid, "cancelled"], f"TaskChanged({tid}, cancelled)")
+    wait_change(mon, tid, "cancelled")
+    changes = task_changes(mon)
+    check(changes.index([tid, "queued"]) < changes.index([tid, "cancelled"]), f"changes out of order: {changes}")
     wait_until(lambda: prop(bus, "TasksQueued") == 2, TIMEOUT, msg="TasksQueued to drop to 2")
 
     # Errors carry D-Bus error names, and a bad body names its field.
@@ -362,6 +374,42 @@ def test_bus_interface():
     (listed,) = call(bus, "ListTasks", "su", "", 100)
     check(sorted(x["id"] for x in json.loads(listed)["tasks"]) == sorted([tid, "bus-task-2", third]),
           f"tasks after the refused calls: {listed}")
+    check(c.stop() == 0, "exit status")
+
+
+def test_bus_task_changes_coalesced():
+    """Many task changes share TasksChanged signals, and each change is in exactly one of them. A
+    signal per change would be as many signals as pushes; coalescing needs only two pushes within one
+    interval (100 ms) of each other, which 16 concurrent clients always give."""
+    bus = PrivateBus()
+    pg = Postgres().start()
+    c = Control(pg, bus=bus).start()
+    bus.wait_name(BUS_NAME, timeout=TIMEOUT)
+    mon = BusMonitor(bus, f"type='signal',path='{BUS_PATH}'")
+
+    n = 200
+    ids = [f"coalesced-{i}" for i in range(n)]
+    answers = {}
+
+    def push(chunk):
+        for i in chunk:
+            answers[i] = c.push(dict(SAMPLE_TASK, id=i)).status
+
+    threads = [threading.Thread(target=push, args=(ids[k::16],)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(sorted(answers.values()) == [201] * n, f"push answers: {sorted(set(answers.values()))}")
+
+    wanted = {(i, "queued") for i in ids}
+    wait_until(lambda: wanted <= {tuple(ch) for ch in task_changes(mon)}, TIMEOUT,
+               msg=f"TasksChanged with the {n} pushed tasks queued")
+    mine = [tuple(ch) for ch in task_changes(mon) if tuple(ch) in wanted]
+    check(len(mine) == n, f"{len(mine) - n} changes announced more than once")
+    signals = [data[0] for data in mon.signals("TasksChanged")]
+    check(len(signals) < n, f"{n} changes took {len(signals)} signals: not coalesced")
+    check(all(1 <= len(s) <= 4096 for s in signals), f"signal sizes: {[len(s) for s in signals]}")
     check(c.stop() == 0, "exit status")
 
 
