@@ -15,6 +15,7 @@ static const char *log_identifier = "mc";
 static int log_max_level = LOG_INFO;
 static LogTarget log_target = LOG_TARGET_AUTO;
 static int journal_usable = -1; /* -1: not probed yet */
+static int stderr_is_journal = -1;      /* JOURNAL_STREAM set, looked up once (not per line); -1: not yet */
 
 void log_setup(const char *identifier) {
         const char *e;
@@ -49,6 +50,7 @@ int log_get_max_level(void) {
 void log_set_target(LogTarget target) {
         log_target = target;
         journal_usable = -1;
+        stderr_is_journal = -1;
 }
 
 int log_level_from_string(const char *s) {
@@ -154,7 +156,9 @@ static void log_to_console(int level, McEvent event, const char *const *fields, 
         } while (0)
 
         /* Under systemd, stderr goes to the journal, which understands the <N> priority prefix. */
-        APPEND("%s%s: %s", getenv("JOURNAL_STREAM") ? prefix[level & 7] : "", log_identifier, message);
+        if (stderr_is_journal < 0)
+                stderr_is_journal = !!getenv("JOURNAL_STREAM");
+        APPEND("%s%s: %s", stderr_is_journal ? prefix[level & 7] : "", log_identifier, message);
         if (event != MC_EVENT_NONE)
                 APPEND(" MC_EVENT=%s", log_event_name(event));
         for (size_t i = 0; fields && fields[i] && fields[i + 1]; i += 2)
