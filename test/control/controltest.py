@@ -38,6 +38,7 @@ class Control:
     def __init__(self, pg, nodes=("node-a", "node-b"), args=(), env=None, tokens=None, name=None, bus=None,
                  lease_ttl_ms=15000):
         self.pg = pg
+        self.bus = bus          # a PrivateBus, or None: --no-bus
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tokens = tokens or write_tokens(nodes)
