@@ -9,6 +9,14 @@
 -- control's.
 --
 -- Bodies are checked when called, not here (as pg_dump does): a function may call one defined below.
+--
+-- In PL/pgSQL, a call whose result is not wanted (a lock, an unlock, a notification) on a path taken
+-- per task is an assignment to a throwaway text variable (`ignored := pg_notify(...)`; a void result
+-- is assigned as ''), not PERFORM: PERFORM runs its call as a query through SPI, with the executor's
+-- start and end, while an assignment of a plain call is evaluated directly. Two PERFORMs in
+-- mc_announce_wanted(), which every task change calls, cost a push at one client about a tenth of its
+-- rate (bench/control/README.md). PERFORM stays for what is a query (PERFORM 1 FROM ...) and on the
+-- rare paths.
 SET LOCAL check_function_bodies = off;
 
 -- STABLE like to_char, so that it is inlined into its callers: a SQL function that is not inlined is
@@ -128,6 +136,7 @@ $$;
 CREATE OR REPLACE FUNCTION mc_announce_wanted(p_queued boolean) RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
         own text := coalesce(current_setting('mc.awaits', true), '');
+        ignored text;
 BEGIN
         IF NOT pg_try_advisory_xact_lock_shared(mc_await_key('guard')) THEN
                 RETURN true;
@@ -138,12 +147,12 @@ BEGIN
         IF NOT pg_try_advisory_lock(mc_await_key('events')) THEN
                 RETURN true;
         END IF;
-        PERFORM pg_advisory_unlock(mc_await_key('events'));
+        ignored := pg_advisory_unlock(mc_await_key('events'));
         IF p_queued THEN
                 IF NOT pg_try_advisory_lock(mc_await_key('queued')) THEN
                         RETURN true;
                 END IF;
-                PERFORM pg_advisory_unlock(mc_await_key('queued'));
+                ignored := pg_advisory_unlock(mc_await_key('queued'));
         END IF;
         RETURN false;
 END
@@ -176,15 +185,16 @@ $$;
 CREATE OR REPLACE FUNCTION mc_notify_queued(n_untargeted integer, targets text[]) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
         t text;
+        ignored text;
 BEGIN
         IF (n_untargeted > 0 OR cardinality(targets) > 0) AND NOT mc_announce_wanted(true) THEN
                 RETURN;
         END IF;
         IF n_untargeted > 0 THEN
-                PERFORM pg_notify('mc_queued', n_untargeted::text);
+                ignored := pg_notify('mc_queued', n_untargeted::text);
         END IF;
         FOREACH t IN ARRAY coalesce(targets, '{}'::text[]) LOOP
-                PERFORM pg_notify('mc_queued', '@' || t);
+                ignored := pg_notify('mc_queued', '@' || t);
         END LOOP;
 END
 $$;
@@ -455,6 +465,7 @@ DECLARE
         shape_targeted boolean[];       -- NULL: all untargeted
         max_cpus bigint;
         max_memory bigint;
+        ignored text;
 BEGIN
         FOR node, k IN SELECT u.node, u.k::integer FROM unnest(p_nodes) WITH ORDINALITY AS u(node, k) ORDER BY u.node, u.k LOOP
                 t := NULL;
@@ -468,7 +479,7 @@ BEGIN
                 CONTINUE WHEN n.draining OR n.drained;
 
                 IF p_wait THEN
-                        PERFORM pg_advisory_xact_lock(hashtext('mc-claim:' || node));
+                        ignored := pg_advisory_xact_lock(hashtext('mc-claim:' || node));
                 ELSIF NOT pg_try_advisory_xact_lock(hashtext('mc-claim:' || node)) THEN
                         RETURN QUERY SELECT k, 0, NULL::jsonb, NULL::text, NULL::bigint, NULL::integer;
                         CONTINUE;
@@ -749,6 +760,7 @@ RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
 DECLARE
         t tasks;
         lk record;
+        ignored text;
 BEGIN
         SELECT * INTO lk FROM mc_lock_lease(p_id, p_node, p_token, true);
         -- The lease expired while the result was on its way, and nobody has held the task since (the
@@ -783,7 +795,7 @@ BEGIN
                 ON CONFLICT (task_id) DO UPDATE SET output = EXCLUDED.output, truncated = EXCLUDED.truncated;
         END IF;
         -- The node has capacity again.
-        PERFORM mc_notify_queued(0, ARRAY[p_node]);
+        ignored := mc_notify_queued(0, ARRAY[p_node]);
         RETURN QUERY SELECT 200, mc_task_json(t, true);
 END
 $$;
@@ -797,6 +809,7 @@ DECLARE
         t tasks;
         lk record;
         why text := p_code || CASE WHEN p_reason IS NOT NULL THEN ': ' || p_reason ELSE '' END;
+        ignored text;
 BEGIN
         SELECT * INTO lk FROM mc_lock_lease(p_id, p_node, p_token, true);
         IF lk.code IS NOT NULL THEN
@@ -818,7 +831,7 @@ BEGIN
                 UPDATE tasks SET lease_expires_at = NULL, updated_at = now() WHERE tasks.id = p_id RETURNING * INTO t;
         END IF;
         -- The node has capacity again.
-        PERFORM mc_notify_queued(0, ARRAY[p_node]);
+        ignored := mc_notify_queued(0, ARRAY[p_node]);
         RETURN QUERY SELECT 200, mc_task_json(t, true);
 END
 $$;
@@ -1029,9 +1042,11 @@ CREATE OR REPLACE FUNCTION mc_event_json(t tasks) RETURNS jsonb LANGUAGE sql STA
 $$;
 
 CREATE OR REPLACE FUNCTION mc_task_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+        ignored text;
 BEGIN
         IF mc_announce_wanted(NEW.status = 'queued') THEN
-                PERFORM pg_notify('mc_events', mc_event_json(NEW)::text);
+                ignored := pg_notify('mc_events', mc_event_json(NEW)::text);
         END IF;
         RETURN NULL;
 END
@@ -1106,6 +1121,7 @@ RETURNS TABLE (code integer, body jsonb) LANGUAGE plpgsql AS $$
 DECLARE
         lk record;
         have bigint;
+        ignored text;
 BEGIN
         SELECT * INTO lk FROM mc_lock_lease(p_id, p_node, p_token, false);
         IF lk.code IS NOT NULL THEN
@@ -1133,7 +1149,7 @@ BEGIN
         IF p_data <> '' THEN
                 INSERT INTO task_output_chunks (task_id, lease_token, pos, data) VALUES (p_id, p_token, p_pos, p_data);
                 IF mc_announce_wanted(false) THEN
-                        PERFORM pg_notify('mc_output', p_id);
+                        ignored := pg_notify('mc_output', p_id);
                 END IF;
         END IF;
         RETURN QUERY SELECT 200, jsonb_build_object('stored', have + octet_length(p_data));
@@ -1158,11 +1174,11 @@ BEGIN
         END IF;
         SELECT x.output INTO o FROM task_output x WHERE x.task_id = p_id;
         IF FOUND THEN
-                RETURN QUERY SELECT t.status, true, t.lease_token, octet_length(o)::bigint, o;
+                RETURN QUERY SELECT t.status::text, true, t.lease_token, octet_length(o)::bigint, o;
                 RETURN;
         END IF;
         tok := coalesce(p_token, t.lease_token);
-        RETURN QUERY SELECT t.status, false, t.lease_token,
+        RETURN QUERY SELECT t.status::text, false, t.lease_token,
                             coalesce(max(c.pos + octet_length(c.data)), p_from),
                             coalesce(string_agg(c.data, '' ORDER BY c.pos), '')
                        FROM task_output_chunks c
