@@ -6,7 +6,8 @@ failure, release, release on the last attempt, cancel of a leased and of a runni
 of a cancelled task, expiry, expiry on the last attempt, deletion, a node's removal), and after a run
 of concurrent claims, results, releases, cancels and expiries through two replicas, its row equals the
 sums recomputed from the leases, GET /api/nodes shows it, and no node holds more than its size. A
-database of schema version 7 with leases in it is upgraded with the rows filled from them."""
+database of schema version 7 with leases in it is upgraded with the rows filled from them; one of
+version 9 gets the status's domain (version 10) with its triggers as they were."""
 
 import glob
 import json
@@ -17,7 +18,7 @@ import time
 
 import mctest
 from mctest import Postgres, check, http, wait_until
-from controltest import USER_TOKEN, Control, start_cluster
+from controltest import USER_TOKEN, Control, metric, start_cluster
 
 CPU = 1_000_000_000
 MIB = 1 << 20
@@ -242,15 +243,26 @@ def test_concurrent_paths_through_two_replicas():
     check(int(ended) > 100, f"{ended} leases taken")
 
 
-def test_upgrade_from_schema_version_7_with_leases():
-    pg = Postgres().start()
-    for path in sorted(glob.glob(os.path.join(mctest.source_dir(), "src/control/sql/00[1-7]-*.sql"))):
-        with open(path) as f:
-            pg.psql(f.read())
-    # As mc-control records an applied migration (src/control/db.c).
+def database_at(pg, version, functions=False):
+    """The tables as the migrations up to `version` leave them, recorded as mc-control records an
+    applied migration (src/control/db.c); functions: and functions.sql on them, as a control of that
+    version would have left its triggers."""
+    sql = os.path.join(mctest.source_dir(), "src/control/sql")
+    for path in sorted(glob.glob(os.path.join(sql, "[0-9][0-9][0-9]-*.sql"))):
+        if int(os.path.basename(path)[:3]) <= version:
+            with open(path) as f:
+                pg.psql(f.read())
     pg.psql("CREATE TABLE mc_schema (version integer PRIMARY KEY, name text NOT NULL, "
             "applied_at timestamptz NOT NULL DEFAULT now()); "
-            "INSERT INTO mc_schema SELECT v, 'v' || v FROM generate_series(1, 7) v")
+            f"INSERT INTO mc_schema SELECT v, 'v' || v FROM generate_series(1, {version}) v")
+    if functions:
+        with open(os.path.join(sql, "functions.sql")) as f:
+            pg.psql(f.read())
+
+
+def test_upgrade_from_schema_version_7_with_leases():
+    pg = Postgres().start()
+    database_at(pg, 7)
     pg.psql(f"INSERT INTO nodes (node_id, nano_cpus, memory_bytes) VALUES "
             f"('node-a', {8 * CPU}, {8 << 30}), ('node-b', {4 * CPU}, {4 << 30}), ('node-idle', {CPU}, {1 << 30})")
     spec = json.dumps({"image": "i", "cmd": ["x"]})
@@ -293,6 +305,62 @@ def test_upgrade_from_schema_version_7_with_leases():
     check(b.claim_task() is None, "nothing queued")
     push(c, 2 * CPU, 256 * MIB, labels={"target_node": "node-b"})
     check(b.claim_task() is None, "node-b has 1 CPU free by its row: no 2-CPU task")
+
+
+def test_upgrade_from_schema_version_9_status_domain():
+    """Schema version 10 checks a task's status by its type (the domain mc_task_status) instead of a
+    CHECK on the table. The triggers that name the column are dropped and created again by the
+    migration: afterwards each is there once and still fires, and a status outside the list is still
+    refused, leaving the row as it was."""
+    pg = Postgres().start()
+    database_at(pg, 9, functions=True)
+    pg.psql(f"INSERT INTO nodes (node_id, nano_cpus, memory_bytes) VALUES ('node-a', {8 * CPU}, {8 << 30})")
+    spec = json.dumps({"image": "i", "cmd": ["x"]})
+    pg.psql(f"INSERT INTO tasks (id, spec, status, nano_cpus, memory_bytes, attempt, lease_token, lease_node, "
+            f"lease_ttl_ms) VALUES ('a-leased', '{spec}', 'leased', {CPU}, {256 * MIB}, 1, 1, 'node-a', 15000)")
+    pg.psql("INSERT INTO attempts (task_id, attempt, node_id, lease_token, status) "
+            "VALUES ('a-leased', 1, 'node-a', 1, 'leased')")
+    pg.psql("INSERT INTO node_reserved (node_id, nano_cpus, memory_bytes, leases) "
+            f"VALUES ('node-a', {CPU}, {256 * MIB}, 1)")
+
+    c = Control(pg, nodes=("node-a",)).start()
+    check(http("GET", c.url + "/api/health").json()["schema_version"] >= 10, "upgraded")
+    check(pg.psql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                  "WHERE attrelid = 'tasks'::regclass AND attname = 'status'") == [("mc_task_status",)],
+          "the status is of the domain")
+    check(pg.psql("SELECT count(*) FROM pg_constraint WHERE conrelid = 'tasks'::regclass AND contype = 'c'")
+          == [("0",)], "no CHECK left on tasks")
+    triggers = pg.psql("SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+                       "WHERE tgrelid = 'tasks'::regclass AND NOT tgisinternal ORDER BY tgname")
+    check([t[0] for t in triggers] == ["mc_task_changed", "mc_task_inserted", "mc_task_reserve_delete",
+                                       "mc_task_reserve_update"], f"each trigger once: {triggers}")
+    defs = dict(triggers)
+    check("UPDATE OF status, updated_at" in defs["mc_task_changed"] and "WHEN" in defs["mc_task_changed"],
+          f"mc_task_changed as it was: {defs['mc_task_changed']}")
+    check("UPDATE OF status, lease_node, nano_cpus, memory_bytes" in defs["mc_task_reserve_update"],
+          f"mc_task_reserve_update as it was: {defs['mc_task_reserve_update']}")
+
+    for bad in ("bogus", "", "QUEUED", "expired"):
+        try:
+            pg.psql(f"UPDATE tasks SET status = '{bad}' WHERE id = 'a-leased'")
+            refused = False
+        except AssertionError as e:
+            refused = "mc_task_status_check" in str(e)
+        check(refused, f"status {bad!r} refused by the domain's constraint")
+    check(pg.psql("SELECT status FROM tasks WHERE id = 'a-leased'") == [("leased",)], "the row as it was")
+
+    # The triggers fire: the result of the lease from before frees its share (mc_task_reserve_update),
+    # and a push wakes a waiting claim (mc_task_inserted's announcement), which leases it.
+    a = c.agent("node-a", nano_cpus=8 * CPU, memory_bytes=8 << 30)
+    a.register()
+    ok(a.finish("a-leased", 1), "the result of a lease from before the upgrade")
+    check(reserved(pg)["node-a"] == (0, 0, 0), "its share freed")
+    waiting = mctest.background(a.claim, 20000, 60)
+    wait_until(lambda: metric(c, "mc_claims_waiting") == 1, 60, msg="the claim waits")
+    tid = push(c, CPU, 256 * MIB)
+    r = waiting.get()
+    check(r.status == 200 and r.json()["task"]["id"] == tid, f"the waiting claim got the push: {r.status} {r.text}")
+    check(reserved(pg)["node-a"] == (CPU, 256 * MIB, 1), "its share reserved")
 
 
 mctest.main()
