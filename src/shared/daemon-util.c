@@ -27,7 +27,10 @@ int daemon_event_new_with_terminate(sd_event_signal_handler_t on_terminate, void
         sigset_t mask;
         int r;
 
-        r = sd_event_default(&e);
+        /* Not sd_event_default(): each daemon passes its loop around explicitly, and the default loop
+         * checks at every iteration that it runs in the thread that made it, with a gettid() system
+         * call, two per request served. */
+        r = sd_event_new(&e);
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate event loop: %m");
 
