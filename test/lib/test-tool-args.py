@@ -56,6 +56,8 @@ def test_benchmarks_refuse_bad_options():
         ("bench/control/notify-cost", ["--clients", "1,0"], "'0'"),
         ("bench/control/journal-cost", ["--seconds", "0"], "--seconds"),
         ("bench/control/journal-cost", ["--clients", "0"], "'0'"),
+        ("bench/control/insert-cost", ["--rows", "10"], "--rows"),
+        ("bench/control/insert-cost", ["--rounds", "0"], "--rounds"),
         ("bench/p2p/swarm-bench", ["--fetchers", "0"], "--fetchers"),
         ("bench/p2p/swarm-bench", ["--fetchers", "61"], "--fetchers 61"),
         ("bench/p2p/swarm-bench", ["--runs", "C"], "--runs"),
