@@ -13,10 +13,10 @@
 -- In PL/pgSQL, a call whose result is not wanted (a lock, an unlock, a notification) on a path taken
 -- per task is an assignment to a throwaway text variable (`ignored := pg_notify(...)`; a void result
 -- is assigned as ''), not PERFORM: PERFORM runs its call as a query through SPI, with the executor's
--- start and end, while an assignment of a plain call is evaluated directly. Two PERFORMs in
--- mc_announce_wanted(), which every task change calls, cost a push at one client about a tenth of its
--- rate (bench/control/README.md). PERFORM stays for what is a query (PERFORM 1 FROM ...) and on the
--- rare paths.
+-- start and end, while an assignment of a plain call is evaluated directly: the two unlocks of
+-- mc_announce_wanted(), which every task change calls, as PERFORM doubled its cost (5.45 against 2.80 µs
+-- a call, bench/control/insert-cost). PERFORM stays for what is a query (PERFORM 1 FROM ...) and on
+-- the rare paths.
 SET LOCAL check_function_bodies = off;
 
 -- STABLE like to_char, so that it is inlined into its callers: a SQL function that is not inlined is
